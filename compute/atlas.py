@@ -1,0 +1,709 @@
+"""Read and write an atlas: the one contract between ``compute`` and ``dashboard``.
+
+An atlas is a directory holding ``manifest.json`` plus ``.npy`` arrays and small images
+(format described in ``docs/atlas.md``). This module is torch-free and Dash-free, so
+both halves of the product import it.
+
+Writing is atomic: :class:`AtlasWriter` fills a temporary sibling directory and renames it
+into place, so an interrupted build never leaves a half atlas. :func:`update_atlas` adds
+files to an existing atlas first and then replaces the manifest atomically.
+
+Examples:
+    >>> from compute.atlas import Atlas
+    >>> atlas = Atlas.open("path/to/atlas")            # doctest: +SKIP
+    >>> atlas.activation_counts(atlas.layer_names[0])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+FORMAT_NAME = "network-atlas"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+MANIFEST = "manifest.json"
+
+#: Parts an atlas may hold; a view whose part is missing says how to compute it.
+PART_SUMMIT = "summit"  # activation counts, influence counts, class statistics
+PART_EXAMPLES = "examples"  # top dataset examples per channel, with crops
+PART_EMBEDDING = "embedding"  # class embedding per layer
+PART_GRAPHS = "graphs"  # attribution graphs for every class
+
+_REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
+
+
+class AtlasError(ValueError):
+    """An atlas is missing, malformed, truncated or altered. The message names the file."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One chosen layer of the model, in input-to-output order.
+
+    Attributes:
+        name: the model's own module name, e.g. ``"features.3"``.
+        channels: number of output channels.
+        height: height of the layer's activation map (for the model's input size).
+        width: width of the layer's activation map.
+        influence_from: name of the previous chosen layer whose channels influence this
+            one (``None`` for the first layer).
+    """
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    influence_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise AtlasError("layer with an empty name in manifest.json")
+        if self.channels <= 0 or self.height <= 0 or self.width <= 0:
+            raise AtlasError(f"layer {self.name!r} has a non-positive size in manifest.json")
+
+
+@dataclass(frozen=True)
+class ExampleTable:
+    """Top dataset examples of every channel of one layer.
+
+    Attributes:
+        image_index: ``int64[channels, n]``, dataset index of each example, ``-1`` if empty.
+        activation: ``float32[channels, n]``, the channel's spatial max on that image.
+        position: ``int32[channels, n, 2]``, (row, col) of that max in the layer's map.
+    """
+
+    image_index: np.ndarray
+    activation: np.ndarray
+    position: np.ndarray
+
+
+@dataclass(frozen=True)
+class AttributionGraph:
+    """One class's attribution graph, with layout positions computed offline.
+
+    Attributes:
+        layer: ``int16[n]`` layer index of each node (0 = first chosen layer).
+        channel: ``int32[n]`` channel of each node.
+        pagerank: ``float32[n]`` personalised PageRank of each node.
+        x: ``float32[n]`` horizontal position of the node inside its layer row.
+        source: ``int64[m]`` node (row of the arrays above) in the lower layer of each edge.
+        target: ``int64[m]`` node in the upper layer of each edge.
+        weight: ``int64[m]`` influence count of each edge.
+    """
+
+    layer: np.ndarray
+    channel: np.ndarray
+    pagerank: np.ndarray
+    x: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.layer.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.source.shape[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Paths inside an atlas (the single place that knows the layout)
+# ---------------------------------------------------------------------------------------
+
+
+def layer_dir(layer_index: int) -> str:
+    return f"layers/{layer_index:02d}"
+
+
+def activation_counts_path(layer_index: int) -> str:
+    return f"{layer_dir(layer_index)}/activation_counts.npy"
+
+
+def influence_paths(layer_index: int) -> dict[str, str]:
+    base = layer_dir(layer_index)
+    return {part: f"{base}/influence_{part}.npy" for part in ("indptr", "indices", "data")}
+
+
+def examples_paths(layer_index: int) -> dict[str, str]:
+    base = layer_dir(layer_index)
+    return {
+        "image_index": f"{base}/examples_image_index.npy",
+        "activation": f"{base}/examples_activation.npy",
+        "position": f"{base}/examples_position.npy",
+    }
+
+
+def example_crop_path(layer_index: int, channel: int, rank: int, ext: str = "png") -> str:
+    return f"images/{layer_index:02d}/{channel}-{rank}.{ext}"
+
+
+def embedding_path(layer_index: int) -> str:
+    return f"{layer_dir(layer_index)}/embedding.npy"
+
+
+CLASS_PATHS = {
+    "num_images": "classes/num_images.npy",
+    "num_correct": "classes/num_correct.npy",
+    "confidence_hist": "classes/confidence_hist.npy",
+}
+
+GRAPH_PATHS = {
+    name: f"graphs/{name}.npy"
+    for name in (
+        "node_offsets",
+        "node_layer",
+        "node_channel",
+        "node_pagerank",
+        "node_x",
+        "edge_offsets",
+        "edge_source",
+        "edge_target",
+        "edge_weight",
+    )
+}
+
+_SAFE_RELPATH = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
+
+
+def is_safe_relpath(relpath: str) -> bool:
+    """True for a plain relative path with no ``..``, absolute root or odd characters."""
+    return bool(_SAFE_RELPATH.match(relpath)) and ".." not in relpath.split("/")
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------
+
+
+class Atlas:
+    """A read-only, checked view of an atlas directory.
+
+    Arrays are memory-mapped and loaded with ``allow_pickle=False``; every array read is
+    checked against the shape the manifest implies.
+
+    Args:
+        path: the atlas directory.
+        manifest: the parsed manifest (use :meth:`open`, which checks it).
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.classes: tuple[str, ...] = tuple(str(c) for c in manifest["classes"])
+        self.layers: tuple[LayerInfo, ...] = tuple(
+            LayerInfo(
+                name=str(layer["name"]),
+                channels=int(layer["channels"]),
+                height=int(layer["height"]),
+                width=int(layer["width"]),
+                influence_from=layer.get("influence_from"),
+            )
+            for layer in manifest["layers"]
+        )
+        self.parameters: dict[str, Any] = dict(manifest["parameters"])
+        self.parts: frozenset[str] = frozenset(manifest["parts"])
+        self.files: dict[str, dict[str, Any]] = dict(manifest["files"])
+        self._layer_index = {layer.name: i for i, layer in enumerate(self.layers)}
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify_hashes: bool = False) -> Atlas:
+        """Open an atlas, checking the manifest and the presence and size of every file.
+
+        Args:
+            path: the atlas directory.
+            verify_hashes: also check every file's sha256 (slow on big atlases).
+
+        Returns:
+            The opened :class:`Atlas`.
+
+        Raises:
+            AtlasError: naming the first missing, truncated, altered or malformed file.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise AtlasError(f"atlas directory not found: {root}")
+        manifest = read_manifest(root)
+        atlas = cls(root, manifest)
+        atlas._check_structure()
+        for relpath, entry in atlas.files.items():
+            if not is_safe_relpath(relpath):
+                raise AtlasError(f"manifest.json lists an unsafe path: {relpath!r}")
+            try:
+                size = (root / relpath).stat().st_size
+            except FileNotFoundError:
+                raise AtlasError(f"missing file {relpath} in atlas {root}") from None
+            if size != int(entry["size"]):
+                raise AtlasError(
+                    f"file {relpath} in atlas {root} has {size} bytes, manifest says "
+                    f"{entry['size']} (truncated or altered)"
+                )
+        if verify_hashes:
+            atlas.verify()
+        return atlas
+
+    def verify(self) -> None:
+        """Check the sha256 of every file listed in the manifest.
+
+        Raises:
+            AtlasError: naming the first file whose content differs from the manifest.
+        """
+        for relpath, entry in self.files.items():
+            if sha256_file(self.path / relpath) != entry["sha256"]:
+                raise AtlasError(
+                    f"file {relpath} in atlas {self.path} was altered (sha256 differs)"
+                )
+
+    def _check_structure(self) -> None:
+        if not self.classes:
+            raise AtlasError("manifest.json lists no classes")
+        if not self.layers:
+            raise AtlasError("manifest.json lists no layers")
+        if len(self._layer_index) != len(self.layers):
+            raise AtlasError("manifest.json lists a layer name twice")
+        expected: list[str] = []
+        if PART_SUMMIT in self.parts:
+            expected += list(CLASS_PATHS.values())
+            for i, layer in enumerate(self.layers):
+                expected.append(activation_counts_path(i))
+                if layer.influence_from is not None:
+                    if layer.influence_from not in self._layer_index:
+                        raise AtlasError(
+                            f"layer {layer.name!r} takes influence from unknown layer "
+                            f"{layer.influence_from!r} in manifest.json"
+                        )
+                    expected += list(influence_paths(i).values())
+        if PART_EXAMPLES in self.parts:
+            for i in range(len(self.layers)):
+                expected += list(examples_paths(i).values())
+        if PART_EMBEDDING in self.parts:
+            expected += [embedding_path(i) for i in range(len(self.layers))]
+        if PART_GRAPHS in self.parts:
+            expected += list(GRAPH_PATHS.values())
+        for relpath in expected:
+            if relpath not in self.files:
+                raise AtlasError(f"manifest.json does not list required file {relpath}")
+
+    # -- basic facts -------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    @property
+    def title(self) -> str:
+        return str(self.manifest.get("title") or self.manifest.get("model", {}).get("name", ""))
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def has(self, part: str) -> bool:
+        """Whether the atlas holds ``part`` (one of the ``PART_*`` constants)."""
+        return part in self.parts
+
+    def layer_index(self, layer: str | int) -> int:
+        """Index of a layer given by name or index.
+
+        Raises:
+            AtlasError: for an unknown layer, listing the available ones.
+        """
+        if isinstance(layer, (int, np.integer)):
+            if 0 <= int(layer) < len(self.layers):
+                return int(layer)
+        elif layer in self._layer_index:
+            return self._layer_index[layer]
+        raise AtlasError(f"unknown layer {layer!r}; available: {', '.join(self.layer_names)}")
+
+    def _require(self, part: str) -> None:
+        if part not in self.parts:
+            raise AtlasError(f"atlas {self.path} has no {part!r} part")
+
+    # -- arrays -----------------------------------------------------------------------
+
+    def load_array(self, relpath: str, *, mmap: bool = True) -> np.ndarray:
+        """Load one listed ``.npy`` file (memory-mapped, no pickle).
+
+        Raises:
+            AtlasError: if the file is not listed in the manifest or is not a valid array.
+        """
+        if relpath not in self.files:
+            raise AtlasError(f"file {relpath} is not listed in the manifest of {self.path}")
+        try:
+            return np.load(self.path / relpath, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise AtlasError(
+                f"file {relpath} in atlas {self.path} is not a valid array: {exc}"
+            ) from None
+
+    def _checked(self, relpath: str, shape: tuple[int, ...], kind: str) -> np.ndarray:
+        array = self.load_array(relpath)
+        if tuple(array.shape) != shape or array.dtype.kind != kind:
+            raise AtlasError(
+                f"file {relpath} in atlas {self.path} has shape {tuple(array.shape)} "
+                f"dtype {array.dtype}, expected shape {shape} of kind {kind!r}"
+            )
+        return array
+
+    def activation_counts(self, layer: str | int) -> np.ndarray:
+        """``int64[classes, channels]``: how many images of each class count each channel."""
+        self._require(PART_SUMMIT)
+        i = self.layer_index(layer)
+        return self._checked(
+            activation_counts_path(i), (self.num_classes, self.layers[i].channels), "i"
+        )
+
+    def influence_counts(self, layer: str | int, class_index: int | None = None) -> sp.csr_array:
+        """Influence counts of ``layer`` from the previous chosen layer.
+
+        Args:
+            layer: layer name or index; it must have ``influence_from``.
+            class_index: if given, return that class's ``[out, in]`` matrix.
+
+        Returns:
+            ``csr_array`` of shape ``(classes * out, in)`` (row ``c * out + i``), or
+            ``(out, in)`` for one class. Entry ``[i, j]``: how many images of the class had
+            input channel ``j`` among the top-k influences on output channel ``i``.
+        """
+        self._require(PART_SUMMIT)
+        i = self.layer_index(layer)
+        info = self.layers[i]
+        if info.influence_from is None:
+            raise AtlasError(f"layer {info.name!r} has no previous layer, so no influence counts")
+        matrix = self._influence_matrix(i)
+        if class_index is None:
+            return matrix
+        if not 0 <= class_index < self.num_classes:
+            raise AtlasError(f"class index {class_index} out of range 0..{self.num_classes - 1}")
+        return matrix[class_index * info.channels : (class_index + 1) * info.channels]
+
+    def _influence_matrix(self, layer_index: int) -> sp.csr_array:
+        cached = self._influence_cache.get(layer_index)
+        if cached is not None:
+            return cached
+        info = self.layers[layer_index]
+        n_in = self.layers[self.layer_index(info.influence_from)].channels  # type: ignore[arg-type]
+        paths = influence_paths(layer_index)
+        indptr = self.load_array(paths["indptr"], mmap=False)
+        indices = self.load_array(paths["indices"], mmap=False)
+        data = self.load_array(paths["data"], mmap=False)
+        rows = self.num_classes * info.channels
+        if indptr.shape != (rows + 1,) or indices.shape != data.shape:
+            raise AtlasError(f"influence arrays of layer {info.name!r} have inconsistent shapes")
+        try:
+            matrix = sp.csr_array((data, indices, indptr), shape=(rows, n_in))
+            matrix.check_format(full_check=True)
+        except ValueError as exc:
+            message = f"influence arrays of layer {info.name!r} are malformed: {exc}"
+            raise AtlasError(message) from None
+        self._influence_cache[layer_index] = matrix
+        return matrix
+
+    @cached_property
+    def _influence_cache(self) -> dict[int, sp.csr_array]:
+        return {}
+
+    def class_stats(self) -> dict[str, np.ndarray]:
+        """Per-class ``num_images``, ``num_correct`` (top-1) and ``confidence_hist``."""
+        self._require(PART_SUMMIT)
+        n = self.num_classes
+        bins = int(self.parameters.get("confidence_bins", 20))
+        return {
+            "num_images": self._checked(CLASS_PATHS["num_images"], (n,), "i"),
+            "num_correct": self._checked(CLASS_PATHS["num_correct"], (n,), "i"),
+            "confidence_hist": self._checked(CLASS_PATHS["confidence_hist"], (n, bins), "i"),
+        }
+
+    def accuracy(self) -> np.ndarray:
+        """``float64[classes]`` top-1 accuracy of each class (NaN for a class with no image)."""
+        stats = self.class_stats()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(stats["num_correct"], dtype=np.float64) / np.asarray(
+                stats["num_images"], dtype=np.float64
+            )
+
+    def examples(self, layer: str | int) -> ExampleTable:
+        """Top dataset examples of every channel of ``layer``."""
+        self._require(PART_EXAMPLES)
+        i = self.layer_index(layer)
+        paths = examples_paths(i)
+        image_index = self.load_array(paths["image_index"])
+        channels = self.layers[i].channels
+        if image_index.ndim != 2 or image_index.shape[0] != channels:
+            raise AtlasError(f"file {paths['image_index']} has shape {image_index.shape}")
+        n = image_index.shape[1]
+        return ExampleTable(
+            image_index=image_index,
+            activation=self._checked(paths["activation"], (channels, n), "f"),
+            position=self._checked(paths["position"], (channels, n, 2), "i"),
+        )
+
+    def example_crop(self, layer: str | int, channel: int, rank: int = 0) -> str | None:
+        """Relative path of a channel's ``rank``-th example crop, or ``None`` if absent."""
+        if PART_EXAMPLES not in self.parts:
+            return None
+        i = self.layer_index(layer)
+        for ext in ("png", "webp", "jpg"):
+            relpath = example_crop_path(i, channel, rank, ext)
+            if relpath in self.files:
+                return relpath
+        return None
+
+    def embedding(self, layer: str | int) -> np.ndarray:
+        """``float32[classes, 2]`` class embedding of ``layer``."""
+        self._require(PART_EMBEDDING)
+        i = self.layer_index(layer)
+        return self._checked(embedding_path(i), (self.num_classes, 2), "f")
+
+    @cached_property
+    def _graph_arrays(self) -> dict[str, np.ndarray]:
+        self._require(PART_GRAPHS)
+        arrays = {name: self.load_array(path) for name, path in GRAPH_PATHS.items()}
+        n = self.num_classes
+        for key in ("node_offsets", "edge_offsets"):
+            if arrays[key].shape != (n + 1,):
+                raise AtlasError(f"file {GRAPH_PATHS[key]} has shape {arrays[key].shape}")
+        n_nodes = int(arrays["node_offsets"][-1])
+        n_edges = int(arrays["edge_offsets"][-1])
+        for key in ("node_layer", "node_channel", "node_pagerank", "node_x"):
+            if arrays[key].shape != (n_nodes,):
+                raise AtlasError(f"file {GRAPH_PATHS[key]} does not hold {n_nodes} nodes")
+        for key in ("edge_source", "edge_target", "edge_weight"):
+            if arrays[key].shape != (n_edges,):
+                raise AtlasError(f"file {GRAPH_PATHS[key]} does not hold {n_edges} edges")
+        return arrays
+
+    def graph(self, class_index: int) -> AttributionGraph:
+        """The attribution graph of one class (node rows local to this class)."""
+        if not 0 <= class_index < self.num_classes:
+            raise AtlasError(f"class index {class_index} out of range 0..{self.num_classes - 1}")
+        a = self._graph_arrays
+        n0, n1 = int(a["node_offsets"][class_index]), int(a["node_offsets"][class_index + 1])
+        e0, e1 = int(a["edge_offsets"][class_index]), int(a["edge_offsets"][class_index + 1])
+        return AttributionGraph(
+            layer=np.asarray(a["node_layer"][n0:n1]),
+            channel=np.asarray(a["node_channel"][n0:n1]),
+            pagerank=np.asarray(a["node_pagerank"][n0:n1]),
+            x=np.asarray(a["node_x"][n0:n1]),
+            source=np.asarray(a["edge_source"][e0:e1]) - n0,
+            target=np.asarray(a["edge_target"][e0:e1]) - n0,
+            weight=np.asarray(a["edge_weight"][e0:e1]),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Atlas({str(self.path)!r}, classes={self.num_classes}, "
+            f"layers={list(self.layer_names)}, parts={sorted(self.parts)})"
+        )
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """Parse and check ``manifest.json`` of the atlas at ``root``."""
+    path = root / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AtlasError(f"missing file {MANIFEST} in atlas {root}") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AtlasError(f"file {MANIFEST} in atlas {root} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise AtlasError(f"file {MANIFEST} in atlas {root} is not a JSON object")
+    for key in _REQUIRED_KEYS:
+        if key not in manifest:
+            raise AtlasError(f"file {MANIFEST} in atlas {root} lacks the key {key!r}")
+    if manifest["format"] != FORMAT_NAME:
+        raise AtlasError(f"{root} is not a {FORMAT_NAME} atlas (format {manifest['format']!r})")
+    if manifest["version"] not in SUPPORTED_VERSIONS:
+        raise AtlasError(
+            f"atlas {root} has format version {manifest['version']!r}; this release reads "
+            f"{sorted(SUPPORTED_VERSIONS)}: rebuild it with `python -m compute build`"
+        )
+    for key in ("classes", "layers", "parts"):
+        if not isinstance(manifest[key], list):
+            raise AtlasError(f"key {key!r} of {MANIFEST} in atlas {root} is not a list")
+    if not isinstance(manifest["files"], dict):
+        raise AtlasError(f"key 'files' of {MANIFEST} in atlas {root} is not an object")
+    for layer in manifest["layers"]:
+        if not isinstance(layer, dict) or not {"name", "channels", "height", "width"} <= set(layer):
+            raise AtlasError(f"a layer entry of {MANIFEST} in atlas {root} is malformed")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def array_bytes(array: np.ndarray) -> bytes:
+    """The ``.npy`` encoding of ``array`` (no pickle)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+class _FileSink:
+    """Writes files under a directory and records their size and sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def add_bytes(self, relpath: str, data: bytes) -> None:
+        if not is_safe_relpath(relpath) or relpath == MANIFEST:
+            raise AtlasError(f"refusing to write unsafe atlas path {relpath!r}")
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_write(path, data)
+        self.files[relpath] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def add_array(self, relpath: str, array: np.ndarray) -> None:
+        if array.dtype.hasobject:
+            raise AtlasError(f"refusing to write object array to {relpath}")
+        self.add_bytes(relpath, array_bytes(array))
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode("utf-8")
+
+
+class AtlasWriter(_FileSink):
+    """Builds a new atlas in a temporary directory; :meth:`commit` renames it into place.
+
+    Use it as a context manager: on an exception the temporary directory is removed and
+    any existing atlas at ``out`` is left untouched.
+
+    Args:
+        out: where the atlas will live.
+        manifest: every manifest key except ``format``, ``version``, ``files``, ``created``.
+        overwrite: replace an existing atlas at ``out``.
+
+    Examples:
+        >>> with AtlasWriter(out, manifest) as writer:        # doctest: +SKIP
+        ...     writer.add_array(activation_counts_path(0), counts)
+        ...     writer.commit()
+    """
+
+    def __init__(
+        self, out: str | os.PathLike[str], manifest: Mapping[str, Any], *, overwrite: bool = False
+    ) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise AtlasError(f"output {self.out} already exists (pass overwrite to replace it)")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        super().__init__(tmp)
+        self.manifest: dict[str, Any] = dict(manifest)
+        self._committed = False
+
+    def __enter__(self) -> AtlasWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._committed:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def commit(self) -> Path:
+        """Write the manifest and move the atlas into place atomically.
+
+        Returns:
+            The atlas path.
+        """
+        manifest = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **self.manifest,
+            "files": dict(sorted(self.files.items())),
+        }
+        _fsync_write(self.root / MANIFEST, _manifest_bytes(manifest))
+        # Check what we wrote with the same reader users get, before it replaces anything.
+        Atlas.open(self.root)
+        old = None
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            os.replace(self.out, old)
+        os.replace(self.root, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._committed = True
+        return self.out
+
+
+@contextlib.contextmanager
+def update_atlas(
+    path: str | os.PathLike[str], *, add_parts: tuple[str, ...] = ()
+) -> Iterator[_FileSink]:
+    """Add files to an existing atlas, then replace its manifest atomically.
+
+    New files are written first; the manifest (with the new files and parts, and any
+    changes made to ``sink.manifest_updates``) replaces the old one only if the block
+    finishes, so readers see either the old atlas or the new one.
+
+    Examples:
+        >>> with update_atlas(path, add_parts=("embedding",)) as sink:   # doctest: +SKIP
+        ...     sink.add_array(embedding_path(0), xy)
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    sink = _FileSink(root)
+    sink.manifest_updates = {}  # type: ignore[attr-defined]
+    yield sink
+    manifest.update(sink.manifest_updates)  # type: ignore[attr-defined]
+    manifest["files"] = dict(sorted({**manifest["files"], **sink.files}.items()))
+    manifest["parts"] = sorted(set(manifest["parts"]) | set(add_parts))
+    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
+    _fsync_write(tmp, _manifest_bytes(manifest))
+    os.replace(tmp, root / MANIFEST)
+    Atlas.open(root)
+
+
+def csr_parts(matrix: sp.csr_array | sp.csr_matrix) -> dict[str, np.ndarray]:
+    """The arrays an atlas stores for a CSR influence matrix (canonical, int64 counts)."""
+    csr = sp.csr_array(matrix)
+    csr.sum_duplicates()
+    csr.sort_indices()
+    return {
+        "indptr": csr.indptr.astype(np.int64),
+        "indices": csr.indices.astype(np.int32),
+        "data": csr.data.astype(np.int64),
+    }
