@@ -1,0 +1,449 @@
+"""Load the classifier to build an atlas of: a small registry plus offline spec parsing.
+
+A model *spec* is one of:
+
+- ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=None)``. Weights are
+  never downloaded (builds run offline); pass a state dict with ``weights=``.
+- ``package.module:callable`` (or ``path/to/file.py:callable``): import the module and call
+  the callable with no arguments (or ``num_classes=`` when given); it must return an
+  ``nn.Module``.
+- a name registered with :func:`register_model` (see :func:`list_models`).
+
+Examples:
+    >>> from compute.models import get_model, describe_layers
+    >>> model = get_model("torchvision:resnet18", num_classes=10)
+    >>> [row.name for row in describe_layers(model, (3, 64, 64))][:2]
+    ['conv1', 'bn1']
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import logging
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import torch
+from torch import nn
+
+from compute.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+ModelFactory = Callable[..., nn.Module]
+F = TypeVar("F", bound=ModelFactory)
+
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str | None = None) -> Callable[[F], F]:
+    """Register a model factory under ``name`` (default: the function's name).
+
+    Args:
+        name: the spec users pass to ``--model``.
+
+    Returns:
+        A decorator that registers the factory and returns it unchanged.
+
+    Raises:
+        ValueError: if the name is already registered (a programming error).
+
+    Examples:
+        >>> @register_model("my_net")                      # doctest: +SKIP
+        ... def my_net(num_classes: int = 10) -> nn.Module: ...
+    """
+
+    def wrapper(factory: F) -> F:
+        key = name or factory.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        _REGISTRY[key] = factory
+        return factory
+
+    return wrapper
+
+
+def list_models() -> list[str]:
+    """Names of the registered models, sorted.
+
+    Examples:
+        >>> "simple_cnn" in list_models()
+        True
+    """
+    return sorted(_REGISTRY)
+
+
+@register_model("simple_cnn")
+def simple_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:
+    """A small three-block CNN (conv-ReLU-pool), handy for MNIST/CIFAR-sized data.
+
+    Layers worth mapping: ``features.1``, ``features.4``, ``features.7`` (the ReLUs).
+
+    Args:
+        num_classes: outputs of the classifier.
+        in_channels: 1 for grayscale input, 3 for RGB.
+        width: channels of the first block (doubled per block).
+
+    Returns:
+        The untrained model.
+    """
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+        nn.ReLU(),
+    )
+    # Named children so layer names read ``features.1`` rather than ``0.1``.
+    return nn.Sequential(
+        OrderedDict(
+            features=features,
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(4 * width, num_classes),
+        )
+    )
+
+
+def _with_num_classes(factory: ModelFactory, num_classes: int | None, what: str) -> nn.Module:
+    if num_classes is None:
+        return factory()
+    try:
+        accepts = "num_classes" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        accepts = True  # builtins/C callables: just try
+    if not accepts:
+        raise BuildError(f"{what} takes no num_classes argument")
+    return factory(num_classes=num_classes)
+
+
+def _import_callable(spec: str) -> tuple[ModelFactory, str]:
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise BuildError(f"bad model spec {spec!r}: expected package.module:callable")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise BuildError(f"model file not found: {path}")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules.setdefault(path.stem, module)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except BuildError:
+        raise
+    except ImportError as exc:
+        raise BuildError(
+            f"cannot import module {module_name!r} of model spec {spec!r}: {exc}"
+        ) from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise BuildError(f"module {module_name!r} has no attribute {attr!r} (model spec)")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise BuildError(f"{spec!r} is not callable")
+    return factory, attr.split(".")[-1]  # type: ignore[return-value]
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split a model spec into its kind and target.
+
+    Args:
+        spec: ``torchvision:NAME``, ``package.module:callable`` or a registered name.
+
+    Returns:
+        ``(kind, target)`` with kind ``"torchvision"``, ``"callable"`` or ``"registered"``.
+
+    Raises:
+        BuildError: for an empty or unrecognised spec.
+
+    Examples:
+        >>> parse_spec("torchvision:resnet18")
+        ('torchvision', 'resnet18')
+        >>> parse_spec("mypkg.nets:make")
+        ('callable', 'mypkg.nets:make')
+    """
+    spec = spec.strip()
+    if not spec:
+        raise BuildError("empty model spec")
+    if spec.startswith("torchvision:"):
+        name = spec.split(":", 1)[1]
+        if not name:
+            raise BuildError(
+                "bad model spec 'torchvision:': name a model, e.g. torchvision:resnet18"
+            )
+        return "torchvision", name
+    if ":" in spec:
+        return "callable", spec
+    if spec in _REGISTRY:
+        return "registered", spec
+    known = ", ".join(list_models())
+    raise BuildError(
+        f"unknown model spec {spec!r}: use torchvision:NAME, package.module:callable, "
+        f"or a registered model ({known})"
+    )
+
+
+def model_name(spec: str) -> str:
+    """A short display name for a spec (``torchvision:resnet18`` -> ``resnet18``)."""
+    kind, target = parse_spec(spec)
+    if kind == "registered":
+        return target
+    return target.rpartition(":")[2].split(".")[-1] if kind == "callable" else target
+
+
+def get_model(
+    spec: str, *, weights: str | Path | None = None, num_classes: int | None = None
+) -> nn.Module:
+    """Build a model from a spec, optionally loading a state dict, in eval mode on CPU.
+
+    Args:
+        spec: ``torchvision:NAME``, ``package.module:callable`` or a registered name.
+        weights: a file saved with ``torch.save(model.state_dict())`` (or a dict holding
+            it under ``"state_dict"`` or ``"model"``); loaded strictly.
+        num_classes: passed to the factory as ``num_classes=`` when given.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        BuildError: one line naming what is wrong (unknown spec, import failure, weights
+            that do not fit).
+
+    Examples:
+        >>> model = get_model("simple_cnn", num_classes=4)
+        >>> model.training
+        False
+    """
+    kind, target = parse_spec(spec)
+    if kind == "torchvision":
+        import torchvision
+
+        available = torchvision.models.list_models()
+        if target not in available:
+            close = difflib.get_close_matches(target, available, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise BuildError(f"torchvision has no model {target!r}{hint}")
+        kwargs: dict[str, Any] = {"weights": None}
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        # googlenet/inception_v3 want scipy-based init and aux heads only for training.
+        if target in ("googlenet", "inception_v3"):
+            kwargs.update(aux_logits=False, init_weights=True)
+        model = torchvision.models.get_model(target, **kwargs)
+    elif kind == "registered":
+        model = _with_num_classes(_REGISTRY[target], num_classes, f"model {target!r}")
+    else:
+        factory, _ = _import_callable(target)
+        try:
+            model = _with_num_classes(factory, num_classes, f"model {target!r}")
+        except BuildError:
+            raise
+        except Exception as exc:
+            raise BuildError(f"calling {target!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise BuildError(f"model spec {spec!r} returned {type(model).__name__}, not an nn.Module")
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval()
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            state = dict(obj)
+            # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
+            if state and all(k.startswith("module.") for k in state):
+                state = {k[len("module.") :]: v for k, v in state.items()}
+            return state
+    raise BuildError(f"weights file {path} does not hold a state dict of tensors")
+
+
+def load_weights(model: nn.Module, weights: str | Path) -> None:
+    """Load a state dict strictly into ``model``.
+
+    Args:
+        model: the model to fill.
+        weights: path of a ``torch.save``-d state dict (or a dict wrapping it under
+            ``"state_dict"`` or ``"model"``). Loaded with ``weights_only=True``.
+
+    Raises:
+        BuildError: naming the file, and the first missing, unexpected or
+            shape-mismatched key.
+
+    Examples:
+        >>> load_weights(model, "runs/best.pt")             # doctest: +SKIP
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise BuildError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(f"cannot load weights file {path}: {first}") from None
+    state = _unwrap_state_dict(obj, path)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems: list[str] = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), first {missing[0]!r}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), first {unexpected[0]!r}")
+    if mismatched:
+        k = mismatched[0]
+        problems.append(
+            f"{len(mismatched)} shape mismatch(es), first {k!r}: file "
+            f"{tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        )
+    if problems:
+        raise BuildError(f"weights file {path} does not fit the model: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+    log.info("loaded weights from %s (%d tensors)", path, len(state))
+
+
+class LayerDescription(NamedTuple):
+    """One module of a model and the shape of its output for a given input size.
+
+    ``channels``, ``height`` and ``width`` are ``None`` when the output is not a tensor;
+    ``height`` and ``width`` are ``None`` for non-spatial (e.g. ``Linear``) outputs.
+    """
+
+    name: str
+    type: str
+    channels: int | None
+    height: int | None
+    width: int | None
+
+    @property
+    def spatial(self) -> bool:
+        """Whether the output is a ``[N, C, H, W]`` map (what Summit layers need)."""
+        return self.height is not None and self.width is not None
+
+
+def infer_in_channels(model: nn.Module, default: int = 3) -> int:
+    """Input channels of the model's first convolution (``default`` if it has none)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Conv3d)):
+            return int(module.in_channels)
+    return default
+
+
+def describe_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerDescription]:
+    """Output shape of every named submodule, from one dummy forward pass.
+
+    Args:
+        model: the model (its train/eval mode is restored afterwards).
+        input_size: ``(channels, height, width)`` of one input image.
+
+    Returns:
+        One :class:`LayerDescription` per named submodule in registration order,
+        with the shape of its (last) output for a batch of one zero image.
+
+    Raises:
+        BuildError: if the forward pass fails (e.g. an input size the model cannot take).
+
+    Examples:
+        >>> rows = describe_layers(get_model("simple_cnn"), (3, 32, 32))
+        >>> rows[2]
+        LayerDescription(name='features.1', type='ReLU', channels=16, height=32, width=32)
+    """
+    shapes: dict[str, tuple[int | None, int | None, int | None]] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                if output.dim() == 4:
+                    shapes[name] = (
+                        int(output.shape[1]),
+                        int(output.shape[2]),
+                        int(output.shape[3]),
+                    )
+                elif output.dim() >= 2:
+                    shapes[name] = (int(output.shape[1]), None, None)
+                else:
+                    shapes[name] = (None, None, None)
+            else:
+                shapes[name] = (None, None, None)
+
+        return hook
+
+    names = [(name, module) for name, module in model.named_modules() if name]
+    for name, module in names:
+        handles.append(module.register_forward_hook(make_hook(name)))
+    was_training = model.training
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device))
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(
+            f"the model cannot run on input of size {tuple(input_size)}: {message}"
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    rows = []
+    for name, module in names:
+        if name in shapes:
+            rows.append(LayerDescription(name, type(module).__name__, *shapes[name]))
+    return rows
+
+
+def count_outputs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Number of model outputs (logits) for one input of ``input_size``.
+
+    Raises:
+        BuildError: if the model does not return ``[N, outputs]`` logits.
+    """
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_size, device=device))
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(
+            f"the model cannot run on input of size {tuple(input_size)}: {message}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if hasattr(out, "logits"):  # torchvision named-tuple outputs
+        out = out.logits
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise BuildError("the model must return logits of shape [batch, classes]")
+    return int(out.shape[1])
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Total number of parameters of ``model``."""
+    return int(sum(p.numel() for p in model.parameters()))
