@@ -1,0 +1,381 @@
+"""Receptive-field crops of each channel's top dataset examples.
+
+A channel's top example is an image plus the (row, col) of the channel's maximum in the
+layer's map. The crop shows the part of the input that position can see: its receptive
+field, measured once per layer by back-propagating from one map position of a *probe* copy
+of the model (all weights positive averages, max-pools turned into average pools, so every
+pixel that can influence the position gets a non-zero gradient).
+
+Examples:
+    >>> rfs = receptive_fields(model, ["features.1", "features.4"], (3, 32, 32))  # doctest: +SKIP
+    >>> crop_box(rfs["features.4"], row=3, col=5, image_size=32)                  # doctest: +SKIP
+    (4, 8, 12, 16)
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from compute.atlas import example_crop_path
+from compute.data import Preprocessing
+from compute.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+#: Side of the longer edge of a saved crop, in pixels.
+THUMBNAIL_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where a layer's map positions look in the input image (per axis: rows, cols).
+
+    Position ``(r, c)`` sees a ``size`` window centred on
+    ``(offset[0] + r * stride[0], offset[1] + c * stride[1])`` in input pixel coordinates
+    (pixel ``i`` has centre ``i``); windows are clipped to the image.
+
+    Attributes:
+        size: ``(height, width)`` of the receptive field in input pixels.
+        stride: input pixels between neighbouring map positions.
+        offset: input-pixel centre of map position ``(0, 0)``.
+    """
+
+    size: tuple[int, int]
+    stride: tuple[float, float]
+    offset: tuple[float, float]
+
+
+def _probe_model(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` in which every connection passes a positive signal."""
+    probe = copy.deepcopy(model).double().eval()
+    # Max-pools route gradient to one input only (and ties on a constant probe); average
+    # pools with the same geometry see the same window and spread gradient over all of it.
+    for parent in list(probe.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.MaxPool2d) and child.dilation in (1, (1, 1)):
+                setattr(
+                    parent,
+                    child_name,
+                    nn.AvgPool2d(
+                        child.kernel_size,
+                        child.stride,
+                        child.padding,
+                        ceil_mode=child.ceil_mode,
+                        count_include_pad=True,
+                    ),
+                )
+            elif isinstance(child, nn.AdaptiveMaxPool2d):
+                setattr(parent, child_name, nn.AdaptiveAvgPool2d(child.output_size))
+    with torch.no_grad():
+        for name, param in probe.named_parameters():
+            if param.dim() >= 2:
+                # Averaging weights keep activations near 1 however deep the model is.
+                param.fill_(1.0 / max(1, param[0].numel()))
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.fill_(1.0)
+        for name, buffer in probe.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.zero_()
+            elif name.endswith("running_var"):
+                buffer.fill_(1.0)
+    return probe
+
+
+def _extent(mask: np.ndarray) -> tuple[int, int] | None:
+    hits = np.flatnonzero(mask)
+    if hits.size == 0:
+        return None
+    return int(hits[0]), int(hits[-1])
+
+
+def _axis_field(
+    first: tuple[int, int] | None,
+    second: tuple[int, int] | None,
+    position: int,
+    step: int,
+    probe_size: int,
+    map_size: int,
+) -> tuple[int, float, float]:
+    """(size, stride, offset) along one axis from the extents of two neighbouring positions."""
+    fallback_stride = probe_size / max(1, map_size)
+    if first is None:
+        # No gradient at all (e.g. a non-differentiable path): assume the whole image.
+        centre = (position + 0.5) * fallback_stride - 0.5
+        return probe_size, fallback_stride, centre - position * fallback_stride
+    lo, hi = first
+    last = probe_size - 1
+    stride = fallback_stride
+    if second is not None and step:
+        if lo > 0 and second[0] > 0:
+            stride = float(second[0] - lo) / step
+        elif hi < last and second[1] < last:
+            stride = float(second[1] - hi) / step
+    clipped = lo == 0 or hi == last
+    size = hi - lo + 1
+    if clipped:
+        # The field reaches past the probe image: it covers any real image anyway.
+        size = max(size, 2 * probe_size)
+        centre = hi - (size - 1) / 2 if lo == 0 and hi < last else lo + (size - 1) / 2
+        if lo == 0 and hi == last:
+            centre = (position + 0.5) * fallback_stride - 0.5
+    else:
+        centre = (lo + hi) / 2
+    return size, stride, centre - position * stride
+
+
+def receptive_fields(
+    model: nn.Module,
+    layers: Sequence[str],
+    input_size: tuple[int, int, int],
+    *,
+    probe_scale: int = 3,
+) -> dict[str, ReceptiveField]:
+    """Measure the receptive field of every chosen layer.
+
+    The probe runs on an input ``probe_scale`` times larger than ``input_size`` when the
+    model accepts it (so the field of a central position is not clipped), else on
+    ``input_size``. Stride and offset come from two neighbouring positions.
+
+    Args:
+        model: the model (not modified; a float64 copy is probed).
+        layers: module names whose output is a ``[N, C, H, W]`` map.
+        input_size: ``(channels, height, width)`` of the model input.
+        probe_scale: how much larger the probe input is.
+
+    Returns:
+        ``{layer name: ReceptiveField}``.
+
+    Raises:
+        BuildError: for an unknown layer or one whose output is not a 4-D map.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3))
+        >>> receptive_fields(net, ["1"], (1, 16, 16))["1"].size
+        (5, 5)
+    """
+    probe = _probe_model(model)
+    modules = dict(probe.named_modules())
+    unknown = [name for name in layers if name not in modules or not name]
+    if unknown:
+        raise BuildError(f"unknown layer(s) {', '.join(map(repr, unknown))}")
+    channels, height, width = input_size
+    sizes = [(height * probe_scale, width * probe_scale), (height, width)]
+    if probe_scale == 1:
+        sizes = sizes[1:]
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [
+        modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: outputs.__setitem__(name, out)
+        )
+        for name in layers
+    ]
+    try:
+        for probe_h, probe_w in sizes:
+            outputs.clear()
+            x = torch.ones(1, channels, probe_h, probe_w, dtype=torch.float64, requires_grad=True)
+            try:
+                probe(x)
+            except Exception:
+                if (probe_h, probe_w) == (height, width):
+                    raise
+                continue  # the model only takes its own input size (e.g. a flatten)
+            break
+    finally:
+        for handle in handles:
+            handle.remove()
+    fields: dict[str, ReceptiveField] = {}
+    for name in layers:
+        out = outputs.get(name)
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            raise BuildError(f"layer {name!r} does not output a [N, C, H, W] map")
+        map_h, map_w = int(out.shape[2]), int(out.shape[3])
+        row, col = map_h // 2, map_w // 2
+        row2, col2 = min(row + 1, map_h - 1), min(col + 1, map_w - 1)
+        extents = []
+        for r, c in ((row, col), (row2, col2)):
+            (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
+            mask = (grad[0].abs().sum(0) > 0).numpy()
+            extents.append((_extent(mask.any(1)), _extent(mask.any(0))))
+        size_h, stride_h, offset_h = _axis_field(
+            extents[0][0], extents[1][0], row, row2 - row, probe_h, map_h
+        )
+        size_w, stride_w, offset_w = _axis_field(
+            extents[0][1], extents[1][1], col, col2 - col, probe_w, map_w
+        )
+        fields[name] = ReceptiveField((size_h, size_w), (stride_h, stride_w), (offset_h, offset_w))
+        log.debug("receptive field of %s: %s", name, fields[name])
+    return fields
+
+
+def crop_box(
+    field: ReceptiveField, row: int, col: int, image_size: int | tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The input-pixel box a map position sees, clipped to the image.
+
+    Args:
+        field: the layer's receptive field.
+        row: map row of the position.
+        col: map column of the position.
+        image_size: side of the (square) input, or ``(height, width)``.
+
+    Returns:
+        ``(top, left, bottom, right)``, bottom/right exclusive, never empty.
+
+    Examples:
+        >>> crop_box(ReceptiveField((5, 5), (1.0, 1.0), (0.0, 0.0)), 0, 0, 8)
+        (0, 0, 3, 3)
+        >>> crop_box(ReceptiveField((5, 5), (1.0, 1.0), (0.0, 0.0)), 4, 4, 8)
+        (2, 2, 7, 7)
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+
+    def axis(index: int, axis_no: int, limit: int) -> tuple[int, int]:
+        centre = field.offset[axis_no] + index * field.stride[axis_no]
+        start = math.floor(centre - (field.size[axis_no] - 1) / 2 + 1e-9)
+        end = start + field.size[axis_no]
+        start, end = max(0, start), min(limit, end)
+        if end <= start:  # the centre falls outside the image: keep the nearest pixel
+            start = min(max(0, start), limit - 1)
+            end = start + 1
+        return start, end
+
+    top, bottom = axis(row, 0, height)
+    left, right = axis(col, 1, width)
+    return top, left, bottom, right
+
+
+def _to_uint8(image: torch.Tensor, preprocessing: Preprocessing | None) -> np.ndarray:
+    """``[C, H, W]`` model input → ``uint8 [H, W]`` or ``[H, W, 3]`` for display."""
+    image = image.detach().float().cpu()
+    if preprocessing is not None:
+        image = preprocessing.unnormalize(image)
+    else:
+        # Unknown normalisation: stretch to [0, 1] so the crop is at least visible.
+        lo, hi = float(image.min()), float(image.max())
+        image = (image - lo) / (hi - lo) if hi > lo else torch.zeros_like(image)
+    array = (image.numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    if array.shape[0] == 1:
+        return array[0]
+    return np.ascontiguousarray(array[:3].transpose(1, 2, 0))
+
+
+def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
+    """PNG bytes of ``pixels`` scaled so the longer side is ``size``.
+
+    Small crops are enlarged with nearest-neighbour (crisp pixels), larger ones shrunk with
+    a box filter.
+    """
+    image = Image.fromarray(pixels)
+    longest = max(image.size)
+    if longest != size:
+        scale = size / longest
+        new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        resample = Image.Resampling.NEAREST if longest < size else Image.Resampling.BOX
+        image = image.resize(new, resample)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_example_crops(
+    dataset: Any,
+    fields: Sequence[ReceptiveField],
+    example_index: Sequence[np.ndarray],
+    example_position: Sequence[np.ndarray],
+    *,
+    crops_per_channel: int = 3,
+    preprocessing: Preprocessing | None = None,
+    thumbnail: int = THUMBNAIL_SIZE,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, bytes]:
+    """Receptive-field crops of the top examples of every channel of every layer.
+
+    Each image is fetched once (``dataset[index][0]``, a normalised ``[C, H, W]`` tensor)
+    however many channels use it: the work is grouped by image index.
+
+    Args:
+        dataset: indexable dataset returning ``(image, label[, index])``.
+        fields: receptive field of each layer, in atlas layer order.
+        example_index: per layer, ``int64[C, n]`` dataset indices (``-1`` empty).
+        example_position: per layer, ``int[C, n, 2]`` (row, col) in the layer's map.
+        crops_per_channel: ranks ``0..crops_per_channel-1`` are cropped.
+        preprocessing: to undo the normalisation (``None``: min-max stretch).
+        thumbnail: longer side of each saved crop.
+        num_workers: DataLoader workers fetching images.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{atlas relative path: PNG bytes}`` (paths from :func:`example_crop_path`).
+
+    Examples:
+        >>> crops = save_example_crops(ds, [rf0, rf1], index, position)  # doctest: +SKIP
+        >>> sorted(crops)[0]                                              # doctest: +SKIP
+        'images/00/0-0.png'
+    """
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    jobs: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    for layer_i, (indices, positions) in enumerate(
+        zip(example_index, example_position, strict=True)
+    ):
+        indices = np.asarray(indices)
+        positions = np.asarray(positions)
+        ranks = min(crops_per_channel, indices.shape[1])
+        for channel in range(indices.shape[0]):
+            for rank in range(ranks):
+                image_index = int(indices[channel, rank])
+                if image_index < 0:
+                    continue
+                row, col = (int(v) for v in positions[channel, rank])
+                jobs.setdefault(image_index, []).append((layer_i, channel, rank, row, col))
+    if not jobs or crops_per_channel <= 0:
+        return {}
+    order = sorted(jobs)
+    loader = DataLoader(
+        Subset(dataset, order), batch_size=None, num_workers=num_workers, shuffle=False
+    )
+    crops: dict[str, bytes] = {}
+    bar = tqdm(
+        total=sum(len(v) for v in jobs.values()), desc="crops", unit="crop", disable=not progress
+    )
+    for image_index, item in zip(order, loader, strict=True):
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(image, torch.Tensor) or image.dim() != 3:
+            raise BuildError(
+                f"dataset item {image_index} is not a [C, H, W] tensor; crops need the model input"
+            )
+        pixels = _to_uint8(image, preprocessing)
+        height, width = pixels.shape[:2]
+        for layer_i, channel, rank, row, col in jobs[image_index]:
+            top, left, bottom, right = crop_box(fields[layer_i], row, col, (height, width))
+            crops[example_crop_path(layer_i, channel, rank)] = thumbnail_png(
+                pixels[top:bottom, left:right], thumbnail
+            )
+        bar.update(len(jobs[image_index]))
+    bar.close()
+    return crops
+
+
+def receptive_fields_manifest(
+    fields: Mapping[str, ReceptiveField],
+) -> dict[str, dict[str, list[float]]]:
+    """JSON-friendly ``{layer: {"size", "stride", "offset"}}`` (for logs or manifests)."""
+    return {
+        name: {"size": list(f.size), "stride": list(f.stride), "offset": list(f.offset)}
+        for name, f in fields.items()
+    }
