@@ -651,7 +651,7 @@ class AtlasWriter(_FileSink):
         manifest = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             **self.manifest,
             "files": dict(sorted(self.files.items())),
         }

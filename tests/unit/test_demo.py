@@ -1,0 +1,52 @@
+"""The demo atlas that ships inside the package, and the demo that rebuilds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compute.atlas import FORMAT_VERSION, Atlas
+
+SHIPPED = Path(__file__).resolve().parents[2] / "dashboard" / "demo_atlas"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Atlas:
+    return Atlas.open(SHIPPED, verify_hashes=True)
+
+
+def test_shipped_atlas_is_valid_for_the_current_format(shipped: Atlas) -> None:
+    assert shipped.version == FORMAT_VERSION
+    assert shipped.parts == {"summit", "examples", "embedding", "graphs"}
+    assert len(shipped.classes) == 10
+    total = sum(path.stat().st_size for path in SHIPPED.rglob("*") if path.is_file())
+    assert total <= 15 * 2**20, f"demo atlas is {total / 2**20:.1f} MB, keep it <= 15 MB"
+
+
+def test_shipped_atlas_reports_accuracy_on_both_splits(shipped: Atlas) -> None:
+    accuracy = shipped.manifest["metrics"]["accuracy"]
+    assert accuracy["train"] > 0.95 and accuracy["test"] > 0.9
+    stats = shipped.class_stats()
+    assert int(stats["num_images"].sum()) == shipped.manifest["dataset"]["num_images"]
+
+
+def test_demo_selects_a_handful_of_channels_per_image(shipped: Atlas) -> None:
+    images = int(shipped.class_stats()["num_images"].sum())
+    for layer in shipped.layer_names:
+        per_image = shipped.activation_counts(layer).sum() / images
+        assert 2 <= per_image <= 12, f"{layer}: {per_image:.1f} channels per image"
+
+
+def test_rebuilding_the_demo_reproduces_the_shipped_counts(tmp_path: Path, shipped: Atlas) -> None:
+    from compute.demo import build_demo_atlas
+
+    rebuilt = Atlas.open(build_demo_atlas(tmp_path / "demo"))
+    assert rebuilt.classes == shipped.classes
+    for layer in shipped.layer_names:
+        np.testing.assert_array_equal(
+            rebuilt.activation_counts(layer), shipped.activation_counts(layer)
+        )
+        if shipped.layers[shipped.layer_index(layer)].influence_from is not None:
+            assert (rebuilt.influence_counts(layer) != shipped.influence_counts(layer)).nnz == 0

@@ -1,0 +1,53 @@
+"""The split between the two halves: the dashboard installs and runs without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_base_install_needs_no_torch() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"]).lower()
+    assert "torch" not in base and "umap" not in base
+    assert any(
+        dep.startswith("torch==2.14.1") for dep in project["optional-dependencies"]["compute"]
+    )
+
+
+def test_dashboard_imports_no_torch() -> None:
+    code = (
+        "import sys, dashboard.app; "
+        "bad = [m for m in ('torch', 'torchvision', 'umap') if m in sys.modules]; "
+        "sys.exit(str(bad) if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_compute_never_imports_dash() -> None:
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "compute").rglob("*.py")
+        if any(
+            line.strip().startswith(("import dash", "from dash"))
+            for line in path.read_text().splitlines()
+        )
+    ]
+    assert offenders == []
+
+
+def test_dashboard_source_never_imports_torch() -> None:
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "dashboard").rglob("*.py")
+        if any(
+            line.strip().startswith(("import torch", "from torch"))
+            for line in path.read_text().splitlines()
+        )
+    ]
+    assert offenders == []
