@@ -44,6 +44,7 @@ PART_SUMMIT = "summit"  # activation counts, influence counts, class statistics
 PART_EXAMPLES = "examples"  # top dataset examples per channel, with crops
 PART_EMBEDDING = "embedding"  # class embedding per layer
 PART_GRAPHS = "graphs"  # attribution graphs for every class
+PART_FEATUREVIS = "featurevis"  # feature visualization and diversity images per channel
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
 
@@ -153,6 +154,11 @@ def examples_paths(layer_index: int) -> dict[str, str]:
 
 def example_crop_path(layer_index: int, channel: int, rank: int, ext: str = "png") -> str:
     return f"images/{layer_index:02d}/{channel}-{rank}.{ext}"
+
+
+def featurevis_path(layer_index: int, channel: int, kind: str = "vis") -> str:
+    """Path of a channel's feature visualization (``kind="vis"``) or ``"div-0"``..``"div-3"``."""
+    return f"featurevis/{layer_index:02d}/{channel}-{kind}.png"
 
 
 def embedding_path(layer_index: int) -> str:
