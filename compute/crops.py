@@ -167,6 +167,7 @@ def receptive_fields(
         (5, 5)
     """
     probe = _probe_model(model)
+    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
     modules = dict(probe.named_modules())
     unknown = [name for name in layers if name not in modules or not name]
     if unknown:
@@ -185,7 +186,9 @@ def receptive_fields(
     try:
         for probe_h, probe_w in sizes:
             outputs.clear()
-            x = torch.ones(1, channels, probe_h, probe_w, dtype=torch.float64, requires_grad=True)
+            x = torch.ones(
+                1, channels, probe_h, probe_w, dtype=torch.float64, device=device
+            ).requires_grad_()
             try:
                 probe(x)
             except Exception:
@@ -207,7 +210,7 @@ def receptive_fields(
         extents = []
         for r, c in ((row, col), (row2, col2)):
             (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
-            mask = (grad[0].abs().sum(0) > 0).numpy()
+            mask = (grad[0].abs().sum(0) > 0).cpu().numpy()
             extents.append((_extent(mask.any(1)), _extent(mask.any(0))))
         size_h, stride_h, offset_h = _axis_field(
             extents[0][0], extents[1][0], row, row2 - row, probe_h, map_h

@@ -1,0 +1,818 @@
+"""Build an atlas: the Python API :func:`build_atlas` and the ``build`` / ``layers`` commands.
+
+A build validates everything that can be checked cheaply first (layers, classes against
+the model's outputs, the output path, and on the CLI the data folders and every image
+header), then makes **one streaming pass** over the data (Summit's activation and
+influence aggregation, plus each channel's top examples), then derives the attribution
+graphs, the class embedding and the receptive-field crops, and writes the atlas atomically.
+
+Examples:
+    Python::
+
+        from torch.utils.data import DataLoader
+        from compute.build import build_atlas
+        from compute.data import ImageFolderWithIndex, Preprocessing
+
+        pre = Preprocessing.from_arg("imagenet", image_size=224)
+        data = ImageFolderWithIndex("val", transform=pre.transform())
+        build_atlas(model, DataLoader(data, batch_size=64), layers=["layer2", "layer3"],
+                    classes=data.classes, out="resnet-atlas", preprocessing=pre)
+
+    Shell::
+
+        python -m compute layers --model torchvision:resnet18
+        python -m compute build --model torchvision:resnet18 --weights r18.pt \\
+            --data val --layers layer2,layer3,layer4 --out resnet-atlas
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from compute.atlas import (
+    CLASS_PATHS,
+    GRAPH_PATHS,
+    PART_EMBEDDING,
+    PART_EXAMPLES,
+    PART_GRAPHS,
+    PART_SUMMIT,
+    AtlasWriter,
+    activation_counts_path,
+    csr_parts,
+    embedding_path,
+    examples_paths,
+    influence_paths,
+)
+from compute.data import Preprocessing
+from compute.errors import BuildError
+from compute.models import LayerDescription, count_outputs, describe_layers, num_parameters
+from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
+
+log = logging.getLogger(__name__)
+
+#: How many layer names an "unknown layer" message lists before pointing at ``layers``.
+_MAX_LISTED = 25
+
+#: Where a build stores the model's state dict inside the atlas (docs/atlas.md).
+WEIGHTS_PATH = "model/weights.pt"
+#: ``save_weights=None`` stores state dicts up to this size.
+_AUTO_WEIGHTS_LIMIT = 64 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Check that ``device`` exists here.
+
+    Raises:
+        BuildError: for ``cuda`` without a CUDA device, or an unknown device string.
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BuildError(f"unknown device {device!r}: use cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BuildError("--device cuda was asked for, but no CUDA device is available here")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise BuildError("--device mps was asked for, but MPS is not available here")
+    return resolved
+
+
+def check_layers(
+    model: nn.Module, layers: Sequence[str], input_size: tuple[int, int, int]
+) -> list[LayerDescription]:
+    """Check that every chosen layer exists and outputs a ``[N, C, H, W]`` map.
+
+    Args:
+        model: the model.
+        layers: chosen module names, input to output.
+        input_size: ``(channels, height, width)`` of one input.
+
+    Returns:
+        The description of each chosen layer, in the given order.
+
+    Raises:
+        BuildError: naming unknown or non-spatial layers and listing the available ones.
+
+    Examples:
+        >>> from compute.models import get_model
+        >>> [d.channels for d in check_layers(get_model("simple_cnn"), ["features.1"],
+        ...                                   (3, 32, 32))]
+        [16]
+    """
+    if not layers:
+        raise BuildError(
+            "no layers chosen: pass --layers L1,L2,... (see `python -m compute layers`)"
+        )
+    duplicates = sorted({name for name in layers if list(layers).count(name) > 1})
+    if duplicates:
+        raise BuildError(f"layer(s) chosen twice: {', '.join(duplicates)}")
+    rows = {row.name: row for row in describe_layers(model, input_size)}
+    spatial = [name for name, row in rows.items() if row.spatial]
+    unknown = [name for name in layers if name not in rows]
+    flat = [name for name in layers if name in rows and not rows[name].spatial]
+    if unknown or flat:
+        listed = ", ".join(spatial[:_MAX_LISTED])
+        more = f" and {len(spatial) - _MAX_LISTED} more" if len(spatial) > _MAX_LISTED else ""
+        what = (
+            f"unknown layer(s) {', '.join(map(repr, unknown))}"
+            if unknown
+            else f"layer(s) {', '.join(map(repr, flat))} do not output a [N, C, H, W] map"
+        )
+        raise BuildError(
+            f"{what}; available: {listed}{more} (list them with `python -m compute layers`)"
+        )
+    order = {name: i for i, name in enumerate(rows)}
+    chosen = [rows[name] for name in layers]
+    if [order[name] for name in layers] != sorted(order[name] for name in layers):
+        log.warning("layers are not in the model's module order; keeping the given order")
+    return chosen
+
+
+def check_classes(
+    classes: Sequence[str], num_outputs: int, class_map: Sequence[int] | None
+) -> None:
+    """Check that the classes map onto the model's outputs.
+
+    Raises:
+        BuildError: when the counts or the mapping do not fit.
+    """
+    if not classes:
+        raise BuildError("no classes given")
+    if len(set(classes)) != len(classes):
+        raise BuildError("class names must be unique")
+    if class_map is None:
+        if len(classes) != num_outputs:
+            raise BuildError(
+                f"{len(classes)} classes but the model has {num_outputs} outputs; pass a "
+                "class map (--class-index) saying which output each class is"
+            )
+        return
+    if len(class_map) != len(classes):
+        raise BuildError(f"class map has {len(class_map)} entries for {len(classes)} classes")
+    bad = [i for i in class_map if not 0 <= int(i) < num_outputs]
+    if bad:
+        raise BuildError(f"class map holds output indices {bad[:5]} outside 0..{num_outputs - 1}")
+    if len(set(int(i) for i in class_map)) != len(class_map):
+        raise BuildError("class map sends two classes to the same output")
+
+
+def _unpack(batch: Any, counter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, labels, indices) from a loader batch; indices default to a running count."""
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise BuildError("the loader must yield (images, labels) or (images, labels, indices)")
+    images, labels = batch[0], torch.as_tensor(batch[1])
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise BuildError("the loader must yield image batches of shape [N, C, H, W]")
+    if len(batch) == 3:
+        indices = torch.as_tensor(batch[2], dtype=torch.int64)
+    else:
+        indices = torch.arange(counter, counter + images.shape[0], dtype=torch.int64)
+    return images, labels.to(torch.int64), indices
+
+
+def _check_loader_order(loader: Any) -> None:
+    """Without indices, the running count is only a dataset index if nothing shuffles."""
+    from torch.utils.data import RandomSampler, SequentialSampler
+
+    sampler = getattr(loader, "sampler", None)
+    if sampler is not None and not isinstance(sampler, SequentialSampler):
+        kind = "shuffles" if isinstance(sampler, RandomSampler) else "uses a custom sampler"
+        raise BuildError(
+            f"the loader {kind} but yields no dataset indices: use shuffle=False or a dataset "
+            "returning (image, label, index), e.g. compute.data.ImageFolderWithIndex"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------
+
+
+def _state_dict_bytes(model: nn.Module, save: bool | None) -> bytes | None:
+    """The model's state dict as ``torch.save`` bytes, if it is to be stored."""
+    if save is False:
+        return None
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    size = sum(value.numel() * value.element_size() for value in state.values())
+    if save is None and size > _AUTO_WEIGHTS_LIMIT:
+        log.info("not storing the %.0f MB state dict in the atlas", size / 1e6)
+        return None
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+class _Stages:
+    """Logs how long each stage took, for the final summary."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = now - self._start
+        log.info("%s: %.1f s", name, self.times[name])
+        self._start = now
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.times.items())
+
+
+def build_atlas(
+    model: nn.Module,
+    loader: DataLoader | Any,
+    *,
+    layers: Sequence[str],
+    classes: Sequence[str],
+    out: str | Path,
+    config: SummitConfig = SummitConfig(),
+    graph_config: GraphConfig = GraphConfig(),
+    embedding_config: EmbeddingConfig = EmbeddingConfig(),
+    class_map: Sequence[int] | None = None,
+    device: str = "cpu",
+    preprocessing: Preprocessing | None = None,
+    crops_per_channel: int = 3,
+    model_info: dict[str, Any] | None = None,
+    dataset_info: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    title: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    save_weights: bool | None = None,
+) -> Path:
+    """Build a complete atlas (Summit counts, examples, embedding, graphs) of a classifier.
+
+    Everything cheap is checked before the pass: the output path, the device, the layers
+    (they must exist and output ``[N, C, H, W]`` maps), the classes against the model's
+    outputs (from a forward pass on the first batch), and the loader's order when it
+    yields no indices. Then one streaming pass aggregates every layer at once.
+
+    Args:
+        model: the classifier; it returns logits ``[N, outputs]``. Put in eval mode.
+        loader: yields ``(images, labels)`` or ``(images, labels, indices)`` with
+            ``labels`` in ``0..len(classes)-1`` and ``indices`` the dataset index of each
+            image (without indices the loader must not shuffle: a running count is used).
+        layers: module names to map, input to output (see ``python -m compute layers``).
+        classes: class names; ``labels`` index them.
+        out: where to write the atlas directory.
+        config: Summit aggregation settings.
+        graph_config: attribution-graph (PageRank) settings.
+        embedding_config: class-embedding (UMAP) settings.
+        class_map: model output index of each class (``None``: class ``i`` is output ``i``).
+        device: ``cpu`` or ``cuda`` (``cuda:N``).
+        preprocessing: how images were fed to the model (recorded in the manifest, and
+            undone to show crops; ``None``: crops are min-max stretched).
+        crops_per_channel: receptive-field crops saved per channel (ranks 0..n-1); 0: none.
+            Needs ``loader.dataset[index]`` to return the model input tensor first.
+        model_info: manifest ``model`` entries overriding the defaults (name, spec, ...).
+        dataset_info: manifest ``dataset`` entries (name, split, description).
+        metrics: manifest ``metrics``, e.g. ``{"accuracy": {"test": 0.97}}``.
+        title: dashboard title (default: model name on dataset name).
+        seed: recorded in ``parameters``; also seeds torch for the build.
+        overwrite: replace an existing atlas at ``out``.
+        progress: show tqdm progress bars.
+        save_weights: store the state dict as ``model/weights.pt`` (manifest
+            ``model.weights``) so later steps can rebuild the model from ``model.spec``;
+            ``None``: only when it is at most 64 MB.
+
+    Returns:
+        The path of the written atlas.
+
+    Raises:
+        BuildError: one line naming what is wrong, raised before the pass where possible.
+
+    Examples:
+        >>> from torch.utils.data import DataLoader                      # doctest: +SKIP
+        >>> path = build_atlas(model, DataLoader(dataset, batch_size=64),
+        ...                    layers=["features.1", "features.4"],
+        ...                    classes=dataset.classes, out="atlas",
+        ...                    config=SummitConfig(selection="topk", top_k=5))
+        >>> Atlas.open(path).layer_names
+        ('features.1', 'features.4')
+    """
+    from tqdm import tqdm
+
+    from compute.crops import receptive_fields, save_example_crops
+    from compute.summit.aggregate import SummitPass
+    from compute.summit.embedding import class_embeddings
+    from compute.summit.graph import attribution_graphs
+
+    stages = _Stages()
+    out = Path(out)
+    layers = list(layers)
+    classes = [str(c) for c in classes]
+    if out.exists() and not overwrite:
+        raise BuildError(f"output {out} already exists (pass --overwrite to replace it)")
+    if crops_per_channel < 0:
+        raise BuildError("crops_per_channel must be >= 0")
+    crops_per_channel = min(crops_per_channel, config.examples_per_channel)
+    torch_device = resolve_device(device)
+    torch.manual_seed(seed)
+    model = model.to(torch_device).eval()
+
+    # -- validation on the first batch (cheap), before the long pass ----------------------
+    batches: Iterator[Any] = iter(loader)
+    try:
+        first = next(batches)
+    except StopIteration:
+        raise BuildError("the loader yields no images") from None
+    images, _, _ = _unpack(first, 0)
+    if len(first) == 2:
+        _check_loader_order(loader)
+    input_size = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    num_outputs = count_outputs(model, input_size)
+    check_classes(classes, num_outputs, class_map)
+    described = check_layers(model, layers, input_size)
+    fields = receptive_fields(model, layers, input_size) if crops_per_channel else None
+    stages.done("validate")
+
+    # -- the one streaming pass ---------------------------------------------------------
+    total = None
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__"):
+        total = len(dataset)
+    counter = 0
+    with (
+        SummitPass(
+            model,
+            layers,
+            len(classes),
+            config,
+            device=str(torch_device),
+            class_map=list(class_map) if class_map is not None else None,
+        ) as summit,
+        tqdm(total=total, desc="summit pass", unit="img", disable=not progress) as bar,
+    ):
+        for batch in itertools.chain([first], batches):
+            images, labels, indices = _unpack(batch, counter)
+            counter += int(images.shape[0])
+            if labels.numel():
+                low, high = int(labels.min()), int(labels.max())
+                if low < 0 or high >= len(classes):
+                    bad = low if low < 0 else high
+                    raise BuildError(
+                        f"the loader yields label {bad}, but labels index the "
+                        f"{len(classes)} classes (0..{len(classes) - 1})"
+                    )
+            summit.update(images.to(torch_device, non_blocking=True), labels, indices)
+            bar.update(int(images.shape[0]))
+        aggregates = summit.result()
+    pass_seconds = time.perf_counter() - stages._start
+    stages.done("summit pass")
+    num_images = int(np.sum(aggregates.num_images))
+    if num_images == 0:
+        raise BuildError("the loader yielded no images")
+
+    # -- derived parts --------------------------------------------------------------------
+    counts = [np.asarray(a) for a in aggregates.activation_counts]
+    influence = list(aggregates.influence_counts)
+    graphs = attribution_graphs(counts, influence, graph_config, progress=progress).arrays()
+    stages.done("attribution graphs")
+    embeddings = class_embeddings(counts, embedding_config)
+    stages.done("class embedding")
+    crops: dict[str, bytes] = {}
+    if fields is not None:
+        if dataset is not None and hasattr(dataset, "__getitem__"):
+            crops = save_example_crops(
+                dataset,
+                [fields[name] for name in layers],
+                aggregates.example_index,
+                aggregates.example_position,
+                crops_per_channel=crops_per_channel,
+                preprocessing=preprocessing,
+                progress=progress,
+            )
+        else:
+            log.warning("the loader's dataset is not indexable: no example crops saved")
+        stages.done("example crops")
+
+    # -- write ---------------------------------------------------------------------------
+    shapes = [tuple(int(v) for v in shape) for shape in aggregates.layer_shapes]
+    manifest_layers = [
+        {
+            "name": name,
+            "channels": shape[0],
+            "height": shape[1],
+            "width": shape[2],
+            "influence_from": layers[i - 1] if i > 0 else None,
+        }
+        for i, (name, shape) in enumerate(zip(layers, shapes, strict=True))
+    ]
+    for row, shape in zip(described, shapes, strict=True):
+        if row.channels != shape[0]:
+            log.warning(
+                "layer %s: described %s channels, pass saw %s", row.name, row.channels, shape
+            )
+    info_model = {
+        "name": type(model).__name__,
+        "spec": None,
+        "num_parameters": num_parameters(model),
+        "input_size": list(input_size),
+        **(model_info or {}),
+    }
+    info_dataset = {
+        "name": type(dataset).__name__ if dataset is not None else "dataset",
+        "split": None,
+        "num_images": num_images,
+        "description": "",
+        **(dataset_info or {}),
+    }
+    info_dataset["num_images"] = num_images  # what was aggregated, whatever was claimed
+    if preprocessing is not None:
+        info_pre = preprocessing.to_manifest()
+    else:
+        # The loader's own transform: unknown normalisation, recorded as such.
+        info_pre = {
+            "image_size": input_size[1],
+            "mean": None,
+            "std": None,
+            "grayscale": input_size[0] == 1,
+        }
+    parameters: dict[str, Any] = {
+        **config.to_manifest(),
+        **graph_config.to_manifest(),
+        **embedding_config.to_manifest(),
+        "seed": seed,
+        "crops_per_channel": crops_per_channel,
+    }
+    if class_map is not None:
+        parameters["class_map"] = [int(i) for i in class_map]
+    if fields is not None:
+        from compute.crops import receptive_fields_manifest
+
+        parameters["receptive_fields"] = receptive_fields_manifest(fields)
+    manifest = {
+        "title": title or f"{info_model['name']} on {info_dataset['name']}",
+        "model": info_model,
+        "dataset": info_dataset,
+        "preprocessing": info_pre,
+        "classes": classes,
+        "layers": manifest_layers,
+        "parameters": parameters,
+        "metrics": metrics or {},
+        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS],
+    }
+    weights_bytes = _state_dict_bytes(model, save_weights)
+    if weights_bytes is not None:
+        info_model["weights"] = WEIGHTS_PATH
+    with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
+        if weights_bytes is not None:
+            writer.add_bytes(WEIGHTS_PATH, weights_bytes)
+        writer.add_array(CLASS_PATHS["num_images"], np.asarray(aggregates.num_images, np.int64))
+        writer.add_array(CLASS_PATHS["num_correct"], np.asarray(aggregates.num_correct, np.int64))
+        writer.add_array(
+            CLASS_PATHS["confidence_hist"], np.asarray(aggregates.confidence_hist, np.int64)
+        )
+        for i in range(len(layers)):
+            writer.add_array(activation_counts_path(i), counts[i].astype(np.int64))
+            if i > 0:
+                if influence[i] is None:
+                    raise BuildError(f"the pass produced no influence counts for {layers[i]!r}")
+                for key, array in csr_parts(influence[i]).items():
+                    writer.add_array(influence_paths(i)[key], array)
+            paths = examples_paths(i)
+            writer.add_array(
+                paths["image_index"], np.asarray(aggregates.example_index[i], np.int64)
+            )
+            writer.add_array(
+                paths["activation"], np.asarray(aggregates.example_value[i], np.float32)
+            )
+            writer.add_array(
+                paths["position"], np.asarray(aggregates.example_position[i], np.int32)
+            )
+            writer.add_array(embedding_path(i), np.asarray(embeddings[i], np.float32))
+        for name, relpath in GRAPH_PATHS.items():
+            writer.add_array(relpath, graphs[name])
+        for relpath, data in sorted(crops.items()):
+            writer.add_bytes(relpath, data)
+        path = writer.commit()
+    stages.done("write")
+    correct = int(np.sum(aggregates.num_correct))
+    log.info(
+        "atlas %s: %d images (%.0f img/s), %d classes, %d layers (%d channels), "
+        "top-1 %.1f%%, %d crops; %s",
+        path,
+        num_images,
+        num_images / max(pass_seconds, 1e-9),
+        len(classes),
+        len(layers),
+        sum(s[0] for s in shapes),
+        100.0 * correct / num_images,
+        len(crops),
+        stages.summary(),
+    )
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+
+_BUILD_EPILOG = """\
+examples:
+  # list the layers of a model (names to paste into --layers)
+  python -m compute layers --model torchvision:resnet18 --image-size 224
+
+  # a torchvision model with your trained weights, on an ImageFolder (DIR/CLASS/IMAGE)
+  python -m compute build --model torchvision:resnet18 --weights resnet18.pt \\
+      --data imagenet/val --layers layer1,layer2,layer3,layer4 --out resnet18-atlas
+
+  # your own model class, 28x28 grayscale, 10 folders = 10 outputs
+  python -m compute build --model mypkg.nets:make_cnn --weights cnn.pt --data mnist/train \\
+      --image-size 28 --normalize 0.1307,0.3081 --layers features.1,features.4 \\
+      --top-k 5 --out mnist-atlas
+
+  # a subset of ImageNet classes: map folders to the model's 1000 outputs
+  python -m compute build --model torchvision:vgg16 --weights vgg16.pt --data subset \\
+      --class-index folders.json --layers features.22,features.29 --out vgg-atlas
+
+--normalize: imagenet | cifar10 | mnist | none | MEAN,STD (one value for every channel)
+             | M1,M2,M3/S1,S2,S3 (per channel). Images are resized to --image-size
+             squared, without cropping. A model whose first convolution takes 1 channel
+             gets grayscale input.
+--class-index: JSON {"folder name": output index, ...}; without it the sorted class
+             folders must be exactly the model's outputs, in order.
+Weights are never downloaded: --weights FILE is a torch.save()d state dict (or a dict
+holding it under "state_dict" or "model"), loaded strictly.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _layer_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from compute.data import open_image_folder
+    from compute.models import get_model, infer_in_channels, model_name
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise BuildError(f"output {out} already exists (pass --overwrite to replace it)")
+    device = resolve_device(args.device)
+    config = SummitConfig(
+        selection="topk" if args.top_k is not None else "mass",
+        tau=args.tau if args.tau is not None else SummitConfig.tau,
+        top_k=args.top_k if args.top_k is not None else SummitConfig.top_k,
+        influence_top_k=args.influence_top_k,
+        examples_per_channel=args.examples,
+        aggregate_by=args.aggregate_by,
+    )
+    model = get_model(args.model, weights=args.weights)
+    grayscale = infer_in_channels(model) == 1
+    preprocessing = Preprocessing.from_arg(
+        args.normalize, image_size=args.image_size, grayscale=grayscale
+    )
+    num_outputs = count_outputs(model, preprocessing.input_size)
+    check_layers(model, args.layers, preprocessing.input_size)
+    dataset, class_map = open_image_folder(
+        args.data,
+        preprocessing,
+        num_outputs=num_outputs,
+        class_index=args.class_index,
+        progress=not args.no_progress,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
+    data_path = Path(args.data)
+    path = build_atlas(
+        model,
+        loader,
+        layers=args.layers,
+        classes=dataset.classes,
+        out=out,
+        config=config,
+        class_map=class_map,
+        device=str(device),
+        preprocessing=preprocessing,
+        crops_per_channel=args.crops,
+        model_info={"name": model_name(args.model), "spec": args.model},
+        dataset_info={
+            "name": data_path.resolve().name,
+            "split": data_path.name,
+            "description": f"ImageFolder {data_path}",
+        },
+        title=args.title,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        save_weights=args.save_weights,
+    )
+    print(f"atlas written to {path}")
+    return 0
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from compute.models import get_model, infer_in_channels
+
+    model = get_model(args.model, weights=args.weights)
+    input_size = (infer_in_channels(model), args.image_size, args.image_size)
+    rows = describe_layers(model, input_size)
+    if not args.all:
+        rows = [row for row in rows if row.spatial]
+    width = max([len("name"), *(len(row.name) for row in rows)])
+    type_width = max([len("type"), *(len(row.type) for row in rows)])
+    print(f"# {args.model}, input {input_size[0]}x{input_size[1]}x{input_size[2]}")
+    print(f"{'name':<{width}}  {'type':<{type_width}}  {'channels':>8}  map")
+    for row in rows:
+        size = f"{row.height}x{row.width}" if row.spatial else "-"
+        channels = "-" if row.channels is None else str(row.channels)
+        print(f"{row.name:<{width}}  {row.type:<{type_width}}  {channels:>8}  {size}")
+    if not args.all:
+        print(
+            "# only layers with [N, C, H, W] outputs (usable in --layers); --all for every module"
+        )
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``build`` and ``layers`` subcommands to ``python -m compute``."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    build = subparsers.add_parser(
+        "build",
+        help="build an atlas of an image classifier over an ImageFolder dataset",
+        description=(
+            "Build an atlas: one streaming pass of the model over the data aggregates "
+            "Summit's activation and influence counts for every chosen layer at once, then "
+            "the attribution graphs, the class embedding and the receptive-field crops of "
+            "each channel's top examples are derived and written atomically to --out. "
+            "Bad input (unknown layer, class folders that do not map to the model's "
+            "outputs, an unreadable image, weights that do not fit) is reported in one "
+            "line before the pass starts."
+        ),
+        epilog=_BUILD_EPILOG,
+        formatter_class=formatter,
+    )
+    required = build.add_argument_group("required")
+    required.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="torchvision:NAME, package.module:callable, file.py:callable or a registered "
+        "name (simple_cnn)",
+    )
+    required.add_argument(
+        "--data", required=True, metavar="DIR", help="ImageFolder directory: DIR/CLASS/IMAGE"
+    )
+    required.add_argument(
+        "--layers",
+        required=True,
+        type=_layer_list,
+        metavar="L1,L2,...",
+        help="module names to map, input to output (see `python -m compute layers`)",
+    )
+    required.add_argument("--out", required=True, metavar="DIR", help="atlas directory to write")
+    model_group = build.add_argument_group("model and data")
+    model_group.add_argument("--weights", metavar="FILE", help="state dict to load (strict)")
+    model_group.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=224,
+        metavar="N",
+        help="resize images to N x N, no crop (default 224)",
+    )
+    model_group.add_argument(
+        "--normalize",
+        default="imagenet",
+        metavar="MEAN,STD|imagenet|none",
+        help="input normalisation (default imagenet; syntax below)",
+    )
+    model_group.add_argument(
+        "--class-index", metavar="FILE", help='JSON {"folder": model output index}'
+    )
+    model_group.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="B", help="default 64"
+    )
+    model_group.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=_default_workers(),
+        metavar="N",
+        help=f"data-loading worker processes (default {_default_workers()})",
+    )
+    model_group.add_argument(
+        "--device", default="cpu", metavar="cpu|cuda", help="where the model runs (default cpu)"
+    )
+    summit = build.add_argument_group("Summit aggregation")
+    selection = summit.add_mutually_exclusive_group()
+    selection.add_argument(
+        "--tau",
+        type=float,
+        metavar="T",
+        help=f"per image, keep the channels holding this share of the layer's max-activation "
+        f"mass (default {SummitConfig.tau}; small layers need larger values)",
+    )
+    selection.add_argument(
+        "--top-k", type=_positive_int, metavar="K", help="per image, keep the K strongest channels"
+    )
+    summit.add_argument(
+        "--influence-top-k",
+        type=_positive_int,
+        default=SummitConfig.influence_top_k,
+        metavar="K",
+        help=f"input channels counted per output channel and image "
+        f"(default {SummitConfig.influence_top_k})",
+    )
+    summit.add_argument(
+        "--examples",
+        type=_positive_int,
+        default=SummitConfig.examples_per_channel,
+        metavar="N",
+        help=f"top dataset examples kept per channel (default {SummitConfig.examples_per_channel})",
+    )
+    summit.add_argument(
+        "--crops",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+        help="receptive-field crops saved per channel (default 3; 0: none)",
+    )
+    summit.add_argument(
+        "--aggregate-by",
+        choices=("label", "prediction"),
+        default="label",
+        help="count each image under its true label or the model's prediction (default label)",
+    )
+    output = build.add_argument_group("output")
+    output.add_argument("--title", help="title shown in the dashboard")
+    output.add_argument("--seed", type=int, default=0, help="recorded seed (default 0)")
+    output.add_argument(
+        "--save-weights",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store the state dict in the atlas (model/weights.pt) for later steps such as "
+        "feature visualization (default: only when at most 64 MB)",
+    )
+    output.add_argument("--overwrite", action="store_true", help="replace an existing atlas")
+    output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    build.set_defaults(run=_run_build)
+
+    layers = subparsers.add_parser(
+        "layers",
+        help="list a model's layers (names, types, channels, map sizes) for --layers",
+        description=(
+            "Run one dummy image through the model and list every module whose output is a "
+            "[N, C, H, W] map, with its channel count and map size at --image-size. Paste "
+            "the names, comma-separated and input to output, into `build --layers`."
+        ),
+        epilog="example:\n  python -m compute layers --model torchvision:resnet18 --image-size 224",
+        formatter_class=formatter,
+    )
+    layers.add_argument("--model", required=True, metavar="SPEC", help="as for build")
+    layers.add_argument("--weights", metavar="FILE", help="state dict to load (checks it fits)")
+    layers.add_argument(
+        "--image-size", type=_positive_int, default=224, metavar="N", help="default 224"
+    )
+    layers.add_argument("--all", action="store_true", help="also list non-spatial modules")
+    layers.set_defaults(run=_run_layers)
