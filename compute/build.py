@@ -112,7 +112,8 @@ def check_layers(
         The description of each chosen layer, in the given order.
 
     Raises:
-        BuildError: naming unknown or non-spatial layers and listing the available ones.
+        BuildError: naming unknown or non-spatial layers and listing the available ones,
+            or consecutive layers not joined by exactly one convolution.
 
     Examples:
         >>> from compute.models import get_model
@@ -142,6 +143,11 @@ def check_layers(
         raise BuildError(
             f"{what}; available: {listed}{more} (list them with `python -m compute layers`)"
         )
+    # Influence needs exactly one convolution between consecutive layers: check it now
+    # (an fx trace, nothing runs) rather than after the data checks.
+    from compute.connect import find_connections
+
+    find_connections(model, list(layers))
     order = {name: i for i, name in enumerate(rows)}
     chosen = [rows[name] for name in layers]
     if [order[name] for name in layers] != sorted(order[name] for name in layers):
