@@ -1,0 +1,216 @@
+"""``python -m compute build`` / ``layers``: help, one-line errors before any work, e2e."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from compute.atlas import Atlas
+
+SPEC = "tests.unit.test_cli:tiny_cnn"
+CLASSES = ("cat", "dog", "owl")
+
+
+def tiny_cnn(num_classes: int = 3) -> nn.Module:
+    """The model the CLI tests build (importable as ``tests.unit.test_cli:tiny_cnn``)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, num_classes),
+    )  # fmt: skip
+
+
+def make_image_folder(root: Path, classes: tuple[str, ...] = CLASSES, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, size=(10, 12, 3), dtype=np.uint8)
+            pixels[..., c % 3] += 150  # class colour, so classes differ
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from compute.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture
+def no_long_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the CLI gets as far as the build (the long part)."""
+    import compute.build
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("build_atlas was called: the error came too late")
+
+    monkeypatch.setattr(compute.build, "build_atlas", refuse)
+
+
+def base_args(data: Path, out: Path) -> list[str]:
+    return [
+        "build", "--model", SPEC, "--data", str(data), "--layers", "1,4", "--out", str(out),
+        "--image-size", "8", "--normalize", "0.5,0.5", "--workers", "0", "--no-progress",
+    ]  # fmt: skip
+
+
+def test_build_help_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "compute", "build", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for text in ("--model SPEC", "--layers L1,L2,...", "--class-index", "examples:", "imagenet"):
+        assert text in result.stdout
+
+
+def test_layers_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["layers", "--model", SPEC, "--image-size", "8"], capsys)
+    assert code == 0
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line[0] != "#"}
+    assert lines["1"] == ["1", "ReLU", "4", "8x8"]
+    assert lines["4"] == ["4", "ReLU", "6", "4x4"]
+    assert "7" not in lines  # the Linear is not a map
+    code, out, _ = run_cli(["layers", "--model", SPEC, "--image-size", "8", "--all"], capsys)
+    assert "Linear" in out
+
+
+def bad_weights(tmp_path: Path) -> str:
+    path = tmp_path / "bad.pt"
+    torch.save(tiny_cnn(num_classes=5).state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.usefixtures("no_long_work")
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "torchvision:nonet"], "torchvision has no model"),
+        (["--model", "nopkg_zz.mod:make"], "cannot import module"),
+        (["--layers", "1,9"], r"unknown layer\(s\) '9'; available: 0, 1"),
+        (["--layers", "1,7"], "do not output a"),
+        (["--layers", "0,1"], "not connected by a single convolution"),
+        (["--data", "{tmp}/nowhere"], "data directory not found"),
+        (["--weights", "{bad_weights}"], r"bad\.pt does not fit the model"),
+        (["--weights", "{tmp}/none.pt"], "weights file not found"),
+        (["--normalize", "1,2,3"], "bad --normalize"),
+        (["--tau", "2"], r"tau must be in \(0, 1\]"),
+        (["--out", "{data}"], "already exists"),
+    ],
+)
+def test_bad_input_is_one_line_before_work(
+    extra: list[str], message: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    places = {"data": str(data), "tmp": str(tmp_path)}
+    if "{bad_weights}" in extra:
+        places["bad_weights"] = bad_weights(tmp_path)
+    argv = [*base_args(data, tmp_path / "atlas"), *(arg.format(**places) for arg in extra)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(message, lines[0]), lines[0]
+
+
+@pytest.mark.usefixtures("no_long_work")
+def test_unmapped_folders_and_class_index(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (data / "emu").mkdir()
+    Image.new("RGB", (4, 4)).save(data / "emu" / "0.png")
+    code, _, err = run_cli(base_args(data, tmp_path / "a"), capsys)
+    assert code == 2 and "4 class folders ('cat', 'dog', 'emu', 'owl')" in err
+    assert "3 outputs" in err and len(err.strip().splitlines()) == 1
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"cat": 0, "dog": 1, "owl": 2}))
+    code, _, err = run_cli([*base_args(data, tmp_path / "a"), "--class-index", str(index)], capsys)
+    assert code == 2 and "class folders not in the class index: 'emu'" in err
+
+
+@pytest.mark.usefixtures("no_long_work")
+def test_unreadable_image_is_named(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (data / "dog" / "9.jpg").write_bytes(b"definitely not a jpeg")
+    code, _, err = run_cli(base_args(data, tmp_path / "a"), capsys)
+    assert code == 2
+    assert err.startswith("error: unreadable image ") and "dog/9.jpg" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.usefixtures("no_long_work")
+def test_cuda_without_cuda(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli([*base_args(data, tmp_path / "a"), "--device", "cuda"], capsys)
+    assert code == 2 and "no CUDA device" in err
+
+
+def test_argparse_rejects_bad_numbers(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli([*base_args(data, tmp_path / "a"), "--batch-size", "0"], capsys)
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        run_cli([*base_args(data, tmp_path / "a"), "--tau", "0.1", "--top-k", "3"], capsys)
+
+
+def test_cli_build_end_to_end(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("compute.summit.aggregate", reason="SummitPass not landed yet")
+    weights = tmp_path / "tiny.pt"
+    torch.save(tiny_cnn().state_dict(), weights)
+    out = tmp_path / "atlas"
+    argv = [
+        *base_args(data, out), "--weights", str(weights), "--top-k", "2",
+        "--influence-top-k", "2", "--examples", "3", "--crops", "2", "--batch-size", "5",
+        "--title", "Tiny CLI atlas",
+    ]  # fmt: skip
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert f"atlas written to {out}" in stdout
+    atlas = Atlas.open(out, verify_hashes=True)
+    assert atlas.classes == CLASSES
+    assert atlas.title == "Tiny CLI atlas"
+    assert atlas.manifest["model"]["spec"] == SPEC
+    assert atlas.manifest["model"]["name"] == "tiny_cnn"
+    assert atlas.manifest["preprocessing"] == {
+        "image_size": 8, "mean": [0.5] * 3, "std": [0.5] * 3, "grayscale": False,
+    }  # fmt: skip
+    assert atlas.manifest["dataset"]["num_images"] == 12
+    num_images = atlas.class_stats()["num_images"]
+    assert num_images.tolist() == [4, 4, 4]
+    for layer in atlas.layer_names:
+        counts = atlas.activation_counts(layer)
+        # --top-k 2: each image adds exactly 2 to its class row
+        assert (counts.sum(axis=1) == 2 * num_images).all()
+        assert (counts <= num_images[:, None]).all()
+    examples = atlas.examples("4")
+    assert examples.image_index.shape == (6, 3)
+    assert set(examples.image_index[examples.image_index >= 0].tolist()) <= set(range(12))
+    assert atlas.example_crop("4", 0, 1) is not None
+    assert atlas.example_crop("4", 0, 2) is None  # --crops 2
+    code, stdout, _ = run_cli(["verify", str(out)], capsys)
+    assert code == 0 and stdout.startswith("ok: ")
