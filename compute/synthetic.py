@@ -1,0 +1,561 @@
+"""A synthetic, ImageNet-shaped atlas: every part of the format, no model, no data, no torch.
+
+It lets the dashboard, the tests and the benchmarks run at full scale (1,000 classes,
+InceptionV1's nine ``mixed`` layers, 5,484 channels) without the days of GPU work a real
+atlas costs. The numbers are random but structured like Summit's:
+
+* classes fall into latent groups that share preferred channels, so the class embedding
+  has clusters and the sidebar similarity is meaningful;
+* each class prefers a few channels per layer with Zipf-like counts (0..images per class);
+* influence is concentrated among the preferred channels of consecutive layers, so the
+  real PageRank selection (:func:`compute.summit.graph.attribution_graphs`) yields graphs
+  of roughly the published density (~55 nodes, ~180 edges per class).
+
+Examples:
+    >>> write_synthetic_atlas("synthetic-atlas", num_classes=12,
+    ...                       layer_channels=(8, 16, 16))             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from PIL import Image
+
+from compute.atlas import (
+    CLASS_PATHS,
+    GRAPH_PATHS,
+    PART_EMBEDDING,
+    PART_EXAMPLES,
+    PART_GRAPHS,
+    PART_SUMMIT,
+    AtlasWriter,
+    activation_counts_path,
+    csr_parts,
+    embedding_path,
+    example_crop_path,
+    examples_paths,
+    influence_paths,
+)
+from compute.errors import BuildError
+from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
+from compute.summit.embedding import class_embeddings, pca_embeddings
+from compute.summit.graph import attribution_graphs
+
+log = logging.getLogger(__name__)
+
+INCEPTION_LAYERS = (
+    "mixed3a",
+    "mixed3b",
+    "mixed4a",
+    "mixed4b",
+    "mixed4c",
+    "mixed4d",
+    "mixed4e",
+    "mixed5a",
+    "mixed5b",
+)
+INCEPTION_SIZES = (28, 28, 14, 14, 14, 14, 14, 7, 7)
+DEFAULT_CHANNELS = (256, 480, 508, 512, 512, 528, 832, 832, 1024)
+
+CONFIDENCE_BINS = 20
+CROP_SIZE = 32
+
+# Generator shape, tuned so the real selection gives ~55 nodes / ~180 edges per class on
+# the InceptionV1 shape (summit.md §4): count decay exponent, influenced outputs per class
+# and layer, inputs drawn per output, and the pool of preferred inputs they come from.
+_ZIPF = 0.2
+_INFLUENCED = 90
+_INPUTS = 8
+_POOL = 90
+_BIAS = 1.0
+_CORE = 10
+_CORE_DENSITY = 0.55
+
+_ADJECTIVES = (  # noqa: SIM905 (a word list reads better as one string)
+    "amber azure brisk cobalt coral crimson dapper dusky elder fabled feral frosty gilded "
+    "hazel ivory jade jolly lunar mellow misty noble ochre pale plum quiet rosy russet "
+    "sable scarlet silver slate smoky spotted striped sunny swift tawny umber velvet woolly"
+).split()
+_NOUNS = (  # noqa: SIM905
+    "badger beacon beetle bison bottle canoe cello comet crane dingo falcon ferret fig "
+    "gecko harp heron ibis kettle koala lantern lemur lynx magpie marmot mitten newt "
+    "otter pelican quail quokka robin salmon teapot thistle tortoise tuba viper walrus "
+    "wombat yak"
+).split()
+
+
+# ---------------------------------------------------------------------------------------
+# Names and shapes
+# ---------------------------------------------------------------------------------------
+
+
+def synthetic_class_names(num_classes: int, seed: int = 0) -> list[str]:
+    """Distinct, readable class names ("amber badger", ...), shuffled by ``seed``.
+
+    Args:
+        num_classes: how many names.
+        seed: shuffling seed.
+
+    Returns:
+        ``num_classes`` distinct strings; beyond the word pairs a number is appended.
+
+    Examples:
+        >>> len(set(synthetic_class_names(1000)))
+        1000
+    """
+    pairs = [f"{a} {n}" for a in _ADJECTIVES for n in _NOUNS]
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    names = [pairs[i] for i in order[: min(num_classes, len(pairs))]]
+    names += [f"class {i}" for i in range(len(names), num_classes)]
+    return names
+
+
+def _layer_names_and_sizes(layer_channels: Sequence[int]) -> list[tuple[str, int]]:
+    n = len(layer_channels)
+    if n == len(INCEPTION_LAYERS):
+        return list(zip(INCEPTION_LAYERS, INCEPTION_SIZES, strict=True))
+    # Three halvings from 28 px spread over the layers, like a small CNN.
+    return [(f"layer{t}", max(1, 28 >> (t * 3 // max(n, 1)))) for t in range(n)]
+
+
+# ---------------------------------------------------------------------------------------
+# Structured random counts
+# ---------------------------------------------------------------------------------------
+
+
+def _preferences(
+    rng: np.random.Generator, num_classes: int, channels: int, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class selection probabilities and channel preference order of one layer.
+
+    Each class ranks the channels (its group's taste plus its own); the ``r``-th channel
+    of that ranking is selected in a share ``~ r^-ZIPF`` of the class's images. A slow
+    decay, as in Summit's counts, spreads PageRank over enough channels that the 10 %-mass
+    selection keeps several nodes per layer.
+
+    Returns:
+        (probability ``float[classes, channels]``, order ``int[classes, channels]``: the
+        channels from most to least preferred).
+    """
+    num_groups = int(groups.max()) + 1
+    taste = rng.gumbel(size=(num_groups, channels)) * 1.5
+    generic = rng.gumbel(size=channels) * 0.5  # some channels fire for every class
+    score = taste[groups] + generic[None, :] + rng.gumbel(size=(num_classes, channels))
+    order = np.argsort(-score, axis=1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(channels)[None, :], axis=1)
+    peak = rng.uniform(0.8, 1.0, size=(num_classes, 1))
+    # Classes differ in how focused they are, so graph sizes vary between classes.
+    zipf = rng.uniform(_ZIPF - 0.1, _ZIPF + 0.1, size=(num_classes, 1))
+    prob = peak * (rank + 1.0) ** -zipf * rng.uniform(0.7, 1.0, size=(num_classes, channels))
+    # Many channels are never among a class's selected ones.
+    prob *= rank < max(3, int(channels * 0.6))
+    return np.clip(prob, 0.0, 1.0), order
+
+
+def _influence(
+    rng: np.random.Generator,
+    order_upper: np.ndarray,
+    order_lower: np.ndarray,
+    num_images: np.ndarray,
+) -> sp.csr_array:
+    """Influence counts ``[classes * C_upper, C_lower]`` concentrated on preferred channels.
+
+    Two kinds of entries: a dense "core circuit" between the ``_CORE`` most preferred
+    channels of the two layers (strong counts, each pair present with probability
+    ``_CORE_DENSITY``), and a looser background in which the ``_INFLUENCED`` most preferred
+    outputs each draw ``_INPUTS`` inputs, mostly among the lower layer's ``_POOL`` most
+    preferred channels. Counts are binomial in the class's images.
+    """
+    num_classes, channels_upper = order_upper.shape
+    channels_lower = order_lower.shape[1]
+    rows_list, cols_list, counts_list = [], [], []
+
+    # Core circuit: every (top output, top input) pair, thinned.
+    core_up, core_low = min(_CORE, channels_upper), min(_CORE, channels_lower)
+    cls = np.repeat(np.arange(num_classes), core_up * core_low)
+    up_rank = np.tile(np.repeat(np.arange(core_up), core_low), num_classes)
+    low_rank = np.tile(np.arange(core_low), num_classes * core_up)
+    density = rng.uniform(_CORE_DENSITY - 0.2, _CORE_DENSITY + 0.2, num_classes)
+    present = rng.random(len(cls)) < density[cls]
+    cls, up_rank, low_rank = cls[present], up_rank[present], low_rank[present]
+    strength = rng.beta(3.0, 3.0, len(cls))
+    rows_list.append(cls * channels_upper + order_upper[cls, up_rank])
+    cols_list.append(order_lower[cls, low_rank])
+    counts_list.append(rng.binomial(num_images[cls], strength))
+
+    # Background: preferred outputs draw a few inputs, mostly among preferred inputs.
+    outputs = min(_INFLUENCED, channels_upper)
+    pool = min(_POOL, channels_lower)
+    k = _INPUTS
+    cls = np.repeat(np.arange(num_classes), outputs)
+    out_rank = np.tile(np.arange(outputs), num_classes)
+    m = len(cls)
+    in_rank = np.minimum((pool * rng.random((m, k)) ** _BIAS).astype(np.int64), pool - 1)
+    from_pool = order_lower[cls[:, None], in_rank]
+    random_input = rng.integers(0, channels_lower, size=(m, k))
+    use_pool = rng.random((m, k)) < 0.8
+    inputs = np.where(use_pool, from_pool, random_input)
+    strength = np.where(use_pool, rng.beta(2.0, 3.0, (m, k)), rng.beta(1.0, 15.0, (m, k)))
+    rows_list.append(np.repeat(cls * channels_upper + order_upper[cls, out_rank], k))
+    cols_list.append(inputs.ravel())
+    counts_list.append(rng.binomial(num_images[cls][:, None], strength).ravel())
+
+    matrix = sp.coo_array(
+        (
+            np.concatenate(counts_list).astype(np.int64),
+            (np.concatenate(rows_list), np.concatenate(cols_list)),
+        ),
+        shape=(num_classes * channels_upper, channels_lower),
+    ).tocsr()
+    matrix.sum_duplicates()
+    # A count never exceeds the class's images (duplicates may have summed past it).
+    row_class = np.repeat(
+        np.arange(num_classes * channels_upper) // channels_upper, np.diff(matrix.indptr)
+    )
+    matrix.data = np.minimum(matrix.data, num_images[row_class])
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _class_stats(
+    rng: np.random.Generator, num_classes: int, images_per_class: int
+) -> dict[str, np.ndarray]:
+    # Most ImageNet classes have 1300 training images; a few have as few as 732 (56%).
+    short = rng.random(num_classes) < 0.1
+    low = max(1, round(0.56 * images_per_class))
+    num_images = np.where(
+        short, rng.integers(low, images_per_class + 1, num_classes), images_per_class
+    ).astype(np.int64)
+    accuracy = rng.beta(5.0, 1.8, num_classes)
+    num_correct = rng.binomial(num_images, accuracy).astype(np.int64)
+    # Per-image top softmax probability: confident classes pile up near 1.
+    cls = np.repeat(np.arange(num_classes), num_images)
+    confidence = rng.beta(1.0 + 6.0 * accuracy[cls], 1.0 + 2.0 * (1.0 - accuracy[cls]))
+    bins = np.minimum((confidence * CONFIDENCE_BINS).astype(np.int64), CONFIDENCE_BINS - 1)
+    hist = np.bincount(cls * CONFIDENCE_BINS + bins, minlength=num_classes * CONFIDENCE_BINS)
+    return {
+        "num_images": num_images,
+        "num_correct": num_correct,
+        "confidence_hist": hist.reshape(num_classes, CONFIDENCE_BINS).astype(np.int64),
+    }
+
+
+def _examples(
+    rng: np.random.Generator,
+    counts: np.ndarray,
+    num_images: np.ndarray,
+    per_channel: int,
+    size: int,
+) -> dict[str, np.ndarray]:
+    """Top examples of each channel, drawn from the classes that count it most."""
+    num_classes, channels = counts.shape
+    starts = np.concatenate([[0], np.cumsum(num_images)[:-1]])
+    # Noise breaks ties so channels with equal counts do not all pick class 0.
+    score = counts.T + rng.random((channels, num_classes))
+    n = min(per_channel, num_classes)
+    top = np.argsort(-score, axis=1)[:, :n]
+    cls = top[:, rng.integers(0, n, size=per_channel)] if n < per_channel else top
+    image_index = starts[cls] + rng.integers(0, num_images[cls])
+    peak = rng.lognormal(1.0, 0.5, size=(channels, 1))
+    activation = np.sort(peak * rng.uniform(0.5, 1.0, (channels, per_channel)), axis=1)[:, ::-1]
+    position = rng.integers(0, size, size=(channels, per_channel, 2))
+    return {
+        "image_index": image_index.astype(np.int64),
+        "activation": np.ascontiguousarray(activation, dtype=np.float32),
+        "position": position.astype(np.int32),
+    }
+
+
+_GRID = np.mgrid[0:CROP_SIZE, 0:CROP_SIZE].astype(np.float32) / CROP_SIZE
+
+
+def _crop_png(rng: np.random.Generator, depth: float) -> bytes:
+    """A small patterned RGB PNG: stripes low in the network, blobs and mixtures higher."""
+    yy, xx = _GRID
+    angle = rng.uniform(0, np.pi)
+    freq = rng.uniform(2.0, 7.0)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+    cy, cx = rng.uniform(0.2, 0.8, 2)
+    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / rng.uniform(0.01, 0.06))
+    pattern = (1.0 - depth) * stripes + depth * (0.6 * blob + 0.4 * stripes * blob)
+    colours = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+    rgb = colours[0] + (colours[1] - colours[0]) * pattern[..., None]
+    rgb += rng.normal(0, 8.0, size=rgb.shape)
+    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def synthetic_counts(
+    num_classes: int = 1000,
+    layer_channels: Sequence[int] = DEFAULT_CHANNELS,
+    *,
+    images_per_class: int = 1300,
+    rng: np.random.Generator | int = 0,
+) -> tuple[list[np.ndarray], list[sp.csr_array | None], dict[str, np.ndarray]]:
+    """The Summit part of a synthetic atlas: A, I and class statistics, in memory.
+
+    Args:
+        num_classes: number of classes.
+        layer_channels: channels per layer, input to output.
+        images_per_class: images of a typical class.
+        rng: a generator or a seed.
+
+    Returns:
+        ``(activation_counts, influence, stats)``: per layer ``int64[classes, C_l]``; per
+        layer ``None`` (layer 0) or csr ``int64[classes * C_l, C_{l-1}]``; and
+        ``num_images``, ``num_correct`` (``int64[classes]``) and ``confidence_hist``
+        (``int64[classes, 20]``).
+
+    Examples:
+        >>> a, i, s = synthetic_counts(4, (3, 5))
+        >>> a[1].shape, i[1].shape, s["confidence_hist"].shape
+        ((4, 5), (20, 3), (4, 20))
+    """
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    stats = _class_stats(rng, num_classes, images_per_class)
+    num_images = stats["num_images"]
+    # Latent class groups (~25 classes each) share channel tastes: clusters in the views.
+    groups = rng.integers(0, max(2, num_classes // 25), size=num_classes)
+    counts: list[np.ndarray] = []
+    influence: list[sp.csr_array | None] = []
+    order_prev: np.ndarray | None = None
+    for t, c in enumerate(layer_channels):
+        prob, order = _preferences(rng, num_classes, int(c), groups)
+        counts.append(rng.binomial(num_images[:, None], prob).astype(np.int64))
+        if t == 0:
+            influence.append(None)
+        else:
+            assert order_prev is not None
+            influence.append(_influence(rng, order, order_prev, num_images))
+        order_prev = order
+    return counts, influence, stats
+
+
+# ---------------------------------------------------------------------------------------
+# The atlas
+# ---------------------------------------------------------------------------------------
+
+
+def write_synthetic_atlas(
+    out: str | Path,
+    *,
+    num_classes: int = 1000,
+    layer_channels: Sequence[int] = DEFAULT_CHANNELS,
+    images_per_class: int = 1300,
+    examples_per_channel: int = 10,
+    crops_per_channel: int = 1,
+    embedding: Literal["umap", "pca"] = "pca",
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write a complete synthetic atlas (all four parts) shaped like Summit's ImageNet one.
+
+    Args:
+        out: atlas directory to create.
+        num_classes: number of classes (ImageNet: 1000).
+        layer_channels: channels per layer, input to output (default: InceptionV1's nine
+            ``mixed`` layers, named ``mixed3a``..``mixed5b``; other lengths are named
+            ``layer0``..).
+        images_per_class: images of a typical class (10% of classes get fewer, as in
+            ImageNet); every count lies in ``0..images_per_class``.
+        examples_per_channel: top dataset examples stored per channel.
+        crops_per_channel: PNG crops written per channel (ranks ``0..crops-1``).
+        embedding: ``"umap"`` (the real :func:`class_embeddings`, slow) or ``"pca"``.
+        seed: everything is a deterministic function of the arguments and this seed.
+        overwrite: replace an existing atlas at ``out``.
+        progress: show tqdm progress bars.
+
+    Returns:
+        The atlas path.
+
+    Raises:
+        BuildError: for a bad argument.
+
+    Examples:
+        >>> path = write_synthetic_atlas(tmp / "a", num_classes=12,
+        ...                              layer_channels=(8, 16, 16))      # doctest: +SKIP
+        >>> Atlas.open(path).graph(0).num_nodes > 0                      # doctest: +SKIP
+        True
+    """
+    if num_classes < 2:
+        raise BuildError("a synthetic atlas needs at least 2 classes")
+    if not layer_channels or min(layer_channels) < 1:
+        raise BuildError("layer_channels must list at least one positive channel count")
+    if images_per_class < 1 or examples_per_channel < 1:
+        raise BuildError("images_per_class and examples_per_channel must be >= 1")
+    if not 0 <= crops_per_channel <= examples_per_channel:
+        raise BuildError("crops_per_channel must be in 0..examples_per_channel")
+    if embedding not in ("umap", "pca"):
+        raise BuildError(f"embedding must be 'umap' or 'pca', not {embedding!r}")
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    channels = [int(c) for c in layer_channels]
+    layers = _layer_names_and_sizes(channels)
+    classes = synthetic_class_names(num_classes, seed)
+    counts, influence, stats = synthetic_counts(
+        num_classes, channels, images_per_class=images_per_class, rng=rng
+    )
+    num_images = stats["num_images"]
+    log.info("synthetic counts ready (%.1f s)", time.perf_counter() - started)
+
+    graph_config = GraphConfig()
+    graphs = attribution_graphs(counts, influence, graph_config, progress=progress)
+    log.info("synthetic graphs ready (%.1f s)", time.perf_counter() - started)
+
+    embedding_config = EmbeddingConfig()
+    if embedding == "umap":
+        layouts = class_embeddings(counts, embedding_config)
+        embedding_parameters = embedding_config.to_manifest()
+    else:
+        layouts = pca_embeddings(counts, seed=seed)
+        embedding_parameters = {"embedding": {"method": "pca", "metric": "cosine", "seed": seed}}
+    log.info("synthetic embedding ready (%.1f s)", time.perf_counter() - started)
+
+    summit_config = SummitConfig(examples_per_channel=examples_per_channel)
+    parameters: dict[str, Any] = {
+        **summit_config.to_manifest(),
+        "seed": seed,
+        **graph_config.to_manifest(),
+        **embedding_parameters,
+        "synthetic": True,
+        "images_per_class": images_per_class,
+    }
+    total_images = int(num_images.sum())
+    manifest: dict[str, Any] = {
+        "title": "Synthetic ImageNet-shaped atlas",
+        "model": {
+            "name": "synthetic (InceptionV1-shaped, no weights)",
+            "spec": "synthetic",
+            "num_parameters": 0,
+            "input_size": [3, 224, 224],
+        },
+        "dataset": {
+            "name": "synthetic (ImageNet-shaped)",
+            "split": "synthetic",
+            "num_images": total_images,
+            "description": (
+                "Structured random counts generated by compute.synthetic (seed "
+                f"{seed}); no real images or model were used. For demos, tests and "
+                "benchmarks only."
+            ),
+        },
+        "preprocessing": {
+            "image_size": 224,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "grayscale": False,
+        },
+        "classes": classes,
+        "layers": [
+            {
+                "name": name,
+                "channels": c,
+                "height": size,
+                "width": size,
+                "influence_from": layers[t - 1][0] if t > 0 else None,
+            }
+            for t, ((name, size), c) in enumerate(zip(layers, channels, strict=True))
+        ],
+        "parameters": parameters,
+        "metrics": {"accuracy": {"train": float(stats["num_correct"].sum() / total_images)}},
+        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS],
+    }
+
+    with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
+        for key, path in CLASS_PATHS.items():
+            writer.add_array(path, stats[key])
+        for t, (name, size) in enumerate(layers):
+            writer.add_array(activation_counts_path(t), counts[t])
+            if influence[t] is not None:
+                parts = csr_parts(influence[t])  # type: ignore[arg-type]
+                for key, path in influence_paths(t).items():
+                    writer.add_array(path, parts[key])
+            table = _examples(rng, counts[t], num_images, examples_per_channel, size)
+            for key, path in examples_paths(t).items():
+                writer.add_array(path, table[key])
+            writer.add_array(embedding_path(t), layouts[t])
+            depth = t / max(1, len(layers) - 1)
+            for channel in range(channels[t]):
+                for rank in range(crops_per_channel):
+                    writer.add_bytes(example_crop_path(t, channel, rank), _crop_png(rng, depth))
+            log.debug("wrote layer %s", name)
+        for key, array in graphs.arrays().items():
+            writer.add_array(GRAPH_PATHS[key], array)
+        path = writer.commit()
+    log.info(
+        "synthetic atlas %s: %d classes, %d layers, %d files (%.1f s)",
+        path,
+        num_classes,
+        len(layers),
+        len(writer.files),
+        time.perf_counter() - started,
+    )
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    channels = tuple(args.channels) if args.channels else DEFAULT_CHANNELS
+    path = write_synthetic_atlas(
+        args.out,
+        num_classes=args.classes,
+        layer_channels=channels,
+        embedding=args.embedding,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=True,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``python -m compute synthetic`` to the CLI.
+
+    Args:
+        subparsers: the ``add_subparsers`` object of the ``compute`` parser.
+    """
+    parser = subparsers.add_parser(
+        "synthetic",
+        help="write a synthetic ImageNet-shaped atlas (no model or data needed)",
+        description=(
+            "Write a complete synthetic atlas shaped like Summit's InceptionV1/ImageNet "
+            "one (structured random counts; for demos, tests and benchmarks)."
+        ),
+    )
+    parser.add_argument("--out", required=True, help="atlas directory to create")
+    parser.add_argument("--classes", type=int, default=1000, help="number of classes")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="channels per layer (default: InceptionV1 mixed3a..mixed5b)",
+    )
+    parser.add_argument(
+        "--embedding",
+        choices=("pca", "umap"),
+        default="pca",
+        help="class embedding: fast PCA (default) or the real chained UMAP (slow)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing atlas")
+    parser.set_defaults(run=_run)
