@@ -566,6 +566,9 @@ holding it under "state_dict" or "model"), loaded strictly.
 """
 
 
+_SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -631,7 +634,10 @@ def _run_build(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         pin_memory=device.type == "cuda",
     )
-    data_path = Path(args.data)
+    data_path = Path(args.data).resolve()
+    # DIR/imagenet/val -> name "imagenet", split "val"; otherwise the folder's own name.
+    is_split = data_path.name.lower() in _SPLIT_NAMES
+    dataset_name = data_path.parent.name if is_split and data_path.parent.name else data_path.name
     path = build_atlas(
         model,
         loader,
@@ -645,9 +651,9 @@ def _run_build(args: argparse.Namespace) -> int:
         crops_per_channel=args.crops,
         model_info={"name": model_name(args.model), "spec": args.model},
         dataset_info={
-            "name": data_path.resolve().name,
-            "split": data_path.name,
-            "description": f"ImageFolder {data_path}",
+            "name": dataset_name,
+            "split": data_path.name if is_split else None,
+            "description": f"ImageFolder {args.data}",
         },
         title=args.title,
         seed=args.seed,

@@ -77,6 +77,10 @@ def _probe_model(model: nn.Module) -> nn.Module:
                 )
             elif isinstance(child, nn.AdaptiveMaxPool2d):
                 setattr(parent, child_name, nn.AdaptiveAvgPool2d(child.output_size))
+    for module in probe.modules():
+        # Hooked outputs must stay as they were seen: no later in-place activation.
+        if getattr(module, "inplace", False):
+            module.inplace = False
     with torch.no_grad():
         for name, param in probe.named_parameters():
             if param.dim() >= 2:
@@ -136,6 +140,68 @@ def _axis_field(
     return size, stride, centre - position * stride
 
 
+class _StopForward(Exception):
+    """Raised by a hook once every chosen layer has been seen: the rest is not needed."""
+
+
+def _probe_once(
+    probe: nn.Module,
+    modules: Mapping[str, nn.Module],
+    layers: Sequence[str],
+    channels: int,
+    size: tuple[int, int],
+    device: torch.device,
+) -> dict[str, tuple[ReceptiveField, bool]]:
+    """Fields of ``layers`` from one probe input of ``size``; flag: clipped by the input."""
+    outputs: dict[str, torch.Tensor] = {}
+    wanted = set(layers)
+
+    def hook(name: str) -> Any:
+        def keep(_module: nn.Module, _inputs: Any, out: Any) -> None:
+            outputs[name] = out
+            if wanted <= outputs.keys():
+                raise _StopForward
+
+        return keep
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    x = torch.ones(1, channels, *size, dtype=torch.float64, device=device).requires_grad_()
+    try:
+        probe(x)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    fields: dict[str, tuple[ReceptiveField, bool]] = {}
+    for name in layers:
+        out = outputs.get(name)
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            raise BuildError(f"layer {name!r} does not output a [N, C, H, W] map")
+        map_h, map_w = int(out.shape[2]), int(out.shape[3])
+        row, col = map_h // 2, map_w // 2
+        row2, col2 = min(row + 1, map_h - 1), min(col + 1, map_w - 1)
+        extents = []
+        for r, c in ((row, col), (row2, col2)):
+            (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
+            mask = (grad[0].abs().sum(0) > 0).cpu().numpy()
+            extents.append((_extent(mask.any(1)), _extent(mask.any(0))))
+        size_h, stride_h, offset_h = _axis_field(
+            extents[0][0], extents[1][0], row, row2 - row, size[0], map_h
+        )
+        size_w, stride_w, offset_w = _axis_field(
+            extents[0][1], extents[1][1], col, col2 - col, size[1], map_w
+        )
+        first_rows, first_cols = extents[0]
+        clipped = any(
+            extent is None or extent[0] == 0 or extent[1] == limit - 1
+            for extent, limit in ((first_rows, size[0]), (first_cols, size[1]))
+        )
+        field = ReceptiveField((size_h, size_w), (stride_h, stride_w), (offset_h, offset_w))
+        fields[name] = (field, clipped)
+    return fields
+
+
 def receptive_fields(
     model: nn.Module,
     layers: Sequence[str],
@@ -145,15 +211,16 @@ def receptive_fields(
 ) -> dict[str, ReceptiveField]:
     """Measure the receptive field of every chosen layer.
 
-    The probe runs on an input ``probe_scale`` times larger than ``input_size`` when the
-    model accepts it (so the field of a central position is not clipped), else on
-    ``input_size``. Stride and offset come from two neighbouring positions.
+    The probe runs on the model's input size first; a layer whose central field reaches
+    the image border is probed again on an input ``probe_scale`` times larger, when the
+    model accepts one. Stride and offset come from two neighbouring positions. The probe's
+    forward pass stops at the last chosen layer, so late layers cost nothing.
 
     Args:
         model: the model (not modified; a float64 copy is probed).
         layers: module names whose output is a ``[N, C, H, W]`` map.
         input_size: ``(channels, height, width)`` of the model input.
-        probe_scale: how much larger the probe input is.
+        probe_scale: how much larger the second probe input is (1: no second probe).
 
     Returns:
         ``{layer name: ReceptiveField}``.
@@ -173,53 +240,21 @@ def receptive_fields(
     if unknown:
         raise BuildError(f"unknown layer(s) {', '.join(map(repr, unknown))}")
     channels, height, width = input_size
-    sizes = [(height * probe_scale, width * probe_scale), (height, width)]
-    if probe_scale == 1:
-        sizes = sizes[1:]
-    outputs: dict[str, torch.Tensor] = {}
-    handles = [
-        modules[name].register_forward_hook(
-            lambda _m, _i, out, name=name: outputs.__setitem__(name, out)
-        )
-        for name in layers
-    ]
-    try:
-        for probe_h, probe_w in sizes:
-            outputs.clear()
-            x = torch.ones(
-                1, channels, probe_h, probe_w, dtype=torch.float64, device=device
-            ).requires_grad_()
-            try:
-                probe(x)
-            except Exception:
-                if (probe_h, probe_w) == (height, width):
-                    raise
-                continue  # the model only takes its own input size (e.g. a flatten)
-            break
-    finally:
-        for handle in handles:
-            handle.remove()
-    fields: dict[str, ReceptiveField] = {}
-    for name in layers:
-        out = outputs.get(name)
-        if not isinstance(out, torch.Tensor) or out.dim() != 4:
-            raise BuildError(f"layer {name!r} does not output a [N, C, H, W] map")
-        map_h, map_w = int(out.shape[2]), int(out.shape[3])
-        row, col = map_h // 2, map_w // 2
-        row2, col2 = min(row + 1, map_h - 1), min(col + 1, map_w - 1)
-        extents = []
-        for r, c in ((row, col), (row2, col2)):
-            (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
-            mask = (grad[0].abs().sum(0) > 0).cpu().numpy()
-            extents.append((_extent(mask.any(1)), _extent(mask.any(0))))
-        size_h, stride_h, offset_h = _axis_field(
-            extents[0][0], extents[1][0], row, row2 - row, probe_h, map_h
-        )
-        size_w, stride_w, offset_w = _axis_field(
-            extents[0][1], extents[1][1], col, col2 - col, probe_w, map_w
-        )
-        fields[name] = ReceptiveField((size_h, size_w), (stride_h, stride_w), (offset_h, offset_w))
-        log.debug("receptive field of %s: %s", name, fields[name])
+    probed = _probe_once(probe, modules, layers, channels, (height, width), device)
+    clipped = [name for name in layers if probed[name][1]]
+    if clipped and probe_scale > 1:
+        try:
+            larger = _probe_once(
+                probe, modules, clipped, channels,
+                (height * probe_scale, width * probe_scale), device,
+            )  # fmt: skip
+        except Exception as exc:  # the model may only take its own input size (a flatten)
+            log.debug("larger receptive-field probe failed (%s); keeping clipped fields", exc)
+        else:
+            probed.update(larger)
+    fields = {name: probed[name][0] for name in layers}
+    for name, field in fields.items():
+        log.debug("receptive field of %s: %s", name, field)
     return fields
 
 

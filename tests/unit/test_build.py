@@ -299,6 +299,6 @@ def test_build_overwrite_and_bad_labels(tmp_path: Path) -> None:
     bad = TensorDataset(torch.zeros(2, 3, 8, 8), torch.tensor([0, 7]))
     with pytest.raises(BuildError, match="label 7"):
         build_atlas(
-            tiny_cnn(), DataLoader(bad), layers=["1"], classes=["a", "b", "c"],
+            tiny_cnn(), DataLoader(bad, batch_size=2), layers=["1"], classes=["a", "b", "c"],
             out=tmp_path / "bad", progress=False,
         )  # fmt: skip
