@@ -311,6 +311,96 @@ def personalized_pagerank(
     return result.reshape(num_classes, n)
 
 
+def _segment_sums(values: np.ndarray, starts: np.ndarray, nonempty: np.ndarray) -> np.ndarray:
+    """Per-class sums of a class-sorted vector (``reduceat`` is much faster than bincount)."""
+    sums = np.zeros(nonempty.shape[0])
+    if values.size:
+        sums[nonempty] = np.add.reduceat(values, starts[nonempty])
+    return sums
+
+
+def symmetric_pagerank(
+    adjacency: sp.csr_array,
+    prior: np.ndarray,
+    *,
+    alpha: float = 0.85,
+    max_iterations: int = 200,
+    tolerance: float = 1e-10,
+) -> np.ndarray:
+    """Personalised PageRank of undirected graphs by conjugate gradients, all classes at once.
+
+    For a symmetric adjacency ``A`` with degrees ``D``, networkx's PageRank (dangling nodes
+    jump by the personalisation ``p``) is ``x = y / sum(y)`` where
+    ``(I - alpha A D^-1) y = p`` (isolated nodes: ``y = p``). With ``y = D^{1/2} z`` the
+    system becomes ``(I - alpha D^{-1/2} A D^{-1/2}) z = D^{-1/2} p``, symmetric positive
+    definite with condition number at most ``(1 + alpha) / (1 - alpha)``, so conjugate
+    gradients converge ~3x faster than the power iteration, to the same fixed point.
+    The per-class CG scalars are computed with segment sums, so one sparse product per
+    step serves every class.
+
+    Args:
+        adjacency: symmetric ``[classes * nodes, classes * nodes]``, block-diagonal by class.
+        prior: ``float64[classes, nodes]`` personalisation, rows summing to 1.
+        alpha: damping factor.
+        max_iterations: CG step cap (a warning is logged if it is reached).
+        tolerance: stop when every class's residual norm is below ``tolerance / 10``.
+
+    Returns:
+        ``float64[classes, nodes]`` PageRank, each row summing to 1.
+
+    Examples:
+        >>> a = sp.csr_array(np.array([[0.0, 2.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+        >>> symmetric_pagerank(a, np.array([[0.5, 0.25, 0.25]])).round(4).tolist()
+        [[0.4891, 0.4633, 0.0476]]
+    """
+    num_classes, n = prior.shape
+    flat_prior = np.ascontiguousarray(prior, dtype=np.float64).ravel()
+    adjacency = sp.csr_array(adjacency)
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    active = np.nonzero(degree != 0)[0]
+    node_class = active // n
+    starts = np.searchsorted(node_class, np.arange(num_classes))
+    nonempty = np.bincount(node_class, minlength=num_classes) > 0
+    remap = np.full(num_classes * n, -1, dtype=np.int64)
+    remap[active] = np.arange(active.size)
+    root = np.sqrt(degree[active])
+    coo = sp.coo_array(adjacency)
+    rows, cols = remap[coo.row], remap[coo.col]
+    scaled = sp.csr_array(
+        (coo.data / (root[rows] * root[cols]), (rows, cols)), shape=(active.size, active.size)
+    )
+    b = flat_prior[active] / root
+    z = np.zeros_like(b)
+    r = b.copy()
+    direction = r.copy()
+    rs = _segment_sums(r * r, starts, nonempty)
+    limit = (0.1 * tolerance) ** 2
+    for iteration in range(1, max_iterations + 1):
+        if rs.max(initial=0.0) <= limit:
+            log.debug("pagerank (cg) converged after %d steps", iteration - 1)
+            break
+        product = direction - alpha * (scaled @ direction)
+        curvature = _segment_sums(direction * product, starts, nonempty)
+        step = np.divide(rs, curvature, out=np.zeros_like(rs), where=curvature > 0)
+        z += step[node_class] * direction
+        r -= step[node_class] * product
+        rs_new = _segment_sums(r * r, starts, nonempty)
+        beta = np.divide(rs_new, rs, out=np.zeros_like(rs), where=rs > 0)
+        rs = rs_new
+        direction *= beta[node_class]
+        direction += r
+    else:
+        log.warning(
+            "pagerank (cg) did not converge in %d steps (largest residual %.3g)",
+            max_iterations,
+            float(np.sqrt(rs.max(initial=0.0))),
+        )
+    y = flat_prior.copy()  # isolated nodes: y = p
+    y[active] = root * z
+    y = y.reshape(num_classes, n)
+    return y / y.sum(axis=1, keepdims=True)
+
+
 # ---------------------------------------------------------------------------------------
 # Node selection by PageRank mass, with the relaxation loop
 # ---------------------------------------------------------------------------------------
@@ -575,7 +665,7 @@ def _pagerank_layers(
                 )
             )
         adjacency = _stacked_adjacency(sub, offsets, c1 - c0)
-        return personalized_pagerank(
+        return symmetric_pagerank(
             adjacency,
             prior[c0:c1],
             alpha=config.alpha,
