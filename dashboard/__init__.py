@@ -1,0 +1,5 @@
+"""Network Atlas dashboard: Summit-style linked views over an atlas (torch-free).
+
+The dashboard reads an atlas only through :mod:`compute.atlas`; it never imports torch.
+Run it with ``python -m dashboard`` or ``gunicorn dashboard.app:server``.
+"""

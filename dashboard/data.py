@@ -1,0 +1,457 @@
+"""Atlas loading and cached derived arrays for the views (no Dash imports).
+
+Everything heavy stays on the server: the atlas is opened once per worker
+(:func:`load`, an ``lru_cache``), derived arrays are computed once and kept in memory, and
+the one quadratic result (the class-by-class cosine similarity of each layer) is also kept
+in a ``diskcache`` directory shared by the workers of one machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import numpy as np
+
+from compute.atlas import (
+    MANIFEST,
+    PART_EMBEDDING,
+    PART_EXAMPLES,
+    PART_GRAPHS,
+    PART_SUMMIT,
+    Atlas,
+    AtlasError,
+    is_safe_relpath,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Pixels between two node slots of a layer row, and between two layer rows.
+SLOT_PX = 84.0
+ROW_PX = 120.0
+#: Vertical stagger inside a row: cytoscape.js <3.30.3 can stop rendering long runs of
+#: nodes at exactly equal y, so alternate nodes are nudged by a few pixels.
+STAGGER_PX = 5.0
+NODE_MIN_PX = 26.0
+NODE_MAX_PX = 64.0
+EDGE_MIN_PX = 0.6
+EDGE_MAX_PX = 7.0
+
+#: How to compute each part, for the "missing part" notes.
+HOW_TO_COMPUTE = {
+    PART_SUMMIT: "python -m compute build --model ... --data ... --out ATLAS",
+    PART_EXAMPLES: "python -m compute examples ATLAS",
+    PART_EMBEDDING: "python -m compute embed ATLAS",
+    PART_GRAPHS: "python -m compute graphs ATLAS",
+}
+
+
+class DerivedCache:
+    """A ``diskcache`` directory for derived results, or nothing if it cannot be used.
+
+    The cache object is created lazily, so gunicorn's ``--preload`` forks before any
+    SQLite connection exists. If the directory is unwritable the dashboard runs without
+    it and warns once.
+
+    Args:
+        directory: the cache directory (``None``: no cache).
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._cache: Any = None
+        self._failed = directory is None
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        if self._cache is not None or self._failed:
+            return self._cache
+        with self._lock:
+            if self._cache is None and not self._failed:
+                try:
+                    import diskcache
+
+                    assert self.directory is not None
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    self._cache = diskcache.Cache(str(self.directory), size_limit=2**30)
+                except Exception as exc:  # any failure: run uncached rather than not at all
+                    self._failed = True
+                    log.warning(
+                        "cache directory %s unusable (%s); running without cache",
+                        self.directory,
+                        exc,
+                    )
+        return self._cache
+
+    def get_or_compute(self, key: str, compute: Callable[[], T]) -> T:
+        """The cached value of ``key``, computing and storing it on a miss."""
+        cache = self._open()
+        if cache is not None:
+            try:
+                value = cache.get(key, default=None)
+                if value is not None:
+                    return value
+            except Exception as exc:  # a corrupt cache must not break a view
+                log.warning("cache read of %s failed: %s", key, exc)
+        value = compute()
+        if cache is not None:
+            try:
+                cache.set(key, value)
+            except Exception as exc:
+                log.warning("cache write of %s failed: %s", key, exc)
+        return value
+
+
+@dataclass(frozen=True)
+class ClassGraph:
+    """One class's attribution graph, ready to draw.
+
+    Node arrays have one entry per node, edge arrays one per edge; ``source``/``target``
+    index the node arrays.
+
+    Attributes:
+        ids: node ids ``"layer-channel"``.
+        layer: layer index of each node.
+        channel: channel of each node.
+        count: activation count ``A[c, channel]`` of each node's layer (float32).
+        slot: horizontal slot inside the layer row (``graphs/node_x``).
+        x: preset x position in px.
+        y: preset y position in px (top layer on top).
+        size: node diameter in px (∝ count).
+        image: relative atlas path of the node's top example crop, or ``None``.
+        source: lower-layer node of each edge.
+        target: upper-layer node of each edge.
+        weight: influence count of each edge (float32).
+        width: edge width in px (∝ weight).
+    """
+
+    ids: np.ndarray
+    layer: np.ndarray
+    channel: np.ndarray
+    count: np.ndarray
+    slot: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    size: np.ndarray
+    image: tuple[str | None, ...]
+    source: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    width: np.ndarray
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.source.shape[0])
+
+    def neighbours(self, node: str) -> list[str]:
+        """Ids of the nodes joined to ``node`` by an edge (both directions)."""
+        where = np.flatnonzero(self.ids == node)
+        if where.size == 0:
+            return []
+        i = int(where[0])
+        others = np.concatenate([self.target[self.source == i], self.source[self.target == i]])
+        return [str(n) for n in self.ids[np.unique(others)]]
+
+
+def _scale(values: np.ndarray, top: float, lo: float, hi: float) -> np.ndarray:
+    """Map ``values`` in ``[0, top]`` linearly onto ``[lo, hi]`` (float32)."""
+    if top <= 0:
+        return np.full(values.shape, lo, dtype=np.float32)
+    return (lo + (hi - lo) * np.clip(values / top, 0.0, 1.0)).astype(np.float32)
+
+
+def sparkline_svg(hist: np.ndarray) -> str:
+    """A tiny SVG of a confidence histogram, drawn as one step area (a few hundred bytes)."""
+    hist = np.asarray(hist, dtype=np.float64)
+    bins = max(int(hist.shape[0]), 1)
+    top = float(hist.max()) if hist.size else 0.0
+    height = 16.0
+    steps = []
+    for i, value in enumerate(hist.tolist()):
+        h = 0.0 if top <= 0 else height * value / top
+        steps.append(f"V{height - h:.1f}H{2 * (i + 1)}")
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {2 * bins} 16' "
+        f"preserveAspectRatio='none'><path d='M0 16{''.join(steps)}V16Z' "
+        "fill='#60a5fa' stroke='#2563eb' stroke-width='0.3'/></svg>"
+    )
+
+
+class AtlasData:
+    """An opened atlas plus the derived arrays the views need, computed lazily.
+
+    Safe to share between the threads of one worker: derived values are computed
+    idempotently (a race at worst computes one twice).
+
+    Args:
+        atlas: the opened atlas.
+        cache: a cross-worker cache for expensive derived results.
+    """
+
+    def __init__(self, atlas: Atlas, cache: DerivedCache | None = None) -> None:
+        self.atlas = atlas
+        self.cache = cache or DerivedCache(None)
+        self.names: tuple[str, ...] = atlas.classes
+        self.num_classes = atlas.num_classes
+        self.num_layers = len(atlas.layers)
+        self.channels: tuple[int, ...] = tuple(layer.channels for layer in atlas.layers)
+        self.layer_names: tuple[str, ...] = atlas.layer_names
+        manifest_bytes = (atlas.path / MANIFEST).read_bytes()
+        #: Identifies this atlas content in the shared cache (path + manifest digest).
+        self.digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]
+        self.key = f"{atlas.path.resolve()}:{self.digest}"
+        self._graphs: dict[int, ClassGraph] = {}
+        self._similarity: dict[int, np.ndarray] = {}
+        self._counts: dict[int, np.ndarray] = {}
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def has(self, part: str) -> bool:
+        return self.atlas.has(part)
+
+    @property
+    def default_layer(self) -> int:
+        """The layer shown when the URL names none: about two thirds up the network (as
+        Summit opened on mixed4d), where classes separate but are not yet one-hot."""
+        return max(0, min(self.num_layers - 1, (2 * self.num_layers) // 3))
+
+    def header(self) -> dict[str, Any]:
+        """Title, model, dataset and totals for the page header."""
+        manifest = self.atlas.manifest
+        model = manifest.get("model") or {}
+        dataset = manifest.get("dataset") or {}
+        metrics = (manifest.get("metrics") or {}).get("accuracy") or {}
+        num_images = dataset.get("num_images")
+        if num_images is None and self.has(PART_SUMMIT):
+            num_images = int(np.asarray(self.num_images).sum())
+        return {
+            "title": self.atlas.title or "Network Atlas",
+            "model": str(model.get("name", "unknown model")),
+            "dataset": str(dataset.get("name", "unknown dataset")),
+            "split": dataset.get("split"),
+            "num_classes": self.num_classes,
+            "num_images": num_images,
+            "train_accuracy": metrics.get("train"),
+            "test_accuracy": metrics.get("test"),
+        }
+
+    def missing_note(self, part: str) -> str:
+        """A friendly sentence saying that ``part`` is missing and how to compute it."""
+        return (
+            f"This atlas has no '{part}' part. Compute it with `{HOW_TO_COMPUTE[part]}` and reload."
+        )
+
+    # -- class statistics -----------------------------------------------------------------
+
+    @cached_property
+    def num_images(self) -> np.ndarray:
+        if not self.has(PART_SUMMIT):
+            return np.zeros(self.num_classes, dtype=np.int64)
+        return np.asarray(self.atlas.class_stats()["num_images"])
+
+    @cached_property
+    def accuracy(self) -> np.ndarray:
+        """``float64[classes]`` top-1 accuracy (NaN: unknown)."""
+        if not self.has(PART_SUMMIT):
+            return np.full(self.num_classes, np.nan)
+        return np.asarray(self.atlas.accuracy(), dtype=np.float64)
+
+    @cached_property
+    def confidence_hist(self) -> np.ndarray:
+        if not self.has(PART_SUMMIT):
+            return np.zeros((self.num_classes, 0), dtype=np.int64)
+        return np.asarray(self.atlas.class_stats()["confidence_hist"])
+
+    @property
+    def has_sparklines(self) -> bool:
+        """Whether the atlas has confidence histograms to draw."""
+        return self.confidence_hist.shape[1] > 0
+
+    def sparkline(self, class_index: int) -> str | None:
+        """The class's confidence-histogram SVG (served by URL, cached by the browser)."""
+        if not self.has_sparklines or not 0 <= class_index < self.num_classes:
+            return None
+        return sparkline_svg(self.confidence_hist[class_index])
+
+    # -- per-layer arrays -------------------------------------------------------------------
+
+    def counts(self, layer: int) -> np.ndarray:
+        """``float32[classes, channels]`` activation counts A of ``layer`` (in memory)."""
+        cached = self._counts.get(layer)
+        if cached is None:
+            cached = np.asarray(self.atlas.activation_counts(layer), dtype=np.float32)
+            self._counts[layer] = cached
+        return cached
+
+    def similarity_matrix(self, layer: int) -> np.ndarray:
+        """``float32[classes, classes]`` cosine similarity between rows of A of ``layer``.
+
+        Summit compared classes with a vector of channel *indices* by mistake; this is the
+        cosine between the classes' activation-count rows.
+        """
+        cached = self._similarity.get(layer)
+        if cached is None:
+
+            def compute() -> np.ndarray:
+                a = self.counts(layer)
+                norms = np.linalg.norm(a, axis=1, keepdims=True)
+                unit = np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
+                return (unit @ unit.T).astype(np.float32)
+
+            cached = self.cache.get_or_compute(f"{self.key}:similarity:{layer}:v1", compute)
+            self._similarity[layer] = cached
+        return cached
+
+    def similarity(self, layer: int, class_index: int) -> np.ndarray:
+        """``float32[classes]``: cosine similarity of every class to ``class_index``."""
+        return self.similarity_matrix(layer)[class_index]
+
+    def sidebar_order(self, sort: str, layer: int, class_index: int) -> np.ndarray:
+        """Class indices in sidebar order; the selected class is pinned first.
+
+        ``similarity`` sorts by cosine to the selected class (descending); ``acc-asc`` /
+        ``acc-desc`` by accuracy (unknown accuracy last). Ties keep class order.
+        """
+        if sort == "similarity" and self.has(PART_SUMMIT):
+            key = -self.similarity(layer, class_index)
+        elif sort in ("acc-asc", "acc-desc"):
+            acc = self.accuracy
+            key = acc if sort == "acc-asc" else -acc
+            key = np.where(np.isnan(key), np.inf, key)
+        else:
+            key = np.arange(self.num_classes, dtype=np.float64)
+        order = np.argsort(key, kind="stable")
+        return np.concatenate([[class_index], order[order != class_index]])
+
+    def embedding(self, layer: int) -> np.ndarray:
+        """``float32[classes, 2]`` class embedding of ``layer``."""
+        return np.asarray(self.atlas.embedding(layer), dtype=np.float32)
+
+    # -- neurons ----------------------------------------------------------------------------
+
+    def crop(self, layer: int, channel: int, rank: int = 0) -> str | None:
+        """Relative path of a channel's ``rank``-th example crop, or ``None``."""
+        return self.atlas.example_crop(layer, channel, rank)
+
+    def examples(self, layer: int, channel: int) -> list[dict[str, Any]]:
+        """The channel's dataset examples, best first: crop path, activation, image index."""
+        if not self.has(PART_EXAMPLES):
+            return []
+        table = self.atlas.examples(layer)
+        image_index = np.asarray(table.image_index[channel])
+        activation = np.asarray(table.activation[channel])
+        out = []
+        for rank, (index, value) in enumerate(zip(image_index, activation, strict=True)):
+            if index < 0:
+                break
+            out.append(
+                {
+                    "rank": rank,
+                    "image_index": int(index),
+                    "activation": float(value),
+                    "crop": self.crop(layer, channel, rank),
+                }
+            )
+        return out
+
+    def top_classes(self, layer: int, channel: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` classes whose images use the channel most: (indices, counts)."""
+        column = self.counts(layer)[:, channel]
+        k = min(k, column.shape[0])
+        top = np.argpartition(-column, k - 1)[:k]
+        top = top[np.argsort(-column[top], kind="stable")]
+        return top, column[top]
+
+    # -- attribution graphs ---------------------------------------------------------------
+
+    def graph(self, class_index: int) -> ClassGraph:
+        """The drawable attribution graph of one class (cached per worker)."""
+        cached = self._graphs.get(class_index)
+        if cached is not None:
+            return cached
+        raw = self.atlas.graph(class_index)
+        layer = raw.layer.astype(np.int64)
+        channel = raw.channel.astype(np.int64)
+        count = np.zeros(layer.shape[0], dtype=np.float32)
+        if self.has(PART_SUMMIT):
+            for li in np.unique(layer):
+                mask = layer == li
+                count[mask] = self.counts(int(li))[class_index, channel[mask]]
+        slot = raw.x.astype(np.float32)
+        # Alternate nodes of a row (in slot order) are nudged up/down a few px.
+        order = np.lexsort((slot, layer))
+        rank_in_row = np.empty_like(order)
+        rank_in_row[order] = np.arange(order.shape[0])
+        stagger = np.where(rank_in_row % 2 == 0, -STAGGER_PX / 2, STAGGER_PX / 2)
+        top_layer = int(layer.max()) if layer.size else 0
+        x = (slot * SLOT_PX).astype(np.float32)
+        y = ((top_layer - layer) * ROW_PX + stagger).astype(np.float32)
+        weight = raw.weight.astype(np.float32)
+        ids = np.array([f"{li}-{ch}" for li, ch in zip(layer, channel, strict=True)], dtype=object)
+        images = tuple(
+            self.crop(int(li), int(ch), 0) for li, ch in zip(layer, channel, strict=True)
+        )
+        graph = ClassGraph(
+            ids=ids,
+            layer=layer,
+            channel=channel,
+            count=count,
+            slot=slot,
+            x=x,
+            y=y,
+            size=_scale(count, float(count.max()) if count.size else 0.0, NODE_MIN_PX, NODE_MAX_PX),
+            image=images,
+            source=raw.source.astype(np.int64),
+            target=raw.target.astype(np.int64),
+            weight=weight,
+            width=_scale(
+                weight, float(weight.max()) if weight.size else 0.0, EDGE_MIN_PX, EDGE_MAX_PX
+            ),
+        )
+        self._graphs[class_index] = graph
+        return graph
+
+    # -- files ----------------------------------------------------------------------------
+
+    def file_path(self, relpath: str) -> Path | None:
+        """The absolute path of a file listed in the manifest, or ``None``.
+
+        Only listed files are served: anything else in the directory (and any path that
+        is not a plain relative path) is unreachable.
+        """
+        if not is_safe_relpath(relpath) or relpath not in self.atlas.files:
+            return None
+        return self.atlas.path / relpath
+
+
+def file_url(prefix: str, relpath: str | None) -> str | None:
+    """URL of an atlas file under the file route ``prefix`` (e.g. ``/atlas-file/``)."""
+    return None if relpath is None else prefix + quote(relpath)
+
+
+@lru_cache(maxsize=4)
+def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
+    """Open an atlas once per worker (checked: raises :class:`AtlasError` naming the file)."""
+    atlas = Atlas.open(atlas_dir)
+    data = AtlasData(atlas, DerivedCache(Path(cache_dir) if cache_dir else None))
+    # Touch the class statistics now so a corrupt summit file fails at start, not in a view.
+    if data.has(PART_SUMMIT):
+        _ = data.accuracy, data.confidence_hist
+    log.info("opened %r", atlas)
+    return data
+
+
+__all__ = ["AtlasData", "AtlasError", "ClassGraph", "DerivedCache", "file_url", "load"]

@@ -1,0 +1,530 @@
+"""Pure builders: arrays in, Plotly figures and Cytoscape elements/stylesheets out.
+
+Nothing here touches the atlas or Dash callbacks, so every function is unit-testable with
+small hand-made arrays. Payloads are kept small on purpose (float32 coordinates, only the
+fields the client draws).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dashboard.data import ROW_PX, SLOT_PX, STAGGER_PX, ClassGraph, file_url
+
+# A small, colour-blind-safe palette used across views and the CSS.
+INK = "#1f2937"
+MUTED = "#94a3b8"
+POINT = "#93c5fd"
+ACCENT = "#f97316"  # the selected class / node
+COMPARE = "#7c3aed"  # the compared class
+SHARED = "#0f766e"  # nodes both classes use
+ONLY_A = "#2563eb"
+ONLY_B = "#ea580c"
+EDGE = "#94a3b8"
+
+_FONT = "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
+
+
+# ---------------------------------------------------------------------------------------
+# (A) class embedding
+# ---------------------------------------------------------------------------------------
+
+
+def typed_array(values: np.ndarray, dtype: str = "f4") -> dict[str, str]:
+    """A numpy array as Plotly's base64 typed-array JSON (what ``go.Figure`` sends too).
+
+    Builders here return plain figure dicts rather than ``go.Figure``: validating a
+    1,000-point figure costs tens of milliseconds per callback for the same JSON.
+    """
+    array = np.ascontiguousarray(values, dtype=np.dtype(dtype))
+    return {"dtype": dtype, "bdata": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def embedding_points(xy: np.ndarray, names: Sequence[str], accuracy: np.ndarray) -> dict[str, Any]:
+    """The scatter trace of every class (depends on the layer only, so callers cache it).
+
+    The class index is in ``customdata``, so a click maps straight to a class.
+    """
+    xy = np.asarray(xy, dtype=np.float32)
+    acc = np.asarray(accuracy, dtype=np.float32)
+    marker: dict[str, Any] = {"size": 6, "opacity": 0.85, "line": {"width": 0}}
+    if not np.all(np.isnan(acc)):
+        marker.update(
+            color=typed_array(np.nan_to_num(acc, nan=0.0)),
+            colorscale=[[0.0, "#fde68a"], [0.5, "#60a5fa"], [1.0, "#1e3a8a"]],
+            cmin=0.0,
+            cmax=1.0,
+            colorbar={
+                "title": {"text": "accuracy", "side": "right"},
+                "thickness": 8,
+                "len": 0.55,
+                "tickformat": ".0%",
+                "outlinewidth": 0,
+                "x": 1.0,
+            },
+        )
+    else:
+        marker["color"] = POINT
+    acc_text = [("n/a" if a != a else f"{100 * a:.1f}%") for a in acc.tolist()]
+    return {
+        "type": "scattergl",
+        "x": typed_array(xy[:, 0]),
+        "y": typed_array(xy[:, 1]),
+        "mode": "markers",
+        "marker": marker,
+        "customdata": typed_array(np.arange(xy.shape[0]), "i4"),
+        "text": list(names),
+        "hovertext": acc_text,
+        "hovertemplate": "<b>%{text}</b><br>accuracy %{hovertext}<extra></extra>",
+        "name": "classes",
+    }
+
+
+def embedding_highlights(
+    xy: np.ndarray, names: Sequence[str], selected: int, compare: int | None
+) -> list[dict[str, Any]]:
+    """Two small traces: rings around the selected (orange) and compared (purple) class.
+
+    Always two (the second empty without a comparison) so a ``Patch`` can replace them.
+    """
+    traces = []
+    for cls, colour in ((selected, ACCENT), (compare, COMPARE)):
+        points = [] if cls is None else [cls]
+        traces.append(
+            {
+                "type": "scatter",
+                "x": [float(xy[c, 0]) for c in points],
+                "y": [float(xy[c, 1]) for c in points],
+                "mode": "markers+text",
+                "marker": {
+                    "size": 15,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"width": 3, "color": colour},
+                },
+                "text": [names[c] for c in points],
+                "textposition": "top center",
+                "textfont": {"color": colour, "size": 12},
+                "customdata": points,
+                "hovertemplate": "<b>%{text}</b><extra></extra>",
+                "showlegend": False,
+            }
+        )
+    return traces
+
+
+def embedding_figure(
+    xy: np.ndarray,
+    names: Sequence[str],
+    accuracy: np.ndarray,
+    selected: int,
+    compare: int | None = None,
+    layer_name: str = "",
+    points: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Scatter of one point per class, coloured by accuracy, selected class ringed.
+
+    Args:
+        xy: ``float[classes, 2]`` embedding of the layer.
+        names: class names (hover text).
+        accuracy: ``float[classes]`` top-1 accuracy (NaN: unknown).
+        selected: the selected class (orange ring, labelled).
+        compare: the compared class, if any (purple ring, labelled).
+        layer_name: keys ``uirevision``: zoom survives class switches, not layer switches.
+        points: a cached :func:`embedding_points` trace for this layer.
+
+    Returns:
+        A Plotly figure dict: trace 0 every class, traces 1-2 the highlights.
+    """
+    xy = np.asarray(xy, dtype=np.float32)
+    base = points if points is not None else embedding_points(xy, names, accuracy)
+    return {
+        "data": [base, *embedding_highlights(xy, names, selected, compare)],
+        "layout": {
+            "margin": {"l": 6, "r": 6, "t": 6, "b": 6},
+            "paper_bgcolor": "white",
+            "plot_bgcolor": "white",
+            "font": {"family": _FONT, "size": 11, "color": INK},
+            "xaxis": {"visible": False},
+            "yaxis": {"visible": False, "scaleanchor": "x"},
+            "showlegend": False,
+            "dragmode": "pan",
+            "hovermode": "closest",
+            "uirevision": f"layer-{layer_name}",
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# (C) attribution graph
+# ---------------------------------------------------------------------------------------
+
+
+def base_stylesheet() -> list[dict[str, Any]]:
+    """The graph's stylesheet: data-driven sizes, images in nodes, light edges."""
+    return [
+        {
+            "selector": "node",
+            "style": {
+                "width": "data(size)",
+                "height": "data(size)",
+                "shape": "round-rectangle",
+                "background-color": "#cbd5e1",
+                "border-width": 1,
+                "border-color": "#64748b",
+                "label": "data(label)",
+                "font-size": 10,
+                "font-family": _FONT,
+                "color": "#475569",
+                "text-valign": "bottom",
+                "text-margin-y": 3,
+                "min-zoomed-font-size": 6,
+            },
+        },
+        {
+            "selector": "node[img]",
+            "style": {
+                "background-image": "data(img)",
+                "background-fit": "cover",
+                "background-clip": "node",
+            },
+        },
+        {"selector": "node.shared", "style": {"border-color": SHARED, "border-width": 3}},
+        {"selector": "node.only-a", "style": {"border-color": ONLY_A, "border-width": 3}},
+        {"selector": "node.only-b", "style": {"border-color": ONLY_B, "border-width": 3}},
+        {
+            "selector": "node.rowlabel",
+            "style": {
+                "width": 1,
+                "height": 1,
+                "background-opacity": 0,
+                "border-width": 0,
+                "label": "data(label)",
+                "text-valign": "center",
+                "text-halign": "left",
+                "font-size": 12,
+                "font-weight": "bold",
+                "color": "#64748b",
+                "events": "no",
+            },
+        },
+        {
+            "selector": "edge",
+            "style": {
+                "width": "data(w)",
+                "line-color": EDGE,
+                "opacity": 0.55,
+                "curve-style": "straight",
+                "target-arrow-shape": "triangle",
+                "target-arrow-color": EDGE,
+                "arrow-scale": 0.6,
+            },
+        },
+        {"selector": "edge.shared", "style": {"line-color": SHARED, "target-arrow-color": SHARED}},
+        {"selector": "edge.only-a", "style": {"line-color": ONLY_A, "target-arrow-color": ONLY_A}},
+        {"selector": "edge.only-b", "style": {"line-color": ONLY_B, "target-arrow-color": ONLY_B}},
+        {"selector": "node.picked", "style": {"border-color": ACCENT, "border-width": 4}},
+        {"selector": ":selected", "style": {"border-color": ACCENT, "border-width": 4}},
+    ]
+
+
+def hover_stylesheet(
+    base: list[dict[str, Any]], node: str, neighbours: Sequence[str]
+) -> list[dict[str, Any]]:
+    """``base`` plus rules that fade everything except ``node``, its neighbours and edges."""
+    keep = ", ".join(f'node[id = "{n}"]' for n in (node, *neighbours))
+    return [
+        *base,
+        {"selector": "node", "style": {"opacity": 0.15}},
+        {"selector": "edge", "style": {"opacity": 0.05}},
+        {"selector": "node.rowlabel", "style": {"opacity": 1}},
+        {"selector": keep, "style": {"opacity": 1}},
+        {
+            "selector": f'edge[source = "{node}"], edge[target = "{node}"]',
+            "style": {"opacity": 0.95, "line-color": ACCENT, "target-arrow-color": ACCENT},
+        },
+        {"selector": f'node[id = "{node}"]', "style": {"border-color": ACCENT, "border-width": 4}},
+    ]
+
+
+def graph_masks(
+    graph: ClassGraph, node_min_pct: int, edge_min_pct: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the nodes and edges kept by the two threshold sliders.
+
+    A node is kept if its count is at least ``node_min_pct`` % of the class's largest
+    count; an edge if its weight is at least ``edge_min_pct`` % of the largest weight and
+    both its ends are kept.
+    """
+    top_count = float(graph.count.max()) if graph.num_nodes else 0.0
+    nodes = graph.count >= (node_min_pct / 100.0) * top_count
+    top_weight = float(graph.weight.max()) if graph.num_edges else 0.0
+    edges = (
+        (graph.weight >= (edge_min_pct / 100.0) * top_weight)
+        & nodes[graph.source]
+        & nodes[graph.target]
+    )
+    return nodes, edges
+
+
+def _row_labels(
+    layers: np.ndarray, y: np.ndarray, left: float, layer_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    labels = []
+    for li in np.unique(layers):
+        row_y = float(np.round(np.mean(y[layers == li])))
+        labels.append(
+            {
+                "data": {"id": f"row-{int(li)}", "label": layer_names[int(li)]},
+                "position": {"x": left, "y": row_y},
+                "classes": "rowlabel",
+                "selectable": False,
+                "grabbable": False,
+            }
+        )
+    return labels
+
+
+def graph_elements(
+    graph: ClassGraph,
+    *,
+    node_min_pct: int = 0,
+    edge_min_pct: int = 0,
+    picked: str | None = None,
+    url_prefix: str = "/atlas-file/",
+    layer_names: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Cytoscape elements of one class's graph with preset positions.
+
+    Args:
+        graph: the class graph (positions, sizes and widths already computed).
+        node_min_pct: node threshold, percent of the largest count.
+        edge_min_pct: edge threshold, percent of the largest weight.
+        picked: the node open in the neuron panel (drawn with an orange border).
+        url_prefix: URL prefix of the atlas file route.
+        layer_names: names for the row labels (none drawn if empty).
+    """
+    nodes, edges = graph_masks(graph, node_min_pct, edge_min_pct)
+    elements: list[dict[str, Any]] = []
+    xs = graph.x.tolist()
+    ys = graph.y.tolist()
+    sizes = graph.size.tolist()
+    counts = graph.count.tolist()
+    channels = graph.channel.tolist()
+    layers = graph.layer.tolist()
+    for i in np.flatnonzero(nodes).tolist():
+        node_id = graph.ids[i]
+        data = {
+            "id": node_id,
+            "label": str(channels[i]),
+            "size": round(sizes[i], 1),
+            "count": int(counts[i]),
+            "layer": layer_names[layers[i]] if layer_names else str(layers[i]),
+        }
+        img = file_url(url_prefix, graph.image[i])
+        if img is not None:
+            data["img"] = img
+        element: dict[str, Any] = {
+            "data": data,
+            "position": {"x": round(xs[i], 1), "y": round(ys[i], 1)},
+        }
+        if node_id == picked:
+            element["classes"] = "picked"
+        elements.append(element)
+    sources = graph.ids[graph.source].tolist()
+    targets = graph.ids[graph.target].tolist()
+    widths = graph.width.tolist()
+    weights = graph.weight.tolist()
+    for j in np.flatnonzero(edges).tolist():
+        elements.append(
+            {
+                "data": {
+                    "id": f"e{j}",
+                    "source": sources[j],
+                    "target": targets[j],
+                    "w": round(widths[j], 2),
+                    "weight": int(weights[j]),
+                }
+            }
+        )
+    if layer_names and nodes.any():
+        left = float(graph.x[nodes].min()) - 1.2 * SLOT_PX
+        elements.extend(_row_labels(graph.layer[nodes], graph.y[nodes], left, layer_names))
+    return elements
+
+
+# ---------------------------------------------------------------------------------------
+# (D) compare two classes
+# ---------------------------------------------------------------------------------------
+
+
+def compare_elements(
+    graph_a: ClassGraph,
+    graph_b: ClassGraph,
+    *,
+    node_min_pct: int = 0,
+    edge_min_pct: int = 0,
+    url_prefix: str = "/atlas-file/",
+    layer_names: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One merged graph of two classes: shared nodes/edges vs those unique to each.
+
+    Within every layer row the nodes only class A uses are on the left, shared nodes in
+    the middle and those only class B uses on the right, so the split reads at a glance.
+
+    Returns:
+        The elements and the number of nodes in each group (``shared``, ``a``, ``b``).
+    """
+    keep_a, edges_a = graph_masks(graph_a, node_min_pct, edge_min_pct)
+    keep_b, edges_b = graph_masks(graph_b, node_min_pct, edge_min_pct)
+    info: dict[str, dict[str, Any]] = {}
+    for graph, keep, side in ((graph_a, keep_a, "a"), (graph_b, keep_b, "b")):
+        for i in np.flatnonzero(keep).tolist():
+            node_id = graph.ids[i]
+            entry = info.setdefault(
+                node_id,
+                {
+                    "layer": int(graph.layer[i]),
+                    "channel": int(graph.channel[i]),
+                    "slot": float(graph.slot[i]),
+                    "size": float(graph.size[i]),
+                    "img": graph.image[i],
+                    "sides": set(),
+                },
+            )
+            entry["sides"].add(side)
+            entry["size"] = max(entry["size"], float(graph.size[i]))
+    group_of = {
+        node_id: "shared" if len(e["sides"]) == 2 else ("only-a" if "a" in e["sides"] else "only-b")
+        for node_id, e in info.items()
+    }
+    rank = {"only-a": 0, "shared": 1, "only-b": 2}
+    top_layer = max((e["layer"] for e in info.values()), default=0)
+    elements: list[dict[str, Any]] = []
+    positions: dict[str, tuple[float, float]] = {}
+    for li in sorted({e["layer"] for e in info.values()}):
+        row = sorted(
+            (n for n, e in info.items() if e["layer"] == li),
+            key=lambda n: (rank[group_of[n]], info[n]["slot"], info[n]["channel"]),
+        )
+        for k, node_id in enumerate(row):
+            x = (k - (len(row) - 1) / 2) * SLOT_PX
+            y = (top_layer - li) * ROW_PX + (STAGGER_PX / 2 if k % 2 else -STAGGER_PX / 2)
+            positions[node_id] = (x, y)
+    for node_id, entry in info.items():
+        data = {
+            "id": node_id,
+            "label": str(entry["channel"]),
+            "size": round(entry["size"], 1),
+            "group": group_of[node_id],
+            "layer": layer_names[entry["layer"]] if layer_names else str(entry["layer"]),
+        }
+        img = file_url(url_prefix, entry["img"])
+        if img is not None:
+            data["img"] = img
+        x, y = positions[node_id]
+        elements.append(
+            {
+                "data": data,
+                "position": {"x": round(x, 1), "y": round(y, 1)},
+                "classes": group_of[node_id],
+            }
+        )
+    edge_sides: dict[tuple[str, str], dict[str, Any]] = {}
+    for graph, mask, side in ((graph_a, edges_a, "a"), (graph_b, edges_b, "b")):
+        for j in np.flatnonzero(mask).tolist():
+            key = (graph.ids[graph.source[j]], graph.ids[graph.target[j]])
+            entry = edge_sides.setdefault(key, {"sides": set(), "w": 0.0})
+            entry["sides"].add(side)
+            entry["w"] = max(entry["w"], float(graph.width[j]))
+    for k, ((source, target), entry) in enumerate(edge_sides.items()):
+        group = (
+            "shared"
+            if len(entry["sides"]) == 2
+            else ("only-a" if "a" in entry["sides"] else "only-b")
+        )
+        elements.append(
+            {
+                "data": {
+                    "id": f"ce{k}",
+                    "source": source,
+                    "target": target,
+                    "w": round(entry["w"], 2),
+                },
+                "classes": group,
+            }
+        )
+    if layer_names and positions:
+        ids = list(positions)
+        layers = np.array([info[n]["layer"] for n in ids])
+        ys = np.array([positions[n][1] for n in ids])
+        left = min(p[0] for p in positions.values()) - 1.2 * SLOT_PX
+        elements.extend(_row_labels(layers, ys, left, layer_names))
+    groups = list(group_of.values())
+    counts = {
+        "shared": groups.count("shared"),
+        "a": groups.count("only-a"),
+        "b": groups.count("only-b"),
+    }
+    return elements, counts
+
+
+# ---------------------------------------------------------------------------------------
+# neuron panel
+# ---------------------------------------------------------------------------------------
+
+
+def neuron_bar_figure(
+    names: Sequence[str],
+    classes: np.ndarray,
+    counts: np.ndarray,
+    num_images: np.ndarray,
+    selected: int | None = None,
+) -> dict[str, Any]:
+    """Horizontal bars: the classes that use a channel most (top at the top).
+
+    Args:
+        names: all class names.
+        classes: the top class indices, best first.
+        counts: their activation counts for the channel.
+        num_images: images per class (all classes), for the percentage in the hover.
+        selected: the selected class, drawn in the accent colour.
+    """
+    classes = np.asarray(classes)[::-1]
+    counts = np.asarray(counts, dtype=np.float32)[::-1]
+    totals = np.asarray(num_images, dtype=np.float64)[classes]
+    share = np.divide(counts, totals, out=np.zeros_like(totals), where=totals > 0)
+    colours = [ACCENT if int(c) == selected else ONLY_A for c in classes]
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "x": counts.tolist(),
+                "y": [names[int(c)] for c in classes],
+                "orientation": "h",
+                "marker": {"color": colours},
+                "customdata": [int(c) for c in classes],
+                "text": [f"{s:.0%}" for s in share.tolist()],
+                "textposition": "outside",
+                "cliponaxis": False,
+                "hovertemplate": "<b>%{y}</b><br>%{x:.0f} images (%{text})<br>click to select"
+                "<extra></extra>",
+            }
+        ],
+        "layout": {
+            "margin": {"l": 8, "r": 40, "t": 4, "b": 36},
+            "height": max(160, 24 * len(classes) + 50),
+            "paper_bgcolor": "white",
+            "plot_bgcolor": "white",
+            "font": {"family": _FONT, "size": 11, "color": INK},
+            "xaxis": {
+                "title": {"text": "images of the class that use this channel"},
+                "gridcolor": "#e2e8f0",
+            },
+            "yaxis": {"automargin": True},
+            "bargap": 0.25,
+        },
+    }

@@ -1,0 +1,53 @@
+"""Every component id of the dashboard, in one place.
+
+Plain string ids for singletons; builder functions for pattern-matching ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# -- page plumbing --------------------------------------------------------------------
+STATE = "state"  # dcc.Store: the ViewState as a dict (ids and indices only)
+STATE_URL = "state-url"  # dcc.Location(refresh=False): the state written back to the URL
+ROWS_LIMIT = "rows-limit"  # dcc.Store: how many sidebar rows are shown
+
+# -- header / controls ----------------------------------------------------------------
+LAYER = "layer-select"
+SEARCH = "class-search"
+COMPARE = "compare-select"
+SORT = "sort-select"
+NODE_THRESHOLD = "node-threshold"
+EDGE_THRESHOLD = "edge-threshold"
+COPY_LINK = "copy-link"
+
+# -- (A) embedding ----------------------------------------------------------------------
+EMBEDDING = "embedding-graph"
+EMBEDDING_NOTE = "embedding-note"
+EMBEDDING_LAYER = "embedding-layer"  # dcc.Store: the layer the figure currently shows
+
+# -- (B) sidebar ------------------------------------------------------------------------
+SIDEBAR_ROWS = "sidebar-rows"
+SHOW_MORE = "sidebar-show-more"
+ROW_TYPE = "class-row"
+
+# -- (C) attribution graph --------------------------------------------------------------
+GRAPH = "attribution-graph"
+GRAPH_HEADER = "graph-header"
+GRAPH_NOTE = "graph-note"
+HOVER_PANEL = "hover-panel"
+
+# -- neuron panel -----------------------------------------------------------------------
+NEURON_PANEL = "neuron-panel"
+NEURON_BARS = "neuron-bars"
+NEURON_CLOSE = "neuron-close"
+
+# -- (D) compare ------------------------------------------------------------------------
+COMPARE_GRAPH = "compare-graph"
+COMPARE_NOTE = "compare-note"
+COMPARE_LEGEND = "compare-legend"
+
+
+def class_row(class_index: int | Any) -> dict[str, Any]:
+    """Pattern-matching id of one sidebar row (pass ``dash.ALL`` to match every row)."""
+    return {"type": ROW_TYPE, "index": class_index}

@@ -1,0 +1,194 @@
+"""The view state: one frozen dataclass that round-trips through the URL query.
+
+A copied link reproduces the view: :meth:`ViewState.to_search` writes only ids and small
+integers, and :meth:`ViewState.from_query` reads them back. Unknown or malformed
+parameters fall back to defaults, never an error, so a hand-edited or stale link still
+opens. ``v`` is the schema version of the query (bump it if a key changes meaning).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl, urlencode
+
+STATE_VERSION = 1
+
+SortOrder = Literal["similarity", "acc-asc", "acc-desc"]
+SORT_ORDERS: tuple[str, ...] = ("similarity", "acc-asc", "acc-desc")
+
+#: A graph node id: ``"{layer index}-{channel}"``, stable across classes (so two classes'
+#: graphs can be merged by id).
+_NODE_RE = re.compile(r"^(\d{1,3})-(\d{1,6})$")
+
+
+def node_id(layer: int, channel: int) -> str:
+    """The id of the node for ``channel`` of layer ``layer``."""
+    return f"{layer}-{channel}"
+
+
+def parse_node_id(value: str) -> tuple[int, int] | None:
+    """``(layer, channel)`` of a node id, or ``None`` if it is malformed."""
+    match = _NODE_RE.match(value or "")
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def _first(value: Any) -> Any:
+    # Dash Pages passes a repeated key as a list; the first occurrence wins.
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else None
+    return value
+
+
+def _int(value: Any, lo: int, hi: int | None) -> int | None:
+    """``value`` as an int in ``[lo, hi)`` (``hi=None``: unbounded), else ``None``."""
+    value = _first(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,9}\s*", value):
+        number = int(value)
+    else:
+        return None
+    if number < lo or (hi is not None and number >= hi):
+        return None
+    return number
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """Everything that defines what the dashboard shows.
+
+    Attributes:
+        cls: the selected class index.
+        compare: the class compared with ``cls`` (``None``: no comparison).
+        layer: the layer index of the embedding and of the sidebar's similarity
+            (``None``: the atlas's default layer).
+        node_min: hide graph nodes whose activation count is below this percent of the
+            class's largest count (0-100).
+        edge_min: hide edges whose influence is below this percent of the class's largest
+            edge weight (0-100).
+        sort: sidebar order: ``similarity`` to the selected class, or accuracy
+            ascending / descending.
+        node: the node opened in the neuron panel (``"layer-channel"``), or ``None``.
+        v: the query schema version.
+    """
+
+    cls: int = 0
+    compare: int | None = None
+    layer: int | None = None
+    node_min: int = 0
+    edge_min: int = 0
+    sort: str = "similarity"
+    node: str | None = None
+    v: int = STATE_VERSION
+
+    # -- URL ---------------------------------------------------------------------------
+
+    #: dataclass field -> query key
+    _KEYS: ClassVar[dict[str, str]] = {
+        "v": "v",
+        "cls": "class",
+        "compare": "compare",
+        "layer": "layer",
+        "node_min": "nodes",
+        "edge_min": "edges",
+        "sort": "sort",
+        "node": "node",
+    }
+
+    @classmethod
+    def from_query(
+        cls,
+        query: Mapping[str, Any] | str | None,
+        *,
+        num_classes: int | None = None,
+        num_layers: int | None = None,
+        channels: tuple[int, ...] | None = None,
+    ) -> ViewState:
+        """Parse a query (``"?a=1&b=2"`` or a mapping, as Dash Pages passes it).
+
+        Values outside the atlas (class or layer index out of range, a node whose
+        channel does not exist) and malformed values are replaced by defaults.
+
+        Args:
+            query: the query string or its parsed mapping.
+            num_classes: number of classes of the atlas (bounds ``class`` and ``compare``).
+            num_layers: number of layers (bounds ``layer`` and the node's layer).
+            channels: channels per layer (bounds the node's channel).
+        """
+        if query is None:
+            query = {}
+        if isinstance(query, str):
+            query = dict(parse_qsl(query.lstrip("?"), keep_blank_values=True))
+        get = query.get
+        default = cls()
+        klass = _int(get("class"), 0, num_classes)
+        compare = _int(get("compare"), 0, num_classes)
+        layer = _int(get("layer"), 0, num_layers)
+        node_min = _int(get("nodes"), 0, 101)
+        edge_min = _int(get("edges"), 0, 101)
+        sort = _first(get("sort"))
+        node = _first(get("node"))
+        parsed_node = parse_node_id(node) if isinstance(node, str) else None
+        if parsed_node is not None:
+            node_layer, node_channel = parsed_node
+            if (num_layers is not None and node_layer >= num_layers) or (
+                channels is not None
+                and (node_layer >= len(channels) or node_channel >= channels[node_layer])
+            ):
+                parsed_node = None
+        state = cls(
+            cls=default.cls if klass is None else klass,
+            compare=compare,
+            layer=layer,
+            node_min=default.node_min if node_min is None else node_min,
+            edge_min=default.edge_min if edge_min is None else edge_min,
+            sort=sort if sort in SORT_ORDERS else default.sort,
+            node=node if parsed_node is not None else None,
+        )
+        # Comparing a class with itself shows nothing new.
+        return state if state.compare != state.cls else replace(state, compare=None)
+
+    def to_search(self) -> str:
+        """The query string (with ``?``) that reproduces this state; defaults are left out."""
+        default = ViewState()
+        params: list[tuple[str, str]] = [("v", str(self.v)), ("class", str(self.cls))]
+        for field in ("compare", "layer", "node_min", "edge_min", "sort", "node"):
+            value = getattr(self, field)
+            if value is not None and value != getattr(default, field):
+                params.append((self._KEYS[field], str(value)))
+        return "?" + urlencode(params)
+
+    # -- dcc.Store ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for a ``dcc.Store``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, **bounds: Any) -> ViewState:
+        """Inverse of :meth:`to_dict`; junk falls back to defaults (the store is client data).
+
+        Args:
+            data: the stored dict.
+            **bounds: ``num_classes``, ``num_layers``, ``channels`` as in :meth:`from_query`.
+        """
+        if not isinstance(data, Mapping):
+            return cls()
+        query = {
+            key: data.get(field) for field, key in cls._KEYS.items() if data.get(field) is not None
+        }
+        return cls.from_query({k: str(v) for k, v in query.items()}, **bounds)
+
+    def with_(self, **changes: Any) -> ViewState:
+        """A copy with ``changes`` applied (``compare`` equal to ``cls`` is dropped)."""
+        state = replace(self, **changes)
+        if state.compare is not None and state.compare == state.cls:
+            state = replace(state, compare=None)
+        return state

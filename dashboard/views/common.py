@@ -1,0 +1,95 @@
+"""Helpers shared by the views: the view context, notes, help text, error guard."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dash import html, no_update
+
+from dashboard.data import AtlasData
+from dashboard.state import ViewState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What every view needs: the atlas data and where atlas files are served.
+
+    Attributes:
+        data: the opened atlas and its derived arrays.
+        file_prefix: URL prefix of the atlas file route (ends with ``/``).
+        spark_prefix: URL prefix of the sparkline route (ends with ``/``).
+    """
+
+    data: AtlasData
+    file_prefix: str
+    spark_prefix: str = "/atlas-spark/"
+
+    def spark_url(self, class_index: int) -> str | None:
+        """URL of a class's confidence sparkline; the atlas digest makes it immutable."""
+        if not self.data.has_sparklines:
+            return None
+        return f"{self.spark_prefix}{class_index}.svg?v={self.data.digest}"
+
+    def state(self, stored: Any) -> ViewState:
+        """The view state from a ``dcc.Store`` value, validated against this atlas."""
+        return ViewState.from_dict(
+            stored,
+            num_classes=self.data.num_classes,
+            num_layers=self.data.num_layers,
+            channels=self.data.channels,
+        )
+
+    def layer(self, state: ViewState) -> int:
+        """The state's layer, or the atlas's default layer."""
+        return self.data.default_layer if state.layer is None else state.layer
+
+
+def note(text: str, *, kind: str = "info") -> html.Div:
+    """A friendly inline note (``kind``: ``info``, ``missing`` or ``error``)."""
+    return html.Div(text, className=f"note note-{kind}")
+
+
+def how_to_read(*paragraphs: str) -> html.Details:
+    """The collapsible "How to read this" note of a view."""
+    return html.Details(
+        [html.Summary("How to read this"), *[html.P(p) for p in paragraphs]],
+        className="help",
+    )
+
+
+def percent(value: float | None) -> str:
+    """``0.873 -> "87.3%"``; unknown values as an en dash."""
+    if value is None or value != value:  # NaN
+        return "–"
+    return f"{100 * float(value):.1f}%"
+
+
+def guarded(*fallback: Any, note_at: int | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """Turn any exception of a callback into a friendly note instead of a stack trace.
+
+    Args:
+        *fallback: the outputs to return on error (``no_update`` where nothing changes).
+        note_at: index of the output that receives the error note.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except Exception as exc:  # the user sees a note; the log keeps the trace
+                log.exception("callback %s failed", function.__name__)
+                outputs = list(fallback) if fallback else [no_update]
+                if note_at is not None:
+                    outputs[note_at] = note(f"Could not show this view: {exc}", kind="error")
+                return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+        return wrapper
+
+    return decorate

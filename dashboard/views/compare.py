@@ -1,0 +1,125 @@
+"""(D) Compare two classes: one merged attribution graph, shared vs unique channels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_cytoscape as cyto
+from dash import Dash, Input, Output, dcc, html, no_update
+
+from dashboard import ids
+from dashboard.data import PART_GRAPHS
+from dashboard.figures import ONLY_A, ONLY_B, SHARED, compare_elements
+from dashboard.state import ViewState
+from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.graph import BASE_STYLESHEET
+
+PICK_NOTE = "Pick a class to compare with the selected one."
+
+
+def layout(context: ViewContext, state: ViewState) -> html.Section:
+    """The compare card: compare-class selector, legend, merged graph."""
+    data = context.data
+    has_graphs = data.has(PART_GRAPHS)
+    return html.Section(
+        [
+            html.Div(
+                [
+                    html.H2([html.Span("D", className="view-tag"), "Compare two classes"]),
+                    dcc.Dropdown(
+                        id=ids.COMPARE,
+                        options=[{"label": n, "value": i} for i, n in enumerate(data.names)],
+                        value=state.compare,
+                        placeholder="Compare with…",
+                        clearable=True,
+                        searchable=True,
+                        className="compare-select",
+                    ),
+                ],
+                className="card-head",
+            ),
+            html.Div(id=ids.COMPARE_LEGEND, className="legend"),
+            html.Div(
+                [
+                    html.Div(
+                        note(data.missing_note(PART_GRAPHS), kind="missing")
+                        if not has_graphs
+                        else note(PICK_NOTE),
+                        id=ids.COMPARE_NOTE,
+                        className="compare-note",
+                    ),
+                    cyto.Cytoscape(
+                        id=ids.COMPARE_GRAPH,
+                        elements=[],
+                        layout={"name": "preset", "fit": True, "padding": 24},
+                        stylesheet=BASE_STYLESHEET,
+                        minZoom=0.15,
+                        maxZoom=4,
+                        autoungrabify=True,
+                        boxSelectionEnabled=False,
+                        className="cytoscape",
+                        style={"height": "520px", "width": "100%"}
+                        if has_graphs
+                        else {"display": "none"},
+                    ),
+                ],
+                className="compare-area",
+            ),
+            how_to_read(
+                "Both classes' attribution graphs merged into one: channels (and "
+                "connections) both classes rely on are teal and in the middle of each row; "
+                "those only the selected class uses are blue on the left, those only the "
+                "compared class uses orange on the right.",
+                "Shared channels are features the classes have in common (and may confuse "
+                "them); unique ones are what tells them apart. The sliders of the "
+                "attribution graph apply here too.",
+            ),
+        ],
+        className="card card-compare",
+    )
+
+
+def legend_item(colour: str, label: str) -> html.Span:
+    return html.Span(
+        [html.Span(className="swatch", style={"borderColor": colour}), label],
+        className="legend-item",
+    )
+
+
+def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
+    """Merged elements, legend and note for the stored state."""
+    data = context.data
+    state = context.state(stored)
+    if not data.has(PART_GRAPHS):
+        return [], None, no_update
+    if state.compare is None:
+        return [], None, note(PICK_NOTE)
+    elements, counts = compare_elements(
+        data.graph(state.cls),
+        data.graph(state.compare),
+        node_min_pct=state.node_min,
+        edge_min_pct=state.edge_min,
+        url_prefix=context.file_prefix,
+        layer_names=data.layer_names,
+    )
+    a, b = data.names[state.cls], data.names[state.compare]
+    legend = [
+        legend_item(ONLY_A, f"only {a} ({counts['a']})"),
+        legend_item(SHARED, f"shared ({counts['shared']})"),
+        legend_item(ONLY_B, f"only {b} ({counts['b']})"),
+    ]
+    return elements, legend, None
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """Callbacks of the compare view."""
+
+    @app.callback(
+        Output(ids.COMPARE_GRAPH, "elements"),
+        Output(ids.COMPARE_LEGEND, "children"),
+        Output(ids.COMPARE_NOTE, "children"),
+        Input(ids.STATE, "data"),
+    )
+    @guarded([], None, None, note_at=2)
+    def update_compare(stored: Any) -> tuple[Any, Any, Any]:
+        return render(context, stored)

@@ -1,0 +1,115 @@
+"""(A) Class embedding: one point per class; click selects, the layer selector re-projects."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
+
+from dashboard import ids
+from dashboard.data import PART_EMBEDDING, AtlasData
+from dashboard.figures import embedding_figure, embedding_highlights, embedding_points
+from dashboard.state import ViewState
+from dashboard.views.common import ViewContext, guarded, how_to_read, note
+
+
+def layout(context: ViewContext, state: ViewState) -> html.Section:
+    """The embedding card: layer selector, scatter (or a note if the part is missing)."""
+    data = context.data
+    has_embedding = data.has(PART_EMBEDDING)
+    options = [{"label": f"{i + 1}. {name}", "value": i} for i, name in enumerate(data.layer_names)]
+    return html.Section(
+        [
+            html.Div(
+                [
+                    html.H2([html.Span("A", className="view-tag"), "Class embedding"]),
+                    dcc.Dropdown(
+                        id=ids.LAYER,
+                        options=options,
+                        value=context.layer(state),
+                        clearable=False,
+                        searchable=False,
+                        className="layer-select",
+                    ),
+                ],
+                className="card-head",
+            ),
+            dcc.Store(id=ids.EMBEDDING_LAYER, data=None),
+            html.Div(
+                None if has_embedding else note(data.missing_note(PART_EMBEDDING), kind="missing"),
+                id=ids.EMBEDDING_NOTE,
+            ),
+            dcc.Graph(
+                id=ids.EMBEDDING,
+                config={
+                    "displaylogo": False,
+                    "scrollZoom": True,
+                    "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"],
+                },
+                style={"height": "330px"} if has_embedding else {"display": "none"},
+                className="embedding-graph",
+            ),
+            how_to_read(
+                "Each dot is a class, placed so that classes whose images use similar "
+                "channels of the chosen layer lie close together (a 2-D projection of the "
+                "rows of the activation-count matrix). Colour is the class's top-1 accuracy.",
+                "Click a dot to select its class; the orange ring marks the selected class "
+                "and the purple ring the compared one. Change the layer to see how class "
+                "neighbourhoods form from low-level to high-level features.",
+            ),
+        ],
+        className="card card-embedding",
+    )
+
+
+@lru_cache(maxsize=64)
+def _points(data: AtlasData, layer: int) -> dict[str, Any]:
+    """The every-class trace of a layer (built once per worker and layer)."""
+    return embedding_points(data.embedding(layer), data.names, data.accuracy)
+
+
+def render(context: ViewContext, stored: Any, shown_layer: Any = None) -> tuple[Any, Any]:
+    """The embedding figure for the stored state, and the layer it shows.
+
+    When the figure already shows the state's layer (``shown_layer``), only the two
+    highlight traces are sent, as a ``Patch`` (about 1 kB instead of the whole scatter).
+    """
+    data = context.data
+    if not data.has(PART_EMBEDDING):
+        return no_update, no_update
+    state = context.state(stored)
+    layer = context.layer(state)
+    xy = data.embedding(layer)
+    if shown_layer == layer:
+        patch = Patch()
+        first, second = embedding_highlights(xy, data.names, state.cls, state.compare)
+        patch["data"][1] = first
+        patch["data"][2] = second
+        return patch, no_update
+    figure = embedding_figure(
+        xy,
+        data.names,
+        data.accuracy,
+        state.cls,
+        state.compare,
+        data.layer_names[layer],
+        points=_points(data, layer),
+    )
+    return figure, layer
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """Callbacks of the embedding view."""
+
+    @app.callback(
+        Output(ids.EMBEDDING, "figure"),
+        Output(ids.EMBEDDING_LAYER, "data"),
+        Output(ids.EMBEDDING_NOTE, "children"),
+        Input(ids.STATE, "data"),
+        State(ids.EMBEDDING_LAYER, "data"),
+    )
+    @guarded(no_update, None, None, note_at=2)
+    def update_embedding(stored: Any, shown_layer: Any) -> tuple[Any, Any, Any]:
+        figure, layer = render(context, stored, shown_layer)
+        return figure, layer, no_update

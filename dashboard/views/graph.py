@@ -1,0 +1,241 @@
+"""(C) Attribution graph of the selected class (dash-cytoscape, preset positions).
+
+Layers are horizontal rows, the top layer on top; node size is the class's activation
+count of the channel, edge width its influence count; each node shows the channel's top
+dataset crop. Hovering a node fades all but its neighbours and shows its examples;
+clicking it opens the neuron panel. The Cytoscape component stays in the static layout
+and only its ``elements``/``stylesheet`` change (see the Dash notes on remounting).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_cytoscape as cyto
+from dash import Dash, Input, Output, ctx, dcc, html, no_update
+
+from dashboard import ids
+from dashboard.data import PART_EXAMPLES, PART_GRAPHS, file_url
+from dashboard.figures import base_stylesheet, graph_elements, hover_stylesheet
+from dashboard.state import ViewState, parse_node_id
+from dashboard.views.common import ViewContext, guarded, how_to_read, note, percent
+
+_SLIDER_MARKS = {v: f"{v}%" for v in (0, 25, 50, 75, 100)}
+BASE_STYLESHEET = base_stylesheet()
+
+
+def slider(component_id: str, label: str, value: int, tip: str) -> html.Div:
+    """A labelled 0-100 % threshold slider."""
+    return html.Div(
+        [
+            html.Label(label, htmlFor=component_id, title=tip),
+            dcc.Slider(
+                id=component_id,
+                min=0,
+                max=100,
+                step=5,
+                value=value,
+                marks=_SLIDER_MARKS,
+                updatemode="mouseup",
+                tooltip={"placement": "bottom", "always_visible": False},
+            ),
+        ],
+        className="slider-block",
+    )
+
+
+def layout(context: ViewContext, state: ViewState) -> html.Section:
+    """The graph card: class header, sliders, graph, hover panel."""
+    data = context.data
+    has_graphs = data.has(PART_GRAPHS)
+    return html.Section(
+        [
+            html.Div(
+                [
+                    html.H2([html.Span("C", className="view-tag"), "Attribution graph"]),
+                    html.Div(id=ids.GRAPH_HEADER, className="class-header"),
+                ],
+                className="card-head",
+            ),
+            html.Div(
+                [
+                    slider(
+                        ids.NODE_THRESHOLD,
+                        "Hide channels used by fewer than",
+                        state.node_min,
+                        "percent of the class's most-used channel",
+                    ),
+                    slider(
+                        ids.EDGE_THRESHOLD,
+                        "Hide connections weaker than",
+                        state.edge_min,
+                        "percent of the class's strongest connection",
+                    ),
+                ],
+                className="controls",
+            ),
+            html.Div(
+                None if has_graphs else note(data.missing_note(PART_GRAPHS), kind="missing"),
+                id=ids.GRAPH_NOTE,
+            ),
+            html.Div(
+                [
+                    cyto.Cytoscape(
+                        id=ids.GRAPH,
+                        elements=[],
+                        layout={"name": "preset", "fit": True, "padding": 24},
+                        stylesheet=BASE_STYLESHEET,
+                        minZoom=0.15,
+                        maxZoom=4,
+                        clearOnUnhover=True,
+                        autoungrabify=True,
+                        boxSelectionEnabled=False,
+                        className="cytoscape",
+                        style={"height": "600px", "width": "100%"}
+                        if has_graphs
+                        else {"display": "none"},
+                    ),
+                    html.Aside(
+                        note(
+                            "Hover a channel to see its dataset examples; click it to "
+                            "open its neuron panel."
+                        ),
+                        id=ids.HOVER_PANEL,
+                        className="hover-panel",
+                    ),
+                ],
+                className="graph-area",
+            ),
+            how_to_read(
+                "The graph shows which channels the model relies on for the selected class "
+                "and how they feed each other: each row is a layer (input side at the "
+                "bottom, output side at the top), each tile a channel with its top dataset "
+                "crop, and its number the channel index.",
+                "Tile size is how many of the class's images activate the channel; an edge "
+                "from a lower channel to an upper one is drawn wider when the lower channel "
+                "was among the strongest influences on the upper one in more images. Use "
+                "the sliders to hide rarely used channels and weak connections.",
+            ),
+        ],
+        className="card card-graph",
+    )
+
+
+def class_header(context: ViewContext, state: ViewState) -> list[Any]:
+    """Name, number of images, accuracy and confidence sparkline of the class."""
+    data = context.data
+    c = state.cls
+    parts: list[Any] = [html.Span(data.names[c], className="class-name")]
+    if data.num_images[c] > 0:
+        parts.append(html.Span(f"{int(data.num_images[c]):,} images", className="pill"))
+        parts.append(html.Span(f"accuracy {percent(data.accuracy[c])}", className="pill"))
+    spark = context.spark_url(c)
+    if spark:
+        parts.append(
+            html.Img(
+                src=spark,
+                className="header-hist",
+                alt="",
+                title="confidence histogram (top-1 probability)",
+            )
+        )
+    return parts
+
+
+def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
+    """Elements, class header and note for the stored state."""
+    data = context.data
+    state = context.state(stored)
+    header = class_header(context, state)
+    if not data.has(PART_GRAPHS):
+        return [], header, no_update
+    graph = data.graph(state.cls)
+    elements = graph_elements(
+        graph,
+        node_min_pct=state.node_min,
+        edge_min_pct=state.edge_min,
+        picked=state.node,
+        url_prefix=context.file_prefix,
+        layer_names=data.layer_names,
+    )
+    message = None
+    if graph.num_nodes == 0:
+        message = note("This class has no attribution graph (no channel passed selection).")
+    elif not any("source" in e["data"] for e in elements) and graph.num_edges:
+        message = note("Every connection is below the threshold; lower the slider.")
+    return elements, header, message
+
+
+def example_strip(context: ViewContext, layer: int, channel: int, limit: int = 10) -> list[Any]:
+    """Up to ``limit`` example crops of a channel (or a note saying why there are none)."""
+    data = context.data
+    if not data.has(PART_EXAMPLES):
+        return [note(data.missing_note(PART_EXAMPLES), kind="missing")]
+    examples = [e for e in data.examples(layer, channel) if e["crop"]][:limit]
+    if not examples:
+        return [note("No example crops are stored for this channel.")]
+    return [
+        html.Img(
+            src=file_url(context.file_prefix, e["crop"]),
+            className="crop",
+            title=f"image #{e['image_index']} · activation {e['activation']:.3g}",
+            alt=f"example {e['rank'] + 1}",
+        )
+        for e in examples
+    ]
+
+
+def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any]:
+    """Stylesheet and hover panel when a node is hovered (or the state changed)."""
+    placeholder = note(
+        "Hover a channel to see its dataset examples; click it to open its neuron panel."
+    )
+    node_id = node.get("id") if isinstance(node, dict) else None
+    parsed = parse_node_id(node_id or "")
+    if ctx.triggered_id == ids.STATE or parsed is None:
+        return BASE_STYLESHEET, placeholder
+    data = context.data
+    state = context.state(stored)
+    layer, channel = parsed
+    if layer >= data.num_layers or channel >= data.channels[layer]:
+        return BASE_STYLESHEET, placeholder
+    neighbours = data.graph(state.cls).neighbours(node_id) if data.has(PART_GRAPHS) else []
+    count = int(data.counts(layer)[state.cls, channel]) if data.num_images[state.cls] else None
+    facts = f"{data.layer_names[layer]} · channel {channel}"
+    usage = (
+        f"active in {count:,} of {int(data.num_images[state.cls]):,} images of "
+        f"{data.names[state.cls]}"
+        if count is not None
+        else ""
+    )
+    panel = [
+        html.H3(facts),
+        html.P(usage, className="muted"),
+        html.Div(example_strip(context, layer, channel), className="crop-grid"),
+    ]
+    return hover_stylesheet(BASE_STYLESHEET, node_id, neighbours), panel
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """Callbacks of the graph view."""
+
+    @app.callback(
+        Output(ids.GRAPH, "elements"),
+        Output(ids.GRAPH_HEADER, "children"),
+        Output(ids.GRAPH_NOTE, "children"),
+        Input(ids.STATE, "data"),
+    )
+    @guarded(no_update, no_update, None, note_at=2)
+    def update_graph(stored: Any) -> tuple[Any, Any, Any]:
+        return render_graph(context, stored)
+
+    @app.callback(
+        Output(ids.GRAPH, "stylesheet"),
+        Output(ids.HOVER_PANEL, "children"),
+        Input(ids.GRAPH, "mouseoverNodeData"),
+        Input(ids.STATE, "data"),
+        prevent_initial_call=True,
+    )
+    @guarded(BASE_STYLESHEET, None, note_at=1)
+    def update_hover(node: Any, stored: Any) -> tuple[Any, Any]:
+        return render_hover(context, node, stored)

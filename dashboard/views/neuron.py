@@ -1,0 +1,90 @@
+"""Neuron panel: the clicked channel's dataset examples and the classes that use it most."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import Dash, Input, Output, dcc, html, no_update
+
+from dashboard import ids
+from dashboard.data import PART_SUMMIT
+from dashboard.figures import neuron_bar_figure
+from dashboard.state import ViewState, parse_node_id
+from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.graph import example_strip
+
+HIDDEN = {"display": "none"}
+TOP_CLASSES = 10
+
+
+def layout(context: ViewContext, state: ViewState) -> html.Section:
+    """The (initially hidden) neuron panel; its contents are filled by callback."""
+    return html.Section(
+        [
+            html.Div(
+                [
+                    html.H2(
+                        [html.Span("N", className="view-tag"), "Channel"],
+                        id=ids.NEURON_PANEL + "-title",
+                    ),
+                    html.Button(
+                        "×",
+                        id=ids.NEURON_CLOSE,
+                        className="close",
+                        title="Close the channel panel",
+                        n_clicks=0,
+                    ),
+                ],
+                className="card-head",
+            ),
+            html.Div(id=ids.NEURON_PANEL + "-body"),
+            html.H3("Classes that use this channel most", className="subhead"),
+            dcc.Graph(
+                id=ids.NEURON_BARS, config={"displayModeBar": False}, className="neuron-bars"
+            ),
+            how_to_read(
+                "The crops are the dataset image regions that activate this channel most "
+                "(its receptive field around the strongest position).",
+                "The bars count, for each class, how many of its images select this "
+                "channel; click a bar to select that class.",
+            ),
+        ],
+        id=ids.NEURON_PANEL,
+        className="card card-neuron",
+        style=HIDDEN,
+    )
+
+
+def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
+    """Panel style, title, body and bar figure for the stored state."""
+    data = context.data
+    state = context.state(stored)
+    parsed = parse_node_id(state.node or "")
+    if parsed is None:
+        return HIDDEN, no_update, no_update, no_update
+    layer, channel = parsed
+    title = [
+        html.Span("N", className="view-tag"),
+        f"Channel {channel} of {data.layer_names[layer]}",
+    ]
+    body = html.Div(example_strip(context, layer, channel), className="crop-grid crop-grid-large")
+    if not data.has(PART_SUMMIT):
+        return {}, title, [body, note(data.missing_note(PART_SUMMIT), kind="missing")], {}
+    top, counts = data.top_classes(layer, channel, TOP_CLASSES)
+    figure = neuron_bar_figure(data.names, top, counts, data.num_images, state.cls)
+    return {}, title, body, figure
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """Callbacks of the neuron panel."""
+
+    @app.callback(
+        Output(ids.NEURON_PANEL, "style"),
+        Output(ids.NEURON_PANEL + "-title", "children"),
+        Output(ids.NEURON_PANEL + "-body", "children"),
+        Output(ids.NEURON_BARS, "figure"),
+        Input(ids.STATE, "data"),
+    )
+    @guarded({}, no_update, None, no_update, note_at=2)
+    def update_neuron(stored: Any) -> tuple[Any, Any, Any, Any]:
+        return render(context, stored)

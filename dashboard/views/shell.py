@@ -1,0 +1,209 @@
+"""The page around the views: its layout, the one state reducer and the URL write-back.
+
+Data flow (no cycles): every control is an *input* of :func:`apply_event`'s callback,
+which writes the single ``ViewState`` store; every view renders *from* that store; one
+more callback writes the store back into the URL (a ``dcc.Location(refresh=False)``, so
+the page is not reloaded). The URL is read once, by the Dash Pages layout function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+
+from dashboard import ids
+from dashboard.state import ViewState, parse_node_id
+from dashboard.views import compare, embedding, graph, neuron, sidebar
+from dashboard.views.common import ViewContext, percent
+
+ROWS_PAGE = 250  # sidebar rows shown at first and added by "show more" (as Summit)
+
+
+def header(context: ViewContext) -> html.Header:
+    """Title, model, dataset and totals of the atlas, plus the copy-link button."""
+    info = context.data.header()
+    facts = [
+        ("model", info["model"]),
+        ("dataset", info["dataset"] + (f" ({info['split']})" if info.get("split") else "")),
+        ("classes", f"{info['num_classes']:,}"),
+    ]
+    if info.get("num_images") is not None:
+        facts.append(("images", f"{int(info['num_images']):,}"))
+    if info.get("train_accuracy") is not None:
+        facts.append(("train acc.", percent(info["train_accuracy"])))
+    if info.get("test_accuracy") is not None:
+        facts.append(("test acc.", percent(info["test_accuracy"])))
+    return html.Header(
+        [
+            html.Div(
+                [
+                    html.Span("Network Atlas", className="brand"),
+                    html.H1(info["title"], className="title"),
+                ],
+                className="title-block",
+            ),
+            html.Dl(
+                [
+                    item
+                    for key, value in facts
+                    for item in (html.Dt(key), html.Dd(value, className="fact"))
+                ],
+                className="facts",
+            ),
+            html.Div(
+                [
+                    dcc.Clipboard(
+                        id=ids.COPY_LINK, title="Copy a link to this view", className="copy-link"
+                    ),
+                    html.Span("copy link", className="copy-label"),
+                ],
+                className="copy-block",
+            ),
+        ],
+        className="app-header",
+    )
+
+
+def page_layout(context: ViewContext, state: ViewState) -> html.Div:
+    """The explorer page for ``state`` (cheap: the views fill themselves by callback)."""
+    return html.Div(
+        [
+            dcc.Store(id=ids.STATE, data=state.to_dict()),
+            dcc.Store(id=ids.ROWS_LIMIT, data=ROWS_PAGE),
+            dcc.Location(id=ids.STATE_URL, refresh=False),
+            html.Div(
+                [
+                    html.Aside(
+                        [embedding.layout(context, state), sidebar.layout(context, state)],
+                        className="column-left",
+                    ),
+                    html.Main(
+                        [
+                            graph.layout(context, state),
+                            neuron.layout(context, state),
+                            compare.layout(context, state),
+                        ],
+                        className="column-right",
+                    ),
+                ],
+                className="columns",
+            ),
+        ],
+        className="page",
+    )
+
+
+def _class_from_click(value: Any) -> int | None:
+    """The class index carried in ``customdata`` of a Plotly click, if any."""
+    try:
+        point = value["points"][0]
+        custom = point["customdata"]
+        return int(custom[0] if isinstance(custom, list) else custom)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def apply_event(state: ViewState, trigger: Any, value: Any) -> ViewState:
+    """The state after one user event (pure; bounds are checked by the caller).
+
+    Args:
+        state: the current state.
+        trigger: the id of the component that fired (``ctx.triggered_id``).
+        value: the new value of its property.
+    """
+    if isinstance(trigger, dict):
+        if trigger.get("type") == ids.ROW_TYPE and value:
+            return state.with_(cls=int(trigger["index"]))
+        return state
+    if trigger in (ids.EMBEDDING, ids.NEURON_BARS):
+        picked = _class_from_click(value)
+        return state if picked is None else state.with_(cls=picked)
+    if trigger == ids.SEARCH:
+        return state if value is None else state.with_(cls=int(value))
+    if trigger == ids.COMPARE:
+        return state.with_(compare=None if value is None else int(value))
+    if trigger == ids.LAYER:
+        return state if value is None else state.with_(layer=int(value))
+    if trigger == ids.NODE_THRESHOLD and value is not None:
+        return state.with_(node_min=int(value))
+    if trigger == ids.EDGE_THRESHOLD and value is not None:
+        return state.with_(edge_min=int(value))
+    if trigger == ids.SORT and value is not None:
+        return state.with_(sort=str(value))
+    if trigger in (ids.GRAPH, ids.COMPARE_GRAPH):
+        node = (value or {}).get("id") if isinstance(value, dict) else None
+        return state.with_(node=node) if parse_node_id(node or "") else state
+    if trigger == ids.NEURON_CLOSE:
+        return state.with_(node=None)
+    return state
+
+
+_EVENTS: list[tuple[Any, str]] = [
+    (ids.EMBEDDING, "clickData"),
+    (ids.class_row(ALL), "n_clicks"),
+    (ids.SEARCH, "value"),
+    (ids.NEURON_BARS, "clickData"),
+    (ids.COMPARE, "value"),
+    (ids.LAYER, "value"),
+    (ids.NODE_THRESHOLD, "value"),
+    (ids.EDGE_THRESHOLD, "value"),
+    (ids.SORT, "value"),
+    (ids.GRAPH, "tapNodeData"),
+    (ids.COMPARE_GRAPH, "tapNodeData"),
+    (ids.NEURON_CLOSE, "n_clicks"),
+]
+
+
+def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
+    """Body of the reducer callback: apply the triggering event to the stored state."""
+    state = context.state(stored)
+    triggered = ctx.triggered[0] if ctx.triggered else {}
+    trigger = ctx.triggered_id
+    value = triggered.get("value")
+    new = apply_event(state, trigger, value)
+    new = context.state(new.to_dict())  # bounds-check whatever the client sent
+    if new == state:
+        # e.g. comparing a class with itself: keep the dropdown honest.
+        if trigger == ids.COMPARE and value != new.compare:
+            return no_update, no_update, new.compare
+        return no_update, no_update, no_update
+    return (
+        new.to_dict(),
+        new.cls if trigger != ids.SEARCH else no_update,
+        new.compare if new.compare != state.compare or trigger == ids.COMPARE else no_update,
+    )
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """Register the reducer, the URL write-back, the copy-link and every view's callbacks."""
+
+    @app.callback(
+        Output(ids.STATE, "data"),
+        Output(ids.SEARCH, "value"),
+        Output(ids.COMPARE, "value"),
+        *[Input(component, prop) for component, prop in _EVENTS],
+        State(ids.STATE, "data"),
+        prevent_initial_call=True,
+    )
+    def reduce_state(*args: Any) -> tuple[Any, Any, Any]:
+        return update_state(context, args[-1])
+
+    @app.callback(
+        Output(ids.STATE_URL, "search"),
+        Input(ids.STATE, "data"),
+        prevent_initial_call=True,
+    )
+    def write_url(stored: Any) -> str:
+        return context.state(stored).to_search()
+
+    # The copied link is the current address (the state is already in its query).
+    app.clientside_callback(
+        "function(n) { return window.location.href; }",
+        Output(ids.COPY_LINK, "content"),
+        Input(ids.COPY_LINK, "n_clicks"),
+        prevent_initial_call=True,
+    )
+
+    for view in (embedding, sidebar, graph, neuron, compare):
+        view.register(app, context)

@@ -1,0 +1,226 @@
+"""End-to-end: the dashboard in headless Chromium (``pytest --headless -m e2e``).
+
+Every test loads ``dashboard.app`` with :func:`import_app` (which re-runs the module, so
+callbacks register on a fresh app) after pointing ``NETWORK_ATLAS_DIR`` at a test atlas.
+Cytoscape draws on a canvas, so graph contents are read from the cytoscape.js instance.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from selenium.webdriver.common.by import By
+
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("chromedriver") is None, reason="needs chromedriver"),
+]
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
+
+# The cytoscape.js instance dash-cytoscape mounted inside the component with that id.
+_CY = (
+    "const root = document.getElementById(arguments[0]);"
+    "const all = root ? [root, ...root.querySelectorAll('div')] : [];"
+    "const host = all.find(el => el._cyreg && el._cyreg.cy);"
+    "const cy = host ? host._cyreg.cy : null;"
+)
+
+
+def start(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, atlas: Path, tmp_path: Path, query: str = ""
+) -> None:
+    """Serve the app on ``atlas``, open ``/{query}`` and wait for the first render."""
+    from dash.testing.application_runners import import_app
+
+    monkeypatch.setenv("NETWORK_ATLAS_DIR", str(atlas))
+    monkeypatch.setenv("NETWORK_ATLAS_CACHE_DIR", str(tmp_path / "cache"))
+    app = import_app("dashboard.app")
+    dash_duo.start_server(app)
+    dash_duo.driver.set_window_size(1440, 1200)
+    if query:
+        dash_duo.driver.get(dash_duo.server_url + "/" + query)
+    dash_duo.wait_for_element("#graph-header .class-name", timeout=20)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
+    """Poll ``condition()`` until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message or "condition not met in time")
+        time.sleep(0.1)
+
+
+def cy_count(dash_duo: Any, component_id: str, selector: str) -> int:
+    """How many elements match ``selector`` in a cytoscape graph (-1: not mounted)."""
+    script = _CY + f"return cy ? cy.elements({json.dumps(selector)}).length : -1;"
+    return int(dash_duo.driver.execute_script(script, component_id))
+
+
+def cy_ids(dash_duo: Any, component_id: str, selector: str) -> list[str]:
+    script = _CY + f"return cy ? cy.elements({json.dumps(selector)}).map(e => e.id()) : [];"
+    return list(dash_duo.driver.execute_script(script, component_id))
+
+
+def cy_emit(dash_duo: Any, component_id: str, node_id: str, event: str) -> None:
+    """Fire a cytoscape event on a node (what a real click or hover does)."""
+    script = _CY + "cy.getElementById(arguments[1]).emit(arguments[2]);"
+    dash_duo.driver.execute_script(script, component_id, node_id, event)
+
+
+def query(dash_duo: Any) -> dict[str, str]:
+    """The current URL query as a flat dict."""
+    parsed = parse_qs(urlparse(dash_duo.driver.current_url).query)
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def search_class(dash_duo: Any, name: str) -> None:
+    """Type into the class search box and pick the first match (autocomplete)."""
+    dash_duo.find_element("#class-search").click()
+    box = dash_duo.wait_for_element(".dash-dropdown-search")
+    box.send_keys(name)
+    option = wait_until(
+        lambda: next(
+            (o for o in dash_duo.find_elements(".dash-dropdown-option") if o.text == name), None
+        ),
+        message=f"no search result {name!r}",
+    )
+    option.click()
+
+
+def header_class(dash_duo: Any) -> str:
+    return dash_duo.find_element("#graph-header .class-name").text
+
+
+def test_explore_a_small_atlas(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, small_atlas: Path, tmp_path: Path
+) -> None:
+    start(dash_duo, monkeypatch, small_atlas, tmp_path)
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
+
+    # Search a class: every view follows, and the URL records it.
+    search_class(dash_duo, "class 004")
+    dash_duo.wait_for_text_to_equal("#graph-header .class-name", "class 004")
+    wait_until(lambda: query(dash_duo).get("class") == "4")
+    dash_duo.wait_for_text_to_equal("#sidebar-rows .class-row.selected .row-name", "class 004")
+    nodes = wait_until(lambda: cy_ids(dash_duo, "attribution-graph", "node[size]"))
+
+    # Hover a node: its examples appear; click it: the neuron panel opens.
+    cy_emit(dash_duo, "attribution-graph", nodes[0], "mouseover")
+    dash_duo.wait_for_element("#hover-panel img.crop")
+    cy_emit(dash_duo, "attribution-graph", nodes[0], "tap")
+    dash_duo.wait_for_contains_text("#neuron-panel-title", "Channel")
+    assert dash_duo.find_element("#neuron-panel").is_displayed()
+    wait_until(lambda: query(dash_duo).get("node") == nodes[0])
+
+    # Switch layer.
+    dash_duo.select_dcc_dropdown("#layer-select", index=0)
+    wait_until(lambda: query(dash_duo).get("layer") == "0")
+
+    # Compare two classes: a merged graph with a legend.
+    dash_duo.select_dcc_dropdown("#compare-select", value="class 001")
+    dash_duo.wait_for_contains_text("#compare-legend", "shared")
+    wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
+    wait_until(lambda: query(dash_duo).get("compare") == "1")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    dash_duo.driver.save_screenshot(str(SCREENSHOTS / "small-atlas.png"))
+
+    # A copied link reproduces the view.
+    link = dash_duo.driver.current_url
+    legend = dash_duo.find_element("#compare-legend").text
+    dash_duo.driver.get("about:blank")
+    dash_duo.driver.get(link)
+    dash_duo.wait_for_text_to_equal("#graph-header .class-name", "class 004")
+    dash_duo.wait_for_contains_text("#neuron-panel-title", "Channel")
+    dash_duo.wait_for_text_to_equal("#compare-legend", legend)
+    assert "layer0" in dash_duo.find_element("#layer-select").text
+    assert query(dash_duo) == parse_qs_flat(link)
+    assert dash_duo.get_logs() == []
+
+
+def parse_qs_flat(url: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlparse(url).query).items()}
+
+
+def test_sidebar_rows_select_and_sort(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, small_atlas: Path, tmp_path: Path
+) -> None:
+    start(dash_duo, monkeypatch, small_atlas, tmp_path, query="?class=2")
+    rows = dash_duo.find_elements("#sidebar-rows .class-row")
+    assert len(rows) == 6 and "class 002" in rows[0].text  # selected class pinned on top
+    target = rows[3].find_element(By.CSS_SELECTOR, ".row-name").text
+    rows[3].click()
+    dash_duo.wait_for_text_to_equal("#graph-header .class-name", target)
+    # Accuracy ascending: after the pinned class, accuracies never decrease.
+    dash_duo.find_elements("#sort-select label")[1].click()
+    wait_until(lambda: query(dash_duo).get("sort") == "acc-asc")
+
+    def accuracies() -> list[float]:
+        cells = dash_duo.find_elements("#sidebar-rows .row-acc")[1:]
+        return [float(c.text.rstrip("%")) for c in cells]
+
+    wait_until(lambda: accuracies() == sorted(accuracies()))
+    # The node slider filters the graph.
+    before = wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]"))
+    dash_duo.driver.get(dash_duo.server_url + f"/?class={2}&nodes=100")
+    dash_duo.wait_for_element("#graph-header .class-name")
+    wait_until(lambda: 0 < cy_count(dash_duo, "attribution-graph", "node[size]") < before)
+    assert dash_duo.get_logs() == []
+
+
+def test_junk_link_and_missing_parts(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_atlas: Any
+) -> None:
+    atlas = make_atlas(tmp_path / "summit-only", parts=("summit",))
+    start(
+        dash_duo,
+        monkeypatch,
+        atlas,
+        tmp_path,
+        query="?v=9&class=zz&layer=99&node=../x&sort=bogus&nodes=-5",
+    )
+    assert header_class(dash_duo) == "class 000"
+    for view in ("#embedding-note", "#graph-note"):
+        dash_duo.wait_for_contains_text(view, "python -m compute")
+    dash_duo.wait_for_contains_text("#compare-note", "python -m compute")
+    assert len(dash_duo.find_elements("#sidebar-rows .class-row")) == 6
+    assert dash_duo.get_logs() == []
+
+
+def test_large_atlas(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, large_atlas: Path, tmp_path: Path
+) -> None:
+    """The 1,000-class, 9-layer synthetic atlas: search, graph, sidebar paging."""
+    start(dash_duo, monkeypatch, large_atlas, tmp_path)
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0, timeout=30)
+    assert len(dash_duo.find_elements("#sidebar-rows .class-row")) == 250
+    dash_duo.find_element("#sidebar-show-more").click()
+    wait_until(lambda: len(dash_duo.find_elements("#sidebar-rows .class-row")) == 500)
+
+    names = dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#sidebar-rows .row-name'))"
+        ".map(e => e.textContent);"
+    )
+    target = names[-1]
+    started = time.perf_counter()
+    search_class(dash_duo, target)
+    dash_duo.wait_for_text_to_equal("#graph-header .class-name", target)
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
+    print(f"\n[large atlas] class switch rendered in {time.perf_counter() - started:.2f} s")
+    assert cy_count(dash_duo, "attribution-graph", "node[size]") >= 9
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    time.sleep(0.5)
+    dash_duo.driver.save_screenshot(str(SCREENSHOTS / "large-atlas.png"))
+    assert dash_duo.get_logs() == []
