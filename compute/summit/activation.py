@@ -1,0 +1,101 @@
+"""Per-image channel statistics and channel selection (Summit's activation aggregation).
+
+All functions work on a whole batch at once, on the tensors' device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def spatial_max(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Spatial maximum of every channel and where it is.
+
+    Args:
+        z: ``[B, C, H, W]`` layer output.
+
+    Returns:
+        ``(values, flat_position)``: ``[B, C]`` maxima (dtype of ``z``) and ``int64 [B, C]``
+        index ``row * W + col`` of the first maximum in row-major order.
+    """
+    values, positions = z.flatten(2).max(dim=2)
+    return values, positions
+
+
+def topk_mask(values: Tensor, k: int, *, positive_only: bool = True) -> Tensor:
+    """Mark the ``k`` largest entries of each row, ties broken by the lowest index.
+
+    ``torch.topk`` gives the k-th value; every entry strictly above it is kept and the
+    remaining places go to entries equal to it, lowest index first. This is exact and
+    deterministic whatever ``torch.topk`` does with ties.
+
+    Args:
+        values: ``[..., N]`` scores (NaN is never selected).
+        k: how many to keep per row (``k >= N`` keeps all, subject to ``positive_only``).
+        positive_only: also require ``value > 0``.
+
+    Returns:
+        ``bool [..., N]`` mask with at most ``k`` true entries per row.
+    """
+    n = values.shape[-1]
+    if n == 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    k = min(k, n)
+    # NaN must never win: rank it below everything.
+    clean = torch.nan_to_num(values, nan=-torch.inf)
+    kth = torch.topk(clean, k, dim=-1).values[..., -1:]
+    above = clean > kth
+    tied = clean == kth
+    room = k - above.sum(dim=-1, keepdim=True)
+    take_tied = tied & (torch.cumsum(tied, dim=-1) <= room)
+    mask = above | take_tied
+    if positive_only:
+        mask &= clean > 0
+    return mask
+
+
+def select_mass(a: Tensor, tau: float) -> Tensor:
+    """Summit's probability-mass selection of channels, per image.
+
+    Channels are sorted by ``a`` descending (ties: lowest channel first); the selected set
+    is the shortest prefix whose share ``cumsum(sorted a) / total`` reaches ``tau``, where
+    ``total`` is the last cumulative sum. Arithmetic is float64 and the cumulative sum is
+    sequential, so the result does not depend on the batch. At least one channel is
+    selected unless ``total <= 0``, in which case none is.
+
+    Args:
+        a: ``[B, C]`` per-image channel statistics (spatial maxima).
+        tau: mass threshold in ``(0, 1]``.
+
+    Returns:
+        ``bool [B, C]`` selection mask.
+    """
+    b, c = a.shape
+    if c == 0:
+        return torch.zeros_like(a, dtype=torch.bool)
+    values, order = torch.sort(a.double(), dim=1, descending=True, stable=True)
+    cumulative = torch.cumsum(values, dim=1)
+    total = cumulative[:, -1:]
+    share = cumulative / total
+    reached = share >= tau
+    # First prefix length that reaches tau (the full prefix always does unless total <= 0).
+    first = torch.argmax(reached.to(torch.uint8), dim=1, keepdim=True)
+    rank = torch.arange(c, device=a.device).expand(b, c)
+    take_sorted = (rank <= first) & (total > 0)
+    mask = torch.zeros((b, c), dtype=torch.bool, device=a.device)
+    mask.scatter_(1, order, take_sorted)
+    return mask
+
+
+def select_topk(a: Tensor, k: int) -> Tensor:
+    """The ``k`` largest channels per image (ties: lowest index), only those with ``a > 0``.
+
+    Args:
+        a: ``[B, C]`` per-image channel statistics.
+        k: channels per image.
+
+    Returns:
+        ``bool [B, C]`` selection mask.
+    """
+    return topk_mask(a, k, positive_only=True)

@@ -1,0 +1,409 @@
+"""Summit's one streaming aggregation pass: activation counts, influence counts, class
+statistics and top examples, for any number of chosen layers, in one forward per batch.
+
+Hooks reduce each captured tensor immediately (per-channel maxima and their positions on
+the chosen layers; top-k influences on the connecting convolutions' inputs), so memory
+does not grow with the dataset and later in-place operations cannot alter what was seen.
+
+Examples:
+    >>> with SummitPass(model, ["features.4", "features.7"], 10, SummitConfig()) as summit:
+    ...     for images, labels, indices in loader:              # doctest: +SKIP
+    ...         summit.update(images, labels, indices)
+    ...     aggregates = summit.result()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from compute.capture import HookSet, resolve_modules
+from compute.connect import Connection, find_connections
+from compute.errors import BuildError
+from compute.summit.activation import select_mass, select_topk, spatial_max
+from compute.summit.config import SummitConfig
+from compute.summit.examples import RunningTopExamples
+from compute.summit.influence import DEFAULT_BUDGET, conv_geometry, influence_topk
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SummitAggregates:
+    """Everything the Summit pass accumulates (numpy / scipy, ready for the atlas writer).
+
+    Attributes:
+        layers: chosen layer names, input to output.
+        layer_shapes: ``(channels, height, width)`` of each layer's output.
+        activation_counts: ``int64 [classes, channels]`` per layer (**A**).
+        influence_counts: per layer, ``csr_array (classes*C_out, C_in)`` int64 with row
+            ``c*C_out + i`` (**I**), ``None`` for the first layer.
+        num_images: ``int64 [classes]`` images per true class.
+        num_correct: ``int64 [classes]`` of which top-1 correct.
+        confidence_hist: ``int64 [classes, bins]`` histogram of the top softmax probability.
+        example_index: per layer ``int64 [channels, n]``, ``-1`` = empty.
+        example_value: per layer ``float32 [channels, n]``.
+        example_position: per layer ``int32 [channels, n, 2]`` (row, col).
+    """
+
+    layers: list[str]
+    layer_shapes: list[tuple[int, int, int]]
+    activation_counts: list[np.ndarray]
+    influence_counts: list[sp.csr_array | None]
+    num_images: np.ndarray
+    num_correct: np.ndarray
+    confidence_hist: np.ndarray
+    example_index: list[np.ndarray]
+    example_value: list[np.ndarray]
+    example_position: list[np.ndarray]
+
+
+class SparseCounter:
+    """Counts of int64 keys, merged in batches (memory: the distinct keys seen).
+
+    Args:
+        device: where keys and counts live.
+        flush_at: pending keys that trigger a merge.
+    """
+
+    def __init__(self, device: torch.device, flush_at: int = 1 << 22) -> None:
+        self.keys = torch.empty(0, dtype=torch.int64, device=device)
+        self.counts = torch.empty(0, dtype=torch.int64, device=device)
+        self._pending: list[Tensor] = []
+        self._pending_size = 0
+        self._flush_at = flush_at
+
+    def add(self, keys: Tensor) -> None:
+        """Count each key once (``int64 [T]``, duplicates count several times)."""
+        if keys.numel() == 0:
+            return
+        self._pending.append(keys)
+        self._pending_size += keys.numel()
+        if self._pending_size >= self._flush_at:
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge the pending keys into ``keys`` (sorted, unique) and ``counts``."""
+        if not self._pending:
+            return
+        pending = torch.cat(self._pending)
+        all_keys = torch.cat([self.keys, pending])
+        weights = torch.cat([self.counts, torch.ones_like(pending)])
+        unique, inverse = torch.unique(all_keys, sorted=True, return_inverse=True)
+        counts = torch.zeros(unique.shape[0], dtype=torch.int64, device=unique.device)
+        counts.index_add_(0, inverse, weights)
+        self.keys, self.counts = unique, counts
+        self._pending, self._pending_size = [], 0
+
+
+@dataclass
+class _LayerState:
+    channels: int
+    height: int
+    width: int
+    counts: Tensor  # int64 [classes, channels]
+    examples: RunningTopExamples
+
+
+class SummitPass:
+    """Aggregate Summit's statistics over a dataset in one streaming pass.
+
+    The model is put in eval mode and moved to ``device``. Layers and their connections
+    are checked immediately (:class:`BuildError`, before any data is read).
+
+    Args:
+        model: a classifier whose forward returns logits ``[B, outputs]``.
+        layers: chosen module names, input to output. Consecutive layers must be connected
+            by exactly one ungrouped ``nn.Conv2d`` through channel-wise operations.
+        num_classes: number of classes.
+        config: aggregation parameters.
+        device: where the model runs and the statistics accumulate.
+        class_map: optional model output index of each class (length ``num_classes``); a
+            prediction outside the map counts as wrong and is not aggregated by prediction.
+        budget: bound on the elements of any influence intermediate.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        num_classes: int,
+        config: SummitConfig,
+        device: torch.device | str = "cpu",
+        class_map: Sequence[int] | None = None,
+        budget: int = DEFAULT_BUDGET,
+    ) -> None:
+        if num_classes < 1:
+            raise BuildError(f"num_classes must be >= 1, not {num_classes}")
+        if not layers:
+            raise BuildError("choose at least one layer")
+        self.layers = list(layers)
+        self.num_classes = num_classes
+        self.config = config
+        self.device = torch.device(device)
+        self.budget = budget
+        modules = resolve_modules(model, self.layers)
+        self.connections: list[Connection | None] = find_connections(model, self.layers)
+        self.model = model.to(self.device).eval()
+        self._class_map: Tensor | None = None
+        if class_map is not None:
+            self._class_map = self._check_class_map(class_map)
+        self._convs: dict[int, nn.Conv2d] = {}
+        self._hooks = HookSet()
+        for index, module in enumerate(modules):
+            self._hooks.on_output(module, partial(self._on_layer, index))
+        named = dict(model.named_modules())
+        for index, connection in enumerate(self.connections):
+            if connection is not None:
+                conv = named[connection.conv]
+                assert isinstance(conv, nn.Conv2d)
+                self._convs[index] = conv
+                self._hooks.on_input(conv, partial(self._on_conv_input, index))
+        self._states: list[_LayerState | None] = [None] * len(self.layers)
+        self._influence = [
+            SparseCounter(self.device) if c is not None else None for c in self.connections
+        ]
+        bins = config.confidence_bins
+        self._num_images = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
+        self._num_correct = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
+        self._hist = torch.zeros(num_classes * bins, dtype=torch.int64, device=self.device)
+        self._batch_layers: list[tuple[Tensor, Tensor, tuple[int, ...]] | None] = []
+        self._batch_influence: dict[int, tuple[Tensor, Tensor, Tensor, int, int]] = {}
+        self._images_seen = 0
+
+    def _check_class_map(self, class_map: Sequence[int]) -> Tensor:
+        mapping = torch.as_tensor(list(class_map), dtype=torch.int64)
+        if mapping.shape != (self.num_classes,):
+            raise BuildError(
+                f"class_map has {mapping.numel()} entries for {self.num_classes} classes"
+            )
+        if (mapping < 0).any() or mapping.unique().numel() != mapping.numel():
+            raise BuildError("class_map must hold distinct non-negative model output indices")
+        return mapping.to(self.device)
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def _on_layer(self, index: int, output: Tensor) -> None:
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise BuildError(
+                f"layer {self.layers[index]!r} outputs {shape}, not a [B, C, H, W] tensor"
+            )
+        if self._batch_layers[index] is not None:
+            raise BuildError(f"layer {self.layers[index]!r} runs more than once per forward pass")
+        values, positions = spatial_max(output.detach())
+        self._batch_layers[index] = (values, positions, tuple(output.shape[1:]))
+
+    def _on_conv_input(self, index: int, x: Tensor) -> None:
+        conv = self._convs[index]
+        stride, padding, dilation = conv_geometry(conv)
+        b, i, j = influence_topk(
+            x.detach(),
+            conv.weight.detach(),
+            stride,
+            padding,
+            dilation,
+            self.config.influence_top_k,
+            self.budget,
+        )
+        self._batch_influence[index] = (b, i, j, conv.out_channels, conv.in_channels)
+
+    # -- public ----------------------------------------------------------------------
+
+    def update(self, images: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
+        """Run the model on one batch and add it to every statistic.
+
+        Args:
+            images: ``[B, ...]`` model input.
+            labels: ``int64 [B]`` true class of each image, in ``[0, num_classes)``.
+            indices: ``int64 [B]`` dataset index of each image (unique over the dataset).
+
+        Returns:
+            ``[B, outputs]`` logits (an inference tensor, no autograd).
+
+        Raises:
+            BuildError: bad labels, logits of the wrong shape, a layer that did not run.
+        """
+        images = images.to(self.device)
+        labels = torch.as_tensor(labels).to(self.device, torch.int64)
+        indices = torch.as_tensor(indices).to(self.device, torch.int64)
+        batch = images.shape[0]
+        if labels.shape != (batch,) or indices.shape != (batch,):
+            raise BuildError(
+                f"batch of {batch} images with {tuple(labels.shape)} labels "
+                f"and {tuple(indices.shape)} indices"
+            )
+        if batch == 0:
+            return torch.empty((0, self.num_classes), device=self.device)
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise BuildError(f"labels must be in [0, {self.num_classes}), got {labels.tolist()}")
+        self._batch_layers = [None] * len(self.layers)
+        self._batch_influence = {}
+        with torch.inference_mode():
+            logits = self.model(images)
+            missing = [self.layers[k] for k, got in enumerate(self._batch_layers) if got is None]
+            if missing:
+                raise BuildError(f"layers {missing} did not run in the model's forward pass")
+            classes = self._class_statistics(logits, labels)
+            valid = classes >= 0
+            for index in range(len(self.layers)):
+                self._aggregate_layer(index, classes, valid, indices)
+            for index, (b, i, j, c_out, c_in) in self._batch_influence.items():
+                self._aggregate_influence(index, b, i, j, c_out, c_in, classes, valid)
+        self._batch_layers = []
+        self._batch_influence = {}
+        self._images_seen += batch
+        return logits
+
+    def _class_statistics(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Update per-class statistics; returns the class each image is aggregated under."""
+        batch = labels.shape[0]
+        if logits.dim() != 2 or logits.shape[0] != batch:
+            raise BuildError(f"model output {tuple(logits.shape)} is not logits [B, classes]")
+        outputs = logits.shape[1]
+        if self._class_map is None and outputs != self.num_classes:
+            raise BuildError(
+                f"model outputs {outputs} classes, not {self.num_classes}; give a class_map"
+            )
+        if self._class_map is not None and int(self._class_map.max()) >= outputs:
+            largest = int(self._class_map.max())
+            raise BuildError(f"class_map refers to output {largest} of only {outputs}")
+        probabilities = torch.softmax(logits.double(), dim=1)
+        confidence = probabilities.max(dim=1).values
+        predicted = torch.argmax(logits, dim=1)
+        if self._class_map is not None:
+            inverse = torch.full((outputs,), -1, dtype=torch.int64, device=self.device)
+            inverse[self._class_map] = torch.arange(self.num_classes, device=self.device)
+            predicted = inverse[predicted]
+        correct = (predicted == labels).to(torch.int64)
+        bins = self.config.confidence_bins
+        which = torch.clamp((confidence * bins).floor().to(torch.int64), 0, bins - 1)
+        self._num_images.index_add_(0, labels, torch.ones_like(labels))
+        self._num_correct.index_add_(0, labels, correct)
+        self._hist.index_add_(0, labels * bins + which, torch.ones_like(labels))
+        return labels if self.config.aggregate_by == "label" else predicted
+
+    def _aggregate_layer(self, index: int, classes: Tensor, valid: Tensor, indices: Tensor) -> None:
+        captured = self._batch_layers[index]
+        assert captured is not None
+        values, positions, (channels, height, width) = captured
+        state = self._states[index]
+        if state is None:
+            state = _LayerState(
+                channels,
+                height,
+                width,
+                torch.zeros((self.num_classes, channels), dtype=torch.int64, device=self.device),
+                RunningTopExamples(
+                    channels, self.config.examples_per_channel, self.device, values.dtype
+                ),
+            )
+            self._states[index] = state
+            self._check_channels(index)
+        elif (channels, height, width) != (state.channels, state.height, state.width):
+            raise BuildError(
+                f"layer {self.layers[index]!r} changed shape from "
+                f"{(state.channels, state.height, state.width)} to {(channels, height, width)}"
+            )
+        if self.config.selection == "mass":
+            selected = select_mass(values, self.config.tau)
+        else:
+            selected = select_topk(values, self.config.top_k)
+        state.counts.index_add_(0, classes[valid], selected[valid].to(torch.int64))
+        state.examples.update(values, positions, indices)
+
+    def _check_channels(self, index: int) -> None:
+        """The connecting conv must map the previous layer's channels onto this layer's."""
+        connection = self.connections[index]
+        state = self._states[index]
+        previous = self._states[index - 1] if index > 0 else None
+        if connection is None or state is None or previous is None:
+            return
+        if (connection.out_channels, connection.in_channels) != (state.channels, previous.channels):
+            raise BuildError(
+                f"layers {connection.source!r} ({previous.channels} channels) -> "
+                f"{connection.target!r} ({state.channels} channels) do not match convolution "
+                f"{connection.conv!r} ({connection.in_channels} -> {connection.out_channels})"
+            )
+
+    def _aggregate_influence(
+        self,
+        index: int,
+        b: Tensor,
+        i: Tensor,
+        j: Tensor,
+        c_out: int,
+        c_in: int,
+        classes: Tensor,
+        valid: Tensor,
+    ) -> None:
+        keep = valid[b]
+        b, i, j = b[keep], i[keep], j[keep]
+        keys = (classes[b] * c_out + i) * c_in + j
+        counter = self._influence[index]
+        assert counter is not None
+        counter.add(keys)
+
+    def result(self) -> SummitAggregates:
+        """The aggregates so far (can be called again after more updates).
+
+        Raises:
+            BuildError: no image was aggregated.
+        """
+        if self._images_seen == 0:
+            raise BuildError("no images were aggregated (empty dataset?)")
+        states = [s for s in self._states if s is not None]
+        assert len(states) == len(self.layers)
+        influence: list[sp.csr_array | None] = []
+        for index, counter in enumerate(self._influence):
+            connection = self.connections[index]
+            if counter is None or connection is None:
+                influence.append(None)
+                continue
+            counter.flush()
+            c_out, c_in = connection.out_channels, connection.in_channels
+            keys = counter.keys.cpu().numpy()
+            counts = counter.counts.cpu().numpy().astype(np.int64)
+            rows, cols = np.divmod(keys, c_in)
+            matrix = sp.coo_array(
+                (counts, (rows, cols)), shape=(self.num_classes * c_out, c_in)
+            ).tocsr()
+            matrix.sort_indices()
+            influence.append(matrix)
+        tables = [s.examples.result(s.width) for s in states]
+        bins = self.config.confidence_bins
+        return SummitAggregates(
+            layers=list(self.layers),
+            layer_shapes=[(s.channels, s.height, s.width) for s in states],
+            activation_counts=[s.counts.cpu().numpy().astype(np.int64) for s in states],
+            influence_counts=influence,
+            num_images=self._num_images.cpu().numpy().astype(np.int64),
+            num_correct=self._num_correct.cpu().numpy().astype(np.int64),
+            confidence_hist=self._hist.view(self.num_classes, bins).cpu().numpy().astype(np.int64),
+            example_index=[t[0] for t in tables],
+            example_value=[t[1] for t in tables],
+            example_position=[t[2] for t in tables],
+        )
+
+    def close(self) -> None:
+        """Remove the hooks (the model is usable again as before)."""
+        self._hooks.close()
+
+    def __enter__(self) -> SummitPass:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,179 @@
+"""Plain, slow, per-image reference of the Summit pass (for tests only).
+
+Everything is spelled out with Python loops over images, channels and channel pairs, on
+tensors recorded by ordinary hooks over one forward pass; the fast vectorised
+``compute.summit.aggregate.SummitPass`` must reproduce it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compute.capture import TensorRecorder
+from compute.connect import find_connections
+from compute.summit.aggregate import SummitAggregates
+from compute.summit.config import SummitConfig
+
+
+def channel_max(z: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """Maximum of a 2-D map and its first position in row-major order."""
+    best, where = -math.inf, (0, 0)
+    for r in range(z.shape[0]):
+        for c in range(z.shape[1]):
+            if z[r, c] > best:
+                best, where = float(z[r, c]), (r, c)
+    return best, where
+
+
+def select_mass(a: list[float], tau: float) -> set[int]:
+    """Smallest prefix (by value desc, index asc) whose cumulative share reaches tau."""
+    order = sorted(range(len(a)), key=lambda j: (-a[j], j))
+    total = 0.0
+    for j in order:
+        total += a[j]
+    if total <= 0:
+        return set()
+    chosen: set[int] = set()
+    running = 0.0
+    for j in order:
+        running += a[j]
+        chosen.add(j)
+        if running / total >= tau:
+            break
+    return chosen
+
+
+def select_topk(a: list[float], k: int) -> set[int]:
+    """The k largest positive entries, ties to the lowest index."""
+    order = sorted(range(len(a)), key=lambda j: (-a[j], j))
+    return {j for j in order[:k] if a[j] > 0}
+
+
+def pair_influence(x: Tensor, weight: Tensor, conv: nn.Conv2d) -> list[list[float]]:
+    """``inf[i][j]`` for one image: max over positions of the single-channel convolution."""
+    c_out, c_in = weight.shape[:2]
+    table = [[0.0] * c_in for _ in range(c_out)]
+    for i in range(c_out):
+        for j in range(c_in):
+            term = F.conv2d(
+                x[j][None, None],
+                weight[i, j][None, None],
+                None,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+            )
+            table[i][j] = float(term.max())
+    return table
+
+
+def reference_aggregates(
+    model: nn.Module,
+    layers: Sequence[str],
+    num_classes: int,
+    config: SummitConfig,
+    images: Tensor,
+    labels: Sequence[int],
+    indices: Sequence[int],
+    class_map: Sequence[int] | None = None,
+) -> SummitAggregates:
+    """Summit aggregates of a whole dataset, computed image by image."""
+    model.eval()
+    connections = find_connections(model, layers)
+    convs = {c.conv: c for c in connections if c is not None}
+    named = dict(model.named_modules())
+    with TensorRecorder(model, outputs=layers, inputs=list(convs)) as rec, torch.no_grad():
+        logits = model(images)
+    outputs = {name: rec.outputs[name][0] for name in layers}
+    inputs = {name: rec.inputs[name][0] for name in convs}
+
+    bins = config.confidence_bins
+    num_images = np.zeros(num_classes, np.int64)
+    num_correct = np.zeros(num_classes, np.int64)
+    hist = np.zeros((num_classes, bins), np.int64)
+    classes: list[int] = []
+    for b, label in enumerate(labels):
+        row = [float(v) for v in logits[b]]
+        best = max(row)
+        top = row.index(best)  # first maximum
+        if class_map is None:
+            predicted = top
+        else:
+            predicted = list(class_map).index(top) if top in class_map else -1
+        exps = [math.exp(v - best) for v in row]
+        confidence = max(exps) / sum(exps)
+        num_images[label] += 1
+        num_correct[label] += int(predicted == label)
+        hist[label, min(int(math.floor(confidence * bins)), bins - 1)] += 1
+        classes.append(label if config.aggregate_by == "label" else predicted)
+
+    shapes, counts, ex_index, ex_value, ex_pos = [], [], [], [], []
+    influence: list[sp.csr_array | None] = []
+    for layer_index, name in enumerate(layers):
+        z = outputs[name].numpy()
+        _, channels, height, width = z.shape
+        shapes.append((channels, height, width))
+        a_matrix = np.zeros((num_classes, channels), np.int64)
+        found: list[list[tuple[float, int, tuple[int, int]]]] = [[] for _ in range(channels)]
+        for b in range(z.shape[0]):
+            stats = [channel_max(z[b, j]) for j in range(channels)]
+            values = [s[0] for s in stats]
+            if config.selection == "mass":
+                chosen = select_mass(values, config.tau)
+            else:
+                chosen = select_topk(values, config.top_k)
+            if classes[b] >= 0:
+                for j in chosen:
+                    a_matrix[classes[b], j] += 1
+            for j in range(channels):
+                found[j].append((values[j], int(indices[b]), stats[j][1]))
+        counts.append(a_matrix)
+        n = config.examples_per_channel
+        index = np.full((channels, n), -1, np.int64)
+        value = np.zeros((channels, n), np.float32)
+        position = np.zeros((channels, n, 2), np.int32)
+        for j in range(channels):
+            ranked = sorted(found[j], key=lambda t: (-t[0], t[1]))[:n]
+            for rank, (v, idx, pos) in enumerate(ranked):
+                index[j, rank], value[j, rank], position[j, rank] = idx, v, pos
+        ex_index.append(index)
+        ex_value.append(value)
+        ex_pos.append(position)
+
+        connection = connections[layer_index]
+        if connection is None:
+            influence.append(None)
+            continue
+        conv = named[connection.conv]
+        assert isinstance(conv, nn.Conv2d)
+        x = inputs[connection.conv]
+        c_out, c_in = conv.out_channels, conv.in_channels
+        dense = np.zeros((num_classes * c_out, c_in), np.int64)
+        for b in range(x.shape[0]):
+            if classes[b] < 0:
+                continue
+            table = pair_influence(x[b], conv.weight.detach(), conv)
+            for i in range(c_out):
+                for j in select_topk(table[i], config.influence_top_k):
+                    dense[classes[b] * c_out + i, j] += 1
+        influence.append(sp.csr_array(dense))
+
+    return SummitAggregates(
+        layers=list(layers),
+        layer_shapes=shapes,
+        activation_counts=counts,
+        influence_counts=influence,
+        num_images=num_images,
+        num_correct=num_correct,
+        confidence_hist=hist,
+        example_index=ex_index,
+        example_value=ex_value,
+        example_position=ex_pos,
+    )

@@ -1,0 +1,232 @@
+"""The fast Summit pass equals the plain per-image reference exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compute.errors import BuildError
+from compute.summit.aggregate import SummitAggregates, SummitPass
+from compute.summit.config import SummitConfig
+from tests.reference import reference_aggregates
+
+NUM_CLASSES = 4
+
+
+class ChainNet(nn.Module):
+    """Covers BN, max/avg pooling, stride, padding, dilation, 1×1 and k×k convs."""
+
+    def __init__(self, outputs: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+        self.conv2 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.act2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(8, 5, 1, stride=2, padding=1)  # 1×1 reading padding zeros
+        self.bn3 = nn.BatchNorm2d(5)
+        self.conv4 = nn.Conv2d(5, 7, 3, padding=2, dilation=2)
+        self.head = nn.Linear(7, outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(self.block1(x), 2)
+        x = self.act2(self.conv2(x))
+        x = torch.relu(self.bn3(self.conv3(nn.functional.avg_pool2d(x, 1))))
+        x = self.conv4(x)  # chosen as a leaf conv: its output can be negative
+        return self.head(F.adaptive_avg_pool2d(F.relu(x), 1).flatten(1))
+
+
+LAYERS = ["block1", "act2", "bn3", "conv4"]
+
+
+class IntegerNet(nn.Module):
+    """Integer weights and inputs: exact arithmetic, so ties everywhere are real ties."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 5, 3, padding=1, bias=False)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(5, 6, 3, stride=2, bias=False)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(6, 4, 1, bias=False)
+        self.relu3 = nn.ReLU()
+        self.head = nn.Linear(4, NUM_CLASSES, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
+        x = self.relu3(self.conv3(x))
+        return self.head(x.amax(dim=(2, 3)))
+
+
+def make_chain(seed: int = 0, outputs: int = NUM_CLASSES) -> nn.Module:
+    torch.manual_seed(seed)
+    model = ChainNet(outputs).double()
+    for bn in (model.block1[1], model.bn3):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def make_integer(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = IntegerNet().double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randint(-1, 2, p.shape).double())
+    return model.eval()
+
+
+def dataset(n: int, shape: tuple[int, ...], seed: int, integer: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    if integer:
+        images = torch.randint(0, 3, (n, *shape), generator=g).double()
+    else:
+        images = torch.randn((n, *shape), generator=g, dtype=torch.float64)
+    labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    indices = torch.arange(100, 100 + n) * 3  # dataset indices need not be 0..n-1
+    return images, labels, indices
+
+
+def run_fast(
+    model: nn.Module,
+    layers: list[str],
+    config: SummitConfig,
+    data: tuple[Tensor, Tensor, Tensor],
+    batch: int,
+    order: Tensor | None = None,
+    **kwargs: object,
+) -> SummitAggregates:
+    images, labels, indices = data
+    if order is not None:
+        images, labels, indices = images[order], labels[order], indices[order]
+    with SummitPass(model, layers, NUM_CLASSES, config, **kwargs) as summit:  # type: ignore[arg-type]
+        for start in range(0, images.shape[0], batch):
+            end = start + batch
+            logits = summit.update(images[start:end], labels[start:end], indices[start:end])
+            assert logits.shape[0] == images[start:end].shape[0]
+        return summit.result()
+
+
+def assert_equal(fast: SummitAggregates, ref: SummitAggregates) -> None:
+    assert fast.layers == ref.layers
+    assert fast.layer_shapes == ref.layer_shapes
+    for name in ("num_images", "num_correct", "confidence_hist"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
+        assert getattr(fast, name).dtype == np.int64
+    for k, layer in enumerate(fast.layers):
+        a_fast, a_ref = fast.activation_counts[k], ref.activation_counts[k]
+        assert a_fast.dtype == np.int64
+        np.testing.assert_array_equal(a_fast, a_ref, err_msg=f"A of {layer}")
+        i_fast, i_ref = fast.influence_counts[k], ref.influence_counts[k]
+        assert (i_fast is None) == (i_ref is None)
+        if i_fast is not None and i_ref is not None:
+            assert i_fast.shape == i_ref.shape
+            assert i_fast.dtype == np.int64
+            np.testing.assert_array_equal(i_fast.toarray(), i_ref.toarray(), err_msg=f"I {layer}")
+        np.testing.assert_array_equal(fast.example_index[k], ref.example_index[k])
+        np.testing.assert_array_equal(fast.example_value[k], ref.example_value[k])
+        np.testing.assert_array_equal(fast.example_position[k], ref.example_position[k])
+        assert fast.example_value[k].dtype == np.float32
+        assert fast.example_position[k].dtype == np.int32
+
+
+CONFIGS = [
+    SummitConfig(selection="mass", tau=0.3, influence_top_k=2, examples_per_channel=3),
+    SummitConfig(selection="topk", top_k=3, influence_top_k=3, examples_per_channel=5),
+    SummitConfig(
+        selection="mass", tau=0.6, influence_top_k=1, aggregate_by="prediction", confidence_bins=7
+    ),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["mass", "topk", "prediction"])
+def test_chain_matches_reference_for_any_batching(config: SummitConfig) -> None:
+    model = make_chain()
+    data = dataset(23, (3, 16, 16), seed=1)
+    ref = reference_aggregates(model, LAYERS, NUM_CLASSES, config, *data)
+    assert ref.influence_counts[1] is not None and ref.influence_counts[1].nnz > 0
+    for batch in (1, 7, 23):
+        assert_equal(run_fast(model, LAYERS, config, data, batch), ref)
+    shuffled = torch.randperm(23, generator=torch.Generator().manual_seed(5))
+    assert_equal(run_fast(model, LAYERS, config, data, 5, order=shuffled), ref)
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=["mass", "topk"])
+def test_integer_ties_match_reference(config: SummitConfig) -> None:
+    model = make_integer()
+    data = dataset(17, (2, 9, 9), seed=2, integer=True)
+    layers = ["relu1", "relu2", "relu3"]
+    ref = reference_aggregates(model, layers, NUM_CLASSES, config, *data)
+    # The test only means something if there are ties to break.
+    values = ref.example_value[0]
+    assert any(len(set(row)) < len(row) for row in values.tolist())
+    for batch in (1, 6, 17):
+        assert_equal(run_fast(model, layers, config, data, batch), ref)
+
+
+def test_tiny_budget_chunks_give_same_result() -> None:
+    model = make_chain(seed=3)
+    config = CONFIGS[0]
+    data = dataset(9, (3, 16, 16), seed=3)
+    ref = reference_aggregates(model, LAYERS, NUM_CLASSES, config, *data)
+    assert_equal(run_fast(model, LAYERS, config, data, 9, budget=500), ref)
+
+
+def test_class_map_maps_predictions() -> None:
+    model = make_chain(seed=4, outputs=6)
+    class_map = [5, 0, 2, 3]  # model outputs 1 and 4 belong to no class
+    config = SummitConfig(selection="topk", top_k=2, aggregate_by="prediction")
+    data = dataset(15, (3, 16, 16), seed=4)
+    ref = reference_aggregates(model, LAYERS, NUM_CLASSES, config, *data, class_map=class_map)
+    fast = run_fast(model, LAYERS, config, data, 4, class_map=class_map)
+    assert_equal(fast, ref)
+    assert fast.num_images.sum() == 15
+
+
+def test_single_layer_and_class_stats_are_plausible() -> None:
+    model = make_chain(seed=6)
+    config = SummitConfig(confidence_bins=5)
+    data = dataset(11, (3, 16, 16), seed=6)
+    fast = run_fast(model, ["act2"], config, data, 4)
+    assert fast.influence_counts == [None]
+    np.testing.assert_array_equal(fast.num_images, np.bincount(data[1].numpy(), minlength=4))
+    np.testing.assert_array_equal(fast.confidence_hist.sum(axis=1), fast.num_images)
+    assert (fast.num_correct <= fast.num_images).all()
+    # every image contributes at least one channel in mass mode when its maxima are positive
+    assert fast.activation_counts[0].sum() >= 11
+
+
+def test_errors_are_build_errors() -> None:
+    model = make_chain()
+    config = SummitConfig()
+    with pytest.raises(BuildError, match="unknown layer 'nope'"):
+        SummitPass(model, ["block1", "nope"], NUM_CLASSES, config)
+    with pytest.raises(BuildError, match="not connected by a single convolution"):
+        SummitPass(model, ["block1", "bn3"], NUM_CLASSES, config)
+    summit = SummitPass(model, ["block1"], NUM_CLASSES, config)
+    images, labels, indices = dataset(3, (3, 16, 16), seed=0)
+    with pytest.raises(BuildError, match="labels must be in"):
+        summit.update(images, labels + NUM_CLASSES, indices)
+    with pytest.raises(BuildError, match="no images"):
+        summit.result()
+    summit.close()
+    wrong = SummitPass(make_chain(outputs=6), ["block1"], NUM_CLASSES, config)
+    with pytest.raises(BuildError, match="give a class_map"):
+        wrong.update(images, labels, indices)
+    wrong.close()
+    flat = SummitPass(model, ["head"], NUM_CLASSES, config)
+    with pytest.raises(BuildError, match="not a \\[B, C, H, W\\] tensor"):
+        flat.update(images, labels, indices)
+    flat.close()
+
+
+def test_close_removes_hooks() -> None:
+    model = make_chain()
+    summit = SummitPass(model, LAYERS, NUM_CLASSES, SummitConfig())
+    summit.close()
+    images, _, _ = dataset(2, (3, 16, 16), seed=0)
+    with torch.no_grad():
+        model(images)  # would raise in the hooks (no batch state) if they were still there
+    assert not summit._hooks._handles
