@@ -1,0 +1,125 @@
+"""The synthetic atlas: a complete, valid, deterministic atlas without a model."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compute.atlas import GRAPH_PATHS, Atlas
+from compute.errors import BuildError
+from compute.synthetic import (
+    register_cli,
+    synthetic_class_names,
+    synthetic_counts,
+    write_synthetic_atlas,
+)
+
+SMALL = {"num_classes": 12, "layer_channels": (8, 16, 16), "images_per_class": 50}
+
+
+@pytest.fixture(scope="module")
+def small_atlas(tmp_path_factory: pytest.TempPathFactory) -> Atlas:
+    path = write_synthetic_atlas(tmp_path_factory.mktemp("syn") / "atlas", seed=5, **SMALL)
+    return Atlas.open(path, verify_hashes=True)
+
+
+def test_manifest_and_shapes(small_atlas: Atlas) -> None:
+    atlas = small_atlas
+    assert atlas.title == "Synthetic ImageNet-shaped atlas"
+    assert atlas.parts == {"summit", "examples", "embedding", "graphs"}
+    assert atlas.parameters["synthetic"] is True
+    assert atlas.manifest["dataset"]["split"] == "synthetic"
+    assert atlas.layer_names == ("layer0", "layer1", "layer2")
+    assert [layer.influence_from for layer in atlas.layers] == [None, "layer0", "layer1"]
+    assert len(set(atlas.classes)) == 12
+    stats = atlas.class_stats()
+    assert np.all(stats["num_correct"] <= stats["num_images"])
+    np.testing.assert_array_equal(stats["confidence_hist"].sum(axis=1), stats["num_images"])
+    for t, layer in enumerate(atlas.layers):
+        counts = atlas.activation_counts(t)
+        assert counts.shape == (12, layer.channels)
+        assert counts.min() >= 0 and np.all(counts <= stats["num_images"][:, None])
+        assert atlas.embedding(t).shape == (12, 2)
+        table = atlas.examples(t)
+        assert table.image_index.shape == (layer.channels, 10)
+        assert np.all(np.diff(table.activation, axis=1) <= 0)  # best first
+        assert np.all(table.position < [layer.height, layer.width])
+        assert atlas.example_crop(t, layer.channels - 1, 0) is not None
+        if t > 0:
+            influence = atlas.influence_counts(t)
+            assert influence.shape == (12 * layer.channels, atlas.layers[t - 1].channels)
+            assert influence.data.min() > 0
+
+
+def test_graphs_non_empty_and_consistent_with_counts(small_atlas: Atlas) -> None:
+    atlas = small_atlas
+    channels = [layer.channels for layer in atlas.layers]
+    for c in range(atlas.num_classes):
+        graph = atlas.graph(c)
+        assert graph.num_nodes > 0 and graph.num_edges > 0
+        for s, d, w in zip(graph.source, graph.target, graph.weight, strict=True):
+            t = int(graph.layer[d])
+            assert graph.layer[s] == t - 1
+            i, j = int(graph.channel[d]), int(graph.channel[s])
+            assert atlas.influence_counts(t, c)[i, j] == w
+        for t in range(len(channels)):
+            kept = graph.channel[graph.layer == t]
+            # Kept nodes are active channels of the class (PageRank > 0 via A or edges).
+            assert np.all(kept < channels[t])
+
+
+def test_deterministic_for_a_seed(tmp_path: Path, small_atlas: Atlas) -> None:
+    again = Atlas.open(write_synthetic_atlas(tmp_path / "again", seed=5, **SMALL))
+    assert again.files == small_atlas.files  # same sha256 for every file
+    other = Atlas.open(write_synthetic_atlas(tmp_path / "other", seed=6, **SMALL))
+    key = "layers/00/activation_counts.npy"
+    assert other.files[key]["sha256"] != small_atlas.files[key]["sha256"]
+
+
+def test_overwrite_and_bad_arguments(tmp_path: Path) -> None:
+    path = write_synthetic_atlas(tmp_path / "a", num_classes=3, layer_channels=(4, 4))
+    with pytest.raises(Exception, match="already exists"):
+        write_synthetic_atlas(path, num_classes=3, layer_channels=(4, 4))
+    write_synthetic_atlas(path, num_classes=3, layer_channels=(4, 4), overwrite=True, seed=1)
+    with pytest.raises(BuildError):
+        write_synthetic_atlas(tmp_path / "b", num_classes=1)
+    with pytest.raises(BuildError):
+        write_synthetic_atlas(tmp_path / "b", num_classes=3, layer_channels=(4,), embedding="x")
+
+
+def test_inception_shape_names_and_class_names() -> None:
+    counts, influence, stats = synthetic_counts(30, rng=1)
+    assert [a.shape[1] for a in counts] == [256, 480, 508, 512, 512, 528, 832, 832, 1024]
+    assert influence[0] is None and influence[8].shape == (30 * 1024, 832)
+    assert stats["num_images"].max() <= 1300
+    names = synthetic_class_names(1700)
+    assert len(set(names)) == 1700
+
+
+def test_cli_subcommand(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    out = tmp_path / "cli"
+    args = parser.parse_args(
+        ["synthetic", "--out", str(out), "--classes", "4", "--channels", "4", "6", "--seed", "2"]
+    )
+    assert args.run(args) == 0
+    atlas = Atlas.open(out, verify_hashes=True)
+    assert atlas.num_classes == 4 and len(atlas.layers) == 2
+    assert set(GRAPH_PATHS.values()) <= set(atlas.files)
+
+
+def test_imports_no_torch() -> None:
+    code = (
+        "import sys, compute.synthetic, compute.summit.graph, compute.summit.embedding; "
+        "bad = [m for m in ('torch', 'dash', 'umap') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
