@@ -297,7 +297,8 @@ def build_atlas(
         dataset_info: manifest ``dataset`` entries (name, split, description).
         metrics: manifest ``metrics``, e.g. ``{"accuracy": {"test": 0.97}}``.
         title: dashboard title (default: model name on dataset name).
-        seed: recorded in ``parameters``; also seeds torch for the build.
+        seed: recorded in ``parameters`` (the pass itself is deterministic; the
+            embedding has its own seed in ``embedding_config``).
         overwrite: replace an existing atlas at ``out``.
         progress: show tqdm progress bars.
         save_weights: store the state dict as ``model/weights.pt`` (manifest
@@ -336,7 +337,6 @@ def build_atlas(
         raise BuildError("crops_per_channel must be >= 0")
     crops_per_channel = min(crops_per_channel, config.examples_per_channel)
     torch_device = resolve_device(device)
-    torch.manual_seed(seed)
     model = model.to(torch_device).eval()
 
     # -- validation on the first batch (cheap), before the long pass ----------------------

@@ -212,8 +212,9 @@ def summit_available() -> None:
 def build_tiny(out: Path, **kwargs: object) -> Path:
     from compute.build import build_atlas
 
-    torch.manual_seed(0)
-    model = tiny_cnn()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = tiny_cnn()
     options: dict[str, object] = {
         "layers": ["1", "4"],
         "classes": ["red", "green", "blue"],

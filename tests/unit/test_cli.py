@@ -21,12 +21,13 @@ CLASSES = ("cat", "dog", "owl")
 
 def tiny_cnn(num_classes: int = 3) -> nn.Module:
     """The model the CLI tests build (importable as ``tests.unit.test_cli:tiny_cnn``)."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, num_classes),
-    )  # fmt: skip
+    with torch.random.fork_rng():  # deterministic weights, global RNG left alone
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, num_classes),
+        )  # fmt: skip
 
 
 def make_image_folder(root: Path, classes: tuple[str, ...] = CLASSES, per_class: int = 4) -> Path:
@@ -76,6 +77,7 @@ def test_build_help_exits_zero() -> None:
         [sys.executable, "-m", "compute", "build", "--help"],
         capture_output=True,
         text=True,
+        cwd=Path(__file__).resolve().parents[2],
         timeout=120,
         check=False,
     )
