@@ -72,13 +72,13 @@ CROP_SIZE = 32
 # Generator shape, tuned so the real selection gives ~55 nodes / ~180 edges per class on
 # the InceptionV1 shape (summit.md §4): count decay exponent, influenced outputs per class
 # and layer, inputs drawn per output, and the pool of preferred inputs they come from.
-_ZIPF = 0.2
-_INFLUENCED = 90
+_ZIPF = 0.22
+_INFLUENCED = 80
 _INPUTS = 8
-_POOL = 90
+_POOL = 80
 _BIAS = 1.0
 _CORE = 10
-_CORE_DENSITY = 0.55
+_CORE_DENSITY = 0.5
 
 _ADJECTIVES = (  # noqa: SIM905 (a word list reads better as one string)
     "amber azure brisk cobalt coral crimson dapper dusky elder fabled feral frosty gilded "

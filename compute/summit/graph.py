@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -713,12 +714,15 @@ def attribution_graphs(
     """
     num_classes, channels = _check_inputs(activation_counts, influence)
     num_layers = len(channels)
+    started = time.perf_counter()
     pairs: list[_LayerPair | None] = [None] + [
         _layer_pair(influence[layer], channels[layer])  # type: ignore[arg-type]
         for layer in range(1, num_layers)
     ]
     pagerank = _pagerank_layers(activation_counts, pairs, channels, num_classes, config)
+    timings = {"pagerank": time.perf_counter() - started}
     kept = select_nodes(pagerank, pairs, config)
+    timings["selection"] = time.perf_counter() - started - timings["pagerank"]
 
     # Kept edges per layer pair, still sorted by class; slice them per class below.
     edge_sets: list[tuple[np.ndarray, ...] | None] = [None]
@@ -790,10 +794,17 @@ def attribution_graphs(
         edge_target=cat(edge_target, np.int64),
         edge_weight=cat(edge_weight, np.int64),
     )
+    total = time.perf_counter() - started
+    timings["layout"] = total - timings["pagerank"] - timings["selection"]
     log.info(
-        "attribution graphs: %d classes, median %.1f nodes and %.1f edges per class",
+        "attribution graphs: %d classes, median %.1f nodes and %.1f edges per class, "
+        "%.1f s (pagerank %.1f s, selection %.1f s, layout %.1f s)",
         num_classes,
         float(np.median(node_counts)) if num_classes else 0.0,
         float(np.median(edge_counts)) if num_classes else 0.0,
+        total,
+        timings["pagerank"],
+        timings["selection"],
+        timings["layout"],
     )
     return graphs
