@@ -15,14 +15,15 @@ Examples:
 
         pre = Preprocessing.from_arg("imagenet", image_size=224)
         data = ImageFolderWithIndex("val", transform=pre.transform())
-        build_atlas(model, DataLoader(data, batch_size=64), layers=["layer2", "layer3"],
-                    classes=data.classes, out="resnet-atlas", preprocessing=pre)
+        build_atlas(model, DataLoader(data, batch_size=64),
+                    layers=["features.13", "features.16", "features.18"],
+                    classes=data.classes, out="vgg11-atlas", preprocessing=pre)
 
     Shell::
 
-        python -m compute layers --model torchvision:resnet18
-        python -m compute build --model torchvision:resnet18 --weights r18.pt \\
-            --data val --layers layer2,layer3,layer4 --out resnet-atlas
+        python -m compute layers --model torchvision:vgg11
+        python -m compute build --model torchvision:vgg11 --weights vgg11.pth \\
+            --data val --layers features.13,features.16,features.18 --out vgg11-atlas
 """
 
 from __future__ import annotations
@@ -540,11 +541,12 @@ def build_atlas(
 _BUILD_EPILOG = """\
 examples:
   # list the layers of a model (names to paste into --layers)
-  python -m compute layers --model torchvision:resnet18 --image-size 224
+  python -m compute layers --model torchvision:vgg11 --image-size 224
 
   # a torchvision model with your trained weights, on an ImageFolder (DIR/CLASS/IMAGE)
-  python -m compute build --model torchvision:resnet18 --weights resnet18.pt \\
-      --data imagenet/val --layers layer1,layer2,layer3,layer4 --out resnet18-atlas
+  python -m compute build --model torchvision:vgg11 --weights vgg11.pth --device cuda \\
+      --data imagenet/val --layers features.11,features.13,features.16,features.18 \\
+      --out vgg11-atlas
 
   # your own model class, 28x28 grayscale, 10 folders = 10 outputs
   python -m compute build --model mypkg.nets:make_cnn --weights cnn.pt --data mnist/train \\
@@ -553,7 +555,7 @@ examples:
 
   # a subset of ImageNet classes: map folders to the model's 1000 outputs
   python -m compute build --model torchvision:vgg16 --weights vgg16.pt --data subset \\
-      --class-index folders.json --layers features.22,features.29 --out vgg-atlas
+      --class-index folders.json --layers features.25,features.27,features.29 --out vgg-atlas
 
 --normalize: imagenet | cifar10 | mnist | none | MEAN,STD (one value for every channel)
              | M1,M2,M3/S1,S2,S3 (per channel). Images are resized to --image-size
@@ -561,6 +563,10 @@ examples:
              gets grayscale input.
 --class-index: JSON {"folder name": output index, ...}; without it the sorted class
              folders must be exactly the model's outputs, in order.
+--layers:    consecutive layers must be joined by exactly one (ungrouped) convolution
+             through channel-wise operations (ReLU, BatchNorm, pooling): e.g. the ReLU
+             after each convolution of a plain CNN. Residual/branching blocks (ResNet
+             stages, Inception modules) are refused, naming the layers.
 Weights are never downloaded: --weights FILE is a torch.save()d state dict (or a dict
 holding it under "state_dict" or "model"), loaded strictly.
 """
@@ -685,6 +691,10 @@ def _run_layers(args: argparse.Namespace) -> int:
         print(
             "# only layers with [N, C, H, W] outputs (usable in --layers); --all for every module"
         )
+    print(
+        "# consecutive --layers must be joined by exactly one convolution through channel-wise"
+        " ops (e.g. the ReLU after each conv of a plain CNN)"
+    )
     return 0
 
 
@@ -722,7 +732,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         type=_layer_list,
         metavar="L1,L2,...",
-        help="module names to map, input to output (see `python -m compute layers`)",
+        help="module names to map, input to output, each joined to the previous one by "
+        "exactly one convolution (see `python -m compute layers` and below)",
     )
     required.add_argument("--out", required=True, metavar="DIR", help="atlas directory to write")
     model_group = build.add_argument_group("model and data")
@@ -818,7 +829,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
             "[N, C, H, W] map, with its channel count and map size at --image-size. Paste "
             "the names, comma-separated and input to output, into `build --layers`."
         ),
-        epilog="example:\n  python -m compute layers --model torchvision:resnet18 --image-size 224",
+        epilog="example:\n  python -m compute layers --model torchvision:vgg11 --image-size 224",
         formatter_class=formatter,
     )
     layers.add_argument("--model", required=True, metavar="SPEC", help="as for build")
