@@ -230,6 +230,22 @@ def _state_dict_bytes(model: nn.Module, save: bool | None) -> bytes | None:
     return buffer.getvalue()
 
 
+def _read_batches(loader: Any) -> Iterator[Any]:
+    """Iterate ``loader``, turning an image that fails to decode into a one-line error."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, SyntaxError) as exc:  # PIL decode errors name the file
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            # A DataLoader worker re-raises with its traceback; the cause is the last line.
+            detail = lines[-1] if lines else type(exc).__name__
+            raise BuildError(f"reading the data failed: {detail}") from None
+        yield batch
+
+
 class _Stages:
     """Logs how long each stage took, for the final summary."""
 
@@ -341,7 +357,7 @@ def build_atlas(
     model = model.to(torch_device).eval()
 
     # -- validation on the first batch (cheap), before the long pass ----------------------
-    batches: Iterator[Any] = iter(loader)
+    batches: Iterator[Any] = _read_batches(loader)
     try:
         first = next(batches)
     except StopIteration:
@@ -631,6 +647,7 @@ def _run_build(args: argparse.Namespace) -> int:
         preprocessing,
         num_outputs=num_outputs,
         class_index=args.class_index,
+        check=not args.no_check_images,
         progress=not args.no_progress,
     )
     loader = DataLoader(
@@ -818,6 +835,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "feature visualization (default: only when at most 64 MB)",
     )
     output.add_argument("--overwrite", action="store_true", help="replace an existing atlas")
+    output.add_argument(
+        "--no-check-images",
+        action="store_true",
+        help="skip opening every image header before the pass (a bad image then stops the "
+        "pass when it is reached)",
+    )
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(run=_run_build)
 

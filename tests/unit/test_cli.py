@@ -216,3 +216,16 @@ def test_cli_build_end_to_end(
     assert atlas.example_crop("4", 0, 2) is None  # --crops 2
     code, stdout, _ = run_cli(["verify", str(out)], capsys)
     assert code == 0 and stdout.startswith("ok: ")
+
+
+def test_unreadable_image_during_the_pass_without_pre_check(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("compute.summit.aggregate", reason="SummitPass not landed yet")
+    (data / "dog" / "9.jpg").write_bytes(b"definitely not a jpeg")
+    argv = [*base_args(data, tmp_path / "a"), "--no-check-images", "--top-k", "2"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert err.startswith("error: reading the data failed: ") and "dog/9.jpg" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()
