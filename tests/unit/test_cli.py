@@ -30,6 +30,16 @@ def tiny_cnn(num_classes: int = 3) -> nn.Module:
         )  # fmt: skip
 
 
+def tiny_gray_cnn(num_classes: int = 5) -> nn.Module:
+    """A 1-channel model with more outputs than the test data has classes."""
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        return nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes),
+        )  # fmt: skip
+
+
 def make_image_folder(root: Path, classes: tuple[str, ...] = CLASSES, per_class: int = 4) -> Path:
     rng = np.random.default_rng(0)
     for c, name in enumerate(classes):
@@ -229,3 +239,33 @@ def test_unreadable_image_during_the_pass_without_pre_check(
     assert err.startswith("error: reading the data failed: ") and "dog/9.jpg" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists()
+
+
+# With --aggregate-by prediction an untrained model leaves some class rows empty; the PCA
+# embedding of such tiny data divides by a zero variance (harmless here).
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_cli_build_grayscale_with_class_index(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("compute.summit.aggregate", reason="SummitPass not landed yet")
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"cat": 4, "dog": 0, "owl": 2, "unused": 1}))
+    out = tmp_path / "gray"
+    argv = [
+        "build", "--model", "tests.unit.test_cli:tiny_gray_cnn", "--data", str(data),
+        "--layers", "1,3", "--out", str(out), "--image-size", "6", "--normalize", "imagenet",
+        "--class-index", str(index), "--workers", "0", "--no-progress", "--top-k", "1",
+        "--crops", "1", "--aggregate-by", "prediction",
+    ]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    atlas = Atlas.open(out, verify_hashes=True)
+    assert atlas.classes == CLASSES
+    assert atlas.manifest["parameters"]["class_map"] == [4, 0, 2]
+    assert atlas.manifest["parameters"]["aggregate_by"] == "prediction"
+    pre = atlas.manifest["preprocessing"]
+    assert pre["grayscale"] is True and len(pre["mean"]) == 1
+    assert atlas.manifest["model"]["input_size"] == [1, 6, 6]
+    assert atlas.class_stats()["num_images"].tolist() == [4, 4, 4]
+    crop = Image.open(out / atlas.example_crop("3", 0, 0))
+    assert crop.mode == "L"
