@@ -111,7 +111,7 @@ def reference_aggregates(
         confidence = max(exps) / sum(exps)
         num_images[label] += 1
         num_correct[label] += int(predicted == label)
-        hist[label, min(int(math.floor(confidence * bins)), bins - 1)] += 1
+        hist[label, min(math.floor(confidence * bins), bins - 1)] += 1
         classes.append(label if config.aggregate_by == "label" else predicted)
 
     shapes, counts, ex_index, ex_value, ex_pos = [], [], [], [], []

@@ -49,7 +49,7 @@ def topk_mask(values: Tensor, k: int, *, positive_only: bool = True) -> Tensor:
     tied = clean == kth
     room = k - above.sum(dim=-1, keepdim=True)
     take_tied = tied & (torch.cumsum(tied, dim=-1) <= room)
-    mask = above | take_tied
+    mask = (above | take_tied) & ~torch.isnan(values)
     if positive_only:
         mask &= clean > 0
     return mask

@@ -1,0 +1,187 @@
+"""Which chosen-layer chains are accepted, and how the rest is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compute.capture import TensorRecorder, list_layers, resolve_modules
+from compute.connect import Connection, find_connections
+from compute.errors import BuildError
+
+SUFFIX = "branching/residual architectures are not supported yet"
+
+
+class Plain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True))
+        self.block = nn.Sequential(
+            nn.MaxPool2d(2), nn.Dropout(0.1), nn.Conv2d(8, 16, 3), nn.BatchNorm2d(16), nn.GELU()
+        )
+        self.conv3 = nn.Conv2d(16, 4, 1)
+        self.bn3 = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block(self.stem(x))
+        x = F.avg_pool2d(x, 2).relu()
+        x = torch.relu(self.bn3(self.conv3(F.dropout(x, 0.0, self.training))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.c = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.a(x)
+        return self.c(self.b(x) + x)
+
+
+class Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.a(x)
+        return self.c(torch.cat([self.b(x), x], dim=1))
+
+
+class Grouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(4, 4, 3, groups=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(self.a(x))
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 1)
+        self.b = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(self.a(self.a(x)))
+
+
+class Flat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 1)
+        self.b = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(torch.flatten(self.a(x), 1))
+
+
+class Dynamic(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 1)
+        self.b = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+            x = self.a(x)
+        return self.b(x)
+
+
+def test_accepts_plain_chain_with_containers_leaves_and_functionals() -> None:
+    model = Plain()
+    got = find_connections(model, ["stem", "block", "bn3"])
+    assert got == [
+        None,
+        Connection("stem", "block", "block.2", 8, 16),
+        Connection("block", "bn3", "conv3", 16, 4),
+    ]
+    assert find_connections(model, ["stem.0", "block.4"])[1] == Connection(
+        "stem.0", "block.4", "block.2", 8, 16
+    )
+    assert find_connections(model, ["block"]) == [None]
+
+
+def test_accepts_vgg_relus() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):  # tracing needs no weights; skips a slow 133M-weight init
+        model = torchvision.models.vgg11(weights=None)
+    got = find_connections(model, ["features.1", "features.4", "features.7"])
+    assert [c.conv if c else None for c in got] == [None, "features.3", "features.6"]
+
+
+@pytest.mark.parametrize(
+    ("model", "layers", "found"),
+    [
+        (Residual(), ["a", "c"], "found add"),
+        (Concat(), ["a", "c"], "found cat"),
+        (Grouped(), ["a", "b"], "found grouped convolution 'b' (groups=2)"),
+        (Plain(), ["stem", "conv3"], "found 2 convolutions: 'block.2', 'conv3'"),
+        (Plain(), ["stem.0", "stem.1"], "found no convolution"),
+        (Flat(), ["a", "b"], "found flatten"),
+        (Plain(), ["bn3", "fc"], "found Linear 'fc'"),
+        (Plain(), ["block", "stem"], "found the model input before reaching 'block'"),
+    ],
+)
+def test_refuses_everything_else_with_one_clear_line(model, layers, found) -> None:
+    with pytest.raises(BuildError) as info:
+        find_connections(model, layers)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"layers {layers[0]!r} -> {layers[1]!r} are not connected")
+    assert found in message and message.endswith(SUFFIX)
+
+
+def test_refuses_linear_between_layers() -> None:
+    class WithLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+            self.lin = nn.Linear(4, 4)
+            self.b = nn.ReLU()
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.b(self.lin(self.a(x).amax(dim=(2, 3))))
+
+    with pytest.raises(BuildError, match="found Linear 'lin'"):
+        find_connections(WithLinear(), ["a", "b"])
+
+
+def test_unknown_repeated_twice_called_and_untraceable() -> None:
+    with pytest.raises(BuildError, match=r"unknown layer 'stem\.9'; available modules: stem, "):
+        find_connections(Plain(), ["stem.9", "block"])
+    with pytest.raises(BuildError, match="chosen twice"):
+        find_connections(Plain(), ["stem", "stem"])
+    with pytest.raises(BuildError, match="'a' is called 2 times"):
+        find_connections(Twice(), ["a", "b"])
+    with pytest.raises(BuildError, match=r"cannot trace the model with torch\.fx"):
+        find_connections(Dynamic(), ["a", "b"])
+    assert find_connections(Dynamic(), ["a"]) == [None]  # one layer needs no tracing
+
+
+def test_unknown_layer_message_is_short_for_huge_models() -> None:
+    model = nn.Sequential(*[nn.ReLU() for _ in range(500)])
+    with pytest.raises(BuildError) as info:
+        resolve_modules(model, ["x"])
+    assert "(500 modules in all)" in str(info.value) and len(str(info.value)) < 600
+
+
+def test_list_layers_and_recorder_clones_against_inplace_ops() -> None:
+    model = Plain().eval()
+    assert ("stem.1", "ReLU") in list_layers(model)
+    with TensorRecorder(model, outputs=["stem.0"], inputs=["block.2"]) as rec, torch.no_grad():
+        x = torch.randn(2, 3, 8, 8)
+        model(x)
+    # stem.1 is ReLU(inplace=True): the recorded conv output must keep its negatives.
+    assert (rec.outputs["stem.0"][0] < 0).any()
+    assert rec.inputs["block.2"][0].shape == (2, 8, 4, 4)

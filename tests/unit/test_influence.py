@@ -1,0 +1,118 @@
+"""Influence maxima and top-k: shortcut, pruning and dense paths against per-pair convs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from compute.summit.influence import (
+    influence_maxima,
+    influence_maxima_1x1,
+    influence_topk,
+    influence_upper_bounds,
+    pair_maxima,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+GEOMETRIES = [
+    # kernel, stride, padding, dilation
+    (3, (1, 1), (1, 1), (1, 1)),
+    (3, (2, 2), (0, 0), (1, 1)),
+    (3, (1, 2), (2, 1), (2, 1)),
+    (5, (2, 1), (2, 2), (1, 1)),
+    (1, (2, 2), (1, 1), (1, 1)),
+    (1, (1, 1), (0, 0), (1, 1)),
+]
+
+
+def per_pair(x: torch.Tensor, w: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
+    """``[B, C_out, C_in]`` by one single-channel convolution per (image, i, j)."""
+    b, c_in = x.shape[:2]
+    out = torch.empty(b, w.shape[0], c_in, dtype=x.dtype)
+    for n in range(b):
+        for i in range(w.shape[0]):
+            for j in range(c_in):
+                term = F.conv2d(
+                    x[n, j][None, None], w[i, j][None, None], None, stride, padding, dilation
+                )
+                out[n, i, j] = term.max()
+    return out
+
+
+def reference_topk(scores: torch.Tensor, k: int) -> set[tuple[int, int, int]]:
+    chosen = set()
+    for n in range(scores.shape[0]):
+        for i in range(scores.shape[1]):
+            row = scores[n, i].tolist()
+            order = sorted(range(len(row)), key=lambda j: (-row[j], j))
+            chosen |= {(n, i, j) for j in order[:k] if row[j] > 0}
+    return chosen
+
+
+def _data(seed: int, signed: bool, kernel: int, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 6, 11, 10, generator=g, dtype=dtype)
+    if not signed:
+        x = torch.relu(x)
+    w = torch.randn(5, 6, kernel, kernel, generator=g, dtype=dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("signed", [False, True])
+def test_all_paths_agree_with_per_pair_convolutions(geometry, signed: bool) -> None:
+    kernel, stride, padding, dilation = geometry
+    x, w = _data(3, signed, kernel)
+    exact = per_pair(x, w, stride, padding, dilation)
+    dense = influence_maxima(x, w, stride, padding, dilation, budget=200)
+    torch.testing.assert_close(dense, exact, rtol=1e-12, atol=1e-12)
+    assert (influence_upper_bounds(x, w, stride, padding, dilation) >= exact).all()
+    want = reference_topk(exact, 2)
+    for method in ("auto", "dense", "pruned"):
+        b, i, j = influence_topk(x, w, stride, padding, dilation, 2, budget=300, method=method)
+        got = set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True))
+        assert got == want, method
+
+
+def test_one_by_one_shortcut_is_bitwise_exact_in_float32() -> None:
+    x, w = _data(4, True, 1, torch.float32)
+    for stride, padding in (((1, 1), (0, 0)), ((2, 3), (1, 2))):
+        exact = per_pair(x, w, stride, padding, (1, 1))
+        assert torch.equal(influence_maxima_1x1(x, w, stride, padding), exact)
+
+
+def test_pair_maxima_for_selected_triples() -> None:
+    x, w = _data(5, True, 3)
+    exact = per_pair(x, w, (1, 1), (1, 1), (1, 1))
+    b = torch.tensor([0, 2, 1, 1])
+    i = torch.tensor([4, 0, 3, 3])
+    j = torch.tensor([5, 1, 0, 2])
+    got = pair_maxima(x, w, b, i, j, (1, 1), (1, 1), (1, 1), budget=150)
+    torch.testing.assert_close(got, exact[b, i, j], rtol=1e-12, atol=1e-12)
+
+
+def test_integer_ties_go_to_lowest_input_channel() -> None:
+    x = torch.ones(1, 4, 5, 5, dtype=torch.float64)
+    w = torch.zeros(2, 4, 3, 3, dtype=torch.float64)
+    w[0, :, 1, 1] = torch.tensor([1.0, 2.0, 2.0, 2.0])  # three-way tie for the top
+    w[1, :, 1, 1] = torch.tensor([-1.0, 0.0, 1.0, 1.0])  # only positive ones count
+    for method in ("dense", "pruned"):
+        _, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 2, method=method)
+        got = sorted(zip(i.tolist(), j.tolist(), strict=True))
+        assert got == [(0, 1), (0, 2), (1, 2), (1, 3)], method
+
+
+def test_fewer_positive_than_k_keeps_only_positive() -> None:
+    x = torch.relu(-torch.ones(2, 3, 4, 4, dtype=torch.float64))  # all zero input
+    w = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    b, _, _ = influence_topk(x, w, (1, 1), (0, 0), (1, 1), 2, method="pruned")
+    assert b.numel() == 0
