@@ -1,10 +1,13 @@
 """Summit attribution graphs for every class at once (torch-free: numpy and scipy only).
 
 The original (``attribution-graph.ipynb``) built one ``networkx`` graph per class and ran
-``nx.pagerank`` on it, ~27 s per class. Here every class is one block of a single
-block-diagonal sparse matrix, so one sparse matrix-vector product per power-iteration step
-serves all classes at once, with exactly networkx's semantics (undirected weighted graph,
-personalisation, dangling nodes redistributed by the personalisation vector).
+``nx.pagerank`` on it, ~27 s per class. Here every class is one block of a block-diagonal
+sparse matrix, so one sparse matrix-vector product per step serves a whole chunk of
+classes, with networkx's semantics (undirected weighted graph, personalisation, dangling
+nodes redistributed by the personalisation vector). Because Summit's graphs are
+undirected, the PageRank system can be symmetrised and solved by conjugate gradients
+(:func:`symmetric_pagerank`, ~3x fewer steps than the power iteration
+:func:`personalized_pagerank`, same fixed point; both are checked against networkx).
 
 Then, per class and layer, the top-PageRank nodes holding ``GraphConfig.mass`` of the
 layer's mass are kept (with the original's relaxation loop so that every kept layer above
@@ -588,10 +591,13 @@ def barycentre_order(
         slots[row] = new
 
     for _ in range(sweeps):
+        before = [s.copy() for s in slots]
         for row in range(1, num_rows):
             reorder(row, row - 1, links[row][1], links[row][0])
         for row in range(num_rows - 2, -1, -1):
             reorder(row, row + 1, links[row + 1][0], links[row + 1][1])
+        if all(np.array_equal(a, b) for a, b in zip(before, slots, strict=True)):
+            break  # a fixed point: further sweeps would repeat it
         crossings = total(slots)
         if crossings < best_crossings:
             best, best_crossings = [s.copy() for s in slots], crossings
@@ -628,6 +634,15 @@ def class_pagerank(
     return _pagerank_layers(activation_counts, pairs, channels, num_classes, config)
 
 
+_CLASSES_PER_CHUNK = 250
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def _pagerank_layers(
     activation_counts: Sequence[np.ndarray],
     pairs: Sequence[_LayerPair | None],
@@ -637,18 +652,10 @@ def _pagerank_layers(
 ) -> list[np.ndarray]:
     offsets = np.concatenate([[0], np.cumsum(channels)]).astype(np.int64)
     prior = personalization(activation_counts)
-    # Classes are independent blocks: split them into chunks and run the chunks in
-    # threads (scipy's sparse product and numpy's large loops release the GIL).
-    workers = max(
-        1,
-        min(
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else (os.cpu_count() or 1),
-            8,
-        ),
-    )
-    chunks = max(1, min(num_classes, workers))
+    # Classes are independent blocks: solve them in fixed chunks (bounded memory; results
+    # do not depend on the machine's core count) run in threads (scipy's sparse product
+    # and numpy's large loops release the GIL).
+    chunks = max(1, -(-num_classes // _CLASSES_PER_CHUNK))
     bounds = np.linspace(0, num_classes, chunks + 1).round().astype(np.int64)
 
     def run(chunk: int) -> np.ndarray:
@@ -674,10 +681,11 @@ def _pagerank_layers(
             tolerance=config.tolerance,
         )
 
-    if chunks == 1:
-        pagerank = run(0)
+    workers = min(chunks, _usable_cores())
+    if workers == 1:
+        pagerank = np.concatenate([run(chunk) for chunk in range(chunks)], axis=0)
     else:
-        with ThreadPoolExecutor(max_workers=chunks) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             pagerank = np.concatenate(list(pool.map(run, range(chunks))), axis=0)
     return [pagerank[:, offsets[i] : offsets[i + 1]] for i in range(len(channels))]
 
