@@ -230,6 +230,26 @@ def _state_dict_bytes(model: nn.Module, save: bool | None) -> bytes | None:
     return buffer.getvalue()
 
 
+def _receptive_fields_or_whole_image(
+    model: nn.Module, layers: Sequence[str], input_size: tuple[int, int, int]
+) -> dict[str, Any]:
+    """Receptive fields of the layers; whole-image crops if the probe cannot run."""
+    from compute.crops import ReceptiveField, receptive_fields
+
+    try:
+        return receptive_fields(model, layers, input_size)
+    except BuildError:
+        raise
+    except Exception as exc:  # e.g. a model that cannot be deep-copied or run in float64
+        log.warning(
+            "cannot measure receptive fields (%s: %s); example crops show whole images",
+            type(exc).__name__,
+            exc,
+        )
+        whole = ReceptiveField((10 * input_size[1], 10 * input_size[2]), (1.0, 1.0), (0.0, 0.0))
+        return dict.fromkeys(layers, whole)
+
+
 def _read_batches(loader: Any) -> Iterator[Any]:
     """Iterate ``loader``, turning an image that fails to decode into a one-line error."""
     batches = iter(loader)
@@ -339,7 +359,7 @@ def build_atlas(
     """
     from tqdm import tqdm
 
-    from compute.crops import receptive_fields, save_example_crops
+    from compute.crops import save_example_crops
     from compute.summit.aggregate import SummitPass
     from compute.summit.embedding import class_embeddings
     from compute.summit.graph import attribution_graphs
@@ -369,7 +389,9 @@ def build_atlas(
     num_outputs = count_outputs(model, input_size)
     check_classes(classes, num_outputs, class_map)
     described = check_layers(model, layers, input_size)
-    fields = receptive_fields(model, layers, input_size) if crops_per_channel else None
+    fields = (
+        _receptive_fields_or_whole_image(model, layers, input_size) if crops_per_channel else None
+    )
     stages.done("validate")
 
     # -- the one streaming pass ---------------------------------------------------------

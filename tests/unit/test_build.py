@@ -303,3 +303,25 @@ def test_build_overwrite_and_bad_labels(tmp_path: Path) -> None:
             tiny_cnn(), DataLoader(bad, batch_size=2), layers=["1"], classes=["a", "b", "c"],
             out=tmp_path / "bad", progress=False,
         )  # fmt: skip
+
+
+def test_receptive_field_probe_failure_falls_back_to_whole_images() -> None:
+    from compute.build import _receptive_fields_or_whole_image
+
+    class DoubleShy(nn.Module):
+        """Refuses float64, as some custom ops do: the probe cannot run it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu = conv(3, 2), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.dtype == torch.float64:
+                raise RuntimeError("no float64 here")
+            return self.relu(self.conv(x)).mean((2, 3))
+
+    fields = _receptive_fields_or_whole_image(DoubleShy(), ["relu"], (3, 8, 8))
+    assert crop_box(fields["relu"], 7, 7, 8) == (0, 0, 8, 8)
+    assert crop_box(fields["relu"], 0, 0, 8) == (0, 0, 8, 8)
+    with pytest.raises(BuildError, match="unknown layer"):
+        _receptive_fields_or_whole_image(DoubleShy(), ["nope"], (3, 8, 8))
