@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from compute.atlas import GRAPH_PATHS
 from compute.errors import BuildError
@@ -747,6 +746,8 @@ def attribution_graphs(
     node_counts = np.zeros(num_classes, dtype=np.int64)
     edge_counts = np.zeros(num_classes, dtype=np.int64)
     start = 0
+    from tqdm.auto import tqdm  # lazy: a compute extra; keep the module importable without it
+
     for c in tqdm(range(num_classes), desc="graph layout", unit="class", disable=not progress):
         chans = [np.nonzero(kept[layer][c])[0] for layer in range(num_layers)]
         links: list[tuple[np.ndarray, np.ndarray] | None] = [None]
