@@ -657,7 +657,7 @@ def _run_build(args: argparse.Namespace) -> int:
         examples_per_channel=args.examples,
         aggregate_by=args.aggregate_by,
     )
-    model = get_model(args.model, weights=args.weights)
+    model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
     grayscale = infer_in_channels(model) == 1
     preprocessing = Preprocessing.from_arg(
         args.normalize, image_size=args.image_size, grayscale=grayscale
@@ -713,7 +713,7 @@ def _run_build(args: argparse.Namespace) -> int:
 def _run_layers(args: argparse.Namespace) -> int:
     from compute.models import get_model, infer_in_channels
 
-    model = get_model(args.model, weights=args.weights)
+    model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
     input_size = (infer_in_channels(model), args.image_size, args.image_size)
     rows = describe_layers(model, input_size)
     if not args.all:
@@ -776,7 +776,19 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     required.add_argument("--out", required=True, metavar="DIR", help="atlas directory to write")
     model_group = build.add_argument_group("model and data")
-    model_group.add_argument("--weights", metavar="FILE", help="state dict to load (strict)")
+    model_group.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="state dict to load (strict; a checkpoint whose classifier head has another "
+        "number of outputs rebuilds the model with that many)",
+    )
+    model_group.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        metavar="N",
+        help="pass num_classes=N to the model factory (default: the factory's own, or the "
+        "checkpoint's head)",
+    )
     model_group.add_argument(
         "--image-size",
         type=_positive_int,
@@ -879,6 +891,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     layers.add_argument("--model", required=True, metavar="SPEC", help="as for build")
     layers.add_argument("--weights", metavar="FILE", help="state dict to load (checks it fits)")
+    layers.add_argument(
+        "--num-classes", type=_positive_int, metavar="N", help="num_classes=N for the factory"
+    )
     layers.add_argument(
         "--image-size", type=_positive_int, default=224, metavar="N", help="default 224"
     )

@@ -214,7 +214,10 @@ def get_model(
         spec: ``torchvision:NAME``, ``package.module:callable`` or a registered name.
         weights: a file saved with ``torch.save(model.state_dict())`` (or a dict holding
             it under ``"state_dict"`` or ``"model"``); loaded strictly.
-        num_classes: passed to the factory as ``num_classes=`` when given.
+        num_classes: passed to the factory as ``num_classes=`` when given. When omitted
+            and the weights differ from the default model only in the shape of the
+            classifier head (a checkpoint fine-tuned to other classes), the model is
+            rebuilt with the checkpoint's number of outputs.
 
     Returns:
         The model, in eval mode.
@@ -229,6 +232,36 @@ def get_model(
         False
     """
     kind, target = parse_spec(spec)
+    model = _construct(spec, kind, target, num_classes)
+    if weights is None:
+        return model.eval()
+    state = read_state_dict(weights)
+    missing, unexpected, mismatched = _fit(model, state)
+    head = _head_keys(model)
+    if (
+        num_classes is None
+        and mismatched
+        and not missing
+        and not unexpected
+        and set(mismatched) <= head
+    ):
+        # A checkpoint fine-tuned to another number of classes differs only in the head:
+        # rebuild the architecture with the checkpoint's number of outputs.
+        outputs = int(state[sorted(head & set(mismatched))[-1]].shape[0])
+        try:
+            rebuilt = _construct(spec, kind, target, outputs)
+        except BuildError:
+            rebuilt = None
+        if rebuilt is not None and not any(_fit(rebuilt, state)):
+            log.info("weights %s have %d outputs: built %s with num_classes=%d",
+                     weights, outputs, spec, outputs)  # fmt: skip
+            model = rebuilt
+    load_weights(model, weights, state=state)
+    return model.eval()
+
+
+def _construct(spec: str, kind: str, target: str, num_classes: int | None) -> nn.Module:
+    """The model of a parsed spec, untrained."""
     if kind == "torchvision":
         import torchvision
 
@@ -256,9 +289,29 @@ def get_model(
             raise BuildError(f"calling {target!r} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise BuildError(f"model spec {spec!r} returned {type(model).__name__}, not an nn.Module")
-    if weights is not None:
-        load_weights(model, weights)
-    return model.eval()
+    return model
+
+
+def _head_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the last module holding parameters (the classifier head)."""
+    keys = [name for name, _ in model.named_parameters()]
+    if not keys:
+        return set()
+    prefix = keys[-1].rpartition(".")[0]
+    return {k for k in model.state_dict() if k.rpartition(".")[0] == prefix}
+
+
+def _fit(
+    model: nn.Module, state: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, shape-mismatched) keys of ``state`` against ``model``."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    return missing, unexpected, mismatched
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
@@ -279,20 +332,11 @@ def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
     raise BuildError(f"weights file {path} does not hold a state dict of tensors")
 
 
-def load_weights(model: nn.Module, weights: str | Path) -> None:
-    """Load a state dict strictly into ``model``.
-
-    Args:
-        model: the model to fill.
-        weights: path of a ``torch.save``-d state dict (or a dict wrapping it under
-            ``"state_dict"`` or ``"model"``). Loaded with ``weights_only=True``.
+def read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict file (``weights_only``; unwraps ``state_dict``/``model``/DDP).
 
     Raises:
-        BuildError: naming the file, and the first missing, unexpected or
-            shape-mismatched key.
-
-    Examples:
-        >>> load_weights(model, "runs/best.pt")             # doctest: +SKIP
+        BuildError: naming the file when it is missing, unreadable or not a state dict.
     """
     path = Path(weights)
     if not path.is_file():
@@ -302,13 +346,35 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BuildError(f"cannot load weights file {path}: {first}") from None
-    state = _unwrap_state_dict(obj, path)
+    return dict(_unwrap_state_dict(obj, path))
+
+
+def load_weights(
+    model: nn.Module,
+    weights: str | Path,
+    *,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Load a state dict strictly into ``model``.
+
+    Args:
+        model: the model to fill.
+        weights: path of a ``torch.save``-d state dict (or a dict wrapping it under
+            ``"state_dict"`` or ``"model"``). Loaded with ``weights_only=True``.
+        state: the already-read state dict of ``weights`` (skips reading it again).
+
+    Raises:
+        BuildError: naming the file, and the first missing, unexpected or
+            shape-mismatched key.
+
+    Examples:
+        >>> load_weights(model, "runs/best.pt")             # doctest: +SKIP
+    """
+    path = Path(weights)
+    if state is None:
+        state = read_state_dict(path)
+    missing, unexpected, mismatched = _fit(model, state)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
     problems: list[str] = []
     if missing:
         problems.append(f"{len(missing)} missing key(s), first {missing[0]!r}")

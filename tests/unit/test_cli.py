@@ -109,7 +109,9 @@ def test_layers_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def bad_weights(tmp_path: Path) -> str:
     path = tmp_path / "bad.pt"
-    torch.save(tiny_cnn(num_classes=5).state_dict(), path)
+    state = tiny_cnn().state_dict()
+    state["3.weight"] = torch.zeros(6, 5, 3, 3)  # a conv of another architecture
+    torch.save(state, path)
     return str(path)
 
 

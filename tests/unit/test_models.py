@@ -191,3 +191,21 @@ def test_describe_layers() -> None:
 def test_describe_layers_bad_input_size() -> None:
     with pytest.raises(BuildError, match="cannot run on input of size"):
         describe_layers(tiny_net(), (3, 9, 9))
+
+
+def test_head_size_is_taken_from_fine_tuned_weights(tmp_path: Path) -> None:
+    path = tmp_path / "fine_tuned.pt"
+    torch.save(get_model("torchvision:resnet18", num_classes=10).state_dict(), path)
+    model = get_model("torchvision:resnet18", weights=path)
+    assert model.fc.out_features == 10
+    torch.save(tiny_net(num_classes=6).state_dict(), path)
+    assert count_outputs(get_model(f"{__name__}:tiny_net", weights=path), (3, 8, 8)) == 6
+    # an explicit num_classes is respected, so the mismatch is reported
+    with pytest.raises(BuildError, match=r"shape mismatch.*'3\.weight'"):
+        get_model(f"{__name__}:tiny_net", weights=path, num_classes=3)
+    # a mismatch outside the head is never "fixed"
+    state = tiny_net().state_dict()
+    state["0.weight"] = torch.zeros(5, 3, 3, 3)
+    torch.save(state, path)
+    with pytest.raises(BuildError, match=r"'0\.weight': file \(5, 3, 3, 3\)"):
+        get_model(f"{__name__}:tiny_net", weights=path)
