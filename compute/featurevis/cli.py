@@ -1,0 +1,275 @@
+"""``python -m compute featurevis`` and ``python -m compute invert``.
+
+``featurevis`` renders, for every channel of the chosen layers of an atlas, one feature
+visualization and 4 diversity images, and adds them to the atlas as PNGs (part
+``featurevis``, paths from :func:`compute.atlas.featurevis_path`). The model is rebuilt
+from the manifest's ``model.spec`` and the state dict at ``model.weights`` inside the atlas.
+
+``invert`` renders the image whose activation at a layer points along a given vector
+(Activation Atlas' objective) and writes it as a PNG.
+
+Examples:
+    python -m compute featurevis --atlas demo-atlas --steps 128
+    python -m compute invert --atlas demo-atlas --layer features.relu3 \\
+        --vector v.npy --out v.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from compute.atlas import PART_FEATUREVIS, Atlas, AtlasError, featurevis_path, update_atlas
+from compute.featurevis.param import ImageSpace
+from compute.featurevis.render import RenderConfig, invert_activations, render_channels
+
+log = logging.getLogger(__name__)
+
+#: Diversity images per channel (the atlas stores ``div-0`` .. ``div-3``).
+DIVERSITY_IMAGES = 4
+
+
+def default_steps(space: ImageSpace) -> int:
+    """Steps when ``--steps`` is not given: 128 for small inputs (<= 64 px), else 256.
+
+    Small images converge faster (the demo's 32 px images reach their activation in about
+    100 steps), and 128 steps keep the demo atlas within minutes on a laptop CPU.
+    """
+    return 128 if max(space.height, space.width) <= 64 else 256
+
+
+def load_model(atlas: Atlas, device: str) -> nn.Module:
+    """Rebuild the atlas' model from ``model.spec`` and ``model.weights``, in eval mode.
+
+    Args:
+        atlas: the opened atlas.
+        device: where to put the model.
+
+    Returns:
+        The model on ``device``.
+
+    Raises:
+        AtlasError: if the manifest has no ``model.spec``.
+    """
+    from compute.models import get_model  # lazily: the model registry is heavy and optional
+
+    info: dict[str, Any] = dict(atlas.manifest.get("model") or {})
+    spec = info.get("spec")
+    if not spec:
+        raise AtlasError(f"atlas {atlas.path} has no model.spec: cannot rebuild the model")
+    weights = info.get("weights")
+    if weights is None:
+        log.warning(
+            "atlas %s stores no model weights (model.weights): rendering %s as built by its "
+            "spec, which is untrained unless the spec loads weights itself",
+            atlas.path,
+            spec,
+        )
+    elif weights not in atlas.files:
+        raise AtlasError(f"model weights {weights} are not listed in the atlas {atlas.path}")
+    path = atlas.path / weights if weights is not None else None
+    return get_model(spec, weights=path).to(device).eval()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of ``uint8[H, W, 1|3]`` (grey or RGB); the same array gives the same bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    array = image[..., 0] if image.shape[-1] == 1 else image
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_featurevis(
+    atlas_path: str | Path,
+    *,
+    layers: Sequence[str] | None = None,
+    config: RenderConfig | None = None,
+    device: str = "cpu",
+    model: nn.Module | None = None,
+    progress: bool = True,
+) -> int:
+    """Render and add the visualization and 4 diversity images of every channel.
+
+    Args:
+        atlas_path: the atlas directory.
+        layers: layer names or indices (as strings) to render; ``None``: every layer.
+        config: render settings (steps, seed, batch size...); default :class:`RenderConfig`
+            with :func:`default_steps` steps.
+        device: ``"cpu"`` or ``"cuda"``.
+        model: the model to use instead of rebuilding it from the manifest (tests).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The number of PNG files written.
+    """
+    from tqdm import tqdm
+
+    atlas = Atlas.open(atlas_path)
+    space = ImageSpace.from_manifest(atlas.manifest)
+    config = config or RenderConfig(steps=default_steps(space))
+    indices = (
+        list(range(len(atlas.layers)))
+        if not layers
+        else [atlas.layer_index(int(n) if n.isdigit() else n) for n in layers]
+    )
+    if model is None:
+        model = load_model(atlas, device)
+    total = sum(atlas.layers[i].channels for i in indices)
+    written = 0
+    with (
+        update_atlas(atlas.path, add_parts=(PART_FEATUREVIS,)) as sink,
+        tqdm(total=total, unit="channel", disable=not progress, desc="featurevis") as bar,
+    ):
+        for index in indices:
+            layer = atlas.layers[index]
+            bar.set_postfix_str(layer.name)
+            # Render a batch of channels, then write it: memory stays one batch of images.
+            for start in range(0, layer.channels, config.batch_channels):
+                chunk = list(range(start, min(start + config.batch_channels, layer.channels)))
+                vis = render_channels(model, layer.name, chunk, space, config, device=device)
+                div = render_channels(
+                    model,
+                    layer.name,
+                    chunk,
+                    space,
+                    config,
+                    diversity=DIVERSITY_IMAGES,
+                    device=device,
+                )
+                for row, channel in enumerate(chunk):
+                    sink.add_bytes(featurevis_path(index, channel, "vis"), png_bytes(vis[row]))
+                    for k in range(DIVERSITY_IMAGES):
+                        sink.add_bytes(
+                            featurevis_path(index, channel, f"div-{k}"), png_bytes(div[row, k])
+                        )
+                    written += 1 + DIVERSITY_IMAGES
+                bar.update(len(chunk))
+        parameters = dict(atlas.parameters)
+        parameters["featurevis"] = {
+            "objective": "channel mean (pre-activation for activation layers)",
+            "diversity_images": DIVERSITY_IMAGES,
+            "diversity_weight": config.diversity_weight,
+            "steps": config.steps,
+            "learning_rate": config.learning_rate,
+            "transform_fraction": config.transform_fraction if config.transforms else 0.0,
+            "seed": config.seed,
+            "layers": [atlas.layers[i].name for i in indices],
+        }
+        sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
+    log.info("wrote %d feature visualization images to %s", written, atlas.path)
+    return written
+
+
+def _config(args: argparse.Namespace, space: ImageSpace) -> RenderConfig:
+    return RenderConfig(
+        steps=args.steps or default_steps(space),
+        batch_channels=args.batch_channels,
+        seed=args.seed,
+    )
+
+
+def _run_featurevis(args: argparse.Namespace) -> int:
+    space = ImageSpace.from_manifest(Atlas.open(args.atlas).manifest)
+    run_featurevis(args.atlas, layers=args.layers, config=_config(args, space), device=args.device)
+    return 0
+
+
+def _run_invert(args: argparse.Namespace) -> int:
+    atlas = Atlas.open(args.atlas)
+    space = ImageSpace.from_manifest(atlas.manifest)
+    layer = atlas.layers[atlas.layer_index(int(args.layer) if args.layer.isdigit() else args.layer)]
+    vectors = np.load(args.vector, allow_pickle=False).astype(np.float32)
+    if vectors.ndim not in (1, 2) or vectors.shape[-1] != layer.channels:
+        raise AtlasError(
+            f"{args.vector}: expected a vector [{layer.channels}] or vectors "
+            f"[N, {layer.channels}] for layer {layer.name!r}, got shape {list(vectors.shape)}"
+        )
+    model = load_model(atlas, args.device)
+    images = invert_activations(
+        model,
+        layer.name,
+        vectors,
+        space,
+        _config(args, space),
+        position=args.position,
+        device=args.device,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = (
+        [out]
+        if len(images) == 1
+        else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(images))]
+    )
+    for path, image in zip(paths, images, strict=True):
+        path.write_bytes(png_bytes(image))
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--atlas", required=True, help="atlas directory (with model weights)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="Adam steps (default: 128 up to 64 px, else 256)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0): same bytes")
+    parser.add_argument(
+        "--batch-channels",
+        type=int,
+        default=RenderConfig.batch_channels,
+        help=f"channels optimised together (default {RenderConfig.batch_channels})",
+    )
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``featurevis`` and ``invert`` subcommands."""
+    parser = subparsers.add_parser(
+        "featurevis",
+        help="render feature visualizations and diversity images of every channel",
+        description=(
+            "For every channel of the chosen layers, render one feature visualization and "
+            f"{DIVERSITY_IMAGES} diversity images (Fourier-parameterised, transformation-"
+            "robust, Lucid-style) and add them to the atlas (part 'featurevis'). The model "
+            "is rebuilt from the manifest's model.spec and model.weights."
+        ),
+    )
+    _common(parser)
+    parser.add_argument(
+        "--layers", nargs="+", default=None, help="layer names or indices (default: all)"
+    )
+    parser.set_defaults(run=_run_featurevis)
+
+    invert = subparsers.add_parser(
+        "invert",
+        help="render the image whose activation at a layer points along a vector",
+        description=(
+            "Activation inversion (Activation Atlas): maximise dot(a, v) * max(0.1, cos(a, v))^2 "
+            "for the activation a at the layer and the vector v read from a .npy file "
+            "([C], or [N, C] for N images written as OUT-i.png)."
+        ),
+    )
+    _common(invert)
+    invert.add_argument("--layer", required=True, help="layer name or index")
+    invert.add_argument("--vector", required=True, help=".npy file: float [C] or [N, C]")
+    invert.add_argument("--out", required=True, help="PNG file to write")
+    invert.add_argument(
+        "--position",
+        choices=("center", "mean"),
+        default="center",
+        help="compare v with the activation at the centre position (default, as Activation "
+        "Atlas) or with the spatial mean",
+    )
+    invert.set_defaults(run=_run_invert)
+
+
+__all__ = ["default_steps", "load_model", "png_bytes", "register_cli", "run_featurevis"]
