@@ -448,6 +448,7 @@ def build_atlas(
                 aggregates.example_position,
                 crops_per_channel=crops_per_channel,
                 preprocessing=preprocessing,
+                num_workers=int(getattr(loader, "num_workers", 0) or 0),
                 progress=progress,
             )
         else:
