@@ -132,6 +132,76 @@ def influence_maxima(
     return out
 
 
+#: Elements of one GEMM output tile in :func:`influence_maxima_gemm` (~1 MB in float32:
+#: small enough to stay in cache between the product and its max).
+GEMM_TILE = 1 << 18
+
+
+def influence_maxima_gemm(
+    x: Tensor,
+    weight: Tensor,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    budget: int = DEFAULT_BUDGET,
+    tile: int = GEMM_TILE,
+) -> Tensor:
+    """All ``inf_ij`` by one small matrix product per input channel (dense, fast on CPU).
+
+    For input channel ``j``, ``im2col(X_j)`` is ``[T, positions]`` (``T = kh*kw``) and
+    ``im2col(X_j)ᵀ @ K_:jᵀ`` gives every term ``(X_j ⋆ K_ij)(p)`` for all ``i`` at once.
+    Products are taken in cache-sized tiles and reduced to their maximum immediately, so the
+    ``C_out × C_in × positions`` intermediate never exists. Matrix products run at close to
+    the convolution's own speed, unlike depthwise convolutions with many groups.
+
+    Args:
+        x: ``[B, C_in, H, W]`` the convolution's input.
+        weight: ``[C_out, C_in, kh, kw]``.
+        stride: the convolution's stride.
+        padding: the convolution's (zero) padding.
+        dilation: the convolution's dilation.
+        budget: maximum elements of the unfolded input held at once.
+        tile: target elements of one product tile.
+
+    Returns:
+        ``[B, C_out, C_in]`` influence maxima.
+    """
+    c_out, c_in, kh, kw = weight.shape
+    batch, _, h, w = x.shape
+    taps = kh * kw
+    positions = _output_size(h, kh, stride[0], padding[0], dilation[0]) * _output_size(
+        w, kw, stride[1], padding[1], dilation[1]
+    )
+    # per input channel: [T, C_out], contiguous for the right-hand side of the product
+    kernels = weight.to(x.dtype).permute(1, 2, 3, 0).reshape(c_in, taps, c_out).contiguous()
+    out = torch.empty((batch, c_out, c_in), dtype=x.dtype, device=x.device)
+    group = max(1, min(c_in, budget // (2 * taps * batch * positions)))
+    images_per_tile = max(1, min(batch, tile // max(1, c_out * positions)))
+    span = max(1, tile // c_out)  # positions per tile when one image is too large
+    for j0 in range(0, c_in, group):
+        xs = x[:, j0 : j0 + group]
+        g = xs.shape[1]
+        cols = F.unfold(xs, (kh, kw), dilation, padding, stride).view(batch, g, taps, positions)
+        cols = cols.permute(1, 0, 3, 2).reshape(g, batch * positions, taps)  # [g, B*P, T]
+        for jj in range(g):
+            j = j0 + jj
+            rows = cols[jj]
+            if positions <= span:
+                for b0 in range(0, batch, images_per_tile):
+                    n = min(images_per_tile, batch - b0)
+                    terms = rows[b0 * positions : (b0 + n) * positions] @ kernels[j]
+                    out[b0 : b0 + n, :, j] = terms.view(n, positions, c_out).amax(dim=1)
+                continue
+            for b in range(batch):  # one image exceeds a tile: running max over spans
+                best = None
+                for p0 in range(b * positions, (b + 1) * positions, span):
+                    p1 = min(p0 + span, (b + 1) * positions)
+                    part = (rows[p0:p1] @ kernels[j]).amax(dim=0)
+                    best = part if best is None else torch.maximum(best, part)
+                out[b, :, j] = best
+    return out
+
+
 def pair_maxima(
     x: Tensor,
     weight: Tensor,
@@ -240,7 +310,9 @@ def influence_topk(
         k: input channels kept per (image, output channel); ties go to the lowest ``j``,
             only ``inf_ij > 0`` counts.
         budget: bound on the elements of any intermediate.
-        method: ``"auto"`` (1×1 shortcut or pruning), ``"dense"`` or ``"pruned"``.
+        method: ``"auto"`` (1×1 shortcut, else ``"gemm"``), ``"gemm"``, ``"dense"``
+            (grouped convolution) or ``"pruned"`` (bounds + depthwise convolution on the
+            surviving pairs; faster only where depthwise convolutions are cheap).
 
     Returns:
         ``(b, i, j)``: ``int64 [T]`` each, the selected triples in row-major order.
@@ -253,12 +325,14 @@ def influence_topk(
     found: list[tuple[Tensor, Tensor, Tensor]] = []
     for b0 in range(0, batch, step):
         xb = x[b0 : b0 + step]
-        if (kh, kw) == (1, 1) and method != "pruned":
+        if (kh, kw) == (1, 1) and method == "auto":
             scores = influence_maxima_1x1(xb, weight, stride, padding)
-        elif method == "dense" or (method == "auto" and c_in <= k):
+        elif method == "dense":
             scores = influence_maxima(xb, weight, stride, padding, dilation, budget)
-        else:
+        elif method == "pruned":
             scores = _pruned_scores(xb, weight, stride, padding, dilation, k, budget)
+        else:
+            scores = influence_maxima_gemm(xb, weight, stride, padding, dilation, budget)
         bb, ii, jj = topk_mask(scores, k, positive_only=True).nonzero(as_tuple=True)
         found.append((bb + b0, ii, jj))
     return (

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from compute.summit.influence import (
     influence_maxima,
     influence_maxima_1x1,
+    influence_maxima_gemm,
     influence_topk,
     influence_upper_bounds,
     pair_maxima,
@@ -75,9 +76,12 @@ def test_all_paths_agree_with_per_pair_convolutions(geometry, signed: bool) -> N
     exact = per_pair(x, w, stride, padding, dilation)
     dense = influence_maxima(x, w, stride, padding, dilation, budget=200)
     torch.testing.assert_close(dense, exact, rtol=1e-12, atol=1e-12)
+    for tile in (7, 40, 1 << 18):  # spans inside one image, several images, everything
+        gemm = influence_maxima_gemm(x, w, stride, padding, dilation, budget=500, tile=tile)
+        torch.testing.assert_close(gemm, exact, rtol=1e-12, atol=1e-12)
     assert (influence_upper_bounds(x, w, stride, padding, dilation) >= exact).all()
     want = reference_topk(exact, 2)
-    for method in ("auto", "dense", "pruned"):
+    for method in ("auto", "gemm", "dense", "pruned"):
         b, i, j = influence_topk(x, w, stride, padding, dilation, 2, budget=300, method=method)
         got = set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True))
         assert got == want, method
@@ -105,7 +109,7 @@ def test_integer_ties_go_to_lowest_input_channel() -> None:
     w = torch.zeros(2, 4, 3, 3, dtype=torch.float64)
     w[0, :, 1, 1] = torch.tensor([1.0, 2.0, 2.0, 2.0])  # three-way tie for the top
     w[1, :, 1, 1] = torch.tensor([-1.0, 0.0, 1.0, 1.0])  # only positive ones count
-    for method in ("dense", "pruned"):
+    for method in ("gemm", "dense", "pruned"):
         _, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 2, method=method)
         got = sorted(zip(i.tolist(), j.tolist(), strict=True))
         assert got == [(0, 1), (0, 2), (1, 2), (1, 3)], method
