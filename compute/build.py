@@ -250,6 +250,24 @@ def _receptive_fields_or_whole_image(
         return dict.fromkeys(layers, whole)
 
 
+def _crop_dataset(loader: Any) -> Any | None:
+    """The loader's dataset if crops can be cut from it, else ``None`` (with a warning).
+
+    Crops need ``dataset[index]`` to return the model input, a ``[C, H, W]`` tensor, first.
+    """
+    dataset = getattr(loader, "dataset", None)
+    try:
+        item = dataset[0]  # type: ignore[index]
+    except Exception as exc:  # not indexable (an iterable dataset, a plain list of batches)
+        log.warning("no example crops: the loader's dataset cannot be indexed (%s)", exc)
+        return None
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        log.warning("no example crops: dataset items do not start with a [C, H, W] tensor")
+        return None
+    return dataset
+
+
 def _read_batches(loader: Any) -> Iterator[Any]:
     """Iterate ``loader``, turning an image that fails to decode into a one-line error."""
     batches = iter(loader)
@@ -389,8 +407,11 @@ def build_atlas(
     num_outputs = count_outputs(model, input_size)
     check_classes(classes, num_outputs, class_map)
     described = check_layers(model, layers, input_size)
+    crop_source = _crop_dataset(loader) if crops_per_channel else None
     fields = (
-        _receptive_fields_or_whole_image(model, layers, input_size) if crops_per_channel else None
+        _receptive_fields_or_whole_image(model, layers, input_size)
+        if crop_source is not None
+        else None
     )
     stages.done("validate")
 
@@ -438,22 +459,6 @@ def build_atlas(
     stages.done("attribution graphs")
     embeddings = class_embeddings(counts, embedding_config)
     stages.done("class embedding")
-    crops: dict[str, bytes] = {}
-    if fields is not None:
-        if dataset is not None and hasattr(dataset, "__getitem__"):
-            crops = save_example_crops(
-                dataset,
-                [fields[name] for name in layers],
-                aggregates.example_index,
-                aggregates.example_position,
-                crops_per_channel=crops_per_channel,
-                preprocessing=preprocessing,
-                num_workers=int(getattr(loader, "num_workers", 0) or 0),
-                progress=progress,
-            )
-        else:
-            log.warning("the loader's dataset is not indexable: no example crops saved")
-        stages.done("example crops")
 
     # -- write ---------------------------------------------------------------------------
     shapes = [tuple(int(v) for v in shape) for shape in aggregates.layer_shapes]
@@ -552,10 +557,29 @@ def build_atlas(
             writer.add_array(embedding_path(i), np.asarray(embeddings[i], np.float32))
         for name, relpath in GRAPH_PATHS.items():
             writer.add_array(relpath, graphs[name])
-        for relpath, data in sorted(crops.items()):
-            writer.add_bytes(relpath, data)
+        stages.done("write arrays")
+        num_crops = 0
+        if fields is not None:
+
+            def add_crop(relpath: str, png: bytes) -> None:
+                nonlocal num_crops
+                writer.add_bytes(relpath, png)  # streamed: crops never pile up in memory
+                num_crops += 1
+
+            save_example_crops(
+                crop_source,
+                [fields[name] for name in layers],
+                aggregates.example_index,
+                aggregates.example_position,
+                crops_per_channel=crops_per_channel,
+                preprocessing=preprocessing,
+                num_workers=int(getattr(loader, "num_workers", 0) or 0),
+                progress=progress,
+                sink=add_crop,
+            )
+            stages.done("example crops")
         path = writer.commit()
-    stages.done("write")
+    stages.done("commit")
     correct = int(np.sum(aggregates.num_correct))
     log.info(
         "atlas %s: %d images (%.0f img/s), %d classes, %d layers (%d channels), "
@@ -567,7 +591,7 @@ def build_atlas(
         len(layers),
         sum(s[0] for s in shapes),
         100.0 * correct / num_images,
-        len(crops),
+        num_crops,
         stages.summary(),
     )
     return path

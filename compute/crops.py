@@ -18,7 +18,7 @@ import copy
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,6 +339,7 @@ def save_example_crops(
     thumbnail: int = THUMBNAIL_SIZE,
     num_workers: int = 0,
     progress: bool = True,
+    sink: Callable[[str, bytes], None] | None = None,
 ) -> dict[str, bytes]:
     """Receptive-field crops of the top examples of every channel of every layer.
 
@@ -355,9 +356,12 @@ def save_example_crops(
         thumbnail: longer side of each saved crop.
         num_workers: DataLoader workers fetching images.
         progress: show a tqdm bar.
+        sink: if given, each crop is handed to ``sink(relpath, png)`` as soon as it is made
+            (e.g. ``AtlasWriter.add_bytes``) instead of being kept in memory.
 
     Returns:
-        ``{atlas relative path: PNG bytes}`` (paths from :func:`example_crop_path`).
+        ``{atlas relative path: PNG bytes}`` (paths from :func:`example_crop_path`);
+        empty when ``sink`` is given.
 
     Examples:
         >>> crops = save_example_crops(ds, [rf0, rf1], index, position)  # doctest: +SKIP
@@ -401,9 +405,12 @@ def save_example_crops(
         height, width = pixels.shape[:2]
         for layer_i, channel, rank, row, col in jobs[image_index]:
             top, left, bottom, right = crop_box(fields[layer_i], row, col, (height, width))
-            crops[example_crop_path(layer_i, channel, rank)] = thumbnail_png(
-                pixels[top:bottom, left:right], thumbnail
-            )
+            relpath = example_crop_path(layer_i, channel, rank)
+            png = thumbnail_png(pixels[top:bottom, left:right], thumbnail)
+            if sink is None:
+                crops[relpath] = png
+            else:
+                sink(relpath, png)
         bar.update(len(jobs[image_index]))
     bar.close()
     return crops

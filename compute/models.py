@@ -118,7 +118,10 @@ def _with_num_classes(factory: ModelFactory, num_classes: int | None, what: str)
     if num_classes is None:
         return factory()
     try:
-        accepts = "num_classes" in inspect.signature(factory).parameters
+        parameters = inspect.signature(factory).parameters
+        accepts = "num_classes" in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+        )
     except (TypeError, ValueError):
         accepts = True  # builtins/C callables: just try
     if not accepts:

@@ -325,3 +325,25 @@ def test_receptive_field_probe_failure_falls_back_to_whole_images() -> None:
     assert crop_box(fields["relu"], 0, 0, 8) == (0, 0, 8, 8)
     with pytest.raises(BuildError, match="unknown layer"):
         _receptive_fields_or_whole_image(DoubleShy(), ["nope"], (3, 8, 8))
+
+
+@pytest.mark.usefixtures("summit_available")
+def test_build_from_plain_batches_has_no_crops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from compute.build import build_atlas
+
+    data = class_dataset(per_class=2)
+    batches = [(data.tensors[0][i : i + 3], data.tensors[1][i : i + 3]) for i in range(0, 6, 3)]
+    with caplog.at_level("WARNING", logger="compute.build"):
+        path = build_atlas(
+            tiny_cnn(), batches, layers=["1", "4"], classes=["r", "g", "b"],
+            out=tmp_path / "plain", config=SummitConfig(selection="topk", top_k=1),
+            progress=False,
+        )  # fmt: skip
+    assert "no example crops" in caplog.text
+    atlas = Atlas.open(path, verify_hashes=True)
+    assert atlas.example_crop("1", 0, 0) is None
+    assert atlas.class_stats()["num_images"].tolist() == [2, 2, 2]
+    assert atlas.examples("1").image_index.max() <= 5  # running count = dataset index
+    assert atlas.manifest["preprocessing"]["mean"] is None  # unknown: the loader's own
