@@ -1,0 +1,1010 @@
+"""Mapper graphs of activation vectors (TopoAct), torch-free: numpy, scipy, scikit-learn.
+
+Pipeline: a 1-D lens (L2 norm or first principal component, scaled to ``[0, 1]``) → a cover
+of ``intervals`` overlapping intervals → clustering of each interval's points (DBSCAN or
+HDBSCAN) → one node per cluster, one edge per pair of nodes sharing members.
+
+The expensive part, the neighbour search, is shared across parameter settings:
+:class:`MapperIndex` sorts the points by lens and stores, once, a sparse radius-neighbour
+graph up to the largest ε and the widest interval the UI allows. A cover of a sorted 1-D
+lens is a set of contiguous row ranges, so a new ``(intervals, overlap, ε)`` only filters
+that graph per interval and runs DBSCAN as connected components (milliseconds per interval).
+
+DBSCAN here reproduces ``sklearn.cluster.DBSCAN`` exactly (same core rule ``|N_ε(x)| ≥
+min_samples`` counting the point itself, ``≤ ε``, same cluster numbering and border
+assignment), so with ``cover="kmapper"`` the nodes equal KeplerMapper's.
+
+Examples:
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).random((500, 8)).astype(np.float32)
+    >>> index = MapperIndex.build(x)                         # once per layer
+    >>> graph = index.mapper(MapperParams(intervals=10, overlap=0.3))
+    >>> graph.num_nodes > 0
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+logger = logging.getLogger(__name__)
+
+LensKind = Literal["l2norm", "pca"]
+Metric = Literal["euclidean", "cosine"]
+ClustererKind = Literal["dbscan", "hdbscan"]
+CoverKind = Literal["uniform", "kmapper"]
+EpsRule = Literal["auto", "knee"]
+
+#: ``eps="auto"``: this factor × the median distance to the (min_samples-1)-th neighbour.
+AUTO_EPS_FACTOR = 1.2
+#: ``eps="knee"``: this factor × the knee of the sorted k-NN distances (TopoBERT used 0.5-0.75).
+KNEE_EPS_FACTOR = 0.75
+#: UI limits the default index is built for (issue 4): intervals ≥ 10, overlap ≤ 60%,
+#: ε ≤ 2× default.
+UI_MIN_INTERVALS = 10
+UI_MAX_OVERLAP = 0.6
+UI_MAX_EPS_SCALE = 2.0
+#: Largest k of the k-NN distances kept for ε rules (min_samples up to KNN_K + 1).
+KNN_K = 8
+
+
+@dataclass(frozen=True)
+class MapperParams:
+    """Parameters of one Mapper graph (validated on construction).
+
+    Attributes:
+        intervals: number of cover intervals, 2-200.
+        overlap: fraction of an interval shared with its neighbour, 0.05-0.9.
+        lens: ``"l2norm"`` (TopoAct) or ``"pca"`` (first principal component); both scaled
+            to ``[0, 1]``. Fixed per :class:`MapperIndex`.
+        metric: ``"euclidean"`` or ``"cosine"`` (cosine distance ``1 - cos``). Fixed per index.
+        clusterer: ``"dbscan"`` or ``"hdbscan"`` (``sklearn.cluster.HDBSCAN``; needs vectors).
+        eps: DBSCAN radius: a positive number, ``"auto"`` (``AUTO_EPS_FACTOR`` × median
+            distance to the ``(min_samples-1)``-th neighbour, the default: covers most
+            points) or ``"knee"`` (``KNEE_EPS_FACTOR`` × knee of the sorted k-NN distances,
+            TopoAct's "adaptive" ε).
+        eps_scale: multiplier on the rule's ε (the UI's 0.5×-2× slider), 0.05-10.
+        min_samples: DBSCAN core threshold counting the point itself, 1-1000 (also HDBSCAN's).
+        min_cluster_size: HDBSCAN's minimum cluster size, ≥ 2.
+        cover: ``"uniform"`` (intervals tile exactly ``[0, 1]``) or ``"kmapper"``
+            (KeplerMapper's ``Cover``: centres ``linspace(R/2n, 1-R/2n)``, radius
+            ``1/(2n(1-p))``, so the end intervals reach past the data).
+
+    Examples:
+        >>> MapperParams(intervals=70, overlap=0.3).eps
+        'auto'
+        >>> MapperParams(intervals=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: MapperParams.intervals must be an integer in [2, 200], got 1
+    """
+
+    intervals: int = 70
+    overlap: float = 0.3
+    lens: LensKind = "l2norm"
+    metric: Metric = "euclidean"
+    clusterer: ClustererKind = "dbscan"
+    eps: float | EpsRule = "auto"
+    eps_scale: float = 1.0
+    min_samples: int = 3
+    min_cluster_size: int = 5
+    cover: CoverKind = "uniform"
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"MapperParams.{name} must be {rule}, got {getattr(self, name)!r}")
+
+        if not _is_int(self.intervals) or not 2 <= self.intervals <= 200:
+            raise bad("intervals", "an integer in [2, 200]")
+        if not _is_real(self.overlap) or not 0.05 <= self.overlap <= 0.9:
+            raise bad("overlap", "a number in [0.05, 0.9]")
+        if self.lens not in ("l2norm", "pca"):
+            raise bad("lens", "'l2norm' or 'pca'")
+        if self.metric not in ("euclidean", "cosine"):
+            raise bad("metric", "'euclidean' or 'cosine'")
+        if self.clusterer not in ("dbscan", "hdbscan"):
+            raise bad("clusterer", "'dbscan' or 'hdbscan'")
+        if isinstance(self.eps, str):
+            if self.eps not in ("auto", "knee"):
+                raise bad("eps", "a positive number, 'auto' or 'knee'")
+        elif not _is_real(self.eps) or not 0 < self.eps < np.inf:
+            raise bad("eps", "a positive number, 'auto' or 'knee'")
+        if not _is_real(self.eps_scale) or not 0.05 <= self.eps_scale <= 10:
+            raise bad("eps_scale", "a number in [0.05, 10]")
+        if not _is_int(self.min_samples) or not 1 <= self.min_samples <= 1000:
+            raise bad("min_samples", "an integer in [1, 1000]")
+        if not _is_int(self.min_cluster_size) or self.min_cluster_size < 2:
+            raise bad("min_cluster_size", "an integer >= 2")
+        if self.cover not in ("uniform", "kmapper"):
+            raise bad("cover", "'uniform' or 'kmapper'")
+
+    @property
+    def interval_length(self) -> float:
+        """Length of one interval on the ``[0, 1]`` lens."""
+        return interval_length(self.intervals, self.overlap, self.cover)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def interval_length(intervals: int, overlap: float, cover: CoverKind = "uniform") -> float:
+    """Length of one cover interval on a ``[0, 1]`` lens.
+
+    Args:
+        intervals: number of intervals ``n``.
+        overlap: overlap fraction ``p``.
+        cover: ``"uniform"``: ``1 / (n - (n-1) p)``; ``"kmapper"``: ``1 / (n (1-p))``.
+
+    Returns:
+        The length (a float).
+
+    Examples:
+        >>> round(interval_length(10, 0.5, "kmapper"), 3)
+        0.2
+    """
+    if cover == "kmapper":
+        return 1.0 / (intervals * (1.0 - overlap))
+    return 1.0 / (intervals - (intervals - 1) * overlap)
+
+
+def cover_bounds(intervals: int, overlap: float, cover: CoverKind = "uniform") -> np.ndarray:
+    """Closed interval bounds of the cover of ``[0, 1]``.
+
+    ``"kmapper"`` repeats ``kmapper.Cover.fit`` / ``transform_single`` arithmetic operation
+    by operation (float64), so membership tests agree bit for bit.
+
+    Args:
+        intervals: number of intervals ``n``.
+        overlap: overlap fraction ``p``.
+        cover: ``"uniform"`` or ``"kmapper"``.
+
+    Returns:
+        float64 ``[n, 2]``: ``(low, high)``; a point with lens ``t`` is in interval ``k``
+        iff ``low_k <= t <= high_k``.
+
+    Examples:
+        >>> cover_bounds(2, 0.5).round(3).tolist()
+        [[0.0, 0.667], [0.333, 1.0]]
+    """
+    if cover == "kmapper":
+        n_cubes = np.array([intervals])
+        perc = np.array([overlap])
+        bounds = (np.array([0.0]), np.array([1.0]))
+        ranges = bounds[1] - bounds[0]
+        inner_range = ((n_cubes - 1) / n_cubes) * ranges
+        inset = (ranges - inner_range) / 2
+        radius = ranges / (2 * n_cubes * (1 - perc))
+        centers = np.linspace(bounds[0][0] + inset[0], bounds[1][0] - inset[0], num=intervals)
+        return np.stack([centers - radius[0], centers + radius[0]], axis=1)
+    length = interval_length(intervals, overlap, "uniform")
+    stride = length * (1.0 - overlap)
+    low = np.arange(intervals) * stride
+    high = low + length
+    high[-1] = 1.0  # no rounding gap at the top
+    return np.stack([low, high], axis=1)
+
+
+def compute_lens(vectors: np.ndarray, kind: LensKind = "l2norm") -> tuple[np.ndarray, float]:
+    """The 1-D lens, min-max scaled to ``[0, 1]`` as KeplerMapper's default ``MinMaxScaler``.
+
+    Args:
+        vectors: float ``[n, D]``.
+        kind: ``"l2norm"``: Euclidean norm of each vector; ``"pca"``: projection on the first
+            principal component (sign fixed so the largest loading is positive).
+
+    Returns:
+        ``(lens, raw_range)``: float64 ``[n]`` in ``[0, 1]``, and the range of the unscaled
+        lens (both raw lenses are 1-Lipschitz in Euclidean distance, which the index uses
+        to prune pairs).
+
+    Examples:
+        >>> compute_lens(np.array([[3.0, 4.0], [0.0, 1.0]]))[0].tolist()
+        [1.0, 0.0]
+    """
+    x = np.asarray(vectors)
+    if kind == "l2norm":
+        raw = np.linalg.norm(x.astype(np.float64, copy=False), axis=1)
+    elif kind == "pca":
+        mean = x.mean(axis=0, dtype=np.float64)
+        # Covariance via X^T X (D x D): one pass, no SVD of the n x D matrix.
+        xc = x.astype(np.float64) - mean
+        cov = xc.T @ xc
+        _, vecs = np.linalg.eigh(cov)
+        axis = vecs[:, -1]
+        axis = axis * np.sign(axis[np.argmax(np.abs(axis))])
+        raw = xc @ axis
+    else:
+        raise ValueError(f"lens must be 'l2norm' or 'pca', got {kind!r}")
+    lo, hi = float(raw.min()), float(raw.max())
+    span = hi - lo
+    # Exactly sklearn's MinMaxScaler arithmetic (scale_, min_), so lens values agree bitwise.
+    scale = 1.0 / span if span > 0 else 1.0
+    lens = raw * scale + (0.0 - lo * scale)
+    return lens, span
+
+
+@dataclass(frozen=True)
+class MapperGraph:
+    """One Mapper graph. Node ``k``'s members are ``members[indptr[k]:indptr[k+1]]``.
+
+    Attributes:
+        num_points: points in the sample (members index ``0..num_points-1``).
+        node_indptr: int64 ``[nodes + 1]``.
+        node_members: int64 ``[sum of node sizes]``, row indices into the sample, ascending
+            within a node.
+        node_interval: int32 ``[nodes]`` cover interval of the node.
+        node_cluster: int32 ``[nodes]`` cluster number inside the interval (sklearn order).
+        edge_source: int32 ``[edges]`` (``source < target``).
+        edge_target: int32 ``[edges]``.
+        edge_intersection: int64 ``[edges]`` shared members.
+        edge_jaccard: float32 ``[edges]`` ``|a∩b| / |a∪b|``.
+        interval_bounds: float64 ``[intervals, 2]`` on the ``[0, 1]`` lens.
+        interval_counts: int64 ``[intervals]`` points in each interval.
+        coverage: share of points in at least one node.
+        eps: the resolved DBSCAN ε (``nan`` for HDBSCAN).
+        params: the parameters.
+        seconds: wall time of the computation.
+    """
+
+    num_points: int
+    node_indptr: np.ndarray
+    node_members: np.ndarray
+    node_interval: np.ndarray
+    node_cluster: np.ndarray
+    edge_source: np.ndarray
+    edge_target: np.ndarray
+    edge_intersection: np.ndarray
+    edge_jaccard: np.ndarray
+    interval_bounds: np.ndarray
+    interval_counts: np.ndarray
+    coverage: float
+    eps: float
+    params: MapperParams
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes."""
+        return len(self.node_interval)
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges."""
+        return len(self.edge_source)
+
+    @property
+    def node_sizes(self) -> np.ndarray:
+        """int64 ``[nodes]`` member counts."""
+        return np.diff(self.node_indptr)
+
+    def members(self, node: int) -> np.ndarray:
+        """int64 members of ``node`` (sample rows, ascending)."""
+        return self.node_members[self.node_indptr[node] : self.node_indptr[node + 1]]
+
+    def kmapper_ids(self) -> list[str]:
+        """Node ids as KeplerMapper names them, ``cube{i}_cluster{j}``.
+
+        KeplerMapper numbers only the non-empty intervals, so ``i`` is the rank of the node's
+        interval among intervals holding at least one point.
+        """
+        rank = np.cumsum(self.interval_counts > 0) - 1
+        return [
+            f"cube{rank[i]}_cluster{c}"
+            for i, c in zip(self.node_interval.tolist(), self.node_cluster.tolist(), strict=True)
+        ]
+
+    def adjacency(self) -> sp.csr_array:
+        """Symmetric boolean ``csr_array [nodes, nodes]`` of the edges."""
+        n = self.num_nodes
+        rows = np.concatenate([self.edge_source, self.edge_target])
+        cols = np.concatenate([self.edge_target, self.edge_source])
+        return sp.csr_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, n))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The graph as plain arrays (atlas-ready; parameters are not included)."""
+        return {
+            "node_indptr": self.node_indptr,
+            "node_members": self.node_members,
+            "node_interval": self.node_interval,
+            "node_cluster": self.node_cluster,
+            "edge_source": self.edge_source,
+            "edge_target": self.edge_target,
+            "edge_intersection": self.edge_intersection,
+            "edge_jaccard": self.edge_jaccard,
+            "interval_bounds": self.interval_bounds,
+            "interval_counts": self.interval_counts,
+        }
+
+
+@dataclass(frozen=True)
+class NodeStats:
+    """Per-node summaries for the views.
+
+    Attributes:
+        count: int64 ``[nodes]`` members.
+        class_counts: int64 ``[nodes, classes]`` members of each class.
+        mean_norm: float32 ``[nodes]`` mean L2 norm of the members' vectors.
+        dominant_class: int64 ``[nodes]`` most frequent class (lowest index on ties).
+        dominant_share: float32 ``[nodes]`` its share of the node.
+    """
+
+    count: np.ndarray
+    class_counts: np.ndarray
+    mean_norm: np.ndarray
+    dominant_class: np.ndarray
+    dominant_share: np.ndarray
+
+
+def node_statistics(
+    graph: MapperGraph, labels: np.ndarray, norms: np.ndarray, num_classes: int | None = None
+) -> NodeStats:
+    """Class composition, member count and mean L2 norm of every node (vectorised).
+
+    Args:
+        graph: a Mapper graph.
+        labels: int ``[num_points]`` class of each sample row.
+        norms: float ``[num_points]`` L2 norm of each vector (``np.linalg.norm(v, axis=1)``).
+        num_classes: width of ``class_counts`` (default ``labels.max() + 1``).
+
+    Returns:
+        :class:`NodeStats`.
+
+    Examples:
+        >>> x = np.random.default_rng(0).random((300, 4))
+        >>> g = MapperIndex.build(x).mapper(MapperParams(intervals=5))
+        >>> s = node_statistics(g, np.zeros(300, int), np.linalg.norm(x, axis=1))
+        >>> bool((s.dominant_share == 1).all())
+        True
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    classes = int(
+        num_classes if num_classes is not None else (labels.max() + 1 if len(labels) else 0)
+    )
+    n_nodes = graph.num_nodes
+    count = graph.node_sizes.astype(np.int64)
+    node_of = np.repeat(np.arange(n_nodes), count)
+    member_labels = labels[graph.node_members]
+    class_counts = np.zeros((n_nodes, classes), dtype=np.int64)
+    np.add.at(class_counts, (node_of, member_labels), 1)
+    sums = np.bincount(
+        node_of, weights=np.asarray(norms, np.float64)[graph.node_members], minlength=n_nodes
+    )
+    mean_norm = (sums / np.maximum(count, 1)).astype(np.float32)
+    if classes:
+        dominant = class_counts.argmax(axis=1)
+        share = class_counts[np.arange(n_nodes), dominant] / np.maximum(count, 1)
+    else:
+        dominant = np.zeros(n_nodes, dtype=np.int64)
+        share = np.zeros(n_nodes)
+    return NodeStats(
+        count, class_counts, mean_norm, dominant.astype(np.int64), share.astype(np.float32)
+    )
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def knee_point(values: np.ndarray) -> float:
+    """Knee of an ascending curve (Kneedle: largest gap below the chord, both axes in [0, 1]).
+
+    Args:
+        values: float ``[m]`` (sorted here).
+
+    Returns:
+        The value at the knee.
+
+    Examples:
+        >>> knee_point(np.r_[np.linspace(0, 1, 90), np.linspace(2, 20, 10)]) <= 2.0
+        True
+    """
+    y = np.sort(np.asarray(values, dtype=np.float64))
+    if len(y) < 3 or y[-1] == y[0]:
+        return float(np.median(y)) if len(y) else 0.0
+    x = np.linspace(0.0, 1.0, len(y))
+    yn = (y - y[0]) / (y[-1] - y[0])
+    return float(y[int(np.argmax(x - yn))])
+
+
+def _pair_distances(
+    a: np.ndarray, b: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray, metric: Metric
+) -> np.ndarray:
+    """float32 ``[len(a), len(b)]`` distances (one GEMM; rows of cosine input are unit)."""
+    gram = a @ b.T
+    if metric == "cosine":
+        return np.maximum(1.0 - gram, 0.0, out=gram)
+    gram *= -2.0
+    gram += sq_a[:, None]
+    gram += sq_b[None, :]
+    np.maximum(gram, 0.0, out=gram)
+    return np.sqrt(gram, out=gram)
+
+
+@dataclass(frozen=True)
+class MapperIndex:
+    """What every Mapper graph of one layer shares, computed once.
+
+    Points are sorted by lens (``order``); the radius graph is stored in that sorted
+    numbering, so every cover interval is a contiguous range of rows and columns.
+
+    Attributes:
+        lens: float64 ``[n]`` lens in ``[0, 1]`` (sample order).
+        order: int64 ``[n]`` sample rows sorted by lens (stable).
+        indptr: int64 ``[n + 1]`` CSR rows (sorted positions).
+        indices: int32 ``[nnz]`` neighbour sorted positions, ascending within a row.
+        distances: float32 ``[nnz]`` their distances (``≤ max_radius``).
+        knn_distances: float32 ``[q, KNN_K]`` distances from ``q`` sampled points to their
+            ``1..KNN_K``-th nearest neighbours among all points (for the ε rules).
+        lens_kind: the lens.
+        metric: the metric.
+        max_radius: largest ε the graph answers exactly.
+        max_window: widest interval (lens units) the graph answers exactly.
+        max_neighbors: per-point cap on stored neighbours (nearest first); 0 = none.
+        truncated: points whose neighbour list hit the cap (then DBSCAN is approximate).
+        seconds: build time.
+    """
+
+    lens: np.ndarray
+    order: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    distances: np.ndarray
+    knn_distances: np.ndarray
+    lens_kind: LensKind
+    metric: Metric
+    max_radius: float
+    max_window: float
+    max_neighbors: int
+    truncated: int
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def num_points(self) -> int:
+        """Points in the sample."""
+        return len(self.lens)
+
+    # ---------------------------------------------------------------- ε rules
+    def resolve_eps(self, params: MapperParams) -> float:
+        """The DBSCAN ε of ``params`` on this data (see :class:`MapperParams`)."""
+        return self.eps_base(params) * float(params.eps_scale)
+
+    def eps_base(self, params: MapperParams) -> float:
+        """ε before ``eps_scale``: the number itself, or the rule applied to the k-NN sample."""
+        if not isinstance(params.eps, str):
+            return float(params.eps)
+        return eps_rule(self.knn_distances, params.eps, params.min_samples)
+
+    # ---------------------------------------------------------------- build
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        metric: Metric = "euclidean",
+        max_radius: float | None = None,
+        *,
+        lens: LensKind = "l2norm",
+        max_window: float | None = None,
+        max_neighbors: int = 32,
+        knn_queries: int = 1000,
+        min_samples: int = 3,
+        seed: int = 0,
+        eps_for: MapperParams | None = None,
+    ) -> MapperIndex:
+        """Build the index (the only O(n²)-ish step; pairs are pruned by lens band).
+
+        Args:
+            vectors: float ``[n, D]`` activation vectors (any float dtype; float32 inside).
+            metric: ``"euclidean"`` or ``"cosine"``.
+            max_radius: largest ε to answer; default ``UI_MAX_EPS_SCALE`` × the ``"auto"`` ε
+                for ``min_samples``.
+            lens: ``"l2norm"`` or ``"pca"``.
+            max_window: widest interval to answer (lens units); default the widest interval
+                the UI allows (``UI_MIN_INTERVALS`` intervals, ``UI_MAX_OVERLAP`` overlap,
+                either cover formula).
+            max_neighbors: keep at most this many nearest neighbours per point (bounds
+                memory on dense data; 0 = keep all: exact DBSCAN for any parameters).
+            knn_queries: points sampled (fixed ``seed``) for the k-NN distances of the ε rules.
+            min_samples: DBSCAN ``min_samples`` the default ``max_radius`` is derived for.
+            seed: seed of the query sample.
+            eps_for: if given (and ``max_radius`` is ``None``), ``max_radius`` is these
+                parameters' ε: the smallest index that answers exactly them.
+
+        Returns:
+            The index.
+
+        Examples:
+            >>> x = np.random.default_rng(0).random((200, 5))
+            >>> MapperIndex.build(x, max_neighbors=0).num_points
+            200
+        """
+        start = time.perf_counter()
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or len(x) < 2:
+            raise ValueError(f"vectors must be [n >= 2, D], got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        if metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+        n = len(x)
+        lens_values, raw_range = compute_lens(x, lens)
+        order = np.argsort(lens_values, kind="stable")
+        keys = lens_values[order]
+        xs = x[order]
+        if metric == "cosine":
+            norm = np.linalg.norm(xs, axis=1, keepdims=True)
+            xs = xs / np.where(norm > 0, norm, 1.0)
+        sq = np.einsum("ij,ij->i", xs, xs)
+
+        knn = _knn_sample(xs, sq, metric, knn_queries, seed)
+        if max_radius is None and eps_for is not None:
+            base = (
+                eps_rule(knn, eps_for.eps, eps_for.min_samples)
+                if isinstance(eps_for.eps, str)
+                else float(eps_for.eps)
+            )
+            max_radius = base * float(eps_for.eps_scale)
+        elif max_radius is None:
+            max_radius = UI_MAX_EPS_SCALE * eps_rule(knn, "auto", min_samples)
+        if max_window is None:
+            max_window = max(
+                interval_length(UI_MIN_INTERVALS, UI_MAX_OVERLAP, "uniform"),
+                interval_length(UI_MIN_INTERVALS, UI_MAX_OVERLAP, "kmapper"),
+            )
+        band = float(max_window)
+        if metric == "euclidean" and raw_range > 0:
+            # |lens(a) - lens(b)| <= |a - b| / raw_range: farther-apart lens values can't be
+            # within max_radius, whatever the cover.
+            band = min(band, float(max_radius) / raw_range)
+        indptr, indices, distances, truncated = _radius_graph(
+            xs, sq, keys, band, float(max_radius), metric, max_neighbors
+        )
+        seconds = time.perf_counter() - start
+        logger.info(
+            "Mapper index: %d points, %d edges (%.1f per point), band %.3f, %d truncated, %.2f s",
+            n,
+            len(indices),
+            len(indices) / n,
+            band,
+            truncated,
+            seconds,
+        )
+        return cls(
+            lens=lens_values,
+            order=order.astype(np.int64),
+            indptr=indptr,
+            indices=indices,
+            distances=distances,
+            knn_distances=knn,
+            lens_kind=lens,
+            metric=metric,
+            max_radius=float(max_radius),
+            max_window=float(max_window),
+            max_neighbors=int(max_neighbors),
+            truncated=int(truncated),
+            seconds=seconds,
+        )
+
+    # ---------------------------------------------------------------- serialisation
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain numpy arrays (no pickle needed), for ``np.save`` / memory-mapped loading.
+
+        Examples:
+            >>> x = np.random.default_rng(0).random((100, 3))
+            >>> index = MapperIndex.build(x)
+            >>> MapperIndex.from_arrays(index.to_arrays()) == index
+            True
+        """
+        return {
+            "lens": self.lens,
+            "order": self.order,
+            "indptr": self.indptr,
+            "indices": self.indices,
+            "distances": self.distances,
+            "knn_distances": self.knn_distances,
+            "lens_kind": np.array(self.lens_kind),
+            "metric": np.array(self.metric),
+            "limits": np.array(
+                [self.max_radius, self.max_window, self.max_neighbors, self.truncated],
+                dtype=np.float64,
+            ),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MapperIndex:
+        """Rebuild from :meth:`to_arrays` output (arrays may be memory-mapped; not copied)."""
+        limits = np.asarray(arrays["limits"], dtype=np.float64)
+        return cls(
+            lens=arrays["lens"],
+            order=arrays["order"],
+            indptr=arrays["indptr"],
+            indices=arrays["indices"],
+            distances=arrays["distances"],
+            knn_distances=arrays["knn_distances"],
+            lens_kind=str(arrays["lens_kind"]),  # type: ignore[arg-type]
+            metric=str(arrays["metric"]),  # type: ignore[arg-type]
+            max_radius=float(limits[0]),
+            max_window=float(limits[1]),
+            max_neighbors=int(limits[2]),
+            truncated=int(limits[3]),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MapperIndex):
+            return NotImplemented
+        a, b = self.to_arrays(), other.to_arrays()
+        return all(np.array_equal(a[k], b[k]) for k in a)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ---------------------------------------------------------------- queries
+    def check(self, params: MapperParams) -> str | None:
+        """Why this index cannot answer ``params`` exactly, or ``None`` if it can."""
+        if params.lens != self.lens_kind or params.metric != self.metric:
+            return (
+                f"index is for lens={self.lens_kind!r}, metric={self.metric!r}, "
+                f"not {params.lens!r}, {params.metric!r}"
+            )
+        if params.clusterer != "dbscan":
+            return None
+        if params.interval_length > self.max_window * (1 + 1e-9):
+            return (
+                f"interval length {params.interval_length:.4f} exceeds the index's "
+                f"{self.max_window:.4f} (fewer intervals or more overlap than built for)"
+            )
+        eps = self.resolve_eps(params)
+        if eps > self.max_radius * (1 + 1e-6):
+            return f"eps {eps:.4g} exceeds the index's max_radius {self.max_radius:.4g}"
+        return None
+
+    def mapper(self, params: MapperParams, vectors: np.ndarray | None = None) -> MapperGraph:
+        """The Mapper graph for ``params`` (seconds for 100k points).
+
+        Args:
+            params: parameters; lens and metric must match the index.
+            vectors: float ``[n, D]``, needed for HDBSCAN and for DBSCAN parameters beyond the
+                index's limits (then a fitting index is built on the fly).
+
+        Returns:
+            The :class:`MapperGraph`.
+
+        Raises:
+            ValueError: parameters outside the index's limits and no ``vectors`` given.
+        """
+        start = time.perf_counter()
+        problem = self.check(params)
+        if problem is not None:
+            if vectors is None:
+                raise ValueError(f"MapperIndex cannot answer these parameters: {problem}")
+            logger.info("Mapper: %s; building a fitting index", problem)
+            eps = self.resolve_eps(params) if params.lens == self.lens_kind else None
+            index = MapperIndex.build(
+                vectors,
+                params.metric,
+                eps,
+                lens=params.lens,
+                max_window=params.interval_length,
+                max_neighbors=self.max_neighbors,
+                min_samples=params.min_samples,
+            )
+            return index.mapper(params, vectors)
+        bounds = cover_bounds(params.intervals, params.overlap, params.cover)
+        keys = self.lens[self.order]
+        starts = np.searchsorted(keys, bounds[:, 0], side="left")
+        stops = np.searchsorted(keys, bounds[:, 1], side="right")
+        eps = self.resolve_eps(params) if params.clusterer == "dbscan" else float("nan")
+        x = None
+        if params.clusterer == "hdbscan":
+            if vectors is None:
+                raise ValueError("HDBSCAN needs the vectors: pass vectors=")
+            x = np.asarray(vectors, dtype=np.float32)
+        node_members: list[np.ndarray] = []
+        node_interval: list[int] = []
+        node_cluster: list[int] = []
+        for k, (s, e) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
+            size = e - s
+            # KeplerMapper skips intervals with fewer points than the clusterer's minimum.
+            minimum = (
+                params.min_samples if params.clusterer == "dbscan" else params.min_cluster_size
+            )
+            if size < max(minimum, 1):
+                continue
+            rows = self.order[s:e]
+            if params.clusterer == "dbscan":
+                labels = self._dbscan(s, e, eps, params.min_samples, rows)
+            else:
+                labels = _hdbscan(x[rows], params)  # type: ignore[index]
+            if labels.max(initial=-1) < 0:
+                continue
+            # Members ascending by sample row; group by label.
+            by_row = np.argsort(rows, kind="stable")
+            rows_sorted, labels_sorted = rows[by_row], labels[by_row]
+            for c in range(int(labels.max()) + 1):
+                members = rows_sorted[labels_sorted == c]
+                if len(members):
+                    node_members.append(members)
+                    node_interval.append(k)
+                    node_cluster.append(c)
+        counts = (stops - starts).astype(np.int64)
+        return _assemble(
+            self.num_points,
+            node_members,
+            node_interval,
+            node_cluster,
+            bounds,
+            counts,
+            eps,
+            params,
+            time.perf_counter() - start,
+        )
+
+    def _dbscan(self, s: int, e: int, eps: float, min_samples: int, rows: np.ndarray) -> np.ndarray:
+        """sklearn-identical DBSCAN labels of sorted positions ``s..e`` (``-1`` = noise).
+
+        Clusters are numbered by their smallest core sample row, and a border point joins
+        the lowest-numbered cluster among its core neighbours: exactly the outcome of
+        sklearn's ``dbscan_inner`` run in sample-row order, as KeplerMapper does.
+        """
+        m = e - s
+        a, b = int(self.indptr[s]), int(self.indptr[e])
+        cols = np.asarray(self.indices[a:b])
+        dist = np.asarray(self.distances[a:b])
+        row = np.repeat(np.arange(m), np.diff(np.asarray(self.indptr[s : e + 1])))
+        keep = (cols >= s) & (cols < e) & (dist <= np.float32(eps))
+        row, col = row[keep], cols[keep].astype(np.int64) - s
+        degree = np.bincount(row, minlength=m) + 1  # the point itself counts (sklearn)
+        core = degree >= min_samples
+        labels = np.full(m, -1, dtype=np.int64)
+        if not core.any():
+            return labels
+        cc = core[row] & core[col]
+        graph = sp.csr_array(
+            (np.ones(int(cc.sum()), dtype=np.int8), (row[cc], col[cc])), shape=(m, m)
+        )
+        _, comp = connected_components(graph, directed=False)
+        core_idx = np.flatnonzero(core)
+        core_comp = comp[core_idx]
+        # Number components by their smallest core sample row.
+        first = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, core_comp, rows[core_idx])
+        used = np.unique(core_comp)
+        rank = np.empty(m, dtype=np.int64)
+        rank[used[np.argsort(first[used], kind="stable")]] = np.arange(len(used))
+        labels[core_idx] = rank[core_comp]
+        # Border points: non-core with a core neighbour take the smallest neighbouring label.
+        bd = ~core[row] & core[col]
+        if bd.any():
+            best = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(best, row[bd], labels[col[bd]])
+            border = ~core & (best != np.iinfo(np.int64).max)
+            labels[border] = best[border]
+        return labels
+
+
+def eps_rule(knn: np.ndarray, rule: EpsRule, min_samples: int) -> float:
+    """ε of a rule from sampled k-NN distances.
+
+    Args:
+        knn: float ``[q, K]`` distances to the 1st..K-th neighbours.
+        rule: ``"auto"`` or ``"knee"``.
+        min_samples: DBSCAN ``min_samples``; the ``(min_samples-1)``-th neighbour distance
+            (clipped to ``[1, K]``) decides whether a point is core.
+
+    Returns:
+        A positive ε. Zero distances (duplicate vectors, e.g. all-zero ReLU outputs) are
+        ignored so ε stays positive.
+    """
+    k = int(np.clip(min_samples - 1, 1, knn.shape[1]))
+    d = np.asarray(knn[:, k - 1], dtype=np.float64)
+    d = d[np.isfinite(d) & (d > 0)]
+    if not len(d):
+        return 1e-6
+    if rule == "auto":
+        return AUTO_EPS_FACTOR * float(np.median(d))
+    if rule == "knee":
+        return KNEE_EPS_FACTOR * knee_point(d)
+    raise ValueError(f"eps rule must be 'auto' or 'knee', got {rule!r}")
+
+
+def _knn_sample(
+    xs: np.ndarray, sq: np.ndarray, metric: Metric, queries: int, seed: int
+) -> np.ndarray:
+    """float32 ``[q, KNN_K]`` exact k-NN distances of ``q`` random points among all points."""
+    n = len(xs)
+    q = min(n, queries)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n, size=q, replace=False))
+    k = min(KNN_K, n - 1)
+    out = np.full((q, KNN_K), np.inf, dtype=np.float32)
+    chunk = max(1, (1 << 24) // n)
+    for a in range(0, q, chunk):
+        idx = pick[a : a + chunk]
+        d = _pair_distances(xs[idx], xs, sq[idx], sq, metric)
+        d[np.arange(len(idx)), idx] = np.inf  # not its own neighbour
+        part = np.partition(d, k - 1, axis=1)[:, :k] if k < n else d
+        out[a : a + len(idx), :k] = np.sort(part, axis=1)[:, :k]
+    return out
+
+
+def _radius_graph(
+    xs: np.ndarray,
+    sq: np.ndarray,
+    keys: np.ndarray,
+    band: float,
+    radius: float,
+    metric: Metric,
+    cap: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Symmetric radius graph of lens-sorted points, only pairs with ``|Δlens| <= band``.
+
+    Row blocks are compared, by one float32 GEMM each, with the column range their lens
+    band allows, so the cost is the number of candidate pairs, not n².
+
+    Returns:
+        ``(indptr int64 [n+1], indices int32 [nnz], distances float32 [nnz], truncated)``.
+    """
+    n = len(xs)
+    rows_out: list[np.ndarray] = []
+    cols_out: list[np.ndarray] = []
+    dist_out: list[np.ndarray] = []
+    truncated = 0
+    budget = 1 << 23  # float32 elements per distance block (32 MB)
+    s = 0
+    while s < n:
+        block = 1024
+        while True:
+            e = min(n, s + block)
+            c0 = int(np.searchsorted(keys, keys[s] - band, side="left"))
+            c1 = int(np.searchsorted(keys, keys[e - 1] + band, side="right"))
+            if block <= 16 or (e - s) * (c1 - c0) <= budget:
+                break
+            block //= 2
+        d = _pair_distances(xs[s:e], xs[c0:c1], sq[s:e], sq[c0:c1], metric)
+        # Within radius, within the lens band, not the point itself.
+        ok = d <= radius
+        ok &= np.abs(keys[s:e, None] - keys[None, c0:c1]) <= band
+        diag = np.arange(s, e)
+        ok[diag - s, diag - c0] = False
+        counts = ok.sum(axis=1)
+        over = np.flatnonzero(counts > cap) if cap > 0 else np.empty(0, dtype=np.int64)
+        if len(over):
+            truncated += len(over)
+            sub = np.where(ok[over], d[over], np.inf)
+            nearest = np.argpartition(sub, cap - 1, axis=1)[:, :cap]
+            ok[over] = False
+            ok[over[:, None], nearest] = True
+        r, c = np.nonzero(ok)
+        rows_out.append(r + s)
+        cols_out.append(c + c0)
+        dist_out.append(d[r, c])
+        s = e
+    rows = np.concatenate(rows_out).astype(np.int64)
+    cols = np.concatenate(cols_out).astype(np.int64)
+    dist = np.concatenate(dist_out).astype(np.float32)
+    if cap > 0 and truncated:
+        # Capping made lists one-sided; keep the union so the graph stays symmetric.
+        rows, cols, dist = (
+            np.concatenate([rows, cols]),
+            np.concatenate([cols, rows]),
+            np.concatenate([dist, dist]),
+        )
+        key = rows * n + cols
+        key, first = np.unique(key, return_index=True)
+        rows, cols, dist = key // n, key % n, dist[first]
+    # nonzero() yields row-major order per block and blocks are in row order, so rows are
+    # sorted and columns ascend within a row; np.unique keeps that too.
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, cols.astype(np.int32), dist, truncated
+
+
+def _hdbscan(x: np.ndarray, params: MapperParams) -> np.ndarray:
+    """HDBSCAN labels of one interval's vectors (``-1`` = noise)."""
+    from sklearn.cluster import HDBSCAN
+
+    if params.metric == "cosine":
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        # Euclidean on unit vectors orders pairs as cosine distance does.
+        x = x / np.where(norm > 0, norm, 1.0)
+    if len(x) < params.min_cluster_size:
+        return np.full(len(x), -1, dtype=np.int64)
+    model = HDBSCAN(
+        min_cluster_size=params.min_cluster_size, min_samples=params.min_samples, copy=True
+    )
+    return model.fit_predict(x).astype(np.int64)
+
+
+def _assemble(
+    num_points: int,
+    members: list[np.ndarray],
+    interval: list[int],
+    cluster: list[int],
+    bounds: np.ndarray,
+    counts: np.ndarray,
+    eps: float,
+    params: MapperParams,
+    seconds: float,
+) -> MapperGraph:
+    """Nodes → CSR arrays, edges by one sparse product of the membership matrix."""
+    sizes = np.array([len(m) for m in members], dtype=np.int64)
+    indptr = np.zeros(len(members) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=indptr[1:])
+    flat = np.concatenate(members).astype(np.int64) if members else np.empty(0, np.int64)
+    n_nodes = len(members)
+    node_of = np.repeat(np.arange(n_nodes), sizes)
+    incidence = sp.csr_array(
+        (np.ones(len(flat), dtype=np.int64), (node_of, flat)), shape=(n_nodes, num_points)
+    )
+    shared = sp.triu(incidence @ incidence.T, k=1).tocoo()
+    order = np.lexsort((shared.col, shared.row))
+    src = shared.row[order].astype(np.int32)
+    dst = shared.col[order].astype(np.int32)
+    inter = shared.data[order].astype(np.int64)
+    jac = (inter / (sizes[src] + sizes[dst] - inter)).astype(np.float32)
+    covered = np.zeros(num_points, dtype=bool)
+    covered[flat] = True
+    coverage = float(covered.mean()) if num_points else 0.0
+    return MapperGraph(
+        num_points=num_points,
+        node_indptr=indptr,
+        node_members=flat,
+        node_interval=np.array(interval, dtype=np.int32),
+        node_cluster=np.array(cluster, dtype=np.int32),
+        edge_source=src,
+        edge_target=dst,
+        edge_intersection=inter,
+        edge_jaccard=jac,
+        interval_bounds=bounds,
+        interval_counts=counts,
+        coverage=coverage,
+        eps=float(eps),
+        params=params,
+        seconds=seconds,
+    )
+
+
+def mapper(
+    vectors: np.ndarray, params: MapperParams = MapperParams(), max_neighbors: int = 0
+) -> MapperGraph:
+    """One Mapper graph from scratch (builds a minimal index for exactly ``params``).
+
+    Args:
+        vectors: float ``[n, D]``.
+        params: parameters.
+        max_neighbors: neighbour cap of the temporary index (0 = exact DBSCAN).
+
+    Returns:
+        The :class:`MapperGraph`.
+
+    Examples:
+        >>> x = np.random.default_rng(1).random((400, 6))
+        >>> mapper(x, MapperParams(intervals=8, overlap=0.25)).coverage > 0
+        True
+    """
+    x = np.asarray(vectors)
+    if params.clusterer == "hdbscan":
+        # HDBSCAN works on the vectors; the index only needs the lens.
+        index = MapperIndex.build(
+            x, params.metric, 0.0, lens=params.lens, max_window=0.0, knn_queries=2
+        )
+    else:
+        index = MapperIndex.build(
+            x,
+            params.metric,
+            None,
+            lens=params.lens,
+            max_window=params.interval_length,
+            max_neighbors=max_neighbors,
+            eps_for=params,
+        )
+    return index.mapper(params, x)
