@@ -35,7 +35,8 @@ from dashboard import ids  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
 from dashboard.views import compare, embedding, graph, neuron, sidebar  # noqa: E402
 from dashboard.views.common import ViewContext  # noqa: E402
-from dashboard.views.shell import ROWS_PAGE, apply_event  # noqa: E402
+from dashboard.views.shell import apply_event  # noqa: E402
+from dashboard.views.sidebar import ROWS_PAGE  # noqa: E402
 
 
 def _timed(function: Callable[[], Any]) -> tuple[float, int]:

@@ -1,11 +1,9 @@
 """Every component id of the dashboard, in one place.
 
-Plain string ids for singletons; builder functions for pattern-matching ids.
+Plain string ids; the JavaScript in ``assets/`` refers to ``ROW_CLICK`` by value.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 # -- page plumbing --------------------------------------------------------------------
 STATE = "state"  # dcc.Store: the ViewState as a dict (ids and indices only)
@@ -29,7 +27,10 @@ EMBEDDING_LAYER = "embedding-layer"  # dcc.Store: the layer the figure currently
 # -- (B) sidebar ------------------------------------------------------------------------
 SIDEBAR_ROWS = "sidebar-rows"
 SHOW_MORE = "sidebar-show-more"
-ROW_TYPE = "class-row"
+#: dcc.Store written by assets/rows.js when a sidebar row is clicked: {"cls": int, "at": ms}.
+#: (Rows carry ``data-class``; an ALL pattern-matching input over hundreds of rows made
+#: each click take seconds in the Dash renderer.)
+ROW_CLICK = "row-click"
 
 # -- (C) attribution graph --------------------------------------------------------------
 GRAPH = "attribution-graph"
@@ -46,8 +47,3 @@ NEURON_CLOSE = "neuron-close"
 COMPARE_GRAPH = "compare-graph"
 COMPARE_NOTE = "compare-note"
 COMPARE_LEGEND = "compare-legend"
-
-
-def class_row(class_index: int | Any) -> dict[str, Any]:
-    """Pattern-matching id of one sidebar row (pass ``dash.ALL`` to match every row)."""
-    return {"type": ROW_TYPE, "index": class_index}

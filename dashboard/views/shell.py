@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views import compare, embedding, graph, neuron, sidebar
 from dashboard.views.common import ViewContext, percent
-
-ROWS_PAGE = 250  # sidebar rows shown at first and added by "show more" (as Summit)
+from dashboard.views.sidebar import ROWS_PAGE
 
 
 def header(context: ViewContext) -> html.Header:
@@ -71,6 +70,7 @@ def page_layout(context: ViewContext, state: ViewState) -> html.Div:
         [
             dcc.Store(id=ids.STATE, data=state.to_dict()),
             dcc.Store(id=ids.ROWS_LIMIT, data=ROWS_PAGE),
+            dcc.Store(id=ids.ROW_CLICK, data=None),
             dcc.Location(id=ids.STATE_URL, refresh=False),
             html.Div(
                 [
@@ -112,10 +112,11 @@ def apply_event(state: ViewState, trigger: Any, value: Any) -> ViewState:
         trigger: the id of the component that fired (``ctx.triggered_id``).
         value: the new value of its property.
     """
-    if isinstance(trigger, dict):
-        if trigger.get("type") == ids.ROW_TYPE and value:
-            return state.with_(cls=int(trigger["index"]))
-        return state
+    if trigger == ids.ROW_CLICK:
+        try:
+            return state.with_(cls=int(value["cls"]))
+        except (KeyError, TypeError, ValueError):
+            return state
     if trigger in (ids.EMBEDDING, ids.NEURON_BARS):
         picked = _class_from_click(value)
         return state if picked is None else state.with_(cls=picked)
@@ -141,7 +142,7 @@ def apply_event(state: ViewState, trigger: Any, value: Any) -> ViewState:
 
 _EVENTS: list[tuple[Any, str]] = [
     (ids.EMBEDDING, "clickData"),
-    (ids.class_row(ALL), "n_clicks"),
+    (ids.ROW_CLICK, "data"),
     (ids.SEARCH, "value"),
     (ids.NEURON_BARS, "clickData"),
     (ids.COMPARE, "value"),

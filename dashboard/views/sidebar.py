@@ -8,6 +8,7 @@ sent, with a "show more" button for the rest.
 from __future__ import annotations
 
 from functools import lru_cache
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ from dashboard import ids
 from dashboard.data import PART_SUMMIT
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext, guarded, how_to_read, note, percent
+
+#: Rows sent at first and added per "show more" (Summit showed 250; fewer keep a class
+#: switch snappy in the browser, since every switch re-sends and re-parses the rows).
+ROWS_PAGE = 150
 
 SORT_OPTIONS = [
     {"label": "Most similar", "value": "similarity"},
@@ -51,7 +56,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 className="sort-select",
             ),
             None if data.has(PART_SUMMIT) else note(data.missing_note(PART_SUMMIT), kind="missing"),
-            html.Div(id=ids.SIDEBAR_ROWS, className="class-rows"),
+            dcc.Markdown(id=ids.SIDEBAR_ROWS, className="class-rows", dangerously_allow_html=True),
             html.Button("Show more", id=ids.SHOW_MORE, className="show-more", n_clicks=0),
             how_to_read(
                 "Rows list the classes, the selected one pinned on top. 'Most similar' sorts "
@@ -66,57 +71,45 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     )
 
 
-def _html(tag: str, **props: Any) -> dict[str, Any]:
-    """A pre-serialised ``dash.html`` component (the JSON Dash would send for it).
-
-    Rows are built this way because constructing and serialising ~1,500 component
-    objects per class switch costs over 100 ms; the dicts cost a few.
-    """
-    return {"type": tag, "namespace": "dash_html_components", "props": props}
-
-
 @lru_cache(maxsize=8)
-def _static_cells(context: ViewContext) -> tuple[tuple[dict[str, Any], ...], ...]:
-    """Per class, the row cells that never change: name, accuracy, sparkline."""
+def _static_cells(context: ViewContext) -> tuple[str, ...]:
+    """Per class, the HTML of the row cells that never change: name, accuracy, sparkline."""
     data = context.data
     cells = []
     for c, name in enumerate(data.names):
-        row = [
-            _html("Span", children=name, className="row-name", title=name),
-            _html("Span", children=percent(data.accuracy[c]), className="row-acc"),
-        ]
+        safe = escape(name)
+        html_cells = (
+            f'<span class="row-name" title="{safe}">{safe}</span>'
+            f'<span class="row-acc">{percent(data.accuracy[c])}</span>'
+        )
         spark = context.spark_url(c)
         if spark:
-            row.append(_html("Img", src=spark, className="row-hist", alt=""))
-        cells.append(tuple(row))
+            # Self-closed: dcc.Markdown's HTML parser drops a block with an unclosed <img>.
+            html_cells += f'<img class="row-hist" src="{escape(spark)}" alt="" />'
+        cells.append(html_cells)
     return tuple(cells)
 
 
-def row(
-    index: int, cells: tuple[dict[str, Any], ...], similarity: float | None, selected: bool
-) -> dict[str, Any]:
-    """One sidebar row: a button (keyboard-accessible) with a pattern-matching id."""
-    children = list(cells)
+def row(index: int, cells: str, similarity: float | None, selected: bool) -> str:
+    """One sidebar row as HTML: a button (keyboard-accessible) whose ``data-class`` is read
+    by ``assets/rows.js``, which turns a click into the ``ROW_CLICK`` store."""
+    sim = ""
     if similarity is not None:
-        children.append(
-            _html(
-                "Span",
-                children=_html("Span", style={"width": f"{max(0.0, similarity) * 100:.0f}%"}),
-                className="row-sim",
-                title=f"similarity {similarity:.2f}",
-            )
+        sim = (
+            f'<span class="row-sim" title="similarity {similarity:.2f}">'
+            f'<span style="width:{max(0.0, similarity) * 100:.0f}%"></span></span>'
         )
-    return _html(
-        "Button",
-        children=children,
-        id=ids.class_row(index),
-        className="class-row selected" if selected else "class-row",
-        n_clicks=0,
-    )
+    klass = "class-row selected" if selected else "class-row"
+    return f'<button type="button" class="{klass}" data-class="{index}">{cells}{sim}</button>'
 
 
-def render_rows(context: ViewContext, stored: Any, limit: int) -> tuple[list[Any], Any]:
-    """The first ``limit`` rows in the state's order, and the show-more button style."""
+def render_rows(context: ViewContext, stored: Any, limit: int) -> tuple[str, Any]:
+    """HTML of the first ``limit`` rows in the state's order, and the show-more style.
+
+    The rows are one HTML string in a ``dcc.Markdown`` rather than Dash components: the
+    Dash 4 renderer runs a store selector per component on every update, so ~1,500 row
+    components made each class switch take seconds in the browser.
+    """
     data = context.data
     state = context.state(stored)
     layer = context.layer(state)
@@ -125,12 +118,12 @@ def render_rows(context: ViewContext, stored: Any, limit: int) -> tuple[list[Any
         data.similarity(layer, state.cls)[order].tolist() if data.has(PART_SUMMIT) else None
     )
     cells = _static_cells(context)
-    rows = [
+    rows = "".join(
         row(c, cells[c], None if similarity is None else similarity[k], c == state.cls)
         for k, c in enumerate(np.asarray(order).tolist())
-    ]
+    )
     more = {"display": "none"} if len(order) >= data.num_classes else {}
-    return rows, more
+    return f'<div class="rows-inner">{rows}</div>', more
 
 
 def register(app: Dash, context: ViewContext) -> None:
@@ -142,9 +135,9 @@ def register(app: Dash, context: ViewContext) -> None:
         Input(ids.STATE, "data"),
         Input(ids.ROWS_LIMIT, "data"),
     )
-    @guarded(None, no_update, note_at=0)
-    def update_rows(stored: Any, limit: Any) -> tuple[list[Any], Any]:
-        return render_rows(context, stored, int(limit or 250))
+    @guarded("*Could not list the classes (see the server log).*", no_update)
+    def update_rows(stored: Any, limit: Any) -> tuple[Any, Any]:
+        return render_rows(context, stored, int(limit or ROWS_PAGE))
 
     @app.callback(
         Output(ids.ROWS_LIMIT, "data"),
@@ -153,4 +146,4 @@ def register(app: Dash, context: ViewContext) -> None:
         prevent_initial_call=True,
     )
     def show_more(_clicks: int, limit: Any) -> int:
-        return int(limit or 250) + 250
+        return int(limit or ROWS_PAGE) + ROWS_PAGE

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from selenium.webdriver.common.by import By
 
+from dashboard.views.sidebar import ROWS_PAGE
 
 pytestmark = [
     pytest.mark.e2e,
@@ -205,9 +206,10 @@ def test_large_atlas(
     """The 1,000-class, 9-layer synthetic atlas: search, graph, sidebar paging."""
     start(dash_duo, monkeypatch, large_atlas, tmp_path)
     wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0, timeout=30)
-    assert len(dash_duo.find_elements("#sidebar-rows .class-row")) == 250
+    rows = wait_until(lambda: dash_duo.find_elements("#sidebar-rows .class-row"))
+    assert len(rows) == ROWS_PAGE
     dash_duo.find_element("#sidebar-show-more").click()
-    wait_until(lambda: len(dash_duo.find_elements("#sidebar-rows .class-row")) == 500)
+    wait_until(lambda: len(dash_duo.find_elements("#sidebar-rows .class-row")) == 2 * ROWS_PAGE)
 
     names = dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll('#sidebar-rows .row-name'))"
