@@ -96,7 +96,8 @@ def embedding_highlights(
         points = [] if cls is None else [cls]
         traces.append(
             {
-                "type": "scatter",
+                # GL like the points, or the WebGL canvas would hide the label.
+                "type": "scattergl",
                 "x": [float(xy[c, 0]) for c in points],
                 "y": [float(xy[c, 1]) for c in points],
                 "mode": "markers+text",
@@ -176,7 +177,7 @@ def base_stylesheet() -> list[dict[str, Any]]:
                 "border-width": 1,
                 "border-color": "#64748b",
                 "label": "data(label)",
-                "font-size": 10,
+                "font-size": 13,
                 "font-family": _FONT,
                 "color": "#475569",
                 "text-valign": "bottom",
@@ -205,7 +206,7 @@ def base_stylesheet() -> list[dict[str, Any]]:
                 "label": "data(label)",
                 "text-valign": "center",
                 "text-halign": "left",
-                "font-size": 12,
+                "font-size": 18,
                 "font-weight": "bold",
                 "color": "#64748b",
                 "events": "no",
@@ -238,10 +239,10 @@ def hover_stylesheet(
     keep = ", ".join(f'node[id = "{n}"]' for n in (node, *neighbours))
     return [
         *base,
-        {"selector": "node", "style": {"opacity": 0.15}},
+        {"selector": "node", "style": {"opacity": 0.2, "background-image-opacity": 0.2}},
         {"selector": "edge", "style": {"opacity": 0.05}},
         {"selector": "node.rowlabel", "style": {"opacity": 1}},
-        {"selector": keep, "style": {"opacity": 1}},
+        {"selector": keep, "style": {"opacity": 1, "background-image-opacity": 1}},
         {
             "selector": f'edge[source = "{node}"], edge[target = "{node}"]',
             "style": {"opacity": 0.95, "line-color": ACCENT, "target-arrow-color": ACCENT},

@@ -12,7 +12,7 @@ from dashboard.data import PART_GRAPHS
 from dashboard.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext, guarded, how_to_read, note
-from dashboard.views.graph import BASE_STYLESHEET
+from dashboard.views.graph import BASE_STYLESHEET, graph_height
 
 PICK_NOTE = "Pick a class to compare with the selected one."
 
@@ -58,7 +58,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         autoungrabify=True,
                         boxSelectionEnabled=False,
                         className="cytoscape",
-                        style={"height": "520px", "width": "100%"}
+                        style={"height": graph_height(data.num_layers), "width": "100%"}
                         if has_graphs
                         else {"display": "none"},
                     ),

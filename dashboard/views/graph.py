@@ -24,6 +24,11 @@ _SLIDER_MARKS = {v: f"{v}%" for v in (0, 25, 50, 75, 100)}
 BASE_STYLESHEET = base_stylesheet()
 
 
+def graph_height(num_layers: int) -> str:
+    """Canvas height: tall enough that a 9-layer graph keeps readable tiles."""
+    return f"{max(420, min(880, 85 * num_layers + 60))}px"
+
+
 def slider(component_id: str, label: str, value: int, tip: str) -> html.Div:
     """A labelled 0-100 % threshold slider."""
     return html.Div(
@@ -91,7 +96,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         autoungrabify=True,
                         boxSelectionEnabled=False,
                         className="cytoscape",
-                        style={"height": "600px", "width": "100%"}
+                        style={"height": graph_height(data.num_layers), "width": "100%"}
                         if has_graphs
                         else {"display": "none"},
                     ),

@@ -1,0 +1,259 @@
+"""data.py and figures.py: pure functions on a small hand-made atlas and hand-made graphs."""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from compute.atlas import AtlasError
+from dashboard import data as atlas_data
+from dashboard.data import AtlasData, ClassGraph, DerivedCache, sparkline_svg
+from dashboard.figures import (
+    base_stylesheet,
+    compare_elements,
+    embedding_figure,
+    graph_elements,
+    graph_masks,
+    hover_stylesheet,
+    neuron_bar_figure,
+)
+
+
+@pytest.fixture(scope="module")
+def data(small_atlas: Path) -> AtlasData:
+    return atlas_data.load(str(small_atlas), None)
+
+
+def hand_graph(
+    ids: list[str], count: list[float], edges: list[tuple[int, int, float]]
+) -> ClassGraph:
+    """A ClassGraph from node ids ``"layer-channel"``, counts and (source, target, weight)."""
+    layer = np.array([int(i.split("-")[0]) for i in ids])
+    channel = np.array([int(i.split("-")[1]) for i in ids])
+    n = len(ids)
+    source = np.array([e[0] for e in edges], dtype=np.int64)
+    target = np.array([e[1] for e in edges], dtype=np.int64)
+    weight = np.array([e[2] for e in edges], dtype=np.float32)
+    return ClassGraph(
+        ids=np.array(ids, dtype=object),
+        layer=layer,
+        channel=channel,
+        count=np.array(count, dtype=np.float32),
+        slot=np.arange(n, dtype=np.float32),
+        x=np.arange(n, dtype=np.float32) * 80,
+        y=(2 - layer).astype(np.float32) * 100,
+        size=np.full(n, 30, dtype=np.float32),
+        image=(None,) * n,
+        source=source,
+        target=target,
+        weight=weight,
+        width=np.ones(len(edges), dtype=np.float32),
+    )
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def test_load_refuses_a_missing_atlas(tmp_path: Path) -> None:
+    with pytest.raises(AtlasError, match="not found"):
+        atlas_data.load(str(tmp_path / "nope"), None)
+
+
+def test_load_names_a_truncated_file(atlas_copy: Path) -> None:
+    victim = atlas_copy / "classes" / "num_images.npy"
+    victim.write_bytes(victim.read_bytes()[:-4])
+    with pytest.raises(AtlasError, match=r"classes/num_images\.npy"):
+        atlas_data.load(str(atlas_copy), None)
+
+
+def test_header_reads_the_manifest(data: AtlasData) -> None:
+    header = data.header()
+    assert header["num_classes"] == 6 and header["num_images"] == 300
+    assert header["train_accuracy"] == 0.91 and header["test_accuracy"] == 0.874
+    assert header["model"] == "TinyNet"
+
+
+# -- similarity and sidebar order ------------------------------------------------------------
+
+
+def test_similarity_is_the_cosine_of_activation_rows(data: AtlasData) -> None:
+    a = np.asarray(data.atlas.activation_counts(1), dtype=np.float64)
+    expected = (a @ a[2]) / (np.linalg.norm(a, axis=1) * np.linalg.norm(a[2]))
+    np.testing.assert_allclose(data.similarity(1, 2), expected, rtol=1e-5)
+    matrix = data.similarity_matrix(1)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-6)
+    np.testing.assert_allclose(np.diag(matrix), 1.0, rtol=1e-5)
+
+
+def test_similarity_is_shared_through_the_disk_cache(small_atlas: Path, tmp_path: Path) -> None:
+    first = AtlasData(data_atlas(small_atlas), DerivedCache(tmp_path / "cache"))
+    matrix = first.similarity_matrix(0)
+    second = AtlasData(data_atlas(small_atlas), DerivedCache(tmp_path / "cache"))
+    second.counts = None  # type: ignore[assignment,method-assign]  # must not recompute
+    np.testing.assert_array_equal(second.similarity_matrix(0), matrix)
+
+
+def data_atlas(path: Path):
+    from compute.atlas import Atlas
+
+    return Atlas.open(path)
+
+
+def test_unwritable_cache_runs_uncached_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = DerivedCache(blocker / "cache")
+    with caplog.at_level(logging.WARNING):
+        assert cache.get_or_compute("a", lambda: 1) == 1
+        assert cache.get_or_compute("b", lambda: 2) == 2
+    assert sum("running without cache" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("sort", ["similarity", "acc-asc", "acc-desc"])
+def test_sidebar_order_pins_the_selected_class(data: AtlasData, sort: str) -> None:
+    order = data.sidebar_order(sort, 1, 3)
+    assert order[0] == 3 and sorted(order.tolist()) == list(range(6))
+    rest = order[1:]
+    if sort == "similarity":
+        sim = data.similarity(1, 3)[rest]
+        assert np.all(np.diff(sim) <= 1e-6)
+    else:
+        acc = data.accuracy[rest]
+        assert np.all(np.diff(acc) >= 0) if sort == "acc-asc" else np.all(np.diff(acc) <= 0)
+
+
+def test_top_classes_of_a_channel(data: AtlasData) -> None:
+    top, counts = data.top_classes(2, 4, k=3)
+    column = np.asarray(data.atlas.activation_counts(2))[:, 4]
+    assert counts.tolist() == sorted(column.tolist(), reverse=True)[:3]
+    assert column[top].tolist() == counts.tolist()
+
+
+# -- graphs ----------------------------------------------------------------------------------
+
+
+def test_class_graph_layout(data: AtlasData) -> None:
+    graph = data.graph(1)
+    assert graph.num_nodes == 9 and graph.num_edges > 0
+    # The top layer is drawn on top (smaller y), and rows are staggered by a few px.
+    top_y = graph.y[graph.layer == graph.layer.max()]
+    bottom_y = graph.y[graph.layer == 0]
+    assert top_y.max() < bottom_y.min()
+    assert len(set(np.round(bottom_y, 1).tolist())) == 2
+    # Node size grows with the activation count of the class.
+    order = np.argsort(graph.count)
+    assert np.all(np.diff(graph.size[order]) >= 0)
+    assert graph.count[0] == data.atlas.activation_counts(int(graph.layer[0]))[1, graph.channel[0]]
+    # Edges go from a lower layer to the next one up.
+    assert np.all(graph.layer[graph.target] == graph.layer[graph.source] + 1)
+    assert all(graph.image)  # every node has its top crop
+
+
+def test_neighbours() -> None:
+    graph = hand_graph(["0-1", "0-2", "1-5"], [5, 5, 5], [(0, 2, 3), (1, 2, 4)])
+    assert sorted(graph.neighbours("1-5")) == ["0-1", "0-2"]
+    assert graph.neighbours("0-1") == ["1-5"]
+    assert graph.neighbours("9-9") == []
+
+
+def test_thresholds_hide_nodes_and_their_edges() -> None:
+    graph = hand_graph(["0-1", "0-2", "1-5"], [10, 2, 8], [(0, 2, 10), (1, 2, 1)])
+    nodes, edges = graph_masks(graph, 50, 0)
+    assert nodes.tolist() == [True, False, True] and edges.tolist() == [True, False]
+    nodes, edges = graph_masks(graph, 0, 50)
+    assert nodes.all() and edges.tolist() == [True, False]
+    elements = graph_elements(graph, node_min_pct=100, picked="0-1", layer_names=("a", "b"))
+    kept = [e["data"]["id"] for e in elements if "size" in e["data"]]
+    assert kept == ["0-1"]
+    assert [e for e in elements if e.get("classes") == "picked"]
+    assert not [e for e in elements if "source" in e["data"]]
+
+
+def test_graph_elements_serve_crops_by_url(data: AtlasData) -> None:
+    elements = graph_elements(
+        data.graph(0), url_prefix="/p/atlas-file/", layer_names=data.layer_names
+    )
+    images = [e["data"]["img"] for e in elements if "img" in e["data"]]
+    assert images and all(i.startswith("/p/atlas-file/images/") for i in images)
+    labels = [e for e in elements if e.get("classes") == "rowlabel"]
+    assert [e["data"]["label"] for e in labels] == ["layer0", "layer1", "layer2"]
+
+
+def test_compare_marks_shared_and_unique_nodes() -> None:
+    a = hand_graph(["0-1", "0-2", "1-5"], [5, 5, 5], [(0, 2, 3), (1, 2, 3)])
+    b = hand_graph(["0-1", "0-3", "1-5"], [5, 5, 5], [(0, 2, 3), (1, 2, 3)])
+    elements, counts = compare_elements(a, b)
+    groups = {e["data"]["id"]: e["classes"] for e in elements if "group" in e["data"]}
+    assert groups == {"0-1": "shared", "1-5": "shared", "0-2": "only-a", "0-3": "only-b"}
+    assert counts == {"shared": 2, "a": 1, "b": 1}
+    edge_groups = sorted(e["classes"] for e in elements if "source" in e["data"])
+    assert edge_groups == ["only-a", "only-b", "shared"]
+    # Within a row: only-A left of shared left of only-B.
+    x = {e["data"]["id"]: e["position"]["x"] for e in elements if "group" in e["data"]}
+    assert x["0-2"] < x["0-1"] < x["0-3"]
+    _, same = compare_elements(a, a)
+    assert same == {"shared": 3, "a": 0, "b": 0}
+
+
+def test_hover_stylesheet_keeps_the_neighbourhood() -> None:
+    base = base_stylesheet()
+    sheet = hover_stylesheet(base, "1-5", ["0-1"])
+    assert sheet[: len(base)] == base
+    selectors = [rule["selector"] for rule in sheet[len(base) :]]
+    assert 'node[id = "1-5"], node[id = "0-1"]' in selectors
+    assert 'edge[source = "1-5"], edge[target = "1-5"]' in selectors
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+
+def test_embedding_figure_is_valid_plotly(data: AtlasData) -> None:
+    figure = embedding_figure(data.embedding(0), data.names, data.accuracy, 2, 4, "layer0")
+    validated = go.Figure(figure)  # raises on any invalid property
+    assert len(validated.data) == 3
+    assert list(validated.data[1].text) == [data.names[2]]
+    assert list(validated.data[2].text) == [data.names[4]]
+    without = go.Figure(embedding_figure(data.embedding(0), data.names, data.accuracy, 2))
+    assert len(without.data) == 3 and len(without.data[2].x) == 0
+
+
+def test_embedding_figure_without_accuracy() -> None:
+    xy = np.zeros((3, 2), dtype=np.float32)
+    figure = go.Figure(embedding_figure(xy, ["a", "b", "c"], np.full(3, np.nan), 0))
+    assert figure.data[0].marker.color is not None
+
+
+def test_neuron_bars_are_valid_plotly(data: AtlasData) -> None:
+    top, counts = data.top_classes(0, 1, k=4)
+    figure = go.Figure(neuron_bar_figure(data.names, top, counts, data.num_images, int(top[0])))
+    bars = figure.data[0]
+    assert list(bars.customdata)[::-1] == top.tolist()  # best at the top
+    assert bars.marker.color[-1] == "#f97316"
+
+
+def test_sparkline_is_small_valid_svg() -> None:
+    svg = sparkline_svg(np.array([0, 3, 10, 5, 0]))
+    assert len(svg) < 400
+    assert ET.fromstring(svg).tag.endswith("svg")
+    assert "V0.0" in svg  # the tallest bin reaches the top
+    assert ET.fromstring(sparkline_svg(np.zeros(4))).tag.endswith("svg")
+
+
+def test_file_path_serves_only_listed_files(data: AtlasData) -> None:
+    assert data.file_path("images/00/0-0.png") is not None
+    for bad in (
+        "manifest.json",
+        "../manifest.json",
+        "images/../manifest.json",
+        "/etc/passwd",
+        "images/00/999-0.png",
+        "",
+    ):
+        assert data.file_path(bad) is None

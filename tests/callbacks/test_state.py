@@ -1,0 +1,101 @@
+"""ViewState: URL round trips, junk parameters and bounds (parametrised, no hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard.state import SORT_ORDERS, ViewState, node_id, parse_node_id
+
+BOUNDS = {"num_classes": 10, "num_layers": 3, "channels": (8, 12, 10)}
+
+STATES = [
+    ViewState(),
+    ViewState(cls=9),
+    ViewState(cls=3, compare=7),
+    ViewState(cls=1, layer=2, node_min=35, edge_min=100, sort="acc-desc", node="2-9"),
+    ViewState(cls=0, compare=9, layer=0, sort="acc-asc", node="0-7"),
+]
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_query_round_trip(state: ViewState) -> None:
+    search = state.to_search()
+    assert search.startswith("?v=1&class=")
+    assert ViewState.from_query(search, **BOUNDS) == state
+    assert ViewState.from_dict(state.to_dict(), **BOUNDS) == state
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_search_is_canonical(state: ViewState) -> None:
+    search = state.to_search()
+    assert ViewState.from_query(search).to_search() == search
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?",
+        "?class=",
+        "?class=abc&layer=x&nodes=1e3&edges=-1&sort=random&node=zz",
+        "?class=99&compare=-3&layer=3&node=3-0",
+        "?class=1.5&nodes=101&edges=%00&node=0-8",
+        "?node=../../etc/passwd&class=%27%3Bdrop",
+        "?v=999&foo=bar&class=2&class=5",
+        "?class=" + "9" * 50,
+        "?node=1-12&layer=-0",
+    ],
+)
+def test_junk_never_raises_and_stays_in_bounds(query: str) -> None:
+    state = ViewState.from_query(query, **BOUNDS)
+    assert 0 <= state.cls < 10
+    assert state.compare is None or 0 <= state.compare < 10
+    assert state.layer is None or 0 <= state.layer < 3
+    assert 0 <= state.node_min <= 100 and 0 <= state.edge_min <= 100
+    assert state.sort in SORT_ORDERS
+    if state.node is not None:
+        layer, channel = parse_node_id(state.node)  # type: ignore[misc]
+        assert channel < BOUNDS["channels"][layer]
+
+
+def test_junk_falls_back_to_defaults() -> None:
+    state = ViewState.from_query("?class=abc&layer=99&sort=x&nodes=-5&node=9-1", **BOUNDS)
+    assert state == ViewState()
+
+
+def test_repeated_key_takes_the_first_value_as_dash_pages_passes_lists() -> None:
+    assert ViewState.from_query({"class": ["4", "5"]}, **BOUNDS).cls == 4
+    assert ViewState.from_query({"class": []}, **BOUNDS).cls == 0
+
+
+def test_compare_with_itself_is_dropped() -> None:
+    assert ViewState.from_query("?class=3&compare=3").compare is None
+    assert ViewState(cls=2, compare=5).with_(cls=5).compare is None
+
+
+@pytest.mark.parametrize("data", [None, 3, "x", [], {"cls": "nope"}, {"cls": -1, "sort": 5}])
+def test_from_dict_tolerates_junk(data: object) -> None:
+    assert ViewState.from_dict(data, **BOUNDS) == ViewState()  # type: ignore[arg-type]
+
+
+def test_state_is_frozen() -> None:
+    with pytest.raises(AttributeError):
+        ViewState().cls = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("0-0", (0, 0)),
+        ("12-345", (12, 345)),
+        ("a-1", None),
+        ("1-", None),
+        ("", None),
+        ("1-2-3", None),
+        ("-1-2", None),
+    ],
+)
+def test_node_ids(value: str, parsed: tuple[int, int] | None) -> None:
+    assert parse_node_id(value) == parsed
+    if parsed is not None:
+        assert node_id(*parsed) == value
