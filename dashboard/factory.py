@@ -30,6 +30,16 @@ def register_file_route(server: flask.Flask, data: atlas_data.AtlasData, prefix:
     """Serve ``{prefix}{FILE_ROUTE}<relpath>`` (only manifest-listed files, else 404) and
     ``{prefix}{SPARK_ROUTE}<class>.svg`` (class sparklines)."""
 
+    @server.before_request
+    def only_our_routes_below_the_prefixes() -> None:
+        # Anything else below our prefixes (odd slashes, encoded separators, bad ids) would
+        # otherwise fall through to Dash's catch-all page route and answer 200.
+        path = flask.request.path
+        if path.startswith((f"{prefix}{FILE_ROUTE}", f"{prefix}{SPARK_ROUTE}")) and (
+            flask.request.endpoint not in ("atlas_file", "atlas_sparkline")
+        ):
+            flask.abort(404)
+
     @server.route(f"{prefix}{FILE_ROUTE}<path:relpath>", endpoint="atlas_file")
     def atlas_file(relpath: str) -> flask.Response:
         path = data.file_path(relpath)

@@ -1,0 +1,268 @@
+"""Callback bodies called directly, the page layout, the file routes and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextvars import copy_context
+from pathlib import Path
+from typing import Any
+
+import dash
+import pytest
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
+
+from dashboard import ids
+from dashboard.config import Settings
+from dashboard.factory import IMMUTABLE_MAX_AGE, create_app
+from dashboard.state import ViewState
+from dashboard.views import compare, embedding, graph, neuron, shell, sidebar
+from dashboard.views.common import ViewContext, guarded
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_app(atlas: Path, tmp_path: Path) -> tuple[dash.Dash, ViewContext]:
+    app = create_app(Settings(atlas_dir=atlas, cache_dir=tmp_path / "cache"))
+    context = ViewContext(
+        data=__import__("dashboard.data", fromlist=["load"]).load(
+            str(atlas), str(tmp_path / "cache")
+        ),
+        file_prefix="/atlas-file/",
+        spark_prefix="/atlas-spark/",
+    )
+    return app, context
+
+
+@pytest.fixture
+def small(small_atlas: Path, tmp_path: Path) -> tuple[dash.Dash, ViewContext]:
+    return make_app(small_atlas, tmp_path)
+
+
+def run_with_trigger(prop_id: str, value: Any, function: Any, *args: Any) -> Any:
+    """Call a callback body as Dash would after ``prop_id`` changed to ``value``."""
+
+    def run() -> Any:
+        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop_id, "value": value}]))
+        return function(*args)
+
+    return copy_context().run(run)
+
+
+# -- the state reducer ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trigger", "value", "expected"),
+    [
+        (ids.SEARCH, 4, {"cls": 4}),
+        (ids.ROW_CLICK, {"cls": 5, "at": 1}, {"cls": 5}),
+        (ids.EMBEDDING, {"points": [{"customdata": 3}]}, {"cls": 3}),
+        (ids.NEURON_BARS, {"points": [{"customdata": 1, "y": "x"}]}, {"cls": 1}),
+        (ids.COMPARE, 2, {"compare": 2}),
+        (ids.LAYER, 0, {"layer": 0}),
+        (ids.NODE_THRESHOLD, 40, {"node_min": 40}),
+        (ids.EDGE_THRESHOLD, 15, {"edge_min": 15}),
+        (ids.SORT, "acc-desc", {"sort": "acc-desc"}),
+        (ids.GRAPH, {"id": "1-4", "label": "4"}, {"node": "1-4"}),
+        (ids.COMPARE_GRAPH, {"id": "2-3"}, {"node": "2-3"}),
+        (ids.GRAPH, {"id": "row-1"}, {}),  # a row label is not a channel
+        (ids.EMBEDDING, {"points": []}, {}),
+        (ids.ROW_CLICK, {"junk": 1}, {}),
+    ],
+)
+def test_apply_event(trigger: str, value: Any, expected: dict[str, Any]) -> None:
+    state = ViewState(cls=0, node="0-1")
+    assert shell.apply_event(state, trigger, value) == state.with_(**expected)
+
+
+def test_close_button_clears_the_node() -> None:
+    assert shell.apply_event(ViewState(node="0-1"), ids.NEURON_CLOSE, 1).node is None
+
+
+def test_reducer_keeps_the_search_box_and_compare_dropdown_in_sync(small: Any) -> None:
+    _, context = small
+    stored = ViewState(cls=0, compare=3).to_dict()
+    data, search, compare_value = run_with_trigger(
+        f"{ids.ROW_CLICK}.data", {"cls": 3}, shell.update_state, context, stored
+    )
+    # Selecting the compared class drops the comparison and clears its dropdown.
+    assert data["cls"] == 3 and data["compare"] is None
+    assert search == 3 and compare_value is None
+    # Out-of-range input from the client is refused.
+    out = run_with_trigger(f"{ids.SEARCH}.value", 99, shell.update_state, context, stored)
+    assert out == (dash.no_update, dash.no_update, dash.no_update)
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def test_embedding_sends_a_patch_when_the_layer_is_unchanged(small: Any) -> None:
+    _, context = small
+    stored = ViewState(cls=1, layer=1).to_dict()
+    figure, layer = embedding.render(context, stored, None)
+    assert layer == 1 and len(figure["data"]) == 3
+    patch, same = embedding.render(context, stored, 1)
+    assert isinstance(patch, dash.Patch) and same is dash.no_update
+
+
+def test_sidebar_rows_html(small: Any) -> None:
+    _, context = small
+    rows, more = sidebar.render_rows(context, ViewState(cls=2).to_dict(), 4)
+    assert rows.count('class="class-row') == 4
+    assert 'class="class-row selected" data-class="2"' in rows
+    assert "/atlas-spark/2.svg?v=" in rows and more == {}
+    rows, more = sidebar.render_rows(context, ViewState(cls=2).to_dict(), 150)
+    assert rows.count("data-class=") == 6 and more == {"display": "none"}
+
+
+def test_sidebar_escapes_class_names(make_atlas: Any, tmp_path: Path) -> None:
+    names = ("<script>alert(1)</script>", 'quote " name', "a & b")
+    atlas = make_atlas(tmp_path / "evil", num_classes=3, class_names=names)
+    _, context = make_app(atlas, tmp_path)
+    rows, _ = sidebar.render_rows(context, ViewState().to_dict(), 10)
+    assert "<script>" not in rows and "&lt;script&gt;" in rows and "&quot;" in rows
+
+
+def test_graph_view(small: Any) -> None:
+    _, context = small
+    elements, header, message = graph.render_graph(context, ViewState(cls=1, node="0-3").to_dict())
+    assert any("source" in e["data"] for e in elements) and message is None
+    assert header[0].children == "class 001"
+    node = next(e["data"]["id"] for e in elements if "size" in e["data"])
+    sheet, panel = run_with_trigger(
+        f"{ids.GRAPH}.mouseoverNodeData",
+        {"id": node},
+        graph.render_hover,
+        context,
+        {"id": node},
+        ViewState(cls=1).to_dict(),
+    )
+    assert len(sheet) > len(graph.BASE_STYLESHEET)
+    assert "channel" in panel[0].children
+    # A state change resets the highlight.
+    sheet, _ = run_with_trigger(
+        f"{ids.STATE}.data", {}, graph.render_hover, context, {"id": node}, ViewState().to_dict()
+    )
+    assert sheet == graph.BASE_STYLESHEET
+
+
+def test_neuron_panel(small: Any) -> None:
+    _, context = small
+    style, title, body, figure = neuron.render(context, ViewState(cls=1, node="2-4").to_dict())
+    assert style == {} and "Channel 4 of layer2" in title[1]
+    assert figure["data"][0]["type"] == "bar"
+    hidden = neuron.render(context, ViewState(cls=1).to_dict())
+    assert hidden[0] == {"display": "none"}
+
+
+def test_compare_view(small: Any) -> None:
+    _, context = small
+    elements, legend, message = compare.render(context, ViewState(cls=1, compare=2).to_dict())
+    assert elements and message is None and len(legend) == 3
+    none = compare.render(context, ViewState(cls=1).to_dict())
+    assert none[0] == [] and "Pick a class" in none[2].children
+
+
+def test_missing_parts_give_friendly_notes(make_atlas: Any, tmp_path: Path) -> None:
+    atlas = make_atlas(tmp_path / "bare", parts=("summit",))
+    _, context = make_app(atlas, tmp_path)
+    stored = ViewState(cls=1, compare=2, node="1-1").to_dict()
+    assert embedding.render(context, stored, None) == (dash.no_update, dash.no_update)
+    elements, _, _ = graph.render_graph(context, stored)
+    assert elements == []
+    _, _, body, _ = neuron.render(context, stored)
+    assert "python -m compute" in str(body)
+    page = shell.page_layout(context, ViewState())
+    text = str(page)
+    for part in ("embedding", "graphs"):
+        assert f"no '{part}' part" in text
+
+
+def test_guarded_turns_errors_into_a_note() -> None:
+    @guarded(dash.no_update, None, note_at=1)
+    def broken() -> Any:
+        raise ValueError("boom")
+
+    figure, message = broken()
+    assert figure is dash.no_update and "boom" in message.children
+
+
+def test_page_layout_from_a_junk_query(small: Any) -> None:
+    app, context = small
+    layout = dash.page_registry["explorer"]["layout"]
+    page = layout(**{"class": "zz", "layer": ["9", "1"], "node": "../x", "whatever": "1"})
+    store = next(c for c in page.children if getattr(c, "id", None) == ids.STATE)
+    assert store.data == ViewState().to_dict()
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+def test_file_route(small: Any, small_atlas: Path) -> None:
+    app, _ = small
+    client = app.server.test_client()
+    response = client.get("/atlas-file/images/00/0-0.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert f"max-age={IMMUTABLE_MAX_AGE}" in response.headers["Cache-Control"]
+    assert "immutable" in response.headers["Cache-Control"]
+    (small_atlas / "secret.txt").write_text("not listed")
+    try:
+        for path in (
+            "/atlas-file/secret.txt",
+            "/atlas-file/manifest.json",
+            "/atlas-file/../manifest.json",
+            "/atlas-file/images/../manifest.json",
+            "/atlas-file/images/%2e%2e/%2e%2e/manifest.json",
+            "/atlas-file/%2Fetc%2Fpasswd",
+            "/atlas-file/images/00/999-0.png",
+        ):
+            assert client.get(path).status_code == 404, path
+    finally:
+        (small_atlas / "secret.txt").unlink()
+
+
+def test_sparkline_route(small: Any) -> None:
+    app, _ = small
+    client = app.server.test_client()
+    response = client.get("/atlas-spark/1.svg")
+    assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+    assert "immutable" in response.headers["Cache-Control"]
+    assert client.get("/atlas-spark/6.svg").status_code == 404
+    assert client.get("/atlas-spark/x.svg").status_code == 404
+
+
+def test_layout_and_header(small: Any) -> None:
+    app, _ = small
+    client = app.server.test_client()
+    assert client.get("/").status_code == 200
+    layout = client.get("/_dash-layout").get_data(as_text=True)
+    assert "Test atlas (6 classes)" in layout and "87.4%" in layout
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def test_cli_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboard", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    for flag in ("--atlas", "--host", "--port", "--debug"):
+        assert flag in result.stdout
+
+
+def test_cli_refuses_a_corrupt_atlas_in_one_line(atlas_copy: Path) -> None:
+    (atlas_copy / "layers" / "01" / "activation_counts.npy").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboard", "--atlas", str(atlas_copy)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "layers/01/activation_counts.npy" in lines[0]
