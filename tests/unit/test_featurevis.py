@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,17 @@ class Demo:
         s = self.splits
         self.space = ImageSpace(1, 32, 32, (s.mean,), (s.std,), grayscale=True)
 
+        self._vis: dict[str, np.ndarray] = {}
+
+    def vis(self, layer: str) -> np.ndarray:
+        """``uint8[C, 32, 32, 1]``: every channel's visualization (rendered once per module)."""
+        if layer not in self._vis:
+            channels = range(self.acts(layer, self.splits.train.images[:1]).shape[1])
+            self._vis[layer] = render_channels(
+                self.model, layer, channels, self.space, RenderConfig(steps=STEPS)
+            )
+        return self._vis[layer]
+
     def acts(self, layer: str, images: torch.Tensor) -> torch.Tensor:
         """The layer's real (post-activation) output on normalised images."""
         with torch.no_grad(), LayerCapture(self.model, layer) as capture:
@@ -69,8 +81,18 @@ class Demo:
         return self.acts(layer, self.space.normalise(from_uint8(uint8)))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread here: on a shared 2-core machine, two threads spin-wait on each
+    other (4x slower when measured) and 32-px batches gain little from intra-op threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def demo() -> Demo:
+def demo(one_thread: None) -> Demo:
     return Demo()
 
 
@@ -171,7 +193,7 @@ def test_layer_capture_pre_activation_and_model_restored() -> None:
         pre = capture(x)
     with LayerCapture(model, "features.relu2") as capture:
         post = capture(x)
-    assert float(pre.min()) < 0 and torch.allclose(post, pre.clamp(min=0))
+    assert float(pre.detach().min()) < 0 and torch.allclose(post, pre.clamp(min=0))
     with pytest.raises(KeyError, match="no layer"):
         LayerCapture(model, "features.nope")
     render_channels(model, "features.relu2", [0], ImageSpace(1, 32, 32), RenderConfig(steps=1))
@@ -218,15 +240,13 @@ def test_render_rgb_fixed_head_diversity_and_inversion() -> None:
 
 
 def test_visualizations_beat_the_best_training_image(demo: Demo) -> None:
-    config = RenderConfig(steps=STEPS)
     mean_wins = max_wins = total = 0
     for layer in DEMO_LAYERS:
         data = demo.acts(layer, demo.splits.train.images)  # [N, C, h, w]
         best_mean = data.mean(dim=(2, 3)).amax(dim=0)  # [C]
         best_max = data.amax(dim=(2, 3)).amax(dim=0)  # [C], Summit's example statistic
         c = data.shape[1]
-        images = render_channels(demo.model, layer, range(c), demo.space, config)
-        acts = demo.acts_of(layer, images)[torch.arange(c), torch.arange(c)]  # [C, h, w]
+        acts = demo.acts_of(layer, demo.vis(layer))[torch.arange(c), torch.arange(c)]  # [C, h, w]
         mean_wins += int((acts.mean(dim=(1, 2)) > best_mean).sum())
         max_wins += int((acts.amax(dim=(1, 2)) > best_max).sum())
         total += c
@@ -248,7 +268,7 @@ def test_diversity_images_differ(demo: Demo) -> None:
     gram_wins = pixel_wins = total = 0
     for layer in DEMO_LAYERS:
         channels = list(range(6))
-        vis = render_channels(demo.model, layer, channels, demo.space, config)
+        vis = demo.vis(layer)
         div = render_channels(demo.model, layer, channels, demo.space, config, diversity=4)
         for row, c in enumerate(channels):
             # Baseline: 4 copies of the visualization shifted by 0-1 px.
