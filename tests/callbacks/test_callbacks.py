@@ -13,6 +13,7 @@ import pytest
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 
+from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.config import Settings
 from dashboard.factory import IMMUTABLE_MAX_AGE, create_app
@@ -26,9 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def make_app(atlas: Path, tmp_path: Path) -> tuple[dash.Dash, ViewContext]:
     app = create_app(Settings(atlas_dir=atlas, cache_dir=tmp_path / "cache"))
     context = ViewContext(
-        data=__import__("dashboard.data", fromlist=["load"]).load(
-            str(atlas), str(tmp_path / "cache")
-        ),
+        data=atlas_data.load(str(atlas), str(tmp_path / "cache")),
         file_prefix="/atlas-file/",
         spark_prefix="/atlas-spark/",
     )
@@ -152,6 +151,7 @@ def test_neuron_panel(small: Any) -> None:
     _, context = small
     style, title, body, figure = neuron.render(context, ViewState(cls=1, node="2-4").to_dict())
     assert style == {} and "Channel 4 of layer2" in title[1]
+    assert "/atlas-file/images/02/4-0.png" in str(body)
     assert figure["data"][0]["type"] == "bar"
     hidden = neuron.render(context, ViewState(cls=1).to_dict())
     assert hidden[0] == {"display": "none"}
@@ -190,7 +190,7 @@ def test_guarded_turns_errors_into_a_note() -> None:
 
 
 def test_page_layout_from_a_junk_query(small: Any) -> None:
-    app, context = small
+    # The fixture registered the explorer page; Dash Pages passes the query as kwargs.
     layout = dash.page_registry["explorer"]["layout"]
     page = layout(**{"class": "zz", "layer": ["9", "1"], "node": "../x", "whatever": "1"})
     store = next(c for c in page.children if getattr(c, "id", None) == ids.STATE)
