@@ -94,6 +94,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise BuildError(f"unknown device {device!r}: use cpu or cuda") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise BuildError("--device cuda was asked for, but no CUDA device is available here")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise BuildError(
+            f"--device {device} was asked for, but only {torch.cuda.device_count()} CUDA "
+            "device(s) exist here"
+        )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise BuildError("--device mps was asked for, but MPS is not available here")
     return resolved
@@ -367,12 +372,12 @@ def build_atlas(
         BuildError: one line naming what is wrong, raised before the pass where possible.
 
     Examples:
-        >>> from torch.utils.data import DataLoader                      # doctest: +SKIP
-        >>> path = build_atlas(model, DataLoader(dataset, batch_size=64),
+        >>> from torch.utils.data import DataLoader
+        >>> path = build_atlas(model, DataLoader(dataset, batch_size=64),  # doctest: +SKIP
         ...                    layers=["features.1", "features.4"],
         ...                    classes=dataset.classes, out="atlas",
         ...                    config=SummitConfig(selection="topk", top_k=5))
-        >>> Atlas.open(path).layer_names
+        >>> Atlas.open(path).layer_names                                   # doctest: +SKIP
         ('features.1', 'features.4')
     """
     from tqdm import tqdm
