@@ -51,6 +51,10 @@ KNEE_EPS_FACTOR = 0.75
 UI_MIN_INTERVALS = 10
 UI_MAX_OVERLAP = 0.6
 UI_MAX_EPS_SCALE = 2.0
+#: Default lens band of the index: the interval length of the default parameters (70
+#: intervals, 30% overlap, either cover formula). Wider intervals are answered from the
+#: neighbours inside this band (approximate); a wider band costs build time in proportion.
+DEFAULT_MAX_WINDOW = 1.0 / (70 * (1 - 0.3))
 #: Largest k of the k-NN distances kept for ε rules (min_samples up to KNN_K + 1).
 KNN_K = 8
 
@@ -255,6 +259,8 @@ class MapperGraph:
         coverage: share of points in at least one node.
         eps: the resolved DBSCAN ε (``nan`` for HDBSCAN).
         params: the parameters.
+        exact: ``True`` if equal to sklearn DBSCAN on every interval (KeplerMapper's nodes);
+            ``False`` if the index's neighbour cap or limits made it approximate.
         seconds: wall time of the computation.
     """
 
@@ -272,6 +278,7 @@ class MapperGraph:
     coverage: float
     eps: float
     params: MapperParams
+    exact: bool = True
     seconds: float = field(default=0.0, compare=False)
 
     @property
@@ -451,7 +458,8 @@ class MapperIndex:
         max_radius: largest ε the graph answers exactly.
         max_window: widest interval (lens units) the graph answers exactly.
         max_neighbors: per-point cap on stored neighbours (nearest first); 0 = none.
-        truncated: points whose neighbour list hit the cap (then DBSCAN is approximate).
+        truncated: points whose ``max_neighbors`` nearest all lie within ``max_radius``, so
+            farther neighbours may have been dropped (then DBSCAN is approximate).
         seconds: build time.
     """
 
@@ -495,7 +503,7 @@ class MapperIndex:
         *,
         lens: LensKind = "l2norm",
         max_window: float | None = None,
-        max_neighbors: int = 32,
+        max_neighbors: int = 64,
         knn_queries: int = 1000,
         min_samples: int = 3,
         seed: int = 0,
@@ -557,10 +565,7 @@ class MapperIndex:
         elif max_radius is None:
             max_radius = UI_MAX_EPS_SCALE * eps_rule(knn, "auto", min_samples)
         if max_window is None:
-            max_window = max(
-                interval_length(UI_MIN_INTERVALS, UI_MAX_OVERLAP, "uniform"),
-                interval_length(UI_MIN_INTERVALS, UI_MAX_OVERLAP, "kmapper"),
-            )
+            max_window = DEFAULT_MAX_WINDOW
         band = float(max_window)
         if metric == "euclidean" and raw_range > 0:
             # |lens(a) - lens(b)| <= |a - b| / raw_range: farther-apart lens values can't be
@@ -648,8 +653,12 @@ class MapperIndex:
     __hash__ = None  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- queries
-    def check(self, params: MapperParams) -> str | None:
-        """Why this index cannot answer ``params`` exactly, or ``None`` if it can."""
+    def approximation(self, params: MapperParams) -> str | None:
+        """Why the index's answer for ``params`` is approximate, or ``None`` if exact.
+
+        Exact means equal to sklearn DBSCAN run on each interval (KeplerMapper's result):
+        no neighbour list was capped, the interval fits the lens band and ε the radius.
+        """
         if params.lens != self.lens_kind or params.metric != self.metric:
             return (
                 f"index is for lens={self.lens_kind!r}, metric={self.metric!r}, "
@@ -657,47 +666,59 @@ class MapperIndex:
             )
         if params.clusterer != "dbscan":
             return None
+        reasons = []
+        if self.truncated:
+            reasons.append(f"{self.truncated} points kept only {self.max_neighbors} neighbours")
         if params.interval_length > self.max_window * (1 + 1e-9):
-            return (
+            reasons.append(
                 f"interval length {params.interval_length:.4f} exceeds the index's "
-                f"{self.max_window:.4f} (fewer intervals or more overlap than built for)"
+                f"{self.max_window:.4f}"
             )
         eps = self.resolve_eps(params)
         if eps > self.max_radius * (1 + 1e-6):
-            return f"eps {eps:.4g} exceeds the index's max_radius {self.max_radius:.4g}"
-        return None
+            reasons.append(f"eps {eps:.4g} exceeds the index's max_radius {self.max_radius:.4g}")
+        return "; ".join(reasons) or None
 
-    def mapper(self, params: MapperParams, vectors: np.ndarray | None = None) -> MapperGraph:
-        """The Mapper graph for ``params`` (seconds for 100k points).
+    def mapper(
+        self, params: MapperParams, vectors: np.ndarray | None = None, exact: bool = False
+    ) -> MapperGraph:
+        """The Mapper graph for ``params`` (well under a second for 100k points).
+
+        Beyond the index's limits (see :meth:`approximation`) the graph is approximate:
+        DBSCAN sees only the stored neighbours (each point's nearest within the lens band
+        and ``max_radius``); ``MapperGraph.exact`` says which.
 
         Args:
-            params: parameters; lens and metric must match the index.
-            vectors: float ``[n, D]``, needed for HDBSCAN and for DBSCAN parameters beyond the
-                index's limits (then a fitting index is built on the fly).
+            params: parameters.
+            vectors: float ``[n, D]``; needed for HDBSCAN, for another lens or metric than
+                the index's, and for ``exact=True`` (then a fitting uncapped index is built).
+            exact: build a fitting exact index when this one would be approximate.
 
         Returns:
             The :class:`MapperGraph`.
 
         Raises:
-            ValueError: parameters outside the index's limits and no ``vectors`` given.
+            ValueError: ``vectors`` needed but not given.
         """
         start = time.perf_counter()
-        problem = self.check(params)
-        if problem is not None:
+        problem = self.approximation(params)
+        mismatch = params.lens != self.lens_kind or params.metric != self.metric
+        if mismatch or (exact and problem is not None):
             if vectors is None:
-                raise ValueError(f"MapperIndex cannot answer these parameters: {problem}")
+                raise ValueError(f"MapperIndex needs the vectors for these parameters: {problem}")
             logger.info("Mapper: %s; building a fitting index", problem)
-            eps = self.resolve_eps(params) if params.lens == self.lens_kind else None
             index = MapperIndex.build(
                 vectors,
                 params.metric,
-                eps,
+                None,
                 lens=params.lens,
                 max_window=params.interval_length,
-                max_neighbors=self.max_neighbors,
-                min_samples=params.min_samples,
+                max_neighbors=0,
+                eps_for=params,
             )
             return index.mapper(params, vectors)
+        if problem is not None:
+            logger.info("Mapper: approximate graph: %s", problem)
         bounds = cover_bounds(params.intervals, params.overlap, params.cover)
         keys = self.lens[self.order]
         starts = np.searchsorted(keys, bounds[:, 0], side="left")
@@ -737,6 +758,7 @@ class MapperIndex:
                     node_cluster.append(c)
         counts = (stops - starts).astype(np.int64)
         return _assemble(
+            problem is None,
             self.num_points,
             node_members,
             node_interval,
@@ -845,10 +867,11 @@ def _radius_graph(
     metric: Metric,
     cap: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Symmetric radius graph of lens-sorted points, only pairs with ``|Δlens| <= band``.
+    """Symmetric radius graph of lens-sorted points, pairs with ``|Δlens| <= band`` at least.
 
     Row blocks are compared, by one float32 GEMM each, with the column range their lens
-    band allows, so the cost is the number of candidate pairs, not n².
+    band allows, so the cost is the number of candidate pairs, not n². With ``cap > 0`` each
+    point keeps only its ``cap`` nearest (then the union of both directions is stored).
 
     Returns:
         ``(indptr int64 [n+1], indices int32 [nnz], distances float32 [nnz], truncated)``.
@@ -870,39 +893,36 @@ def _radius_graph(
                 break
             block //= 2
         d = _pair_distances(xs[s:e], xs[c0:c1], sq[s:e], sq[c0:c1], metric)
-        # Within radius, within the lens band, not the point itself.
-        ok = d <= radius
-        ok &= np.abs(keys[s:e, None] - keys[None, c0:c1]) <= band
         diag = np.arange(s, e)
-        ok[diag - s, diag - c0] = False
-        counts = ok.sum(axis=1)
-        over = np.flatnonzero(counts > cap) if cap > 0 else np.empty(0, dtype=np.int64)
-        if len(over):
-            truncated += len(over)
-            sub = np.where(ok[over], d[over], np.inf)
-            nearest = np.argpartition(sub, cap - 1, axis=1)[:, :cap]
-            ok[over] = False
-            ok[over[:, None], nearest] = True
-        r, c = np.nonzero(ok)
+        d[diag - s, diag - c0] = np.inf  # not its own neighbour
+        if 0 < cap < c1 - c0:
+            # Keep the cap nearest: one partial sort per row, no full mask of the block.
+            part = np.argpartition(d, cap - 1, axis=1)[:, :cap]
+            near = np.take_along_axis(d, part, axis=1)
+            ok = near <= radius
+            # Rows whose cap nearest all lie within the radius may have lost neighbours.
+            truncated += int(ok.all(axis=1).sum())
+            r = np.repeat(np.arange(e - s), ok.sum(axis=1))
+            c, dv = part[ok], near[ok]
+        else:
+            r, c = np.nonzero(d <= radius)
+            dv = d[r, c]
         rows_out.append(r + s)
         cols_out.append(c + c0)
-        dist_out.append(d[r, c])
+        dist_out.append(dv)
         s = e
     rows = np.concatenate(rows_out).astype(np.int64)
     cols = np.concatenate(cols_out).astype(np.int64)
     dist = np.concatenate(dist_out).astype(np.float32)
-    if cap > 0 and truncated:
-        # Capping made lists one-sided; keep the union so the graph stays symmetric.
-        rows, cols, dist = (
-            np.concatenate([rows, cols]),
-            np.concatenate([cols, rows]),
-            np.concatenate([dist, dist]),
-        )
-        key = rows * n + cols
-        key, first = np.unique(key, return_index=True)
-        rows, cols, dist = key // n, key % n, dist[first]
-    # nonzero() yields row-major order per block and blocks are in row order, so rows are
-    # sorted and columns ascend within a row; np.unique keeps that too.
+    # Capping and block edges make some lists one-sided: keep the union (symmetric), sorted
+    # by row then column.
+    rows, cols, dist = (
+        np.concatenate([rows, cols]),
+        np.concatenate([cols, rows]),
+        np.concatenate([dist, dist]),
+    )
+    key, first = np.unique(rows * n + cols, return_index=True)
+    rows, cols, dist = key // n, key % n, dist[first]
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     return indptr, cols.astype(np.int32), dist, truncated
@@ -925,6 +945,7 @@ def _hdbscan(x: np.ndarray, params: MapperParams) -> np.ndarray:
 
 
 def _assemble(
+    exact: bool,
     num_points: int,
     members: list[np.ndarray],
     interval: list[int],
@@ -969,6 +990,7 @@ def _assemble(
         coverage=coverage,
         eps=float(eps),
         params=params,
+        exact=exact,
         seconds=seconds,
     )
 

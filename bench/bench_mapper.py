@@ -1,0 +1,150 @@
+"""Mapper benchmark: our index-based Mapper against KeplerMapper on activation-like data.
+
+Data: ReLU of a Gaussian mixture with a per-point gain (so the L2-norm lens spreads),
+``N × D`` float32. Parameters: L2-norm lens, ``--intervals`` intervals, ``--overlap``
+overlap, DBSCAN with the ``"auto"`` ε (min_samples 3), KeplerMapper's cover formula on
+both sides so the node memberships can be compared.
+
+Prints: full build (index + first graph) against ``kmapper.map`` (lens included on both
+sides), the time of parameter changes after the precompute, coverage, node/edge counts,
+whether the nodes equal KeplerMapper's, and peak traced memory of each side.
+
+Examples:
+    python bench/bench_mapper.py --n 30000            # a few minutes on 2 cores
+    python bench/bench_mapper.py --n 100000 --no-kmapper
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compute.topology.mapper import MapperIndex, MapperParams, compute_lens
+
+
+def synthetic_activations(n: int, dim: int, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    """float32 ``[n, dim]`` ReLU(gain × (centre + noise)): sparse, non-negative, clustered."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    which = rng.integers(0, clusters, n)
+    x = centres[which]
+    x += 0.6 * rng.standard_normal((n, dim), dtype=np.float32)
+    x *= rng.uniform(0.5, 1.5, (n, 1)).astype(np.float32)
+    np.maximum(x, 0.0, out=x)
+    return x
+
+
+def timed(fn: Callable[[], Any], memory: bool) -> tuple[Any, float, float]:
+    """``(result, seconds, peak MiB traced)``; memory is traced in a second run if asked."""
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    peak = float("nan")
+    if memory:
+        tracemalloc.start()
+        fn()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return result, seconds, peak
+
+
+def run_kmapper(x: np.ndarray, eps: float, intervals: int, overlap: float) -> dict:
+    import kmapper as km
+    from sklearn.cluster import DBSCAN
+
+    mapper = km.KeplerMapper(verbose=0)
+    lens = mapper.fit_transform(x, projection="l2norm")
+    return mapper.map(
+        lens, x, clusterer=DBSCAN(eps=eps, min_samples=3), cover=km.Cover(intervals, overlap)
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="points (default 100,000)")
+    parser.add_argument("--dim", type=int, default=512, help="dimensions (default 512)")
+    parser.add_argument("--intervals", type=int, default=70)
+    parser.add_argument("--overlap", type=float, default=0.3)
+    parser.add_argument("--max-neighbors", type=int, default=64, help="index cap (0 = none)")
+    parser.add_argument("--no-kmapper", action="store_true", help="skip KeplerMapper")
+    parser.add_argument("--no-memory", action="store_true", help="skip the traced re-runs")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    memory = not args.no_memory
+
+    print(
+        f"machine: {os.cpu_count()} cores visible; N={args.n:,} D={args.dim} "
+        f"intervals={args.intervals} overlap={args.overlap}"
+    )
+    x = synthetic_activations(args.n, args.dim)
+    params = MapperParams(intervals=args.intervals, overlap=args.overlap, cover="kmapper")
+
+    def ours() -> tuple[MapperIndex, Any]:
+        index = MapperIndex.build(x, max_neighbors=args.max_neighbors)
+        return index, index.mapper(params)
+
+    (index, graph), t_build, m_build = timed(ours, memory)
+    t_index = index.seconds
+    eps = index.resolve_eps(params)
+    print(
+        f"ours   build (index + graph): {t_build:7.2f} s  (index {t_index:.2f} s, graph "
+        f"{graph.seconds:.2f} s), peak {m_build:,.0f} MiB"
+    )
+    nnz = len(index.indices)
+    print(
+        f"       index: {nnz:,} neighbour entries ({nnz / args.n:.1f}/point, "
+        f"{sum(a.nbytes for a in index.to_arrays().values()) / 2**20:.0f} MiB), "
+        f"{index.truncated:,} points capped at {args.max_neighbors}"
+    )
+    print(
+        f"       eps {eps:.4g} (auto), {graph.num_nodes} nodes, {graph.num_edges} edges, "
+        f"coverage {graph.coverage:.1%}"
+    )
+
+    changes = [
+        MapperParams(intervals=40, overlap=0.5, eps_scale=1.5),
+        MapperParams(intervals=100, overlap=0.1, eps_scale=0.5),
+        MapperParams(intervals=10, overlap=0.6, eps_scale=2.0),
+        MapperParams(intervals=70, overlap=0.3, eps_scale=1.0),
+    ]
+    for p in changes:
+        g, t, _ = timed(lambda p=p: index.mapper(p), False)
+        print(
+            f"       change → intervals={p.intervals:3d} overlap={p.overlap:.1f} "
+            f"eps×{p.eps_scale:<4}: {t:5.2f} s, {g.num_nodes} nodes, coverage {g.coverage:.1%}"
+        )
+
+    if args.no_kmapper:
+        return
+    km_graph, t_km, m_km = timed(lambda: run_kmapper(x, eps, args.intervals, args.overlap), memory)
+    print(f"kmapper map (lens + map):     {t_km:7.2f} s, peak {m_km:,.0f} MiB")
+    mine = {k: graph.members(i).tolist() for i, k in enumerate(graph.kmapper_ids())}
+    theirs = {k: sorted(v) for k, v in km_graph["nodes"].items()}
+    links = sum(len(v) for v in km_graph["links"].values())
+    same = mine == theirs
+    print(
+        f"       {len(theirs)} nodes, {links} edges; nodes identical to ours: {same}"
+        + ("" if same or index.truncated == 0 else " (index capped: approximate)")
+    )
+    print(
+        f"ratio  kmapper / ours build: {t_km / t_build:.1f}x; "
+        f"kmapper / parameter change: {t_km / max(graph.seconds, 1e-9):.0f}x"
+    )
+    lens_ok = np.allclose(compute_lens(x)[0], index.lens)
+    print(f"       lens check: {lens_ok}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Mapper: parameters, covers, kmapper equivalence, index reuse and serialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compute.topology.mapper import (
+    MapperIndex,
+    MapperParams,
+    compute_lens,
+    cover_bounds,
+    eps_rule,
+    knee_point,
+    mapper,
+    node_statistics,
+)
+
+
+def activations(n: int = 1200, dim: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """ReLU of a small Gaussian mixture with a per-point gain; labels = mixture component."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(5, dim)) * 2
+    label = rng.integers(0, 5, n)
+    x = np.maximum(centres[label] + rng.normal(size=(n, dim)), 0) * rng.uniform(0.5, 1.5, (n, 1))
+    return x.astype(np.float32), label
+
+
+def nodes_of(graph) -> list[list[int]]:
+    return [graph.members(k).tolist() for k in range(graph.num_nodes)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("intervals", 1),
+        ("intervals", 201),
+        ("intervals", 10.0),
+        ("overlap", 0.01),
+        ("overlap", 0.95),
+        ("lens", "tsne"),
+        ("metric", "manhattan"),
+        ("clusterer", "kmeans"),
+        ("eps", 0.0),
+        ("eps", "median"),
+        ("eps_scale", 20.0),
+        ("min_samples", 0),
+        ("min_cluster_size", 1),
+        ("cover", "balanced"),
+    ],
+)
+def test_params_validation(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"MapperParams.{field} must be") as info:
+        MapperParams(**{field: value})
+    assert "\n" not in str(info.value)
+
+
+def test_cover_bounds() -> None:
+    import kmapper as km
+
+    for n, p in [(10, 0.3), (70, 0.3), (7, 0.55)]:
+        cover = km.Cover(n, p)
+        centers = cover.fit(np.c_[np.arange(2), [0.0, 1.0]])
+        expected = np.array([[c[0] - cover.radius_[0], c[0] + cover.radius_[0]] for c in centers])
+        np.testing.assert_array_equal(cover_bounds(n, p, "kmapper"), expected)
+    uniform = cover_bounds(10, 0.3)
+    length = uniform[:, 1] - uniform[:, 0]
+    assert uniform[0, 0] == 0 and uniform[-1, 1] == 1
+    np.testing.assert_allclose(length, length[0])
+    # Consecutive intervals share `overlap` of their length.
+    np.testing.assert_allclose((uniform[:-1, 1] - uniform[1:, 0]) / length[0], 0.3)
+
+
+@pytest.mark.parametrize(
+    ("intervals", "overlap", "metric", "eps_scale"),
+    [(10, 0.3, "euclidean", 1.0), (6, 0.5, "euclidean", 1.5), (15, 0.2, "cosine", 1.0)],
+)
+def test_identical_to_kmapper(
+    intervals: int, overlap: float, metric: str, eps_scale: float
+) -> None:
+    import kmapper as km
+    from sklearn.cluster import DBSCAN
+
+    x, _ = activations(800)
+    params = MapperParams(
+        intervals=intervals, overlap=overlap, metric=metric, eps_scale=eps_scale, cover="kmapper"
+    )
+    index = MapperIndex.build(x, metric, max_window=1.0, max_radius=1e9, max_neighbors=0)
+    graph = index.mapper(params)
+    assert graph.exact
+    km_mapper = km.KeplerMapper(verbose=0)
+    # Same lens as kmapper's (which computes the norm in the data's float32).
+    lens = km_mapper.fit_transform(x, projection="l2norm")
+    np.testing.assert_allclose(lens[:, 0], index.lens, atol=1e-6)
+    expected = km_mapper.map(
+        index.lens[:, None],
+        x,
+        clusterer=DBSCAN(eps=graph.eps, min_samples=3, metric=metric),
+        cover=km.Cover(intervals, overlap),
+    )
+    mine = {k: graph.members(i).tolist() for i, k in enumerate(graph.kmapper_ids())}
+    theirs = {k: sorted(v) for k, v in expected["nodes"].items()}
+    assert len(mine) >= intervals
+    assert mine == theirs
+    links = {tuple(sorted((a, b))) for a, bs in expected["links"].items() for b in bs}
+    ids = graph.kmapper_ids()
+    edges = {
+        tuple(sorted((ids[a], ids[b])))
+        for a, b in zip(graph.edge_source, graph.edge_target, strict=True)
+    }
+    assert edges == links
+
+
+def test_parameter_changes_reuse_the_index() -> None:
+    x, _ = activations(1000)
+    index = MapperIndex.build(x, max_window=0.25, max_neighbors=0)
+    assert index.max_radius == pytest.approx(2 * index.resolve_eps(MapperParams()))
+    for params in [
+        MapperParams(intervals=10, overlap=0.6, eps_scale=2.0),
+        MapperParams(intervals=40, overlap=0.1, eps_scale=0.5),
+        MapperParams(intervals=25, overlap=0.45, eps="knee", cover="kmapper"),
+        MapperParams(intervals=30, overlap=0.3, eps=3.0),
+    ]:
+        changed = index.mapper(params)
+        fresh = mapper(x, params)
+        assert changed.exact and fresh.exact
+        assert changed.eps == pytest.approx(fresh.eps)
+        assert nodes_of(changed) == nodes_of(fresh)
+        np.testing.assert_array_equal(changed.edge_intersection, fresh.edge_intersection)
+
+
+def test_edges_statistics_and_coverage() -> None:
+    x, label = activations(900)
+    graph = mapper(x, MapperParams(intervals=12, overlap=0.4))
+    sets = [set(m) for m in nodes_of(graph)]
+    expected = []
+    for a in range(len(sets)):
+        for b in range(a + 1, len(sets)):
+            inter = len(sets[a] & sets[b])
+            if inter:
+                expected.append((a, b, inter, inter / len(sets[a] | sets[b])))
+    got = list(
+        zip(
+            graph.edge_source.tolist(),
+            graph.edge_target.tolist(),
+            graph.edge_intersection.tolist(),
+            graph.edge_jaccard.tolist(),
+            strict=True,
+        )
+    )
+    assert [g[:3] for g in got] == [e[:3] for e in expected]
+    np.testing.assert_allclose([g[3] for g in got], [e[3] for e in expected], rtol=1e-6)
+    assert graph.coverage == pytest.approx(len(set().union(*sets)) / len(x))
+    # Nodes of one interval are disjoint (DBSCAN clusters).
+    for k in np.unique(graph.node_interval):
+        members = np.concatenate(
+            [graph.members(i) for i in np.flatnonzero(graph.node_interval == k)]
+        )
+        assert len(members) == len(np.unique(members))
+
+    norms = np.linalg.norm(x, axis=1)
+    stats = node_statistics(graph, label, norms, num_classes=6)
+    assert stats.class_counts.shape == (graph.num_nodes, 6)
+    for k in range(graph.num_nodes):
+        members = graph.members(k)
+        np.testing.assert_array_equal(
+            stats.class_counts[k], np.bincount(label[members], minlength=6)
+        )
+        assert stats.count[k] == len(members)
+        assert stats.mean_norm[k] == pytest.approx(norms[members].mean(), rel=1e-5)
+        assert stats.dominant_share[k] == pytest.approx(stats.class_counts[k].max() / len(members))
+
+
+def test_serialisation_round_trip_memory_mapped(tmp_path) -> None:
+    x, _ = activations(600)
+    index = MapperIndex.build(x, metric="cosine", max_neighbors=16)
+    for name, array in index.to_arrays().items():
+        assert isinstance(array, np.ndarray) and array.dtype != object
+        np.save(tmp_path / f"{name}.npy", array, allow_pickle=False)
+    loaded = MapperIndex.from_arrays(
+        {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in tmp_path.glob("*.npy")}
+    )
+    assert loaded == index
+    assert loaded.metric == "cosine" and loaded.lens_kind == "l2norm"
+    params = MapperParams(intervals=20, overlap=0.3, metric="cosine")
+    assert nodes_of(loaded.mapper(params)) == nodes_of(index.mapper(params))
+
+
+def test_capped_index_is_flagged_and_exact_on_request() -> None:
+    x, _ = activations(1000)
+    capped = MapperIndex.build(x, max_neighbors=4)
+    assert capped.truncated > 0
+    params = MapperParams(intervals=20, overlap=0.3)
+    assert not capped.mapper(params).exact
+    exact = capped.mapper(params, vectors=x, exact=True)
+    assert exact.exact
+    assert nodes_of(exact) == nodes_of(mapper(x, params))
+    with pytest.raises(ValueError, match="needs the vectors"):
+        capped.mapper(MapperParams(lens="pca"))
+
+
+def test_pca_lens_and_hdbscan() -> None:
+    x, _ = activations(700)
+    lens, span = compute_lens(x, "pca")
+    assert lens.min() == 0 and lens.max() == 1 and span > 0
+    graph = mapper(x, MapperParams(intervals=8, lens="pca", clusterer="hdbscan"))
+    assert graph.num_nodes > 0 and np.isnan(graph.eps)
+    for k in np.unique(graph.node_interval):
+        members = np.concatenate(
+            [graph.members(i) for i in np.flatnonzero(graph.node_interval == k)]
+        )
+        assert len(members) == len(np.unique(members))
+
+
+def test_eps_rules() -> None:
+    knn = np.tile(np.linspace(1, 2, 8, dtype=np.float32), (100, 1))
+    knn[:60] = 0  # duplicates (e.g. all-zero ReLU vectors) do not drive eps to 0
+    assert eps_rule(knn, "auto", 3) == pytest.approx(1.2 * knn[-1, 1])
+    curve = np.r_[np.linspace(0, 1, 95), np.linspace(3, 30, 5)]
+    assert 0.9 <= knee_point(curve) <= 3
+    assert knee_point(np.ones(5)) == 1.0
