@@ -44,6 +44,8 @@ def topk_mask(values: Tensor, k: int, *, positive_only: bool = True) -> Tensor:
     k = min(k, n)
     # NaN must never win: rank it below everything.
     clean = torch.nan_to_num(values, nan=-torch.inf)
+    if positive_only and k <= _ITERATIVE_K:
+        return _topk_mask_iterative(clean, k)
     kth = torch.topk(clean, k, dim=-1).values[..., -1:]
     above = clean > kth
     tied = clean == kth
@@ -53,6 +55,26 @@ def topk_mask(values: Tensor, k: int, *, positive_only: bool = True) -> Tensor:
     if positive_only:
         mask &= clean > 0
     return mask
+
+
+#: Up to this k, k rounds of argmax beat ``torch.topk`` on CPU (short rows, many of them).
+_ITERATIVE_K = 16
+
+
+def _topk_mask_iterative(clean: Tensor, k: int) -> Tensor:
+    """``k`` rounds of "take the first maximum, then remove it"; only positive entries.
+
+    ``argmax`` returns the first maximal index, which is exactly the lowest-index tie-break.
+    Entries already taken are set to ``-inf``, which is never positive, so picking one of
+    them again in a later round (a row with fewer than ``k`` finite entries) changes nothing.
+    """
+    work = clean.clone()
+    mask = torch.zeros_like(clean, dtype=torch.bool)
+    for _ in range(k):
+        index = work.argmax(dim=-1, keepdim=True)
+        mask.scatter_(-1, index, True)
+        work.scatter_(-1, index, -torch.inf)
+    return mask & (clean > 0)
 
 
 def select_mass(a: Tensor, tau: float) -> Tensor:

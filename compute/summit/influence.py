@@ -167,39 +167,71 @@ def influence_maxima_gemm(
         ``[B, C_out, C_in]`` influence maxima.
     """
     c_out, c_in, kh, kw = weight.shape
-    batch, _, h, w = x.shape
+    batch = x.shape[0]
     taps = kh * kw
-    positions = _output_size(h, kh, stride[0], padding[0], dilation[0]) * _output_size(
-        w, kw, stride[1], padding[1], dilation[1]
-    )
     # per input channel: [T, C_out], contiguous for the right-hand side of the product
     kernels = weight.to(x.dtype).permute(1, 2, 3, 0).reshape(c_in, taps, c_out).contiguous()
     out = torch.empty((batch, c_out, c_in), dtype=x.dtype, device=x.device)
-    group = max(1, min(c_in, budget // (2 * taps * batch * positions)))
+    ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
+    positions = ho * wo
+    group = max(1, min(c_in, budget // (taps * batch * positions)))
     images_per_tile = max(1, min(batch, tile // max(1, c_out * positions)))
     span = max(1, tile // c_out)  # positions per tile when one image is too large
     for j0 in range(0, c_in, group):
-        xs = x[:, j0 : j0 + group]
-        g = xs.shape[1]
-        cols = F.unfold(xs, (kh, kw), dilation, padding, stride).view(batch, g, taps, positions)
-        cols = cols.permute(1, 0, 3, 2).reshape(g, batch * positions, taps)  # [g, B*P, T]
-        for jj in range(g):
+        cols = _columns(x[:, j0 : j0 + group], (kh, kw), stride, padding, dilation)
+        for jj in range(cols.shape[0]):
             j = j0 + jj
-            rows = cols[jj]
+            rows = cols[jj].view(taps, batch * positions)  # [T, B*P]; used transposed
             if positions <= span:
                 for b0 in range(0, batch, images_per_tile):
                     n = min(images_per_tile, batch - b0)
-                    terms = rows[b0 * positions : (b0 + n) * positions] @ kernels[j]
+                    terms = rows[:, b0 * positions : (b0 + n) * positions].t() @ kernels[j]
                     out[b0 : b0 + n, :, j] = terms.view(n, positions, c_out).amax(dim=1)
                 continue
             for b in range(batch):  # one image exceeds a tile: running max over spans
                 best = None
                 for p0 in range(b * positions, (b + 1) * positions, span):
                     p1 = min(p0 + span, (b + 1) * positions)
-                    part = (rows[p0:p1] @ kernels[j]).amax(dim=0)
+                    part = (rows[:, p0:p1].t() @ kernels[j]).amax(dim=0)
                     best = part if best is None else torch.maximum(best, part)
                 out[b, :, j] = best
     return out
+
+
+def _output_hw(
+    x: Tensor, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair
+) -> tuple[int, int]:
+    return (
+        _output_size(x.shape[2], kernel[0], stride[0], padding[0], dilation[0]),
+        _output_size(x.shape[3], kernel[1], stride[1], padding[1], dilation[1]),
+    )
+
+
+def _columns(x: Tensor, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Tensor:
+    """im2col with taps before images: ``[C, T, B, Ho, Wo]`` from ``x [B, C, H, W]``.
+
+    One strided copy per tap (contiguous along ``Wo``) is much cheaper on CPU than
+    ``F.unfold`` followed by the permute this layout would otherwise need.
+    """
+    batch, channels, h, w = x.shape
+    ho, wo = _output_hw(x, kernel, stride, padding, dilation)
+    # One transposing copy into a zero-padded [C, B, H', W'] buffer; the per-tap copies
+    # below then read rows in their natural order.
+    padded = x.new_zeros((channels, batch, h + 2 * padding[0], w + 2 * padding[1]))
+    padded[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w] = x.transpose(0, 1)
+    cols = torch.empty(
+        (channels, kernel[0] * kernel[1], batch, ho, wo), dtype=x.dtype, device=x.device
+    )
+    for dy in range(kernel[0]):
+        for dx in range(kernel[1]):
+            y0, x0 = dy * dilation[0], dx * dilation[1]
+            cols[:, dy * kernel[1] + dx] = padded[
+                :,
+                :,
+                y0 : y0 + stride[0] * (ho - 1) + 1 : stride[0],
+                x0 : x0 + stride[1] * (wo - 1) + 1 : stride[1],
+            ]
+    return cols
 
 
 def pair_maxima(

@@ -1,0 +1,165 @@
+"""Benchmark: Summit aggregation pass vs. the bare forward pass on the same synthetic data.
+
+Run ``python bench/bench_aggregation.py [--images N] [--model demo|vgg|both]``. Prints, per
+model, the median time of a bare forward pass over all images (inference mode, same
+batches), of the full :class:`SummitPass`, their ratio, and where the extra time goes
+(influence per connection, everything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compute.summit import influence as influence_module
+from compute.summit.aggregate import SummitPass
+from compute.summit.config import SummitConfig
+
+
+def demo_model() -> tuple[nn.Module, list[str], tuple[int, int, int], int]:
+    """The demo CNN (4 conv-BN-ReLU blocks, 16-32-64-64) on 1×32×32, all four ReLUs."""
+    try:
+        from compute.demo import digits_cnn
+
+        model = digits_cnn(10)
+        layers = [f"features.relu{n}" for n in range(1, 5)]
+    except ImportError:  # the demo module is optional for this benchmark
+        blocks: list[nn.Module] = []
+        channels = [1, 16, 32, 64, 64]
+        for n in range(4):
+            blocks += [
+                nn.Conv2d(channels[n], channels[n + 1], 3, padding=1, bias=False),
+                nn.BatchNorm2d(channels[n + 1]),
+                nn.ReLU(),
+            ]
+            if n < 3:
+                blocks.append(nn.MaxPool2d(2))
+        model = nn.Sequential(
+            nn.Sequential(*blocks), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)
+        )
+        layers = ["0.2", "0.6", "0.10", "0.14"]
+    return model, layers, (1, 32, 32), 10
+
+
+def vgg_model(layers: list[str]) -> tuple[nn.Module, list[str], tuple[int, int, int], int]:
+    """torchvision VGG-11 (random weights) at 224×224."""
+    import torchvision
+
+    return torchvision.models.vgg11(weights=None), layers, (3, 224, 224), 1000
+
+
+def timed(fn: Callable[[], None], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench(
+    name: str,
+    model: nn.Module,
+    layers: list[str],
+    shape: tuple[int, int, int],
+    classes: int,
+    images: int,
+    batch: int,
+    repeats: int,
+) -> None:
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    data = torch.randn((images, *shape), generator=generator)
+    labels = torch.randint(0, classes, (images,), generator=generator)
+    indices = torch.arange(images)
+    config = SummitConfig()
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for start in range(0, images, batch):
+                model(data[start : start + batch])
+
+    # Attribute time to the influence step by wrapping it (the wrapper costs ~nothing).
+    spent: dict[str, float] = defaultdict(float)
+    original = influence_module.influence_topk
+
+    def counted(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        result = original(*args, **kwargs)  # type: ignore[arg-type]
+        spent["influence"] += time.perf_counter() - start
+        return result
+
+    def summit() -> None:
+        with SummitPass(model, layers, classes, config) as summit_pass:
+            for start in range(0, images, batch):
+                end = start + batch
+                summit_pass.update(data[start:end], labels[start:end], indices[start:end])
+            summit_pass.result()
+
+    import compute.summit.aggregate as aggregate_module
+
+    aggregate_module.influence_topk = counted  # type: ignore[assignment]
+    try:
+        bare()  # warm-up
+        bare_times, summit_times = [], []
+        for _ in range(repeats):  # interleave so load changes hit both alike
+            bare_times += timed(bare, 1)
+            spent.clear()
+            summit_times += timed(summit, 1)
+        influence_share = spent["influence"]
+    finally:
+        aggregate_module.influence_topk = original  # type: ignore[assignment]
+    t_bare = statistics.median(bare_times)
+    t_summit = statistics.median(summit_times)
+    print(f"== {name}: {images} images of {shape}, batch {batch}, layers {layers}")
+    print(f"   threads {torch.get_num_threads()}, repeats {repeats} (median)")
+    print(f"   bare forward : {t_bare:8.3f} s  ({images / t_bare:7.1f} img/s)")
+    print(f"   summit pass  : {t_summit:8.3f} s  ({images / t_summit:7.1f} img/s)")
+    print(f"   ratio        : {t_summit / t_bare:8.2f} x   (target <= 2.0)")
+    print(f"   influence    : {influence_share:8.3f} s in the last summit run")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=None, help="images per run")
+    parser.add_argument("--batch", type=int, default=None, help="batch size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", choices=["demo", "vgg", "both"], default="both")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--vgg-layers",
+        default="features.9,features.12,features.14",
+        help="comma-separated VGG-11 layers (ReLU outputs)",
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.model in ("demo", "both"):
+        model, layers, shape, classes = demo_model()
+        bench(
+            "demo CNN", model, layers, shape, classes,
+            args.images or 2048, args.batch or 256, args.repeats,
+        )  # fmt: skip
+    if args.model in ("vgg", "both"):
+        model, layers, shape, classes = vgg_model(args.vgg_layers.split(","))
+        bench(
+            "VGG-11", model, layers, shape, classes,
+            args.images or 16, args.batch or 8, args.repeats,
+        )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
