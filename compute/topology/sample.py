@@ -169,6 +169,13 @@ class ActivationSampler:
             for name, shape in zip(self.layer_names, self.layer_shapes, strict=True)
         }
         self._position = {name: np.empty((0, 2), dtype=np.int32) for name in self.layer_names}
+        self._batch: tuple[int, np.ndarray, np.ndarray, np.ndarray] = (
+            0,
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int64),
+        )
+        self._pending: set[str] = set()
 
     @property
     def nbytes(self) -> int:
@@ -231,47 +238,81 @@ class ActivationSampler:
         return np.flatnonzero(keys < self._keys[: self.count].max())
 
     def update(self, outputs: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        """Add one batch (vectorised per layer).
+        """Add one batch (vectorised per layer): :meth:`begin_batch` + :meth:`add_layer` each.
 
         Args:
             outputs: per layer name, the layer output ``[B, C, H, W]`` (any device/dtype).
             labels: int ``[B]`` class of each image.
             indices: int ``[B]`` dataset index of each image; each image must be fed once.
         """
+        batch = int(indices.shape[0])
+        for name in self.layer_names:  # all shapes checked before anything is admitted
+            self._check_shape(name, outputs[name], batch)
+        self.begin_batch(labels, indices)
+        for name in self.layer_names:
+            self.add_layer(name, outputs[name])
+
+    def _check_shape(self, name: str, output: Tensor, batch: int) -> None:
+        shape = self.layer_shapes[self.layer_names.index(name)]
+        if tuple(output.shape) != (batch, *shape):
+            raise ValueError(
+                f"layer {name!r}: output shape {tuple(output.shape)}, expected {(batch, *shape)}"
+            )
+
+    def begin_batch(self, labels: Tensor, indices: Tensor) -> None:
+        """Decide which images of the batch enter the sample (before the forward).
+
+        For the streaming pass, whose hooks must reduce each output at once (later in-place
+        operations may change it): call this before the forward, then :meth:`add_layer` from
+        each layer's hook, for every layer.
+
+        Args:
+            labels: int ``[B]`` class of each image.
+            indices: int ``[B]`` dataset index of each image (``>= 0``, each image once).
+        """
+        if self._pending:
+            raise RuntimeError(f"add_layer was not called for {sorted(self._pending)}")
         idx = indices.detach().cpu().numpy().astype(np.int64).reshape(-1)
         lab = labels.detach().cpu().numpy().astype(np.int64).reshape(-1)
         if len(idx) != len(lab):
             raise ValueError(f"{len(idx)} indices but {len(lab)} labels")
         if len(idx) and idx.min() < 0:
             raise ValueError("image indices must be >= 0")
-        for name, shape in zip(self.layer_names, self.layer_shapes, strict=True):
-            out = outputs[name]
-            if tuple(out.shape) != (len(idx), *shape):
-                raise ValueError(
-                    f"layer {name!r}: output shape {tuple(out.shape)}, expected "
-                    f"{(len(idx), *shape)}"
-                )
         keys = image_hash(self.seed, idx)
         cand = self._candidates(keys)
-        if not len(cand):
-            return
-        accepted, slots = self._insert(keys[cand], idx[cand], lab[cand])
-        rows = cand[accepted]
+        rows = slots = np.empty(0, dtype=np.int64)
+        if len(cand):
+            accepted, slots = self._insert(keys[cand], idx[cand], lab[cand])
+            rows = cand[accepted]
+        self._batch = (len(idx), rows, slots, idx[rows])
+        if len(rows):
+            self._pending = set(self.layer_names)
+
+    def add_layer(self, name: str, output: Tensor) -> None:
+        """Store the current batch's sampled vectors of one layer (gathered on its device).
+
+        Args:
+            name: a chosen layer.
+            output: its output ``[B, C, H, W]`` for the batch given to :meth:`begin_batch`.
+        """
+        batch, rows, slots, idx = self._batch
+        self._check_shape(name, output, batch)
         if not len(rows):
             return
-        for name, (_, height, width) in zip(self.layer_names, self.layer_shapes, strict=True):
-            out = outputs[name].detach()
-            picked = torch.from_numpy(rows).to(out.device)
-            if self.mode == "position":
-                pos = sample_positions(self.seed, idx[rows], name, height, width)
-                r = torch.from_numpy(pos[:, 0].astype(np.int64)).to(out.device)
-                c = torch.from_numpy(pos[:, 1].astype(np.int64)).to(out.device)
-                vec = out[picked, :, r, c]
-            else:
-                pos = np.full((len(rows), 2), -1, dtype=np.int32)
-                vec = out[picked].float().mean(dim=(2, 3))
-            self._vectors[name][slots] = vec.float().cpu().numpy()
-            self._position[name][slots] = pos
+        _, height, width = self.layer_shapes[self.layer_names.index(name)]
+        out = output.detach()
+        picked = torch.from_numpy(rows).to(out.device)
+        if self.mode == "position":
+            pos = sample_positions(self.seed, idx, name, height, width)
+            r = torch.from_numpy(pos[:, 0].astype(np.int64)).to(out.device)
+            c = torch.from_numpy(pos[:, 1].astype(np.int64)).to(out.device)
+            vec = out[picked, :, r, c]
+        else:
+            pos = np.full((len(rows), 2), -1, dtype=np.int32)
+            vec = out[picked].float().mean(dim=(2, 3))
+        self._vectors[name][slots] = vec.float().cpu().numpy()
+        self._position[name][slots] = pos
+        self._pending.discard(name)
 
     def merge(self, other: ActivationSampler) -> ActivationSampler:
         """Fold another sampler (same layers, shapes, capacity, seed, mode) into this one.
@@ -284,6 +325,8 @@ class ActivationSampler:
         Returns:
             ``self``.
         """
+        if self._pending or other._pending:
+            raise RuntimeError("a batch is incomplete: add_layer was not called for every layer")
         same = (
             other.layer_names == self.layer_names
             and other.layer_shapes == self.layer_shapes
@@ -306,6 +349,8 @@ class ActivationSampler:
 
     def result(self) -> dict[str, MapperSample]:
         """The sample of every layer, rows sorted by image index (copies)."""
+        if self._pending:
+            raise RuntimeError(f"add_layer was not called for {sorted(self._pending)}")
         order = np.argsort(self._index[: self.count], kind="stable")
         index = self._index[order]
         if len(index) > 1 and (np.diff(index) == 0).any():

@@ -125,3 +125,19 @@ def test_rejects_bad_input() -> None:
         sampler.merge(new(capacity=7))
     with pytest.raises(ValueError, match="mode"):
         new(mode="max")
+
+
+def test_per_layer_hook_api_matches_update() -> None:
+    outputs, labels, indices = dataset()
+    hooked = new()
+    for start in range(0, NUM_IMAGES, 40):
+        sl = slice(start, start + 40)
+        hooked.begin_batch(labels[sl], indices[sl])
+        for name in reversed(list(SHAPES)):  # hooks may fire in any order
+            hooked.add_layer(name, outputs[name][sl])
+    assert_same(hooked, feed(new(), np.arange(NUM_IMAGES), 40))
+    incomplete = new()
+    incomplete.begin_batch(labels[:10], indices[:10])
+    incomplete.add_layer("conv1", outputs["conv1"][:10])
+    with pytest.raises(RuntimeError, match="conv2"):
+        incomplete.result()
