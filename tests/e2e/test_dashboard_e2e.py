@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from selenium.webdriver.common.by import By
 
+from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.views.sidebar import ROWS_PAGE
 
 pytestmark = [
@@ -96,6 +97,7 @@ def search_class(dash_duo: Any, name: str) -> None:
         lambda: next(
             (o for o in dash_duo.find_elements(".dash-dropdown-option") if o.text == name), None
         ),
+        timeout=30,
         message=f"no search result {name!r}",
     )
     option.click()
@@ -135,8 +137,7 @@ def test_explore_a_small_atlas(
     dash_duo.wait_for_contains_text("#compare-legend", "shared")
     wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
     wait_until(lambda: query(dash_duo).get("compare") == "1")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    dash_duo.driver.save_screenshot(str(SCREENSHOTS / "small-atlas.png"))
+    save_full_page(dash_duo, "small-atlas.png")
 
     # A copied link reproduces the view.
     link = dash_duo.driver.current_url
@@ -209,7 +210,9 @@ def test_large_atlas(
     rows = wait_until(lambda: dash_duo.find_elements("#sidebar-rows .class-row"))
     assert len(rows) == ROWS_PAGE
     dash_duo.find_element("#sidebar-show-more").click()
-    wait_until(lambda: len(dash_duo.find_elements("#sidebar-rows .class-row")) == 2 * ROWS_PAGE)
+    wait_until(
+        lambda: len(dash_duo.find_elements("#sidebar-rows .class-row")) == 2 * ROWS_PAGE, timeout=30
+    )
 
     names = dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll('#sidebar-rows .row-name'))"
@@ -218,11 +221,48 @@ def test_large_atlas(
     target = names[-1]
     started = time.perf_counter()
     search_class(dash_duo, target)
-    dash_duo.wait_for_text_to_equal("#graph-header .class-name", target)
-    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
+    dash_duo.wait_for_text_to_equal("#graph-header .class-name", target, timeout=30)
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0, timeout=30)
     print(f"\n[large atlas] class switch rendered in {time.perf_counter() - started:.2f} s")
     assert cy_count(dash_duo, "attribution-graph", "node[size]") >= 9
+
+    # A shared link with a comparison and an open channel, on the large atlas.
+    node = cy_ids(dash_duo, "attribution-graph", "node[size]")[0]
+    dash_duo.driver.get(dash_duo.server_url + f"/?v=1&class=7&compare=8&layer=4&node={node}")
+    dash_duo.wait_for_contains_text("#compare-legend", "shared", timeout=20)
+    dash_duo.wait_for_contains_text("#neuron-panel-title", "Channel", timeout=30)
+    wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0, timeout=30)
+    save_full_page(dash_duo, "large-atlas.png")
+    assert dash_duo.get_logs() == []
+
+
+def save_full_page(dash_duo: Any, name: str) -> None:
+    """Screenshot the whole page (window as tall as the document) into ``out/screenshots``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    time.sleep(0.5)
-    dash_duo.driver.save_screenshot(str(SCREENSHOTS / "large-atlas.png"))
+    height = dash_duo.driver.execute_script("return document.documentElement.scrollHeight")
+    dash_duo.driver.set_window_size(1440, min(int(height) + 120, 4000))
+    dash_duo.driver.execute_script("window.scrollTo(0, 0)")
+    time.sleep(1.0)  # let cytoscape and plotly redraw at the new size
+    dash_duo.driver.save_screenshot(str(SCREENSHOTS / name))
+
+
+@pytest.mark.skipif(not DEMO_ATLAS_DIR.is_dir(), reason="the demo atlas is not shipped yet")
+def test_demo_atlas_is_the_default(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without NETWORK_ATLAS_DIR the shipped demo atlas is served."""
+    from dash.testing.application_runners import import_app
+
+    monkeypatch.delenv("NETWORK_ATLAS_DIR", raising=False)
+    monkeypatch.setenv("NETWORK_ATLAS_CACHE_DIR", str(tmp_path / "cache"))
+    dash_duo.start_server(import_app("dashboard.app"))
+    dash_duo.driver.set_window_size(1440, 1200)
+    dash_duo.wait_for_element("#graph-header .class-name", timeout=20)
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
+    node = cy_ids(dash_duo, "attribution-graph", "node[size]")[-1]
+    dash_duo.driver.get(dash_duo.server_url + f"/?v=1&class=3&compare=8&node={node}")
+    dash_duo.wait_for_contains_text("#compare-legend", "shared", timeout=20)
+    dash_duo.wait_for_contains_text("#neuron-panel-title", "Channel")
+    wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
+    save_full_page(dash_duo, "demo-atlas.png")
     assert dash_duo.get_logs() == []
