@@ -504,7 +504,7 @@ class MapperIndex:
         lens: LensKind = "l2norm",
         max_window: float | None = None,
         max_neighbors: int = 64,
-        knn_queries: int = 1000,
+        knn_queries: int = 500,
         min_samples: int = 3,
         seed: int = 0,
         eps_for: MapperParams | None = None,
@@ -793,23 +793,25 @@ class MapperIndex:
         graph = sp.csr_array(
             (np.ones(int(cc.sum()), dtype=np.int8), (row[cc], col[cc])), shape=(m, m)
         )
-        _, comp = connected_components(graph, directed=False)
+        # The edge set is symmetric, so strong components are the connected components, and
+        # the strong algorithm needs no transpose.
+        _, comp = connected_components(graph, directed=True, connection="strong")
         core_idx = np.flatnonzero(core)
         core_comp = comp[core_idx]
-        # Number components by their smallest core sample row.
-        first = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first, core_comp, rows[core_idx])
-        used = np.unique(core_comp)
+        # Number components by their smallest core sample row (sklearn's visiting order).
+        by = np.lexsort((rows[core_idx], core_comp))
+        used, first_at = np.unique(core_comp[by], return_index=True)
+        first_row = rows[core_idx][by][first_at]
         rank = np.empty(m, dtype=np.int64)
-        rank[used[np.argsort(first[used], kind="stable")]] = np.arange(len(used))
+        rank[used[np.argsort(first_row, kind="stable")]] = np.arange(len(used))
         labels[core_idx] = rank[core_comp]
         # Border points: non-core with a core neighbour take the smallest neighbouring label.
         bd = ~core[row] & core[col]
         if bd.any():
-            best = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
-            np.minimum.at(best, row[bd], labels[col[bd]])
-            border = ~core & (best != np.iinfo(np.int64).max)
-            labels[border] = best[border]
+            b_row, b_label = row[bd], labels[col[bd]]
+            by = np.lexsort((b_label, b_row))
+            border, at = np.unique(b_row[by], return_index=True)
+            labels[border] = b_label[by][at]
         return labels
 
 
@@ -911,21 +913,17 @@ def _radius_graph(
         cols_out.append(c + c0)
         dist_out.append(dv)
         s = e
-    rows = np.concatenate(rows_out).astype(np.int64)
-    cols = np.concatenate(cols_out).astype(np.int64)
-    dist = np.concatenate(dist_out).astype(np.float32)
-    # Capping and block edges make some lists one-sided: keep the union (symmetric), sorted
-    # by row then column.
-    rows, cols, dist = (
-        np.concatenate([rows, cols]),
-        np.concatenate([cols, rows]),
-        np.concatenate([dist, dist]),
-    )
-    key, first = np.unique(rows * n + cols, return_index=True)
-    rows, cols, dist = key // n, key % n, dist[first]
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return indptr, cols.astype(np.int32), dist, truncated
+    rows = np.concatenate(rows_out)
+    cols = np.concatenate(cols_out)
+    dist = np.concatenate(dist_out)
+    # Capping and block edges make some lists one-sided: keep the union (symmetric). The
+    # +1 shift keeps zero distances (duplicate vectors) as stored entries through maximum().
+    one_sided = sp.csr_array((dist.astype(np.float64) + 1.0, (rows, cols)), shape=(n, n))
+    union = one_sided.maximum(one_sided.T).tocsr()
+    union.sort_indices()
+    indptr = union.indptr.astype(np.int64)
+    dist = (union.data - 1.0).astype(np.float32)
+    return indptr, union.indices.astype(np.int32), dist, truncated
 
 
 def _hdbscan(x: np.ndarray, params: MapperParams) -> np.ndarray:
