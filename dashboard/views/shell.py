@@ -44,9 +44,10 @@ def header(context: ViewContext) -> html.Header:
             ),
             html.Dl(
                 [
-                    item
+                    html.Div(
+                        [html.Dt(key), html.Dd(value, className="fact")], className="fact-pair"
+                    )
                     for key, value in facts
-                    for item in (html.Dt(key), html.Dd(value, className="fact"))
                 ],
                 className="facts",
             ),
