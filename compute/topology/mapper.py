@@ -871,9 +871,11 @@ def _radius_graph(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Symmetric radius graph of lens-sorted points, pairs with ``|Δlens| <= band`` at least.
 
-    Row blocks are compared, by one float32 GEMM each, with the column range their lens
-    band allows, so the cost is the number of candidate pairs, not n². With ``cap > 0`` each
-    point keeps only its ``cap`` nearest (then the union of both directions is stored).
+    Row blocks are compared, by one float32 GEMM each, with the points after them inside
+    their lens band, so every pair is computed once and the cost is the number of pairs in
+    the band, not n². With ``cap > 0`` each point keeps its ``cap`` nearest later points (the
+    row side of the blocks) and its ``cap`` nearest earlier points (the column side, merged
+    across blocks in a running top-``cap``); the union of both directions is stored.
 
     Returns:
         ``(indptr int64 [n+1], indices int32 [nnz], distances float32 [nnz], truncated)``.
@@ -882,48 +884,74 @@ def _radius_graph(
     rows_out: list[np.ndarray] = []
     cols_out: list[np.ndarray] = []
     dist_out: list[np.ndarray] = []
-    truncated = 0
+    full = np.zeros(n, dtype=bool)  # a side whose cap nearest all lie within the radius
+    if cap > 0:
+        best_d = np.full((n, cap), np.inf, dtype=np.float32)
+        best_j = np.full((n, cap), -1, dtype=np.int64)
     budget = 1 << 23  # float32 elements per distance block (32 MB)
+    lower: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     s = 0
     while s < n:
         block = 1024
         while True:
             e = min(n, s + block)
-            c0 = int(np.searchsorted(keys, keys[s] - band, side="left"))
             c1 = int(np.searchsorted(keys, keys[e - 1] + band, side="right"))
-            if block <= 16 or (e - s) * (c1 - c0) <= budget:
+            if block <= 16 or (e - s) * (c1 - s) <= budget:
                 break
             block //= 2
-        d = _pair_distances(xs[s:e], xs[c0:c1], sq[s:e], sq[c0:c1], metric)
-        diag = np.arange(s, e)
-        d[diag - s, diag - c0] = np.inf  # not its own neighbour
-        if 0 < cap < c1 - c0:
-            # Keep the cap nearest: one partial sort per row, no full mask of the block.
+        b, w = e - s, c1 - s
+        d = _pair_distances(xs[s:e], xs[s:c1], sq[s:e], sq[s:c1], metric)
+        # Inside the block's own square only j > i: each pair once.
+        if b not in lower:
+            lower[b] = np.tril_indices(b)
+        d[lower[b]] = np.inf
+        if 0 < cap < w:
             part = np.argpartition(d, cap - 1, axis=1)[:, :cap]
             near = np.take_along_axis(d, part, axis=1)
             ok = near <= radius
-            # Rows whose cap nearest all lie within the radius may have lost neighbours.
-            truncated += int(ok.all(axis=1).sum())
-            r = np.repeat(np.arange(e - s), ok.sum(axis=1))
+            full[s:e] |= ok.all(axis=1)
+            r = np.repeat(np.arange(b), ok.sum(axis=1))
             c, dv = part[ok], near[ok]
         else:
             r, c = np.nonzero(d <= radius)
             dv = d[r, c]
         rows_out.append(r + s)
-        cols_out.append(c + c0)
+        cols_out.append(c + s)
         dist_out.append(dv)
+        if cap > 0:
+            # Column side: each later point's nearest among this block's rows, merged into
+            # its running top-cap of earlier points.
+            if b > cap:
+                # Partition rows of the transposed copy: contiguous, much faster than axis 0.
+                dt = np.ascontiguousarray(d.T)
+                part_c = np.argpartition(dt, cap - 1, axis=1)[:, :cap]
+                near_c = np.take_along_axis(dt, part_c, axis=1)
+            else:
+                part_c = np.broadcast_to(np.arange(b)[None, :], (w, b))
+                near_c = d.T
+            pool_d = np.concatenate([best_d[s:c1], near_c], axis=1)
+            pool_j = np.concatenate([best_j[s:c1], part_c + s], axis=1)
+            pick = np.argpartition(pool_d, cap - 1, axis=1)[:, :cap]
+            best_d[s:c1] = np.take_along_axis(pool_d, pick, axis=1)
+            best_j[s:c1] = np.take_along_axis(pool_j, pick, axis=1)
         s = e
+    if cap > 0:
+        ok = best_d <= radius
+        full |= ok.all(axis=1)
+        rows_out.append(np.repeat(np.arange(n), ok.sum(axis=1)))
+        cols_out.append(best_j[ok])
+        dist_out.append(best_d[ok])
     rows = np.concatenate(rows_out)
     cols = np.concatenate(cols_out)
     dist = np.concatenate(dist_out)
-    # Capping and block edges make some lists one-sided: keep the union (symmetric). The
-    # +1 shift keeps zero distances (duplicate vectors) as stored entries through maximum().
+    # Make the graph symmetric (union of both directions). The +1 shift keeps zero distances
+    # (duplicate vectors) as stored entries through maximum().
     one_sided = sp.csr_array((dist.astype(np.float64) + 1.0, (rows, cols)), shape=(n, n))
     union = one_sided.maximum(one_sided.T).tocsr()
     union.sort_indices()
     indptr = union.indptr.astype(np.int64)
     dist = (union.data - 1.0).astype(np.float32)
-    return indptr, union.indices.astype(np.int32), dist, truncated
+    return indptr, union.indices.astype(np.int32), dist, int(full.sum())
 
 
 def _hdbscan(x: np.ndarray, params: MapperParams) -> np.ndarray:
