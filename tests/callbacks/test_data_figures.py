@@ -104,16 +104,21 @@ def data_atlas(path: Path):
     return Atlas.open(path)
 
 
-def test_unwritable_cache_runs_uncached_and_warns_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unwritable_cache_runs_uncached_and_warns_once(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    cache = DerivedCache(blocker / "cache")
-    with caplog.at_level(logging.WARNING):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("dashboard.data")
+    logger.addHandler(handler)
+    try:
+        cache = DerivedCache(blocker / "cache")
         assert cache.get_or_compute("a", lambda: 1) == 1
         assert cache.get_or_compute("b", lambda: 2) == 2
-    assert sum("running without cache" in r.message for r in caplog.records) == 1
+    finally:
+        logger.removeHandler(handler)
+    assert sum("running without cache" in r.getMessage() for r in records) == 1
 
 
 @pytest.mark.parametrize("sort", ["similarity", "acc-asc", "acc-desc"])
