@@ -270,7 +270,9 @@ def render_channels(
 ) -> np.ndarray:
     """Feature visualization (``diversity=0``) or ``diversity`` diverse images per channel.
 
-    The channel objective is the spatial mean of the channel's activation. For diversity,
+    The channel objective is the spatial mean of the channel's activation (for an
+    activation module such as ``nn.ReLU``, of its input: see :class:`LayerCapture`'s
+    ``pre_activation``, which every render uses). For diversity,
     each channel's ``K = diversity`` images form a group whose Gram-matrix similarity is
     penalised (Lucid's ``diversity``), weighted relative to the group's mean activation.
 
@@ -338,7 +340,8 @@ def invert_activations(
     """Activation inversion: images whose activation at ``layer`` points along ``vectors``.
 
     Maximises Activation Atlas' ``dot(a, v) · max(0.1, cos(a, v))²`` (see
-    :func:`objectives.direction_cossim` for ``position``).
+    :func:`objectives.direction_cossim` for ``position``). As for channels, ``a`` is the
+    input of an activation module (pre-ReLU), so the objective is never flat at zero.
 
     Args:
         model: the network, on ``device``.
