@@ -188,6 +188,18 @@ def test_tiny_budget_chunks_give_same_result() -> None:
     assert_equal(run_fast(model, LAYERS, config, data, 9, budget=500), ref)
 
 
+def test_pruned_gemm_path_matches_reference(monkeypatch) -> None:
+    from compute.summit import influence
+
+    monkeypatch.setattr(influence, "PRUNE_MIN_RATIO", 0)  # prune even these narrow layers
+    monkeypatch.setattr(influence, "GEMM_TILE", 64)
+    model = make_chain(seed=8)
+    config = CONFIGS[1]
+    data = dataset(9, (3, 16, 16), seed=8)
+    ref = reference_aggregates(model, LAYERS, NUM_CLASSES, config, *data)
+    assert_equal(run_fast(model, LAYERS, config, data, 4), ref)
+
+
 def test_class_map_maps_predictions() -> None:
     model = make_chain(seed=4, outputs=6)
     class_map = [5, 0, 2, 3]  # model outputs 1 and 4 belong to no class

@@ -81,7 +81,7 @@ def test_all_paths_agree_with_per_pair_convolutions(geometry, signed: bool) -> N
         torch.testing.assert_close(gemm, exact, rtol=1e-12, atol=1e-12)
     assert (influence_upper_bounds(x, w, stride, padding, dilation) >= exact).all()
     want = reference_topk(exact, 2)
-    for method in ("auto", "gemm", "dense", "pruned"):
+    for method in ("auto", "gemm", "dense", "pruned", "pruned-gemm"):
         b, i, j = influence_topk(x, w, stride, padding, dilation, 2, budget=300, method=method)
         got = set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True))
         assert got == want, method
@@ -109,7 +109,7 @@ def test_integer_ties_go_to_lowest_input_channel() -> None:
     w = torch.zeros(2, 4, 3, 3, dtype=torch.float64)
     w[0, :, 1, 1] = torch.tensor([1.0, 2.0, 2.0, 2.0])  # three-way tie for the top
     w[1, :, 1, 1] = torch.tensor([-1.0, 0.0, 1.0, 1.0])  # only positive ones count
-    for method in ("gemm", "dense", "pruned"):
+    for method in ("gemm", "dense", "pruned", "pruned-gemm"):
         _, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 2, method=method)
         got = sorted(zip(i.tolist(), j.tolist(), strict=True))
         assert got == [(0, 1), (0, 2), (1, 2), (1, 3)], method
@@ -120,3 +120,18 @@ def test_fewer_positive_than_k_keeps_only_positive() -> None:
     w = torch.randn(2, 3, 3, 3, dtype=torch.float64)
     b, _, _ = influence_topk(x, w, (1, 1), (0, 0), (1, 1), 2, method="pruned")
     assert b.numel() == 0
+
+
+@pytest.mark.parametrize("tile", [5, 200, 1 << 18])
+def test_auto_prunes_wide_layers_exactly(monkeypatch, tile: int) -> None:
+    from compute.summit import influence
+
+    monkeypatch.setattr(influence, "GEMM_TILE", tile)  # spans, image blocks, whole batch
+    monkeypatch.setattr(influence, "PRUNE_MIN_RATIO", 12)
+    g = torch.Generator().manual_seed(7)
+    x = torch.relu(torch.randn(3, 30, 7, 6, generator=g, dtype=torch.float64))
+    w = torch.randn(4, 30, 3, 3, generator=g, dtype=torch.float64)
+    assert influence.PRUNE_MIN_RATIO * 2 <= 30  # "auto" takes the pruned GEMM path
+    exact = per_pair(x, w, (1, 1), (1, 1), (1, 1))
+    b, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 2)
+    assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == reference_topk(exact, 2)
