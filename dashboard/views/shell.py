@@ -163,7 +163,10 @@ def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     triggered = ctx.triggered[0] if ctx.triggered else {}
     trigger = ctx.triggered_id
     value = triggered.get("value")
-    new = apply_event(state, trigger, value)
+    try:
+        new = apply_event(state, trigger, value)
+    except (TypeError, ValueError):  # junk from a hand-crafted request: ignore it
+        new = state
     new = context.state(new.to_dict())  # bounds-check whatever the client sent
     if new == state:
         # e.g. comparing a class with itself: keep the dropdown honest.

@@ -90,8 +90,9 @@ def test_reducer_keeps_the_search_box_and_compare_dropdown_in_sync(small: Any) -
     assert data["cls"] == 3 and data["compare"] is None
     assert search == 3 and compare_value is None
     # Out-of-range input from the client is refused.
-    out = run_with_trigger(f"{ids.SEARCH}.value", 99, shell.update_state, context, stored)
-    assert out == (dash.no_update, dash.no_update, dash.no_update)
+    for junk in (99, "abc", [1], {"x": 1}):
+        out = run_with_trigger(f"{ids.SEARCH}.value", junk, shell.update_state, context, stored)
+        assert out == (dash.no_update, dash.no_update, dash.no_update)
 
 
 # -- views ------------------------------------------------------------------------------------
