@@ -40,6 +40,8 @@ HOVER_PANEL = "hover-panel"
 
 # -- neuron panel -----------------------------------------------------------------------
 NEURON_PANEL = "neuron-panel"
+NEURON_TITLE = "neuron-panel-title"
+NEURON_BODY = "neuron-panel-body"
 NEURON_BARS = "neuron-bars"
 NEURON_CLOSE = "neuron-close"
 

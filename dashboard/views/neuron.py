@@ -25,7 +25,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     html.H2(
                         [html.Span("N", className="view-tag"), "Channel"],
-                        id=ids.NEURON_PANEL + "-title",
+                        id=ids.NEURON_TITLE,
                     ),
                     html.Button(
                         "×",
@@ -37,7 +37,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 ],
                 className="card-head",
             ),
-            html.Div(id=ids.NEURON_PANEL + "-body"),
+            html.Div(id=ids.NEURON_BODY),
             html.H3("Classes that use this channel most", className="subhead"),
             dcc.Graph(
                 id=ids.NEURON_BARS, config={"displayModeBar": False}, className="neuron-bars"
@@ -80,8 +80,8 @@ def register(app: Dash, context: ViewContext) -> None:
 
     @app.callback(
         Output(ids.NEURON_PANEL, "style"),
-        Output(ids.NEURON_PANEL + "-title", "children"),
-        Output(ids.NEURON_PANEL + "-body", "children"),
+        Output(ids.NEURON_TITLE, "children"),
+        Output(ids.NEURON_BODY, "children"),
         Output(ids.NEURON_BARS, "figure"),
         Input(ids.STATE, "data"),
     )
