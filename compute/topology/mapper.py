@@ -46,11 +46,11 @@ EpsRule = Literal["auto", "knee"]
 AUTO_EPS_FACTOR = 1.2
 #: ``eps="knee"``: this factor × the knee of the sorted k-NN distances (TopoBERT used 0.5-0.75).
 KNEE_EPS_FACTOR = 0.75
-#: UI limits the default index is built for (issue 4): intervals ≥ 10, overlap ≤ 60%,
-#: ε ≤ 2× default.
-UI_MIN_INTERVALS = 10
-UI_MAX_OVERLAP = 0.6
-UI_MAX_EPS_SCALE = 2.0
+#: Slider limits of the dashboard (issue 4). The default index answers ε up to
+#: ``UI_MAX_EPS_SCALE`` × the "auto" ε within its radius.
+UI_MIN_INTERVALS, UI_MAX_INTERVALS = 10, 100
+UI_MIN_OVERLAP, UI_MAX_OVERLAP = 0.1, 0.6
+UI_MIN_EPS_SCALE, UI_MAX_EPS_SCALE = 0.5, 2.0
 #: Default lens band of the index: the interval length of the default parameters (70
 #: intervals, 30% overlap, either cover formula). Wider intervals are answered from the
 #: neighbours inside this band (approximate); a wider band costs build time in proportion.
@@ -517,11 +517,12 @@ class MapperIndex:
             max_radius: largest ε to answer; default ``UI_MAX_EPS_SCALE`` × the ``"auto"`` ε
                 for ``min_samples``.
             lens: ``"l2norm"`` or ``"pca"``.
-            max_window: widest interval to answer (lens units); default the widest interval
-                the UI allows (``UI_MIN_INTERVALS`` intervals, ``UI_MAX_OVERLAP`` overlap,
-                either cover formula).
-            max_neighbors: keep at most this many nearest neighbours per point (bounds
-                memory on dense data; 0 = keep all: exact DBSCAN for any parameters).
+            max_window: lens band (lens units) within which neighbours are searched: wider
+                intervals are answered approximately. Default ``DEFAULT_MAX_WINDOW``, the
+                default parameters' interval length; build time grows with it.
+            max_neighbors: keep, per point, at most this many nearest neighbours among the
+                points after it in lens order and as many among those before (bounds memory
+                on dense data; 0 = keep all: exact DBSCAN within the band and radius).
             knn_queries: points sampled (fixed ``seed``) for the k-NN distances of the ε rules.
             min_samples: DBSCAN ``min_samples`` the default ``max_radius`` is derived for.
             seed: seed of the query sample.
@@ -790,9 +791,11 @@ class MapperIndex:
         if not core.any():
             return labels
         cc = core[row] & core[col]
-        graph = sp.csr_array(
-            (np.ones(int(cc.sum()), dtype=np.int8), (row[cc], col[cc])), shape=(m, m)
-        )
+        # Entries are already in row order: build the CSR directly, no sort.
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row[cc], minlength=m), out=indptr[1:])
+        cc_col = col[cc]
+        graph = sp.csr_array((np.ones(len(cc_col), dtype=np.int8), cc_col, indptr), shape=(m, m))
         # The edge set is symmetric, so strong components are the connected components, and
         # the strong algorithm needs no transpose.
         _, comp = connected_components(graph, directed=True, connection="strong")
