@@ -5,8 +5,8 @@ from compute.topology.mapper import (
     MapperIndex,
     MapperParams,
     NodeStats,
+    compute_mapper,
     cover_bounds,
-    mapper,
     node_statistics,
 )
 from compute.topology.shapes import Shape, find_flares, find_loops, find_shapes
@@ -17,10 +17,10 @@ __all__ = [
     "MapperParams",
     "NodeStats",
     "Shape",
+    "compute_mapper",
     "cover_bounds",
     "find_flares",
     "find_loops",
     "find_shapes",
-    "mapper",
     "node_statistics",
 ]

@@ -1024,7 +1024,7 @@ def _assemble(
     )
 
 
-def mapper(
+def compute_mapper(
     vectors: np.ndarray, params: MapperParams = MapperParams(), max_neighbors: int = 0
 ) -> MapperGraph:
     """One Mapper graph from scratch (builds a minimal index for exactly ``params``).
@@ -1039,7 +1039,7 @@ def mapper(
 
     Examples:
         >>> x = np.random.default_rng(1).random((400, 6))
-        >>> mapper(x, MapperParams(intervals=8, overlap=0.25)).coverage > 0
+        >>> compute_mapper(x, MapperParams(intervals=8, overlap=0.25)).coverage > 0
         True
     """
     x = np.asarray(vectors)

@@ -9,10 +9,10 @@ from compute.topology.mapper import (
     MapperIndex,
     MapperParams,
     compute_lens,
+    compute_mapper,
     cover_bounds,
     eps_rule,
     knee_point,
-    mapper,
     node_statistics,
 )
 
@@ -122,7 +122,7 @@ def test_parameter_changes_reuse_the_index() -> None:
         MapperParams(intervals=30, overlap=0.3, eps=3.0),
     ]:
         changed = index.mapper(params)
-        fresh = mapper(x, params)
+        fresh = compute_mapper(x, params)
         assert changed.exact and fresh.exact
         assert changed.eps == pytest.approx(fresh.eps)
         assert nodes_of(changed) == nodes_of(fresh)
@@ -131,7 +131,7 @@ def test_parameter_changes_reuse_the_index() -> None:
 
 def test_edges_statistics_and_coverage() -> None:
     x, label = activations(900)
-    graph = mapper(x, MapperParams(intervals=12, overlap=0.4))
+    graph = compute_mapper(x, MapperParams(intervals=12, overlap=0.4))
     sets = [set(m) for m in nodes_of(graph)]
     expected = []
     for a in range(len(sets)):
@@ -194,7 +194,7 @@ def test_capped_index_is_flagged_and_exact_on_request() -> None:
     assert not capped.mapper(params).exact
     exact = capped.mapper(params, vectors=x, exact=True)
     assert exact.exact
-    assert nodes_of(exact) == nodes_of(mapper(x, params))
+    assert nodes_of(exact) == nodes_of(compute_mapper(x, params))
     with pytest.raises(ValueError, match="needs the vectors"):
         capped.mapper(MapperParams(lens="pca"))
 
@@ -203,7 +203,7 @@ def test_pca_lens_and_hdbscan() -> None:
     x, _ = activations(700)
     lens, span = compute_lens(x, "pca")
     assert lens.min() == 0 and lens.max() == 1 and span > 0
-    graph = mapper(x, MapperParams(intervals=8, lens="pca", clusterer="hdbscan"))
+    graph = compute_mapper(x, MapperParams(intervals=8, lens="pca", clusterer="hdbscan"))
     assert graph.num_nodes > 0 and np.isnan(graph.eps)
     for k in np.unique(graph.node_interval):
         members = np.concatenate(

@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from compute.topology.mapper import MapperParams, _assemble, cover_bounds, mapper
+from compute.topology.mapper import MapperParams, _assemble, compute_mapper, cover_bounds
 from compute.topology.shapes import find_flares, find_loops, find_shapes
 
 PARAMS = MapperParams(intervals=10, overlap=0.3, eps_scale=3.0)
@@ -39,7 +39,7 @@ def circle(n: int = 1500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_y_shape_has_three_flares() -> None:
     x, arm = y_shape()
-    graph = mapper(x, PARAMS)
+    graph = compute_mapper(x, PARAMS)
     flares = find_flares(graph, arm)
     assert len(flares) == 3
     assert sorted(f.dominant_class for f in flares) == [0, 1, 2]
@@ -51,7 +51,7 @@ def test_y_shape_has_three_flares() -> None:
 
 def test_circle_has_one_loop() -> None:
     x, half = circle()
-    graph = mapper(x, PARAMS)
+    graph = compute_mapper(x, PARAMS)
     loops = find_loops(graph, half)
     assert len(loops) == 1
     loop = loops[0]
