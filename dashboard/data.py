@@ -336,6 +336,48 @@ class AtlasData:
         order = np.argsort(key, kind="stable")
         return np.concatenate([[class_index], order[order != class_index]])
 
+    @cached_property
+    def _lower_names(self) -> tuple[str, ...]:
+        return tuple(name.casefold() for name in self.names)
+
+    def match_classes(self, text: str, limit: int = 50) -> list[int]:
+        """Classes whose name contains ``text`` (case-insensitive), prefix matches first."""
+        needle = text.strip().casefold()
+        if not needle:
+            return []
+        prefix, inner = [], []
+        for c, name in enumerate(self._lower_names):
+            position = name.find(needle)
+            if position == 0 or (position > 0 and name[position - 1] == " "):
+                prefix.append(c)
+            elif position > 0:
+                inner.append(c)
+            if len(prefix) >= limit:
+                break
+        return (prefix + inner)[:limit]
+
+    def class_options(
+        self,
+        search: str | None,
+        pinned: list[int],
+        suggestions: np.ndarray,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Dropdown options: ``pinned`` classes (the current value, so its label shows), then
+        the classes matching ``search`` or, without search text, ``suggestions``.
+
+        Sending ~50 options instead of every class keeps the Dash dropdown light with a
+        thousand classes.
+        """
+        matches = self.match_classes(search or "", limit) if search else suggestions[:limit]
+        seen: set[int] = set()
+        options = []
+        for c in [*pinned, *np.asarray(matches).tolist()]:
+            if c not in seen and 0 <= c < self.num_classes:
+                seen.add(c)
+                options.append({"label": self.names[c], "value": int(c)})
+        return options
+
     def embedding(self, layer: int) -> np.ndarray:
         """``float32[classes, 2]`` class embedding of ``layer``."""
         return np.asarray(self.atlas.embedding(layer), dtype=np.float32)

@@ -28,7 +28,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     html.H2([html.Span("D", className="view-tag"), "Compare two classes"]),
                     dcc.Dropdown(
                         id=ids.COMPARE,
-                        options=[{"label": n, "value": i} for i, n in enumerate(data.names)],
+                        options=compare_options(context, None, state),
                         value=state.compare,
                         placeholder="Compare with…",
                         clearable=True,
@@ -79,6 +79,15 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     )
 
 
+def compare_options(context: ViewContext, search: str | None, state: ViewState) -> list[Any]:
+    """Options of the compare selector: the compared class, then matches of the typed text
+    (or, before typing, the classes most similar to the selected one: likely confusions)."""
+    data = context.data
+    order = data.sidebar_order("similarity", context.layer(state), state.cls)[1:]
+    pinned = [] if state.compare is None else [state.compare]
+    return data.class_options(search, pinned, order)
+
+
 def legend_item(colour: str, label: str) -> html.Span:
     return html.Span(
         [html.Span(className="swatch", style={"borderColor": colour}), label],
@@ -113,6 +122,15 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
 
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the compare view."""
+
+    @app.callback(
+        Output(ids.COMPARE, "options"),
+        Input(ids.COMPARE, "search_value"),
+        Input(ids.STATE, "data"),
+    )
+    @guarded(no_update)
+    def update_compare_options(search: str | None, stored: Any) -> list[Any]:
+        return compare_options(context, search, context.state(stored))
 
     @app.callback(
         Output(ids.COMPARE_GRAPH, "elements"),

@@ -41,7 +41,8 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
             ),
             dcc.Dropdown(
                 id=ids.SEARCH,
-                options=[{"label": name, "value": i} for i, name in enumerate(data.names)],
+                options=search_options(context, None, state),
+                debounce=False,
                 value=state.cls,
                 clearable=False,
                 searchable=True,
@@ -126,8 +127,25 @@ def render_rows(context: ViewContext, stored: Any, limit: int) -> tuple[str, Any
     return f'<div class="rows-inner">{rows}</div>', more
 
 
+def search_options(context: ViewContext, search: str | None, state: ViewState) -> list[Any]:
+    """Options of the search box: the selected class, then matches of the typed text (or,
+    before typing, the classes most similar to the selected one)."""
+    data = context.data
+    suggestions = data.sidebar_order("similarity", context.layer(state), state.cls)
+    return data.class_options(search, [state.cls], suggestions)
+
+
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the sidebar."""
+
+    @app.callback(
+        Output(ids.SEARCH, "options"),
+        Input(ids.SEARCH, "search_value"),
+        Input(ids.STATE, "data"),
+    )
+    @guarded(no_update)
+    def update_search_options(search: str | None, stored: Any) -> list[Any]:
+        return search_options(context, search, context.state(stored))
 
     @app.callback(
         Output(ids.SIDEBAR_ROWS, "children"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -262,3 +263,17 @@ def test_file_path_serves_only_listed_files(data: AtlasData) -> None:
         "",
     ):
         assert data.file_path(bad) is None
+
+
+def test_match_classes_prefers_word_prefixes(make_atlas: Any, tmp_path: Path) -> None:
+    names = ("tabby cat", "cat shark", "bobcat", "dog", "Catamaran")
+    data = AtlasData(data_atlas(make_atlas(tmp_path / "cats", num_classes=5, class_names=names)))
+    assert data.match_classes("cat") == [0, 1, 4, 2]
+    assert data.match_classes("  CAT ", limit=2) == [0, 1]
+    assert data.match_classes("") == [] and data.match_classes("zebra") == []
+    options = data.class_options("cat", [3], np.arange(5), limit=2)
+    assert [o["value"] for o in options] == [3, 0, 1]  # the current value stays listed
+    assert [o["label"] for o in data.class_options(None, [], np.array([4, 2]))] == [
+        "Catamaran",
+        "bobcat",
+    ]
