@@ -1,0 +1,35 @@
+"""Training trace (Pfahler & Morik 2021): record how training refined each layer, explain inputs.
+
+``Tracer`` wraps any training loop and ``torch.optim`` optimizer; ``explain`` turns the trace
+into per-input arrays (class shares, ridge histograms, proponents); ``write_trace_part`` puts
+them into an atlas. See ``docs/trace.md``.
+"""
+
+from compute.trace.explain import (
+    PART_TRACE,
+    TRACE_PATHS,
+    ExplainConfig,
+    TraceExplanation,
+    capture_inputs,
+    exact_projections,
+    explain,
+    load_trace_part,
+    write_trace_part,
+)
+from compute.trace.tracer import LayerTrace, TraceConfig, Tracer, TraceResult
+
+__all__ = [
+    "PART_TRACE",
+    "TRACE_PATHS",
+    "ExplainConfig",
+    "LayerTrace",
+    "TraceConfig",
+    "TraceExplanation",
+    "TraceResult",
+    "Tracer",
+    "capture_inputs",
+    "exact_projections",
+    "explain",
+    "load_trace_part",
+    "write_trace_part",
+]

@@ -1,0 +1,478 @@
+"""Explain inputs with a finished trace: refinement, class shares, ridge histograms, proponents.
+
+For a traced layer with final weight ``W_T = W_0 + Σ_m A_m`` (components ``m``: every
+(epoch, class) pair and every epoch's regularisation) and an input ``x`` whose layer input in
+the final network is ``a(x)``:
+
+- refinement ``r = (W_T - W_0) ⋆ a(x) = Σ_m c_m``, ``c_m = A_m ⋆ a(x)`` (exact);
+- signed projection ``π_m = ⟨c_m, r⟩ / ‖r‖`` (``Σ_m π_m = ‖r‖`` exactly), cosine, norm;
+- class shares ``Σ_{m∈c} π_m / ‖r‖`` (last column: regularisation), cumulative per epoch;
+- per training example ``i``: ``π_i = ⟨A_i ⋆ a(x), r⟩/‖r‖ = ⟨A_i, G(x)⟩/‖r‖`` with
+  ``G(x) = Σ_p r_p ⊗ patch_p(x)``; exact where ``A_i`` is kept, otherwise estimated from the
+  sketches ``⟨P A_i, P G(x)⟩`` (unbiased);
+- ridge histograms: per class, cosines weighted by norm over the training examples (layers
+  with exact per-example updates) or over the (epoch, class) components (other layers).
+
+Everything returned is plain numpy arrays (:class:`TraceExplanation`), ready for an atlas.
+
+Examples:
+    >>> exp = explain(result, model, test_images)                      # doctest: +SKIP
+    >>> exp.class_share[0, -1]        # image 0, last traced layer: [C + 1] shares
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compute.trace.tracer import LayerTrace, TraceResult, _patches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """How explanations are summarised.
+
+    Attributes:
+        top_k: proponents and opponents kept per image and layer.
+        bins: ridge histogram bins over cosine ``[-1, 1]``.
+        batch_size: images per forward pass when capturing layer inputs.
+    """
+
+    top_k: int = 10
+    bins: int = 20
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be positive, got {self.top_k}")
+        if self.bins < 2:
+            raise ValueError(f"bins must be at least 2, got {self.bins}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class TraceExplanation:
+    """Explanations of ``n`` inputs over ``T`` traced layers (numpy only, no pickle needed).
+
+    ``C`` classes, ``E`` epochs, ``k`` = top_k, ``B`` = bins. Share columns are the ``C``
+    classes followed by the regularisation component.
+
+    Attributes:
+        layers: traced layer names, length ``T``.
+        per_example: ``"exact"`` or ``"projected"`` per layer (how proponents were scored).
+        ridge_unit: ``"example"`` or ``"epoch-class"`` per layer (what the ridge counts).
+        predictions: ``int64[n]`` the final model's top-1 class.
+        norms: ``float32[n, T, 3]``: ``‖r‖``, ``‖W_0 ⋆ a(x)‖``, ``‖W_T ⋆ a(x)‖``.
+        class_share: ``float32[n, T, C+1]``: ``Σ_{m∈c} π_m / ‖r‖`` (rows sum to 1).
+        epoch_share: ``float32[n, T, E, C+1]``: the same, cumulative up to each epoch's end.
+        epoch_cosine: ``float32[n, T, E]``: ``cos(r(≤e), r)``: when the direction settled.
+        ridge_hist: ``float32[n, T, C, B]``: norm-weighted cosine histogram per class.
+        ridge_edges: ``float32[B+1]`` bin edges (``-1..1``).
+        proponent_index / opponent_index: ``int64[n, T, k]`` training indices, best first.
+        proponent_score / opponent_score: ``float32[n, T, k]`` their ``π_i`` (``/ ‖r‖``
+            makes them shares).
+        sum_error: ``float64[n, T]`` ``|Σ_m π_m - ‖r‖| / ‖r‖`` (the exactness check).
+    """
+
+    layers: tuple[str, ...]
+    per_example: tuple[str, ...]
+    ridge_unit: tuple[str, ...]
+    predictions: np.ndarray
+    norms: np.ndarray
+    class_share: np.ndarray
+    epoch_share: np.ndarray
+    epoch_cosine: np.ndarray
+    ridge_hist: np.ndarray
+    ridge_edges: np.ndarray
+    proponent_index: np.ndarray
+    proponent_score: np.ndarray
+    opponent_index: np.ndarray
+    opponent_score: np.ndarray
+    sum_error: np.ndarray
+
+    @property
+    def num_images(self) -> int:
+        return int(self.predictions.shape[0])
+
+
+def capture_inputs(
+    model: nn.Module, layers: tuple[str, ...], images: torch.Tensor, batch_size: int = 64
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Inputs of ``layers`` in the final network (eval mode) and the logits.
+
+    Args:
+        model: the trained model.
+        layers: module names.
+        images: ``[n, ...]`` model inputs.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``({layer: [n, *input_shape]}, logits [n, classes])``.
+    """
+    modules = dict(model.named_modules())
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    handles = [
+        modules[name].register_forward_hook(
+            lambda _m, inputs, _o, name=name: store[name].append(inputs[0].detach())
+        )
+        for name in layers
+    ]
+    was_training = model.training
+    model.eval()
+    logits = []
+    try:
+        with torch.no_grad():
+            for start in range(0, images.shape[0], batch_size):
+                logits.append(model(images[start : start + batch_size]))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {name: torch.cat(v) for name, v in store.items()}, torch.cat(logits)
+
+
+def _layer_scores(
+    layer: LayerTrace,
+    module: nn.Module,
+    a: torch.Tensor,
+    train_labels: torch.Tensor,
+    num_classes: int,
+    config: ExplainConfig,
+) -> dict[str, np.ndarray]:
+    """All per-image figures of one layer for inputs ``a`` ``[n, ...]``."""
+    dtype = layer.w0.dtype
+    e, c = layer.class_epoch.shape[:2]
+    o = layer.w0.shape[0]
+    w0 = layer.w0.reshape(o, -1)
+    wt = layer.wt.reshape(o, -1)
+    i_dim = w0.shape[1]
+    # Components m = (epoch, class) then (epoch, regularisation): [E, C+1, O, I].
+    comps = torch.cat(
+        [layer.class_epoch.reshape(e, c, o, i_dim), layer.reg_epoch.reshape(e, 1, o, i_dim)],
+        dim=1,
+    )
+    flat = comps.reshape(-1, i_dim)  # [E(C+1)O, I]
+    m = e * (c + 1)
+    cols = _patches(module, a.to(dtype))  # [n, I, L]
+    n, _, length = cols.shape
+    init = torch.einsum("oi,nil->nol", w0, cols)
+    final = torch.einsum("oi,nil->nol", wt, cols)
+    r = final - init  # [n, O, L]
+    r_norm = r.flatten(1).norm(dim=1)  # [n]
+    safe = r_norm.clamp_min(torch.finfo(dtype).tiny)
+    g = torch.einsum("nol,nil->noi", r, cols)  # G(x): ⟨A ⋆ a, r⟩ = ⟨A, G⟩
+    pi = torch.einsum("moi,noi->nm", comps.reshape(m, o, i_dim), g) / safe[:, None]  # [n, M]
+    # Norms of the components' outputs: via the patch Gram when I < L (cheaper), else direct.
+    if i_dim < length:
+        gram = torch.einsum("nil,njl->nij", cols, cols)
+        sq = torch.einsum("ki,nij,kj->nk", flat, gram, flat).clamp_min(0)
+        comp_norm = sq.reshape(n, m, o).sum(dim=2).sqrt()
+    else:
+        out = torch.einsum("ki,nil->nkl", flat, cols)  # [n, M·O, L]
+        comp_norm = out.reshape(n, m, -1).norm(dim=2)
+    pi_ec = pi.reshape(n, e, c + 1)
+    class_share = pi_ec.sum(dim=1) / safe[:, None]
+    epoch_share = pi_ec.cumsum(dim=1) / safe[:, None, None]
+    # cos(r(≤e), r): cumulative refinement after each epoch against the final one.
+    per_epoch = torch.einsum("eoi,nil->neol", comps.sum(dim=1), cols).cumsum(dim=1)
+    cum_norm = per_epoch.flatten(2).norm(dim=2).clamp_min(torch.finfo(dtype).tiny)
+    epoch_cosine = torch.einsum("neol,nol->ne", per_epoch, r) / (cum_norm * safe[:, None])
+    sum_error = (pi.sum(dim=1) - r_norm).abs() / safe
+
+    # Per-example scores π_i.
+    if layer.example is not None:
+        ex = layer.example.reshape(layer.example.shape[0], o, i_dim)
+        scores = torch.einsum("xoi,noi->nx", ex, g) / safe[:, None]
+        per_example = "exact"
+    else:
+        assert layer.example_proj is not None and layer.proj_out is not None
+        assert layer.proj_in is not None
+        pg = torch.einsum("ko,noi,ji->nkj", layer.proj_out, g, layer.proj_in)
+        scores = torch.einsum("xkj,nkj->nx", layer.example_proj, pg) / safe[:, None]
+        per_example = "projected"
+    k = min(config.top_k, scores.shape[1])
+    top = torch.topk(scores, k, dim=1)
+    bottom = torch.topk(-scores, k, dim=1)
+
+    # Ridge: norm-weighted cosine histogram per class.
+    edges = torch.linspace(-1, 1, config.bins + 1, dtype=dtype)
+    hist = torch.zeros((n, num_classes, config.bins), dtype=dtype)
+    if layer.example is not None:
+        ex = layer.example.reshape(layer.example.shape[0], o, i_dim)
+        if i_dim < length:
+            gram = torch.einsum("nil,njl->nij", cols, cols)
+            ex_sq = torch.einsum("xoi,nij,xoj->nx", ex, gram, ex).clamp_min(0)
+        else:
+            ex_sq = torch.einsum("xoi,nil->nxol", ex, cols).pow(2).sum(dim=(2, 3))
+        weights, cosines, labels = ex_sq.sqrt(), None, train_labels
+        cosines = scores / weights.clamp_min(torch.finfo(dtype).tiny)
+        ridge_unit = "example"
+    else:
+        weights = comp_norm.reshape(n, e, c + 1)[:, :, :c].reshape(n, e * c)
+        cosines = pi.reshape(n, e, c + 1)[:, :, :c].reshape(n, e * c) / weights.clamp_min(
+            torch.finfo(dtype).tiny
+        )
+        labels = torch.arange(c).repeat(e)
+        ridge_unit = "epoch-class"
+    bins = torch.bucketize(cosines.clamp(-1, 1), edges[1:-1])
+    valid = labels >= 0
+    flat_index = labels.clamp_min(0)[None, :] * config.bins + bins  # [n, X]
+    weights = torch.where(valid[None, :], weights, torch.zeros_like(weights))
+    hist.view(n, -1).scatter_add_(1, flat_index, weights)
+    return {
+        "norms": torch.stack(
+            [r_norm, init.flatten(1).norm(dim=1), final.flatten(1).norm(dim=1)], dim=1
+        ),
+        "class_share": class_share,
+        "epoch_share": epoch_share,
+        "epoch_cosine": epoch_cosine,
+        "ridge_hist": hist,
+        "edges": edges,
+        "proponent_index": top.indices,
+        "proponent_score": top.values,
+        "opponent_index": bottom.indices,
+        "opponent_score": -bottom.values,
+        "sum_error": sum_error,
+        "per_example": per_example,  # type: ignore[dict-item]
+        "ridge_unit": ridge_unit,  # type: ignore[dict-item]
+    }
+
+
+def explain(
+    result: TraceResult,
+    model: nn.Module,
+    images: torch.Tensor,
+    config: ExplainConfig = ExplainConfig(),
+) -> TraceExplanation:
+    """Explain ``images`` with the trace of the model's training.
+
+    Args:
+        result: the finished trace (:meth:`Tracer.finish`).
+        model: the trained model (its traced weights must equal the trace's ``W_T``).
+        images: ``[n, ...]`` model inputs (one image: ``images[None]``).
+        config: top-k, histogram bins, batch size.
+
+    Returns:
+        A :class:`TraceExplanation` over all traced layers.
+
+    Examples:
+        >>> exp = explain(result, model, splits.test.images[:1])       # doctest: +SKIP
+        >>> exp.proponent_index[0, -1]                                  # doctest: +SKIP
+    """
+    names = tuple(layer.name for layer in result.layers)
+    modules = dict(model.named_modules())
+    for layer in result.layers:
+        weight = modules[layer.name].weight.detach().to("cpu", layer.wt.dtype)
+        if not torch.allclose(weight, layer.wt, rtol=1e-6, atol=1e-7):
+            raise ValueError(f"layer {layer.name!r} of the model differs from the trace's W_T")
+    inputs, logits = capture_inputs(model, names, images, config.batch_size)
+    train_labels = torch.as_tensor(result.train_labels)
+    parts = [
+        _layer_scores(
+            layer,
+            modules[layer.name],
+            inputs[layer.name],
+            train_labels,
+            result.num_classes,
+            config,
+        )
+        for layer in result.layers
+    ]
+
+    def stack(key: str, dtype: type) -> np.ndarray:
+        return np.stack([p[key].cpu().numpy() for p in parts], axis=1).astype(dtype)
+
+    return TraceExplanation(
+        layers=names,
+        per_example=tuple(p["per_example"] for p in parts),
+        ridge_unit=tuple(p["ridge_unit"] for p in parts),
+        predictions=logits.argmax(dim=1).cpu().numpy().astype(np.int64),
+        norms=stack("norms", np.float32),
+        class_share=stack("class_share", np.float32),
+        epoch_share=stack("epoch_share", np.float32),
+        epoch_cosine=stack("epoch_cosine", np.float32),
+        ridge_hist=stack("ridge_hist", np.float32),
+        ridge_edges=parts[0]["edges"].cpu().numpy().astype(np.float32),
+        proponent_index=stack("proponent_index", np.int64),
+        proponent_score=stack("proponent_score", np.float32),
+        opponent_index=stack("opponent_index", np.int64),
+        opponent_score=stack("opponent_score", np.float32),
+        sum_error=stack("sum_error", np.float64),
+    )
+
+
+def exact_projections(
+    result: TraceResult, model: nn.Module, images: torch.Tensor, layer: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every component's ``π_m`` and ``‖r‖`` for one layer, at full precision (for checks).
+
+    Returns:
+        ``(π [n, E, C+1], ‖r‖ [n])`` in the trace's dtype.
+    """
+    trace = result.layer(layer)
+    module = dict(model.named_modules())[layer]
+    inputs, _ = capture_inputs(model, (layer,), images)
+    dtype = trace.w0.dtype
+    cols = _patches(module, inputs[layer].to(dtype))
+    o = trace.w0.shape[0]
+    e, c = trace.class_epoch.shape[:2]
+    comps = torch.cat(
+        [trace.class_epoch.reshape(e, c, o, -1), trace.reg_epoch.reshape(e, 1, o, -1)], dim=1
+    )
+    contrib = torch.einsum("ecoi,nil->necol", comps, cols)
+    r = torch.einsum("oi,nil->nol", (trace.wt - trace.w0).reshape(o, -1), cols)
+    r_norm = r.flatten(1).norm(dim=1)
+    pi = torch.einsum("necol,nol->nec", contrib, r) / r_norm[:, None, None]
+    return pi, r_norm
+
+
+# ---------------------------------------------------------------------------------------
+# The atlas part (paths live here until the integrator moves them into compute/atlas.py)
+# ---------------------------------------------------------------------------------------
+
+PART_TRACE = "trace"
+
+#: Files of the "trace" part: name -> relative path (layout in docs/trace.md).
+TRACE_PATHS = {
+    name: f"trace/{name}.npy"
+    for name in (
+        "image_index",
+        "image_label",
+        "prediction",
+        "train_label",
+        "norms",
+        "class_share",
+        "epoch_share",
+        "epoch_cosine",
+        "ridge_hist",
+        "ridge_edges",
+        "proponent_index",
+        "proponent_score",
+        "opponent_index",
+        "opponent_score",
+    )
+}
+
+
+def write_trace_part(
+    atlas_path: str | Path,
+    explanations: TraceExplanation,
+    *,
+    image_index: np.ndarray,
+    image_label: np.ndarray,
+    train_label: np.ndarray,
+    split: str = "test",
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Add the explanations of one split to an atlas as the ``"trace"`` part.
+
+    Args:
+        atlas_path: an existing atlas.
+        explanations: from :func:`explain` for the split's images, in dataset order.
+        image_index: ``int64[n]`` dataset index (in ``split``) of each explained image.
+        image_label: ``int64[n]`` true label of each explained image.
+        train_label: ``int64[N]`` label of each training example (proponents refer to it).
+        split: the split the explained images come from.
+        info: extra manifest facts (e.g. optimizer, epochs, reconstruction error).
+
+    Returns:
+        The atlas path.
+
+    Examples:
+        >>> write_trace_part("demo-atlas", exp, image_index=np.arange(360),
+        ...                  image_label=labels, train_label=result.train_labels)  # doctest: +SKIP
+    """
+    from compute.atlas import update_atlas
+
+    n = explanations.num_images
+    image_index = np.asarray(image_index, dtype=np.int64)
+    image_label = np.asarray(image_label, dtype=np.int64)
+    if image_index.shape != (n,) or image_label.shape != (n,):
+        raise ValueError(f"image_index and image_label must have shape ({n},)")
+    arrays = {
+        "image_index": image_index,
+        "image_label": image_label,
+        "prediction": explanations.predictions.astype(np.int64),
+        "train_label": np.asarray(train_label, dtype=np.int64),
+        "norms": explanations.norms.astype(np.float32),
+        "class_share": explanations.class_share.astype(np.float32),
+        "epoch_share": explanations.epoch_share.astype(np.float32),
+        "epoch_cosine": explanations.epoch_cosine.astype(np.float32),
+        "ridge_hist": explanations.ridge_hist.astype(np.float32),
+        "ridge_edges": explanations.ridge_edges.astype(np.float32),
+        "proponent_index": explanations.proponent_index.astype(np.int64),
+        "proponent_score": explanations.proponent_score.astype(np.float32),
+        "opponent_index": explanations.opponent_index.astype(np.int64),
+        "opponent_score": explanations.opponent_score.astype(np.float32),
+    }
+    manifest = {
+        "split": split,
+        "num_images": n,
+        "num_train": int(arrays["train_label"].shape[0]),
+        "num_epochs": int(explanations.epoch_share.shape[2]),
+        "top_k": int(explanations.proponent_index.shape[2]),
+        "bins": int(explanations.ridge_hist.shape[3]),
+        "layers": [
+            {"name": name, "per_example": pe, "ridge_unit": ru}
+            for name, pe, ru in zip(
+                explanations.layers,
+                explanations.per_example,
+                explanations.ridge_unit,
+                strict=True,
+            )
+        ],
+        **(info or {}),
+    }
+    with update_atlas(atlas_path, add_parts=(PART_TRACE,)) as sink:
+        for name, array in arrays.items():
+            sink.add_array(TRACE_PATHS[name], array)
+        sink.manifest_updates["trace"] = manifest  # type: ignore[attr-defined]
+    return Path(atlas_path)
+
+
+def load_trace_part(atlas_path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read the ``"trace"`` part back: ``(manifest["trace"], {name: array})`` (checked).
+
+    Raises:
+        compute.atlas.AtlasError: if the part is missing or an array has the wrong shape.
+    """
+    from compute.atlas import Atlas, AtlasError
+
+    atlas = Atlas.open(atlas_path)
+    if PART_TRACE not in atlas.parts:
+        raise AtlasError(f"atlas {atlas_path} has no {PART_TRACE!r} part")
+    meta = dict(atlas.manifest["trace"])
+    arrays = {name: atlas.load_array(path) for name, path in TRACE_PATHS.items()}
+    n, t = meta["num_images"], len(meta["layers"])
+    c, e, k, b = atlas.num_classes, meta["num_epochs"], meta["top_k"], meta["bins"]
+    expected = {
+        "image_index": (n,),
+        "image_label": (n,),
+        "prediction": (n,),
+        "train_label": (meta["num_train"],),
+        "norms": (n, t, 3),
+        "class_share": (n, t, c + 1),
+        "epoch_share": (n, t, e, c + 1),
+        "epoch_cosine": (n, t, e),
+        "ridge_hist": (n, t, c, b),
+        "ridge_edges": (b + 1,),
+        "proponent_index": (n, t, k),
+        "proponent_score": (n, t, k),
+        "opponent_index": (n, t, k),
+        "opponent_score": (n, t, k),
+    }
+    for name, shape in expected.items():
+        if tuple(arrays[name].shape) != shape:
+            raise AtlasError(
+                f"file {TRACE_PATHS[name]} has shape {arrays[name].shape}, expected {shape}"
+            )
+    return meta, arrays

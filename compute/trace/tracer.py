@@ -1,0 +1,733 @@
+"""Record how training refined chosen Linear/Conv2d layers (Pfahler & Morik, arXiv 2109.05880).
+
+A :class:`Tracer` wraps a user's own training loop and any ``torch.optim`` optimizer. For each
+traced layer it keeps ``W_0`` and, accumulated online, the sum of the updates per
+(epoch, class) plus a "regularisation" component (weight decay), and per training example
+either its exact summed update (small layers) or a fixed random projection of it (k numbers).
+Storage depends on epochs, classes and examples, never on the number of steps.
+
+How a step's update ``ΔW`` is split (see ``docs/trace.md``):
+
+- per-example gradients come from hooks on the real batch backward pass: a forward hook
+  keeps the layer input ``a_b`` and a tensor hook on its output keeps ``δ_b = ∂loss/∂z_b``,
+  so ``g_b = δ_b ⊗ a_b`` (summed over positions for a conv) and ``Σ_b g_b`` is the batch
+  gradient exactly, BatchNorm included;
+- ``torch.optim.SGD`` (momentum, dampening, Nesterov, weight decay, maximize): exact, one
+  momentum buffer per class plus one for weight decay (their sum is the optimizer's buffer);
+  per-example credit is each gradient's momentum-decayed effect at its step's learning rate,
+  ``-η (1 + μ + μ² + …)(1 - τ) g`` (a documented rule; exact for plain SGD);
+- any other optimizer (Adam, AdamW, RMSprop, …): the measured ``ΔW = W_after - W_before`` is
+  split element-wise in proportion to each member's share of the (preconditioned) gradient
+  entry, members being the batch's classes/examples and coupled weight decay; decoupled
+  weight decay (AdamW) is its own exact component. Totals stay exact.
+
+Biases are not traced: the refinement is ``(W_T - W_0) ⋆ a(x)``; a bias only shifts every
+input's pre-activation by the same vector.
+
+Examples:
+    >>> tracer = Tracer(model, optimizer, TraceConfig(layers=("fc",), num_classes=10),
+    ...                 num_examples=len(train_set))                       # doctest: +SKIP
+    >>> for epoch in range(epochs):                                        # doctest: +SKIP
+    ...     for x, y, idx in loader:
+    ...         optimizer.zero_grad()
+    ...         tracer.set_batch(y, idx)          # before the forward pass
+    ...         loss_fn(model(x), y).backward()
+    ...         optimizer.step()                  # the tracer records through step hooks
+    ...     tracer.end_epoch()
+    >>> result = tracer.finish()                                           # doctest: +SKIP
+    >>> result.reconstruction_error()                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """What the tracer records.
+
+    Attributes:
+        layers: names of the ``nn.Linear`` / ``nn.Conv2d`` modules to trace (``groups=1``).
+        num_classes: number of classes (labels are ``0..num_classes-1``).
+        projection_dim: numbers kept per training example for a layer without exact
+            per-example storage (a Kronecker Gaussian sketch ``k_out × k_in ≈ projection_dim``).
+        exact_max_weights: layers with at most this many weights keep each example's exact
+            summed update (``[N, *W]``); larger layers keep the projection only.
+        seed: seeds the projections (own generator: the training RNG is not touched).
+        dtype: accumulator dtype; float64 keeps the reconstruction exact to ~1e-12.
+        checkpoint_dir: if set, :meth:`Tracer.end_epoch` saves ``epoch-{e}.pt`` there
+            (``{"model_state_dict", "learning_rate", "epoch"}``) for TracIn comparisons.
+        example_momentum: per-example credit under SGD momentum: ``"exact"`` keeps one
+            momentum buffer per example in the stored form (``O(N·stored)`` work per step;
+            per-example updates then sum exactly to the class totals) or ``"decayed"`` credits
+            each gradient's whole momentum-decayed effect at its step's learning rate,
+            ``-η(1-τ)/(1-μ)·g`` (no extra memory, approximate).
+        ratio_eps: entries whose total gradient is below ``ratio_eps × max|gradient|`` are
+            split equally among the batch's members in the non-linear-optimizer rule.
+    """
+
+    layers: tuple[str, ...]
+    num_classes: int
+    projection_dim: int = 64
+    exact_max_weights: int = 1024
+    seed: int = 0
+    dtype: torch.dtype = torch.float64
+    checkpoint_dir: str | Path | None = None
+    ratio_eps: float = 1e-12
+    example_momentum: str = "exact"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str) or not self.layers:
+            raise ValueError("layers must be a non-empty tuple of module names")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers lists a module twice: {self.layers}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        if self.projection_dim < 1:
+            raise ValueError(f"projection_dim must be positive, got {self.projection_dim}")
+        if self.exact_max_weights < 0:
+            raise ValueError("exact_max_weights must be >= 0")
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if self.example_momentum not in ("exact", "decayed"):
+            raise ValueError(
+                f"example_momentum must be 'exact' or 'decayed', got {self.example_momentum!r}"
+            )
+        if not 0 <= self.ratio_eps < 1:
+            raise ValueError("ratio_eps must be in [0, 1)")
+
+
+@dataclass
+class LayerTrace:
+    """Everything recorded for one traced layer (arrays are torch tensors, CPU).
+
+    Attributes:
+        name: module name.
+        kind: ``"linear"`` or ``"conv2d"``.
+        conv: ``{"stride", "padding", "dilation"}`` for a conv, else ``{}``.
+        w0: ``[*W]`` initial weight.
+        wt: ``[*W]`` final weight.
+        class_epoch: ``[E, C, *W]`` sum of the updates credited to each class in each epoch.
+        reg_epoch: ``[E, *W]`` updates credited to weight decay in each epoch.
+        example: ``[N, *W]`` each example's credited summed update, or ``None``.
+        example_proj: ``[N, k_out, k_in]`` ``P_out · A_i · P_inᵀ`` (``A_i`` flattened to
+            ``[out, in·kh·kw]``), or ``None`` where ``example`` is kept.
+        proj_out: ``[k_out, out]`` and ``proj_in``: ``[k_in, in·kh·kw]`` Gaussian factors
+            (scaled so that ``E[⟨PA, PB⟩] = ⟨A, B⟩``), or ``None``.
+    """
+
+    name: str
+    kind: str
+    conv: dict[str, Any]
+    w0: torch.Tensor
+    wt: torch.Tensor
+    class_epoch: torch.Tensor
+    reg_epoch: torch.Tensor
+    example: torch.Tensor | None
+    example_proj: torch.Tensor | None
+    proj_out: torch.Tensor | None
+    proj_in: torch.Tensor | None
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return tuple(self.w0.shape)
+
+    def components_total(self) -> torch.Tensor:
+        """``[*W]``: the sum of every class and regularisation component."""
+        return self.class_epoch.sum(dim=(0, 1)) + self.reg_epoch.sum(dim=0)
+
+
+@dataclass
+class TraceResult:
+    """The finished trace of one training run.
+
+    Attributes:
+        layers: one :class:`LayerTrace` per traced layer, in config order.
+        train_labels: ``int64[N]`` label of each training example (``-1`` if never seen).
+        epoch_steps: optimizer steps per epoch.
+        learning_rates: learning rate of the first param group at each epoch's end.
+        rule: ``"sgd"`` (exact linear split) or ``"ratio"`` (element-wise split of ``ΔW``).
+        momentum_credit: the per-example credit factor rule used (documented in docs).
+        checkpoints: epoch-end checkpoint paths (empty without ``checkpoint_dir``).
+    """
+
+    layers: list[LayerTrace]
+    train_labels: np.ndarray
+    epoch_steps: list[int]
+    learning_rates: list[float]
+    rule: str
+    num_classes: int
+    checkpoints: list[Path] = field(default_factory=list)
+
+    def layer(self, name: str) -> LayerTrace:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"layer {name!r} not traced; traced: {[x.name for x in self.layers]}")
+
+    def reconstruction_error(self) -> dict[str, float]:
+        """Relative error ``‖W_0 + Σ components - W_T‖ / ‖W_T‖`` of every traced layer."""
+        errors = {}
+        for layer in self.layers:
+            residual = layer.w0 + layer.components_total() - layer.wt
+            errors[layer.name] = float(residual.norm() / layer.wt.norm().clamp_min(1e-300))
+        return errors
+
+    def example_reconstruction_error(self) -> dict[str, float]:
+        """Relative error ``‖Σ_i A_i + regularisation - (W_T - W_0)‖ / ‖W_T - W_0‖``.
+
+        Layers with exact per-example storage compare the updates themselves; sketched layers
+        compare the sketches (``Σ_i P A_i`` against ``P (W_T - W_0 - regularisation)``,
+        exact because the sketch is linear). The error is float-level for plain SGD, for SGD
+        momentum with ``example_momentum="exact"`` and for the ratio rule; with
+        ``"decayed"`` momentum credit it is not zero (a documented approximation).
+        """
+        errors = {}
+        for layer in self.layers:
+            delta = (layer.wt - layer.w0).reshape(layer.wt.shape[0], -1)
+            target = delta - layer.reg_epoch.sum(dim=0).reshape(delta.shape)
+            if layer.example is not None:
+                got = layer.example.sum(dim=0).reshape(delta.shape)
+            else:
+                assert layer.example_proj is not None and layer.proj_out is not None
+                assert layer.proj_in is not None
+                got = layer.example_proj.sum(dim=0)
+                target = layer.proj_out @ target @ layer.proj_in.T
+                delta = layer.proj_out @ delta @ layer.proj_in.T
+            errors[layer.name] = float((got - target).norm() / delta.norm().clamp_min(1e-300))
+        return errors
+
+    @property
+    def num_epochs(self) -> int:
+        return len(self.epoch_steps)
+
+    def nbytes(self) -> int:
+        """Bytes of all recorded arrays (what a saved trace costs)."""
+        total = self.train_labels.nbytes
+        for layer in self.layers:
+            for t in (
+                layer.w0,
+                layer.wt,
+                layer.class_epoch,
+                layer.reg_epoch,
+                layer.example,
+                layer.example_proj,
+                layer.proj_out,
+                layer.proj_in,
+            ):
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total
+
+
+# ---------------------------------------------------------------------------------------
+# Per-example gradients from (input, grad_output) pairs
+# ---------------------------------------------------------------------------------------
+
+
+def _patches(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """``[B, I, L]`` layer input as columns: ``I = in·kh·kw`` (conv) or ``in`` (linear)."""
+    if isinstance(module, nn.Conv2d):
+        return F.unfold(
+            a,
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=module.padding,  # type: ignore[arg-type]
+            stride=module.stride,
+        )
+    # Linear on [B, ..., in]: every extra position is one column.
+    return a.reshape(a.shape[0], -1, a.shape[-1]).transpose(1, 2)
+
+
+def _deltas(module: nn.Module, d: torch.Tensor) -> torch.Tensor:
+    """``[B, O, L]`` output gradients laid out like :func:`_patches`."""
+    if isinstance(module, nn.Conv2d):
+        return d.reshape(d.shape[0], d.shape[1], -1)
+    return d.reshape(d.shape[0], -1, d.shape[-1]).transpose(1, 2)
+
+
+class _LayerState:
+    """Online accumulators and hook captures of one traced layer."""
+
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        config: TraceConfig,
+        num_examples: int,
+        generator: torch.Generator,
+    ) -> None:
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1 or module.padding_mode != "zeros":
+                raise ValueError(f"conv layer {name!r}: only groups=1, zero padding are traced")
+            if isinstance(module.padding, str):
+                raise ValueError(f"conv layer {name!r}: give padding as numbers, not a string")
+            self.kind = "conv2d"
+            self.conv = {
+                "stride": tuple(module.stride),
+                "padding": tuple(module.padding),
+                "dilation": tuple(module.dilation),
+            }
+        elif isinstance(module, nn.Linear):
+            self.kind = "linear"
+            self.conv = {}
+        else:
+            raise ValueError(f"layer {name!r} is a {type(module).__name__}; trace Linear/Conv2d")
+        self.name = name
+        self.module = module
+        self.param: torch.Tensor = module.weight
+        dtype = config.dtype
+        shape = tuple(self.param.shape)
+        self.out = shape[0]
+        self.inp = int(np.prod(shape[1:]))
+        self.w0 = self.param.detach().to("cpu", dtype).clone()
+        self.c = config.num_classes
+        self.class_acc = torch.zeros((self.c, self.out, self.inp), dtype=dtype)
+        self.reg_acc = torch.zeros((self.out, self.inp), dtype=dtype)
+        self.class_epochs: list[torch.Tensor] = []
+        self.reg_epochs: list[torch.Tensor] = []
+        # SGD momentum: one buffer per class plus one for weight decay.
+        self.class_buf: torch.Tensor | None = None
+        self.reg_buf: torch.Tensor | None = None
+        self.example_buf: torch.Tensor | None = None
+        self.exact = self.out * self.inp <= config.exact_max_weights
+        self.example: torch.Tensor | None = None
+        self.example_proj: torch.Tensor | None = None
+        self.proj_out: torch.Tensor | None = None
+        self.proj_in: torch.Tensor | None = None
+        if self.exact:
+            self.example = torch.zeros((num_examples, self.out, self.inp), dtype=dtype)
+        else:
+            k_out = max(1, min(self.out, math.isqrt(config.projection_dim)))
+            k_in = max(1, math.ceil(config.projection_dim / k_out))
+            self.proj_out = torch.randn(k_out, self.out, generator=generator, dtype=dtype)
+            self.proj_out /= math.sqrt(k_out)
+            self.proj_in = torch.randn(k_in, self.inp, generator=generator, dtype=dtype)
+            self.proj_in /= math.sqrt(k_in)
+            self.example_proj = torch.zeros((num_examples, k_out, k_in), dtype=dtype)
+        # Captures of the current step: (input, labels, indices), and output grads.
+        self.inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.grads: dict[int, torch.Tensor] = {}
+        self.before: torch.Tensor | None = None
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def capture(
+        self, a: torch.Tensor, out: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor
+    ) -> None:
+        slot = len(self.inputs)
+        self.inputs.append((a.detach(), labels, indices))
+
+        def keep(grad: torch.Tensor) -> None:
+            # Several backward passes through one output would add up in .grad, so add here.
+            self.grads[slot] = grad.detach() if slot not in self.grads else self.grads[slot] + grad
+
+        out.register_hook(keep)
+
+    def reset(self) -> None:
+        self.inputs.clear()
+        self.grads.clear()
+        self.before = None
+
+    # -- per-step quantities ----------------------------------------------------------
+
+    def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(patches [B, I, L], deltas [B, O, L], labels [B], indices [B])`` of the step."""
+        dtype = self.w0.dtype
+        result = []
+        for slot, (a, labels, indices) in enumerate(self.inputs):
+            if slot not in self.grads:
+                continue  # a forward pass that did not reach the loss
+            cols = _patches(self.module, a.to("cpu", dtype))
+            deltas = _deltas(self.module, self.grads[slot].to("cpu", dtype))
+            result.append((cols, deltas, labels, indices))
+        return result
+
+    def class_grads(self, pairs: Sequence[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """``[C, O, I]`` gradient of each class: one weight-gradient's cost in total."""
+        grads = torch.zeros_like(self.class_acc)
+        for cols, deltas, labels, _ in pairs:
+            for c in torch.unique(labels).tolist():
+                mask = labels == c
+                grads[c] += torch.einsum("bol,bil->oi", deltas[mask], cols[mask])
+        return grads
+
+    def example_grads(self, cols: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """``[B, O, I]`` per-example gradients."""
+        return torch.einsum("bol,bil->boi", deltas, cols)
+
+    def project(self, full: torch.Tensor) -> torch.Tensor:
+        """``[B, k_out, k_in]`` sketch of ``[B, O, I]`` per-example updates."""
+        assert self.proj_out is not None and self.proj_in is not None
+        return torch.einsum("ko,boi,ji->bkj", self.proj_out, full, self.proj_in)
+
+    def project_factored(self, cols: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """``[B, k_out, k_in]`` sketch of per-example gradients without forming them."""
+        assert self.proj_out is not None and self.proj_in is not None
+        pd = torch.einsum("ko,bol->bkl", self.proj_out, deltas)
+        pa = torch.einsum("ji,bil->bjl", self.proj_in, cols)
+        return torch.einsum("bkl,bjl->bkj", pd, pa)
+
+    def example_terms(self, cols: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """``[B, *storage]`` per-example gradients in the stored form (full or sketched)."""
+        if self.example is not None:
+            return self.example_grads(cols, deltas)
+        return self.project_factored(cols, deltas)
+
+    def add_example(
+        self,
+        indices: torch.Tensor,
+        coef: float | torch.Tensor,
+        cols: torch.Tensor,
+        deltas: torch.Tensor,
+    ) -> None:
+        """Credit ``coef · g_b`` to each example (``coef`` scalar or ``[B, 1, 1]``)."""
+        if self.example is not None:
+            self.example.index_add_(0, indices, coef * self.example_grads(cols, deltas))
+        else:
+            assert self.example_proj is not None
+            self.example_proj.index_add_(0, indices, coef * self.project_factored(cols, deltas))
+
+    def add_example_full(self, indices: torch.Tensor, updates: torch.Tensor) -> None:
+        """Credit ``[B, O, I]`` per-example updates."""
+        if self.example is not None:
+            self.example.index_add_(0, indices, updates)
+        else:
+            assert self.example_proj is not None
+            self.example_proj.index_add_(0, indices, self.project(updates))
+
+    def end_epoch(self) -> None:
+        self.class_epochs.append(self.class_acc.clone())
+        self.reg_epochs.append(self.reg_acc.clone())
+        self.class_acc.zero_()
+        self.reg_acc.zero_()
+
+    def finish(self) -> LayerTrace:
+        shape = tuple(self.param.shape)
+        e = len(self.class_epochs)
+        return LayerTrace(
+            name=self.name,
+            kind=self.kind,
+            conv=dict(self.conv),
+            w0=self.w0.reshape(shape),
+            wt=self.param.detach().to("cpu", self.w0.dtype).clone(),
+            class_epoch=torch.stack(self.class_epochs).reshape((e, self.c, *shape)),
+            reg_epoch=torch.stack(self.reg_epochs).reshape((e, *shape)),
+            example=None if self.example is None else self.example.reshape((-1, *shape)),
+            example_proj=self.example_proj,
+            proj_out=self.proj_out,
+            proj_in=self.proj_in,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# The tracer
+# ---------------------------------------------------------------------------------------
+
+
+class Tracer:
+    """Wraps a training loop: hooks on the traced layers and on ``optimizer.step``.
+
+    Args:
+        model: the model being trained.
+        optimizer: any ``torch.optim.Optimizer`` holding the traced weights.
+        config: what to record.
+        num_examples: size of the training set (example indices are ``0..N-1``).
+
+    Call :meth:`set_batch` before each forward pass, :meth:`end_epoch` after each epoch and
+    :meth:`finish` at the end (which removes the hooks). Steps without :meth:`set_batch`
+    raise, so an untraced update can never slip into the totals unnoticed.
+
+    Examples:
+        >>> config = TraceConfig(layers=("fc",), num_classes=10)
+        >>> tracer = Tracer(model, opt, config, num_examples=1000)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: TraceConfig,
+        num_examples: int,
+    ) -> None:
+        if num_examples < 1:
+            raise ValueError("num_examples must be positive")
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config
+        self.num_examples = num_examples
+        modules = dict(model.named_modules())
+        missing = [name for name in config.layers if name not in modules]
+        if missing:
+            raise ValueError(f"no module named {missing} in the model")
+        generator = torch.Generator().manual_seed(config.seed)
+        self.states = [
+            _LayerState(name, modules[name], config, num_examples, generator)
+            for name in config.layers
+        ]
+        self._by_param: dict[int, tuple[_LayerState, dict[str, Any]]] = {}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                for state in self.states:
+                    if p is state.param:
+                        self._by_param[id(p)] = (state, group)
+        for state in self.states:
+            if id(state.param) not in self._by_param:
+                raise ValueError(f"the optimizer does not hold the weight of {state.name!r}")
+        self.rule = "sgd" if type(optimizer) is torch.optim.SGD else "ratio"
+        self.train_labels = np.full(num_examples, -1, dtype=np.int64)
+        self._labels: torch.Tensor | None = None
+        self._indices: torch.Tensor | None = None
+        self._steps_in_epoch = 0
+        self.epoch_steps: list[int] = []
+        self.learning_rates: list[float] = []
+        self.checkpoints: list[Path] = []
+        self._handles = [
+            state.module.register_forward_hook(self._forward_hook(state)) for state in self.states
+        ]
+        self._handles.append(optimizer.register_step_pre_hook(self._pre_step))
+        self._handles.append(optimizer.register_step_post_hook(self._post_step))
+        log.debug("tracing %s with the %r rule", list(config.layers), self.rule)
+
+    # -- user calls ------------------------------------------------------------------
+
+    def set_batch(self, labels: torch.Tensor, indices: torch.Tensor) -> None:
+        """Declare the labels ``int[B]`` and dataset indices ``int[B]`` of the next forward."""
+        labels = torch.as_tensor(labels).detach().to("cpu", torch.int64).reshape(-1)
+        indices = torch.as_tensor(indices).detach().to("cpu", torch.int64).reshape(-1)
+        if labels.shape != indices.shape:
+            raise ValueError(f"{labels.shape[0]} labels for {indices.shape[0]} indices")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.config.num_classes):
+            raise ValueError("a label is outside 0..num_classes-1")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_examples):
+            raise ValueError("an example index is outside 0..num_examples-1")
+        self._labels, self._indices = labels, indices
+        self.train_labels[indices.numpy()] = labels.numpy()
+
+    def end_epoch(self) -> None:
+        """Close the current epoch's accumulators (and save a checkpoint if configured)."""
+        for state in self.states:
+            state.end_epoch()
+        self.epoch_steps.append(self._steps_in_epoch)
+        self._steps_in_epoch = 0
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.learning_rates.append(lr)
+        if self.config.checkpoint_dir is not None:
+            folder = Path(self.config.checkpoint_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"epoch-{len(self.epoch_steps)}.pt"
+            torch.save(
+                {
+                    "model_state_dict": self.model.state_dict(),
+                    "learning_rate": lr,
+                    "epoch": len(self.epoch_steps),
+                },
+                path,
+            )
+            self.checkpoints.append(path)
+
+    def finish(self) -> TraceResult:
+        """Remove the hooks and return the trace (closing a last unfinished epoch)."""
+        if self._steps_in_epoch or not self.epoch_steps:
+            self.end_epoch()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        return TraceResult(
+            layers=[state.finish() for state in self.states],
+            train_labels=self.train_labels.copy(),
+            epoch_steps=list(self.epoch_steps),
+            learning_rates=list(self.learning_rates),
+            rule=self.rule,
+            num_classes=self.config.num_classes,
+            checkpoints=list(self.checkpoints),
+        )
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def _forward_hook(self, state: _LayerState) -> Any:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+            if not (torch.is_grad_enabled() and output.requires_grad):
+                return  # evaluation passes do not train anything
+            if self._labels is None or self._indices is None:
+                raise RuntimeError("call tracer.set_batch(labels, indices) before the forward")
+            if inputs[0].shape[0] != self._labels.shape[0]:
+                raise RuntimeError(
+                    f"layer {state.name!r} saw a batch of {inputs[0].shape[0]}, "
+                    f"set_batch declared {self._labels.shape[0]}"
+                )
+            state.capture(inputs[0], output, self._labels, self._indices)
+
+        return hook
+
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        for state in self.states:
+            state.before = state.param.detach().to("cpu", state.w0.dtype).clone()
+            _, group = self._by_param[id(state.param)]
+            if self.rule == "sgd" and group["momentum"] != 0:
+                buf = optimizer.state.get(state.param, {}).get("momentum_buffer")
+                if buf is None:
+                    state.class_buf = None  # torch starts the buffer at the first gradient
+                    state.reg_buf = None
+                    state.example_buf = None
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        for state in self.states:
+            _, group = self._by_param[id(state.param)]
+            assert state.before is not None
+            after = state.param.detach().to("cpu", state.w0.dtype)
+            pairs = state.pairs()
+            if state.param.grad is not None and not pairs:
+                raise RuntimeError(
+                    f"layer {state.name!r} has a gradient but no traced batch: call "
+                    "tracer.set_batch(labels, indices) before each forward pass"
+                )
+            w_old = state.before.reshape(state.out, state.inp)
+            delta = (after - state.before).reshape(state.out, state.inp)
+            if self.rule == "sgd":
+                self._sgd_split(state, group, pairs, w_old)
+            else:
+                self._ratio_split(state, group, pairs, w_old, delta)
+            state.reset()
+        self._steps_in_epoch += 1
+        self._labels = self._indices = None
+
+    def _sgd_split(
+        self, state: _LayerState, group: dict[str, Any], pairs: list, w_old: torch.Tensor
+    ) -> None:
+        """Exact class split of a ``torch.optim.SGD`` step (mirrors its update rule)."""
+        lr = float(group["lr"])
+        mu = float(group["momentum"])
+        tau = float(group["dampening"])
+        wd = float(group["weight_decay"])
+        nesterov = bool(group["nesterov"])
+        sign = -1.0 if group.get("maximize", False) else 1.0
+        class_g = sign * state.class_grads(pairs)
+        reg_g = wd * w_old
+        first = state.class_buf is None
+        if mu != 0:
+            if first:
+                state.class_buf, state.reg_buf = class_g.clone(), reg_g.clone()
+            else:
+                assert state.reg_buf is not None
+                state.class_buf.mul_(mu).add_(class_g, alpha=1 - tau)
+                state.reg_buf.mul_(mu).add_(reg_g, alpha=1 - tau)
+            if nesterov:
+                class_d, reg_d = class_g + mu * state.class_buf, reg_g + mu * state.reg_buf  # type: ignore[operator]
+            else:
+                class_d, reg_d = state.class_buf, state.reg_buf
+        else:
+            class_d, reg_d = class_g, reg_g
+        state.class_acc.add_(class_d, alpha=-lr)
+        state.reg_acc.add_(reg_d, alpha=-lr)  # type: ignore[arg-type]
+        if mu == 0:
+            for cols, deltas, _, indices in pairs:
+                state.add_example(indices, -lr * sign, cols, deltas)
+        elif self.config.example_momentum == "exact":
+            self._sgd_example_buffers(state, pairs, lr, mu, tau, nesterov, sign, first)
+        else:
+            # Documented rule: the gradient's whole momentum-decayed effect at this step's lr.
+            factor = 1.0 + mu * (1 - tau) / (1 - mu) if nesterov else (1 - tau) / (1 - mu)
+            for cols, deltas, _, indices in pairs:
+                state.add_example(indices, -lr * sign * factor, cols, deltas)
+
+    def _sgd_example_buffers(
+        self,
+        state: _LayerState,
+        pairs: list,
+        lr: float,
+        mu: float,
+        tau: float,
+        nesterov: bool,
+        sign: float,
+        first: bool,
+    ) -> None:
+        """Exact per-example momentum: one buffer per example, in the storage's form.
+
+        The examples' buffers sum to the class buffers, so the credited updates sum exactly to
+        the class totals; the cost is ``O(N · stored numbers)`` per step.
+        """
+        store = state.example if state.example is not None else state.example_proj
+        assert store is not None
+        if first or state.example_buf is None:
+            state.example_buf = torch.zeros_like(store)
+            weight = 1.0  # torch starts the buffer with the raw gradient (no dampening)
+        else:
+            state.example_buf.mul_(mu)
+            weight = 1 - tau
+        terms = [
+            (indices, sign * state.example_terms(cols, deltas))
+            for cols, deltas, _, indices in pairs
+        ]
+        for indices, term in terms:
+            state.example_buf.index_add_(0, indices, term, alpha=weight)
+        if nesterov:
+            store.add_(state.example_buf, alpha=-lr * mu)
+            for indices, term in terms:
+                store.index_add_(0, indices, term, alpha=-lr)
+        else:
+            store.add_(state.example_buf, alpha=-lr)
+
+    def _ratio_split(
+        self,
+        state: _LayerState,
+        group: dict[str, Any],
+        pairs: list,
+        w_old: torch.Tensor,
+        delta: torch.Tensor,
+    ) -> None:
+        """Split the measured update element-wise by each member's share of the gradient."""
+        wd = float(group.get("weight_decay", 0.0))
+        decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
+            self.optimizer, torch.optim.AdamW
+        )
+        lr = float(group["lr"])
+        rest = delta
+        if wd and decoupled:
+            # AdamW first scales W by (1 - lr·wd): that part is exactly weight decay's.
+            reg_exact = -lr * wd * w_old
+            state.reg_acc.add_(reg_exact)
+            rest = delta - reg_exact
+        class_g = state.class_grads(pairs)
+        reg_g = wd * w_old if (wd and not decoupled) else torch.zeros_like(w_old)
+        total = class_g.sum(dim=0) + reg_g
+        scale = float(total.abs().max()) if total.numel() else 0.0
+        # Entries with (almost) no gradient are split equally among the batch's examples.
+        small = total.abs() <= self.config.ratio_eps * scale
+        safe = torch.where(small, torch.ones_like(total), total)
+        n_members = sum(int(p[2].numel()) for p in pairs)
+        if n_members == 0:
+            # No gradient this step (e.g. only Adam's momentum moved W): regularisation's.
+            state.reg_acc.add_(rest)
+            return
+        ratio = rest / safe  # update per unit of gradient, entry-wise
+        equal = torch.where(small, rest / n_members, torch.zeros_like(rest))
+        ratio = torch.where(small, torch.zeros_like(ratio), ratio)
+        counts = torch.zeros(state.c, dtype=rest.dtype)
+        for _, _, labels, _ in pairs:
+            counts += torch.bincount(labels, minlength=state.c).to(rest.dtype)
+        state.class_acc.add_(class_g * ratio + counts[:, None, None] * equal)
+        state.reg_acc.add_(reg_g * ratio)
+        for cols, deltas, _, indices in pairs:
+            updates = state.example_grads(cols, deltas) * ratio + equal
+            state.add_example_full(indices, updates)
+
+    def remove(self) -> None:
+        """Remove the hooks without producing a result."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
