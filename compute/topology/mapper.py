@@ -683,7 +683,7 @@ class MapperIndex:
     def mapper(
         self, params: MapperParams, vectors: np.ndarray | None = None, exact: bool = False
     ) -> MapperGraph:
-        """The Mapper graph for ``params`` (well under a second for 100k points).
+        """The Mapper graph for ``params`` (no distances computed: about a second or less).
 
         Beyond the index's limits (see :meth:`approximation`) the graph is approximate:
         DBSCAN sees only the stored neighbours (each point's nearest within the lens band
@@ -748,15 +748,17 @@ class MapperIndex:
                 labels = _hdbscan(x[rows], params)  # type: ignore[index]
             if labels.max(initial=-1) < 0:
                 continue
-            # Members ascending by sample row; group by label.
+            # Group by label; a stable sort keeps members ascending by sample row.
             by_row = np.argsort(rows, kind="stable")
             rows_sorted, labels_sorted = rows[by_row], labels[by_row]
-            for c in range(int(labels.max()) + 1):
-                members = rows_sorted[labels_sorted == c]
-                if len(members):
-                    node_members.append(members)
-                    node_interval.append(k)
-                    node_cluster.append(c)
+            clustered = labels_sorted >= 0
+            by_label = np.argsort(labels_sorted[clustered], kind="stable")
+            grouped = rows_sorted[clustered][by_label]
+            found, first = np.unique(labels_sorted[clustered][by_label], return_index=True)
+            for c, members in zip(found.tolist(), np.split(grouped, first[1:]), strict=True):
+                node_members.append(members)
+                node_interval.append(k)
+                node_cluster.append(c)
         counts = (stops - starts).astype(np.int64)
         return _assemble(
             problem is None,
