@@ -196,10 +196,26 @@ def test_layer_capture_pre_activation_and_model_restored() -> None:
     assert float(pre.detach().min()) < 0 and torch.allclose(post, pre.clamp(min=0))
     with pytest.raises(KeyError, match="no layer"):
         LayerCapture(model, "features.nope")
-    render_channels(model, "features.relu2", [0], ImageSpace(1, 32, 32), RenderConfig(steps=1))
+    # A render inside another capture and under no_grad: neither disturbs the other.
+    with torch.no_grad(), LayerCapture(model, "features.relu1") as outer:
+        render_channels(model, "features.relu2", [0], ImageSpace(1, 32, 32), RenderConfig(steps=1))
+        assert outer(x).shape == (2, 16, 16, 16)
     # Training mode, gradients and BatchNorm's own forward are back.
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert "forward" not in vars(model.features.bn1)
+
+
+def test_redirected_relu_gradient() -> None:
+    from compute.featurevis.render import _RedirectedReLU
+
+    x = torch.tensor([[-1.0, -2.0], [-1.0, 3.0]], requires_grad=True)
+    # Loss gradient -1 raises x under gradient descent, +1 would lower it.
+    grad = torch.tensor([[-1.0, 1.0], [-1.0, 1.0]])
+    _RedirectedReLU.apply(x).backward(grad)
+    # Row 0 is off everywhere: only the "raise x" gradient passes. Row 1 has a live unit:
+    # the ordinary ReLU gradient.
+    assert torch.equal(x.grad, torch.tensor([[-1.0, 0.0], [0.0, 1.0]]))
+    assert torch.equal(_RedirectedReLU.apply(x.detach()), x.detach().clamp(min=0))
 
 
 # ---------------------------------------------------------------------------------------
