@@ -1,7 +1,8 @@
 """Time the class-switch callbacks of the dashboard on a 1,000-class synthetic atlas.
 
 A class switch runs, on the server, the state reducer and then every view's render
-callback (embedding, sidebar, attribution graph, neuron panel, compare graph). This calls
+callback (embedding, sidebar rows, the two selectors' options, attribution graph, neuron
+panel, compare graph). This calls
 the same Python functions the callbacks call, plus Dash's JSON serialisation of their
 outputs, over random switches, and prints p50/p95 per callback and for their sum (the
 sum is pessimistic: the browser sends the view callbacks in parallel).
@@ -46,6 +47,13 @@ def _timed(function: Callable[[], Any]) -> tuple[float, int]:
     return (time.perf_counter() - start) * 1000.0, len(payload)
 
 
+def _options(context: ViewContext, state: ViewState) -> tuple[Any, Any]:
+    """The search box's and the compare selector's options (both follow the state)."""
+    return sidebar.search_options(context, None, state), compare.compare_options(
+        context, None, state
+    )
+
+
 def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
     """Time ``switches`` random class switches; returns milliseconds per callback."""
     data = atlas_data.load(str(atlas_dir), None)
@@ -57,7 +65,8 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
         data.similarity_matrix(layer)
         data.counts(layer)
     times: dict[str, list[float]] = {
-        name: [] for name in ("reducer", "embedding", "sidebar", "graph", "neuron", "compare")
+        name: []
+        for name in ("reducer", "embedding", "sidebar", "options", "graph", "neuron", "compare")
     }
     sizes: dict[str, list[int]] = {name: [] for name in times}
     shown_layer = None  # the layer the browser's embedding figure shows (Patch after the first)
@@ -72,6 +81,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
         calls: list[tuple[str, Callable[[], Any]]] = [
             ("embedding", partial(embedding.render, context, stored, shown_layer)),
             ("sidebar", partial(sidebar.render_rows, context, stored, ROWS_PAGE)),
+            ("options", partial(_options, context, new)),
             ("graph", partial(graph.render_graph, context, stored)),
             ("neuron", partial(neuron.render, context, stored)),
             ("compare", partial(compare.render, context, stored)),
@@ -117,7 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.switches} random class switches (compare class and neuron panel open)"
     )
     print(f"{'callback':<10} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'payload kB':>11}")
-    for name in ("reducer", "embedding", "sidebar", "graph", "neuron", "compare", "total"):
+    for name in (
+        "reducer",
+        "embedding",
+        "sidebar",
+        "options",
+        "graph",
+        "neuron",
+        "compare",
+        "total",
+    ):
         values = result[name]
         size = result.get(f"bytes:{name}")
         kb = f"{np.median(size) / 1024:.1f}" if size is not None else ""
