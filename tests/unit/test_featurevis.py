@@ -199,7 +199,7 @@ def test_layer_capture_pre_activation_and_model_restored() -> None:
     # A render inside another capture and under no_grad: neither disturbs the other.
     with torch.no_grad(), LayerCapture(model, "features.relu1") as outer:
         render_channels(model, "features.relu2", [0], ImageSpace(1, 32, 32), RenderConfig(steps=1))
-        assert outer(x).shape == (2, 16, 16, 16)
+        assert outer(x).shape == (2, 16, 32, 32)
     # Training mode, gradients and BatchNorm's own forward are back.
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert "forward" not in vars(model.features.bn1)
