@@ -219,3 +219,16 @@ def test_eps_rules() -> None:
     curve = np.r_[np.linspace(0, 1, 95), np.linspace(3, 30, 5)]
     assert 0.9 <= knee_point(curve) <= 3
     assert knee_point(np.ones(5)) == 1.0
+
+
+def test_mapper_and_shapes_are_torch_free() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, compute.topology, compute.topology.mapper, compute.topology.shapes; "
+        "bad = {'torch', 'networkx', 'kmapper'} & set(sys.modules); assert not bad, bad"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
