@@ -36,7 +36,7 @@ def test_demo_selects_a_handful_of_channels_per_image(shipped: Atlas) -> None:
     images = int(shipped.class_stats()["num_images"].sum())
     for layer in shipped.layer_names:
         per_image = shipped.activation_counts(layer).sum() / images
-        assert 2 <= per_image <= 12, f"{layer}: {per_image:.1f} channels per image"
+        assert 1.5 <= per_image <= 12, f"{layer}: {per_image:.1f} channels per image"
 
 
 def test_rebuilding_the_demo_reproduces_the_shipped_counts(tmp_path: Path, shipped: Atlas) -> None:

@@ -51,3 +51,16 @@ def test_dashboard_source_never_imports_torch() -> None:
         )
     ]
     assert offenders == []
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for top in ("compute", "dashboard")
+        for path in (ROOT / top).rglob("__init__.py")
+    }
+    assert found - listed == set(), "add these packages to [tool.setuptools] packages"
+    assert "dashboard.assets" in listed and (ROOT / "assets" / "style.css").is_file()
