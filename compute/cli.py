@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "compute.build",  # build, layers
     "compute.demo",  # demo
     "compute.synthetic",  # synthetic
+    "compute.featurevis.cli",  # featurevis, invert
 )
 
 
