@@ -132,7 +132,9 @@ def bench(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=None, help="images per run")
+    parser.add_argument(
+        "--images", type=int, default=None, help="images per run (default 2048 demo, 16 VGG)"
+    )
     parser.add_argument("--batch", type=int, default=None, help="batch size")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", choices=["demo", "vgg", "both"], default="both")
