@@ -75,6 +75,10 @@ class TraceConfig:
             per-example updates then sum exactly to the class totals) or ``"decayed"`` credits
             each gradient's whole momentum-decayed effect at its step's learning rate,
             ``-η(1-τ)/(1-μ)·g`` (no extra memory, approximate).
+        per_example_budget: largest ``batch × #W`` for which a step forms per-example
+            gradients ``[B, *W]`` (one batched matmul gives class gradients, exact updates and
+            sketches); above it, class gradients come from one weight-gradient call per class
+            and sketches from a factored product that never forms them.
         ratio_eps: entries whose total gradient is below ``ratio_eps × max|gradient|`` are
             split equally among the batch's members in the non-linear-optimizer rule.
     """
@@ -88,6 +92,7 @@ class TraceConfig:
     checkpoint_dir: str | Path | None = None
     ratio_eps: float = 1e-12
     example_momentum: str = "exact"
+    per_example_budget: int = 1 << 25
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str) or not self.layers:
@@ -107,6 +112,8 @@ class TraceConfig:
             raise ValueError(
                 f"example_momentum must be 'exact' or 'decayed', got {self.example_momentum!r}"
             )
+        if self.per_example_budget < 0:
+            raise ValueError("per_example_budget must be >= 0")
         if not 0 <= self.ratio_eps < 1:
             raise ValueError("ratio_eps must be in [0, 1)")
 
@@ -240,17 +247,41 @@ class TraceResult:
 
 
 def _patches(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
-    """``[B, I, L]`` layer input as columns: ``I = in·kh·kw`` (conv) or ``in`` (linear)."""
+    """``[B, I, L]`` layer input as columns: ``I = in·kh·kw`` (conv) or ``in`` (linear).
+
+    Same layout as ``F.unfold`` (channel, then kernel row, then kernel column), built from
+    ``kh·kw`` strided slices: several times faster than ``F.unfold`` on CPU.
+    """
     if isinstance(module, nn.Conv2d):
-        return F.unfold(
-            a,
-            module.kernel_size,
-            dilation=module.dilation,
-            padding=module.padding,  # type: ignore[arg-type]
-            stride=module.stride,
-        )
+        (kh, kw), (sh, sw) = module.kernel_size, module.stride
+        (ph, pw), (dh, dw) = module.padding, module.dilation  # type: ignore[misc]
+        x = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
+        ho = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        wo = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        slices = [
+            x[
+                :,
+                :,
+                i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                j * dw : j * dw + sw * (wo - 1) + 1 : sw,
+            ]
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        return torch.stack(slices, dim=2).reshape(a.shape[0], -1, ho * wo)
     # Linear on [B, ..., in]: every extra position is one column.
     return a.reshape(a.shape[0], -1, a.shape[-1]).transpose(1, 2)
+
+
+def _scatter_add(
+    store: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, alpha: float = 1.0
+) -> None:
+    """``store[indices] += alpha · values`` (repeated indices add up).
+
+    ``index_put_(accumulate=True)`` rather than ``index_add_``: several times faster on CPU
+    for these row-sized float64 updates.
+    """
+    store.index_put_((indices,), values if alpha == 1.0 else values * alpha, accumulate=True)
 
 
 def _deltas(module: nn.Module, d: torch.Tensor) -> torch.Tensor:
@@ -323,6 +354,9 @@ class _LayerState:
         self.inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.grads: dict[int, torch.Tensor] = {}
         self.before: torch.Tensor | None = None
+        self._proj_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._grad_cache: dict[int, torch.Tensor | None] = {}
+        self.per_example_budget = config.per_example_budget
 
     # -- hooks ------------------------------------------------------------------------
 
@@ -341,74 +375,135 @@ class _LayerState:
     def reset(self) -> None:
         self.inputs.clear()
         self.grads.clear()
+        self._grad_cache.clear()
         self.before = None
 
     # -- per-step quantities ----------------------------------------------------------
 
     def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``(patches [B, I, L], deltas [B, O, L], labels [B], indices [B])`` of the step."""
-        dtype = self.w0.dtype
+        """``(input, output grad, labels [B], indices [B])`` of each traced forward of the step.
+
+        Inputs and output gradients stay in the model's dtype and layout; per-example and
+        per-class gradients are computed in that dtype (as the optimizer's own gradient is)
+        and only accumulated in the trace's dtype.
+        """
         result = []
         for slot, (a, labels, indices) in enumerate(self.inputs):
             if slot not in self.grads:
                 continue  # a forward pass that did not reach the loss
-            cols = _patches(self.module, a.to("cpu", dtype))
-            deltas = _deltas(self.module, self.grads[slot].to("cpu", dtype))
-            result.append((cols, deltas, labels, indices))
+            result.append((a, self.grads[slot].to(a.dtype), labels, indices))
         return result
 
+    def _weight_grad(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``[O, I]`` summed weight gradient of the examples in ``a``, ``d``."""
+        if self.kind == "conv2d":
+            grad = torch.nn.grad.conv2d_weight(
+                a,
+                tuple(self.param.shape),
+                d,
+                stride=self.conv["stride"],
+                padding=self.conv["padding"],
+                dilation=self.conv["dilation"],
+            )
+            return grad.reshape(self.out, self.inp)
+        return d.reshape(-1, self.out).T @ a.reshape(-1, self.inp)
+
+    def _example_grads_raw(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
+        """``[B, O, I]`` per-example gradients in the model's dtype, cached for the step.
+
+        ``None`` when ``B · #W`` exceeds the budget: callers then use the per-class weight
+        gradient and the factored sketch, which never form per-example gradients.
+        """
+        key = id(a)
+        if key not in self._grad_cache:
+            if a.shape[0] * self.out * self.inp > self.per_example_budget:
+                self._grad_cache[key] = None
+            else:
+                cols = _patches(self.module, a)
+                self._grad_cache[key] = torch.bmm(_deltas(self.module, d), cols.transpose(1, 2))
+        return self._grad_cache[key]
+
     def class_grads(self, pairs: Sequence[tuple[torch.Tensor, ...]]) -> torch.Tensor:
-        """``[C, O, I]`` gradient of each class: one weight-gradient's cost in total."""
+        """``[C, O, I]`` gradient of each class (from per-example gradients, or per class)."""
         grads = torch.zeros_like(self.class_acc)
-        for cols, deltas, labels, _ in pairs:
-            for c in torch.unique(labels).tolist():
-                mask = labels == c
-                grads[c] += torch.einsum("bol,bil->oi", deltas[mask], cols[mask])
+        for a, d, labels, _ in pairs:
+            full = self._example_grads_raw(a, d)
+            if full is not None:
+                onehot = F.one_hot(labels, self.c).to(full.dtype)  # [B, C]
+                per_class = onehot.T @ full.reshape(full.shape[0], -1)
+                grads += per_class.reshape(grads.shape).to(grads.dtype)
+                continue
+            order = torch.argsort(labels, stable=True)
+            a_sorted, d_sorted = a[order], d[order]
+            classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
+            start = 0
+            for c, count in zip(classes.tolist(), counts.tolist(), strict=True):
+                stop = start + count
+                grad = self._weight_grad(a_sorted[start:stop], d_sorted[start:stop])
+                grads[c] += grad.to(grads.dtype)
+                start = stop
         return grads
 
-    def example_grads(self, cols: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-        """``[B, O, I]`` per-example gradients."""
-        return torch.einsum("bol,bil->boi", deltas, cols)
+    def example_grads(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``[B, O, I]`` per-example gradients (trace dtype)."""
+        full = self._example_grads_raw(a, d)
+        if full is None:
+            cols = _patches(self.module, a)
+            full = torch.bmm(_deltas(self.module, d), cols.transpose(1, 2))
+        return full.to(self.w0.dtype)
 
     def project(self, full: torch.Tensor) -> torch.Tensor:
-        """``[B, k_out, k_in]`` sketch of ``[B, O, I]`` per-example updates."""
-        assert self.proj_out is not None and self.proj_in is not None
-        return torch.einsum("ko,boi,ji->bkj", self.proj_out, full, self.proj_in)
+        """``[B, k_out, k_in]`` sketch of ``[B, O, I]`` per-example updates (trace dtype)."""
+        p_out, p_in = self._projections(full.dtype)
+        return torch.einsum("ko,boi,ji->bkj", p_out, full, p_in).to(self.w0.dtype)
 
-    def project_factored(self, cols: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-        """``[B, k_out, k_in]`` sketch of per-example gradients without forming them."""
+    def _projections(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.proj_out is not None and self.proj_in is not None
-        pd = torch.einsum("ko,bol->bkl", self.proj_out, deltas)
-        pa = torch.einsum("ji,bil->bjl", self.proj_in, cols)
-        return torch.einsum("bkl,bjl->bkj", pd, pa)
+        if self._proj_cache is None or self._proj_cache[0].dtype != dtype:
+            self._proj_cache = (self.proj_out.to(dtype), self.proj_in.to(dtype))
+        return self._proj_cache
 
-    def example_terms(self, cols: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    def project_factored(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``[B, k_out, k_in]`` sketch of per-example gradients without forming them.
+
+        ``P_out g_b P_inᵀ = Σ_l (P_out δ_bl)(P_in patch_bl)ᵀ``; for a conv, ``P_in · patches``
+        is a convolution with ``P_in`` as ``k_in`` kernels, so no unfold is needed.
+        """
+        p_out, p_in = self._projections(a.dtype)
+        pd = torch.einsum("ko,bol->bkl", p_out, _deltas(self.module, d))
+        if self.kind == "conv2d":
+            kernels = p_in.reshape(-1, *self.param.shape[1:])
+            pa = F.conv2d(a, kernels, None, **self.conv).flatten(2)
+        else:
+            pa = torch.einsum("ji,bil->bjl", p_in, _patches(self.module, a))
+        return torch.bmm(pd, pa.transpose(1, 2)).to(self.w0.dtype)
+
+    def example_terms(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """``[B, *storage]`` per-example gradients in the stored form (full or sketched)."""
         if self.example is not None:
-            return self.example_grads(cols, deltas)
-        return self.project_factored(cols, deltas)
+            return self.example_grads(a, d)
+        full = self._example_grads_raw(a, d)
+        return self.project_factored(a, d) if full is None else self.project(full)
 
     def add_example(
         self,
         indices: torch.Tensor,
-        coef: float | torch.Tensor,
+        coef: float,
         cols: torch.Tensor,
         deltas: torch.Tensor,
     ) -> None:
-        """Credit ``coef · g_b`` to each example (``coef`` scalar or ``[B, 1, 1]``)."""
-        if self.example is not None:
-            self.example.index_add_(0, indices, coef * self.example_grads(cols, deltas))
-        else:
-            assert self.example_proj is not None
-            self.example_proj.index_add_(0, indices, coef * self.project_factored(cols, deltas))
+        """Credit ``coef · g_b`` to each example."""
+        store = self.example if self.example is not None else self.example_proj
+        assert store is not None
+        _scatter_add(store, indices, self.example_terms(cols, deltas), coef)
 
     def add_example_full(self, indices: torch.Tensor, updates: torch.Tensor) -> None:
         """Credit ``[B, O, I]`` per-example updates."""
         if self.example is not None:
-            self.example.index_add_(0, indices, updates)
+            _scatter_add(self.example, indices, updates)
         else:
             assert self.example_proj is not None
-            self.example_proj.index_add_(0, indices, self.project(updates))
+            _scatter_add(self.example_proj, indices, self.project(updates))
 
     def end_epoch(self) -> None:
         self.class_epochs.append(self.class_acc.clone())
@@ -674,11 +769,11 @@ class Tracer:
             for cols, deltas, _, indices in pairs
         ]
         for indices, term in terms:
-            state.example_buf.index_add_(0, indices, term, alpha=weight)
+            _scatter_add(state.example_buf, indices, term, weight)
         if nesterov:
             store.add_(state.example_buf, alpha=-lr * mu)
             for indices, term in terms:
-                store.index_add_(0, indices, term, alpha=-lr)
+                _scatter_add(store, indices, term, -lr)
         else:
             store.add_(state.example_buf, alpha=-lr)
 
