@@ -544,8 +544,8 @@ class Tracer:
         num_examples: size of the training set (example indices are ``0..N-1``).
 
     Call :meth:`set_batch` before each forward pass, :meth:`end_epoch` after each epoch and
-    :meth:`finish` at the end (which removes the hooks). Steps without :meth:`set_batch`
-    raise, so an untraced update can never slip into the totals unnoticed.
+    :meth:`finish` at the end (which removes the hooks). A step whose traced weight has a
+    gradient but no declared batch raises, so an untraced update cannot slip in unnoticed.
 
     Examples:
         >>> config = TraceConfig(layers=("fc",), num_classes=10)
@@ -659,7 +659,9 @@ class Tracer:
             if not (torch.is_grad_enabled() and output.requires_grad):
                 return  # evaluation passes do not train anything
             if self._labels is None or self._indices is None:
-                raise RuntimeError("call tracer.set_batch(labels, indices) before the forward")
+                # Not a declared training batch (e.g. a probe); a step that uses its gradient
+                # without any declared batch raises in the step hook.
+                return
             if inputs[0].shape[0] != self._labels.shape[0]:
                 raise RuntimeError(
                     f"layer {state.name!r} saw a batch of {inputs[0].shape[0]}, "
