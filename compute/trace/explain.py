@@ -310,6 +310,36 @@ def explain(
     )
 
 
+def example_scores(
+    result: TraceResult, model: nn.Module, images: torch.Tensor, layer: str
+) -> np.ndarray:
+    """Every training example's score ``π_i = ⟨A_i ⋆ a(x), r⟩ / ‖r‖`` at one layer.
+
+    Exact where the layer keeps per-example updates, else the sketch estimate.
+
+    Returns:
+        ``float64[n, N]``.
+    """
+    trace = result.layer(layer)
+    module = dict(model.named_modules())[layer]
+    inputs, _ = capture_inputs(model, (layer,), images)
+    dtype = trace.w0.dtype
+    o = trace.w0.shape[0]
+    cols = _patches(module, inputs[layer].to(dtype))
+    r = torch.einsum("oi,nil->nol", (trace.wt - trace.w0).reshape(o, -1), cols)
+    safe = r.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
+    g = torch.einsum("nol,nil->noi", r, cols)
+    if trace.example is not None:
+        ex = trace.example.reshape(trace.example.shape[0], o, -1)
+        scores = torch.einsum("xoi,noi->nx", ex, g)
+    else:
+        assert trace.example_proj is not None and trace.proj_out is not None
+        assert trace.proj_in is not None
+        pg = torch.einsum("ko,noi,ji->nkj", trace.proj_out, g, trace.proj_in)
+        scores = torch.einsum("xkj,nkj->nx", trace.example_proj, pg)
+    return (scores / safe[:, None]).cpu().numpy().astype(np.float64)
+
+
 def exact_projections(
     result: TraceResult, model: nn.Module, images: torch.Tensor, layer: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
