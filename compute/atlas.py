@@ -45,6 +45,7 @@ PART_EXAMPLES = "examples"  # top dataset examples per channel, with crops
 PART_EMBEDDING = "embedding"  # class embedding per layer
 PART_GRAPHS = "graphs"  # attribution graphs for every class
 PART_FEATUREVIS = "featurevis"  # feature visualization and diversity images per channel
+PART_MAPPER = "mapper"  # TopoAct: sampled activation vectors and a Mapper index per layer
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
 
@@ -186,6 +187,57 @@ GRAPH_PATHS = {
     )
 }
 
+#: Mapper part: the sampled images, the same for every layer (stored once).
+MAPPER_SAMPLE_PATHS = {
+    "image_index": "mapper/image_index.npy",
+    "label": "mapper/label.npy",
+}
+#: Per-layer Mapper files: key (``MapperIndex.to_arrays`` name where it is one) -> file stem.
+_MAPPER_LAYER_FILES = {
+    "vectors": "mapper_vectors",
+    "position": "mapper_position",
+    "lens": "mapper_lens",
+    "order": "mapper_order",
+    "indptr": "mapper_indptr",
+    "indices": "mapper_indices",
+    "distances": "mapper_distances",
+    "knn_distances": "mapper_knn",
+    "limits": "mapper_limits",
+}
+
+
+def mapper_paths(layer_index: int) -> dict[str, str]:
+    """Per-layer files of the ``mapper`` part: sample vectors, positions and the index."""
+    base = layer_dir(layer_index)
+    return {key: f"{base}/{stem}.npy" for key, stem in _MAPPER_LAYER_FILES.items()}
+
+
+def mapper_crop_path(layer_index: int, row: int) -> str:
+    """Crop around the sampled position of sample row ``row`` (only a subset is stored)."""
+    return f"mapper/crops/{layer_index:02d}/{row}.png"
+
+
+@dataclass(frozen=True)
+class MapperSampleArrays:
+    """The Mapper sample of one layer (memory-mapped, rows sorted by image index).
+
+    Attributes:
+        image_index: int64 ``[n]`` dataset index of each sampled image.
+        label: int64 ``[n]`` its true class.
+        vectors: float32 ``[n, channels]`` the sampled activation vector.
+        position: int32 ``[n, 2]`` sampled ``(row, col)``; ``(-1, -1)`` in mean mode.
+    """
+
+    image_index: np.ndarray
+    label: np.ndarray
+    vectors: np.ndarray
+    position: np.ndarray
+
+    @property
+    def num_points(self) -> int:
+        return int(self.image_index.shape[0])
+
+
 _SAFE_RELPATH = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
@@ -305,6 +357,10 @@ class Atlas:
             expected += [embedding_path(i) for i in range(len(self.layers))]
         if PART_GRAPHS in self.parts:
             expected += list(GRAPH_PATHS.values())
+        if PART_MAPPER in self.parts:
+            expected += list(MAPPER_SAMPLE_PATHS.values())
+            for i in range(len(self.layers)):
+                expected += list(mapper_paths(i).values())
         for relpath in expected:
             if relpath not in self.files:
                 raise AtlasError(f"manifest.json does not list required file {relpath}")
@@ -483,6 +539,59 @@ class Atlas:
         self._require(PART_EMBEDDING)
         i = self.layer_index(layer)
         return self._checked(embedding_path(i), (self.num_classes, 2), "f")
+
+    def mapper_sample(self, layer: str | int) -> MapperSampleArrays:
+        """The Mapper sample of ``layer``: image index, label, vectors, positions (checked)."""
+        self._require(PART_MAPPER)
+        i = self.layer_index(layer)
+        image_index = self.load_array(MAPPER_SAMPLE_PATHS["image_index"])
+        if image_index.ndim != 1 or image_index.dtype.kind != "i":
+            raise AtlasError(
+                f"file {MAPPER_SAMPLE_PATHS['image_index']} has shape {image_index.shape}"
+            )
+        n = int(image_index.shape[0])
+        paths = mapper_paths(i)
+        return MapperSampleArrays(
+            image_index=image_index,
+            label=self._checked(MAPPER_SAMPLE_PATHS["label"], (n,), "i"),
+            vectors=self._checked(paths["vectors"], (n, self.layers[i].channels), "f"),
+            position=self._checked(paths["position"], (n, 2), "i"),
+        )
+
+    def mapper_index_arrays(self, layer: str | int) -> dict[str, np.ndarray]:
+        """The Mapper index of ``layer``, ready for ``MapperIndex.from_arrays`` (memory-mapped).
+
+        ``lens_kind`` and ``metric`` come from ``parameters.mapper`` as 0-d unicode arrays.
+        """
+        self._require(PART_MAPPER)
+        i = self.layer_index(layer)
+        n = int(self.load_array(MAPPER_SAMPLE_PATHS["image_index"]).shape[0])
+        paths = mapper_paths(i)
+        indices = self.load_array(paths["indices"])
+        nnz = int(indices.shape[0]) if indices.ndim == 1 else -1
+        queries = int(self.load_array(paths["knn_distances"]).shape[0])
+        settings = self.parameters.get("mapper") or {}
+        arrays = {
+            "lens": self._checked(paths["lens"], (n,), "f"),
+            "order": self._checked(paths["order"], (n,), "i"),
+            "indptr": self._checked(paths["indptr"], (n + 1,), "i"),
+            "indices": self._checked(paths["indices"], (nnz,), "i"),
+            "distances": self._checked(paths["distances"], (nnz,), "f"),
+            "knn_distances": self._checked(paths["knn_distances"], (queries, 8), "f"),
+            "limits": self._checked(paths["limits"], (4,), "f"),
+            "lens_kind": np.array(str(settings.get("lens", "l2norm"))),
+            "metric": np.array(str(settings.get("metric", "euclidean"))),
+        }
+        if n and int(arrays["indptr"][-1]) != nnz:
+            raise AtlasError(f"file {paths['indptr']} does not end at the {nnz} neighbours stored")
+        return arrays
+
+    def mapper_crop(self, layer: str | int, row: int) -> str | None:
+        """Relative path of the crop of sample row ``row`` of ``layer``, or ``None``."""
+        if PART_MAPPER not in self.parts:
+            return None
+        relpath = mapper_crop_path(self.layer_index(layer), int(row))
+        return relpath if relpath in self.files else None
 
     @cached_property
     def _graph_arrays(self) -> dict[str, np.ndarray]:
@@ -725,3 +834,37 @@ def csr_parts(matrix: sp.csr_array | sp.csr_matrix) -> dict[str, np.ndarray]:
         "indices": csr.indices.astype(np.int32),
         "data": csr.data.astype(np.int64),
     }
+
+
+def mapper_files(
+    layer_index: int,
+    vectors: np.ndarray,
+    position: np.ndarray,
+    index_arrays: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """``{relative path: array}`` of one layer of the ``mapper`` part, in the stored dtypes.
+
+    Args:
+        layer_index: the layer's position in ``layers``.
+        vectors: ``[n, channels]`` sampled vectors.
+        position: ``[n, 2]`` sampled ``(row, col)``.
+        index_arrays: ``MapperIndex.to_arrays()`` of the layer (``lens_kind`` and ``metric``
+            belong in ``parameters.mapper``, not in files).
+    """
+    paths = mapper_paths(layer_index)
+    dtypes = {
+        "lens": np.float64,
+        "order": np.int64,
+        "indptr": np.int64,
+        "indices": np.int32,
+        "distances": np.float32,
+        "knn_distances": np.float32,
+        "limits": np.float64,
+    }
+    files = {
+        paths["vectors"]: np.asarray(vectors, dtype=np.float32),
+        paths["position"]: np.asarray(position, dtype=np.int32),
+    }
+    for key, dtype in dtypes.items():
+        files[paths[key]] = np.asarray(index_arrays[key], dtype=dtype)
+    return files

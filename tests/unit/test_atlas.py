@@ -224,3 +224,64 @@ def test_atlas_module_is_torch_free() -> None:
 
     code = "import sys, compute.atlas; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def _add_mapper(out: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Add a ``mapper`` part (real MapperIndex arrays, 40 points) to the written atlas."""
+    from compute.topology import MapperIndex, MapperParams
+
+    n = 40
+    sample = {
+        "image_index": np.sort(rng.choice(1000, n, replace=False)).astype(np.int64),
+        "label": rng.integers(0, len(CLASSES), n).astype(np.int64),
+    }
+    with update_atlas(out, add_parts=(fmt.PART_MAPPER,)) as sink:
+        sink.manifest_updates["parameters"] = {  # type: ignore[attr-defined]
+            "confidence_bins": 4,
+            "mapper": {"lens": "l2norm", "metric": "euclidean"},
+        }
+        for key, relpath in fmt.MAPPER_SAMPLE_PATHS.items():
+            sink.add_array(relpath, sample[key])
+        for i, layer in enumerate(LAYERS):
+            vectors = rng.random((n, layer["channels"])).astype(np.float32)
+            index = MapperIndex.build(vectors)
+            position = rng.integers(0, 4, (n, 2)).astype(np.int32)
+            for relpath, array in fmt.mapper_files(i, vectors, position, index.to_arrays()).items():
+                sink.add_array(relpath, array)
+            sample[f"vectors{i}"] = vectors
+            sample[f"graph{i}"] = index.mapper(MapperParams(intervals=5))  # type: ignore[assignment]
+        sink.add_bytes(fmt.mapper_crop_path(1, 3), b"\x89PNG not really")
+    return sample
+
+
+def test_mapper_part_round_trip(written: tuple[Path, dict]) -> None:
+    from compute.topology import MapperIndex, MapperParams
+
+    out, _ = written
+    sample = _add_mapper(out, np.random.default_rng(1))
+    atlas = Atlas.open(out, verify_hashes=True)
+    assert atlas.has(fmt.PART_MAPPER)
+    got = atlas.mapper_sample("b")
+    assert isinstance(got.vectors, np.memmap)
+    np.testing.assert_array_equal(got.image_index, sample["image_index"])
+    np.testing.assert_array_equal(got.label, sample["label"])
+    np.testing.assert_array_equal(got.vectors, sample["vectors1"])
+    index = MapperIndex.from_arrays(atlas.mapper_index_arrays(1))
+    graph, expected = index.mapper(MapperParams(intervals=5)), sample["graph1"]
+    for key, array in expected.to_arrays().items():  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(graph.to_arrays()[key], array)
+    assert atlas.mapper_crop("b", 3) == fmt.mapper_crop_path(1, 3)
+    assert atlas.mapper_crop("b", 4) is None and atlas.mapper_crop("a", 3) is None
+
+
+def test_mapper_part_missing_file(written: tuple[Path, dict]) -> None:
+    out, _ = written
+    _add_mapper(out, np.random.default_rng(1))
+    (out / fmt.mapper_paths(0)["indptr"]).unlink()
+    with pytest.raises(AtlasError, match=r"missing file layers/00/mapper_indptr\.npy"):
+        Atlas.open(out)
+    manifest = json.loads((out / fmt.MANIFEST).read_text())
+    del manifest["files"][fmt.mapper_paths(0)["indptr"]]
+    (out / fmt.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(AtlasError, match=r"does not list required file layers/00/mapper_indptr"):
+        Atlas.open(out)
