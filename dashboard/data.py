@@ -19,15 +19,18 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import numpy as np
+import scipy.sparse as sp
 
 from compute.atlas import (
     MANIFEST,
     PART_EMBEDDING,
     PART_EXAMPLES,
+    PART_FEATUREVIS,
     PART_GRAPHS,
     PART_SUMMIT,
     Atlas,
     AtlasError,
+    featurevis_path,
     is_safe_relpath,
 )
 
@@ -52,7 +55,10 @@ HOW_TO_COMPUTE = {
     PART_EXAMPLES: "python -m compute examples ATLAS",
     PART_EMBEDDING: "python -m compute embed ATLAS",
     PART_GRAPHS: "python -m compute graphs ATLAS",
+    PART_FEATUREVIS: "python -m compute featurevis --atlas ATLAS",
 }
+#: Diversity images per channel in the featurevis part (``div-0`` .. ``div-3``).
+DIVERSITY_IMAGES = 4
 
 
 class DerivedCache:
@@ -128,6 +134,8 @@ class ClassGraph:
         y: preset y position in px (top layer on top).
         size: node diameter in px (∝ count).
         image: relative atlas path of the node's top example crop, or ``None``.
+        vis: relative atlas path of each node's feature visualization, or ``None``
+            (empty when the atlas has no featurevis part).
         source: lower-layer node of each edge.
         target: upper-layer node of each edge.
         weight: influence count of each edge (float32).
@@ -147,6 +155,7 @@ class ClassGraph:
     target: np.ndarray
     weight: np.ndarray
     width: np.ndarray
+    vis: tuple[str | None, ...] = ()
 
     @property
     def num_nodes(self) -> int:
@@ -171,6 +180,38 @@ def _scale(values: np.ndarray, top: float, lo: float, hi: float) -> np.ndarray:
     if top <= 0:
         return np.full(values.shape, lo, dtype=np.float32)
     return (lo + (hi - lo) * np.clip(values / top, 0.0, 1.0)).astype(np.float32)
+
+
+def sum_over_classes(matrix: sp.csr_array, out_channels: int) -> sp.csr_array:
+    """Sum a layer's per-class influence counts over classes.
+
+    Args:
+        matrix: ``(classes * out, in)`` influence counts (row ``c * out + i``).
+        out_channels: ``out``, the layer's channels.
+
+    Returns:
+        ``int64 (out, in)``: entry ``[i, j]`` counts the images (of every class) where input
+        channel ``j`` was among the top influences on output channel ``i``.
+    """
+    coo = sp.coo_array(matrix)
+    rows = np.asarray(coo.row, dtype=np.int64) % out_channels
+    summed = sp.csr_array(
+        (np.asarray(coo.data, dtype=np.int64), (rows, np.asarray(coo.col, dtype=np.int64))),
+        shape=(out_channels, matrix.shape[1]),
+    )
+    summed.sum_duplicates()
+    return summed
+
+
+def top_entries(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest positive entries of a 1-D array: (indices, values), largest first.
+
+    Ties keep the lower index first; zeros are never listed.
+    """
+    values = np.asarray(values).ravel()
+    positive = np.flatnonzero(values > 0)
+    order = positive[np.argsort(-values[positive], kind="stable")][: max(k, 0)]
+    return order, values[order]
 
 
 def sparkline_svg(hist: np.ndarray) -> str:
@@ -216,6 +257,7 @@ class AtlasData:
         self._graphs: dict[int, ClassGraph] = {}
         self._similarity: dict[int, np.ndarray] = {}
         self._counts: dict[int, np.ndarray] = {}
+        self._influence: dict[int, tuple[sp.csr_array, sp.csc_array]] = {}
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -409,6 +451,72 @@ class AtlasData:
             )
         return out
 
+    def featurevis(self, layer: int, channel: int, kind: str = "vis") -> str | None:
+        """Relative path of a channel's feature visualization (``kind`` ``"vis"`` or
+        ``"div-0"``..``"div-3"``), or ``None`` if the atlas does not hold it."""
+        if not self.has(PART_FEATUREVIS):
+            return None
+        path = featurevis_path(layer, channel, kind)
+        return path if path in self.atlas.files else None
+
+    def diversity(self, layer: int, channel: int) -> list[str]:
+        """Relative paths of the channel's diversity images (empty without featurevis)."""
+        paths = (self.featurevis(layer, channel, f"div-{k}") for k in range(DIVERSITY_IMAGES))
+        return [p for p in paths if p is not None]
+
+    def thumbnail(self, layer: int, channel: int) -> str | None:
+        """The channel's picture for small tiles: its visualization, else its top crop."""
+        return self.featurevis(layer, channel) or self.crop(layer, channel, 0)
+
+    def previous_layer(self, layer: int) -> int | None:
+        """Index of the layer whose channels influence ``layer`` (``influence_from``)."""
+        source = self.atlas.layers[layer].influence_from
+        return None if source is None else self.atlas.layer_index(source)
+
+    def next_layers(self, layer: int) -> list[int]:
+        """Indices of the layers that ``layer``'s channels influence."""
+        name = self.layer_names[layer]
+        return [i for i, info in enumerate(self.atlas.layers) if info.influence_from == name]
+
+    def summed_influence(self, layer: int) -> tuple[sp.csr_array, sp.csc_array]:
+        """``(out, in)`` influence counts of ``layer`` summed over classes (CSR and CSC)."""
+        cached = self._influence.get(layer)
+        if cached is None:
+            summed = sum_over_classes(self.atlas.influence_counts(layer), self.channels[layer])
+            cached = (summed, summed.tocsc())
+            self._influence[layer] = cached
+        return cached
+
+    def incoming(self, layer: int, channel: int, k: int = 10) -> list[tuple[int, int, int]]:
+        """The channels of the previous layer that most often influence ``channel``.
+
+        Returns:
+            ``(layer, channel, count)`` triples, strongest first (empty for the first layer
+            or without the summit part).
+        """
+        source = self.previous_layer(layer)
+        if source is None or not self.has(PART_SUMMIT):
+            return []
+        row = self.summed_influence(layer)[0][[channel]].toarray().ravel()
+        top, counts = top_entries(row, k)
+        return [(source, int(j), int(n)) for j, n in zip(top, counts, strict=True)]
+
+    def outgoing(self, layer: int, channel: int, k: int = 10) -> list[tuple[int, int, int]]:
+        """The channels of the next layer(s) that ``channel`` most often influences.
+
+        Returns:
+            ``(layer, channel, count)`` triples, strongest first (empty for the last layer).
+        """
+        if not self.has(PART_SUMMIT):
+            return []
+        found: list[tuple[int, int, int]] = []
+        for target in self.next_layers(layer):
+            column = self.summed_influence(target)[1][:, [channel]].toarray().ravel()
+            top, counts = top_entries(column, k)
+            found.extend((target, int(i), int(n)) for i, n in zip(top, counts, strict=True))
+        found.sort(key=lambda t: (-t[2], t[0], t[1]))
+        return found[:k]
+
     def top_classes(self, layer: int, channel: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` classes whose images use the channel most: (indices, counts)."""
         column = self.counts(layer)[:, channel]
@@ -446,7 +554,13 @@ class AtlasData:
         images = tuple(
             self.crop(int(li), int(ch), 0) for li, ch in zip(layer, channel, strict=True)
         )
+        vis = (
+            tuple(self.featurevis(int(li), int(ch)) for li, ch in zip(layer, channel, strict=True))
+            if self.has(PART_FEATUREVIS)
+            else ()
+        )
         graph = ClassGraph(
+            vis=vis,
             ids=ids,
             layer=layer,
             channel=channel,
@@ -496,4 +610,13 @@ def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
     return data
 
 
-__all__ = ["AtlasData", "AtlasError", "ClassGraph", "DerivedCache", "file_url", "load"]
+__all__ = [
+    "AtlasData",
+    "AtlasError",
+    "ClassGraph",
+    "DerivedCache",
+    "file_url",
+    "load",
+    "sum_over_classes",
+    "top_entries",
+]

@@ -12,8 +12,9 @@ from dash import Dash, html, page_container, register_page
 
 from dashboard import data as atlas_data
 from dashboard.config import Settings, assets_dir
+from dashboard.links import NEURON_TEMPLATE
 from dashboard.state import ViewState
-from dashboard.views import shell
+from dashboard.views import neuron_page, shell
 from dashboard.views.common import ViewContext
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> Dash:
         data=data,
         file_prefix=dash_app.config.requests_pathname_prefix + FILE_ROUTE,
         spark_prefix=dash_app.config.requests_pathname_prefix + SPARK_ROUTE,
+        page_prefix=dash_app.config.requests_pathname_prefix,
     )
 
     def explorer(**query: object) -> html.Div:
@@ -90,6 +92,17 @@ def create_app(settings: Settings) -> Dash:
         return shell.page_layout(context, state)
 
     register_page("explorer", path="/", layout=explorer, title=title, name="Explorer")
+
+    def neuron(**variables: object) -> html.Div:
+        """One neuron's page: ``/neuron/<layer name or index>/<channel>``."""
+        return neuron_page.page(context, **variables)
+
+    def neuron_title(**variables: object) -> str:
+        return neuron_page.title(context, **variables)
+
+    register_page(
+        "neuron", path_template=NEURON_TEMPLATE, layout=neuron, title=neuron_title, name="Neuron"
+    )
     dash_app.layout = html.Div(
         [
             shell.header(context),

@@ -297,6 +297,7 @@ def graph_elements(
     picked: str | None = None,
     url_prefix: str = "/atlas-file/",
     layer_names: Sequence[str] = (),
+    pictures: str = "crop",
 ) -> list[dict[str, Any]]:
     """Cytoscape elements of one class's graph with preset positions.
 
@@ -307,8 +308,11 @@ def graph_elements(
         picked: the node open in the neuron panel (drawn with an orange border).
         url_prefix: URL prefix of the atlas file route.
         layer_names: names for the row labels (none drawn if empty).
+        pictures: ``"vis"``: nodes show their feature visualization where the graph has
+            one (else their crop); ``"crop"``: their top dataset crop.
     """
     nodes, edges = graph_masks(graph, node_min_pct, edge_min_pct)
+    use_vis = pictures == "vis" and bool(graph.vis)
     elements: list[dict[str, Any]] = []
     xs = graph.x.tolist()
     ys = graph.y.tolist()
@@ -325,7 +329,8 @@ def graph_elements(
             "count": int(counts[i]),
             "layer": layer_names[layers[i]] if layer_names else str(layers[i]),
         }
-        img = file_url(url_prefix, graph.image[i])
+        picture = (graph.vis[i] if use_vis else None) or graph.image[i]
+        img = file_url(url_prefix, picture)
         if img is not None:
             data["img"] = img
         element: dict[str, Any] = {

@@ -37,6 +37,8 @@ GRAPH = "attribution-graph"
 GRAPH_HEADER = "graph-header"
 GRAPH_NOTE = "graph-note"
 HOVER_PANEL = "hover-panel"
+PICTURES = "graph-pictures"  # radio: feature visualization or dataset crop in the nodes
+PICTURES_NOTE = "graph-pictures-note"
 
 # -- neuron panel -----------------------------------------------------------------------
 NEURON_PANEL = "neuron-panel"
@@ -44,6 +46,17 @@ NEURON_TITLE = "neuron-panel-title"
 NEURON_BODY = "neuron-panel-body"
 NEURON_BARS = "neuron-bars"
 NEURON_CLOSE = "neuron-close"
+NEURON_OPEN = "neuron-open-page"  # link to the channel's own page
+
+# -- neuron page (/neuron/<layer>/<channel>) ----------------------------------------------
+NEURON_PAGE = "neuron-page"
+NEURON_PAGE_VIS = "neuron-page-vis"
+NEURON_PAGE_DIVERSITY = "neuron-page-diversity"
+NEURON_PAGE_EXAMPLES = "neuron-page-examples"
+NEURON_PAGE_CLASSES = "neuron-page-classes"
+NEURON_PAGE_INCOMING = "neuron-page-incoming"
+NEURON_PAGE_OUTGOING = "neuron-page-outgoing"
+NEURON_NOT_FOUND = "neuron-not-found"
 
 # -- (D) compare ------------------------------------------------------------------------
 COMPARE_GRAPH = "compare-graph"

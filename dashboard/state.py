@@ -18,6 +18,8 @@ STATE_VERSION = 1
 
 SortOrder = Literal["similarity", "acc-asc", "acc-desc"]
 SORT_ORDERS: tuple[str, ...] = ("similarity", "acc-asc", "acc-desc")
+#: What graph nodes show: the feature visualization or the top dataset crop.
+PICTURES: tuple[str, ...] = ("vis", "crop")
 
 #: A graph node id: ``"{layer index}-{channel}"``, stable across classes (so two classes'
 #: graphs can be merged by id).
@@ -76,6 +78,8 @@ class ViewState:
         sort: sidebar order: ``similarity`` to the selected class, or accuracy
             ascending / descending.
         node: the node opened in the neuron panel (``"layer-channel"``), or ``None``.
+        pics: what graph nodes show, ``"vis"`` (feature visualization) or ``"crop"``
+            (top dataset crop); ``None``: the visualization if the atlas has it.
         v: the query schema version.
     """
 
@@ -86,6 +90,7 @@ class ViewState:
     edge_min: int = 0
     sort: str = "similarity"
     node: str | None = None
+    pics: str | None = None
     v: int = STATE_VERSION
 
     # -- URL ---------------------------------------------------------------------------
@@ -100,6 +105,7 @@ class ViewState:
         "edge_min": "edges",
         "sort": "sort",
         "node": "node",
+        "pics": "pics",
     }
 
     @classmethod
@@ -135,6 +141,7 @@ class ViewState:
         edge_min = _int(get("edges"), 0, 101)
         sort = _first(get("sort"))
         node = _first(get("node"))
+        pics = _first(get("pics"))
         parsed_node = parse_node_id(node) if isinstance(node, str) else None
         if parsed_node is not None:
             node_layer, node_channel = parsed_node
@@ -151,6 +158,7 @@ class ViewState:
             edge_min=default.edge_min if edge_min is None else edge_min,
             sort=sort if sort in SORT_ORDERS else default.sort,
             node=node if parsed_node is not None else None,
+            pics=pics if pics in PICTURES else None,
         )
         # Comparing a class with itself shows nothing new.
         return state if state.compare != state.cls else replace(state, compare=None)
@@ -159,7 +167,7 @@ class ViewState:
         """The query string (with ``?``) that reproduces this state; defaults are left out."""
         default = ViewState()
         params: list[tuple[str, str]] = [("v", str(self.v)), ("class", str(self.cls))]
-        for field in ("compare", "layer", "node_min", "edge_min", "sort", "node"):
+        for field in ("compare", "layer", "node_min", "edge_min", "sort", "node", "pics"):
             value = getattr(self, field)
             if value is not None and value != getattr(default, field):
                 params.append((self._KEYS[field], str(value)))

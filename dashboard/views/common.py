@@ -24,11 +24,13 @@ class ViewContext:
         data: the opened atlas and its derived arrays.
         file_prefix: URL prefix of the atlas file route (ends with ``/``).
         spark_prefix: URL prefix of the sparkline route (ends with ``/``).
+        page_prefix: URL prefix of the app's pages (``/`` unless served below a path).
     """
 
     data: AtlasData
     file_prefix: str
     spark_prefix: str = "/atlas-spark/"
+    page_prefix: str = "/"
 
     def spark_url(self, class_index: int) -> str | None:
         """URL of a class's confidence sparkline; the atlas digest makes it immutable."""

@@ -1,10 +1,12 @@
 """(C) Attribution graph of the selected class (dash-cytoscape, preset positions).
 
 Layers are horizontal rows, the top layer on top; node size is the class's activation
-count of the channel, edge width its influence count; each node shows the channel's top
-dataset crop. Hovering a node fades all but its neighbours and shows its examples;
-clicking it opens the neuron panel. The Cytoscape component stays in the static layout
-and only its ``elements``/``stylesheet`` change (see the Dash notes on remounting).
+count of the channel, edge width its influence count; each node shows the channel's
+feature visualization (when the atlas has the featurevis part) or, by the toggle, its
+top dataset crop. Hovering a node fades all but its neighbours and shows its diversity
+images and examples; clicking it opens the neuron panel. The Cytoscape component stays
+in the static layout and only its ``elements``/``stylesheet`` change (see the Dash notes
+on remounting).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dash_cytoscape as cyto
 from dash import Dash, Input, Output, ctx, dcc, html, no_update
 
 from dashboard import ids
-from dashboard.data import PART_EXAMPLES, PART_GRAPHS, file_url
+from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
 from dashboard.figures import base_stylesheet, graph_elements, hover_stylesheet
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import ViewContext, guarded, how_to_read, note, percent
@@ -49,6 +51,48 @@ def slider(component_id: str, label: str, value: int, tip: str) -> html.Div:
     )
 
 
+def pictures_mode(data: AtlasData, state: ViewState) -> str:
+    """What the nodes show: the state's choice, defaulting to the feature visualization
+    when the atlas has it; ``"vis"`` without the featurevis part falls back to crops."""
+    has_vis = data.has(PART_FEATUREVIS)
+    mode = state.pics or ("vis" if has_vis else "crop")
+    return mode if has_vis else "crop"
+
+
+def featurevis_missing(data: AtlasData) -> str:
+    """The note shown instead of feature visualizations, with the command to add them."""
+    return (
+        "This atlas has no feature visualizations yet, so nodes show dataset crops. "
+        f"Add them with `python -m compute featurevis --atlas {data.atlas.path}` "
+        "(a few minutes on a CPU for the demo) and reload."
+    )
+
+
+def pictures_toggle(data: AtlasData, state: ViewState) -> html.Div:
+    """The radio that switches node pictures (its value is part of the URL state)."""
+    has_vis = data.has(PART_FEATUREVIS)
+    return html.Div(
+        [
+            html.Label("Nodes show", htmlFor=ids.PICTURES),
+            dcc.RadioItems(
+                id=ids.PICTURES,
+                options=[
+                    {"label": "feature visualization", "value": "vis", "disabled": not has_vis},
+                    {"label": "dataset crop", "value": "crop"},
+                ],
+                value=pictures_mode(data, state),
+                inline=True,
+                className="pictures-toggle",
+            ),
+            html.Div(
+                None if has_vis else note(featurevis_missing(data), kind="missing"),
+                id=ids.PICTURES_NOTE,
+            ),
+        ],
+        className="slider-block pictures-block",
+    )
+
+
 def layout(context: ViewContext, state: ViewState) -> html.Section:
     """The graph card: class header, sliders, graph, hover panel."""
     data = context.data
@@ -76,6 +120,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         state.edge_min,
                         "percent of the class's strongest connection",
                     ),
+                    pictures_toggle(data, state),
                 ],
                 className="controls",
             ),
@@ -114,8 +159,9 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
             how_to_read(
                 "The graph shows which channels the model relies on for the selected class "
                 "and how they feed each other: each row is a layer (input side at the "
-                "bottom, output side at the top), each tile a channel with its top dataset "
-                "crop, and its number the channel index.",
+                "bottom, output side at the top), each tile a channel with its feature "
+                "visualization (an image optimised to excite it) or its top dataset crop, "
+                "and its number the channel index.",
                 "Tile size is how many of the class's images activate the channel; an edge "
                 "from a lower channel to an upper one is drawn wider when the lower channel "
                 "was among the strongest influences on the upper one in more images. Use "
@@ -162,6 +208,7 @@ def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
         picked=state.node,
         url_prefix=context.file_prefix,
         layer_names=data.layer_names,
+        pictures=pictures_mode(data, state),
     )
     message = None
     if graph.num_nodes == 0:
@@ -190,6 +237,22 @@ def example_strip(context: ViewContext, layer: int, channel: int, limit: int = 1
     ]
 
 
+def diversity_strip(context: ViewContext, layer: int, channel: int) -> list[Any]:
+    """The channel's feature visualization and diversity images (empty without them)."""
+    data = context.data
+    paths = [data.featurevis(layer, channel), *data.diversity(layer, channel)]
+    return [
+        html.Img(
+            src=file_url(context.file_prefix, path),
+            className="crop vis",
+            alt="feature visualization" if k == 0 else f"diversity image {k}",
+            title="feature visualization" if k == 0 else f"diversity image {k}",
+        )
+        for k, path in enumerate(paths)
+        if path is not None
+    ]
+
+
 def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any]:
     """Stylesheet and hover panel when a node is hovered (or the state changed)."""
     placeholder = note(
@@ -213,11 +276,15 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
         if count is not None
         else ""
     )
-    panel = [
-        html.H3(facts),
-        html.P(usage, className="muted"),
-        html.Div(example_strip(context, layer, channel), className="crop-grid"),
-    ]
+    panel: list[Any] = [html.H3(facts), html.P(usage, className="muted")]
+    pictures = diversity_strip(context, layer, channel)
+    if pictures:
+        panel += [
+            html.H4("Feature visualization and diversity", className="panel-sub"),
+            html.Div(pictures, className="crop-grid"),
+            html.H4("Dataset examples", className="panel-sub"),
+        ]
+    panel.append(html.Div(example_strip(context, layer, channel), className="crop-grid"))
     return hover_stylesheet(BASE_STYLESHEET, node_id, neighbours), panel
 
 

@@ -1,4 +1,5 @@
-"""Neuron panel: the clicked channel's dataset examples and the classes that use it most."""
+"""Neuron panel: the clicked channel's dataset examples, the classes that use it most and a
+link to its own page (:mod:`dashboard.views.neuron_page`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dash import Dash, Input, Output, dcc, html, no_update
 from dashboard import ids
 from dashboard.data import PART_SUMMIT
 from dashboard.figures import neuron_bar_figure
+from dashboard.links import neuron_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import ViewContext, guarded, how_to_read, note
 from dashboard.views.graph import example_strip
@@ -67,7 +69,15 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
         html.Span("N", className="view-tag"),
         f"Channel {channel} of {data.layer_names[layer]}",
     ]
-    body = html.Div(example_strip(context, layer, channel), className="crop-grid crop-grid-large")
+    link = dcc.Link(
+        "open neuron page →",
+        id=ids.NEURON_OPEN,
+        href=neuron_href(data.layer_names[layer], channel, context.page_prefix),
+        className="open-page",
+        title="its feature visualization, examples, classes and influences on one page",
+    )
+    crops = html.Div(example_strip(context, layer, channel), className="crop-grid crop-grid-large")
+    body = html.Div([link, crops])
     if not data.has(PART_SUMMIT):
         return {}, title, [body, note(data.missing_note(PART_SUMMIT), kind="missing")], {}
     top, counts = data.top_classes(layer, channel, TOP_CLASSES)

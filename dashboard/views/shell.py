@@ -138,6 +138,8 @@ def apply_event(state: ViewState, trigger: Any, value: Any) -> ViewState:
         return state.with_(node=node) if parse_node_id(node or "") else state
     if trigger == ids.NEURON_CLOSE:
         return state.with_(node=None)
+    if trigger == ids.PICTURES and value is not None:
+        return state.with_(pics=str(value))
     return state
 
 
@@ -154,6 +156,7 @@ _EVENTS: list[tuple[Any, str]] = [
     (ids.GRAPH, "tapNodeData"),
     (ids.COMPARE_GRAPH, "tapNodeData"),
     (ids.NEURON_CLOSE, "n_clicks"),
+    (ids.PICTURES, "value"),
 ]
 
 

@@ -1,0 +1,60 @@
+"""Page URLs: the neuron page ``/neuron/<layer>/<channel>`` and the explorer's class links.
+
+Pure string functions (no Dash, no atlas), so links and their parsing are unit-testable.
+A neuron URL names its layer by the manifest name (URL-quoted, so dots and slashes are
+safe); a layer index is accepted too, so ``/neuron/3/17`` also works by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from urllib.parse import quote, unquote
+
+from dashboard.state import ViewState, node_id
+
+#: Dash Pages ``path_template`` of the neuron page.
+NEURON_TEMPLATE = "/neuron/<layer>/<channel>"
+
+_CHANNEL_RE = re.compile(r"^\s*(\d{1,9})\s*$")
+
+
+def neuron_href(layer_name: str, channel: int, prefix: str = "/") -> str:
+    """The neuron page of ``channel`` of the layer called ``layer_name``."""
+    return f"{prefix}neuron/{quote(layer_name, safe='')}/{int(channel)}"
+
+
+def class_href(class_index: int, prefix: str = "/", node: tuple[int, int] | None = None) -> str:
+    """The explorer with ``class_index`` selected (and ``node``'s panel open, if given)."""
+    state = ViewState(cls=int(class_index), node=None if node is None else node_id(*node))
+    return f"{prefix}{state.to_search()}"
+
+
+def parse_neuron_path(
+    layer: object, channel: object, layer_names: Sequence[str], channels: Sequence[int]
+) -> tuple[int, int] | None:
+    """``(layer index, channel)`` named by the neuron URL's two path variables, or ``None``.
+
+    Args:
+        layer: the URL's layer segment: a layer name (URL-quoted or not) or an index.
+            A name wins over an index when a layer is literally called e.g. ``"3"``.
+        channel: the URL's channel segment (a non-negative integer).
+        layer_names: the atlas's layer names, input to output.
+        channels: the number of channels of each layer.
+
+    Returns:
+        The layer index and channel, or ``None`` for anything unknown or malformed.
+    """
+    if not isinstance(layer, str) or not isinstance(channel, str):
+        return None
+    name = unquote(layer)
+    if name in layer_names:
+        index = layer_names.index(name)
+    elif re.fullmatch(r"\d{1,4}", name) and int(name) < len(layer_names):
+        index = int(name)
+    else:
+        return None
+    match = _CHANNEL_RE.match(unquote(channel))
+    if match is None or int(match.group(1)) >= channels[index]:
+        return None
+    return index, int(match.group(1))

@@ -1,0 +1,313 @@
+"""The page of one neuron (channel): ``/neuron/<layer>/<channel>``, a stable, shareable URL.
+
+It shows the channel's feature visualization and diversity images, its top dataset
+examples, the classes that use it most (its column of A; each bar links to that class's
+graph in the explorer) and its strongest incoming and outgoing influences summed over all
+classes, each a link to that neuron's page, so the network can be walked by clicking.
+
+The page is static: everything is rendered by the Dash Pages layout function from the
+path, with ``dcc.Link`` for navigation, so it needs no callback. Unknown or malformed
+paths render a friendly not-found page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from dashboard import ids
+from dashboard.data import PART_FEATUREVIS, PART_SUMMIT, file_url
+from dashboard.links import class_href, neuron_href, parse_neuron_path
+from dashboard.views.common import ViewContext, how_to_read, note, percent
+from dashboard.views.graph import example_strip, featurevis_missing
+
+#: Rows of the class bar chart and of each influence list.
+TOP_CLASSES = 15
+TOP_INFLUENCES = 10
+#: Examples shown with their captions.
+TOP_EXAMPLES = 12
+
+
+def title(context: ViewContext, layer: Any = None, channel: Any = None, **_query: Any) -> str:
+    """The browser tab title of a neuron page."""
+    data = context.data
+    parsed = parse_neuron_path(layer, channel, data.layer_names, data.channels)
+    if parsed is None:
+        return "Neuron not found · Network Atlas"
+    return f"Channel {parsed[1]} of {data.layer_names[parsed[0]]} · Network Atlas"
+
+
+def not_found(context: ViewContext, layer: Any, channel: Any) -> html.Div:
+    """The friendly page for an unknown layer or channel."""
+    data = context.data
+    asked = f"{layer}/{channel}" if isinstance(layer, str) and isinstance(channel, str) else ""
+    layers = ", ".join(
+        f"{name} (0–{n - 1})" for name, n in zip(data.layer_names, data.channels, strict=True)
+    )
+    return html.Div(
+        html.Section(
+            [
+                html.H2("Neuron not found"),
+                html.P(
+                    f"This atlas has no neuron {asked!r}." if asked else "No neuron was named.",
+                    className="muted",
+                ),
+                html.P(f"Its layers and channels: {layers}.", className="muted"),
+                dcc.Link("← back to the explorer", href=context.page_prefix, className="back"),
+            ],
+            className="card",
+        ),
+        id=ids.NEURON_NOT_FOUND,
+        className="page neuron-page",
+    )
+
+
+def _bar(share: float) -> html.Span:
+    return html.Span(
+        html.Span(style={"width": f"{100 * max(0.0, min(1.0, share)):.1f}%"}), className="bar"
+    )
+
+
+def _thumb(context: ViewContext, layer: int, channel: int) -> html.Img | html.Span:
+    url = file_url(context.file_prefix, context.data.thumbnail(layer, channel))
+    if url is None:
+        return html.Span(className="thumb thumb-empty")
+    return html.Img(src=url, className="thumb", alt="")
+
+
+def pictures_card(context: ViewContext, layer: int, channel: int) -> html.Section:
+    """Feature visualization and diversity images (or how to compute them)."""
+    data = context.data
+    vis = data.featurevis(layer, channel)
+    diversity = data.diversity(layer, channel)
+    if vis is None and not diversity:
+        text = (
+            featurevis_missing(data)
+            if not data.has(PART_FEATUREVIS)
+            else "No feature visualization is stored for this channel's layer."
+        )
+        body: list[Any] = [note(text, kind="missing")]
+    else:
+        body = [
+            html.Div(
+                html.Img(
+                    src=file_url(context.file_prefix, vis),
+                    className="vis-large",
+                    alt="feature visualization",
+                )
+                if vis
+                else None,
+                id=ids.NEURON_PAGE_VIS,
+            ),
+            html.H3("Diversity", className="subhead"),
+            html.Div(
+                [
+                    html.Img(
+                        src=file_url(context.file_prefix, path),
+                        className="crop vis",
+                        alt=f"diversity image {k}",
+                    )
+                    for k, path in enumerate(diversity)
+                ],
+                id=ids.NEURON_PAGE_DIVERSITY,
+                className="crop-grid diversity-grid",
+            ),
+        ]
+    return html.Section(
+        [html.H2("Feature visualization"), *body],
+        className="card",
+    )
+
+
+def examples_card(context: ViewContext, layer: int, channel: int) -> html.Section:
+    """The top dataset examples with their crops, activation and dataset index."""
+    data = context.data
+    examples = [e for e in data.examples(layer, channel) if e["crop"]][:TOP_EXAMPLES]
+    if examples:
+        body: Any = [
+            html.Figure(
+                [
+                    html.Img(
+                        src=file_url(context.file_prefix, e["crop"]),
+                        className="crop",
+                        alt=f"example {e['rank'] + 1}",
+                    ),
+                    html.Figcaption(
+                        [html.Span(f"#{e['image_index']}"), html.Span(f"{e['activation']:.3g}")]
+                    ),
+                ],
+                className="example",
+            )
+            for e in examples
+        ]
+    else:
+        body = example_strip(context, layer, channel)  # the "why none" note
+    return html.Section(
+        [
+            html.H2("Top dataset examples"),
+            html.P("dataset index · activation (the channel's spatial max)", className="muted"),
+            html.Div(body, id=ids.NEURON_PAGE_EXAMPLES, className="example-grid"),
+        ],
+        className="card",
+    )
+
+
+def classes_card(context: ViewContext, layer: int, channel: int) -> html.Section:
+    """The classes that use the channel most, as bars linking to their graphs."""
+    data = context.data
+    if not data.has(PART_SUMMIT):
+        rows: Any = note(data.missing_note(PART_SUMMIT), kind="missing")
+        used = ""
+    else:
+        top, counts = data.top_classes(layer, channel, TOP_CLASSES)
+        column = data.counts(layer)[:, channel]
+        used = f"used by {int((column > 0).sum()):,} of {data.num_classes:,} classes"
+        largest = float(counts[0]) if counts.size else 0.0
+        rows = [
+            dcc.Link(
+                [
+                    html.Span(data.names[int(c)], className="bar-name"),
+                    _bar(float(n) / largest if largest > 0 else 0.0),
+                    html.Span(
+                        f"{int(n):,} ({percent(n / data.num_images[int(c)])})"
+                        if data.num_images[int(c)]
+                        else f"{int(n):,}",
+                        className="bar-value",
+                    ),
+                ],
+                href=class_href(int(c), context.page_prefix, (layer, channel)),
+                className="bar-row",
+                title=f"open the attribution graph of {data.names[int(c)]}",
+            )
+            for c, n in zip(top.tolist(), counts.tolist(), strict=True)
+            if n > 0
+        ] or note("No class selects this channel.")
+    return html.Section(
+        [
+            html.H2("Classes that use it most"),
+            html.P(used, className="muted"),
+            html.Div(rows, id=ids.NEURON_PAGE_CLASSES, className="bar-chart"),
+        ],
+        className="card",
+    )
+
+
+def influence_card(
+    context: ViewContext,
+    heading: str,
+    component_id: str,
+    links: list[tuple[int, int, int]],
+    empty: str,
+) -> html.Section:
+    """A list of influencing / influenced neurons, each a link to its page."""
+    data = context.data
+    if not data.has(PART_SUMMIT):
+        rows: Any = note(data.missing_note(PART_SUMMIT), kind="missing")
+    elif not links:
+        rows = note(empty)
+    else:
+        largest = max(n for _, _, n in links)
+        rows = [
+            dcc.Link(
+                [
+                    _thumb(context, li, ch),
+                    html.Span(f"{data.layer_names[li]} · {ch}", className="bar-name"),
+                    _bar(n / largest if largest else 0.0),
+                    html.Span(f"{n:,}", className="bar-value"),
+                ],
+                href=neuron_href(data.layer_names[li], ch, context.page_prefix),
+                className="bar-row neuron-link",
+                title=f"open channel {ch} of {data.layer_names[li]}",
+            )
+            for li, ch, n in links
+        ]
+    return html.Section(
+        [html.H2(heading), html.Div(rows, id=component_id, className="bar-chart")],
+        className="card",
+    )
+
+
+def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query: Any) -> html.Div:
+    """The neuron page for the path variables (Dash Pages passes them as keywords)."""
+    data = context.data
+    parsed = parse_neuron_path(layer, channel, data.layer_names, data.channels)
+    if parsed is None:
+        return not_found(context, layer, channel)
+    li, ch = parsed
+    name = data.layer_names[li]
+    walk = []
+    if ch > 0:
+        walk.append(
+            dcc.Link(
+                f"← channel {ch - 1}",
+                href=neuron_href(name, ch - 1, context.page_prefix),
+                className="walk",
+            )
+        )
+    if ch + 1 < data.channels[li]:
+        walk.append(
+            dcc.Link(
+                f"channel {ch + 1} →",
+                href=neuron_href(name, ch + 1, context.page_prefix),
+                className="walk",
+            )
+        )
+    previous = data.previous_layer(li)
+    following = data.next_layers(li)
+    return html.Div(
+        [
+            html.Nav(
+                [
+                    dcc.Link("← Explorer", href=context.page_prefix, className="back"),
+                    html.H2(
+                        [html.Span("N", className="view-tag"), f"Channel {ch} of {name}"],
+                        className="neuron-heading",
+                    ),
+                    html.Span(
+                        f"layer {li + 1} of {data.num_layers} · {data.channels[li]:,} channels",
+                        className="pill",
+                    ),
+                    *walk,
+                ],
+                className="neuron-nav",
+            ),
+            html.Div(
+                [
+                    pictures_card(context, li, ch),
+                    examples_card(context, li, ch),
+                    classes_card(context, li, ch),
+                    influence_card(
+                        context,
+                        "Strongest incoming influences"
+                        + (f" (from {data.layer_names[previous]})" if previous is not None else ""),
+                        ids.NEURON_PAGE_INCOMING,
+                        data.incoming(li, ch, TOP_INFLUENCES),
+                        "This is the first layer: nothing before it is recorded.",
+                    ),
+                    influence_card(
+                        context,
+                        "Strongest outgoing influences"
+                        + (
+                            f" (to {', '.join(data.layer_names[t] for t in following)})"
+                            if following
+                            else ""
+                        ),
+                        ids.NEURON_PAGE_OUTGOING,
+                        data.outgoing(li, ch, TOP_INFLUENCES),
+                        "No later layer records influences from this channel.",
+                    ),
+                ],
+                className="neuron-grid",
+            ),
+            how_to_read(
+                "The feature visualization is an image optimised to excite this channel; the "
+                "diversity images are optimised together to excite it in different ways.",
+                "Influence counts are summed over every class: a count is the number of "
+                "images in which one channel was among the strongest influences on the "
+                "other. Click a neuron to open its page, or a class to open its graph.",
+            ),
+        ],
+        id=ids.NEURON_PAGE,
+        className="page neuron-page",
+    )
