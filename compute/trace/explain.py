@@ -22,6 +22,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,8 +141,33 @@ def capture_inputs(
     return {name: torch.cat(v) for name, v in store.items()}, torch.cat(logits)
 
 
+def _prepare(layer: LayerTrace) -> dict[str, torch.Tensor]:
+    """Per-layer tensors reused by every explanation (built once per :class:`Explainer`)."""
+    e, c = layer.class_epoch.shape[:2]
+    o = layer.w0.shape[0]
+    i_dim = layer.w0[0].numel()
+    # Components m = (epoch, class) then (epoch, regularisation): [E, C+1, O, I].
+    comps = torch.cat(
+        [layer.class_epoch.reshape(e, c, o, i_dim), layer.reg_epoch.reshape(e, 1, o, i_dim)],
+        dim=1,
+    )
+    prepared = {
+        "w0": layer.w0.reshape(o, i_dim),
+        "delta": (layer.wt - layer.w0).reshape(o, i_dim),
+        "comps": comps.reshape(-1, o, i_dim),  # [M, O, I]
+        # Norms only feed cosines (ridge), so float32 is enough and twice as fast.
+        "flat32": comps.reshape(-1, i_dim).float(),  # [M·O, I]
+        "epoch_sum": comps.sum(dim=1),  # [E, O, I]
+    }
+    if layer.example is not None:
+        prepared["example"] = layer.example.reshape(layer.example.shape[0], o, i_dim)
+        prepared["example32"] = prepared["example"].float()
+    return prepared
+
+
 def _layer_scores(
     layer: LayerTrace,
+    prep: dict[str, torch.Tensor],
     module: nn.Module,
     a: torch.Tensor,
     train_labels: torch.Tensor,
@@ -151,47 +177,39 @@ def _layer_scores(
     """All per-image figures of one layer for inputs ``a`` ``[n, ...]``."""
     dtype = layer.w0.dtype
     e, c = layer.class_epoch.shape[:2]
-    o = layer.w0.shape[0]
-    w0 = layer.w0.reshape(o, -1)
-    wt = layer.wt.reshape(o, -1)
-    i_dim = w0.shape[1]
-    # Components m = (epoch, class) then (epoch, regularisation): [E, C+1, O, I].
-    comps = torch.cat(
-        [layer.class_epoch.reshape(e, c, o, i_dim), layer.reg_epoch.reshape(e, 1, o, i_dim)],
-        dim=1,
-    )
-    flat = comps.reshape(-1, i_dim)  # [E(C+1)O, I]
+    o, i_dim = prep["w0"].shape
     m = e * (c + 1)
     cols = _patches(module, a.to(dtype))  # [n, I, L]
     n, _, length = cols.shape
-    init = torch.einsum("oi,nil->nol", w0, cols)
-    final = torch.einsum("oi,nil->nol", wt, cols)
-    r = final - init  # [n, O, L]
+    init = torch.einsum("oi,nil->nol", prep["w0"], cols)
+    r = torch.einsum("oi,nil->nol", prep["delta"], cols)  # [n, O, L]
+    final = init + r
     r_norm = r.flatten(1).norm(dim=1)  # [n]
     safe = r_norm.clamp_min(torch.finfo(dtype).tiny)
     g = torch.einsum("nol,nil->noi", r, cols)  # G(x): ⟨A ⋆ a, r⟩ = ⟨A, G⟩
-    pi = torch.einsum("moi,noi->nm", comps.reshape(m, o, i_dim), g) / safe[:, None]  # [n, M]
+    pi = torch.einsum("moi,noi->nm", prep["comps"], g) / safe[:, None]  # [n, M]
     # Norms of the components' outputs: via the patch Gram when I < L (cheaper), else direct.
+    cols32 = cols.float()
+    flat32 = prep["flat32"]
     if i_dim < length:
-        gram = torch.einsum("nil,njl->nij", cols, cols)
-        sq = torch.einsum("ki,nij,kj->nk", flat, gram, flat).clamp_min(0)
-        comp_norm = sq.reshape(n, m, o).sum(dim=2).sqrt()
+        gram = torch.bmm(cols32, cols32.transpose(1, 2))  # [n, I, I]
+        sq = ((flat32 @ gram) * flat32).sum(dim=2).clamp_min(0)  # [n, M·O]
+        comp_norm = sq.reshape(n, m, o).sum(dim=2).sqrt().to(dtype)
     else:
-        out = torch.einsum("ki,nil->nkl", flat, cols)  # [n, M·O, L]
-        comp_norm = out.reshape(n, m, -1).norm(dim=2)
+        out = flat32 @ cols32  # [n, M·O, L]
+        comp_norm = out.reshape(n, m, -1).norm(dim=2).to(dtype)
     pi_ec = pi.reshape(n, e, c + 1)
     class_share = pi_ec.sum(dim=1) / safe[:, None]
     epoch_share = pi_ec.cumsum(dim=1) / safe[:, None, None]
     # cos(r(≤e), r): cumulative refinement after each epoch against the final one.
-    per_epoch = torch.einsum("eoi,nil->neol", comps.sum(dim=1), cols).cumsum(dim=1)
+    per_epoch = torch.einsum("eoi,nil->neol", prep["epoch_sum"], cols).cumsum(dim=1)
     cum_norm = per_epoch.flatten(2).norm(dim=2).clamp_min(torch.finfo(dtype).tiny)
     epoch_cosine = torch.einsum("neol,nol->ne", per_epoch, r) / (cum_norm * safe[:, None])
     sum_error = (pi.sum(dim=1) - r_norm).abs() / safe
 
     # Per-example scores π_i.
     if layer.example is not None:
-        ex = layer.example.reshape(layer.example.shape[0], o, i_dim)
-        scores = torch.einsum("xoi,noi->nx", ex, g) / safe[:, None]
+        scores = torch.einsum("xoi,noi->nx", prep["example"], g) / safe[:, None]
         per_example = "exact"
     else:
         assert layer.example_proj is not None and layer.proj_out is not None
@@ -207,13 +225,13 @@ def _layer_scores(
     edges = torch.linspace(-1, 1, config.bins + 1, dtype=dtype)
     hist = torch.zeros((n, num_classes, config.bins), dtype=dtype)
     if layer.example is not None:
-        ex = layer.example.reshape(layer.example.shape[0], o, i_dim)
+        ex32 = prep["example32"].reshape(-1, i_dim)  # [N·O, I]
         if i_dim < length:
-            gram = torch.einsum("nil,njl->nij", cols, cols)
-            ex_sq = torch.einsum("xoi,nij,xoj->nx", ex, gram, ex).clamp_min(0)
+            gram = torch.bmm(cols32, cols32.transpose(1, 2))
+            ex_sq = ((ex32 @ gram) * ex32).sum(dim=2).reshape(n, -1, o).sum(dim=2)
         else:
-            ex_sq = torch.einsum("xoi,nil->nxol", ex, cols).pow(2).sum(dim=(2, 3))
-        weights, cosines, labels = ex_sq.sqrt(), None, train_labels
+            ex_sq = (ex32 @ cols32).reshape(n, -1, o * length).pow(2).sum(dim=2)
+        weights, labels = ex_sq.clamp_min(0).sqrt().to(dtype), train_labels
         cosines = scores / weights.clamp_min(torch.finfo(dtype).tiny)
         ridge_unit = "example"
     else:
@@ -268,26 +286,74 @@ def explain(
         >>> exp = explain(result, model, splits.test.images[:1])       # doctest: +SKIP
         >>> exp.proponent_index[0, -1]                                  # doctest: +SKIP
     """
-    names = tuple(layer.name for layer in result.layers)
-    modules = dict(model.named_modules())
-    for layer in result.layers:
-        weight = modules[layer.name].weight.detach().to("cpu", layer.wt.dtype)
-        if not torch.allclose(weight, layer.wt, rtol=1e-6, atol=1e-7):
-            raise ValueError(f"layer {layer.name!r} of the model differs from the trace's W_T")
-    inputs, logits = capture_inputs(model, names, images, config.batch_size)
-    train_labels = torch.as_tensor(result.train_labels)
-    parts = [
-        _layer_scores(
-            layer,
-            modules[layer.name],
-            inputs[layer.name],
-            train_labels,
-            result.num_classes,
-            config,
-        )
-        for layer in result.layers
-    ]
+    return Explainer(result, model, config)(images)
 
+
+class Explainer:
+    """Explains inputs with one trace; per-layer tensors are prepared once.
+
+    Args:
+        result: the finished trace.
+        model: the trained model (its traced weights must equal the trace's ``W_T``).
+        config: top-k, histogram bins, batch size.
+
+    Examples:
+        >>> explainer = Explainer(result, model)                        # doctest: +SKIP
+        >>> explainer(test_images[:1]).class_share                      # doctest: +SKIP
+    """
+
+    def __init__(
+        self, result: TraceResult, model: nn.Module, config: ExplainConfig = ExplainConfig()
+    ) -> None:
+        self.result = result
+        self.model = model
+        self.config = config
+        self.modules = dict(model.named_modules())
+        for layer in result.layers:
+            weight = self.modules[layer.name].weight.detach().to("cpu", layer.wt.dtype)
+            if not torch.allclose(weight, layer.wt, rtol=1e-6, atol=1e-7):
+                raise ValueError(f"layer {layer.name!r} of the model differs from the trace's W_T")
+        self.prepared = [_prepare(layer) for layer in result.layers]
+        self.train_labels = torch.as_tensor(result.train_labels)
+
+    def __call__(self, images: torch.Tensor) -> TraceExplanation:
+        """Explain ``images`` ``[n, ...]`` over every traced layer (in chunks of batch_size)."""
+        chunks = [
+            self._chunk(images[start : start + self.config.batch_size])
+            for start in range(0, images.shape[0], self.config.batch_size)
+        ]
+        if len(chunks) == 1:
+            return chunks[0]
+        first = chunks[0]
+        merged = {
+            f.name: np.concatenate([getattr(chunk, f.name) for chunk in chunks])
+            for f in dataclasses.fields(TraceExplanation)
+            if isinstance(getattr(first, f.name), np.ndarray) and f.name != "ridge_edges"
+        }
+        return dataclasses.replace(first, **merged)
+
+    def _chunk(self, images: torch.Tensor) -> TraceExplanation:
+        result, config = self.result, self.config
+        names = tuple(layer.name for layer in result.layers)
+        inputs, logits = capture_inputs(self.model, names, images, config.batch_size)
+        parts = [
+            _layer_scores(
+                layer,
+                prep,
+                self.modules[layer.name],
+                inputs[layer.name],
+                self.train_labels,
+                result.num_classes,
+                config,
+            )
+            for layer, prep in zip(result.layers, self.prepared, strict=True)
+        ]
+        return _assemble(names, parts, logits)
+
+
+def _assemble(
+    names: tuple[str, ...], parts: list[dict[str, Any]], logits: torch.Tensor
+) -> TraceExplanation:
     def stack(key: str, dtype: type) -> np.ndarray:
         return np.stack([p[key].cpu().numpy() for p in parts], axis=1).astype(dtype)
 

@@ -75,7 +75,10 @@ def test_explanation_arrays(small) -> None:
     np.testing.assert_allclose(
         np.sort(scores, axis=1)[:, ::-1][:, :5], exp.proponent_score[:, 1], rtol=1e-5
     )
-    # One image at a time gives the same numbers as a batch.
+    # Chunked evaluation and one image at a time give the same numbers as a batch.
+    chunked = explain(result, model, x[:10], ExplainConfig(top_k=5, bins=8, batch_size=3))
+    np.testing.assert_allclose(chunked.class_share, exp.class_share, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(chunked.ridge_hist, exp.ridge_hist, rtol=1e-5, atol=1e-6)
     one = explain(result, model, x[3:4], ExplainConfig(top_k=5, bins=8))
     np.testing.assert_allclose(one.class_share[0], exp.class_share[3], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(one.proponent_index[0], exp.proponent_index[3])
@@ -117,9 +120,12 @@ def test_atlas_part_round_trip(small, tmp_path) -> None:
     assert arrays["epoch_share"].dtype == np.float32
     with pytest.raises(ValueError):
         write_trace_part(
-            atlas_path, exp, image_index=np.arange(3), image_label=y[:7].numpy(),
+            atlas_path,
+            exp,
+            image_index=np.arange(3),
+            image_label=y[:7].numpy(),
             train_label=result.train_labels,
-        )  # fmt: skip
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -129,8 +129,10 @@ def test_per_example_updates_match_brute_force(data: tuple[torch.Tensor, torch.T
     tracer = Tracer(
         model, opt, TraceConfig(("0", "2"), CLASSES, exact_max_weights=10_000), num_examples=N
     )
-    expected = {name: torch.zeros(N, *dict(model.named_modules())[name].weight.shape,
-                                  dtype=torch.float64) for name in ("0", "2")}  # fmt: skip
+    expected = {
+        name: torch.zeros(N, *dict(model.named_modules())[name].weight.shape, dtype=torch.float64)
+        for name in ("0", "2")
+    }
     for step, start in enumerate(range(0, N, BATCH)):
         idx = torch.arange(start, start + BATCH)
         lr = 0.2 / (1 + step)
@@ -155,8 +157,9 @@ def test_per_example_updates_match_brute_force(data: tuple[torch.Tensor, torch.T
 def test_sketch_ranks_like_exact(data: tuple[torch.Tensor, torch.Tensor]) -> None:
     """The random projection of per-example updates ranks examples like the exact scores."""
     model, exact = train(OPTIMIZERS["sgd-momentum-wd"], data)
-    _, sketched = train(OPTIMIZERS["sgd-momentum-wd"], data, exact_max_weights=0,
-                        projection_dim=256)  # fmt: skip
+    _, sketched = train(
+        OPTIMIZERS["sgd-momentum-wd"], data, exact_max_weights=0, projection_dim=256
+    )
     assert exact is not None and sketched is not None
     probe = torch.randn(6, 2, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     a = explain(exact, model, probe)
@@ -207,8 +210,13 @@ def test_errors() -> None:
         Tracer(model, opt, TraceConfig(("1",), 3), num_examples=4)
     with pytest.raises(ValueError, match="optimizer does not hold"):
         Tracer(model, torch.optim.SGD(model[7].parameters(), lr=0.1), TraceConfig(("0",), 3), 4)
-    for bad in (dict(layers=()), dict(num_classes=0), dict(projection_dim=0),
-                dict(example_momentum="x"), dict(dtype=torch.int64)):  # fmt: skip
+    for bad in (
+        dict(layers=()),
+        dict(num_classes=0),
+        dict(projection_dim=0),
+        dict(example_momentum="x"),
+        dict(dtype=torch.int64),
+    ):
         with pytest.raises(ValueError):
             TraceConfig(**{"layers": ("0",), "num_classes": 3, **bad})  # type: ignore[arg-type]
     tracer = Tracer(model, opt, TraceConfig(("0",), 3), num_examples=4)
