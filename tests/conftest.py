@@ -23,15 +23,19 @@ from compute.atlas import (
     GRAPH_PATHS,
     PART_EMBEDDING,
     PART_EXAMPLES,
+    PART_FEATUREVIS,
     PART_GRAPHS,
     PART_SUMMIT,
+    Atlas,
     AtlasWriter,
     activation_counts_path,
     csr_parts,
     embedding_path,
     example_crop_path,
     examples_paths,
+    featurevis_path,
     influence_paths,
+    update_atlas,
 )
 
 ALL_PARTS = (PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS)
@@ -44,6 +48,34 @@ def _png(rgb: tuple[int, int, int], size: int = 16) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (size, size), rgb).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _pattern_png(seed: int, size: int = 32) -> bytes:
+    """A small striped PNG (a stand-in for a feature visualization), distinct per seed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 230, size=(2, 3))
+    period = int(rng.integers(3, 9))
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = ((xx + int(rng.integers(0, 2)) * yy) // period) % 2
+    pixels = np.where(stripes[..., None] == 1, colours[0], colours[1]).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_fake_featurevis(atlas: Path, layers: Iterable[int] | None = None) -> Path:
+    """Add a featurevis part of fake striped PNGs (vis + 4 diversity images per channel)
+    to an existing atlas with :func:`compute.atlas.update_atlas`, as the real command does."""
+    info = Atlas.open(atlas).layers
+    chosen = range(len(info)) if layers is None else layers
+    with update_atlas(atlas, add_parts=(PART_FEATUREVIS,)) as sink:
+        for i in chosen:
+            for c in range(info[i].channels):
+                for k, kind in enumerate(("vis", "div-0", "div-1", "div-2", "div-3")):
+                    sink.add_bytes(featurevis_path(i, c, kind), _pattern_png(1000 * i + 10 * c + k))
+    return atlas
 
 
 def write_test_atlas(
@@ -245,6 +277,12 @@ def large_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = synthetic_atlas(tmp_path_factory.mktemp("atlas") / "large")
     print(f"\n[large_atlas] generated in {time.perf_counter() - start:.1f} s")
     return path
+
+
+@pytest.fixture(scope="session")
+def featurevis_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small atlas plus a (fake) featurevis part for every layer."""
+    return add_fake_featurevis(write_test_atlas(tmp_path_factory.mktemp("atlas") / "fv"))
 
 
 @pytest.fixture(scope="session")
