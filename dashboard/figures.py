@@ -375,11 +375,13 @@ def compare_elements(
     edge_min_pct: int = 0,
     url_prefix: str = "/atlas-file/",
     layer_names: Sequence[str] = (),
+    pictures: str = "crop",
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """One merged graph of two classes: shared nodes/edges vs those unique to each.
 
     Within every layer row the nodes only class A uses are on the left, shared nodes in
     the middle and those only class B uses on the right, so the split reads at a glance.
+    ``pictures`` is as in :func:`graph_elements`.
 
     Returns:
         The elements and the number of nodes in each group (``shared``, ``a``, ``b``).
@@ -397,7 +399,10 @@ def compare_elements(
                     "channel": int(graph.channel[i]),
                     "slot": float(graph.slot[i]),
                     "size": float(graph.size[i]),
-                    "img": graph.image[i],
+                    "img": (
+                        (graph.vis[i] if pictures == "vis" and graph.vis else None)
+                        or graph.image[i]
+                    ),
                     "sides": set(),
                 },
             )

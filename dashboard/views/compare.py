@@ -12,7 +12,7 @@ from dashboard.data import PART_GRAPHS
 from dashboard.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext, guarded, how_to_read, note
-from dashboard.views.graph import BASE_STYLESHEET, graph_height
+from dashboard.views.graph import BASE_STYLESHEET, graph_height, pictures_mode
 
 PICK_NOTE = "Pick a class to compare with the selected one."
 
@@ -110,6 +110,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
         edge_min_pct=state.edge_min,
         url_prefix=context.file_prefix,
         layer_names=data.layer_names,
+        pictures=pictures_mode(data, state),
     )
     a, b = data.names[state.cls], data.names[state.compare]
     legend = [

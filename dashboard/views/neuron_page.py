@@ -199,6 +199,7 @@ def influence_card(
     component_id: str,
     links: list[tuple[int, int, int]],
     empty: str,
+    explain: str,
 ) -> html.Section:
     """A list of influencing / influenced neurons, each a link to its page."""
     data = context.data
@@ -223,7 +224,11 @@ def influence_card(
             for li, ch, n in links
         ]
     return html.Section(
-        [html.H2(heading), html.Div(rows, id=component_id, className="bar-chart")],
+        [
+            html.H2(heading),
+            html.P(explain, className="muted"),
+            html.Div(rows, id=component_id, className="bar-chart"),
+        ],
         className="card",
     )
 
@@ -284,6 +289,8 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                         ids.NEURON_PAGE_INCOMING,
                         data.incoming(li, ch, TOP_INFLUENCES),
                         "This is the first layer: nothing before it is recorded.",
+                        "images (of every class) in which that channel was among the "
+                        "strongest influences on this one",
                     ),
                     influence_card(
                         context,
@@ -296,6 +303,8 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                         ids.NEURON_PAGE_OUTGOING,
                         data.outgoing(li, ch, TOP_INFLUENCES),
                         "No later layer records influences from this channel.",
+                        "images (of every class) in which this channel was among the "
+                        "strongest influences on that one",
                     ),
                 ],
                 className="neuron-grid",

@@ -268,3 +268,12 @@ def test_neuron_panel_links_to_the_page(fv: ViewContext) -> None:
     _, _, body, _ = neuron.render(fv, ViewState(cls=1, node="1-3").to_dict())
     link = _find(body, ids.NEURON_OPEN)
     assert link is not None and link.href == "/neuron/layer1/3"
+
+
+def test_compare_follows_the_picture_toggle(fv: ViewContext) -> None:
+    from dashboard.views import compare
+
+    elements, _, _ = compare.render(fv, ViewState(cls=1, compare=2).to_dict())
+    assert all("/featurevis/" in i for i in _images(elements))
+    elements, _, _ = compare.render(fv, ViewState(cls=1, compare=2, pics="crop").to_dict())
+    assert all("/images/" in i for i in _images(elements))
