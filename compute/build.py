@@ -35,6 +35,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,11 @@ from torch.utils.data import DataLoader
 from compute.atlas import (
     CLASS_PATHS,
     GRAPH_PATHS,
+    MAPPER_SAMPLE_PATHS,
     PART_EMBEDDING,
     PART_EXAMPLES,
     PART_GRAPHS,
+    PART_MAPPER,
     PART_SUMMIT,
     AtlasWriter,
     activation_counts_path,
@@ -56,7 +59,10 @@ from compute.atlas import (
     embedding_path,
     examples_paths,
     influence_paths,
+    mapper_crop_path,
+    mapper_paths,
 )
+from compute.capture import HookSet, resolve_modules
 from compute.data import Preprocessing
 from compute.errors import BuildError
 from compute.models import LayerDescription, count_outputs, describe_layers, num_parameters
@@ -306,6 +312,63 @@ class _Stages:
         return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.times.items())
 
 
+def _mapper_part(
+    sampler: Any, layers: Sequence[str], seed: int, capacity: int, mode: str, crops: int
+) -> Any:
+    """The ``mapper`` part from the pass's sample (``None`` without a sampler or points)."""
+    if sampler is None:
+        return None
+    from compute.topology.part import mapper_part
+
+    samples = sampler.result()
+    first = samples[layers[0]]
+    if len(first.image_index) < 2:
+        log.warning("no mapper part: only %d image(s) sampled", len(first.image_index))
+        return None
+    return mapper_part(
+        first.image_index,
+        first.label,
+        [samples[name].vectors for name in layers],
+        [samples[name].position for name in layers],
+        seed=seed,
+        capacity=capacity,
+        mode=mode,
+        crop_points=crops,
+        crops_per_node=12 if crops else 0,
+    )
+
+
+def _save_mapper_crops(
+    part: Any,
+    dataset: Any,
+    fields: dict[str, Any],
+    layers: Sequence[str],
+    preprocessing: Preprocessing | None,
+    loader: Any,
+    progress: bool,
+    writer: AtlasWriter,
+) -> int:
+    """Crops around the sampled positions of the part's chosen rows; returns how many."""
+    from compute.crops import save_position_crops
+
+    image_index = part.files[MAPPER_SAMPLE_PATHS["image_index"]]
+    jobs: dict[int, list[tuple[int, int, int, str]]] = {}
+    for i, rows in enumerate(part.crop_rows):
+        position = part.files[mapper_paths(i)["position"]]
+        for row in rows.tolist():
+            r, c = (int(v) for v in position[row])
+            jobs.setdefault(int(image_index[row]), []).append((i, r, c, mapper_crop_path(i, row)))
+    return save_position_crops(
+        dataset,
+        [fields[name] for name in layers],
+        jobs,
+        preprocessing=preprocessing,
+        num_workers=int(getattr(loader, "num_workers", 0) or 0),
+        progress=progress,
+        sink=writer.add_bytes,
+    )
+
+
 def build_atlas(
     model: nn.Module,
     loader: DataLoader | Any,
@@ -328,6 +391,10 @@ def build_atlas(
     overwrite: bool = False,
     progress: bool = True,
     save_weights: bool | None = None,
+    mapper: bool = True,
+    mapper_capacity: int = 100_000,
+    mapper_mode: str = "position",
+    mapper_crops: int = 2_000,
 ) -> Path:
     """Build a complete atlas (Summit counts, examples, embedding, graphs) of a classifier.
 
@@ -364,6 +431,15 @@ def build_atlas(
         save_weights: store the state dict as ``model/weights.pt`` (manifest
             ``model.weights``) so later steps can rebuild the model from ``model.spec``;
             ``None``: only when it is at most 64 MB.
+        mapper: also collect, in the same pass, the TopoAct sample (one activation vector
+            per sampled image and layer) and store the ``mapper`` part: per layer a Mapper
+            index (docs/topology.md) and crops around the sampled positions.
+        mapper_capacity: images sampled at most (a bottom-K hash sketch: the same images
+            whatever the batch size, order or process count).
+        mapper_mode: ``"position"`` (one hashed spatial position per image and layer, as
+            TopoAct) or ``"mean"`` (spatial mean).
+        mapper_crops: sample rows cropped per layer in hash order (plus up to 12 members of
+            each node of the default graph); 0: no sample crops.
 
     Returns:
         The path of the written atlas.
@@ -396,6 +472,12 @@ def build_atlas(
     if crops_per_channel < 0:
         raise BuildError("crops_per_channel must be >= 0")
     crops_per_channel = min(crops_per_channel, config.examples_per_channel)
+    if mapper and mapper_capacity < 2:
+        raise BuildError(f"mapper_capacity must be >= 2, not {mapper_capacity}")
+    if mapper_mode not in ("position", "mean"):
+        raise BuildError(f"mapper_mode must be 'position' or 'mean', not {mapper_mode!r}")
+    if mapper_crops < 0:
+        raise BuildError("mapper_crops must be >= 0")
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
 
@@ -412,7 +494,7 @@ def build_atlas(
     num_outputs = count_outputs(model, input_size)
     check_classes(classes, num_outputs, class_map)
     described = check_layers(model, layers, input_size)
-    crop_source = _crop_dataset(loader) if crops_per_channel else None
+    crop_source = _crop_dataset(loader) if crops_per_channel or (mapper and mapper_crops) else None
     fields = (
         _receptive_fields_or_whole_image(model, layers, input_size)
         if crop_source is not None
@@ -426,6 +508,18 @@ def build_atlas(
     if dataset is not None and hasattr(dataset, "__len__"):
         total = len(dataset)
     counter = 0
+    sampler = None
+    sampler_hooks = HookSet()
+    if mapper:
+        from compute.topology.sample import ActivationSampler
+
+        sampler = ActivationSampler(
+            layers,
+            [(int(d.channels), int(d.height), int(d.width)) for d in described],  # type: ignore[arg-type]
+            capacity=mapper_capacity,
+            seed=seed,
+            mode=mapper_mode,  # type: ignore[arg-type]
+        )
     with (
         SummitPass(
             model,
@@ -436,7 +530,13 @@ def build_atlas(
             class_map=list(class_map) if class_map is not None else None,
         ) as summit,
         tqdm(total=total, desc="summit pass", unit="img", disable=not progress) as bar,
+        sampler_hooks,
     ):
+        if sampler is not None:
+            # Registered after SummitPass's hooks on the same modules: each layer's output
+            # is reduced inside the forward, before any later in-place operation.
+            for name, module in zip(layers, resolve_modules(model, layers), strict=True):
+                sampler_hooks.on_output(module, partial(sampler.add_layer, name))
         for batch in itertools.chain([first], batches):
             images, labels, indices = _unpack(batch, counter)
             counter += int(images.shape[0])
@@ -448,6 +548,8 @@ def build_atlas(
                         f"the loader yields label {bad}, but labels index the "
                         f"{len(classes)} classes (0..{len(classes) - 1})"
                     )
+            if sampler is not None:
+                sampler.begin_batch(labels, indices)
             summit.update(images.to(torch_device, non_blocking=True), labels, indices)
             bar.update(int(images.shape[0]))
         aggregates = summit.result()
@@ -464,6 +566,9 @@ def build_atlas(
     stages.done("attribution graphs")
     embeddings = class_embeddings(counts, embedding_config)
     stages.done("class embedding")
+    part = _mapper_part(sampler, layers, seed, mapper_capacity, mapper_mode, mapper_crops)
+    if part is not None:
+        stages.done("mapper index")
 
     # -- write ---------------------------------------------------------------------------
     shapes = [tuple(int(v) for v in shape) for shape in aggregates.layer_shapes]
@@ -516,6 +621,8 @@ def build_atlas(
     }
     if class_map is not None:
         parameters["class_map"] = [int(i) for i in class_map]
+    if part is not None:
+        parameters["mapper"] = part.parameters
     if fields is not None:
         from compute.crops import receptive_fields_manifest
 
@@ -529,7 +636,8 @@ def build_atlas(
         "layers": manifest_layers,
         "parameters": parameters,
         "metrics": metrics or {},
-        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS],
+        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
+        + ([PART_MAPPER] if part is not None else []),
     }
     weights_bytes = _state_dict_bytes(model, save_weights)
     if weights_bytes is not None:
@@ -562,6 +670,9 @@ def build_atlas(
             writer.add_array(embedding_path(i), np.asarray(embeddings[i], np.float32))
         for name, relpath in GRAPH_PATHS.items():
             writer.add_array(relpath, graphs[name])
+        if part is not None:
+            for relpath, array in part.files.items():
+                writer.add_array(relpath, array)
         stages.done("write arrays")
         num_crops = 0
         if fields is not None:
@@ -583,6 +694,11 @@ def build_atlas(
                 sink=add_crop,
             )
             stages.done("example crops")
+            if part is not None and crop_source is not None:
+                num_crops += _save_mapper_crops(
+                    part, crop_source, fields, layers, preprocessing, loader, progress, writer
+                )
+                stages.done("sample crops")
         path = writer.commit()
     stages.done("commit")
     correct = int(np.sum(aggregates.num_correct))
@@ -735,6 +851,10 @@ def _run_build(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         save_weights=args.save_weights,
+        mapper=args.mapper,
+        mapper_capacity=args.mapper_capacity,
+        mapper_mode=args.mapper_mode,
+        mapper_crops=args.mapper_crops,
     )
     print(f"atlas written to {path}")
     return 0
@@ -887,6 +1007,35 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         choices=("label", "prediction"),
         default="label",
         help="count each image under its true label or the model's prediction (default label)",
+    )
+    topology = build.add_argument_group("TopoAct Mapper (collected in the same pass)")
+    topology.add_argument(
+        "--no-mapper",
+        dest="mapper",
+        action="store_false",
+        help="do not sample activation vectors nor store the mapper part",
+    )
+    topology.add_argument(
+        "--mapper-capacity",
+        type=_positive_int,
+        default=100_000,
+        metavar="N",
+        help="images sampled at most, the same for every layer (default 100000)",
+    )
+    topology.add_argument(
+        "--mapper-mode",
+        choices=("position", "mean"),
+        default="position",
+        help="vector per image: the channels at one hashed spatial position (TopoAct, "
+        "default) or their spatial mean",
+    )
+    topology.add_argument(
+        "--mapper-crops",
+        type=_non_negative_int,
+        default=2_000,
+        metavar="N",
+        help="sample points cropped per layer, plus 12 per node of the default graph "
+        "(default 2000; 0: none)",
     )
     output = build.add_argument_group("output")
     output.add_argument("--title", help="title shown in the dashboard")

@@ -424,3 +424,66 @@ def receptive_fields_manifest(
         name: {"size": list(f.size), "stride": list(f.stride), "offset": list(f.offset)}
         for name, f in fields.items()
     }
+
+
+def save_position_crops(
+    dataset: Any,
+    fields: Sequence[ReceptiveField],
+    jobs: Mapping[int, Sequence[tuple[int, int, int, str]]],
+    *,
+    preprocessing: Preprocessing | None = None,
+    thumbnail: int = THUMBNAIL_SIZE,
+    num_workers: int = 0,
+    progress: bool = True,
+    sink: Callable[[str, bytes], None],
+) -> int:
+    """Receptive-field crops at given map positions (e.g. the Mapper sample's positions).
+
+    Each image is fetched once however many crops it gives.
+
+    Args:
+        dataset: indexable dataset returning ``(image, label[, index])``.
+        fields: receptive field of each layer, in atlas layer order.
+        jobs: ``{image index: [(layer index, row, col, atlas relpath), ...]}``; a negative
+            row (mean-mode samples have no position) crops the whole image.
+        preprocessing: to undo the normalisation (``None``: min-max stretch).
+        thumbnail: longer side of each saved crop.
+        num_workers: DataLoader workers fetching images.
+        progress: show a tqdm bar.
+        sink: receives ``(relpath, png)`` for each crop as soon as it is made.
+
+    Returns:
+        The number of crops made.
+    """
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    order = sorted(jobs)
+    if not order:
+        return 0
+    loader = DataLoader(
+        Subset(dataset, order), batch_size=None, num_workers=num_workers, shuffle=False
+    )
+    made = 0
+    bar = tqdm(
+        total=sum(len(jobs[i]) for i in order), desc="sample crops", unit="crop",
+        disable=not progress,
+    )  # fmt: skip
+    for image_index, item in zip(order, loader, strict=True):
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(image, torch.Tensor) or image.dim() != 3:
+            raise BuildError(
+                f"dataset item {image_index} is not a [C, H, W] tensor; crops need the model input"
+            )
+        pixels = _to_uint8(image, preprocessing)
+        height, width = pixels.shape[:2]
+        for layer_i, row, col, relpath in jobs[image_index]:
+            if row < 0 or col < 0:
+                top, left, bottom, right = 0, 0, height, width
+            else:
+                top, left, bottom, right = crop_box(fields[layer_i], row, col, (height, width))
+            sink(relpath, thumbnail_png(pixels[top:bottom, left:right], thumbnail))
+            made += 1
+        bar.update(len(jobs[image_index]))
+    bar.close()
+    return made

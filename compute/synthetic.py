@@ -36,6 +36,7 @@ from compute.atlas import (
     PART_EMBEDDING,
     PART_EXAMPLES,
     PART_GRAPHS,
+    PART_MAPPER,
     PART_SUMMIT,
     AtlasWriter,
     activation_counts_path,
@@ -44,6 +45,7 @@ from compute.atlas import (
     example_crop_path,
     examples_paths,
     influence_paths,
+    mapper_crop_path,
 )
 from compute.errors import BuildError
 from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
@@ -297,6 +299,46 @@ def _crop_png(rng: np.random.Generator, depth: float) -> bytes:
     return buffer.getvalue()
 
 
+def _mapper(
+    rng: np.random.Generator,
+    stats: dict[str, np.ndarray],
+    layers: Sequence[tuple[str, int]],
+    channels: Sequence[int],
+    n: int,
+    seed: int,
+) -> Any:
+    """A made-up ``mapper`` part: per layer, ReLU of a Gaussian mixture.
+
+    Every sampled image has a class (drawn in proportion to the class's images) and, per
+    layer, a mixture component: with probability rising with depth (0.3 to 0.9) its class's
+    own component, otherwise a random one, so deeper layers' Mapper nodes are purer.
+    """
+    from compute.topology.part import mapper_part
+
+    num_images = np.asarray(stats["num_images"], dtype=np.int64)
+    total = int(num_images.sum())
+    n = min(n, total)
+    image_index = np.sort(rng.choice(total, size=n, replace=False)).astype(np.int64)
+    # Images are numbered class by class, so the class of an index is a search.
+    label = np.searchsorted(np.cumsum(num_images), image_index, side="right").astype(np.int64)
+    num_components = 40
+    home = rng.integers(0, num_components, size=len(num_images))
+    vectors, positions = [], []
+    for t, ((_, size), c) in enumerate(zip(layers, channels, strict=True)):
+        depth = t / max(1, len(layers) - 1)
+        own = rng.random(n) < 0.3 + 0.6 * depth
+        component = np.where(own, home[label], rng.integers(0, num_components, size=n))
+        centres = rng.normal(0.0, 1.0, size=(num_components, c)).astype(np.float32)
+        gain = rng.uniform(0.5, 1.5, size=(n, 1)).astype(np.float32)
+        noise = rng.normal(0.0, 0.6, size=(n, c)).astype(np.float32)
+        vectors.append(np.maximum(gain * (centres[component] + noise), 0.0).astype(np.float32))
+        positions.append(rng.integers(0, size, size=(n, 2)).astype(np.int32))
+    return mapper_part(
+        image_index, label, vectors, positions, seed=seed, capacity=n, mode="position",
+        crop_points=60, crops_per_node=3,
+    )  # fmt: skip
+
+
 def synthetic_counts(
     num_classes: int = 1000,
     layer_channels: Sequence[int] = DEFAULT_CHANNELS,
@@ -360,8 +402,9 @@ def write_synthetic_atlas(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    mapper_points: int = 2_000,
 ) -> Path:
-    """Write a complete synthetic atlas (all four parts) shaped like Summit's ImageNet one.
+    """Write a complete synthetic atlas (every part but featurevis) shaped like ImageNet's.
 
     Args:
         out: atlas directory to create.
@@ -377,6 +420,8 @@ def write_synthetic_atlas(
         seed: everything is a deterministic function of the arguments and this seed.
         overwrite: replace an existing atlas at ``out``.
         progress: show tqdm progress bars.
+        mapper_points: points of the ``mapper`` part's sample (ReLU of a Gaussian mixture
+            per layer, purer in class with depth); 0: no mapper part.
 
     Returns:
         The atlas path.
@@ -400,6 +445,8 @@ def write_synthetic_atlas(
         raise BuildError("crops_per_channel must be in 0..examples_per_channel")
     if embedding not in ("umap", "pca"):
         raise BuildError(f"embedding must be 'umap' or 'pca', not {embedding!r}")
+    if mapper_points < 0 or mapper_points == 1:
+        raise BuildError("mapper_points must be 0 (no mapper part) or >= 2")
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -435,6 +482,13 @@ def write_synthetic_atlas(
         "images_per_class": images_per_class,
     }
     total_images = int(num_images.sum())
+    mapper = None
+    if mapper_points:
+        mapper = _mapper(
+            np.random.default_rng([seed, 4]), stats, layers, channels, mapper_points, seed
+        )
+        parameters["mapper"] = mapper.parameters
+        log.info("synthetic mapper part ready (%.1f s)", time.perf_counter() - started)
     manifest: dict[str, Any] = {
         "title": "Synthetic ImageNet-shaped atlas",
         "model": {
@@ -472,7 +526,8 @@ def write_synthetic_atlas(
         ],
         "parameters": parameters,
         "metrics": {"accuracy": {"train": float(stats["num_correct"].sum() / total_images)}},
-        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS],
+        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
+        + ([PART_MAPPER] if mapper is not None else []),
     }
 
     with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
@@ -495,6 +550,14 @@ def write_synthetic_atlas(
             log.debug("wrote layer %s", name)
         for key, array in graphs.arrays().items():
             writer.add_array(GRAPH_PATHS[key], array)
+        if mapper is not None:
+            crop_rng = np.random.default_rng([seed, 5])
+            for relpath, array in mapper.files.items():
+                writer.add_array(relpath, array)
+            for t, rows in enumerate(mapper.crop_rows):
+                depth = t / max(1, len(layers) - 1)
+                for row in rows.tolist():
+                    writer.add_bytes(mapper_crop_path(t, row), _crop_png(crop_rng, depth))
         path = writer.commit()
     log.info(
         "synthetic atlas %s: %d classes, %d layers, %d files (%.1f s)",

@@ -238,7 +238,7 @@ def test_build_atlas_end_to_end(tmp_path: Path) -> None:
         ("4", 6, 4, 4),
     ]
     assert [layer.influence_from for layer in atlas.layers] == [None, "1"]
-    assert atlas.parts == {"summit", "examples", "embedding", "graphs"}
+    assert atlas.parts == {"summit", "examples", "embedding", "graphs", "mapper"}
     manifest = atlas.manifest
     assert manifest["title"] == "Tiny"
     assert manifest["model"]["input_size"] == [3, 8, 8]
@@ -350,3 +350,64 @@ def test_build_from_plain_batches_has_no_crops(
     assert atlas.class_stats()["num_images"].tolist() == [2, 2, 2]
     assert atlas.examples("1").image_index.max() <= 5  # running count = dataset index
     assert atlas.manifest["preprocessing"]["mean"] is None  # unknown: the loader's own
+
+
+class _Indexed(Dataset):
+    """``(image, label, index)`` items, so a shuffled loader still names each image."""
+
+    def __init__(self, base: TensorDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image, label = self.base[i]
+        return image, label, i
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.usefixtures("summit_available")
+def test_build_mapper_part_ignores_batch_size_and_order(tmp_path: Path) -> None:
+    from compute.atlas import PART_MAPPER, mapper_paths
+
+    common = {"mapper_capacity": 9, "mapper_crops": 4, "crops_per_channel": 0,
+              "save_weights": False}  # fmt: skip
+    a = Atlas.open(build_tiny(tmp_path / "a", **common), verify_hashes=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = tiny_cnn()
+    shuffled = DataLoader(
+        _Indexed(class_dataset()), batch_size=7, shuffle=True,
+        generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    from compute.build import build_atlas
+
+    b = Atlas.open(
+        build_atlas(
+            model,
+            shuffled,
+            layers=["1", "4"],
+            classes=["red", "green", "blue"],
+            out=tmp_path / "b",
+            config=SummitConfig(
+                selection="topk", top_k=2, influence_top_k=2, examples_per_channel=4
+            ),
+            progress=False,
+            **common,
+        )
+    )
+    assert a.has(PART_MAPPER) and a.parameters["mapper"]["num_points"] == 9
+    for layer in range(2):
+        sa, sb = a.mapper_sample(layer), b.mapper_sample(layer)
+        assert sa.vectors.shape == (9, a.layers[layer].channels)
+        for field in ("image_index", "label", "vectors", "position"):
+            np.testing.assert_array_equal(getattr(sa, field), getattr(sb, field))
+        for relpath in mapper_paths(layer).values():
+            assert a.files[relpath]["sha256"] == b.files[relpath]["sha256"], relpath
+        crops = [r for r in range(9) if a.mapper_crop(layer, r)]
+        assert len(crops) >= 4 and crops == [r for r in range(9) if b.mapper_crop(layer, r)]
+    # labels are the true classes of the sampled images (5 per class, in dataset order)
+    np.testing.assert_array_equal(a.mapper_sample(0).label, a.mapper_sample(0).image_index // 5)
+    no_mapper = build_tiny(tmp_path / "c", mapper=False, crops_per_channel=0, save_weights=False)
+    assert not Atlas.open(no_mapper).has(PART_MAPPER)

@@ -31,7 +31,7 @@ def small_atlas(tmp_path_factory: pytest.TempPathFactory) -> Atlas:
 def test_manifest_and_shapes(small_atlas: Atlas) -> None:
     atlas = small_atlas
     assert atlas.title == "Synthetic ImageNet-shaped atlas"
-    assert atlas.parts == {"summit", "examples", "embedding", "graphs"}
+    assert atlas.parts == {"summit", "examples", "embedding", "graphs", "mapper"}
     assert atlas.parameters["synthetic"] is True
     assert atlas.manifest["dataset"]["split"] == "synthetic"
     assert atlas.layer_names == ("layer0", "layer1", "layer2")
@@ -54,6 +54,23 @@ def test_manifest_and_shapes(small_atlas: Atlas) -> None:
             influence = atlas.influence_counts(t)
             assert influence.shape == (12 * layer.channels, atlas.layers[t - 1].channels)
             assert influence.data.min() > 0
+
+
+def test_mapper_part(small_atlas: Atlas, tmp_path: Path) -> None:
+    from compute.topology import MapperIndex, MapperParams
+
+    atlas = small_atlas
+    stats = atlas.class_stats()
+    sample = atlas.mapper_sample(2)
+    n = atlas.parameters["mapper"]["num_points"]
+    assert sample.vectors.shape == (n, 16) and n == min(2_000, int(stats["num_images"].sum()))
+    assert sample.vectors.min() >= 0  # ReLU
+    assert np.all(np.diff(sample.image_index) > 0) and sample.label.max() < 12
+    graph = MapperIndex.from_arrays(atlas.mapper_index_arrays(2)).mapper(MapperParams())
+    assert graph.num_nodes > 0
+    assert any(atlas.mapper_crop(2, row) for row in range(n))
+    none = write_synthetic_atlas(tmp_path / "none", mapper_points=0, **SMALL)
+    assert "mapper" not in Atlas.open(none).parts
 
 
 def test_graphs_non_empty_and_consistent_with_counts(small_atlas: Atlas) -> None:

@@ -1,0 +1,169 @@
+"""The atlas ``mapper`` part from a sample: per-layer Mapper index, crop subset, manifest entry.
+
+Shared by :func:`compute.build.build_atlas` (a real sample from the streaming pass) and
+:mod:`compute.synthetic` (a made-up one). Torch-free apart from the sampling hash, which
+lives in :mod:`compute.topology.sample`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compute.atlas import MAPPER_SAMPLE_PATHS, mapper_files
+from compute.topology.mapper import MapperIndex, MapperParams
+
+log = logging.getLogger(__name__)
+
+#: Crops stored per layer: the first ``CROP_POINTS`` sample rows in hash order (a uniform
+#: subset) plus up to ``CROPS_PER_NODE`` members of every node of the default graph.
+CROP_POINTS = 2_000
+CROPS_PER_NODE = 12
+#: Per-point neighbour cap of the stored index (docs/topology.md §2).
+MAX_NEIGHBORS = 64
+
+
+@dataclass
+class MapperPart:
+    """What a build writes for the ``mapper`` part.
+
+    Attributes:
+        files: ``{atlas relpath: array}`` of every ``.npy`` file of the part.
+        crop_rows: per layer, int64 sample rows whose crop should be stored (ascending).
+        parameters: the manifest's ``parameters.mapper`` entry.
+    """
+
+    files: dict[str, np.ndarray]
+    crop_rows: list[np.ndarray]
+    parameters: dict[str, Any]
+
+
+def _hash_rank(image_index: np.ndarray, seed: int) -> np.ndarray:
+    """Rank of each row in the sampler's hash order (0 = the most "random" first pick)."""
+    from compute.topology.sample import image_hash
+
+    keys = image_hash(seed, image_index)
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
+    return rank
+
+
+def crop_subset(
+    graph_members: Sequence[np.ndarray],
+    rank: np.ndarray,
+    crop_points: int = CROP_POINTS,
+    crops_per_node: int = CROPS_PER_NODE,
+) -> np.ndarray:
+    """Sample rows to crop: the ``crop_points`` lowest-ranked plus ``crops_per_node`` per node.
+
+    Args:
+        graph_members: members of each node of the default graph.
+        rank: hash rank of every sample row.
+        crop_points: rows taken in rank order.
+        crops_per_node: lowest-ranked members taken from each node.
+
+    Returns:
+        int64 sample rows, ascending, distinct.
+
+    Examples:
+        >>> crop_subset([np.array([3, 4])], np.array([4, 3, 2, 1, 0]), 1, 1).tolist()
+        [4]
+    """
+    chosen = [np.flatnonzero(rank < crop_points)]
+    for members in graph_members:
+        if len(members):
+            chosen.append(members[np.argsort(rank[members], kind="stable")[:crops_per_node]])
+    return np.unique(np.concatenate(chosen)).astype(np.int64)
+
+
+def mapper_part(
+    image_index: np.ndarray,
+    label: np.ndarray,
+    vectors: Sequence[np.ndarray],
+    positions: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+    capacity: int | None = None,
+    mode: str = "position",
+    params: MapperParams | None = None,
+    max_neighbors: int = MAX_NEIGHBORS,
+    crop_points: int = CROP_POINTS,
+    crops_per_node: int = CROPS_PER_NODE,
+) -> MapperPart:
+    """Index every layer's sample and choose the rows to crop.
+
+    Args:
+        image_index: int64 ``[n]`` sampled images (ascending), the same for every layer.
+        label: int64 ``[n]`` their class.
+        vectors: per layer, float32 ``[n, C]``.
+        positions: per layer, int32 ``[n, 2]`` sampled positions.
+        seed: the sampling seed (orders the crop subset).
+        capacity: the sampler's capacity (recorded).
+        mode: ``"position"`` or ``"mean"`` (recorded).
+        params: the default Mapper parameters (``None``: ``MapperParams()``); their lens,
+            metric and ``min_samples`` shape the index, their graph picks per-node crops.
+        max_neighbors: neighbour cap of the index.
+        crop_points: rows cropped in hash order per layer (0: none).
+        crops_per_node: members cropped per default-graph node (0: none).
+
+    Returns:
+        The :class:`MapperPart`.
+
+    Raises:
+        ValueError: fewer than 2 sampled points, or inconsistent shapes.
+    """
+    params = params if params is not None else MapperParams()
+    image_index = np.asarray(image_index, dtype=np.int64)
+    n = len(image_index)
+    if n < 2:
+        raise ValueError(f"the Mapper sample holds {n} image(s); at least 2 are needed")
+    files: dict[str, np.ndarray] = {
+        MAPPER_SAMPLE_PATHS["image_index"]: image_index,
+        MAPPER_SAMPLE_PATHS["label"]: np.asarray(label, dtype=np.int64),
+    }
+    rank = _hash_rank(image_index, seed)
+    crop_rows: list[np.ndarray] = []
+    for i, (x, position) in enumerate(zip(vectors, positions, strict=True)):
+        if len(x) != n or len(position) != n:
+            raise ValueError(f"layer {i}: {len(x)} vectors for {n} sampled images")
+        index = MapperIndex.build(
+            x,
+            params.metric,
+            lens=params.lens,
+            max_neighbors=max_neighbors,
+            min_samples=params.min_samples,
+            seed=seed,
+        )
+        files.update(mapper_files(i, x, position, index.to_arrays()))
+        members: list[np.ndarray] = []
+        if crops_per_node > 0:
+            graph = index.mapper(params)
+            members = [graph.members(k) for k in range(graph.num_nodes)]
+        crop_rows.append(
+            crop_subset(members, rank, crop_points, crops_per_node)
+            if crop_points > 0 or crops_per_node > 0
+            else np.empty(0, dtype=np.int64)
+        )
+    defaults = {
+        key: value
+        for key, value in dataclasses.asdict(params).items()
+        if key not in ("lens", "metric")
+    }
+    parameters = {
+        "capacity": int(capacity) if capacity is not None else n,
+        "seed": int(seed),
+        "mode": mode,
+        "lens": params.lens,
+        "metric": params.metric,
+        "min_samples": params.min_samples,
+        "max_neighbors": int(max_neighbors),
+        "num_points": n,
+        "crops": {"points": int(crop_points), "per_node": int(crops_per_node)},
+        "defaults": defaults,
+    }
+    return MapperPart(files=files, crop_rows=crop_rows, parameters=parameters)
