@@ -62,9 +62,8 @@ def pictures_mode(data: AtlasData, state: ViewState) -> str:
 def featurevis_missing(data: AtlasData) -> str:
     """The note shown instead of feature visualizations, with the command to add them."""
     return (
-        "This atlas has no feature visualizations yet, so nodes show dataset crops. "
-        f"Add them with `python -m compute featurevis --atlas {data.atlas.path}` "
-        "(a few minutes on a CPU for the demo) and reload."
+        "No feature visualizations in this atlas yet (a few minutes on a CPU for the demo): "
+        f"python -m compute featurevis --atlas {data.atlas.path}"
     )
 
 
