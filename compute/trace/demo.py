@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 from torch.utils.data import DataLoader
 
 from compute.trace.tracer import TraceConfig, Tracer, TraceResult
+
+if TYPE_CHECKING:  # compute.demo may import this module: import it lazily at run time
+    from compute.demo import DemoConfig, DigitsSplits
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,8 @@ DEMO_TRACE_LAYERS = (
 
 
 def train_demo_traced(
-    splits: object,
-    config: object | None = None,
+    splits: DigitsSplits,
+    config: DemoConfig | None = None,
     *,
     layers: tuple[str, ...] = DEMO_TRACE_LAYERS,
     projection_dim: int = 64,

@@ -40,6 +40,7 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -217,6 +218,70 @@ class TraceResult:
                 delta = layer.proj_out @ delta @ layer.proj_in.T
             errors[layer.name] = float((got - target).norm() / delta.norm().clamp_min(1e-300))
         return errors
+
+    _TENSORS = (
+        "w0",
+        "wt",
+        "class_epoch",
+        "reg_epoch",
+        "example",
+        "example_proj",
+        "proj_out",
+        "proj_in",
+    )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the trace to one ``.npz`` file (arrays and a JSON header, no pickle).
+
+        Examples:
+            >>> result.save("trace.npz"); TraceResult.load("trace.npz")  # doctest: +SKIP
+        """
+        header = {
+            "layers": [{"name": x.name, "kind": x.kind, "conv": x.conv} for x in self.layers],
+            "epoch_steps": self.epoch_steps,
+            "learning_rates": self.learning_rates,
+            "rule": self.rule,
+            "num_classes": self.num_classes,
+            "checkpoints": [str(p) for p in self.checkpoints],
+        }
+        arrays: dict[str, np.ndarray] = {
+            "header": np.array(json.dumps(header)),
+            "train_labels": self.train_labels,
+        }
+        for j, layer in enumerate(self.layers):
+            for name in self._TENSORS:
+                tensor = getattr(layer, name)
+                if tensor is not None:
+                    arrays[f"{j}.{name}"] = tensor.cpu().numpy()
+        path = Path(path)
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TraceResult:
+        """Read a trace written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            layers = []
+            for j, info in enumerate(header["layers"]):
+                tensors = {
+                    name: torch.from_numpy(data[f"{j}.{name}"]) if f"{j}.{name}" in data else None
+                    for name in cls._TENSORS
+                }
+                conv = {k: tuple(v) for k, v in info["conv"].items()}
+                layers.append(
+                    LayerTrace(name=info["name"], kind=info["kind"], conv=conv, **tensors)
+                )
+            return cls(
+                layers=layers,
+                train_labels=data["train_labels"].copy(),
+                epoch_steps=list(header["epoch_steps"]),
+                learning_rates=list(header["learning_rates"]),
+                rule=header["rule"],
+                num_classes=int(header["num_classes"]),
+                checkpoints=[Path(p) for p in header["checkpoints"]],
+            )
 
     @property
     def num_epochs(self) -> int:
@@ -686,6 +751,10 @@ class Tracer:
         for state in self.states:
             _, group = self._by_param[id(state.param)]
             assert state.before is not None
+            if state.param.grad is None:
+                # torch optimizers skip a parameter without a gradient: nothing to credit.
+                state.reset()
+                continue
             after = state.param.detach().to("cpu", state.w0.dtype)
             pairs = state.pairs()
             if state.param.grad is not None and not pairs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -227,3 +228,15 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="label"):
         tracer.set_batch(torch.tensor([5]), torch.tensor([0]))
     tracer.remove()
+
+
+def test_save_and_load(data: tuple[torch.Tensor, torch.Tensor], tmp_path) -> None:
+    model, result = train(OPTIMIZERS["sgd-momentum-wd"], data)
+    assert result is not None
+    loaded = TraceResult.load(result.save(tmp_path / "trace.npz"))
+    assert loaded.reconstruction_error() == result.reconstruction_error()
+    assert [x.conv for x in loaded.layers] == [x.conv for x in result.layers]
+    probe = torch.randn(3, 2, 7, 7, dtype=torch.float64)
+    a, b = explain(result, model, probe), explain(loaded, model, probe)
+    np.testing.assert_array_equal(a.class_share, b.class_share)
+    np.testing.assert_array_equal(a.proponent_index, b.proponent_index)
