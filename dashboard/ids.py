@@ -62,3 +62,20 @@ NEURON_NOT_FOUND = "neuron-not-found"
 COMPARE_GRAPH = "compare-graph"
 COMPARE_NOTE = "compare-note"
 COMPARE_LEGEND = "compare-legend"
+
+# -- (E) topology (TopoAct Mapper) ------------------------------------------------------
+TOPO_GRAPH = "topo-graph"
+TOPO_NOTE = "topo-note"  # missing part / refused parameters / errors
+TOPO_STATUS = "topo-status"  # nodes, edges, coverage, exact or approximate
+TOPO_LAYER = "topo-layer"
+TOPO_INTERVALS = "topo-intervals"
+TOPO_OVERLAP = "topo-overlap"
+TOPO_EPS = "topo-eps"
+TOPO_CLUSTER = "topo-cluster"
+TOPO_METRIC = "topo-metric"
+TOPO_JACCARD = "topo-jaccard"
+TOPO_COLOUR = "topo-colour"
+TOPO_SHAPES = "topo-shapes"  # the ranked flare / loop list
+TOPO_SHAPE_CLICK = "topo-shape-click"  # dcc.Store written by assets/topology.js: {"shape", "at"}
+TOPO_PANEL = "topo-panel"  # the opened node: class table and member crops
+TOPO_CLASSES = "topo-classes"  # dcc.Store: classes of the opened node (the embedding reads it)

@@ -21,6 +21,14 @@ SORT_ORDERS: tuple[str, ...] = ("similarity", "acc-asc", "acc-desc")
 #: What graph nodes show: the feature visualization or the top dataset crop.
 PICTURES: tuple[str, ...] = ("vis", "crop")
 
+#: Topology (Mapper) view: limits of its parameters (docs/topology.md §6) and choices.
+TOPO_INTERVALS = (10, 100)
+TOPO_OVERLAP = (10, 60)  # percent
+TOPO_EPS = (50, 200)  # percent of the "auto" ε
+TOPO_CLUSTERERS: tuple[str, ...] = ("dbscan", "hdbscan")
+TOPO_METRICS: tuple[str, ...] = ("euclidean", "cosine")
+TOPO_COLOURS: tuple[str, ...] = ("pie", "norm", "share")
+
 #: A graph node id: ``"{layer index}-{channel}"``, stable across classes (so two classes'
 #: graphs can be merged by id).
 _NODE_RE = re.compile(r"^(\d{1,3})-(\d{1,6})$")
@@ -62,6 +70,26 @@ def _int(value: Any, lo: int, hi: int | None) -> int | None:
     return number
 
 
+def clamp(value: Any, lo: float, hi: float, *, integer: bool = True) -> float | None:
+    """``value`` (a number or numeric string) clamped into ``[lo, hi]``; ``None`` if junk.
+
+    Examples:
+        >>> clamp("250", 10, 100), clamp(5, 10, 100), clamp("x", 10, 100)
+        (100, 10, None)
+    """
+    value = _first(value)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    number = min(max(number, lo), hi)
+    return round(number) if integer else number
+
+
 @dataclass(frozen=True)
 class ViewState:
     """Everything that defines what the dashboard shows.
@@ -80,6 +108,17 @@ class ViewState:
         node: the node opened in the neuron panel (``"layer-channel"``), or ``None``.
         pics: what graph nodes show, ``"vis"`` (feature visualization) or ``"crop"``
             (top dataset crop); ``None``: the visualization if the atlas has it.
+        topo_layer: layer of the Topology (Mapper) view (``None``: the default layer).
+        topo_intervals: Mapper cover intervals (``TOPO_INTERVALS``).
+        topo_overlap: interval overlap in percent (``TOPO_OVERLAP``).
+        topo_eps: DBSCAN ε in percent of the "auto" ε (``TOPO_EPS``).
+        topo_cluster: ``dbscan`` or ``hdbscan``.
+        topo_metric: ``euclidean`` or ``cosine`` (``None``: the stored index's metric).
+        topo_jaccard: hide Mapper edges whose Jaccard index is below this percent.
+        topo_colour: node colouring: class ``pie``, mean L2 ``norm``, or ``share`` of the
+            selected class.
+        topo_node: the Mapper node opened (its index in the graph of these parameters).
+        topo_shape: the flare or loop selected in the shape list (its rank).
         v: the query schema version.
     """
 
@@ -91,6 +130,16 @@ class ViewState:
     sort: str = "similarity"
     node: str | None = None
     pics: str | None = None
+    topo_layer: int | None = None
+    topo_intervals: int = 70
+    topo_overlap: int = 30
+    topo_eps: int = 100
+    topo_cluster: str = "dbscan"
+    topo_metric: str | None = None
+    topo_jaccard: int = 0
+    topo_colour: str = "pie"
+    topo_node: int | None = None
+    topo_shape: int | None = None
     v: int = STATE_VERSION
 
     # -- URL ---------------------------------------------------------------------------
@@ -106,7 +155,23 @@ class ViewState:
         "sort": "sort",
         "node": "node",
         "pics": "pics",
+        "topo_layer": "tlayer",
+        "topo_intervals": "ti",
+        "topo_overlap": "to",
+        "topo_eps": "te",
+        "topo_cluster": "tc",
+        "topo_metric": "tm",
+        "topo_jaccard": "tj",
+        "topo_colour": "tcol",
+        "topo_node": "tnode",
+        "topo_shape": "tshape",
     }
+    #: Fields written to the URL after ``class`` (defaults are left out).
+    _URL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "compare", "layer", "node_min", "edge_min", "sort", "node", "pics",
+        "topo_layer", "topo_intervals", "topo_overlap", "topo_eps", "topo_cluster",
+        "topo_metric", "topo_jaccard", "topo_colour", "topo_node", "topo_shape",
+    )  # fmt: skip
 
     @classmethod
     def from_query(
@@ -159,6 +224,7 @@ class ViewState:
             sort=sort if sort in SORT_ORDERS else default.sort,
             node=node if parsed_node is not None else None,
             pics=pics if pics in PICTURES else None,
+            **_topology_fields(get, num_layers),
         )
         # Comparing a class with itself shows nothing new.
         return state if state.compare != state.cls else replace(state, compare=None)
@@ -167,7 +233,7 @@ class ViewState:
         """The query string (with ``?``) that reproduces this state; defaults are left out."""
         default = ViewState()
         params: list[tuple[str, str]] = [("v", str(self.v)), ("class", str(self.cls))]
-        for field in ("compare", "layer", "node_min", "edge_min", "sort", "node", "pics"):
+        for field in self._URL_FIELDS:
             value = getattr(self, field)
             if value is not None and value != getattr(default, field):
                 params.append((self._KEYS[field], str(value)))
@@ -200,3 +266,29 @@ class ViewState:
         if state.compare is not None and state.compare == state.cls:
             state = replace(state, compare=None)
         return state
+
+
+def _topology_fields(get: Any, num_layers: int | None) -> dict[str, Any]:
+    """The Topology view's fields from a query; numbers out of range are clamped."""
+    default = ViewState()
+
+    def number(key: str, bounds: tuple[int, int], fallback: int) -> int:
+        value = clamp(get(key), *bounds)
+        return fallback if value is None else int(value)
+
+    def choice(key: str, options: tuple[str, ...], fallback: Any) -> Any:
+        value = _first(get(key))
+        return value if value in options else fallback
+
+    return {
+        "topo_layer": _int(get("tlayer"), 0, num_layers),
+        "topo_intervals": number("ti", TOPO_INTERVALS, default.topo_intervals),
+        "topo_overlap": number("to", TOPO_OVERLAP, default.topo_overlap),
+        "topo_eps": number("te", TOPO_EPS, default.topo_eps),
+        "topo_cluster": choice("tc", TOPO_CLUSTERERS, default.topo_cluster),
+        "topo_metric": choice("tm", TOPO_METRICS, None),
+        "topo_jaccard": number("tj", (0, 100), default.topo_jaccard),
+        "topo_colour": choice("tcol", TOPO_COLOURS, default.topo_colour),
+        "topo_node": _int(get("tnode"), 0, None),
+        "topo_shape": _int(get("tshape"), 0, None),
+    }
