@@ -182,25 +182,42 @@ def _scale(values: np.ndarray, top: float, lo: float, hi: float) -> np.ndarray:
     return (lo + (hi - lo) * np.clip(values / top, 0.0, 1.0)).astype(np.float32)
 
 
-def sum_over_classes(matrix: sp.csr_array, out_channels: int) -> sp.csr_array:
-    """Sum a layer's per-class influence counts over classes.
+def incoming_counts(matrix: sp.csr_array, out_channels: int, channel: int) -> np.ndarray:
+    """Influence counts on output ``channel`` from every input channel, summed over classes.
 
     Args:
-        matrix: ``(classes * out, in)`` influence counts (row ``c * out + i``).
+        matrix: a layer's ``(classes * out, in)`` influence counts (row ``c * out + i``).
         out_channels: ``out``, the layer's channels.
+        channel: the output channel ``i``.
 
     Returns:
-        ``int64 (out, in)``: entry ``[i, j]`` counts the images (of every class) where input
-        channel ``j`` was among the top influences on output channel ``i``.
+        ``int64[in]``: entry ``j`` counts the images (of every class) in which input
+        channel ``j`` was among the top influences on ``channel``. Reads only the
+        ``classes`` rows of ``channel``.
     """
-    coo = sp.coo_array(matrix)
-    rows = np.asarray(coo.row, dtype=np.int64) % out_channels
-    summed = sp.csr_array(
-        (np.asarray(coo.data, dtype=np.int64), (rows, np.asarray(coo.col, dtype=np.int64))),
-        shape=(out_channels, matrix.shape[1]),
-    )
-    summed.sum_duplicates()
-    return summed
+    classes = matrix.shape[0] // out_channels
+    rows = np.arange(classes, dtype=np.int64) * out_channels + channel
+    return np.asarray(matrix[rows].sum(axis=0), dtype=np.int64).ravel()
+
+
+def outgoing_counts(matrix: sp.csr_array, out_channels: int, channel: int) -> np.ndarray:
+    """Influence counts from input ``channel`` on every output channel, summed over classes.
+
+    Args:
+        matrix: a layer's ``(classes * out, in)`` influence counts (row ``c * out + i``).
+        out_channels: ``out``, the layer's channels.
+        channel: the input channel ``j`` (of the previous layer).
+
+    Returns:
+        ``int64[out]``: entry ``i`` counts the images (of every class) in which ``channel``
+        was among the top influences on output channel ``i``. One vectorised pass over the
+        stored entries; no transposed copy is kept.
+    """
+    where = np.flatnonzero(np.asarray(matrix.indices) == channel)
+    rows = np.searchsorted(np.asarray(matrix.indptr), where, side="right") - 1
+    weights = np.asarray(matrix.data)[where].astype(np.float64)
+    summed = np.bincount(rows % out_channels, weights=weights, minlength=out_channels)
+    return np.rint(summed).astype(np.int64)
 
 
 def top_entries(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +274,6 @@ class AtlasData:
         self._graphs: dict[int, ClassGraph] = {}
         self._similarity: dict[int, np.ndarray] = {}
         self._counts: dict[int, np.ndarray] = {}
-        self._influence: dict[int, tuple[sp.csr_array, sp.csc_array]] = {}
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -478,15 +494,6 @@ class AtlasData:
         name = self.layer_names[layer]
         return [i for i, info in enumerate(self.atlas.layers) if info.influence_from == name]
 
-    def summed_influence(self, layer: int) -> tuple[sp.csr_array, sp.csc_array]:
-        """``(out, in)`` influence counts of ``layer`` summed over classes (CSR and CSC)."""
-        cached = self._influence.get(layer)
-        if cached is None:
-            summed = sum_over_classes(self.atlas.influence_counts(layer), self.channels[layer])
-            cached = (summed, summed.tocsc())
-            self._influence[layer] = cached
-        return cached
-
     def incoming(self, layer: int, channel: int, k: int = 10) -> list[tuple[int, int, int]]:
         """The channels of the previous layer that most often influence ``channel``.
 
@@ -497,7 +504,7 @@ class AtlasData:
         source = self.previous_layer(layer)
         if source is None or not self.has(PART_SUMMIT):
             return []
-        row = self.summed_influence(layer)[0][[channel]].toarray().ravel()
+        row = incoming_counts(self.atlas.influence_counts(layer), self.channels[layer], channel)
         top, counts = top_entries(row, k)
         return [(source, int(j), int(n)) for j, n in zip(top, counts, strict=True)]
 
@@ -511,8 +518,8 @@ class AtlasData:
             return []
         found: list[tuple[int, int, int]] = []
         for target in self.next_layers(layer):
-            column = self.summed_influence(target)[1][:, [channel]].toarray().ravel()
-            top, counts = top_entries(column, k)
+            matrix = self.atlas.influence_counts(target)
+            top, counts = top_entries(outgoing_counts(matrix, self.channels[target], channel), k)
             found.extend((target, int(i), int(n)) for i, n in zip(top, counts, strict=True))
         found.sort(key=lambda t: (-t[2], t[0], t[1]))
         return found[:k]
@@ -616,7 +623,8 @@ __all__ = [
     "ClassGraph",
     "DerivedCache",
     "file_url",
+    "incoming_counts",
     "load",
-    "sum_over_classes",
+    "outgoing_counts",
     "top_entries",
 ]
