@@ -27,6 +27,7 @@ from compute.atlas import (
     PART_EXAMPLES,
     PART_FEATUREVIS,
     PART_GRAPHS,
+    PART_MAPPER,
     PART_SUMMIT,
     Atlas,
     AtlasError,
@@ -56,6 +57,7 @@ HOW_TO_COMPUTE = {
     PART_EMBEDDING: "python -m compute embed ATLAS",
     PART_GRAPHS: "python -m compute graphs ATLAS",
     PART_FEATUREVIS: "python -m compute featurevis --atlas ATLAS",
+    PART_MAPPER: "python -m compute build --model ... --data ... --layers ... --out ATLAS",
 }
 #: Diversity images per channel in the featurevis part (``div-0`` .. ``div-3``).
 DIVERSITY_IMAGES = 4
