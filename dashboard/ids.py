@@ -57,6 +57,7 @@ NEURON_PAGE_CLASSES = "neuron-page-classes"
 NEURON_PAGE_INCOMING = "neuron-page-incoming"
 NEURON_PAGE_OUTGOING = "neuron-page-outgoing"
 NEURON_NOT_FOUND = "neuron-not-found"
+PAGE_NOT_FOUND = "page-not-found"  # any other unknown path (Dash Pages' not_found_404)
 
 # -- (D) compare ------------------------------------------------------------------------
 COMPARE_GRAPH = "compare-graph"
@@ -75,7 +76,7 @@ TOPO_CLUSTER = "topo-cluster"
 TOPO_METRIC = "topo-metric"
 TOPO_JACCARD = "topo-jaccard"
 TOPO_COLOUR = "topo-colour"
-TOPO_SHAPES = "topo-shapes"  # the ranked flare / loop list
-TOPO_SHAPE_CLICK = "topo-shape-click"  # dcc.Store written by assets/topology.js: {"shape", "at"}
+TOPO_SHAPES = "topo-shapes"  # the ranked flare / loop list (buttons {"type": "topo-shape"})
+TOPO_MESSAGE = "topo-message"  # a refused or clamped parameter
 TOPO_PANEL = "topo-panel"  # the opened node: class table and member crops
 TOPO_CLASSES = "topo-classes"  # dcc.Store: classes of the opened node (the embedding reads it)

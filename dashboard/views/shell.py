@@ -14,7 +14,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.state import ViewState, parse_node_id
-from dashboard.views import compare, embedding, graph, neuron, sidebar
+from dashboard.views import compare, embedding, graph, neuron, sidebar, topology
 from dashboard.views.common import ViewContext, percent
 from dashboard.views.sidebar import ROWS_PAGE
 
@@ -90,6 +90,7 @@ def page_layout(context: ViewContext, state: ViewState) -> html.Div:
                 ],
                 className="columns",
             ),
+            topology.layout(context, state),
         ],
         className="page",
     )
@@ -213,5 +214,5 @@ def register(app: Dash, context: ViewContext) -> None:
         prevent_initial_call=True,
     )
 
-    for view in (embedding, sidebar, graph, neuron, compare):
+    for view in (embedding, sidebar, graph, neuron, compare, topology):
         view.register(app, context)

@@ -1,0 +1,542 @@
+"""(E) Activation topology: TopoAct's Mapper graph of a layer, recomputed live.
+
+Nodes are clusters of sampled activation vectors (one per image) that share a slice of
+the L2-norm lens; edges join clusters sharing images. Nodes are pies of their class
+composition (or coloured by mean L2 norm / share of the selected class), sized by member
+count. Parameters live in the URL; a change recomputes the graph from the stored index
+(:mod:`dashboard.mapper`). The selected class (from the Summit views) rings the nodes that
+hold it; opening a node shows its class table and member crops, and highlights its
+classes in the class embedding. Flares and loops are listed, ranked, and clickable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import dash_cytoscape as cyto
+from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+
+from dashboard import ids
+from dashboard.data import PART_EMBEDDING, PART_MAPPER, AtlasData, file_url
+from dashboard.mapper import (
+    MapperData,
+    MapperResult,
+    class_colour,
+    class_table,
+    node_classes,
+    node_label,
+    shape_summary,
+    topology_elements,
+    topology_stylesheet,
+)
+from dashboard.state import (
+    TOPO_CLUSTERERS,
+    TOPO_COLOURS,
+    TOPO_EPS,
+    TOPO_INTERVALS,
+    TOPO_METRICS,
+    TOPO_OVERLAP,
+    ViewState,
+    clamp,
+)
+from dashboard.views.common import ViewContext, guarded, how_to_read, note
+
+STYLESHEET = topology_stylesheet()
+#: Member crops shown for an opened node.
+CROPS_SHOWN = 12
+#: Shapes listed (each kind is ranked largest first).
+SHAPES_SHOWN = 12
+_SHAPE_TYPE = "topo-shape"
+
+_COLOUR_LABELS = {"pie": "class pies", "norm": "mean L2 norm", "share": "share of class"}
+
+
+def shape_id(rank: int) -> dict[str, Any]:
+    """Pattern-matching id of the ``rank``-th shape button."""
+    return {"type": _SHAPE_TYPE, "index": rank}
+
+
+@lru_cache(maxsize=8)
+def mapper_data(data: AtlasData) -> MapperData:
+    """The memoised Mapper graphs of an atlas (one per worker)."""
+    return MapperData(data)
+
+
+def topo_layer(context: ViewContext, state: ViewState) -> int:
+    """The Topology view's layer (default: the atlas's default layer)."""
+    return context.data.default_layer if state.topo_layer is None else state.topo_layer
+
+
+def _labelled(label: str, control: Any, tip: str = "") -> html.Div:
+    return html.Div([html.Label(label, title=tip), control], className="slider-block")
+
+
+def layout(context: ViewContext, state: ViewState) -> html.Section:
+    """The Topology card: parameters, Mapper graph, node panel, shape list."""
+    data = context.data
+    available = data.has(PART_MAPPER)
+    options = [{"label": f"{i + 1}. {name}", "value": i} for i, name in enumerate(data.layer_names)]
+    radio = {"inline": True, "className": "topo-radio"}
+    controls = html.Div(
+        [
+            _labelled(
+                "Layer",
+                dcc.Dropdown(
+                    id=ids.TOPO_LAYER,
+                    options=options,
+                    value=topo_layer(context, state),
+                    clearable=False,
+                    searchable=False,
+                ),
+            ),
+            _labelled(
+                f"Intervals ({TOPO_INTERVALS[0]}–{TOPO_INTERVALS[1]})",
+                dcc.Input(
+                    id=ids.TOPO_INTERVALS,
+                    type="number",
+                    value=state.topo_intervals,
+                    step=1,
+                    debounce=True,
+                    className="topo-number",
+                ),
+                "number of overlapping slices of the L2-norm lens",
+            ),
+            _labelled(
+                "Overlap",
+                dcc.Slider(
+                    id=ids.TOPO_OVERLAP,
+                    min=TOPO_OVERLAP[0],
+                    max=TOPO_OVERLAP[1],
+                    step=5,
+                    value=state.topo_overlap,
+                    marks={v: f"{v}%" for v in (10, 30, 60)},
+                    updatemode="mouseup",
+                ),
+                "share of an interval shared with its neighbour",
+            ),
+            _labelled(
+                "ε (× auto)",
+                dcc.Slider(
+                    id=ids.TOPO_EPS,
+                    min=TOPO_EPS[0],
+                    max=TOPO_EPS[1],
+                    step=10,
+                    value=state.topo_eps,
+                    marks={50: "0.5×", 100: "auto", 200: "2×"},
+                    updatemode="mouseup",
+                ),
+                "DBSCAN radius, relative to the automatic one",
+            ),
+            _labelled(
+                "Edges: Jaccard ≥",
+                dcc.Slider(
+                    id=ids.TOPO_JACCARD,
+                    min=0,
+                    max=100,
+                    step=5,
+                    value=state.topo_jaccard,
+                    marks={0: "0", 50: "0.5", 100: "1"},
+                    updatemode="mouseup",
+                ),
+                "hide edges whose nodes share fewer images (|a∩b| / |a∪b|)",
+            ),
+            _labelled(
+                "Clusterer",
+                dcc.RadioItems(
+                    id=ids.TOPO_CLUSTER,
+                    options=[{"label": c.upper(), "value": c} for c in TOPO_CLUSTERERS],
+                    value=state.topo_cluster,
+                    **radio,
+                ),
+            ),
+            _labelled(
+                "Metric",
+                dcc.RadioItems(
+                    id=ids.TOPO_METRIC,
+                    options=[{"label": m, "value": m} for m in TOPO_METRICS],
+                    value=state.topo_metric or _index_metric(data),
+                    **radio,
+                ),
+            ),
+            _labelled(
+                "Colour",
+                dcc.RadioItems(
+                    id=ids.TOPO_COLOUR,
+                    options=[{"label": _COLOUR_LABELS[c], "value": c} for c in TOPO_COLOURS],
+                    value=state.topo_colour,
+                    **radio,
+                ),
+            ),
+        ],
+        className="controls topo-controls",
+        style=None if available else {"display": "none"},
+    )
+    return html.Section(
+        [
+            html.Div(
+                [
+                    html.H2([html.Span("E", className="view-tag"), "Activation topology"]),
+                    html.Div(id=ids.TOPO_STATUS, className="topo-status"),
+                ],
+                className="card-head",
+            ),
+            controls,
+            html.Div(id=ids.TOPO_MESSAGE),
+            html.Div(
+                None if available else note(data.missing_note(PART_MAPPER), kind="missing"),
+                id=ids.TOPO_NOTE,
+            ),
+            dcc.Store(id=ids.TOPO_CLASSES, data=None),
+            html.Div(
+                [
+                    cyto.Cytoscape(
+                        id=ids.TOPO_GRAPH,
+                        elements=[],
+                        layout={"name": "preset", "fit": True, "padding": 20},
+                        stylesheet=STYLESHEET,
+                        minZoom=0.1,
+                        maxZoom=5,
+                        autoungrabify=True,
+                        boxSelectionEnabled=False,
+                        className="cytoscape topo-cytoscape",
+                        style={"height": "560px", "width": "100%"}
+                        if available
+                        else {"display": "none"},
+                    ),
+                    html.Aside(
+                        [
+                            html.Div(id=ids.TOPO_PANEL, className="topo-panel"),
+                            html.Div(id=ids.TOPO_SHAPES, className="topo-shapes"),
+                        ],
+                        className="hover-panel topo-side",
+                    ),
+                ],
+                className="graph-area topo-area",
+                style=None if available else {"display": "none"},
+            ),
+            how_to_read(
+                "TopoAct's Mapper graph of the layer: every sampled image contributes one "
+                "activation vector (at one spatial position); vectors are sliced by their "
+                "L2 norm into overlapping intervals, each slice is clustered (DBSCAN), and "
+                "each cluster is a node. Nodes sharing images are joined; edge width is "
+                "their Jaccard index. Norms grow from left to right.",
+                "Each node is a pie of the classes of its images (the selected class in "
+                "orange; nodes holding it have an orange ring), sized by image count. "
+                "Branches (flares) that end in one class and loops are found automatically "
+                "and listed; click one to highlight it, or click a node to see its classes "
+                "and images (its classes are also highlighted in the class embedding).",
+            ),
+        ],
+        className="card card-topology",
+        id="topology",
+    )
+
+
+def _index_metric(data: AtlasData) -> str:
+    settings = data.atlas.parameters.get("mapper") or {}
+    return str(settings.get("metric", "euclidean"))
+
+
+# -- the state reducer of this view ---------------------------------------------------------
+
+#: Parameters whose change makes a new graph (so the opened node and shape are dropped).
+_GRAPH_FIELDS = {
+    ids.TOPO_LAYER: "topo_layer",
+    ids.TOPO_INTERVALS: "topo_intervals",
+    ids.TOPO_OVERLAP: "topo_overlap",
+    ids.TOPO_EPS: "topo_eps",
+    ids.TOPO_CLUSTER: "topo_cluster",
+    ids.TOPO_METRIC: "topo_metric",
+}
+_BOUNDS = {
+    ids.TOPO_INTERVALS: (TOPO_INTERVALS, "intervals"),
+    ids.TOPO_OVERLAP: (TOPO_OVERLAP, "overlap"),
+    ids.TOPO_EPS: (TOPO_EPS, "ε"),
+    ids.TOPO_JACCARD: ((0, 100), "Jaccard threshold"),
+}
+_CHOICES = {
+    ids.TOPO_CLUSTER: TOPO_CLUSTERERS,
+    ids.TOPO_METRIC: TOPO_METRICS,
+    ids.TOPO_COLOUR: TOPO_COLOURS,
+}
+
+
+def apply_topology_event(
+    state: ViewState, trigger: Any, value: Any, num_layers: int
+) -> tuple[ViewState, str | None]:
+    """The state after one Topology control event, and a message if a value was refused.
+
+    Numbers outside their range are clamped (the message says so); junk is refused and
+    leaves the state unchanged. A new graph drops the opened node and shape.
+
+    Args:
+        state: the current state.
+        trigger: the id of the component that fired.
+        value: its new value.
+        num_layers: layers of the atlas.
+    """
+    if isinstance(trigger, dict) and trigger.get("type") == _SHAPE_TYPE:
+        rank = trigger.get("index")
+        if not isinstance(rank, int) or not value:
+            return state, None
+        return state.with_(topo_shape=None if state.topo_shape == rank else rank), None
+    if trigger == ids.TOPO_GRAPH:
+        node = value.get("node") if isinstance(value, dict) else None
+        if not isinstance(node, int) or node < 0:
+            return state, None
+        return state.with_(topo_node=node), None
+    if trigger == ids.TOPO_LAYER:
+        if not isinstance(value, int) or not 0 <= value < num_layers:
+            return state, "Unknown layer: ignored."
+        changes: dict[str, Any] = {"topo_layer": value}
+    elif trigger in _BOUNDS:
+        (lo, hi), label = _BOUNDS[trigger]
+        number = clamp(value, lo, hi)
+        if number is None:
+            return state, f"{label} must be a number from {lo} to {hi}: value ignored."
+        field = "topo_jaccard" if trigger == ids.TOPO_JACCARD else _GRAPH_FIELDS[trigger]
+        changes = {field: int(number)}
+        message = None
+        try:
+            exact = float(value) == number
+        except (TypeError, ValueError):
+            exact = False
+        if not exact:
+            message = f"{label} {value} is outside {lo}–{hi}: using {int(number)}."
+        if getattr(state, field) == changes[field]:
+            return state, message
+        if field != "topo_jaccard":
+            changes.update(topo_node=None, topo_shape=None)
+        return state.with_(**changes), message
+    elif trigger in _CHOICES:
+        if value not in _CHOICES[trigger]:
+            return state, f"Unknown choice {value!r}: ignored."
+        if trigger == ids.TOPO_COLOUR:
+            return state.with_(topo_colour=value), None
+        changes = {_GRAPH_FIELDS[trigger]: value}
+    else:
+        return state, None
+    if all(getattr(state, field) == v for field, v in changes.items()):
+        return state, None
+    return state.with_(**changes, topo_node=None, topo_shape=None), None
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def _status(result: MapperResult, params_notes: list[str]) -> list[Any]:
+    graph = result.graph
+    exact = result.approximation is None
+    pills = [
+        html.Span(f"{graph.num_nodes:,} nodes", className="pill"),
+        html.Span(f"{graph.num_edges:,} edges", className="pill"),
+        html.Span(
+            f"coverage {100 * graph.coverage:.0f}%",
+            className="pill",
+            title="share of the sampled images that fall in at least one node",
+        ),
+        html.Span(
+            "exact" if exact else "approximate",
+            className="pill " + ("pill-ok" if exact else "pill-warn"),
+            title="equal to DBSCAN on every interval (KeplerMapper's graph)"
+            if exact
+            else f"approximate: {result.approximation}",
+        ),
+        html.Span(f"ε {graph.eps:.3g}" if graph.eps == graph.eps else "HDBSCAN", className="pill"),
+    ]
+    return pills
+
+
+def node_panel(
+    context: ViewContext, mapper: MapperData, result: MapperResult, node: int, selected: int
+) -> list[Any]:
+    """The opened node: size, mean norm, class table and member crops."""
+    data = context.data
+    graph, stats = result.graph, result.stats
+    rows = [
+        html.Tr(
+            [
+                html.Td(
+                    html.Span(className="swatch", style={"background": class_colour(c, selected)})
+                ),
+                html.Td(name, className="topo-class-name"),
+                html.Td(f"{count:,}", className="num"),
+                html.Td(f"{pct:.0f}%", className="num"),
+            ],
+            className="topo-class-row selected" if c == selected else "topo-class-row",
+            **{"data-class": str(c)},
+        )
+        for c, name, count, pct in class_table(result, node, data.names)
+    ]
+    members = graph.members(node)
+    crops = []
+    for row in members.tolist():
+        path = mapper.crop(result.layer, row)
+        if path is not None:
+            crops.append((row, path))
+        if len(crops) >= CROPS_SHOWN:
+            break
+    sample = mapper.sample(result.layer)
+    images = [
+        html.Img(
+            src=file_url(context.file_prefix, path),
+            className="crop",
+            title=f"image #{int(sample.image_index[row])} · {data.names[int(sample.label[row])]}",
+            alt="member crop",
+        )
+        for row, path in crops
+    ]
+    return [
+        html.H3(f"Node {node_label(graph, node)}", className="topo-node-title"),
+        html.Div(
+            f"{int(stats.count[node]):,} images · mean L2 {float(stats.mean_norm[node]):.3g}",
+            className="topo-node-facts",
+        ),
+        html.Table(html.Tbody(rows), className="topo-class-table", id="topo-class-table"),
+        html.Div(images, className="crop-grid")
+        if images
+        else note("No crops are stored for this node's images."),
+    ]
+
+
+def shape_list(result: MapperResult, names: tuple[str, ...], picked: int | None) -> list[Any]:
+    """The ranked flares and loops, each a button."""
+    shapes = result.shapes[:SHAPES_SHOWN]
+    if not shapes:
+        return [html.H3("Flares and loops"), note("No flare or loop in this graph.")]
+    return [
+        html.H3("Flares and loops"),
+        html.Div(
+            [
+                html.Button(
+                    shape_summary(shape, rank, names),
+                    id=shape_id(rank),
+                    n_clicks=0,
+                    className="topo-shape" + (" selected" if rank == picked else ""),
+                    title="click to highlight its nodes (again to clear)",
+                )
+                for rank, shape in enumerate(shapes)
+            ],
+            className="topo-shape-list",
+        ),
+    ]
+
+
+def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
+    """Elements, status, note, shape list, node panel and node classes for the state."""
+    data = context.data
+    if not data.has(PART_MAPPER):
+        return [], None, no_update, None, None, None
+    state = context.state(stored)
+    mapper = mapper_data(data)
+    layer = topo_layer(context, state)
+    params, notes = mapper.params(state, layer)
+    result = mapper.result(layer, params)
+    node = state.topo_node if state.topo_node is not None else None
+    if node is not None and node >= result.graph.num_nodes:
+        node = None
+    shape_rank = state.topo_shape
+    shape = (
+        result.shapes[shape_rank]
+        if shape_rank is not None and shape_rank < min(len(result.shapes), SHAPES_SHOWN)
+        else None
+    )
+    elements = topology_elements(
+        result,
+        selected=state.cls,
+        colour=state.topo_colour,
+        jaccard_min=state.topo_jaccard / 100.0,
+        picked=node,
+        shape=shape,
+        names=data.names,
+    )
+    messages = [note(text) for text in notes]
+    if result.graph.num_nodes == 0:
+        messages.append(note("No node at these parameters: try a larger ε or fewer intervals."))
+    panel: Any
+    classes = None
+    if node is not None:
+        panel = node_panel(context, mapper, result, node, state.cls)
+        classes = node_classes(result, node)
+    else:
+        panel = note("Click a node to see its classes and images.")
+    return (
+        elements,
+        _status(result, notes),
+        messages or None,
+        shape_list(result, data.names, shape_rank if shape is not None else None),
+        panel,
+        classes,
+    )
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """Callbacks of the Topology view: its reducer, the render, the embedding highlight."""
+    data = context.data
+
+    @app.callback(
+        Output(ids.STATE, "data", allow_duplicate=True),
+        Output(ids.TOPO_MESSAGE, "children"),
+        Output(ids.TOPO_INTERVALS, "value"),
+        Input(ids.TOPO_LAYER, "value"),
+        Input(ids.TOPO_INTERVALS, "value"),
+        Input(ids.TOPO_OVERLAP, "value"),
+        Input(ids.TOPO_EPS, "value"),
+        Input(ids.TOPO_CLUSTER, "value"),
+        Input(ids.TOPO_METRIC, "value"),
+        Input(ids.TOPO_JACCARD, "value"),
+        Input(ids.TOPO_COLOUR, "value"),
+        Input(ids.TOPO_GRAPH, "tapNodeData"),
+        Input({"type": _SHAPE_TYPE, "index": ALL}, "n_clicks"),
+        State(ids.STATE, "data"),
+        prevent_initial_call=True,
+    )
+    def reduce_topology(*args: Any) -> tuple[Any, Any, Any]:
+        state = context.state(args[-1])
+        trigger = ctx.triggered_id
+        value = ctx.triggered[0].get("value") if ctx.triggered else None
+        try:
+            new, message = apply_topology_event(state, trigger, value, data.num_layers)
+        except (TypeError, ValueError):
+            new, message = state, None
+        new = context.state(new.to_dict())
+        shown = note(message, kind="error") if message else None
+        echo = new.topo_intervals if trigger == ids.TOPO_INTERVALS else no_update
+        if new == state:
+            return no_update, shown, echo
+        return new.to_dict(), shown, echo
+
+    @app.callback(
+        Output(ids.TOPO_GRAPH, "elements"),
+        Output(ids.TOPO_STATUS, "children"),
+        Output(ids.TOPO_NOTE, "children"),
+        Output(ids.TOPO_SHAPES, "children"),
+        Output(ids.TOPO_PANEL, "children"),
+        Output(ids.TOPO_CLASSES, "data"),
+        Input(ids.STATE, "data"),
+    )
+    @guarded(no_update, no_update, None, no_update, no_update, no_update, note_at=2)
+    def update_topology(stored: Any) -> tuple[Any, ...]:
+        return render(context, stored)
+
+    @app.callback(
+        Output(ids.EMBEDDING, "figure", allow_duplicate=True),
+        Input(ids.TOPO_CLASSES, "data"),
+        Input(ids.EMBEDDING_LAYER, "data"),
+        prevent_initial_call=True,
+    )
+    def highlight_embedding(classes: Any, shown_layer: Any) -> Any:
+        """Mark the opened node's classes in the class embedding (others faded)."""
+        if not data.has(PART_EMBEDDING) or shown_layer is None:
+            return no_update
+        if ctx.triggered_id == ids.EMBEDDING_LAYER and not classes:
+            return no_update
+        patch = Patch()
+        if classes:
+            picked = [int(c) for c in classes if 0 <= int(c) < data.num_classes]
+            patch["data"][0]["selectedpoints"] = picked
+            patch["data"][0]["unselected"] = {"marker": {"opacity": 0.15}}
+        else:
+            patch["data"][0]["selectedpoints"] = None
+        return patch
