@@ -103,6 +103,13 @@ def create_app(settings: Settings) -> Dash:
     register_page(
         "neuron", path_template=NEURON_TEMPLATE, layout=neuron, title=neuron_title, name="Neuron"
     )
+    # Dash Pages shows the page registered as "not_found_404" for any unknown path.
+    register_page(
+        "not_found_404",
+        path="/404",
+        layout=lambda **_: neuron_page.page_not_found(context),
+        title=f"Page not found · {title}",
+    )
     dash_app.layout = html.Div(
         [
             shell.header(context),

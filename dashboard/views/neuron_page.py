@@ -63,6 +63,24 @@ def not_found(context: ViewContext, layer: Any, channel: Any) -> html.Div:
     )
 
 
+def page_not_found(context: ViewContext) -> html.Div:
+    """The friendly page for any unknown path (e.g. ``/neuron/conv1`` without a channel)."""
+    return html.Div(
+        html.Section(
+            [
+                html.H2("Page not found"),
+                html.P(
+                    "Neuron pages are /neuron/<layer name or index>/<channel>.", className="muted"
+                ),
+                dcc.Link("← back to the explorer", href=context.page_prefix, className="back"),
+            ],
+            className="card",
+        ),
+        id=ids.PAGE_NOT_FOUND,
+        className="page neuron-page",
+    )
+
+
 def _bar(share: float) -> html.Span:
     return html.Span(
         html.Span(style={"width": f"{100 * max(0.0, min(1.0, share)):.1f}%"}), className="bar"

@@ -212,6 +212,11 @@ def test_unknown_neuron_is_a_friendly_page(fv: ViewContext, layer: Any, channel:
     assert neuron_page.title(fv, layer=layer, channel=channel).startswith("Neuron not found")
 
 
+def test_any_other_unknown_path_is_a_friendly_page(fv: ViewContext) -> None:
+    page = neuron_page.page_not_found(fv)
+    assert page.id == ids.PAGE_NOT_FOUND and "/neuron/" in str(page)
+
+
 def test_neuron_page_without_featurevis_says_how(plain: ViewContext) -> None:
     page = str(neuron_page.page(plain, layer="layer1", channel="3"))
     assert "python -m compute featurevis --atlas" in page and "featurevis/" not in page

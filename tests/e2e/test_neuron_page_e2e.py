@@ -187,6 +187,8 @@ def test_unknown_neuron_and_missing_featurevis(
     dash_duo.wait_for_contains_text("#neuron-not-found", "Neuron not found")
     dash_duo.driver.get(dash_duo.server_url + "/neuron/layer1/999")
     dash_duo.wait_for_contains_text("#neuron-not-found", "layer1/999")
+    dash_duo.driver.get(dash_duo.server_url + "/neuron/layer1")  # no channel: Pages' 404
+    dash_duo.wait_for_contains_text("#page-not-found", "Page not found")
     # A real neuron of an atlas without featurevis: the page says how to compute it.
     dash_duo.driver.get(dash_duo.server_url + "/neuron/layer1/3")
     dash_duo.wait_for_contains_text("#neuron-page", "python -m compute featurevis --atlas")
