@@ -1,0 +1,140 @@
+"""The Topology view without a browser: pie slices, parameter clamping, URL state, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dashboard import data as atlas_data
+from dashboard import ids
+from dashboard.mapper import MAX_SLICES, pie_slices, topology_elements
+from dashboard.state import ViewState, clamp
+from dashboard.views import topology
+from dashboard.views.common import ViewContext
+from tests.topology_atlas import SHAPES_QUERY, write_topology_atlas
+
+
+@pytest.fixture(scope="module")
+def topo_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_topology_atlas(tmp_path_factory.mktemp("topo") / "atlas")
+
+
+def context_for(atlas: Path, tmp_path: Path) -> ViewContext:
+    data = atlas_data.load(str(atlas), str(tmp_path / "cache"))
+    return ViewContext(data=data, file_prefix="/atlas-file/")
+
+
+# -- pies ------------------------------------------------------------------------------
+
+
+def test_pie_slices_top_classes_other_and_selected() -> None:
+    counts = np.arange(40, 0, -1)  # 40 classes, class 0 largest
+    slices = pie_slices(counts, selected=39)
+    assert len(slices) == MAX_SLICES
+    assert [c for c, _ in slices[:14]] == list(range(14))
+    assert slices[14][0] == 39 and slices[-1][0] == -1  # the selected class, then "other"
+    assert sum(p for _, p in slices) == pytest.approx(100.0)
+    few = pie_slices(np.array([0, 2, 6, 0]), selected=0)  # selected absent: not shown
+    assert few == [(2, 75.0), (1, 25.0)]
+    assert pie_slices(np.zeros(5, dtype=int), selected=1) == []
+
+
+def test_elements_pies_sizes_and_jaccard_filter(topo_atlas: Path, tmp_path: Path) -> None:
+    context = context_for(topo_atlas, tmp_path)
+    mapper = topology.mapper_data(context.data)
+    state = ViewState.from_query("?" + SHAPES_QUERY, num_classes=6, num_layers=3)
+    result = mapper.result(0, mapper.params(state, 0)[0])
+    elements = topology_elements(result, selected=1, jaccard_min=0.0)
+    nodes = [e for e in elements if "source" not in e["data"]]
+    edges = [e for e in elements if "source" in e["data"]]
+    assert len(nodes) == result.graph.num_nodes and len(edges) == result.graph.num_edges
+    for e in nodes:
+        shares = [e["data"][f"p{i}"] for i in range(1, MAX_SLICES + 1)]
+        assert sum(shares) == pytest.approx(100.0, abs=0.01)
+        assert "pie" in e["classes"]
+    big = max(nodes, key=lambda e: e["data"]["count"])
+    assert big["data"]["size"] == max(e["data"]["size"] for e in nodes)
+    fewer = topology_elements(result, selected=1, jaccard_min=0.5)
+    kept = [e for e in fewer if "source" in e["data"]]
+    assert all(e["data"]["jaccard"] >= 0.5 for e in kept) and len(kept) < len(edges)
+    norm = topology_elements(result, selected=1, colour="norm")
+    assert all(e["data"]["colour"].startswith("#") for e in norm if "source" not in e["data"])
+
+
+# -- parameters and URL --------------------------------------------------------------------
+
+
+def test_clamp_and_events() -> None:
+    assert clamp("250", 10, 100) == 100 and clamp(-3, 0, 100) == 0 and clamp("x", 0, 1) is None
+    state = ViewState(topo_node=3, topo_shape=1)
+    new, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, 500, 3)
+    assert new.topo_intervals == 100 and "using 100" in (message or "")
+    assert new.topo_node is None and new.topo_shape is None  # a new graph
+    same, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, "abc", 3)
+    assert same == state and "must be a number" in (message or "")
+    kept, _ = topology.apply_topology_event(state, ids.TOPO_JACCARD, 40, 3)
+    assert kept.topo_jaccard == 40 and kept.topo_node == 3  # same graph, fewer edges
+    bad, message = topology.apply_topology_event(state, ids.TOPO_METRIC, "manhattan", 3)
+    assert bad == state and message
+    picked, _ = topology.apply_topology_event(state, ids.TOPO_GRAPH, {"node": 7}, 3)
+    assert picked.topo_node == 7
+    shape, _ = topology.apply_topology_event(state, {"type": "topo-shape", "index": 2}, 1, 3)
+    assert shape.topo_shape == 2
+    cleared, _ = topology.apply_topology_event(shape, {"type": "topo-shape", "index": 2}, 2, 3)
+    assert cleared.topo_shape is None  # clicking the selected shape again clears it
+    layer, message = topology.apply_topology_event(state, ids.TOPO_LAYER, 9, 3)
+    assert layer == state and message
+
+
+def test_url_round_trip_of_topology_fields() -> None:
+    state = ViewState(
+        cls=2, topo_layer=1, topo_intervals=25, topo_overlap=45, topo_eps=150,
+        topo_cluster="hdbscan", topo_metric="cosine", topo_jaccard=20, topo_colour="share",
+        topo_node=4, topo_shape=0,
+    )  # fmt: skip
+    search = state.to_search()
+    assert "ti=25" in search and "tcol=share" in search and "tshape=0" in search
+    assert ViewState.from_query(search, num_classes=6, num_layers=3) == state
+    assert ViewState.from_dict(state.to_dict(), num_classes=6, num_layers=3) == state
+    assert "ti=" not in ViewState().to_search()  # defaults stay out of the URL
+    odd = ViewState.from_query("?ti=5&to=99&te=x&tc=kmeans&tlayer=7", num_layers=3)
+    assert (odd.topo_intervals, odd.topo_overlap, odd.topo_eps) == (10, 60, 100)
+    assert odd.topo_cluster == "dbscan" and odd.topo_layer is None
+
+
+# -- render --------------------------------------------------------------------------------
+
+
+def test_render_node_panel_shapes_and_embedding_classes(topo_atlas: Path, tmp_path: Path) -> None:
+    context = context_for(topo_atlas, tmp_path)
+    state = ViewState.from_query(
+        f"?{SHAPES_QUERY}&tlayer=0&tnode=0&tshape=1&class=1", num_classes=6, num_layers=3
+    )
+    elements, status, message, shapes, panel, classes = topology.render(context, state.to_dict())
+    text = str(status)
+    assert "exact" in text and "coverage" in text
+    assert message is None
+    assert str(shapes).count("flare") == 3
+    assert "Node" in str(panel) and "topo-class-table" in str(panel)
+    assert "mapper/crops/00/" in str(panel)
+    assert classes and all(0 <= c < 6 for c in classes)
+    shape_nodes = [e for e in elements if "in-shape" in e.get("classes", "")]
+    assert len(shape_nodes) >= 3
+    loop = ViewState.from_query(f"?{SHAPES_QUERY}&tlayer=1", num_classes=6, num_layers=3)
+    assert "loop 1" in str(topology.render(context, loop.to_dict())[3])
+
+
+def test_missing_part_note_and_refused_direct_clustering(
+    small_atlas: Path, topo_atlas: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = context_for(small_atlas, tmp_path)
+    page = str(topology.layout(context, ViewState()))
+    assert "no 'mapper' part" in page and "python -m compute build" in page
+    assert topology.render(context, ViewState().to_dict())[0] == []
+    topo = context_for(topo_atlas, tmp_path)
+    monkeypatch.setattr("dashboard.mapper.DIRECT_LIMIT", 100)
+    state = ViewState(topo_cluster="hdbscan", topo_layer=2)
+    _, _, message, *_ = topology.render(topo, state.to_dict())
+    assert "limit 100" in str(message) and "DBSCAN" in str(message)
