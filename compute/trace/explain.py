@@ -154,14 +154,17 @@ def _prepare(layer: LayerTrace) -> dict[str, torch.Tensor]:
     prepared = {
         "w0": layer.w0.reshape(o, i_dim),
         "delta": (layer.wt - layer.w0).reshape(o, i_dim),
-        "comps": comps.reshape(-1, o, i_dim),  # [M, O, I]
+        "comps": comps.reshape(-1, o * i_dim),  # [M, O·I]: plain matmuls beat einsum here
         # Norms only feed cosines (ridge), so float32 is enough and twice as fast.
         "flat32": comps.reshape(-1, i_dim).float(),  # [M·O, I]
         "epoch_sum": comps.sum(dim=1),  # [E, O, I]
     }
     if layer.example is not None:
-        prepared["example"] = layer.example.reshape(layer.example.shape[0], o, i_dim)
+        prepared["example"] = layer.example.reshape(layer.example.shape[0], o * i_dim)
         prepared["example32"] = prepared["example"].float()
+    else:
+        assert layer.example_proj is not None
+        prepared["example_proj"] = layer.example_proj.reshape(layer.example_proj.shape[0], -1)
     return prepared
 
 
@@ -187,7 +190,7 @@ def _layer_scores(
     r_norm = r.flatten(1).norm(dim=1)  # [n]
     safe = r_norm.clamp_min(torch.finfo(dtype).tiny)
     g = torch.einsum("nol,nil->noi", r, cols)  # G(x): ⟨A ⋆ a, r⟩ = ⟨A, G⟩
-    pi = torch.einsum("moi,noi->nm", prep["comps"], g) / safe[:, None]  # [n, M]
+    pi = (g.reshape(n, -1) @ prep["comps"].T) / safe[:, None]  # [n, M]
     # Norms of the components' outputs: via the patch Gram when I < L (cheaper), else direct.
     cols32 = cols.float()
     flat32 = prep["flat32"]
@@ -209,13 +212,13 @@ def _layer_scores(
 
     # Per-example scores π_i.
     if layer.example is not None:
-        scores = torch.einsum("xoi,noi->nx", prep["example"], g) / safe[:, None]
+        scores = (g.reshape(n, -1) @ prep["example"].T) / safe[:, None]
         per_example = "exact"
     else:
         assert layer.example_proj is not None and layer.proj_out is not None
         assert layer.proj_in is not None
         pg = torch.einsum("ko,noi,ji->nkj", layer.proj_out, g, layer.proj_in)
-        scores = torch.einsum("xkj,nkj->nx", layer.example_proj, pg) / safe[:, None]
+        scores = (pg.reshape(n, -1) @ prep["example_proj"].T) / safe[:, None]
         per_example = "projected"
     k = min(config.top_k, scores.shape[1])
     top = torch.topk(scores, k, dim=1)
