@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 MAX_SLICES = 16
 #: Without the stored index (another metric, or HDBSCAN) the sample is clustered directly,
 #: which is only offered up to this many points.
-DIRECT_LIMIT = 20_000
+DIRECT_LIMIT = 10_000
 #: Node diameters (px) and edge widths (px).
 NODE_MIN_PX, NODE_MAX_PX = 14.0, 54.0
 EDGE_MIN_PX, EDGE_MAX_PX = 0.8, 6.0
@@ -168,6 +168,8 @@ def layout_nodes(graph: MapperGraph, lens: np.ndarray, iterations: int = 80) -> 
                 np.add.at(force, src, -pull)
                 np.add.at(force, dst, pull)
             force[:, 0] += 0.3 * (x0 - pos[:, 0]) / k
+            # Gravity on y keeps small components from drifting to the edges.
+            force[:, 1] -= 0.15 * (pos[:, 1] - pos[:, 1].mean()) / k
             norm = np.sqrt((force**2).sum(-1))[:, None] + 1e-9
             pos = pos + force / norm * np.minimum(norm, temperature)
             temperature *= 0.95
@@ -293,7 +295,7 @@ class MapperData:
             return graph, layout_nodes(graph, lens)
 
         graph, positions = self.data.cache.get_or_compute(
-            f"{self.data.key}:mapper:{layer}:{params!r}:v1", compute
+            f"{self.data.key}:mapper:{layer}:{params!r}:v2", compute
         )
         labels = np.asarray(sample.label)
         stats = node_statistics(graph, labels, self.norms(layer), self.data.num_classes)
@@ -349,7 +351,9 @@ def topology_elements(
     if n == 0:
         return []
     count = stats.count.astype(np.float64)
-    size = NODE_MIN_PX + (NODE_MAX_PX - NODE_MIN_PX) * np.sqrt(count / max(count.max(), 1.0))
+    # Many nodes share the same canvas: the largest node shrinks as their number grows.
+    top_px = min(NODE_MAX_PX, max(NODE_MIN_PX + 8, NODE_MAX_PX * np.sqrt(80 / n)))
+    size = NODE_MIN_PX + (top_px - NODE_MIN_PX) * np.sqrt(count / max(count.max(), 1.0))
     norms = stats.mean_norm.astype(np.float64)
     lo, hi = float(norms.min()), float(norms.max())
     if selected is not None and 0 <= selected < stats.class_counts.shape[1]:

@@ -501,7 +501,7 @@ def register(app: Dash, context: ViewContext) -> None:
         except (TypeError, ValueError):
             new, message = state, None
         new = context.state(new.to_dict())
-        shown = note(message, kind="error") if message else None
+        shown = note(message, kind="missing") if message else None
         echo = new.topo_intervals if trigger == ids.TOPO_INTERVALS else no_update
         if new == state:
             return no_update, shown, echo

@@ -1,0 +1,86 @@
+"""End-to-end: the Topology (Mapper) view in headless Chromium (``pytest --headless -m e2e``).
+
+Uses the planted-shape test atlas of :mod:`tests.topology_atlas`: layer 0 is a Y (three
+flares). Helpers come from the main e2e module.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.keys import Keys
+
+from tests.e2e.test_dashboard_e2e import (
+    SCREENSHOTS,
+    cy_count,
+    cy_emit,
+    query,
+    start,
+    wait_until,
+)
+from tests.topology_atlas import SHAPES_QUERY, write_topology_atlas
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("chromedriver") is None, reason="needs chromedriver"),
+]
+
+
+@pytest.fixture(scope="module")
+def topo_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_topology_atlas(tmp_path_factory.mktemp("topo-e2e") / "atlas")
+
+
+def selected_points(dash_duo: Any) -> Any:
+    """``selectedpoints`` of the class embedding's every-class trace."""
+    script = (
+        "const g = document.querySelector('#embedding-graph .js-plotly-plot');"
+        "return g && g.data ? g.data[0].selectedpoints : null;"
+    )
+    return dash_duo.driver.execute_script(script)
+
+
+def test_topology_parameters_node_and_shapes(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, topo_atlas: Path, tmp_path: Path
+) -> None:
+    start(dash_duo, monkeypatch, topo_atlas, tmp_path, query=f"?{SHAPES_QUERY}&tlayer=0")
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
+    dash_duo.wait_for_contains_text("#topo-status", "exact")
+    dash_duo.find_element("#topology").location_once_scrolled_into_view  # noqa: B018
+
+    # The three flares of the Y are listed; clicking one rings its nodes, again clears it.
+    buttons = wait_until(lambda: dash_duo.find_elements(".topo-shape"))
+    assert len(buttons) == 3 and all("flare" in b.text for b in buttons)
+    buttons[0].click()
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node.in-shape") >= 3)
+    wait_until(lambda: query(dash_duo).get("tshape") == "0")
+
+    # Click a node: its class table and member crops; its classes marked in the embedding.
+    cy_emit(dash_duo, "topo-graph", "m0", "tap")
+    dash_duo.wait_for_element("#topo-class-table tr")
+    dash_duo.wait_for_element("#topo-panel img.crop")
+    wait_until(lambda: query(dash_duo).get("tnode") == "0")
+    wait_until(lambda: selected_points(dash_duo), message="embedding not highlighted")
+
+    # Change a parameter: the graph is recomputed (another node count), the URL follows.
+    before = cy_count(dash_duo, "topo-graph", "node")
+    box = dash_duo.find_element("#topo-intervals")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("15", Keys.ENTER)
+    wait_until(lambda: query(dash_duo).get("ti") == "15", message="intervals not in the URL")
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") not in (before, -1, 0))
+    assert "tnode" not in query(dash_duo)  # a new graph closes the node
+    # Out of range: clamped, with a message.
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("500", Keys.ENTER)
+    dash_duo.wait_for_contains_text("#topo-message", "using 100")
+    wait_until(lambda: query(dash_duo).get("ti") == "100")
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    time.sleep(0.5)
+    dash_duo.find_element("#topology").screenshot(str(SCREENSHOTS / "topology-e2e.png"))
+    assert dash_duo.get_logs() == []
