@@ -180,7 +180,11 @@ def train_digits_cnn(splits: DigitsSplits, config: DemoConfig = DemoConfig()) ->
 
 
 def build_demo_atlas(
-    out: str | Path, *, config: DemoConfig = DemoConfig(), overwrite: bool = False
+    out: str | Path,
+    *,
+    config: DemoConfig = DemoConfig(),
+    overwrite: bool = False,
+    featurevis: bool = True,
 ) -> Path:
     """Train the demo CNN and build its atlas over the training split.
 
@@ -188,6 +192,8 @@ def build_demo_atlas(
         out: where to write the atlas.
         config: training settings.
         overwrite: replace an existing atlas at ``out``.
+        featurevis: also render every channel's feature visualization and diversity
+            images (the slowest step: minutes on CPU).
 
     Returns:
         The atlas path.
@@ -208,7 +214,7 @@ def build_demo_atlas(
             accuracy["test"],
         )
         loader = DataLoader(splits.train, batch_size=256, shuffle=False)
-        return build_atlas(
+        path = build_atlas(
             model,
             loader,
             layers=DEMO_LAYERS,
@@ -241,11 +247,19 @@ def build_demo_atlas(
             seed=config.seed,
             overwrite=overwrite,
         )
+        if featurevis:
+            from compute.featurevis.cli import run_featurevis
+
+            run_featurevis(path, model=model)
+        return path
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     path = build_demo_atlas(
-        args.out, config=DemoConfig(seed=args.seed, epochs=args.epochs), overwrite=args.overwrite
+        args.out,
+        config=DemoConfig(seed=args.seed, epochs=args.epochs),
+        overwrite=args.overwrite,
+        featurevis=not args.no_featurevis,
     )
     print(f"demo atlas written to {path}")
     return 0
@@ -266,4 +280,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--epochs", type=int, default=DemoConfig.epochs, help="training epochs (default 6)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing atlas")
+    parser.add_argument(
+        "--no-featurevis",
+        action="store_true",
+        help="skip the feature visualizations (the slowest step)",
+    )
     parser.set_defaults(run=_run_demo)

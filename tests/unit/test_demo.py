@@ -19,7 +19,7 @@ def shipped() -> Atlas:
 
 def test_shipped_atlas_is_valid_for_the_current_format(shipped: Atlas) -> None:
     assert shipped.version == FORMAT_VERSION
-    assert shipped.parts == {"summit", "examples", "embedding", "graphs"}
+    assert {"summit", "examples", "embedding", "graphs", "featurevis"} <= shipped.parts
     assert len(shipped.classes) == 10
     total = sum(path.stat().st_size for path in SHIPPED.rglob("*") if path.is_file())
     assert total <= 15 * 2**20, f"demo atlas is {total / 2**20:.1f} MB, keep it <= 15 MB"
@@ -42,7 +42,7 @@ def test_demo_selects_a_handful_of_channels_per_image(shipped: Atlas) -> None:
 def test_rebuilding_the_demo_reproduces_the_shipped_counts(tmp_path: Path, shipped: Atlas) -> None:
     from compute.demo import build_demo_atlas
 
-    rebuilt = Atlas.open(build_demo_atlas(tmp_path / "demo"))
+    rebuilt = Atlas.open(build_demo_atlas(tmp_path / "demo", featurevis=False))
     assert rebuilt.classes == shipped.classes
     for layer in shipped.layer_names:
         np.testing.assert_array_equal(
