@@ -6,13 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compute.summit.activation import topk_mask
 from compute.summit.influence import (
     influence_maxima,
     influence_maxima_1x1,
+    influence_maxima_batched,
     influence_maxima_gemm,
     influence_topk,
     influence_upper_bounds,
     pair_maxima,
+    topk_triples,
 )
 
 
@@ -79,9 +82,12 @@ def test_all_paths_agree_with_per_pair_convolutions(geometry, signed: bool) -> N
     for tile in (7, 40, 1 << 18):  # spans inside one image, several images, everything
         gemm = influence_maxima_gemm(x, w, stride, padding, dilation, budget=500, tile=tile)
         torch.testing.assert_close(gemm, exact, rtol=1e-12, atol=1e-12)
+    for tile in (1, 500, 1 << 20):  # one image per block, a few, the whole batch
+        batched = influence_maxima_batched(x, w, stride, padding, dilation, tile=tile)
+        torch.testing.assert_close(batched, exact, rtol=1e-12, atol=1e-12)
     assert (influence_upper_bounds(x, w, stride, padding, dilation) >= exact).all()
     want = reference_topk(exact, 2)
-    for method in ("auto", "gemm", "dense", "pruned", "pruned-gemm"):
+    for method in ("auto", "batched", "gemm", "dense", "pruned", "pruned-gemm"):
         b, i, j = influence_topk(x, w, stride, padding, dilation, 2, budget=300, method=method)
         got = set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True))
         assert got == want, method
@@ -109,7 +115,7 @@ def test_integer_ties_go_to_lowest_input_channel() -> None:
     w = torch.zeros(2, 4, 3, 3, dtype=torch.float64)
     w[0, :, 1, 1] = torch.tensor([1.0, 2.0, 2.0, 2.0])  # three-way tie for the top
     w[1, :, 1, 1] = torch.tensor([-1.0, 0.0, 1.0, 1.0])  # only positive ones count
-    for method in ("gemm", "dense", "pruned", "pruned-gemm"):
+    for method in ("auto", "batched", "gemm", "dense", "pruned", "pruned-gemm"):
         _, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 2, method=method)
         got = sorted(zip(i.tolist(), j.tolist(), strict=True))
         assert got == [(0, 1), (0, 2), (1, 2), (1, 3)], method
@@ -135,3 +141,29 @@ def test_auto_prunes_wide_layers_exactly(monkeypatch, tile: int) -> None:
     exact = per_pair(x, w, (1, 1), (1, 1), (1, 1))
     b, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 2)
     assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == reference_topk(exact, 2)
+
+
+def test_topk_triples_equals_mask_with_ties_nan_and_non_positive() -> None:
+    """One ``torch.topk`` plus the tie repair selects exactly what ``topk_mask`` selects."""
+    g = torch.Generator().manual_seed(11)
+    # Few distinct values: ties at the k-th value in most rows, some of them <= 0.
+    scores = torch.randint(-2, 4, (6, 7, 9), generator=g).double()
+    scores[0, 0, 3] = torch.nan
+    scores[1, 2] = -torch.inf
+    scores[2, 3] = torch.nan
+    for k in (1, 2, 3, 9, 12):
+        want = topk_mask(scores, k, positive_only=True).nonzero(as_tuple=True)
+        got = topk_triples(scores, k)
+        for w_, g_ in zip(want, got, strict=True):
+            assert torch.equal(w_, g_), k  # same triples, same row-major order
+    random = torch.randn(4, 5, 30, generator=g)
+    want = topk_mask(random, 5).nonzero(as_tuple=True)
+    assert all(torch.equal(a, b) for a, b in zip(want, topk_triples(random, 5), strict=True))
+
+
+def test_auto_picks_batched_for_small_layers_only() -> None:
+    from compute.summit import influence
+
+    small = torch.zeros(64, 64, 3, 3)
+    assert influence.batched_fits(small, 16)  # demo conv4: 64 x 16 positions x 64
+    assert not influence.batched_fits(torch.zeros(256, 256, 3, 3), 56 * 56)  # VGG conv
