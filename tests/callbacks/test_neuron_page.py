@@ -284,3 +284,15 @@ def test_compare_follows_the_picture_toggle(fv: ViewContext) -> None:
     assert all("/featurevis/" in i for i in _images(elements))
     elements, _, _ = compare.render(fv, ViewState(cls=1, compare=2, pics="crop").to_dict())
     assert all("/images/" in i for i in _images(elements))
+
+
+def test_neuron_urls_are_served(featurevis_atlas: Path, tmp_path: Path) -> None:
+    """Every neuron URL, known or not, answers the app's page (200), never a server error."""
+    from dashboard.config import Settings
+    from dashboard.factory import create_app
+
+    app = create_app(Settings(atlas_dir=featurevis_atlas, cache_dir=tmp_path / "cache"))
+    client = app.server.test_client()
+    for path in ("/neuron/layer1/3", "/neuron/nope/1", "/neuron/layer1/x", "/neuron/a%2Fb/1"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/atlas-file/featurevis/01/3-div-2.png").status_code == 200
