@@ -42,6 +42,7 @@ def train_demo_traced(
     layers: tuple[str, ...] = DEMO_TRACE_LAYERS,
     projection_dim: int = 64,
     checkpoint_dir: str | Path | None = None,
+    example_momentum: str = "exact",
 ) -> tuple[nn.Module, TraceResult]:
     """Train the demo CNN exactly as ``compute.demo.train_digits_cnn`` does, traced.
 
@@ -51,6 +52,8 @@ def train_demo_traced(
         layers: modules to trace.
         projection_dim: sketch size per example for layers above ``exact_max_weights``.
         checkpoint_dir: where to save epoch-end checkpoints (for TracIn), or ``None``.
+        example_momentum: per-example momentum credit, ``"exact"`` or ``"decayed"``
+            (see :class:`compute.trace.TraceConfig`).
 
     Returns:
         ``(model in eval mode, trace)``.
@@ -78,6 +81,7 @@ def train_demo_traced(
             projection_dim=projection_dim,
             seed=config.seed,
             checkpoint_dir=checkpoint_dir,
+            example_momentum=example_momentum,
         ),
         num_examples=len(splits.train),
     )

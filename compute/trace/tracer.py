@@ -521,7 +521,8 @@ class _LayerState:
     def project(self, full: torch.Tensor) -> torch.Tensor:
         """``[B, k_out, k_in]`` sketch of ``[B, O, I]`` per-example updates (trace dtype)."""
         p_out, p_in = self._projections(full.dtype)
-        return torch.einsum("ko,boi,ji->bkj", p_out, full, p_in).to(self.w0.dtype)
+        # (P_out g_b) then P_inᵀ: two plain matmuls, the cheap contraction order.
+        return ((p_out @ full) @ p_in.T).to(self.w0.dtype)
 
     def _projections(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.proj_out is not None and self.proj_in is not None
@@ -549,7 +550,15 @@ class _LayerState:
         if self.example is not None:
             return self.example_grads(a, d)
         full = self._example_grads_raw(a, d)
-        return self.project_factored(a, d) if full is None else self.project(full)
+        if full is None:
+            return self.project_factored(a, d)
+        # Pick the cheaper of sketching the formed gradients and the factored product.
+        assert self.proj_out is not None and self.proj_in is not None
+        k_out, k_in = self.proj_out.shape[0], self.proj_in.shape[0]
+        length = d[0].numel() // self.out
+        cost_full = k_out * self.out * self.inp + k_out * k_in * self.inp
+        cost_factored = (k_in * self.inp + k_out * self.out + k_out * k_in) * length
+        return self.project(full) if cost_full <= cost_factored else self.project_factored(a, d)
 
     def add_example(
         self,
