@@ -291,8 +291,7 @@ class MapperData:
             needs_vectors = params.metric != index.metric or params.clusterer != "dbscan"
             vectors = np.asarray(sample.vectors) if needs_vectors else None
             graph = index.mapper(params, vectors=vectors)
-            lens = index.lens if params.metric == index.metric else np.asarray(index.lens)
-            return graph, layout_nodes(graph, lens)
+            return graph, layout_nodes(graph, index.lens)  # the lens does not depend on metric
 
         graph, positions = self.data.cache.get_or_compute(
             f"{self.data.key}:mapper:{layer}:{params!r}:v2", compute

@@ -433,7 +433,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     layer = topo_layer(context, state)
     params, notes = mapper.params(state, layer)
     result = mapper.result(layer, params)
-    node = state.topo_node if state.topo_node is not None else None
+    node = state.topo_node
     if node is not None and node >= result.graph.num_nodes:
         node = None
     shape_rank = state.topo_shape
