@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import dash_cytoscape as cyto
 from dash import Dash, Input, Output, dcc, html, no_update
 
 from dashboard import ids
@@ -12,7 +11,7 @@ from dashboard.data import PART_GRAPHS
 from dashboard.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext, guarded, how_to_read, note
-from dashboard.views.graph import BASE_STYLESHEET, graph_height, pictures_mode
+from dashboard.views.graph import attribution_cytoscape, pictures_mode
 
 PICK_NOTE = "Pick a class to compare with the selected one."
 
@@ -48,20 +47,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         id=ids.COMPARE_NOTE,
                         className="compare-note",
                     ),
-                    cyto.Cytoscape(
-                        id=ids.COMPARE_GRAPH,
-                        elements=[],
-                        layout={"name": "preset", "fit": True, "padding": 24},
-                        stylesheet=BASE_STYLESHEET,
-                        minZoom=0.15,
-                        maxZoom=4,
-                        autoungrabify=True,
-                        boxSelectionEnabled=False,
-                        className="cytoscape",
-                        style={"height": graph_height(data.num_layers), "width": "100%"}
-                        if has_graphs
-                        else {"display": "none"},
-                    ),
+                    attribution_cytoscape(ids.COMPARE_GRAPH, data),
                 ],
                 className="compare-area",
             ),

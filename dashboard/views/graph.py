@@ -31,6 +31,27 @@ def graph_height(num_layers: int) -> str:
     return f"{max(420, min(880, 85 * num_layers + 60))}px"
 
 
+def attribution_cytoscape(component_id: str, data: AtlasData, **extra: Any) -> cyto.Cytoscape:
+    """An empty, preset-layout Cytoscape for attribution graphs (filled by a callback), as
+    tall as the model's layers need; hidden when the atlas has no graphs. ``extra`` adds
+    Cytoscape properties (e.g. ``clearOnUnhover``)."""
+    return cyto.Cytoscape(
+        id=component_id,
+        elements=[],
+        layout={"name": "preset", "fit": True, "padding": 24},
+        stylesheet=BASE_STYLESHEET,
+        minZoom=0.15,
+        maxZoom=4,
+        autoungrabify=True,
+        boxSelectionEnabled=False,
+        className="cytoscape",
+        style={"height": graph_height(data.num_layers), "width": "100%"}
+        if data.has(PART_GRAPHS)
+        else {"display": "none"},
+        **extra,
+    )
+
+
 def slider(component_id: str, label: str, value: int, tip: str) -> html.Div:
     """A labelled 0-100 % threshold slider."""
     return html.Div(
@@ -129,21 +150,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
             ),
             html.Div(
                 [
-                    cyto.Cytoscape(
-                        id=ids.GRAPH,
-                        elements=[],
-                        layout={"name": "preset", "fit": True, "padding": 24},
-                        stylesheet=BASE_STYLESHEET,
-                        minZoom=0.15,
-                        maxZoom=4,
-                        clearOnUnhover=True,
-                        autoungrabify=True,
-                        boxSelectionEnabled=False,
-                        className="cytoscape",
-                        style={"height": graph_height(data.num_layers), "width": "100%"}
-                        if has_graphs
-                        else {"display": "none"},
-                    ),
+                    attribution_cytoscape(ids.GRAPH, data, clearOnUnhover=True),
                     html.Aside(
                         note(
                             "Hover a channel to see its dataset examples; click it to "
