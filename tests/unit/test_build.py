@@ -411,3 +411,26 @@ def test_build_mapper_part_ignores_batch_size_and_order(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.mapper_sample(0).label, a.mapper_sample(0).image_index // 5)
     no_mapper = build_tiny(tmp_path / "c", mapper=False, crops_per_channel=0, save_weights=False)
     assert not Atlas.open(no_mapper).has(PART_MAPPER)
+
+
+def test_cli_passes_the_mapper_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compute.build
+    from compute.cli import main
+    from tests.unit.test_cli import base_args, make_image_folder
+
+    seen: dict[str, object] = {}
+
+    def fake_build(*_args: object, **kwargs: object) -> Path:
+        seen.update(kwargs)
+        return tmp_path / "out"
+
+    monkeypatch.setattr(compute.build, "build_atlas", fake_build)
+    data = make_image_folder(tmp_path / "data")
+    argv = base_args(data, tmp_path / "out")
+    assert main([*argv, "--no-mapper", "--mapper-capacity", "50", "--mapper-mode", "mean",
+                 "--mapper-crops", "0"]) == 0  # fmt: skip
+    assert (seen["mapper"], seen["mapper_capacity"], seen["mapper_mode"]) == (False, 50, "mean")
+    assert seen["mapper_crops"] == 0
+    assert main(argv) == 0
+    assert seen["mapper"] is True and seen["mapper_capacity"] == 100_000
+    assert seen["mapper_mode"] == "position"
