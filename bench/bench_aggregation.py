@@ -127,7 +127,9 @@ def bench(
     t_bare = statistics.median(bare_times)
     t_summit = statistics.median(summit_times)
     print(f"== {name}: {images} images of {shape}, batch {batch}, layers {layers}")
-    print(f"   threads {torch.get_num_threads()}, repeats {repeats} (median)")
+    cap = influence_module.INFLUENCE_THREADS
+    print(f"   threads {torch.get_num_threads()} (influence step: {cap or 'same'}), ", end="")
+    print(f"repeats {repeats} (median)")
     print(f"   bare forward : {t_bare:8.3f} s  ({images / t_bare:7.1f} img/s)")
     print(f"   summit pass  : {t_summit:8.3f} s  ({images / t_summit:7.1f} img/s)")
     print(f"   ratio        : {t_summit / t_bare:8.2f} x   (target <= 2.0)")
@@ -148,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=["demo", "vgg", "both"], default="both")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--influence-threads",
+        type=int,
+        default=None,
+        help="cap on threads in the influence step (0: no cap; default: the module's)",
+    )
+    parser.add_argument(
         "--vgg-layers",
         default="features.9,features.12,features.14",
         help="comma-separated VGG-11 layers (ReLU outputs)",
@@ -155,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.influence_threads is not None:
+        influence_module.INFLUENCE_THREADS = args.influence_threads or None
     torch.manual_seed(0)
     if args.model in ("demo", "both"):
         model, layers, shape, classes = demo_model()

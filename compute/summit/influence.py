@@ -32,6 +32,8 @@ All paths give the same top-k (tests compare them with per-pair convolutions).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,31 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUDGET = 64 * 1024 * 1024
 
 Pair = tuple[int, int]
+
+#: Intra-op CPU threads for the influence step (``None``: whatever torch uses). The step
+#: is hundreds of ~1-4 MB operations per batch; with 2 threads on a shared 2-core machine
+#: every one of them waits for the slower thread, which measured 5-10× slower in wall time
+#: (and in CPU time, spinning) than one thread, while the forward pass, a few big
+#: convolutions, still gains from 2. Only CPU ops are affected.
+INFLUENCE_THREADS: int | None = 1
+
+
+@contextmanager
+def intra_op_threads(limit: int | None) -> Iterator[None]:
+    """Cap ``torch``'s intra-op threads at ``limit`` inside the block, then restore them.
+
+    The setting is process-wide, so other Python threads running torch ops meanwhile are
+    capped too (the Summit pass runs its hooks in the calling thread).
+    """
+    previous = torch.get_num_threads()
+    if limit is None or previous <= limit:
+        yield
+        return
+    torch.set_num_threads(limit)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def conv_geometry(conv: nn.Conv2d) -> tuple[Pair, Pair, Pair]:
@@ -507,31 +534,61 @@ def influence_topk(
     # Chunk images so the [b, C_out, C_in] score tensors stay within budget / 4.
     step = max(1, min(batch, budget // (4 * per_image)))
     found: list[tuple[Tensor, Tensor, Tensor]] = []
-    for b0 in range(0, batch, step):
-        xb = x[b0 : b0 + step]
-        if (kh, kw) == (1, 1) and method == "auto":
-            scores = influence_maxima_1x1(xb, weight, stride, padding)
-        elif method == "batched" or (
-            method == "auto" and batched_fits(weight, positions, BATCHED_TILE)
-        ):
-            scores = influence_maxima_batched(xb, weight, stride, padding, dilation, BATCHED_TILE)
-        elif method == "dense":
-            scores = influence_maxima(xb, weight, stride, padding, dilation, budget)
-        elif method == "pruned":
-            scores = _pruned_scores(xb, weight, stride, padding, dilation, k, budget)
-        elif method == "pruned-gemm" or (
-            method == "auto" and PRUNE_MIN_RATIO is not None and c_in >= PRUNE_MIN_RATIO * k
-        ):
-            scores = _pruned_scores(xb, weight, stride, padding, dilation, k, budget, "gemm")
-        else:
-            scores = influence_maxima_gemm(xb, weight, stride, padding, dilation, budget)
-        bb, ii, jj = topk_triples(scores, k)
-        found.append((bb + b0, ii, jj))
+    with intra_op_threads(INFLUENCE_THREADS if x.device.type == "cpu" else None):
+        for b0 in range(0, batch, step):
+            found.append(
+                _topk_step(
+                    x[b0 : b0 + step],
+                    b0,
+                    weight,
+                    stride,
+                    padding,
+                    dilation,
+                    k,
+                    budget,
+                    method,
+                    positions,
+                )
+            )
     return (
         torch.cat([f[0] for f in found]),
         torch.cat([f[1] for f in found]),
         torch.cat([f[2] for f in found]),
     )
+
+
+def _topk_step(
+    xb: Tensor,
+    b0: int,
+    weight: Tensor,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    k: int,
+    budget: int,
+    method: str,
+    positions: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`influence_topk` on one block of images ``xb`` (the first is image ``b0``)."""
+    c_in, kh, kw = weight.shape[1:]
+    if (kh, kw) == (1, 1) and method == "auto":
+        scores = influence_maxima_1x1(xb, weight, stride, padding)
+    elif method == "batched" or (
+        method == "auto" and batched_fits(weight, positions, BATCHED_TILE)
+    ):
+        scores = influence_maxima_batched(xb, weight, stride, padding, dilation, BATCHED_TILE)
+    elif method == "dense":
+        scores = influence_maxima(xb, weight, stride, padding, dilation, budget)
+    elif method == "pruned":
+        scores = _pruned_scores(xb, weight, stride, padding, dilation, k, budget)
+    elif method == "pruned-gemm" or (
+        method == "auto" and PRUNE_MIN_RATIO is not None and c_in >= PRUNE_MIN_RATIO * k
+    ):
+        scores = _pruned_scores(xb, weight, stride, padding, dilation, k, budget, "gemm")
+    else:
+        scores = influence_maxima_gemm(xb, weight, stride, padding, dilation, budget)
+    bb, ii, jj = topk_triples(scores, k)
+    return bb + b0, ii, jj
 
 
 def _pruned_scores(

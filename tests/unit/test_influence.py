@@ -167,3 +167,22 @@ def test_auto_picks_batched_for_small_layers_only() -> None:
     small = torch.zeros(64, 64, 3, 3)
     assert influence.batched_fits(small, 16)  # demo conv4: 64 x 16 positions x 64
     assert not influence.batched_fits(torch.zeros(256, 256, 3, 3), 56 * 56)  # VGG conv
+
+
+def test_thread_cap_is_restored(monkeypatch) -> None:
+    from compute.summit import influence
+
+    monkeypatch.setattr(influence, "INFLUENCE_THREADS", 1)
+    torch.set_num_threads(2)  # the module fixture restores the previous setting
+    try:
+        x, w = _data(9, False, 3)
+        exact = per_pair(x, w, (1, 1), (1, 1), (1, 1))
+        b, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 2)
+        assert torch.get_num_threads() == 2
+        assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == reference_topk(exact, 2)
+        with pytest.raises(RuntimeError), influence.intra_op_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
