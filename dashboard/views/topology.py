@@ -325,8 +325,9 @@ def apply_topology_event(
 # -- rendering -----------------------------------------------------------------------------
 
 
-def _status(result: MapperResult, params_notes: list[str]) -> list[Any]:
+def _status(result: MapperResult, selected: int, name: str) -> list[Any]:
     graph = result.graph
+    holding = int((result.stats.class_counts[:, selected] > 0).sum()) if graph.num_nodes else 0
     exact = result.approximation is None
     pills = [
         html.Span(f"{graph.num_nodes:,} nodes", className="pill"),
@@ -344,6 +345,11 @@ def _status(result: MapperResult, params_notes: list[str]) -> list[Any]:
             else f"approximate: {result.approximation}",
         ),
         html.Span(f"ε {graph.eps:.3g}" if graph.eps == graph.eps else "HDBSCAN", className="pill"),
+        html.Span(
+            f"{name}: {holding} node{'' if holding == 1 else 's'}",
+            className="pill pill-class",
+            title="nodes holding images of the selected class (orange ring)",
+        ),
     ]
     return pills
 
@@ -365,6 +371,7 @@ def node_panel(
                 html.Td(f"{pct:.0f}%", className="num"),
             ],
             className="topo-class-row selected" if c == selected else "topo-class-row",
+            title="click to select this class in every view",
             **{"data-class": str(c)},
         )
         for c, name, count, pct in class_table(result, node, data.names)
@@ -463,7 +470,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
         panel = note("Click a node to see its classes and images.")
     return (
         elements,
-        _status(result, notes),
+        _status(result, state.cls, data.names[state.cls]),
         messages or None,
         shape_list(result, data.names, shape_rank if shape is not None else None),
         panel,

@@ -14,14 +14,8 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from tests.e2e.test_dashboard_e2e import (
-    SCREENSHOTS,
-    cy_count,
-    cy_emit,
-    query,
-    start,
-    wait_until,
-)
+from tests.e2e.browser import SCREENSHOTS, wait_until
+from tests.e2e.test_dashboard_e2e import cy_count, cy_emit, query, start
 from tests.topology_atlas import SHAPES_QUERY, write_topology_atlas
 
 pytestmark = [
@@ -65,6 +59,17 @@ def test_topology_parameters_node_and_shapes(
     dash_duo.wait_for_element("#topo-panel img.crop")
     wait_until(lambda: query(dash_duo).get("tnode") == "0")
     wait_until(lambda: selected_points(dash_duo), message="embedding not highlighted")
+
+    # Click a class in the node's table: it becomes the selected class of every view.
+    row = next(
+        r
+        for r in dash_duo.find_elements("#topo-class-table tr")
+        if r.get_attribute("data-class") != query(dash_duo).get("class", "0")
+    )
+    picked = row.get_attribute("data-class")
+    row.click()
+    wait_until(lambda: query(dash_duo).get("class") == picked, message="class not selected")
+    dash_duo.wait_for_contains_text("#topo-status", ": ")
 
     # Change a parameter: the graph is recomputed (another node count), the URL follows.
     before = cy_count(dash_duo, "topo-graph", "node")
