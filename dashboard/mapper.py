@@ -470,7 +470,7 @@ def class_table(
 
 
 def shape_summary(shape: Shape, rank: int, names: tuple[str, ...]) -> str:
-    """One line describing a flare or loop for the shape list."""
+    """One line describing a flare or loop for the shape list (``rank`` within its kind)."""
     name = names[shape.dominant_class] if 0 <= shape.dominant_class < len(names) else "?"
     return (
         f"{shape.kind} {rank + 1}: {len(shape.nodes)} nodes, {shape.size:,} images, "

@@ -412,12 +412,14 @@ def shape_list(result: MapperResult, names: tuple[str, ...], picked: int | None)
     shapes = result.shapes[:SHAPES_SHOWN]
     if not shapes:
         return [html.H3("Flares and loops"), note("No flare or loop in this graph.")]
+    # Numbered within their kind ("flare 2", "loop 1"); buttons keep the overall rank.
+    ordinal = [sum(s.kind == shape.kind for s in shapes[:i]) for i, shape in enumerate(shapes)]
     return [
         html.H3("Flares and loops"),
         html.Div(
             [
                 html.Button(
-                    shape_summary(shape, rank, names),
+                    shape_summary(shape, ordinal[rank], names),
                     id=shape_id(rank),
                     n_clicks=0,
                     className="topo-shape" + (" selected" if rank == picked else ""),
