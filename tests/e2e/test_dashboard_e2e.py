@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -20,65 +19,38 @@ from selenium.webdriver.common.by import By
 
 from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.views.sidebar import ROWS_PAGE
+from tests.e2e.browser import CY_INSTANCE, save_full_page, serve_app, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("chromedriver") is None, reason="needs chromedriver"),
 ]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
-
-# The cytoscape.js instance dash-cytoscape mounted inside the component with that id.
-_CY = (
-    "const root = document.getElementById(arguments[0]);"
-    "const all = root ? [root, ...root.querySelectorAll('div')] : [];"
-    "const host = all.find(el => el._cyreg && el._cyreg.cy);"
-    "const cy = host ? host._cyreg.cy : null;"
-)
-
 
 def start(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, atlas: Path, tmp_path: Path, query: str = ""
 ) -> None:
     """Serve the app on ``atlas``, open ``/{query}`` and wait for the first render."""
-    from dash.testing.application_runners import import_app
-
-    monkeypatch.setenv("NETWORK_ATLAS_DIR", str(atlas))
-    monkeypatch.setenv("NETWORK_ATLAS_CACHE_DIR", str(tmp_path / "cache"))
-    app = import_app("dashboard.app")
-    dash_duo.start_server(app)
-    dash_duo.driver.set_window_size(1440, 1200)
+    serve_app(dash_duo, monkeypatch, atlas, tmp_path)
     if query:
         dash_duo.driver.get(dash_duo.server_url + "/" + query)
     dash_duo.wait_for_element("#graph-header .class-name", timeout=20)
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
-    """Poll ``condition()`` until it is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message or "condition not met in time")
-        time.sleep(0.1)
-
-
 def cy_count(dash_duo: Any, component_id: str, selector: str) -> int:
     """How many elements match ``selector`` in a cytoscape graph (-1: not mounted)."""
-    script = _CY + f"return cy ? cy.elements({json.dumps(selector)}).length : -1;"
+    script = CY_INSTANCE + f"return cy ? cy.elements({json.dumps(selector)}).length : -1;"
     return int(dash_duo.driver.execute_script(script, component_id))
 
 
 def cy_ids(dash_duo: Any, component_id: str, selector: str) -> list[str]:
-    script = _CY + f"return cy ? cy.elements({json.dumps(selector)}).map(e => e.id()) : [];"
+    script = CY_INSTANCE + f"return cy ? cy.elements({json.dumps(selector)}).map(e => e.id()) : [];"
     return list(dash_duo.driver.execute_script(script, component_id))
 
 
 def cy_emit(dash_duo: Any, component_id: str, node_id: str, event: str) -> None:
     """Fire a cytoscape event on a node (what a real click or hover does)."""
-    script = _CY + "cy.getElementById(arguments[1]).emit(arguments[2]);"
+    script = CY_INSTANCE + "cy.getElementById(arguments[1]).emit(arguments[2]);"
     dash_duo.driver.execute_script(script, component_id, node_id, event)
 
 
@@ -236,27 +208,12 @@ def test_large_atlas(
     assert dash_duo.get_logs() == []
 
 
-def save_full_page(dash_duo: Any, name: str) -> None:
-    """Screenshot the whole page (window as tall as the document) into ``out/screenshots``."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    height = dash_duo.driver.execute_script("return document.documentElement.scrollHeight")
-    dash_duo.driver.set_window_size(1440, min(int(height) + 120, 4000))
-    dash_duo.driver.execute_script("window.scrollTo(0, 0)")
-    time.sleep(1.0)  # let cytoscape and plotly redraw at the new size
-    dash_duo.driver.save_screenshot(str(SCREENSHOTS / name))
-
-
 @pytest.mark.skipif(not DEMO_ATLAS_DIR.is_dir(), reason="the demo atlas is not shipped yet")
 def test_demo_atlas_is_the_default(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Without NETWORK_ATLAS_DIR the shipped demo atlas is served."""
-    from dash.testing.application_runners import import_app
-
-    monkeypatch.delenv("NETWORK_ATLAS_DIR", raising=False)
-    monkeypatch.setenv("NETWORK_ATLAS_CACHE_DIR", str(tmp_path / "cache"))
-    dash_duo.start_server(import_app("dashboard.app"))
-    dash_duo.driver.set_window_size(1440, 1200)
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
     dash_duo.wait_for_element("#graph-header .class-name", timeout=20)
     wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
     node = cy_ids(dash_duo, "attribution-graph", "node[size]")[-1]

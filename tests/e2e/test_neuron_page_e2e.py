@@ -8,62 +8,36 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from tests.e2e.browser import CY_INSTANCE, save_full_page, serve_app, wait_until
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("chromedriver") is None, reason="needs chromedriver"),
 ]
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
-
-_CY = (
-    "const root = document.getElementById(arguments[0]);"
-    "const all = root ? [root, ...root.querySelectorAll('div')] : [];"
-    "const host = all.find(el => el._cyreg && el._cyreg.cy);"
-    "const cy = host ? host._cyreg.cy : null;"
-)
 
 
 def serve(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, atlas: Path, tmp_path: Path, path: str
 ) -> None:
     """Serve the app on ``atlas`` and open ``path`` (e.g. ``/neuron/layer1/3``)."""
-    from dash.testing.application_runners import import_app
-
-    monkeypatch.setenv("NETWORK_ATLAS_DIR", str(atlas))
-    monkeypatch.setenv("NETWORK_ATLAS_CACHE_DIR", str(tmp_path / "cache"))
-    dash_duo.start_server(import_app("dashboard.app"))
-    dash_duo.driver.set_window_size(1440, 1200)
+    serve_app(dash_duo, monkeypatch, atlas, tmp_path)
     dash_duo.driver.get(dash_duo.server_url + path)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
-    """Poll ``condition()`` until it is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message or "condition not met in time")
-        time.sleep(0.1)
 
 
 def cy_nodes(dash_duo: Any) -> list[dict[str, Any]]:
     """The data of every channel node of the attribution graph."""
-    script = _CY + "return cy ? cy.nodes('[size]').map(n => n.data()) : [];"
+    script = CY_INSTANCE + "return cy ? cy.nodes('[size]').map(n => n.data()) : [];"
     return list(dash_duo.driver.execute_script(script, "attribution-graph"))
 
 
 def cy_emit(dash_duo: Any, node_id: str, event: str) -> None:
-    script = _CY + "cy.getElementById(arguments[1]).emit(arguments[2]);"
+    script = CY_INSTANCE + "cy.getElementById(arguments[1]).emit(arguments[2]);"
     dash_duo.driver.execute_script(script, "attribution-graph", node_id, event)
 
 
@@ -82,18 +56,6 @@ def loaded_images(dash_duo: Any, selector: str) -> int:
     return int(dash_duo.driver.execute_script(script, selector))
 
 
-def screenshot(dash_duo: Any, name: str) -> Path:
-    """Screenshot the whole page into ``out/screenshots``."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    height = dash_duo.driver.execute_script("return document.documentElement.scrollHeight")
-    dash_duo.driver.set_window_size(1440, min(int(height) + 120, 4000))
-    dash_duo.driver.execute_script("window.scrollTo(0, 0)")
-    time.sleep(1.0)
-    path = SCREENSHOTS / name
-    dash_duo.driver.save_screenshot(str(path))
-    return path
-
-
 def test_neuron_page_renders_its_parts(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, featurevis_atlas: Path, tmp_path: Path
 ) -> None:
@@ -108,7 +70,7 @@ def test_neuron_page_renders_its_parts(
     assert dash_duo.find_elements("#neuron-page-incoming a.neuron-link")
     assert dash_duo.find_elements("#neuron-page-outgoing a.neuron-link")
     assert "Channel 3 of layer1" in dash_duo.driver.title
-    screenshot(dash_duo, "neuron-page.png")
+    save_full_page(dash_duo, "neuron-page.png")
     assert dash_duo.get_logs() == []
 
 
@@ -127,7 +89,7 @@ def test_walk_from_graph_to_neuron_page_and_back(
     cy_emit(dash_duo, node, "mouseover")
     wait_until(lambda: loaded_images(dash_duo, "#hover-panel img.vis") == 5)
     wait_until(lambda: loaded_images(dash_duo, "#hover-panel img.crop:not(.vis)") >= 1)
-    screenshot(dash_duo, "graph-featurevis.png")
+    save_full_page(dash_duo, "graph-featurevis.png")
     dash_duo.driver.set_window_size(1440, 1200)
 
     # Click: the neuron panel opens, with a link to the neuron's page.
