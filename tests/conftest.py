@@ -12,7 +12,7 @@ import itertools
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +258,19 @@ def synthetic_atlas(out: Path, num_classes: int = 1000) -> Path:
     return write_synthetic_atlas(
         out, num_classes=num_classes, embedding="pca", seed=0, overwrite=True
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run a test module with torch on one thread, restoring the previous count after: tiny
+    float64 ops are far faster single-threaded (and immune to a busy machine). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # here, so tests that never use torch do not import it
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

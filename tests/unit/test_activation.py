@@ -10,13 +10,8 @@ from compute.summit.activation import select_mass, select_topk, spatial_max, top
 from compute.summit.examples import RunningTopExamples
 from tests import reference
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# torch on one thread for the whole module (fixture in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mask_of(chosen: set[int], n: int) -> list[bool]:
