@@ -149,30 +149,41 @@ def layout_nodes(graph: MapperGraph, lens: np.ndarray, iterations: int = 80) -> 
     cluster = graph.node_cluster.astype(np.float64)
     per_interval = np.bincount(graph.node_interval, minlength=int(graph.node_interval.max()) + 1)
     y0 = (cluster - (per_interval[graph.node_interval] - 1) / 2.0) * 0.08
-    pos = np.stack([x0, y0], axis=1)
+    x, y = x0.astype(np.float32), y0.astype(np.float32)
+    target = x.copy()
     if n > 1:
-        k = 1.0 / np.sqrt(n)
+        k = np.float32(1.0 / np.sqrt(n))
         src = graph.edge_source.astype(np.int64)
         dst = graph.edge_target.astype(np.int64)
-        steps = iterations if n <= 1500 else 20
+        # Each step costs a few n x n float32 passes: bound the total work (~40M pairs).
+        steps = min(iterations, int(4e7 // (n * n)))
         temperature = 0.1
         for _ in range(steps):
-            delta = pos[:, None, :] - pos[None, :, :]
-            dist = np.sqrt((delta**2).sum(-1)) + 1e-9
-            np.fill_diagonal(dist, np.inf)
-            force = (delta * (k * k / dist**2)[..., None]).sum(axis=1)
+            dx = x[:, None] - x[None, :]
+            dy = y[:, None] - y[None, :]
+            inv = dx * dx
+            inv += dy * dy
+            inv += np.float32(1e-9)
+            np.divide(k * k, inv, out=inv)
+            np.fill_diagonal(inv, 0.0)
+            fx = np.einsum("ij,ij->i", dx, inv)
+            fy = np.einsum("ij,ij->i", dy, inv)
             if len(src):
-                d = pos[src] - pos[dst]
-                length = np.sqrt((d**2).sum(-1))[:, None] + 1e-9
-                pull = d * length / k
-                np.add.at(force, src, -pull)
-                np.add.at(force, dst, pull)
-            force[:, 0] += 0.3 * (x0 - pos[:, 0]) / k
+                ex, ey = x[src] - x[dst], y[src] - y[dst]
+                length = np.sqrt(ex * ex + ey * ey) / k
+                np.add.at(fx, src, -ex * length)
+                np.add.at(fy, src, -ey * length)
+                np.add.at(fx, dst, ex * length)
+                np.add.at(fy, dst, ey * length)
+            fx += 0.3 * (target - x) / k
             # Gravity on y keeps small components from drifting to the edges.
-            force[:, 1] -= 0.15 * (pos[:, 1] - pos[:, 1].mean()) / k
-            norm = np.sqrt((force**2).sum(-1))[:, None] + 1e-9
-            pos = pos + force / norm * np.minimum(norm, temperature)
+            fy -= 0.15 * (y - y.mean()) / k
+            norm = np.sqrt(fx * fx + fy * fy) + np.float32(1e-9)
+            step = np.minimum(norm, temperature) / norm
+            x = x + fx * step
+            y = y + fy * step
             temperature *= 0.95
+    pos = np.stack([x, y], axis=1).astype(np.float64)
     lo, hi = pos.min(axis=0), pos.max(axis=0)
     span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
     unit = (pos - lo) / span
@@ -294,7 +305,7 @@ class MapperData:
             return graph, layout_nodes(graph, index.lens)  # the lens does not depend on metric
 
         graph, positions = self.data.cache.get_or_compute(
-            f"{self.data.key}:mapper:{layer}:{params!r}:v2", compute
+            f"{self.data.key}:mapper:{layer}:{params!r}:v3", compute
         )
         labels = np.asarray(sample.label)
         stats = node_statistics(graph, labels, self.norms(layer), self.data.num_classes)
