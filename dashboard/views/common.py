@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dash import html, no_update
+from dash import Dash, Input, Output, html, no_update
 
+from dashboard import ids
 from dashboard.data import AtlasData
 from dashboard.state import ViewState
 
@@ -95,3 +96,25 @@ def guarded(*fallback: Any, note_at: int | None = None) -> Callable[[Callable[..
         return wrapper
 
     return decorate
+
+
+# Options of a class dropdown from (context, typed text, view state).
+ClassOptions = Callable[[ViewContext, str | None, ViewState], list[Any]]
+
+
+def register_class_search(
+    app: Dash, context: ViewContext, dropdown_id: str, options: ClassOptions
+) -> None:
+    """Keep the options of a searchable class dropdown current: ``options(context, typed
+    text, state)`` is called whenever the typed text or the view state changes (errors leave
+    the options as they are)."""
+
+    def update_options(search: str | None, stored: Any) -> list[Any]:
+        return options(context, search, context.state(stored))
+
+    update_options.__name__ = update_options.__qualname__ = f"update_{options.__name__}"
+    app.callback(
+        Output(dropdown_id, "options"),
+        Input(dropdown_id, "search_value"),
+        Input(ids.STATE, "data"),
+    )(guarded(no_update)(update_options))

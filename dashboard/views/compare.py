@@ -10,7 +10,7 @@ from dashboard import ids
 from dashboard.data import PART_GRAPHS
 from dashboard.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.common import ViewContext, guarded, how_to_read, note, register_class_search
 from dashboard.views.graph import attribution_cytoscape, pictures_mode
 
 PICK_NOTE = "Pick a class to compare with the selected one."
@@ -110,14 +110,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the compare view."""
 
-    @app.callback(
-        Output(ids.COMPARE, "options"),
-        Input(ids.COMPARE, "search_value"),
-        Input(ids.STATE, "data"),
-    )
-    @guarded(no_update)
-    def update_compare_options(search: str | None, stored: Any) -> list[Any]:
-        return compare_options(context, search, context.state(stored))
+    register_class_search(app, context, ids.COMPARE, compare_options)
 
     @app.callback(
         Output(ids.COMPARE_GRAPH, "elements"),

@@ -17,7 +17,14 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dashboard import ids
 from dashboard.data import PART_SUMMIT
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, how_to_read, note, percent
+from dashboard.views.common import (
+    ViewContext,
+    guarded,
+    how_to_read,
+    note,
+    percent,
+    register_class_search,
+)
 
 #: Rows sent at first and added per "show more" (Summit showed 250; fewer keep a class
 #: switch snappy in the browser, since every switch re-sends and re-parses the rows).
@@ -138,14 +145,7 @@ def search_options(context: ViewContext, search: str | None, state: ViewState) -
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the sidebar."""
 
-    @app.callback(
-        Output(ids.SEARCH, "options"),
-        Input(ids.SEARCH, "search_value"),
-        Input(ids.STATE, "data"),
-    )
-    @guarded(no_update)
-    def update_search_options(search: str | None, stored: Any) -> list[Any]:
-        return search_options(context, search, context.state(stored))
+    register_class_search(app, context, ids.SEARCH, search_options)
 
     @app.callback(
         Output(ids.SIDEBAR_ROWS, "children"),
