@@ -45,6 +45,8 @@ from dashboard.views.common import ViewContext, guarded, how_to_read, note
 STYLESHEET = topology_stylesheet()
 #: Member crops shown for an opened node.
 CROPS_SHOWN = 12
+#: Above this many nodes the view suggests coarser parameters (the browser slows down).
+LARGE_GRAPH = 1_500
 #: Shapes listed (each kind is ranked largest first).
 SHAPES_SHOWN = 12
 _SHAPE_TYPE = "topo-shape"
@@ -463,6 +465,13 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     messages = [note(text) for text in notes]
     if result.graph.num_nodes == 0:
         messages.append(note("No node at these parameters: try a larger ε or fewer intervals."))
+    elif result.graph.num_nodes > LARGE_GRAPH:
+        messages.append(
+            note(
+                f"{result.graph.num_nodes:,} nodes are slow to draw: fewer intervals or a "
+                "larger ε give a smaller graph."
+            )
+        )
     panel: Any
     classes = None
     if node is not None:
