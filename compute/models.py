@@ -422,6 +422,28 @@ def infer_in_channels(model: nn.Module, default: int = 3) -> int:
     return default
 
 
+def _probe(model: nn.Module, input_size: tuple[int, int, int]) -> Any:
+    """The model's output for one all-zero input of ``input_size`` (eval mode, no grad, on
+    the model's device); the model's training mode is restored afterwards.
+
+    Raises:
+        BuildError: if the model cannot run on that input (naming the first line of the error).
+    """
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            return model(torch.zeros(1, *input_size, device=device))
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(
+            f"the model cannot run on input of size {tuple(input_size)}: {message}"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
 def describe_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerDescription]:
     """Output shape of every named submodule, from one dummy forward pass.
 
@@ -465,21 +487,11 @@ def describe_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[
     names = [(name, module) for name, module in model.named_modules() if name]
     for name, module in names:
         handles.append(module.register_forward_hook(make_hook(name)))
-    was_training = model.training
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=device))
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(
-            f"the model cannot run on input of size {tuple(input_size)}: {message}"
-        ) from None
+        _probe(model, input_size)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     rows = []
     for name, module in names:
         if name in shapes:
@@ -493,19 +505,7 @@ def count_outputs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     Raises:
         BuildError: if the model does not return ``[N, outputs]`` logits.
     """
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            out = model(torch.zeros(1, *input_size, device=device))
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(
-            f"the model cannot run on input of size {tuple(input_size)}: {message}"
-        ) from None
-    finally:
-        model.train(was_training)
+    out = _probe(model, input_size)
     if hasattr(out, "logits"):  # torchvision named-tuple outputs
         out = out.logits
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
