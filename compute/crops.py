@@ -18,7 +18,7 @@ import copy
 import io
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,6 +328,33 @@ def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
     return buffer.getvalue()
 
 
+def _model_input_pixels(
+    dataset: Any,
+    order: Sequence[int],
+    *,
+    preprocessing: Preprocessing | None,
+    num_workers: int,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(dataset index, uint8 pixels)`` of each image of ``order``, fetched once each
+    (``dataset[index][0]``, a normalised ``[C, H, W]`` tensor) by a DataLoader.
+
+    Raises:
+        BuildError: if a dataset item is not a ``[C, H, W]`` tensor.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(
+        Subset(dataset, order), batch_size=None, num_workers=num_workers, shuffle=False
+    )
+    for image_index, item in zip(order, loader, strict=True):
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(image, torch.Tensor) or image.dim() != 3:
+            raise BuildError(
+                f"dataset item {image_index} is not a [C, H, W] tensor; crops need the model input"
+            )
+        yield image_index, _to_uint8(image, preprocessing)
+
+
 def save_example_crops(
     dataset: Any,
     fields: Sequence[ReceptiveField],
@@ -368,7 +395,6 @@ def save_example_crops(
         >>> sorted(crops)[0]                                              # doctest: +SKIP
         'images/00/0-0.png'
     """
-    from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
     jobs: dict[int, list[tuple[int, int, int, int, int]]] = {}
@@ -388,20 +414,13 @@ def save_example_crops(
     if not jobs or crops_per_channel <= 0:
         return {}
     order = sorted(jobs)
-    loader = DataLoader(
-        Subset(dataset, order), batch_size=None, num_workers=num_workers, shuffle=False
-    )
     crops: dict[str, bytes] = {}
     bar = tqdm(
         total=sum(len(v) for v in jobs.values()), desc="crops", unit="crop", disable=not progress
     )
-    for image_index, item in zip(order, loader, strict=True):
-        image = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(image, torch.Tensor) or image.dim() != 3:
-            raise BuildError(
-                f"dataset item {image_index} is not a [C, H, W] tensor; crops need the model input"
-            )
-        pixels = _to_uint8(image, preprocessing)
+    for image_index, pixels in _model_input_pixels(
+        dataset, order, preprocessing=preprocessing, num_workers=num_workers
+    ):
         height, width = pixels.shape[:2]
         for layer_i, channel, rank, row, col in jobs[image_index]:
             top, left, bottom, right = crop_box(fields[layer_i], row, col, (height, width))
@@ -455,27 +474,19 @@ def save_position_crops(
     Returns:
         The number of crops made.
     """
-    from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
     order = sorted(jobs)
     if not order:
         return 0
-    loader = DataLoader(
-        Subset(dataset, order), batch_size=None, num_workers=num_workers, shuffle=False
-    )
     made = 0
     bar = tqdm(
         total=sum(len(jobs[i]) for i in order), desc="sample crops", unit="crop",
         disable=not progress,
     )  # fmt: skip
-    for image_index, item in zip(order, loader, strict=True):
-        image = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(image, torch.Tensor) or image.dim() != 3:
-            raise BuildError(
-                f"dataset item {image_index} is not a [C, H, W] tensor; crops need the model input"
-            )
-        pixels = _to_uint8(image, preprocessing)
+    for image_index, pixels in _model_input_pixels(
+        dataset, order, preprocessing=preprocessing, num_workers=num_workers
+    ):
         height, width = pixels.shape[:2]
         for layer_i, row, col, relpath in jobs[image_index]:
             if row < 0 or col < 0:
