@@ -138,10 +138,17 @@ def demo():
     from compute.demo import DemoConfig, load_digits_splits
     from compute.trace.demo import train_demo_traced
 
-    with torch.random.fork_rng():
-        splits = load_digits_splits()
-        model, result = train_demo_traced(splits, DemoConfig())
-        exp = explain(result, model, splits.test.images)
+    # One torch thread: on the shared 2-core test machine two threads contend with other jobs
+    # and ran this fixture several times slower (320 s vs ~60 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            splits = load_digits_splits()
+            model, result = train_demo_traced(splits, DemoConfig())
+            exp = explain(result, model, splits.test.images)
+    finally:
+        torch.set_num_threads(threads)
     return splits, result, exp
 
 
