@@ -21,6 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from compute.summit import activation as activation_module
 from compute.summit import influence as influence_module
 from compute.summit.aggregate import SummitPass
 from compute.summit.config import SummitConfig
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "--influence-threads",
         type=int,
         default=None,
-        help="cap on threads in the influence step (0: no cap; default: the module's)",
+        help="cap on threads in the influence step and per-batch statistics "
+        "(0: no cap; default: the modules')",
     )
     parser.add_argument(
         "--vgg-layers",
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.influence_threads is not None:
         influence_module.INFLUENCE_THREADS = args.influence_threads or None
+        activation_module.STATISTICS_THREADS = args.influence_threads or None
     torch.manual_seed(0)
     if args.model in ("demo", "both"):
         model, layers, shape, classes = demo_model()

@@ -5,8 +5,36 @@ All functions work on a whole batch at once, on the tensors' device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
+
+#: Intra-op CPU threads for the per-batch statistics here and in
+#: :class:`~compute.summit.examples.RunningTopExamples` (``None``: whatever torch uses).
+#: They are many small ops on ``[B, C]`` tensors; with 2 threads on a shared, loaded
+#: 2-core machine each op waits for the slower thread (measured: the non-influence part
+#: of the demo pass took ~3× the CPU time of the same work on one thread).
+STATISTICS_THREADS: int | None = 1
+
+
+@contextmanager
+def intra_op_threads(limit: int | None) -> Iterator[None]:
+    """Cap ``torch``'s intra-op threads at ``limit`` inside the block, then restore them.
+
+    The setting is process-wide, so other Python threads running torch ops meanwhile are
+    capped too (the Summit pass runs its hooks in the calling thread).
+    """
+    previous = torch.get_num_threads()
+    if limit is None or previous <= limit:
+        yield
+        return
+    torch.set_num_threads(limit)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def spatial_max(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -93,6 +121,15 @@ def select_mass(a: Tensor, tau: float) -> Tensor:
     Returns:
         ``bool [B, C]`` selection mask.
     """
+    with intra_op_threads(_cap(a)):
+        return _select_mass(a, tau)
+
+
+def _cap(t: Tensor) -> int | None:
+    return STATISTICS_THREADS if t.device.type == "cpu" else None
+
+
+def _select_mass(a: Tensor, tau: float) -> Tensor:
     b, c = a.shape
     if c == 0:
         return torch.zeros_like(a, dtype=torch.bool)
@@ -120,4 +157,5 @@ def select_topk(a: Tensor, k: int) -> Tensor:
     Returns:
         ``bool [B, C]`` selection mask.
     """
-    return topk_mask(a, k, positive_only=True)
+    with intra_op_threads(_cap(a)):
+        return topk_mask(a, k, positive_only=True)

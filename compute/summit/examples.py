@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from compute.summit import activation
+
 _LAST = torch.iinfo(torch.int64).max
 
 
@@ -38,6 +40,11 @@ class RunningTopExamples:
             positions: ``int64 [B, C]`` flat position (``row * W + col``) of each maximum.
             indices: ``int64 [B]`` dataset index of each image.
         """
+        cap = activation.STATISTICS_THREADS if values.device.type == "cpu" else None
+        with activation.intra_op_threads(cap):  # small ops: see STATISTICS_THREADS
+            self._update(values, positions, indices)
+
+    def _update(self, values: Tensor, positions: Tensor, indices: Tensor) -> None:
         channels, batch = self.values.shape[0], values.shape[0]
         cand_values = torch.cat([self.values, values.t().to(self.values.dtype)], dim=1)
         cand_index = torch.cat([self.index, indices.view(1, batch).expand(channels, batch)], dim=1)

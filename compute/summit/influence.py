@@ -13,7 +13,12 @@ Materialising all ``C_out × C_in × positions`` terms is what made the original
 
 * 1×1 convolutions need no convolution at all: ``max_p K_ij X_j(p)`` is ``K_ij max X_j`` if
   ``K_ij >= 0`` else ``K_ij min X_j`` (over the sampled positions, padding zeros included).
-* k×k convolutions (default, ``"gemm"``): per input channel ``j``, one matrix product of its
+* small k×k layers (``"batched"``, chosen by ``"auto"`` when one image's
+  ``C_in × positions × C_out`` fits :data:`BATCHED_TILE`, 1M elements = 4 MB in float32):
+  per block of images, im2col of the block and one batched product over all input channels
+  ``[C_in, n*P, T] @ [C_in, T, C_out]``, reduced over positions at once. Memory per block:
+  the product (≤ the tile) plus its columns (``T/C_out`` of that).
+* other k×k convolutions (``"gemm"``): per input channel ``j``, one matrix product of its
   im2col columns ``[positions, kh*kw]`` with ``K_:j`` ``[kh*kw, C_out]``, in cache-sized
   tiles whose maximum over positions is taken at once. On CPU this runs 5-20× faster than
   grouped or depthwise convolutions, which fall off the fast GEMM kernels.
@@ -32,14 +37,12 @@ All paths give the same top-k (tests compare them with per-pair convolutions).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compute.summit.activation import topk_mask
+from compute.summit.activation import intra_op_threads, topk_mask
 
 logger = logging.getLogger(__name__)
 
@@ -54,24 +57,6 @@ Pair = tuple[int, int]
 #: (and in CPU time, spinning) than one thread, while the forward pass, a few big
 #: convolutions, still gains from 2. Only CPU ops are affected.
 INFLUENCE_THREADS: int | None = 1
-
-
-@contextmanager
-def intra_op_threads(limit: int | None) -> Iterator[None]:
-    """Cap ``torch``'s intra-op threads at ``limit`` inside the block, then restore them.
-
-    The setting is process-wide, so other Python threads running torch ops meanwhile are
-    capped too (the Summit pass runs its hooks in the calling thread).
-    """
-    previous = torch.get_num_threads()
-    if limit is None or previous <= limit:
-        yield
-        return
-    torch.set_num_threads(limit)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def conv_geometry(conv: nn.Conv2d) -> tuple[Pair, Pair, Pair]:
