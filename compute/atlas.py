@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -78,6 +78,22 @@ class LayerInfo:
             raise AtlasError("layer with an empty name in manifest.json")
         if self.channels <= 0 or self.height <= 0 or self.width <= 0:
             raise AtlasError(f"layer {self.name!r} has a non-positive size in manifest.json")
+
+
+def manifest_layers(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
+    """The manifest's ``layers`` entries of a chain of layers (input to output order): each
+    layer's name, ``(channels, height, width)``, and ``influence_from`` the layer before it
+    (``None`` for the first), as :class:`LayerInfo` reads them."""
+    return [
+        {
+            "name": name,
+            "channels": int(shape[0]),
+            "height": int(shape[1]),
+            "width": int(shape[2]),
+            "influence_from": names[i - 1] if i > 0 else None,
+        }
+        for i, (name, shape) in enumerate(zip(names, shapes, strict=True))
+    ]
 
 
 @dataclass(frozen=True)

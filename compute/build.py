@@ -59,6 +59,7 @@ from compute.atlas import (
     embedding_path,
     examples_paths,
     influence_paths,
+    manifest_layers,
     mapper_crop_path,
     mapper_paths,
 )
@@ -572,16 +573,6 @@ def build_atlas(
 
     # -- write ---------------------------------------------------------------------------
     shapes = [tuple(int(v) for v in shape) for shape in aggregates.layer_shapes]
-    manifest_layers = [
-        {
-            "name": name,
-            "channels": shape[0],
-            "height": shape[1],
-            "width": shape[2],
-            "influence_from": layers[i - 1] if i > 0 else None,
-        }
-        for i, (name, shape) in enumerate(zip(layers, shapes, strict=True))
-    ]
     for row, shape in zip(described, shapes, strict=True):
         if row.channels != shape[0]:
             log.warning(
@@ -633,7 +624,7 @@ def build_atlas(
         "dataset": info_dataset,
         "preprocessing": info_pre,
         "classes": classes,
-        "layers": manifest_layers,
+        "layers": manifest_layers(layers, shapes),
         "parameters": parameters,
         "metrics": metrics or {},
         "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]

@@ -45,6 +45,7 @@ from compute.atlas import (
     example_crop_path,
     examples_paths,
     influence_paths,
+    manifest_layers,
     mapper_crop_path,
 )
 from compute.errors import BuildError
@@ -514,16 +515,10 @@ def write_synthetic_atlas(
             "grayscale": False,
         },
         "classes": classes,
-        "layers": [
-            {
-                "name": name,
-                "channels": c,
-                "height": size,
-                "width": size,
-                "influence_from": layers[t - 1][0] if t > 0 else None,
-            }
-            for t, ((name, size), c) in enumerate(zip(layers, channels, strict=True))
-        ],
+        "layers": manifest_layers(
+            [name for name, _ in layers],
+            [(c, size, size) for (_, size), c in zip(layers, channels, strict=True)],
+        ),
         "parameters": parameters,
         "metrics": {"accuracy": {"train": float(stats["num_correct"].sum() / total_images)}},
         "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
