@@ -19,7 +19,7 @@ def shipped() -> Atlas:
 
 def test_shipped_atlas_is_valid_for_the_current_format(shipped: Atlas) -> None:
     assert shipped.version == FORMAT_VERSION
-    assert {"summit", "examples", "embedding", "graphs", "featurevis"} <= shipped.parts
+    assert {"summit", "examples", "embedding", "graphs", "featurevis", "mapper"} <= shipped.parts
     assert len(shipped.classes) == 10
     total = sum(path.stat().st_size for path in SHIPPED.rglob("*") if path.is_file())
     assert total <= 15 * 2**20, f"demo atlas is {total / 2**20:.1f} MB, keep it <= 15 MB"
