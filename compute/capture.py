@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
+from typing import Self
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +70,26 @@ def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     return out
 
 
-class HookSet:
+class ClosingContext:
+    """Base of objects used as ``with obj:`` whose exit (error or not) calls :meth:`close`."""
+
+    def close(self) -> None:
+        """Release what the object holds (subclasses; idempotent)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class HookSet(ClosingContext):
     """Forward hooks that call a function with a module's output or first input.
 
     Use as a context manager (or call :meth:`close`) so hooks never outlive their use.
@@ -99,17 +119,6 @@ class HookSet:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-
-    def __enter__(self) -> HookSet:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class TensorRecorder(HookSet):

@@ -18,14 +18,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import TracebackType
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from compute.capture import HookSet, resolve_modules
+from compute.capture import ClosingContext, HookSet, resolve_modules
 from compute.connect import Connection, find_connections
 from compute.errors import BuildError
 from compute.summit.activation import select_mass, select_topk, spatial_max
@@ -113,7 +112,7 @@ class _LayerState:
     examples: RunningTopExamples
 
 
-class SummitPass:
+class SummitPass(ClosingContext):
     """Aggregate Summit's statistics over a dataset in one streaming pass.
 
     The model is put in eval mode and moved to ``device``. Layers and their connections
@@ -396,14 +395,3 @@ class SummitPass:
     def close(self) -> None:
         """Remove the hooks (the model is usable again as before)."""
         self._hooks.close()
-
-    def __enter__(self) -> SummitPass:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
