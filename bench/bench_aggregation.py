@@ -128,7 +128,7 @@ def bench(
     t_bare = statistics.median(bare_times)
     t_summit = statistics.median(summit_times)
     print(f"== {name}: {images} images of {shape}, batch {batch}, layers {layers}")
-    cap = influence_module.INFLUENCE_THREADS
+    cap = getattr(influence_module, "INFLUENCE_THREADS", None)
     print(f"   threads {torch.get_num_threads()} (influence step: {cap or 'same'}), ", end="")
     print(f"repeats {repeats} (median)")
     print(f"   bare forward : {t_bare:8.3f} s  ({images / t_bare:7.1f} img/s)")
