@@ -45,6 +45,7 @@ PART_EXAMPLES = "examples"  # top dataset examples per channel, with crops
 PART_EMBEDDING = "embedding"  # class embedding per layer
 PART_GRAPHS = "graphs"  # attribution graphs for every class
 PART_FEATUREVIS = "featurevis"  # feature visualization and diversity images per channel
+PART_TRACE = "trace"  # training-trace explanations of a split's images (docs/trace.md)
 PART_MAPPER = "mapper"  # TopoAct: sampled activation vectors and a Mapper index per layer
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
@@ -254,6 +255,27 @@ class MapperSampleArrays:
         return int(self.image_index.shape[0])
 
 
+#: Files of the "trace" part: name -> relative path (shapes in docs/atlas.md).
+TRACE_PATHS = {
+    name: f"trace/{name}.npy"
+    for name in (
+        "image_index",
+        "image_label",
+        "prediction",
+        "train_label",
+        "norms",
+        "class_share",
+        "epoch_share",
+        "epoch_cosine",
+        "ridge_hist",
+        "ridge_edges",
+        "proponent_index",
+        "proponent_score",
+        "opponent_index",
+        "opponent_score",
+    )
+}
+
 _SAFE_RELPATH = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
@@ -373,6 +395,10 @@ class Atlas:
             expected += [embedding_path(i) for i in range(len(self.layers))]
         if PART_GRAPHS in self.parts:
             expected += list(GRAPH_PATHS.values())
+        if PART_TRACE in self.parts:
+            if not isinstance(self.manifest.get("trace"), dict):
+                raise AtlasError("manifest.json has a 'trace' part but no 'trace' description")
+            expected += list(TRACE_PATHS.values())
         if PART_MAPPER in self.parts:
             expected += list(MAPPER_SAMPLE_PATHS.values())
             for i in range(len(self.layers)):
@@ -643,6 +669,46 @@ class Atlas:
             target=np.asarray(a["edge_target"][e0:e1]) - n0,
             weight=np.asarray(a["edge_weight"][e0:e1]),
         )
+
+    def trace(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The training-trace part: ``(manifest["trace"], {name: array})``, shape-checked.
+
+        Shapes use n explained images, T traced layers, C classes, E epochs, k proponents,
+        B histogram bins and N training examples (see docs/atlas.md).
+        """
+        self._require(PART_TRACE)
+        meta = dict(self.manifest["trace"])
+        arrays = {name: self.load_array(path) for name, path in TRACE_PATHS.items()}
+        try:
+            n, t = int(meta["num_images"]), len(meta["layers"])
+            e, k, b = int(meta["num_epochs"]), int(meta["top_k"]), int(meta["bins"])
+            n_train = int(meta["num_train"])
+        except (KeyError, TypeError, ValueError):
+            raise AtlasError("the 'trace' description in manifest.json is malformed") from None
+        c = self.num_classes
+        expected = {
+            "image_index": (n,),
+            "image_label": (n,),
+            "prediction": (n,),
+            "train_label": (n_train,),
+            "norms": (n, t, 3),
+            "class_share": (n, t, c + 1),
+            "epoch_share": (n, t, e, c + 1),
+            "epoch_cosine": (n, t, e),
+            "ridge_hist": (n, t, c, b),
+            "ridge_edges": (b + 1,),
+            "proponent_index": (n, t, k),
+            "proponent_score": (n, t, k),
+            "opponent_index": (n, t, k),
+            "opponent_score": (n, t, k),
+        }
+        for name, shape in expected.items():
+            if tuple(arrays[name].shape) != shape:
+                raise AtlasError(
+                    f"file {TRACE_PATHS[name]} in atlas {self.path} has shape "
+                    f"{tuple(arrays[name].shape)}, expected {shape}"
+                )
+        return meta, arrays
 
     def __repr__(self) -> str:
         return (

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,6 +186,7 @@ def build_demo_atlas(
     config: DemoConfig = DemoConfig(),
     overwrite: bool = False,
     featurevis: bool = True,
+    trace: bool = True,
 ) -> Path:
     """Train the demo CNN and build its atlas over the training split.
 
@@ -194,6 +196,8 @@ def build_demo_atlas(
         overwrite: replace an existing atlas at ``out``.
         featurevis: also render every channel's feature visualization and diversity
             images (the slowest step: minutes on CPU).
+        trace: train with the tracer (same weights, bit for bit) and add the training
+            trace of the test split (docs/trace.md).
 
     Returns:
         The atlas path.
@@ -205,7 +209,12 @@ def build_demo_atlas(
     with torch.random.fork_rng():
         started = time.perf_counter()
         splits = load_digits_splits(config.seed, config.test_fraction)
-        model = train_digits_cnn(splits, config)
+        if trace:
+            from compute.trace.demo import train_demo_traced
+
+            model, result = train_demo_traced(splits, config)
+        else:
+            model = train_digits_cnn(splits, config)
         accuracy = {"train": evaluate(model, splits.train), "test": evaluate(model, splits.test)}
         log.info(
             "trained the demo CNN in %.1f s: train accuracy %.3f, test accuracy %.3f",
@@ -247,6 +256,8 @@ def build_demo_atlas(
             seed=config.seed,
             overwrite=overwrite,
         )
+        if trace:
+            add_demo_trace(path, model, result, splits, config)
         if featurevis:
             from compute.featurevis.cli import run_featurevis
 
@@ -261,12 +272,34 @@ def build_demo_atlas(
         return path
 
 
+def add_demo_trace(
+    path: str | Path, model: nn.Module, result: Any, splits: DigitsSplits, config: DemoConfig
+) -> None:
+    """Explain every test image with the training trace and add the atlas's trace part."""
+    from compute.trace.explain import explain, write_trace_part
+
+    started = time.perf_counter()
+    explanations = explain(result, model, splits.test.images)
+    write_trace_part(
+        path,
+        explanations,
+        image_index=np.arange(len(splits.test)),
+        image_label=splits.test.labels.numpy(),
+        train_label=result.train_labels,
+        info={"optimizer": "SGD(momentum=0.9, weight_decay=1e-4)", "epochs": config.epochs},
+    )
+    log.info(
+        "training trace of %d test images: %.1f s", len(splits.test), time.perf_counter() - started
+    )
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     path = build_demo_atlas(
         args.out,
         config=DemoConfig(seed=args.seed, epochs=args.epochs),
         overwrite=args.overwrite,
         featurevis=not args.no_featurevis,
+        trace=not args.no_trace,
     )
     print(f"demo atlas written to {path}")
     return 0
@@ -292,4 +325,5 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the feature visualizations (the slowest step)",
     )
+    parser.add_argument("--no-trace", action="store_true", help="train without the training tracer")
     parser.set_defaults(run=_run_demo)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compute.atlas import PART_TRACE, TRACE_PATHS
 from compute.trace.tracer import LayerTrace, TraceResult, _patches
 
 log = logging.getLogger(__name__)
@@ -435,31 +436,8 @@ def exact_projections(
 
 
 # ---------------------------------------------------------------------------------------
-# The atlas part (paths live here until the integrator moves them into compute/atlas.py)
+# The atlas part (paths and the checked reader live in compute/atlas.py)
 # ---------------------------------------------------------------------------------------
-
-PART_TRACE = "trace"
-
-#: Files of the "trace" part: name -> relative path (layout in docs/trace.md).
-TRACE_PATHS = {
-    name: f"trace/{name}.npy"
-    for name in (
-        "image_index",
-        "image_label",
-        "prediction",
-        "train_label",
-        "norms",
-        "class_share",
-        "epoch_share",
-        "epoch_cosine",
-        "ridge_hist",
-        "ridge_edges",
-        "proponent_index",
-        "proponent_score",
-        "opponent_index",
-        "opponent_score",
-    )
-}
 
 
 def write_trace_part(
@@ -544,34 +522,6 @@ def load_trace_part(atlas_path: str | Path) -> tuple[dict[str, Any], dict[str, n
     Raises:
         compute.atlas.AtlasError: if the part is missing or an array has the wrong shape.
     """
-    from compute.atlas import Atlas, AtlasError
+    from compute.atlas import Atlas
 
-    atlas = Atlas.open(atlas_path)
-    if PART_TRACE not in atlas.parts:
-        raise AtlasError(f"atlas {atlas_path} has no {PART_TRACE!r} part")
-    meta = dict(atlas.manifest["trace"])
-    arrays = {name: atlas.load_array(path) for name, path in TRACE_PATHS.items()}
-    n, t = meta["num_images"], len(meta["layers"])
-    c, e, k, b = atlas.num_classes, meta["num_epochs"], meta["top_k"], meta["bins"]
-    expected = {
-        "image_index": (n,),
-        "image_label": (n,),
-        "prediction": (n,),
-        "train_label": (meta["num_train"],),
-        "norms": (n, t, 3),
-        "class_share": (n, t, c + 1),
-        "epoch_share": (n, t, e, c + 1),
-        "epoch_cosine": (n, t, e),
-        "ridge_hist": (n, t, c, b),
-        "ridge_edges": (b + 1,),
-        "proponent_index": (n, t, k),
-        "proponent_score": (n, t, k),
-        "opponent_index": (n, t, k),
-        "opponent_score": (n, t, k),
-    }
-    for name, shape in expected.items():
-        if tuple(arrays[name].shape) != shape:
-            raise AtlasError(
-                f"file {TRACE_PATHS[name]} has shape {arrays[name].shape}, expected {shape}"
-            )
-    return meta, arrays
+    return Atlas.open(atlas_path).trace()

@@ -19,7 +19,15 @@ def shipped() -> Atlas:
 
 def test_shipped_atlas_is_valid_for_the_current_format(shipped: Atlas) -> None:
     assert shipped.version == FORMAT_VERSION
-    assert {"summit", "examples", "embedding", "graphs", "featurevis", "mapper"} <= shipped.parts
+    assert {
+        "summit",
+        "examples",
+        "embedding",
+        "graphs",
+        "featurevis",
+        "mapper",
+        "trace",
+    } <= shipped.parts
     assert len(shipped.classes) == 10
     total = sum(path.stat().st_size for path in SHIPPED.rglob("*") if path.is_file())
     assert total <= 15 * 2**20, f"demo atlas is {total / 2**20:.1f} MB, keep it <= 15 MB"
@@ -42,7 +50,7 @@ def test_demo_selects_a_handful_of_channels_per_image(shipped: Atlas) -> None:
 def test_rebuilding_the_demo_reproduces_the_shipped_counts(tmp_path: Path, shipped: Atlas) -> None:
     from compute.demo import build_demo_atlas
 
-    rebuilt = Atlas.open(build_demo_atlas(tmp_path / "demo", featurevis=False))
+    rebuilt = Atlas.open(build_demo_atlas(tmp_path / "demo", featurevis=False, trace=False))
     assert rebuilt.classes == shipped.classes
     for layer in shipped.layer_names:
         np.testing.assert_array_equal(
@@ -50,3 +58,16 @@ def test_rebuilding_the_demo_reproduces_the_shipped_counts(tmp_path: Path, shipp
         )
         if shipped.layers[shipped.layer_index(layer)].influence_from is not None:
             assert (rebuilt.influence_counts(layer) != shipped.influence_counts(layer)).nnz == 0
+
+
+def test_shipped_atlas_carries_the_training_trace(shipped: Atlas) -> None:
+    meta, arrays = shipped.trace()
+    assert meta["split"] == "test" and meta["num_images"] == 360
+    assert meta["layers"][-1]["name"] == "head"
+    # Projections sum to the refinement's norm, so class shares (with regularisation) sum to 1.
+    np.testing.assert_allclose(np.asarray(arrays["class_share"]).sum(axis=-1), 1.0, atol=1e-3)
+    head = len(meta["layers"]) - 1
+    correct = np.asarray(arrays["prediction"]) == np.asarray(arrays["image_label"])
+    largest = np.asarray(arrays["class_share"])[:, head, :-1].argmax(axis=1)
+    share_ok = (largest == np.asarray(arrays["image_label"]))[correct].mean()
+    assert share_ok >= 0.8, f"true class has the largest share for only {share_ok:.0%}"
