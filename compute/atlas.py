@@ -276,6 +276,13 @@ TRACE_PATHS = {
     )
 }
 
+
+def trace_thumbnail_path(kind: str, number: int) -> str:
+    """Thumbnail of an explained image (``kind="test"``, its row) or a training example
+    (``kind="train"``, its dataset index) in the trace part."""
+    return f"trace/images/{kind}/{number}.png"
+
+
 _SAFE_RELPATH = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
@@ -709,6 +716,11 @@ class Atlas:
                     f"{tuple(arrays[name].shape)}, expected {shape}"
                 )
         return meta, arrays
+
+    def trace_thumbnail(self, kind: str, number: int) -> str | None:
+        """Relative path of a trace thumbnail (see :func:`trace_thumbnail_path`), or ``None``."""
+        relpath = trace_thumbnail_path(kind, int(number))
+        return relpath if relpath in self.files else None
 
     def __repr__(self) -> str:
         return (

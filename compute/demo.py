@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import time
 from collections import OrderedDict
@@ -276,6 +277,7 @@ def add_demo_trace(
     path: str | Path, model: nn.Module, result: Any, splits: DigitsSplits, config: DemoConfig
 ) -> None:
     """Explain every test image with the training trace and add the atlas's trace part."""
+    from compute.atlas import trace_thumbnail_path, update_atlas
     from compute.trace.explain import explain, write_trace_part
 
     started = time.perf_counter()
@@ -288,9 +290,26 @@ def add_demo_trace(
         train_label=result.train_labels,
         info={"optimizer": "SGD(momentum=0.9, weight_decay=1e-4)", "epochs": config.epochs},
     )
+    with update_atlas(path) as sink:
+        for kind, dataset in (("test", splits.test), ("train", splits.train)):
+            for number, png in enumerate(_thumbnails(dataset, splits)):
+                sink.add_bytes(trace_thumbnail_path(kind, number), png)
     log.info(
         "training trace of %d test images: %.1f s", len(splits.test), time.perf_counter() - started
     )
+
+
+def _thumbnails(dataset: DigitsDataset, splits: DigitsSplits) -> list[bytes]:
+    """Each image of ``dataset`` as a small grey PNG (un-normalised)."""
+    from PIL import Image
+
+    pixels = (dataset.images[:, 0] * splits.std + splits.mean).clamp(0, 1) * 255
+    out = []
+    for image in pixels.round().to(torch.uint8).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(image, mode="L").save(buffer, format="PNG", optimize=True)
+        out.append(buffer.getvalue())
+    return out
 
 
 def _run_demo(args: argparse.Namespace) -> int:
