@@ -80,3 +80,21 @@ TOPO_SHAPES = "topo-shapes"  # the ranked flare / loop list (buttons {"type": "t
 TOPO_MESSAGE = "topo-message"  # a refused or clamped parameter
 TOPO_PANEL = "topo-panel"  # the opened node: class table and member crops
 TOPO_CLASSES = "topo-classes"  # dcc.Store: classes of the opened node (the embedding reads it)
+
+# -- (F) training trace -----------------------------------------------------------------
+TRACE_NOTE = "trace-note"  # missing part / errors
+TRACE_LAYER = "trace-layer"
+TRACE_FILTER = "trace-filter"
+TRACE_ALL = "trace-all"  # checklist: show every class, not only the selected one
+TRACE_GRID = "trace-grid"  # thumbnails of the explained images (tiles carry data-row)
+TRACE_GRID_NOTE = "trace-grid-note"
+#: dcc.Store written by assets/training.js when a grid tile is clicked: {"row", "at"}.
+TRACE_PICK = "trace-pick"
+TRACE_HEADER = "trace-header"  # the picked image, its label and prediction
+TRACE_PROPONENTS = "trace-proponents"
+TRACE_OPPONENTS = "trace-opponents"
+TRACE_SHARE = "trace-share"
+TRACE_RIDGE = "trace-ridge"
+TRACE_EPOCHS = "trace-epochs"
+TRACE_NORMS = "trace-norms"
+TRACE_BODY = "trace-body"  # everything below the controls (hidden without the part)

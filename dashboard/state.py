@@ -28,6 +28,8 @@ TOPO_EPS = (50, 200)  # percent of the "auto" ε
 TOPO_CLUSTERERS: tuple[str, ...] = ("dbscan", "hdbscan")
 TOPO_METRICS: tuple[str, ...] = ("euclidean", "cosine")
 TOPO_COLOURS: tuple[str, ...] = ("pie", "norm", "share")
+#: Training view: grid filters (``dashboard/trace.py`` TRACE_FILTERS).
+TRACE_FILTERS: tuple[str, ...] = ("all", "wrong", "uncertain")
 
 #: A graph node id: ``"{layer index}-{channel}"``, stable across classes (so two classes'
 #: graphs can be merged by id).
@@ -119,6 +121,11 @@ class ViewState:
             selected class.
         topo_node: the Mapper node opened (its index in the graph of these parameters).
         topo_shape: the flare or loop selected in the shape list (its rank).
+        trace_row: Training view: the picked explained image (its row in the trace part;
+            ``None``: the first image of the grid). Checked against the atlas by the view.
+        trace_layer: the traced layer (``None``: the last one).
+        trace_filter: grid filter, ``all``, ``wrong`` or ``uncertain``.
+        trace_all: 1 shows every class in the grid; 0 only images of the selected class.
         v: the query schema version.
     """
 
@@ -140,6 +147,10 @@ class ViewState:
     topo_colour: str = "pie"
     topo_node: int | None = None
     topo_shape: int | None = None
+    trace_row: int | None = None
+    trace_layer: int | None = None
+    trace_filter: str = "all"
+    trace_all: int = 0
     v: int = STATE_VERSION
 
     # -- URL ---------------------------------------------------------------------------
@@ -165,12 +176,17 @@ class ViewState:
         "topo_colour": "tcol",
         "topo_node": "tnode",
         "topo_shape": "tshape",
+        "trace_row": "trow",
+        "trace_layer": "trlayer",
+        "trace_filter": "tf",
+        "trace_all": "tall",
     }
     #: Fields written to the URL after ``class`` (defaults are left out).
     _URL_FIELDS: ClassVar[tuple[str, ...]] = (
         "compare", "layer", "node_min", "edge_min", "sort", "node", "pics",
         "topo_layer", "topo_intervals", "topo_overlap", "topo_eps", "topo_cluster",
         "topo_metric", "topo_jaccard", "topo_colour", "topo_node", "topo_shape",
+        "trace_row", "trace_layer", "trace_filter", "trace_all",
     )  # fmt: skip
 
     @classmethod
@@ -225,6 +241,7 @@ class ViewState:
             node=node if parsed_node is not None else None,
             pics=pics if pics in PICTURES else None,
             **_topology_fields(get, num_layers),
+            **_trace_fields(get),
         )
         # Comparing a class with itself shows nothing new.
         return state if state.compare != state.cls else replace(state, compare=None)
@@ -291,4 +308,17 @@ def _topology_fields(get: Any, num_layers: int | None) -> dict[str, Any]:
         "topo_colour": choice("tcol", TOPO_COLOURS, default.topo_colour),
         "topo_node": _int(get("tnode"), 0, None),
         "topo_shape": _int(get("tshape"), 0, None),
+    }
+
+
+def _trace_fields(get: Any) -> dict[str, Any]:
+    """The Training view's fields from a query (the atlas bounds are checked by the view)."""
+    default = ViewState()
+    mode = _first(get("tf"))
+    every = _int(get("tall"), 0, 2)
+    return {
+        "trace_row": _int(get("trow"), 0, None),
+        "trace_layer": _int(get("trlayer"), 0, None),
+        "trace_filter": mode if mode in TRACE_FILTERS else default.trace_filter,
+        "trace_all": default.trace_all if every is None else every,
     }

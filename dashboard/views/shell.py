@@ -14,7 +14,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.state import ViewState, parse_node_id
-from dashboard.views import compare, embedding, graph, neuron, sidebar, topology
+from dashboard.views import compare, embedding, graph, neuron, sidebar, topology, training
 from dashboard.views.common import ViewContext, percent
 from dashboard.views.sidebar import ROWS_PAGE
 
@@ -91,6 +91,7 @@ def page_layout(context: ViewContext, state: ViewState) -> html.Div:
                 className="columns",
             ),
             topology.layout(context, state),
+            training.layout(context, state),
         ],
         className="page",
     )
@@ -214,5 +215,5 @@ def register(app: Dash, context: ViewContext) -> None:
         prevent_initial_call=True,
     )
 
-    for view in (embedding, sidebar, graph, neuron, compare, topology):
+    for view in (embedding, sidebar, graph, neuron, compare, topology, training):
         view.register(app, context)

@@ -1,0 +1,418 @@
+"""Training view data and figures (no Dash): the atlas's ``trace`` part (docs/trace.md).
+
+:class:`TraceData` wraps ``Atlas.trace()`` once per worker: grid filtering, the picked
+image's proponents and opponents, and pure figure builders (class shares, cosine ridges,
+cumulative shares over epochs, refinement norms per layer) that take plain arrays, so every
+one is testable with small hand-made inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compute.atlas import PART_TRACE
+from dashboard.data import AtlasData
+
+#: An image is "uncertain" when its predicted class's share lead over the runner-up (at the
+#: last traced layer) is among the lowest this fraction of the explained images. The trace
+#: stores no softmax, so this lead stands in for the model's confidence.
+UNCERTAIN_QUANTILE = 0.1
+#: At most this many thumbnails in the grid.
+GRID_LIMIT = 120
+
+ACCENT = "#f97316"  # the predicted class (as the selected class elsewhere)
+TRUE = "#2563eb"  # the true class when it differs
+OTHER = "#cbd5e1"
+REG = "#64748b"  # regularisation (weight decay)
+_FONT = "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
+# 10 distinct colours for the stacked area chart (tab10), cycled beyond 10 classes.
+_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One proponent or opponent: training index, its label and score ``π_i``."""
+
+    index: int
+    label: int
+    score: float
+    thumbnail: str | None
+
+
+class TraceData:
+    """The trace part of an atlas, read once (``Atlas.trace()``, shape-checked).
+
+    Args:
+        data: the opened atlas (must have the ``trace`` part).
+    """
+
+    def __init__(self, data: AtlasData) -> None:
+        self.data = data
+        self.meta, self.arrays = data.atlas.trace()
+        a = self.arrays
+        self.num_images = int(a["image_index"].shape[0])
+        self.layer_names: tuple[str, ...] = tuple(
+            str(layer.get("name", f"layer {i}")) for i, layer in enumerate(self.meta["layers"])
+        )
+        self.num_layers = len(self.layer_names)
+        self.label = np.asarray(a["image_label"], dtype=np.int64)
+        self.prediction = np.asarray(a["prediction"], dtype=np.int64)
+        self.train_label = np.asarray(a["train_label"], dtype=np.int64)
+        self.uncertain = uncertain_rows(
+            np.asarray(a["class_share"][:, -1, :-1]), self.prediction, UNCERTAIN_QUANTILE
+        )
+
+    @property
+    def default_layer(self) -> int:
+        """The last traced layer (the one closest to the output)."""
+        return self.num_layers - 1
+
+    def layer(self, value: int | None) -> int:
+        """``value`` if it is a traced layer, else the default."""
+        return value if value is not None and 0 <= value < self.num_layers else self.default_layer
+
+    def rows(self, mode: str, cls: int | None) -> np.ndarray:
+        """Rows shown in the grid (see :func:`filter_rows`)."""
+        return filter_rows(self.label, self.prediction, self.uncertain, mode, cls)
+
+    def thumbnail(self, kind: str, number: int) -> str | None:
+        """Relpath of a thumbnail, or ``None`` (not stored, or an older atlas reader)."""
+        getter = getattr(self.data.atlas, "trace_thumbnail", None)
+        if getter is None:
+            return None
+        try:
+            return getter(kind, int(number))
+        except Exception:  # a missing or malformed thumbnail is never an error
+            return None
+
+    def examples(self, row: int, layer: int, which: str) -> list[Example]:
+        """Top proponents (``which="proponent"``) or opponents of image ``row`` at ``layer``."""
+        index = np.asarray(self.arrays[f"{which}_index"][row, layer])
+        score = np.asarray(self.arrays[f"{which}_score"][row, layer])
+        out = []
+        for i, s in zip(index.tolist(), score.tolist(), strict=True):
+            if i < 0 or i >= len(self.train_label):
+                continue
+            out.append(
+                Example(int(i), int(self.train_label[i]), float(s), self.thumbnail("train", i))
+            )
+        return out
+
+    def image(self, row: int, layer: int) -> dict[str, np.ndarray]:
+        """The arrays of one image at one layer (and ``norms`` over all layers)."""
+        a = self.arrays
+        return {
+            "class_share": np.asarray(a["class_share"][row, layer], dtype=np.float64),
+            "epoch_share": np.asarray(a["epoch_share"][row, layer], dtype=np.float64),
+            "epoch_cosine": np.asarray(a["epoch_cosine"][row, layer], dtype=np.float64),
+            "ridge_hist": np.asarray(a["ridge_hist"][row, layer], dtype=np.float64),
+            "ridge_edges": np.asarray(a["ridge_edges"], dtype=np.float64),
+            "norms": np.asarray(a["norms"][row], dtype=np.float64),
+        }
+
+
+def trace_data(data: AtlasData) -> TraceData | None:
+    """The memoised trace of an atlas (``None`` without the part)."""
+    if not data.has(PART_TRACE):
+        return None
+    cached = data.__dict__.get("_trace_data")
+    if cached is None:
+        cached = TraceData(data)
+        data.__dict__["_trace_data"] = cached
+    return cached
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def uncertain_rows(share: np.ndarray, prediction: np.ndarray, quantile: float) -> np.ndarray:
+    """Boolean ``[n]``: images whose predicted class's share lead over
+    the best other class is in the lowest ``quantile`` (``share``: ``[n, C]``)."""
+    share = np.asarray(share, dtype=np.float64)
+    n = share.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    rows = np.arange(n)
+    own = share[rows, prediction]
+    others = share.copy()
+    others[rows, prediction] = -np.inf
+    lead = own - others.max(axis=1)
+    return lead <= np.quantile(lead, quantile)
+
+
+def filter_rows(
+    label: np.ndarray, prediction: np.ndarray, uncertain: np.ndarray, mode: str, cls: int | None
+) -> np.ndarray:
+    """Rows of the grid, in row order.
+
+    Args:
+        label, prediction: true and predicted class per row.
+        uncertain: the "uncertain" mask (:func:`uncertain_rows`).
+        mode: ``all``, ``wrong`` (misclassified) or ``uncertain`` (misclassified or uncertain).
+        cls: keep only images whose true or predicted class is ``cls`` (``None``: all).
+    """
+    keep = np.ones(len(label), dtype=bool)
+    wrong = label != prediction
+    if mode == "wrong":
+        keep &= wrong
+    elif mode == "uncertain":
+        keep &= wrong | uncertain
+    if cls is not None:
+        keep &= (label == cls) | (prediction == cls)
+    return np.flatnonzero(keep)
+
+
+def share_order(share: np.ndarray) -> np.ndarray:
+    """Class indices by class share, largest first (regularisation excluded; ties → lower
+    index). ``share``: ``[C + 1]``."""
+    classes = np.asarray(share, dtype=np.float64)[:-1]
+    return np.lexsort((np.arange(len(classes)), -classes))
+
+
+def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
+    layout = {
+        "title": {"text": title, "font": {"size": 13}, "x": 0.01},
+        "height": height,
+        "margin": {"l": 90, "r": 12, "t": 32, "b": 36},
+        "font": {"family": _FONT, "size": 11},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "showlegend": False,
+    }
+    layout.update(extra)
+    return layout
+
+
+def share_figure(
+    share: np.ndarray, names: Sequence[str], predicted: int, true: int
+) -> dict[str, Any]:
+    """Horizontal bars of the class shares (largest first) plus the regularisation share;
+    the predicted class in orange, the true class (if different) in blue."""
+    share = np.asarray(share, dtype=np.float64)
+    order = share_order(share).tolist()
+    labels = [names[c] for c in order] + ["regularisation"]
+    values = [float(share[c]) for c in order] + [float(share[-1])]
+    colours = [ACCENT if c == predicted else TRUE if c == true else OTHER for c in order] + [REG]
+    trace = {
+        "type": "bar",
+        "orientation": "h",
+        "x": values,
+        "y": labels,
+        "customdata": [*order, -1],
+        "marker": {"color": colours},
+        "hovertemplate": "%{y}: %{x:.1%} of ‖r‖<extra></extra>",
+    }
+    return {
+        "data": [trace],
+        "layout": _layout(
+            "Share of the refinement by class",
+            max(220, 22 * len(labels) + 70),
+            xaxis={"tickformat": ".0%", "zeroline": True, "zerolinecolor": "#94a3b8"},
+            yaxis={"autorange": "reversed", "automargin": True},
+        ),
+    }
+
+
+def ridge_figure(
+    hist: np.ndarray, edges: np.ndarray, names: Sequence[str], predicted: int, unit: str
+) -> dict[str, Any]:
+    """One filled ridge per class (the paper's ridge plot): the norm-weighted histogram of
+    contribution cosines, each scaled to its own peak; the predicted class in orange."""
+    hist = np.asarray(hist, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    centres = ((edges[:-1] + edges[1:]) / 2).tolist()
+    traces = []
+    num = hist.shape[0]
+    for c in range(num):
+        row = hist[c]
+        peak = float(row.max()) if row.size else 0.0
+        scaled = (row / peak * 0.9) if peak > 0 else np.zeros_like(row)
+        base = float(num - 1 - c)
+        colour = ACCENT if c == predicted else "#64748b"
+        traces.append(
+            {
+                "type": "scatter",
+                "x": centres,
+                "y": [base] * len(centres),
+                "mode": "lines",
+                "line": {"width": 0},
+                "hoverinfo": "skip",
+            }
+        )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": centres,
+                "y": (scaled + base).tolist(),
+                "mode": "lines",
+                "fill": "tonexty",
+                "line": {"color": colour, "width": 2 if c == predicted else 1},
+                "fillcolor": "rgba(249,115,22,0.45)"
+                if c == predicted
+                else "rgba(100,116,139,0.22)",
+                "name": names[c],
+                "customdata": row.tolist(),
+                "hovertemplate": f"{names[c]}: cos %{{x:.2f}}, weight %{{customdata:.3g}}"
+                "<extra></extra>",
+            }
+        )
+    return {
+        "data": traces,
+        "layout": _layout(
+            f"Cosines of the contributions per class ({unit})",
+            max(240, 26 * num + 70),
+            xaxis={"range": [-1, 1], "title": {"text": "cosine with the refinement r"}},
+            yaxis={
+                "tickvals": [float(num - 1 - c) for c in range(num)],
+                "ticktext": list(names[:num]),
+                "range": [-0.3, num],
+                "automargin": True,
+            },
+        ),
+    }
+
+
+def epoch_figure(
+    epoch_share: np.ndarray, epoch_cosine: np.ndarray, names: Sequence[str], predicted: int
+) -> dict[str, Any]:
+    """Stacked areas of the cumulative class shares at the end of each epoch (positive parts
+    stacked, the predicted class on top of the stack and outlined), and the cosine between
+    the refinement so far and the final one as a dashed line on a second axis."""
+    share = np.asarray(epoch_share, dtype=np.float64)
+    epochs = list(range(1, share.shape[0] + 1))
+    num = share.shape[1] - 1
+    order = [c for c in share_order(share[-1]).tolist()[::-1] if c != predicted] + [predicted]
+    traces = []
+    for c in order:
+        traces.append(
+            {
+                "type": "scatter",
+                "x": epochs,
+                "y": share[:, c].tolist(),
+                "stackgroup": "share",
+                "mode": "lines",
+                "name": names[c],
+                "line": {
+                    "width": 2.5 if c == predicted else 0.5,
+                    "color": ACCENT if c == predicted else _PALETTE[c % len(_PALETTE)],
+                },
+                "hovertemplate": f"{names[c]}: %{{y:.1%}} after epoch %{{x}}<extra></extra>",
+            }
+        )
+    traces.append(
+        {
+            "type": "scatter",
+            "x": epochs,
+            "y": share[:, num].tolist(),
+            "stackgroup": "share",
+            "mode": "lines",
+            "name": "regularisation",
+            "line": {"width": 0.5, "color": REG},
+            "hovertemplate": "regularisation: %{y:.1%} after epoch %{x}<extra></extra>",
+        }
+    )
+    traces.append(
+        {
+            "type": "scatter",
+            "x": epochs,
+            "y": np.asarray(epoch_cosine, dtype=np.float64).tolist(),
+            "yaxis": "y2",
+            "mode": "lines+markers",
+            "name": "cos(r so far, r)",
+            "line": {"color": "#111827", "dash": "dot", "width": 1.5},
+            "hovertemplate": "cosine with the final r: %{y:.2f} after epoch %{x}<extra></extra>",
+        }
+    )
+    return {
+        "data": traces,
+        "layout": _layout(
+            "Cumulative class shares over epochs",
+            300,
+            showlegend=True,
+            legend={"font": {"size": 10}, "orientation": "v", "x": 1.12},
+            margin={"l": 50, "r": 12, "t": 32, "b": 36},
+            xaxis={"title": {"text": "epoch"}, "dtick": 1},
+            yaxis={"tickformat": ".0%", "title": {"text": "share of ‖r‖"}},
+            yaxis2={
+                "overlaying": "y",
+                "side": "right",
+                "range": [-1, 1.05],
+                "showgrid": False,
+                "title": {"text": "cosine"},
+            },
+        ),
+    }
+
+
+def norms_figure(norms: np.ndarray, layer_names: Sequence[str], picked: int) -> dict[str, Any]:
+    """Per traced layer: ‖r‖ (what training added) against ‖W_0⋆a‖ (what the initial
+    weights give) and ‖W_T⋆a‖; the picked layer marked."""
+    norms = np.asarray(norms, dtype=np.float64)
+    x = list(layer_names)
+    series = (
+        ("‖r‖ refinement", 0, ACCENT, "solid"),
+        ("‖W₀⋆a‖ initial", 1, "#64748b", "dash"),
+        ("‖W_T⋆a‖ final", 2, TRUE, "dot"),
+    )
+    traces = [
+        {
+            "type": "scatter",
+            "x": x,
+            "y": norms[:, column].tolist(),
+            "mode": "lines+markers",
+            "name": name,
+            "line": {"color": colour, "dash": dash},
+            "hovertemplate": f"{name}: %{{y:.3g}}<extra>%{{x}}</extra>",
+        }
+        for name, column, colour, dash in series
+    ]
+    ratio = norms[:, 0] / np.maximum(norms[:, 1], 1e-12)
+    traces.append(
+        {
+            "type": "bar",
+            "x": x,
+            "y": ratio.tolist(),
+            "yaxis": "y2",
+            "name": "‖r‖ / ‖W₀⋆a‖",
+            "marker": {
+                "color": [
+                    "rgba(249,115,22,0.35)" if i == picked else "rgba(148,163,184,0.25)"
+                    for i in range(len(x))
+                ]
+            },
+            "hovertemplate": "‖r‖ / ‖W₀⋆a‖ = %{y:.2f}<extra>%{x}</extra>",
+        }
+    )
+    return {
+        "data": traces,
+        "layout": _layout(
+            "Refinement across layers",
+            300,
+            showlegend=True,
+            legend={"orientation": "h", "y": -0.25, "font": {"size": 10}},
+            margin={"l": 50, "r": 40, "t": 32, "b": 60},
+            yaxis={"title": {"text": "norm"}, "rangemode": "tozero"},
+            yaxis2={
+                "overlaying": "y",
+                "side": "right",
+                "showgrid": False,
+                "rangemode": "tozero",
+                "title": {"text": "ratio"},
+            },
+        ),
+    }

@@ -1,0 +1,409 @@
+"""(F) Training: how training refined a layer for one test image (docs/trace.md).
+
+Pick an explained test image from a grid of thumbnails (filtered by the class selected in
+the other views, misclassified only, or wrong-or-uncertain) and a traced layer. The view
+shows the training examples whose updates pushed the layer's refinement ``r`` most towards
+(proponents) and against (opponents) its final value, the share of ``r`` credited to each
+class's updates (and to weight decay), the cosines of the contributions per class, the
+cumulative class shares over epochs and the refinement norms across layers. Everything is
+in the URL (``trow``, ``trlayer``, ``tf``, ``tall``); an atlas without the trace part gets a
+note saying how to add it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+
+from dashboard import ids
+from dashboard.data import file_url
+from dashboard.state import TRACE_FILTERS, ViewState
+from dashboard.trace import (
+    GRID_LIMIT,
+    Example,
+    TraceData,
+    epoch_figure,
+    norms_figure,
+    ridge_figure,
+    share_figure,
+    trace_data,
+)
+from dashboard.views.common import ViewContext, guarded, how_to_read, note
+
+MISSING = (
+    "This atlas has no training trace (part 'trace'). `python -m compute demo` builds the "
+    "demo atlas with it; for your own model, record training with the Tracer (the snippet "
+    "in docs/trace.md, 'Adding the tracer to your training script') and write the part "
+    "with write_trace_part, then reload."
+)
+_FILTER_LABELS = {
+    "all": "all images",
+    "wrong": "misclassified",
+    "uncertain": "wrong or uncertain",
+}
+_TITLE = html.H2([html.Span("F", className="view-tag"), "Training: what shaped a prediction"])
+_GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": False}
+_EMPTY_FIGURE: dict[str, Any] = {"data": [], "layout": {"height": 40}}
+
+
+def _labelled(label: str, control: Any, tip: str = "") -> html.Div:
+    return html.Div([html.Label(label, title=tip), control], className="slider-block")
+
+
+def _graph(component_id: str) -> dcc.Graph:
+    return dcc.Graph(id=component_id, figure=_EMPTY_FIGURE, config=_GRAPH_CONFIG)
+
+
+def layout(context: ViewContext, state: ViewState) -> html.Section:
+    """The Training card (filled by :func:`render`; cheap: reads the manifest only)."""
+    trace = trace_data(context.data)
+    if trace is None:
+        return html.Section(
+            [_TITLE, note(MISSING, kind="missing")],
+            className="card card-training",
+            id="training",
+        )
+    layers = [{"label": f"{i + 1}. {n}", "value": i} for i, n in enumerate(trace.layer_names)]
+    controls = html.Div(
+        [
+            _labelled(
+                "Traced layer",
+                dcc.Dropdown(
+                    id=ids.TRACE_LAYER,
+                    options=layers,
+                    value=trace.layer(state.trace_layer),
+                    clearable=False,
+                    searchable=False,
+                ),
+            ),
+            _labelled(
+                "Show",
+                dcc.RadioItems(
+                    id=ids.TRACE_FILTER,
+                    options=[{"label": _FILTER_LABELS[m], "value": m} for m in TRACE_FILTERS],
+                    value=state.trace_filter,
+                    inline=True,
+                    className="topo-radio",
+                ),
+                "wrong: prediction differs from the label; uncertain: the predicted class "
+                "barely leads the others in the last traced layer's class shares",
+            ),
+            dcc.Checklist(
+                id=ids.TRACE_ALL,
+                options=[{"label": " every class (not only the selected one)", "value": 1}],
+                value=[1] if state.trace_all else [],
+                className="trace-all",
+            ),
+        ],
+        className="controls topo-controls trace-controls",
+    )
+    return html.Section(
+        [
+            dcc.Store(id=ids.TRACE_PICK, data=None),
+            _TITLE,
+            html.Div(id=ids.TRACE_NOTE),
+            controls,
+            html.Div(id=ids.TRACE_GRID_NOTE, className="trace-grid-note"),
+            html.Div(id=ids.TRACE_GRID, className="trace-grid"),
+            html.Div(
+                [
+                    html.Div(id=ids.TRACE_HEADER, className="trace-header"),
+                    html.Div(
+                        [
+                            html.Div(
+                                [html.H3("Proponents"), html.Div(id=ids.TRACE_PROPONENTS)],
+                                className="trace-examples-block",
+                            ),
+                            html.Div(
+                                [html.H3("Opponents"), html.Div(id=ids.TRACE_OPPONENTS)],
+                                className="trace-examples-block",
+                            ),
+                        ],
+                        className="trace-examples-row",
+                    ),
+                    how_to_read(
+                        "The layer's output on this image is what the initial weights give "
+                        "plus a refinement r that every training step added. Proponents are "
+                        "the training examples whose own updates point most along r (score "
+                        "π: their projection on r); opponents point most against it. "
+                        "Click a proponent or opponent to select its class in the other "
+                        "views. For sketched layers the scores are unbiased estimates.",
+                    ),
+                    html.Div(
+                        [
+                            html.Div(
+                                [
+                                    _graph(ids.TRACE_SHARE),
+                                    how_to_read(
+                                        "Each class's updates contributed a part of r; the "
+                                        "bars are those parts projected on r, as a share of "
+                                        "‖r‖ (they sum to 100% with regularisation, the "
+                                        "weight-decay part; negative: that class pushed "
+                                        "against r). The predicted class is orange, the "
+                                        "true class blue when they differ.",
+                                    ),
+                                ],
+                                className="trace-chart",
+                            ),
+                            html.Div(
+                                [
+                                    _graph(ids.TRACE_RIDGE),
+                                    how_to_read(
+                                        "Per class, how the cosines between single "
+                                        "contributions (training examples, or epoch×class "
+                                        "groups for sketched layers) and r are spread, "
+                                        "weighted by each contribution's size; each ridge "
+                                        "is scaled to its own peak. Mass right of 0 helped "
+                                        "build r, left of 0 worked against it.",
+                                    ),
+                                ],
+                                className="trace-chart",
+                            ),
+                            html.Div(
+                                [
+                                    _graph(ids.TRACE_EPOCHS),
+                                    how_to_read(
+                                        "Class shares of the refinement accumulated up to "
+                                        "the end of each epoch (stacked; the predicted "
+                                        "class on top, outlined). The dotted line is the "
+                                        "cosine between the refinement so far and the "
+                                        "final one: once it is near 1 the direction was "
+                                        "settled.",
+                                    ),
+                                ],
+                                className="trace-chart",
+                            ),
+                            html.Div(
+                                [
+                                    _graph(ids.TRACE_NORMS),
+                                    how_to_read(
+                                        "For every traced layer: the size of the refinement "
+                                        "‖r‖ against what the initial weights alone give "
+                                        "(‖W₀⋆a‖) and the final output (‖W_T⋆a‖). Bars: "
+                                        "their ratio, the picked layer highlighted. A large "
+                                        "ratio means training, not initialisation, made "
+                                        "this layer's response.",
+                                    ),
+                                ],
+                                className="trace-chart",
+                            ),
+                        ],
+                        className="trace-charts",
+                    ),
+                ],
+                id=ids.TRACE_BODY,
+            ),
+        ],
+        className="card card-training",
+        id="training",
+    )
+
+
+# -- the state reducer of this view -----------------------------------------------------------
+
+
+def apply_training_event(
+    state: ViewState, trigger: Any, value: Any, num_images: int, num_layers: int
+) -> ViewState:
+    """The state after one Training control event (junk leaves the state unchanged)."""
+    if trigger == ids.TRACE_PICK:
+        row = value.get("row") if isinstance(value, dict) else None
+        if isinstance(row, int) and not isinstance(row, bool) and 0 <= row < num_images:
+            return state.with_(trace_row=row)
+        return state
+    if trigger == ids.TRACE_LAYER:
+        if isinstance(value, int) and 0 <= value < num_layers:
+            return state.with_(trace_layer=value)
+        return state
+    if trigger == ids.TRACE_FILTER:
+        return state.with_(trace_filter=value) if value in TRACE_FILTERS else state
+    if trigger == ids.TRACE_ALL:
+        return state.with_(trace_all=1 if value else 0)
+    return state
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def grid_rows(trace: TraceData, state: ViewState) -> Any:
+    """Rows of the grid for the state's filters."""
+    return trace.rows(state.trace_filter, None if state.trace_all else state.cls)
+
+
+def picked_row(trace: TraceData, state: ViewState, rows: Any) -> int | None:
+    """The picked image: the state's row if valid, else the first row of the grid."""
+    if state.trace_row is not None and 0 <= state.trace_row < trace.num_images:
+        return state.trace_row
+    return int(rows[0]) if len(rows) else None
+
+
+def _tile(context: ViewContext, trace: TraceData, row: int, picked: int | None) -> html.Div:
+    names = context.data.names
+    label, pred = int(trace.label[row]), int(trace.prediction[row])
+    src = file_url(context.file_prefix, trace.thumbnail("test", row))
+    wrong = label != pred
+    title = f"test image #{int(trace.arrays['image_index'][row])}: {names[label]}" + (
+        f", predicted {names[pred]}" if wrong else ""
+    )
+    picture: Any = (
+        html.Img(src=src, alt=names[label], className="trace-thumb")
+        if src
+        else html.Span(names[label], className="trace-thumb trace-thumb-text")
+    )
+    classes = "trace-tile" + (" wrong" if wrong else "") + (" picked" if row == picked else "")
+    return html.Div([picture], className=classes, title=title, **{"data-row": str(row)})
+
+
+def _example(context: ViewContext, example: Example, norm: float, kind: str) -> html.Div:
+    names = context.data.names
+    src = file_url(context.file_prefix, example.thumbnail)
+    share = example.score / norm if norm > 0 else float("nan")
+    picture: Any = (
+        html.Img(src=src, alt=names[example.label], className="trace-thumb")
+        if src
+        else html.Span(f"#{example.index}", className="trace-thumb trace-thumb-text")
+    )
+    return html.Div(
+        [
+            picture,
+            html.Div(names[example.label], className="trace-example-label"),
+            html.Div(f"π {example.score:+.3g}", className="trace-example-score"),
+        ],
+        className=f"trace-example trace-{kind}",
+        title=f"training example #{example.index} ({names[example.label]}): π = "
+        f"{example.score:+.4g} ({share:+.1%} of ‖r‖); click to select {names[example.label]}",
+        **{"data-class": str(example.label)},
+    )
+
+
+def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
+    """Note, grid note, grid, header, proponents, opponents and the four figures."""
+    trace = trace_data(context.data)
+    empty = (_EMPTY_FIGURE,) * 4
+    if trace is None:
+        return (note(MISSING, kind="missing"), None, None, None, None, None, *empty)
+    data = context.data
+    names = data.names
+    state = context.state(stored)
+    layer = trace.layer(state.trace_layer)
+    rows = grid_rows(trace, state)
+    row = picked_row(trace, state, rows)
+    scope = "every class" if state.trace_all else f"class {names[state.cls]}"
+    shown = rows[:GRID_LIMIT]
+    grid_note = f"{len(rows):,} of {trace.num_images:,} test images ({scope}, " + (
+        f"{_FILTER_LABELS[state.trace_filter]})"
+    )
+    if len(rows) > GRID_LIMIT:
+        grid_note += f"; the first {GRID_LIMIT} are shown"
+    if not len(rows):
+        grid_note += ": none match, try another filter or every class"
+    grid = [_tile(context, trace, int(r), row) for r in shown.tolist()]
+    if row is None:
+        return (None, grid_note, grid, note("Pick an image from the grid."), None, None, *empty)
+    if row not in set(shown.tolist()):
+        grid.insert(0, _tile(context, trace, row, row))  # the picked image stays visible
+    label, pred = int(trace.label[row]), int(trace.prediction[row])
+    arrays = trace.image(row, layer)
+    norm = float(arrays["norms"][layer, 0])
+    layer_meta = trace.meta["layers"][layer]
+    per_example = str(layer_meta.get("per_example", "exact"))
+    unit = str(layer_meta.get("ridge_unit", "example"))
+    src = file_url(context.file_prefix, trace.thumbnail("test", row))
+    header = [
+        html.Img(src=src, className="trace-picked", alt=names[label]) if src else None,
+        html.Div(
+            [
+                html.Div(
+                    f"Test image #{int(trace.arrays['image_index'][row])}",
+                    className="trace-title",
+                ),
+                html.Div(
+                    [
+                        html.Span(f"label {names[label]}", className="pill"),
+                        html.Span(
+                            f"predicted {names[pred]}",
+                            className="pill " + ("pill-ok" if pred == label else "pill-warn"),
+                        ),
+                        html.Span(f"layer {trace.layer_names[layer]}", className="pill"),
+                        html.Span(f"‖r‖ {norm:.3g}", className="pill"),
+                        html.Span(
+                            "exact scores" if per_example == "exact" else "sketched scores",
+                            className="pill",
+                            title="proponent scores are exact per-example projections"
+                            if per_example == "exact"
+                            else "proponent scores come from a random projection (unbiased)",
+                        ),
+                    ],
+                    className="trace-pills",
+                ),
+            ]
+        ),
+    ]
+    proponents = [
+        _example(context, e, norm, "proponent") for e in trace.examples(row, layer, "proponent")
+    ]
+    opponents = [
+        _example(context, e, norm, "opponent") for e in trace.examples(row, layer, "opponent")
+    ]
+    unit_text = "over training examples" if unit == "example" else "over epoch×class groups"
+    return (
+        None,
+        grid_note,
+        grid,
+        header,
+        html.Div(proponents, className="trace-examples")
+        if proponents
+        else note("No proponents stored for this image."),
+        html.Div(opponents, className="trace-examples")
+        if opponents
+        else note("No opponents stored for this image."),
+        share_figure(arrays["class_share"], names, pred, label),
+        ridge_figure(arrays["ridge_hist"], arrays["ridge_edges"], names, pred, unit_text),
+        epoch_figure(arrays["epoch_share"], arrays["epoch_cosine"], names, pred),
+        norms_figure(arrays["norms"], trace.layer_names, layer),
+    )
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """Callbacks of the Training view: its reducer and the render."""
+    trace = trace_data(context.data)
+    if trace is None:
+        return  # the layout is a note; there is nothing to update
+
+    @app.callback(
+        Output(ids.STATE, "data", allow_duplicate=True),
+        Input(ids.TRACE_PICK, "data"),
+        Input(ids.TRACE_LAYER, "value"),
+        Input(ids.TRACE_FILTER, "value"),
+        Input(ids.TRACE_ALL, "value"),
+        State(ids.STATE, "data"),
+        prevent_initial_call=True,
+    )
+    def reduce_training(*args: Any) -> Any:
+        state = context.state(args[-1])
+        trigger = ctx.triggered_id
+        value = ctx.triggered[0].get("value") if ctx.triggered else None
+        try:
+            new = apply_training_event(state, trigger, value, trace.num_images, trace.num_layers)
+        except (TypeError, ValueError):
+            new = state
+        new = context.state(new.to_dict())
+        return no_update if new == state else new.to_dict()
+
+    @app.callback(
+        Output(ids.TRACE_NOTE, "children"),
+        Output(ids.TRACE_GRID_NOTE, "children"),
+        Output(ids.TRACE_GRID, "children"),
+        Output(ids.TRACE_HEADER, "children"),
+        Output(ids.TRACE_PROPONENTS, "children"),
+        Output(ids.TRACE_OPPONENTS, "children"),
+        Output(ids.TRACE_SHARE, "figure"),
+        Output(ids.TRACE_RIDGE, "figure"),
+        Output(ids.TRACE_EPOCHS, "figure"),
+        Output(ids.TRACE_NORMS, "figure"),
+        Input(ids.STATE, "data"),
+    )
+    @guarded(None, *([no_update] * 9), note_at=0)
+    def update_training(stored: Any) -> tuple[Any, ...]:
+        return render(context, stored)
