@@ -32,7 +32,7 @@ _FONT = "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 # 10 distinct colours for the stacked area chart (tab10), cycled beyond 10 classes.
 _PALETTE = (
     "#1f77b4",
-    "#ff7f0e",
+    "#65a30d",
     "#2ca02c",
     "#d62728",
     "#9467bd",
@@ -290,70 +290,81 @@ def ridge_figure(
 def epoch_figure(
     epoch_share: np.ndarray, epoch_cosine: np.ndarray, names: Sequence[str], predicted: int
 ) -> dict[str, Any]:
-    """Stacked areas of the cumulative class shares at the end of each epoch (positive parts
-    stacked, the predicted class on top of the stack and outlined), and the cosine between
-    the refinement so far and the final one as a dashed line on a second axis."""
+    """Stacked areas of the cumulative class shares at the end of each epoch, diverging from
+    0 (positive parts stacked up, negative parts down; the predicted class next to 0,
+    outlined), and above them a strip with the cosine between the refinement so far and
+    the final one. ``epoch_share``: ``[E, C + 1]`` (last: regularisation)."""
     share = np.asarray(epoch_share, dtype=np.float64)
     epochs = list(range(1, share.shape[0] + 1))
     num = share.shape[1] - 1
-    order = [c for c in share_order(share[-1]).tolist()[::-1] if c != predicted] + [predicted]
-    traces = []
+    # Predicted class first (closest to 0), then by final share, regularisation last.
+    order = [predicted] + [c for c in share_order(share[-1]).tolist() if c != predicted]
+    order.append(num)
+    traces: list[dict[str, Any]] = []
     for c in order:
-        traces.append(
-            {
-                "type": "scatter",
-                "x": epochs,
-                "y": share[:, c].tolist(),
-                "stackgroup": "share",
-                "mode": "lines",
-                "name": names[c],
-                "line": {
-                    "width": 2.5 if c == predicted else 0.5,
-                    "color": ACCENT if c == predicted else _PALETTE[c % len(_PALETTE)],
-                },
-                "hovertemplate": f"{names[c]}: %{{y:.1%}} after epoch %{{x}}<extra></extra>",
-            }
-        )
+        name = "regularisation" if c == num else names[c]
+        colour = REG if c == num else ACCENT if c == predicted else _PALETTE[c % len(_PALETTE)]
+        for group, part in (
+            ("up", np.maximum(share[:, c], 0)),
+            ("down", np.minimum(share[:, c], 0)),
+        ):
+            if not np.any(part):
+                continue
+            shown = not any(t["legendgroup"] == name for t in traces)
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": epochs,
+                    "y": part.tolist(),
+                    "stackgroup": group,
+                    "mode": "lines",
+                    "name": name,
+                    "legendgroup": name,
+                    "showlegend": shown,
+                    "line": {"width": 2.5 if c == predicted else 0.5, "color": colour},
+                    "customdata": share[:, c].tolist(),
+                    "hovertemplate": f"{name}: %{{customdata:.1%}} after epoch %{{x}}"
+                    "<extra></extra>",
+                }
+            )
+    cosine = np.asarray(epoch_cosine, dtype=np.float64)
     traces.append(
         {
             "type": "scatter",
             "x": epochs,
-            "y": share[:, num].tolist(),
-            "stackgroup": "share",
-            "mode": "lines",
-            "name": "regularisation",
-            "line": {"width": 0.5, "color": REG},
-            "hovertemplate": "regularisation: %{y:.1%} after epoch %{x}<extra></extra>",
-        }
-    )
-    traces.append(
-        {
-            "type": "scatter",
-            "x": epochs,
-            "y": np.asarray(epoch_cosine, dtype=np.float64).tolist(),
+            "y": cosine.tolist(),
             "yaxis": "y2",
             "mode": "lines+markers",
             "name": "cos(r so far, r)",
-            "line": {"color": "#111827", "dash": "dot", "width": 1.5},
+            "legendgroup": "cosine",
+            "showlegend": False,
+            "line": {"color": "#111827", "width": 1.5},
             "hovertemplate": "cosine with the final r: %{y:.2f} after epoch %{x}<extra></extra>",
         }
     )
+    low = min(0.0, float(cosine.min()) - 0.05) if cosine.size else 0.0
     return {
         "data": traces,
         "layout": _layout(
             "Cumulative class shares over epochs",
-            300,
+            380,
             showlegend=True,
-            legend={"font": {"size": 10}, "orientation": "v", "x": 1.12},
-            margin={"l": 50, "r": 12, "t": 32, "b": 36},
+            legend={"font": {"size": 10}, "tracegroupgap": 0},
+            margin={"l": 56, "r": 12, "t": 32, "b": 40},
             xaxis={"title": {"text": "epoch"}, "dtick": 1},
-            yaxis={"tickformat": ".0%", "title": {"text": "share of ‖r‖"}},
+            yaxis={
+                "domain": [0, 0.74],
+                "tickformat": ".0%",
+                "title": {"text": "share of ‖r‖"},
+                "zeroline": True,
+                "zerolinecolor": "#111827",
+            },
             yaxis2={
-                "overlaying": "y",
-                "side": "right",
-                "range": [-1, 1.05],
-                "showgrid": False,
-                "title": {"text": "cosine"},
+                "domain": [0.8, 1],
+                "anchor": "x",
+                "range": [low, 1.05],
+                "title": {"text": "cos"},
+                "nticks": 3,
             },
         ),
     }
@@ -402,7 +413,7 @@ def norms_figure(norms: np.ndarray, layer_names: Sequence[str], picked: int) -> 
         "data": traces,
         "layout": _layout(
             "Refinement across layers",
-            300,
+            380,
             showlegend=True,
             legend={"orientation": "h", "y": -0.25, "font": {"size": 10}},
             margin={"l": 50, "r": 40, "t": 32, "b": 60},

@@ -1,0 +1,188 @@
+"""The Training view without a browser: grid filtering, share ordering, figures vs the
+arrays, the reducer, URL state and the missing-part note."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dashboard import data as atlas_data
+from dashboard import ids
+from dashboard.config import DEMO_ATLAS_DIR
+from dashboard.state import ViewState
+from dashboard.trace import (
+    GRID_LIMIT,
+    epoch_figure,
+    filter_rows,
+    norms_figure,
+    ridge_figure,
+    share_figure,
+    share_order,
+    trace_data,
+    uncertain_rows,
+)
+from dashboard.views import training
+from dashboard.views.common import ViewContext
+
+NAMES = ("a", "b", "c", "d")
+
+
+def context_for(atlas: Path, tmp_path: Path) -> ViewContext:
+    return ViewContext(data=atlas_data.load(str(atlas), str(tmp_path / "cache")), file_prefix="/f/")
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+
+def test_filter_rows_modes_and_class() -> None:
+    label = np.array([0, 1, 1, 2, 0, 2])
+    pred = np.array([0, 1, 2, 2, 1, 2])
+    unsure = np.array([False, False, False, True, False, False])
+    assert filter_rows(label, pred, unsure, "all", None).tolist() == [0, 1, 2, 3, 4, 5]
+    assert filter_rows(label, pred, unsure, "wrong", None).tolist() == [2, 4]
+    assert filter_rows(label, pred, unsure, "uncertain", None).tolist() == [2, 3, 4]
+    # A class keeps images labelled or predicted as it.
+    assert filter_rows(label, pred, unsure, "all", 1).tolist() == [1, 2, 4]
+    assert filter_rows(label, pred, unsure, "wrong", 2).tolist() == [2]
+    assert filter_rows(label, pred, unsure, "all", 3).tolist() == []
+
+
+def test_uncertain_rows_is_the_smallest_lead() -> None:
+    share = np.array([[0.9, 0.1], [0.5, 0.45], [0.2, 0.8], [0.3, 0.7]])
+    pred = np.array([0, 0, 1, 1])
+    mask = uncertain_rows(share, pred, 0.25)
+    assert mask.tolist() == [False, True, False, False]
+    assert uncertain_rows(np.zeros((0, 2)), np.zeros(0, dtype=int), 0.1).tolist() == []
+
+
+def test_share_order_largest_first_ties_lower_index_regularisation_excluded() -> None:
+    share = np.array([0.1, 0.5, -0.2, 0.5, 9.0])  # last: regularisation
+    assert share_order(share).tolist() == [1, 3, 0, 2]
+
+
+def test_share_figure_matches_the_array() -> None:
+    share = np.array([0.1, 0.6, -0.2, 0.45, 0.05])
+    fig = share_figure(share, NAMES, predicted=1, true=3)
+    bar = fig["data"][0]
+    assert bar["y"] == ["b", "d", "a", "c", "regularisation"]
+    assert bar["x"] == pytest.approx([0.6, 0.45, 0.1, -0.2, 0.05])
+    assert bar["customdata"] == [1, 3, 0, 2, -1]
+    colours = bar["marker"]["color"]
+    assert colours[0] != colours[1] != colours[2]  # predicted, true, other
+    assert len(set(colours[2:4])) == 1
+    json.dumps(fig)
+
+
+def test_ridge_figure_one_ridge_per_class_scaled_to_peak() -> None:
+    hist = np.array([[0, 2, 4, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 3, 6]], dtype=float)
+    edges = np.linspace(-1, 1, 5)
+    fig = ridge_figure(hist, edges, NAMES, predicted=3, unit="x")
+    ridges = [t for t in fig["data"] if t.get("fill") == "tonexty"]
+    assert [t["name"] for t in ridges] == list(NAMES)
+    assert ridges[0]["x"] == pytest.approx([-0.75, -0.25, 0.25, 0.75])
+    # Class 0 sits on baseline 3 (top), scaled so its peak is 0.9 above it.
+    assert np.array(ridges[0]["y"]) - 3 == pytest.approx([0, 0.45, 0.9, 0])
+    assert ridges[2]["y"] == pytest.approx([1, 1, 1, 1])  # all-zero class: flat
+    assert ridges[0]["customdata"] == [0, 2, 4, 0]
+    assert ridges[3]["line"]["width"] > ridges[0]["line"]["width"]  # predicted highlighted
+    json.dumps(fig)
+
+
+def test_epoch_figure_diverging_stacks_sum_to_the_shares() -> None:
+    share = np.array([[0.3, 0.5, -0.1, 0.2, 0.1], [0.2, 0.9, -0.3, 0.1, 0.1]])
+    cosine = np.array([0.8, 1.0])
+    fig = epoch_figure(share, cosine, NAMES, predicted=1)
+    areas = [t for t in fig["data"] if "stackgroup" in t]
+    up = sum(np.array(t["y"]) for t in areas if t["stackgroup"] == "up")
+    down = sum(np.array(t["y"]) for t in areas if t["stackgroup"] == "down")
+    assert up + down == pytest.approx(share.sum(axis=1))
+    assert areas[0]["name"] == "b"  # predicted class first (next to 0)
+    assert [t["name"] for t in areas if t["showlegend"]] == ["b", "a", "d", "c", "regularisation"]
+    assert fig["data"][-1]["y"] == pytest.approx([0.8, 1.0])
+    json.dumps(fig)
+
+
+def test_norms_figure_matches_the_array() -> None:
+    norms = np.array([[1.0, 2.0, 2.5], [3.0, 1.0, 3.5]])
+    fig = norms_figure(norms, ("l1", "l2"), picked=1)
+    assert [t["y"] for t in fig["data"][:3]] == [[1.0, 3.0], [2.0, 1.0], [2.5, 3.5]]
+    assert fig["data"][3]["y"] == pytest.approx([0.5, 3.0])
+    json.dumps(fig)
+
+
+# -- state and reducer --------------------------------------------------------------------------
+
+
+def test_url_round_trip_and_junk_falls_back() -> None:
+    state = ViewState(cls=2, trace_row=7, trace_layer=1, trace_filter="wrong", trace_all=1)
+    assert ViewState.from_query(state.to_search(), num_classes=10) == state
+    junk = ViewState.from_query("?trow=-3&trlayer=x&tf=bogus&tall=5", num_classes=10)
+    assert (junk.trace_row, junk.trace_layer, junk.trace_filter, junk.trace_all) == (
+        None,
+        None,
+        "all",
+        0,
+    )
+
+
+def test_reducer_events() -> None:
+    state = ViewState()
+    apply = training.apply_training_event
+    assert apply(state, ids.TRACE_PICK, {"row": 4, "at": 1}, 10, 3).trace_row == 4
+    assert apply(state, ids.TRACE_PICK, {"row": 99}, 10, 3) == state
+    assert apply(state, ids.TRACE_PICK, "junk", 10, 3) == state
+    assert apply(state, ids.TRACE_LAYER, 2, 10, 3).trace_layer == 2
+    assert apply(state, ids.TRACE_LAYER, 3, 10, 3) == state
+    assert apply(state, ids.TRACE_FILTER, "uncertain", 10, 3).trace_filter == "uncertain"
+    assert apply(state, ids.TRACE_FILTER, "nope", 10, 3) == state
+    assert apply(state, ids.TRACE_ALL, [1], 10, 3).trace_all == 1
+    assert apply(state.with_(trace_all=1), ids.TRACE_ALL, [], 10, 3).trace_all == 0
+
+
+# -- render on the shipped demo atlas ---------------------------------------------------------
+
+
+def test_render_demo_atlas(tmp_path: Path) -> None:
+    context = context_for(Path(DEMO_ATLAS_DIR), tmp_path)
+    trace = trace_data(context.data)
+    assert trace is not None and trace.layer(None) == trace.num_layers - 1
+    assert trace.layer(99) == trace.default_layer
+    out = training.render(context, ViewState(cls=3).to_dict())
+    note, grid_note, grid, header, props, opps, share, ridge, epochs, norms = out
+    assert note is None
+    rows = trace.rows("all", 3)
+    assert len(grid) == len(rows) and "class three" in grid_note
+    # Default pick: the first image of the grid, at the last layer.
+    arrays = trace.arrays
+    row = int(rows[0])
+    layer = trace.default_layer
+    assert share["data"][0]["x"][0] == pytest.approx(float(arrays["class_share"][row, layer].max()))
+    assert norms["data"][0]["y"] == pytest.approx(arrays["norms"][row, :, 0].tolist())
+    assert len(props.children) == len(opps.children) == int(trace.meta["top_k"])
+    assert "layer head" in json.dumps(header, default=lambda o: o.to_plotly_json())
+    first = props.children[0]
+    assert first.title.startswith(
+        f"training example #{int(arrays['proponent_index'][row, layer, 0])}"
+    )
+    json.dumps([share, ridge, epochs, norms])
+    # Every class: the grid is capped; an out-of-range row or layer falls back.
+    out = training.render(
+        context, ViewState(trace_all=1, trace_row=10_000, trace_layer=50).to_dict()
+    )
+    assert len(out[2]) == GRID_LIMIT and "first" in out[1]
+    # Misclassified only, every class: only wrong tiles.
+    out = training.render(context, ViewState(trace_all=1, trace_filter="wrong").to_dict())
+    assert out[2] and all("wrong" in tile.className for tile in out[2])
+
+
+def test_missing_trace_part_is_a_note(small_atlas: Path, tmp_path: Path) -> None:
+    context = context_for(small_atlas, tmp_path)
+    assert trace_data(context.data) is None
+    section = training.layout(context, ViewState())
+    text = json.dumps(section.to_plotly_json(), default=str)
+    assert "python -m compute demo" in text and "docs/trace.md" in text
+    out = training.render(context, None)
+    assert "no training trace" in out[0].children
