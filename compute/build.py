@@ -846,6 +846,10 @@ def _run_build(args: argparse.Namespace) -> int:
         mapper_mode=args.mapper_mode,
         mapper_crops=args.mapper_crops,
     )
+    if args.featurevis:
+        from compute.featurevis.cli import run_featurevis
+
+        run_featurevis(path, model=model, device=str(device), progress=not args.no_progress)
     print(f"atlas written to {path}")
     return 0
 
@@ -997,6 +1001,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         choices=("label", "prediction"),
         default="label",
         help="count each image under its true label or the model's prediction (default label)",
+    )
+    build.add_argument(
+        "--featurevis",
+        action="store_true",
+        help="also render every channel's feature visualization and diversity images "
+        "(slow on CPU; same as running `python -m compute featurevis --atlas OUT` afterwards)",
     )
     topology = build.add_argument_group("TopoAct Mapper (collected in the same pass)")
     topology.add_argument(

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from compute.atlas import Atlas
+from compute.atlas import Atlas, featurevis_path
 
 SPEC = "tests.unit.test_cli:tiny_cnn"
 CLASSES = ("cat", "dog", "owl")
@@ -193,7 +193,6 @@ def test_argparse_rejects_bad_numbers(
 def test_cli_build_end_to_end(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("compute.summit.aggregate", reason="SummitPass not landed yet")
     weights = tmp_path / "tiny.pt"
     torch.save(tiny_cnn().state_dict(), weights)
     out = tmp_path / "atlas"
@@ -230,10 +229,24 @@ def test_cli_build_end_to_end(
     assert code == 0 and stdout.startswith("ok: ")
 
 
+def test_cli_build_with_feature_visualizations(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "atlas"
+    argv = [*base_args(data, out), "--top-k", "2", "--no-mapper", "--featurevis", "--no-progress"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    atlas = Atlas.open(out, verify_hashes=True)
+    assert atlas.has("featurevis")
+    for index, layer in enumerate(atlas.layers):
+        for channel in range(layer.channels):
+            for kind in ("vis", "div-0", "div-3"):
+                assert featurevis_path(index, channel, kind) in atlas.files
+
+
 def test_unreadable_image_during_the_pass_without_pre_check(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("compute.summit.aggregate", reason="SummitPass not landed yet")
     (data / "dog" / "9.jpg").write_bytes(b"definitely not a jpeg")
     argv = [*base_args(data, tmp_path / "a"), "--no-check-images", "--top-k", "2"]
     code, _, err = run_cli(argv, capsys)
@@ -249,7 +262,6 @@ def test_unreadable_image_during_the_pass_without_pre_check(
 def test_cli_build_grayscale_with_class_index(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("compute.summit.aggregate", reason="SummitPass not landed yet")
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"cat": 4, "dog": 0, "owl": 2, "unused": 1}))
     out = tmp_path / "gray"
