@@ -308,3 +308,14 @@ def make_atlas() -> Callable[..., Path]:
 def atlas_copy(small_atlas: Path, tmp_path: Path) -> Path:
     """A private copy of the small atlas, for tests that damage it."""
     return Path(shutil.copytree(small_atlas, tmp_path / "copy"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In CI a missing browser must fail the run, never skip the browser tests silently."""
+    required = os.environ.get("NETWORK_ATLAS_REQUIRE_BROWSER")
+    needs_browser = any(item.get_closest_marker("e2e") for item in items)
+    if required and needs_browser and shutil.which("chromedriver") is None:
+        raise pytest.UsageError(
+            "NETWORK_ATLAS_REQUIRE_BROWSER is set but chromedriver is not on PATH: "
+            "apt-get install -y chromium chromium-driver"
+        )

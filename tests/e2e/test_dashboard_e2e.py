@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from selenium.webdriver.common.by import By
 
-from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.views.sidebar import ROWS_PAGE
 from tests.e2e.browser import CY_INSTANCE, save_full_page, serve_app, wait_until
 
@@ -208,7 +207,6 @@ def test_large_atlas(
     assert dash_duo.get_logs() == []
 
 
-@pytest.mark.skipif(not DEMO_ATLAS_DIR.is_dir(), reason="the demo atlas is not shipped yet")
 def test_demo_atlas_is_the_default(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -204,11 +204,6 @@ def class_dataset(num_classes: int = 3, per_class: int = 5, size: int = 8) -> Te
     return TensorDataset(torch.stack(images), torch.tensor(labels))
 
 
-@pytest.fixture
-def summit_available() -> None:
-    pytest.importorskip("compute.summit.aggregate", reason="SummitPass not landed yet")
-
-
 def build_tiny(out: Path, **kwargs: object) -> Path:
     from compute.build import build_atlas
 
@@ -228,7 +223,6 @@ def build_tiny(out: Path, **kwargs: object) -> Path:
     return build_atlas(model, DataLoader(class_dataset(), batch_size=4), **options)
 
 
-@pytest.mark.usefixtures("summit_available")
 def test_build_atlas_end_to_end(tmp_path: Path) -> None:
     path = build_tiny(tmp_path / "atlas", title="Tiny", metrics={"accuracy": {"test": 0.5}})
     atlas = Atlas.open(path, verify_hashes=True)
@@ -268,7 +262,6 @@ def test_build_atlas_end_to_end(tmp_path: Path) -> None:
     assert set(state) == set(tiny_cnn().state_dict())
 
 
-@pytest.mark.usefixtures("summit_available")
 def test_build_refuses_before_the_pass(tmp_path: Path) -> None:
     (tmp_path / "exists").mkdir()
     with pytest.raises(BuildError, match="already exists"):
@@ -287,7 +280,6 @@ def test_build_refuses_before_the_pass(tmp_path: Path) -> None:
     assert not any(tmp_path.glob(".*tmp*"))  # nothing half-written
 
 
-@pytest.mark.usefixtures("summit_available")
 def test_build_overwrite_and_bad_labels(tmp_path: Path) -> None:
     out = build_tiny(tmp_path / "atlas", crops_per_channel=0, save_weights=False)
     atlas = Atlas.open(out)
@@ -330,7 +322,6 @@ def test_receptive_field_probe_failure_falls_back_to_whole_images() -> None:
 # So little data can give identical rows of A; the PCA embedding then divides by a zero
 # variance (harmless here).
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.usefixtures("summit_available")
 def test_build_from_plain_batches_has_no_crops(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -367,7 +358,6 @@ class _Indexed(Dataset):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.usefixtures("summit_available")
 def test_build_mapper_part_ignores_batch_size_and_order(tmp_path: Path) -> None:
     from compute.atlas import PART_MAPPER, mapper_paths
 
