@@ -116,8 +116,10 @@ def create_app(settings: Settings) -> Dash:
             page_container,
             html.Footer(
                 [
-                    "Network Atlas · Summit-style views (Hohman et al., VAST 2019) of ",
-                    html.Code(str(settings.atlas_dir)),
+                    "Network Atlas · Summit (Hohman et al. 2019), TopoAct (Rathore et al. 2021) "
+                    "and training-trace (Pfahler & Morik 2021) views of the atlas ",
+                    # The directory's name only: a shared deployment must not reveal its paths.
+                    html.Code(settings.atlas_dir.name),
                 ],
                 className="app-footer",
             ),
