@@ -17,9 +17,10 @@ import io
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -155,8 +156,32 @@ def evaluate(model: nn.Module, dataset: DigitsDataset) -> float:
     return float((predictions == dataset.labels).float().mean())
 
 
-def train_digits_cnn(splits: DigitsSplits, config: DemoConfig = DemoConfig()) -> nn.Module:
-    """Train the demo CNN deterministically (fixed seed, fixed batch order, CPU)."""
+class TrainingObserver(Protocol):
+    """What watches the demo's training loop (e.g. ``compute.trace.Tracer``)."""
+
+    def set_batch(self, labels: torch.Tensor, indices: torch.Tensor) -> None: ...
+
+    def end_epoch(self) -> None: ...
+
+
+def train_digits_cnn(
+    splits: DigitsSplits,
+    config: DemoConfig = DemoConfig(),
+    *,
+    observe: Callable[[nn.Module, torch.optim.Optimizer], TrainingObserver] | None = None,
+) -> nn.Module:
+    """Train the demo CNN deterministically (fixed seed, fixed batch order, CPU).
+
+    Args:
+        splits: the digits splits.
+        config: training settings.
+        observe: called once with the model and optimizer; the observer it returns sees
+            every batch's labels and dataset indices before the step, and every epoch's end.
+            It touches no RNG, so the weights are the same with or without it.
+
+    Returns:
+        The trained model, in eval mode.
+    """
     torch.manual_seed(config.seed)
     model = digits_cnn(len(CLASS_NAMES))
     optimizer = torch.optim.SGD(
@@ -166,16 +191,21 @@ def train_digits_cnn(splits: DigitsSplits, config: DemoConfig = DemoConfig()) ->
     loader = DataLoader(
         splits.train, batch_size=config.batch_size, shuffle=True, generator=generator
     )
+    observer = observe(model, optimizer) if observe is not None else None
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(config.epochs):
         model.train()
         total = 0.0
-        for images, labels, _ in loader:
+        for images, labels, indices in loader:
             optimizer.zero_grad()
+            if observer is not None:
+                observer.set_batch(labels, indices)
             loss = loss_fn(model(images), labels)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(labels)
+        if observer is not None:
+            observer.end_epoch()
         log.debug("epoch %d: loss %.4f", epoch + 1, total / len(splits.train))
     model.eval()
     return model

@@ -1,7 +1,7 @@
 """The demo's training loop with the tracer: same seed, batch order and optimizer.
 
-:func:`train_demo_traced` mirrors :func:`compute.demo.train_digits_cnn` line for line and adds
-four tracer calls, so its final weights are bit-identical to the untraced demo (the tracer
+:func:`train_demo_traced` runs :func:`compute.demo.train_digits_cnn` itself with the tracer as
+its observer, so its final weights are bit-identical to the untraced demo (the tracer
 touches no RNG and no gradient).
 
 Examples:
@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from compute.trace.tracer import TraceConfig, Tracer, TraceResult
 
@@ -58,45 +58,27 @@ def train_demo_traced(
     Returns:
         ``(model in eval mode, trace)``.
     """
-    import torch
-
-    from compute.demo import CLASS_NAMES, DemoConfig, digits_cnn
+    from compute.demo import CLASS_NAMES, DemoConfig, train_digits_cnn
 
     config = DemoConfig() if config is None else config
-    torch.manual_seed(config.seed)
-    model = digits_cnn(len(CLASS_NAMES))
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.learning_rate, momentum=config.momentum, weight_decay=1e-4
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        splits.train, batch_size=config.batch_size, shuffle=True, generator=generator
-    )
-    tracer = Tracer(
-        model,
-        optimizer,
-        TraceConfig(
-            layers=layers,
-            num_classes=len(CLASS_NAMES),
-            projection_dim=projection_dim,
-            seed=config.seed,
-            checkpoint_dir=checkpoint_dir,
-            example_momentum=example_momentum,
-        ),
-        num_examples=len(splits.train),
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(config.epochs):
-        model.train()
-        total = 0.0
-        for images, labels, indices in loader:
-            optimizer.zero_grad()
-            tracer.set_batch(labels, indices)  # traced: labels and dataset indices
-            loss = loss_fn(model(images), labels)
-            loss.backward()
-            optimizer.step()  # traced through the optimizer's step hooks
-            total += float(loss.detach()) * len(labels)
-        tracer.end_epoch()  # traced: closes the epoch's accumulators, saves a checkpoint
-        log.debug("epoch %d: loss %.4f", epoch + 1, total / len(splits.train))
-    model.eval()
-    return model, tracer.finish()
+    tracers: list[Tracer] = []
+
+    def make_tracer(model: nn.Module, optimizer: torch.optim.Optimizer) -> Tracer:
+        tracer = Tracer(
+            model,
+            optimizer,
+            TraceConfig(
+                layers=layers,
+                num_classes=len(CLASS_NAMES),
+                projection_dim=projection_dim,
+                seed=config.seed,
+                checkpoint_dir=checkpoint_dir,
+                example_momentum=example_momentum,
+            ),
+            num_examples=len(splits.train),
+        )
+        tracers.append(tracer)
+        return tracer
+
+    model = train_digits_cnn(splits, config, observe=make_tracer)
+    return model, tracers[0].finish()
