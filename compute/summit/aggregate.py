@@ -351,6 +351,106 @@ class SummitPass(ClosingContext):
         assert counter is not None
         counter.add(keys)
 
+    # -- state: checkpoints and merging shards ------------------------------------------
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Everything accumulated so far, as CPU tensors (for checkpoints and shards).
+
+        Keys: ``images_seen``, ``num_images``, ``num_correct``, ``confidence_hist``; per
+        layer ``i`` that has run, ``layer.{i}.shape`` (C, H, W), ``layer.{i}.counts`` and
+        ``layer.{i}.examples.{values,index,position}``; per connection ``influence.{i}.keys``
+        and ``influence.{i}.counts`` (sorted unique keys, see :class:`SparseCounter`).
+        """
+        state: dict[str, Tensor] = {
+            "images_seen": torch.tensor(self._images_seen, dtype=torch.int64),
+            "num_images": self._num_images.cpu().clone(),
+            "num_correct": self._num_correct.cpu().clone(),
+            "confidence_hist": self._hist.cpu().clone(),
+        }
+        for i, layer in enumerate(self._states):
+            if layer is None:
+                continue
+            state[f"layer.{i}.shape"] = torch.tensor(
+                [layer.channels, layer.height, layer.width], dtype=torch.int64
+            )
+            state[f"layer.{i}.counts"] = layer.counts.cpu().clone()
+            state[f"layer.{i}.examples.values"] = layer.examples.values.cpu().clone()
+            state[f"layer.{i}.examples.index"] = layer.examples.index.cpu().clone()
+            state[f"layer.{i}.examples.position"] = layer.examples.position.cpu().clone()
+        for i, counter in enumerate(self._influence):
+            if counter is None:
+                continue
+            counter.flush()
+            state[f"influence.{i}.keys"] = counter.keys.cpu().clone()
+            state[f"influence.{i}.counts"] = counter.counts.cpu().clone()
+        return state
+
+    def merge_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Add a state from :meth:`state_dict` of a pass over a disjoint set of images.
+
+        Merging into a fresh pass restores a checkpoint; merging every shard's state gives
+        exactly the aggregates of one pass over all images (counts add, top examples merge
+        by their total order).
+
+        Raises:
+            BuildError: the state has another number of classes, layers or shapes.
+        """
+        if state["num_images"].shape != self._num_images.shape:
+            raise BuildError(
+                f"state has {state['num_images'].numel()} classes, not {self.num_classes}"
+            )
+        if state["confidence_hist"].shape != self._hist.shape:
+            raise BuildError("state has another number of confidence bins")
+        self._images_seen += int(state["images_seen"])
+        self._num_images += state["num_images"].to(self.device)
+        self._num_correct += state["num_correct"].to(self.device)
+        self._hist += state["confidence_hist"].to(self.device)
+        for i in range(len(self.layers)):
+            if f"layer.{i}.shape" not in state:
+                continue
+            channels, height, width = (int(v) for v in state[f"layer.{i}.shape"])
+            examples = state[f"layer.{i}.examples.values"]
+            layer = self._states[i]
+            if layer is None:
+                layer = _LayerState(
+                    channels,
+                    height,
+                    width,
+                    torch.zeros(
+                        (self.num_classes, channels), dtype=torch.int64, device=self.device
+                    ),
+                    RunningTopExamples(
+                        channels, self.config.examples_per_channel, self.device, examples.dtype
+                    ),
+                )
+                self._states[i] = layer
+            elif (channels, height, width) != (layer.channels, layer.height, layer.width):
+                raise BuildError(
+                    f"state of layer {self.layers[i]!r} has shape {(channels, height, width)}, "
+                    f"not {(layer.channels, layer.height, layer.width)}"
+                )
+            if examples.shape[1] != self.config.examples_per_channel:
+                raise BuildError(
+                    f"state keeps {examples.shape[1]} examples per channel, "
+                    f"not {self.config.examples_per_channel}"
+                )
+            layer.counts += state[f"layer.{i}.counts"].to(self.device)
+            other = RunningTopExamples(channels, examples.shape[1], self.device, examples.dtype)
+            other.values = examples.to(self.device)
+            other.index = state[f"layer.{i}.examples.index"].to(self.device)
+            other.position = state[f"layer.{i}.examples.position"].to(self.device)
+            layer.examples.merge(other)
+        for i, counter in enumerate(self._influence):
+            if counter is None or f"influence.{i}.keys" not in state:
+                continue
+            counter.flush()
+            keys = torch.cat([counter.keys, state[f"influence.{i}.keys"].to(self.device)])
+            weights = torch.cat([counter.counts, state[f"influence.{i}.counts"].to(self.device)])
+            unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+            counts = torch.zeros(unique.shape[0], dtype=torch.int64, device=self.device)
+            counts.index_add_(0, inverse, weights)
+            counter.keys, counter.counts = unique, counts
+
     def result(self) -> SummitAggregates:
         """The aggregates so far (can be called again after more updates).
 

@@ -46,13 +46,38 @@ class RunningTopExamples:
 
     def _update(self, values: Tensor, positions: Tensor, indices: Tensor) -> None:
         channels, batch = self.values.shape[0], values.shape[0]
-        cand_values = torch.cat([self.values, values.t().to(self.values.dtype)], dim=1)
-        cand_index = torch.cat([self.index, indices.view(1, batch).expand(channels, batch)], dim=1)
-        cand_position = torch.cat([self.position, positions.t()], dim=1)
+        self._merge(
+            values.t().to(self.values.dtype),
+            indices.view(1, batch).expand(channels, batch),
+            positions.t(),
+        )
+
+    def merge(self, other: RunningTopExamples) -> None:
+        """Fold in another table (same channels) kept over a disjoint set of images.
+
+        The result equals one table fed both streams: the order is total.
+        """
+        if other.values.shape[0] != self.values.shape[0]:
+            raise ValueError(
+                f"cannot merge top examples of {other.values.shape[0]} channels "
+                f"into {self.values.shape[0]}"
+            )
+        self._merge(
+            other.values.to(self.values.device, self.values.dtype),
+            other.index.to(self.values.device),
+            other.position.to(self.values.device),
+        )
+
+    def _merge(self, values: Tensor, index: Tensor, position: Tensor) -> None:
+        """Merge candidates ``[C, m]`` (value, dataset index or -1, flat position)."""
+        cand_values = torch.cat([self.values, values], dim=1)
+        cand_index = torch.cat([self.index, index], dim=1)
+        cand_position = torch.cat([self.position, position], dim=1)
         # Two stable sorts give (value desc, index asc); empty slots (-1) sort last.
         key_index = torch.where(cand_index < 0, _LAST, cand_index)
         by_index = torch.argsort(key_index, dim=1, stable=True)
         ranked = torch.nan_to_num(cand_values.gather(1, by_index), nan=-torch.inf)
+        ranked = torch.where(key_index.gather(1, by_index) == _LAST, -torch.inf, ranked)
         by_value = torch.argsort(ranked, dim=1, descending=True, stable=True)[:, : self.n]
         order = by_index.gather(1, by_value)
         self.values = cand_values.gather(1, order)

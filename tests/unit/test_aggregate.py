@@ -251,3 +251,38 @@ def test_close_removes_hooks() -> None:
     with torch.no_grad():
         model(images)  # would raise in the hooks (no batch state) if they were still there
     assert not summit._hooks._handles
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=["mass", "topk"])
+def test_merged_shard_states_equal_one_pass(config: SummitConfig) -> None:
+    """Shards (any split, any order) merged through state dicts give the reference exactly."""
+    model = make_chain(seed=4)
+    data = dataset(29, (3, 16, 16), seed=6)
+    ref = reference_aggregates(model, LAYERS, NUM_CLASSES, config, *data)
+    images, labels, indices = data
+    order = torch.randperm(29, generator=torch.Generator().manual_seed(8))
+    states = []
+    for shard in (order[:4], order[4:20], order[20:]):
+        with SummitPass(model, LAYERS, NUM_CLASSES, config) as summit:
+            for start in range(0, len(shard), 6):
+                rows = shard[start : start + 6]
+                summit.update(images[rows], labels[rows], indices[rows])
+            states.append(summit.state_dict())
+    with SummitPass(model, LAYERS, NUM_CLASSES, config) as merged:
+        for state in reversed(states):
+            merged.merge_state_dict(state)
+        assert_equal(merged.result(), ref)
+
+
+def test_merging_a_state_of_other_classes_is_refused() -> None:
+    model = make_chain(seed=4)
+    images, labels, indices = dataset(5, (3, 16, 16), seed=6)
+    with SummitPass(model, LAYERS, NUM_CLASSES, CONFIGS[0]) as summit:
+        summit.update(images, labels, indices)
+        state = summit.state_dict()
+    state["num_images"] = torch.zeros(NUM_CLASSES + 1, dtype=torch.int64)
+    with (
+        SummitPass(model, LAYERS, NUM_CLASSES, CONFIGS[0]) as other,
+        pytest.raises(BuildError, match="classes"),
+    ):
+        other.merge_state_dict(state)
