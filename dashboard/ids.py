@@ -98,3 +98,6 @@ TRACE_RIDGE = "trace-ridge"
 TRACE_EPOCHS = "trace-epochs"
 TRACE_NORMS = "trace-norms"
 TRACE_BODY = "trace-body"  # everything below the controls (hidden without the part)
+
+# -- deployment: several atlases ----------------------------------------------------------
+ATLAS_PICKER = "atlas-picker"  # header dropdown: the atlas served (only with several)
