@@ -347,6 +347,89 @@ class ActivationSampler:
             self._position[name][slots] = other._position[name][rows]
         return self
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The sample as CPU tensors, for checkpoints and for merging across processes.
+
+        Keys: ``settings`` (capacity, seed, mode code, count), ``keys`` (the uint64 hashes
+        viewed as int64), ``index``, ``label``, and per layer ``i`` ``vectors.{i}`` and
+        ``position.{i}``; only the ``count`` filled rows.
+
+        Returns:
+            A dict of tensors (``torch.save`` with ``weights_only`` loads it).
+
+        Examples:
+            >>> s = ActivationSampler(["a"], [(2, 1, 1)], capacity=3)
+            >>> sorted(s.state_dict())
+            ['index', 'keys', 'label', 'position.0', 'settings', 'vectors.0']
+        """
+        if self._pending:
+            raise RuntimeError(f"add_layer was not called for {sorted(self._pending)}")
+        n = self.count
+        state = {
+            "settings": torch.tensor(
+                [self.capacity, self.seed, ("position", "mean").index(self.mode), n],
+                dtype=torch.int64,
+            ),
+            "keys": torch.from_numpy(self._keys[:n].view(np.int64).copy()),
+            "index": torch.from_numpy(self._index[:n].copy()),
+            "label": torch.from_numpy(self._label[:n].copy()),
+        }
+        for i, name in enumerate(self.layer_names):
+            state[f"vectors.{i}"] = torch.from_numpy(self._vectors[name][:n].copy())
+            state[f"position.{i}"] = torch.from_numpy(self._position[name][:n].copy())
+        return state
+
+    def merge_state_dict(self, state: Mapping[str, Tensor]) -> ActivationSampler:
+        """Fold in a :meth:`state_dict` of a sampler fed a disjoint set of images.
+
+        Merging into a fresh sampler restores a checkpoint; merging every process's state
+        gives exactly the sample of one sampler fed all images (see :meth:`merge`).
+
+        Args:
+            state: from :meth:`state_dict` of a sampler with the same layers and settings.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: another capacity, seed, mode, layer count or shape.
+
+        Examples:
+            >>> a = ActivationSampler(["a"], [(2, 1, 1)], capacity=3)
+            >>> a.update({"a": torch.ones(4, 2, 1, 1)}, torch.zeros(4, dtype=torch.long),
+            ...          torch.arange(4))
+            >>> b = ActivationSampler(["a"], [(2, 1, 1)], capacity=3)
+            >>> b.merge_state_dict(a.state_dict()).result()["a"].image_index.tolist()
+            [0, 2, 3]
+            >>> a.result()["a"].image_index.tolist()
+            [0, 2, 3]
+        """
+        capacity, seed, mode, n = (int(v) for v in state["settings"])
+        if (capacity, seed, mode) != (
+            self.capacity,
+            self.seed,
+            ("position", "mean").index(self.mode),
+        ):
+            raise ValueError("can only merge samplers with the same layers, capacity, seed, mode")
+        other = ActivationSampler(
+            self.layer_names, self.layer_shapes, self.capacity, self.seed, self.mode
+        )
+        if n == 0:
+            return self
+        other._keys = state["keys"].numpy().astype(np.int64).view(np.uint64)
+        other._index = state["index"].numpy().astype(np.int64)
+        other._label = state["label"].numpy().astype(np.int64)
+        for i, name in enumerate(self.layer_names):
+            vectors = state[f"vectors.{i}"].numpy().astype(np.float32)
+            if vectors.shape != (n, self.layer_shapes[i][0]):
+                raise ValueError(f"layer {name!r}: state vectors of shape {vectors.shape}")
+            other._vectors[name] = vectors
+            other._position[name] = state[f"position.{i}"].numpy().astype(np.int32)
+        if not len(other._keys) == len(other._index) == n:
+            raise ValueError("state rows do not match its count")
+        other.count = n
+        return self.merge(other)
+
     def result(self) -> dict[str, MapperSample]:
         """The sample of every layer, rows sorted by image index (copies)."""
         if self._pending:

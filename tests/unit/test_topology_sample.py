@@ -141,3 +141,43 @@ def test_per_layer_hook_api_matches_update() -> None:
     incomplete.add_layer("conv1", outputs["conv1"][:10])
     with pytest.raises(RuntimeError, match="conv2"):
         incomplete.result()
+
+
+def _same(a: ActivationSampler, b: ActivationSampler) -> None:
+    ra, rb = a.result(), b.result()
+    for name in SHAPES:
+        np.testing.assert_array_equal(ra[name].image_index, rb[name].image_index)
+        np.testing.assert_array_equal(ra[name].label, rb[name].label)
+        np.testing.assert_array_equal(ra[name].vectors, rb[name].vectors)
+        np.testing.assert_array_equal(ra[name].position, rb[name].position)
+
+
+@pytest.mark.parametrize("mode", ["position", "mean"])
+def test_state_dicts_of_shards_merge_to_one_pass(mode: str) -> None:
+    whole = feed(new(mode=mode), np.arange(NUM_IMAGES), 32)
+    merged = new(mode=mode)
+    for shard in np.array_split(np.arange(NUM_IMAGES), 3):  # contiguous, as torchrun ranks
+        part = feed(new(mode=mode), shard, 17)
+        state = {k: v.clone() for k, v in part.state_dict().items()}
+        merged.merge_state_dict(state)
+    _same(merged, whole)
+
+
+def test_state_dict_round_trip_restores_and_continues() -> None:
+    order = np.arange(NUM_IMAGES)
+    whole = feed(new(capacity=40), order, 25)
+    first = feed(new(capacity=40), order[:100], 25)
+    resumed = new(capacity=40).merge_state_dict(first.state_dict())
+    _same(resumed, first)
+    feed(resumed, order[100:], 25)
+    _same(resumed, whole)
+    empty = new(capacity=40).merge_state_dict(new(capacity=40).state_dict())
+    assert empty.count == 0
+
+
+def test_state_dict_refuses_other_settings() -> None:
+    state = feed(new(capacity=40), np.arange(50), 25).state_dict()
+    with pytest.raises(ValueError, match="same layers"):
+        new(capacity=41).merge_state_dict(state)
+    with pytest.raises(ValueError, match="same layers"):
+        new(capacity=40, seed=4).merge_state_dict(state)
