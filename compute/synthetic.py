@@ -23,6 +23,7 @@ import io
 import logging
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,18 +36,23 @@ from compute.atlas import (
     GRAPH_PATHS,
     PART_EMBEDDING,
     PART_EXAMPLES,
+    PART_FEATUREVIS,
     PART_GRAPHS,
     PART_MAPPER,
     PART_SUMMIT,
+    PART_TRACE,
+    TRACE_PATHS,
     AtlasWriter,
     activation_counts_path,
     csr_parts,
     embedding_path,
     example_crop_path,
     examples_paths,
+    featurevis_path,
     influence_paths,
     manifest_layers,
     mapper_crop_path,
+    trace_thumbnail_path,
 )
 from compute.errors import BuildError
 from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
@@ -71,6 +77,13 @@ DEFAULT_CHANNELS = (256, 480, 508, 512, 512, 528, 832, 832, 1024)
 
 CONFIDENCE_BINS = 20
 CROP_SIZE = 32
+#: Side of the synthetic feature visualizations (a real atlas stores them at input size;
+#: small pictures keep the synthetic atlas quick to write and light to serve).
+FEATUREVIS_SIZE = 64
+DIVERSITY_IMAGES = 4
+TRACE_EPOCHS = 6
+TRACE_TOP_K = 10
+TRACE_BINS = 20
 
 # Generator shape, tuned so the real selection gives ~55 nodes / ~180 edges per class on
 # the InceptionV1 shape (summit.md §4): count decay exponent, influenced outputs per class
@@ -279,12 +292,24 @@ def _examples(
     }
 
 
-_GRID = np.mgrid[0:CROP_SIZE, 0:CROP_SIZE].astype(np.float32) / CROP_SIZE
+@lru_cache(maxsize=4)
+def _grid(size: int) -> np.ndarray:
+    """``float32[2, size, size]``: row and column coordinates in ``[0, 1)``."""
+    return np.mgrid[0:size, 0:size].astype(np.float32) / size
 
 
-def _crop_png(rng: np.random.Generator, depth: float) -> bytes:
-    """A small patterned RGB PNG: stripes low in the network, blobs and mixtures higher."""
-    yy, xx = _GRID
+def _crop_png(rng: np.random.Generator, depth: float, size: int = CROP_SIZE) -> bytes:
+    """A small patterned RGB PNG: stripes low in the network, blobs and mixtures higher.
+
+    Args:
+        rng: the generator drawing the pattern and colours.
+        depth: ``0`` (first layer: stripes) to ``1`` (last layer: blobs).
+        size: side of the square image in pixels.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    yy, xx = _grid(size)
     angle = rng.uniform(0, np.pi)
     freq = rng.uniform(2.0, 7.0)
     stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
@@ -338,6 +363,144 @@ def _mapper(
         image_index, label, vectors, positions, seed=seed, capacity=n, mode="position",
         crop_points=60, crops_per_node=3,
     )  # fmt: skip
+
+
+def _trace(
+    rng: np.random.Generator,
+    num_images: np.ndarray,
+    accuracy: np.ndarray,
+    layer_names: Sequence[str],
+    n: int,
+    *,
+    epochs: int = TRACE_EPOCHS,
+    top_k: int = TRACE_TOP_K,
+    bins: int = TRACE_BINS,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A made-up ``trace`` part with the shapes and invariants of :mod:`compute.trace.explain`.
+
+    The training set is the synthetic dataset itself (images numbered class by class); the
+    ``n`` explained images are drawn from it. Per image and traced layer, the refinement's
+    class shares favour the true class (and, for misclassified images, the predicted one)
+    and sum to 1 with the regularisation column; the cumulative epoch shares grow to the
+    final shares at the last epoch, where the epoch cosine reaches 1; proponents come
+    mostly from the image's class with descending positive scores, opponents from other
+    classes with ascending negative scores.
+
+    Args:
+        rng: generator.
+        num_images: ``int64[classes]`` images of each class (the training set).
+        accuracy: ``float[classes]`` top-1 accuracy of each class (prediction errors).
+        layer_names: traced layer names (``T``).
+        n: explained images.
+        epochs, top_k, bins: ``E``, ``k`` and ``B`` of the part.
+
+    Returns:
+        ``(manifest["trace"] description, {name: array})`` keyed like ``TRACE_PATHS``.
+    """
+    num_classes = len(num_images)
+    total = int(num_images.sum())
+    starts = np.concatenate([[0], np.cumsum(num_images)[:-1]]).astype(np.int64)
+    train_label = np.repeat(np.arange(num_classes, dtype=np.int64), num_images)
+    n = min(n, total)
+    t, e, c = len(layer_names), epochs, num_classes
+    image_index = np.sort(rng.choice(total, size=n, replace=False)).astype(np.int64)
+    label = train_label[image_index]
+    wrong = rng.random(n) > accuracy[label]
+    other = (label + rng.integers(1, num_classes, size=n)) % num_classes
+    prediction = np.where(wrong, other, label).astype(np.int64)
+
+    # Class shares: a little signed noise on every class, a lead for the label (and the
+    # prediction), a small regularisation share; normalised so each row sums to 1.
+    share = rng.normal(0.0, 0.3 / np.sqrt(c), size=(n, t, c + 1))
+    rows = np.arange(n)
+    depth = np.linspace(0.4, 1.0, t)[None, :]
+    share[rows, :, label] += rng.uniform(0.3, 1.0, size=(n, 1)) * depth
+    share[rows, :, prediction] += np.where(wrong, rng.uniform(0.4, 1.2, n), 0.0)[:, None] * depth
+    share[:, :, -1] = rng.uniform(-0.05, 0.1, size=(n, t))
+    share /= share.sum(axis=2, keepdims=True)
+    # Cumulative epoch shares: a growing fraction of the final shares, plus fading noise.
+    grown = np.sort(rng.uniform(0.2, 1.0, size=(n, t, e)), axis=2)
+    grown[:, :, -1] = 1.0
+    fade = (1.0 - np.arange(1, e + 1) / e)[None, None, :, None]
+    epoch_share = share[:, :, None, :] * grown[..., None]
+    epoch_share += rng.normal(0.0, 0.05 / np.sqrt(c), size=epoch_share.shape) * fade
+    epoch_cosine = 1.0 - np.sort(rng.uniform(0.0, 0.3, size=(n, t, e)), axis=2)[:, :, ::-1]
+    epoch_cosine = epoch_cosine * (1.0 - fade[..., 0] * 0.5)
+    epoch_cosine[:, :, -1] = 1.0
+    # Norms: ||r||, ||W_0 a||, ||W_T a|| with the triangle inequality ||W_T a|| <= sum.
+    refinement = rng.lognormal(3.0, 0.5, size=(n, t))
+    initial = rng.lognormal(3.0, 0.6, size=(n, t))
+    final = np.abs(initial - refinement) + rng.random((n, t)) * 2.0 * np.minimum(
+        initial, refinement
+    )
+    norms = np.stack([refinement, initial, final], axis=2)
+    # Ridge histograms: mass near cosine +1 for the leading classes, around 0 elsewhere.
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    centre = np.clip(share[:, :, :c] * 3.0, -0.9, 0.9)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    ridge = np.exp(-((centres[None, None, None, :] - centre[..., None]) ** 2) / 0.08)
+    ridge *= rng.uniform(0.5, 1.5, size=(n, t, c, 1)) * (np.abs(share[:, :, :c, None]) + 0.01)
+    # Proponents: mostly training images of the explained image's class; opponents: others.
+    own = rng.random((n, t, top_k)) < 0.8
+    pick = starts[label][:, None, None] + (
+        rng.random((n, t, top_k)) * num_images[label][:, None, None]
+    ).astype(np.int64)
+    proponent_index = np.where(own, pick, rng.integers(0, total, size=(n, t, top_k)))
+    opponent_class = (label[:, None, None] + rng.integers(1, c, size=(n, t, top_k))) % c
+    opponent_index = starts[opponent_class] + (
+        rng.random((n, t, top_k)) * num_images[opponent_class]
+    ).astype(np.int64)
+    scale = refinement[..., None] * 0.05
+    proponent_score = np.sort(rng.exponential(1.0, (n, t, top_k)), axis=2)[..., ::-1] * scale
+    opponent_score = -np.sort(rng.exponential(0.6, (n, t, top_k)), axis=2)[..., ::-1] * scale
+    arrays = {
+        "image_index": image_index,
+        "image_label": label,
+        "prediction": prediction,
+        "train_label": train_label,
+        "norms": norms.astype(np.float32),
+        "class_share": share.astype(np.float32),
+        "epoch_share": epoch_share.astype(np.float32),
+        "epoch_cosine": epoch_cosine.astype(np.float32),
+        "ridge_hist": ridge.astype(np.float32),
+        "ridge_edges": edges.astype(np.float32),
+        "proponent_index": proponent_index.astype(np.int64),
+        "proponent_score": np.ascontiguousarray(proponent_score, dtype=np.float32),
+        "opponent_index": opponent_index.astype(np.int64),
+        "opponent_score": np.ascontiguousarray(opponent_score, dtype=np.float32),
+    }
+    meta = {
+        "split": "synthetic",
+        "num_images": n,
+        "num_train": total,
+        "num_epochs": e,
+        "top_k": top_k,
+        "bins": bins,
+        "layers": [
+            {
+                "name": name,
+                "per_example": "exact" if i == t - 1 else "projected",
+                "ridge_unit": "example" if i == t - 1 else "epoch-class",
+            }
+            for i, name in enumerate(layer_names)
+        ],
+        "optimizer": "synthetic (no training happened)",
+        "epochs": e,
+    }
+    return meta, arrays
+
+
+def _write_trace(
+    writer: AtlasWriter, arrays: dict[str, np.ndarray], rng: np.random.Generator
+) -> None:
+    """Add the trace arrays and thumbnails (explained images, every cited training image)."""
+    for name, array in arrays.items():
+        writer.add_array(TRACE_PATHS[name], array)
+    for row in range(arrays["image_index"].shape[0]):
+        writer.add_bytes(trace_thumbnail_path("test", row), _crop_png(rng, 1.0))
+    cited = np.union1d(arrays["proponent_index"].ravel(), arrays["opponent_index"].ravel())
+    for index in cited.tolist():
+        writer.add_bytes(trace_thumbnail_path("train", int(index)), _crop_png(rng, 1.0))
 
 
 def synthetic_counts(
@@ -404,8 +567,10 @@ def write_synthetic_atlas(
     overwrite: bool = False,
     progress: bool = False,
     mapper_points: int = 2_000,
+    featurevis: bool = True,
+    trace_images: int = 200,
 ) -> Path:
-    """Write a complete synthetic atlas (every part but featurevis) shaped like ImageNet's.
+    """Write a complete synthetic atlas (every part of the format) shaped like ImageNet's.
 
     Args:
         out: atlas directory to create.
@@ -423,6 +588,11 @@ def write_synthetic_atlas(
         progress: show tqdm progress bars.
         mapper_points: points of the ``mapper`` part's sample (ReLU of a Gaussian mixture
             per layer, purer in class with depth); 0: no mapper part.
+        featurevis: write the ``featurevis`` part: a generated picture and
+            ``DIVERSITY_IMAGES`` diversity pictures per channel (``FEATUREVIS_SIZE`` px).
+        trace_images: explained images of the ``trace`` part (traced layers: the last atlas
+            layer and ``logits``; thumbnails of them and of every proponent and opponent);
+            0: no trace part.
 
     Returns:
         The atlas path.
@@ -448,6 +618,8 @@ def write_synthetic_atlas(
         raise BuildError(f"embedding must be 'umap' or 'pca', not {embedding!r}")
     if mapper_points < 0 or mapper_points == 1:
         raise BuildError("mapper_points must be 0 (no mapper part) or >= 2")
+    if trace_images < 0:
+        raise BuildError("trace_images must be >= 0 (0: no trace part)")
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -490,6 +662,24 @@ def write_synthetic_atlas(
         )
         parameters["mapper"] = mapper.parameters
         log.info("synthetic mapper part ready (%.1f s)", time.perf_counter() - started)
+    trace = None
+    if trace_images:
+        accuracy = stats["num_correct"] / np.maximum(num_images, 1)
+        trace = _trace(
+            np.random.default_rng([seed, 6]),
+            num_images,
+            accuracy,
+            [layers[-1][0], "logits"],
+            trace_images,
+        )
+    if featurevis:
+        parameters["featurevis"] = {
+            "objective": "synthetic (generated patterns, no model)",
+            "diversity_images": DIVERSITY_IMAGES,
+            "size": FEATUREVIS_SIZE,
+            "seed": seed,
+            "layers": [name for name, _ in layers],
+        }
     manifest: dict[str, Any] = {
         "title": "Synthetic ImageNet-shaped atlas",
         "model": {
@@ -522,8 +712,12 @@ def write_synthetic_atlas(
         "parameters": parameters,
         "metrics": {"accuracy": {"train": float(stats["num_correct"].sum() / total_images)}},
         "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
-        + ([PART_MAPPER] if mapper is not None else []),
+        + ([PART_MAPPER] if mapper is not None else [])
+        + ([PART_FEATUREVIS] if featurevis else [])
+        + ([PART_TRACE] if trace is not None else []),
     }
+    if trace is not None:
+        manifest["trace"] = trace[0]
 
     with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
         for key, path in CLASS_PATHS.items():
@@ -553,6 +747,21 @@ def write_synthetic_atlas(
                 depth = t / max(1, len(layers) - 1)
                 for row in rows.tolist():
                     writer.add_bytes(mapper_crop_path(t, row), _crop_png(crop_rng, depth))
+        if featurevis:
+            vis_rng = np.random.default_rng([seed, 7])
+            for t in range(len(layers)):
+                depth = t / max(1, len(layers) - 1)
+                for channel in range(channels[t]):
+                    for kind in ("vis", *(f"div-{k}" for k in range(DIVERSITY_IMAGES))):
+                        writer.add_bytes(
+                            featurevis_path(t, channel, kind),
+                            _crop_png(vis_rng, depth, FEATUREVIS_SIZE),
+                        )
+            log.info(
+                "synthetic feature visualizations written (%.1f s)", time.perf_counter() - started
+            )
+        if trace is not None:
+            _write_trace(writer, trace[1], np.random.default_rng([seed, 8]))
         path = writer.commit()
     log.info(
         "synthetic atlas %s: %d classes, %d layers, %d files (%.1f s)",
@@ -580,6 +789,8 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=True,
+        featurevis=not args.no_featurevis,
+        trace_images=args.trace_images,
     )
     print(f"wrote {path}")
     return 0
@@ -615,5 +826,16 @@ def register_cli(subparsers: Any) -> None:
         help="class embedding: fast PCA (default) or the real chained UMAP (slow)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument(
+        "--no-featurevis",
+        action="store_true",
+        help="leave out the featurevis part (5 generated pictures per channel)",
+    )
+    parser.add_argument(
+        "--trace-images",
+        type=int,
+        default=200,
+        help="explained images of the trace part (0: no trace part)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing atlas")
     parser.set_defaults(run=_run)

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compute.atlas import GRAPH_PATHS, Atlas
+from compute.atlas import GRAPH_PATHS, Atlas, featurevis_path
 from compute.errors import BuildError
 from compute.synthetic import (
+    FEATUREVIS_SIZE,
     register_cli,
     synthetic_class_names,
     synthetic_counts,
@@ -31,7 +32,15 @@ def small_atlas(tmp_path_factory: pytest.TempPathFactory) -> Atlas:
 def test_manifest_and_shapes(small_atlas: Atlas) -> None:
     atlas = small_atlas
     assert atlas.title == "Synthetic ImageNet-shaped atlas"
-    assert atlas.parts == {"summit", "examples", "embedding", "graphs", "mapper"}
+    assert atlas.parts == {
+        "summit",
+        "examples",
+        "embedding",
+        "graphs",
+        "mapper",
+        "featurevis",
+        "trace",
+    }
     assert atlas.parameters["synthetic"] is True
     assert atlas.manifest["dataset"]["split"] == "synthetic"
     assert atlas.layer_names == ("layer0", "layer1", "layer2")
@@ -69,8 +78,85 @@ def test_mapper_part(small_atlas: Atlas, tmp_path: Path) -> None:
     graph = MapperIndex.from_arrays(atlas.mapper_index_arrays(2)).mapper(MapperParams())
     assert graph.num_nodes > 0
     assert any(atlas.mapper_crop(2, row) for row in range(n))
-    none = write_synthetic_atlas(tmp_path / "none", mapper_points=0, **SMALL)
-    assert "mapper" not in Atlas.open(none).parts
+
+
+def test_featurevis_part(small_atlas: Atlas) -> None:
+    from PIL import Image
+
+    atlas = small_atlas
+    assert atlas.parameters["featurevis"]["layers"] == list(atlas.layer_names)
+    for t, layer in enumerate(atlas.layers):
+        for channel in (0, layer.channels - 1):
+            for kind in ("vis", "div-0", "div-3"):
+                relpath = featurevis_path(t, channel, kind)
+                assert relpath in atlas.files
+                with Image.open(atlas.path / relpath) as image:
+                    assert image.size == (FEATUREVIS_SIZE, FEATUREVIS_SIZE)
+                    assert image.mode == "RGB"
+    vis = [atlas.files[featurevis_path(0, c)]["sha256"] for c in range(8)]
+    assert len(set(vis)) == 8  # a different picture per channel
+
+
+def test_trace_part_shapes_and_invariants(small_atlas: Atlas) -> None:
+    atlas = small_atlas
+    meta, a = atlas.trace()  # shape-checked by the reader
+    n, t, c = meta["num_images"], len(meta["layers"]), atlas.num_classes
+    assert (n, t, c) == (200, 2, 12)
+    assert [layer["name"] for layer in meta["layers"]] == ["layer2", "logits"]
+    stats = atlas.class_stats()
+    assert meta["num_train"] == int(stats["num_images"].sum()) == a["train_label"].shape[0]
+    np.testing.assert_array_equal(np.bincount(a["train_label"]), stats["num_images"])
+    assert np.all(np.diff(a["image_index"]) > 0)
+    np.testing.assert_array_equal(a["train_label"][a["image_index"]], a["image_label"])
+    assert 0.5 < np.mean(a["prediction"] == a["image_label"]) < 1.0
+    np.testing.assert_allclose(a["class_share"].sum(axis=2), 1.0, atol=1e-4)
+    np.testing.assert_allclose(a["epoch_share"][:, :, -1], a["class_share"], atol=1e-6)
+    np.testing.assert_allclose(a["epoch_cosine"][:, :, -1], 1.0)
+    assert np.all(np.diff(a["epoch_cosine"], axis=2) >= 0)
+    norms = a["norms"]
+    assert norms.min() > 0 and np.all(norms[..., 2] <= norms[..., 0] + norms[..., 1] + 1e-4)
+    assert a["ridge_hist"].min() >= 0
+    np.testing.assert_allclose(a["ridge_edges"], np.linspace(-1, 1, 21), atol=1e-6)
+    assert np.all(np.diff(a["proponent_score"], axis=2) <= 0) and a["proponent_score"].min() > 0
+    assert np.all(np.diff(a["opponent_score"], axis=2) >= 0) and a["opponent_score"].max() < 0
+    for name in ("proponent_index", "opponent_index"):
+        assert a[name].min() >= 0 and a[name].max() < meta["num_train"]
+    own = a["train_label"][a["proponent_index"]] == a["image_label"][:, None, None]
+    assert own.mean() > 0.6
+    assert np.all(a["train_label"][a["opponent_index"]] != a["image_label"][:, None, None])
+    assert atlas.trace_thumbnail("test", n - 1) is not None
+    assert atlas.trace_thumbnail("train", int(a["opponent_index"][0, 0, 0])) is not None
+
+
+def test_parts_load_in_the_dashboard_data_layer(small_atlas: Atlas) -> None:
+    from dashboard import data as atlas_data
+    from dashboard.mapper import MapperData
+    from dashboard.state import ViewState
+    from dashboard.trace import trace_data
+
+    data = atlas_data.load(str(small_atlas.path), None)
+    assert data.featurevis(1, 3) == featurevis_path(1, 3)
+    assert len(data.diversity(1, 3)) == 4
+    trace = trace_data(data)
+    assert trace is not None and trace.num_layers == 2
+    row = int(trace.rows("all", None)[0])
+    image = trace.image(row, trace.default_layer)
+    assert image["class_share"].shape == (13,)
+    examples = trace.examples(row, trace.default_layer, "proponent")
+    assert len(examples) == 10 and all(e.thumbnail for e in examples)
+    mapper = MapperData(data)
+    assert mapper.available
+    params, _ = mapper.params(ViewState(), 2)
+    assert mapper.result(2, params).graph.num_nodes > 0
+
+
+def test_parts_can_be_left_out(tmp_path: Path) -> None:
+    path = write_synthetic_atlas(
+        tmp_path / "bare", featurevis=False, trace_images=0, mapper_points=0, **SMALL
+    )
+    assert Atlas.open(path).parts == {"summit", "examples", "embedding", "graphs"}
+    with pytest.raises(BuildError):
+        write_synthetic_atlas(tmp_path / "bad", trace_images=-1, **SMALL)
 
 
 def test_graphs_non_empty_and_consistent_with_counts(small_atlas: Atlas) -> None:
