@@ -64,7 +64,15 @@ from compute.atlas import (
     mapper_paths,
 )
 from compute.capture import HookSet, resolve_modules
+from compute.checkpoint import (
+    CheckpointStore,
+    Fingerprint,
+    data_fingerprint,
+    default_checkpoint_dir,
+    model_fingerprint,
+)
 from compute.data import Preprocessing
+from compute.distributed import Rank, combine_states, current_rank, reload_range, shard_loader
 from compute.errors import BuildError
 from compute.models import LayerDescription, count_outputs, describe_layers, num_parameters
 from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
@@ -296,6 +304,38 @@ def _read_batches(loader: Any) -> Iterator[Any]:
         yield batch
 
 
+def _sampler_state(sampler: Any) -> dict[str, torch.Tensor] | None:
+    return sampler.state_dict() if sampler is not None else None
+
+
+def _merge_ranks(
+    summit: Any, sampler: Any, new_pass: Any, rank: Rank, device: torch.device
+) -> tuple[Any, Any] | None:
+    """On rank 0, the aggregates and Mapper sampler of every rank merged; else ``None``.
+
+    ``new_pass()`` makes a fresh ``SummitPass`` with the build's settings.
+    """
+    combined = combine_states(summit.state_dict(), _sampler_state(sampler), rank, device)
+    if combined is None:
+        return None
+    summit_states, sampler_states = combined
+    with new_pass() as merged:
+        for state in summit_states:
+            merged.merge_state_dict(state)
+        aggregates = merged.result()
+    merged_sampler = None
+    if sampler is not None:
+        from compute.topology.sample import ActivationSampler
+
+        merged_sampler = ActivationSampler(
+            sampler.layer_names, sampler.layer_shapes, sampler.capacity, sampler.seed, sampler.mode
+        )
+        for state in sampler_states:
+            merged_sampler.merge_state_dict(state)
+    log.info("merged the aggregates of %d processes", rank.world_size)
+    return aggregates, merged_sampler
+
+
 class _Stages:
     """Logs how long each stage took, for the final summary."""
 
@@ -396,6 +436,9 @@ def build_atlas(
     mapper_capacity: int = 100_000,
     mapper_mode: str = "position",
     mapper_crops: int = 2_000,
+    checkpoint_every: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    restart: bool = False,
 ) -> Path:
     """Build a complete atlas (Summit counts, examples, embedding, graphs) of a classifier.
 
@@ -441,9 +484,19 @@ def build_atlas(
             TopoAct) or ``"mean"`` (spatial mean).
         mapper_crops: sample rows cropped per layer in hash order (plus up to 12 members of
             each node of the default graph); 0: no sample crops.
+        checkpoint_every: write a checkpoint of the partial aggregates every this many
+            batches, and resume from one made by the same inputs (docs/performance.md);
+            ``None``: no checkpoints.
+        checkpoint_dir: where checkpoints go (default: ``OUT.checkpoint`` beside ``out``;
+            removed once the atlas is written).
+        restart: discard an existing checkpoint instead of resuming from it.
+
+    Under ``torch.distributed`` (``torchrun``), each process aggregates a contiguous shard
+    of the loader's dataset (the loader must read it in order), the partial aggregates are
+    merged exactly on rank 0, and rank 0 alone writes the atlas (compute/distributed.py).
 
     Returns:
-        The path of the written atlas.
+        The path of the written atlas (on ranks other than 0, where it will be written).
 
     Raises:
         BuildError: one line naming what is wrong, raised before the pass where possible.
@@ -479,8 +532,14 @@ def build_atlas(
         raise BuildError(f"mapper_mode must be 'position' or 'mean', not {mapper_mode!r}")
     if mapper_crops < 0:
         raise BuildError("mapper_crops must be >= 0")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise BuildError(f"checkpoint_every must be >= 1, not {checkpoint_every}")
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
+    rank = current_rank()
+    full_loader = loader
+    loader, shard = shard_loader(loader, rank)
+    progress = progress and rank.is_main
 
     # -- validation on the first batch (cheap), before the long pass ----------------------
     batches: Iterator[Any] = _read_batches(loader)
@@ -488,14 +547,16 @@ def build_atlas(
         first = next(batches)
     except StopIteration:
         raise BuildError("the loader yields no images") from None
-    images, _, _ = _unpack(first, 0)
-    if len(first) == 2:
+    start = shard.start if shard is not None else 0
+    images, _, _ = _unpack(first, start)
+    if len(first) == 2 and shard is None:
         _check_loader_order(loader)
     input_size = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
     num_outputs = count_outputs(model, input_size)
     check_classes(classes, num_outputs, class_map)
     described = check_layers(model, layers, input_size)
-    crop_source = _crop_dataset(loader) if crops_per_channel or (mapper and mapper_crops) else None
+    wants_crops = rank.is_main and (crops_per_channel or (mapper and mapper_crops))
+    crop_source = _crop_dataset(full_loader) if wants_crops else None
     fields = (
         _receptive_fields_or_whole_image(model, layers, input_size)
         if crop_source is not None
@@ -503,12 +564,46 @@ def build_atlas(
     )
     stages.done("validate")
 
+    dataset = getattr(loader, "dataset", None)
+    store = None
+    resumed = None
+    if checkpoint_every is not None:
+        parameters_now = {
+            "layers": layers,
+            "classes": classes,
+            "class_map": list(class_map) if class_map is not None else None,
+            "summit": config.to_manifest(),
+            "preprocessing": preprocessing.to_manifest() if preprocessing else None,
+            "input_size": list(input_size),
+            "mapper": [mapper, mapper_capacity, mapper_mode, seed],
+            "batch_size": int(images.shape[0]),
+            "processes": [rank.rank, rank.world_size],
+            "shard": [shard.start, shard.stop] if shard is not None else None,
+        }
+        print_now = Fingerprint(
+            model_fingerprint(model), data_fingerprint(dataset, images), parameters_now
+        )
+        directory = checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir(out)
+        store = CheckpointStore(directory, rank.rank, rank.world_size, print_now)
+        resumed = store.load(restart=restart)
+
     # -- the one streaming pass ---------------------------------------------------------
     total = None
-    dataset = getattr(loader, "dataset", None)
-    if dataset is not None and hasattr(dataset, "__len__"):
+    if shard is not None:
+        total = len(shard)
+    elif dataset is not None and hasattr(dataset, "__len__"):
         total = len(dataset)
-    counter = 0
+    done, batches_done = 0, 0
+    stream: Iterator[Any] = itertools.chain([first], batches)
+    if resumed is not None:
+        done, batches_done = resumed.images_done, resumed.batches_done
+        if resumed.complete:
+            stream = iter(())
+        elif shard is not None:
+            stream = _read_batches(reload_range(loader, shard.start + done, shard.stop))
+        else:  # a loader we cannot restart mid-way: read and skip what is done
+            stream = itertools.islice(stream, batches_done, None)
+    counter = start + done
     sampler = None
     sampler_hooks = HookSet()
     if mapper:
@@ -530,15 +625,27 @@ def build_atlas(
             device=str(torch_device),
             class_map=list(class_map) if class_map is not None else None,
         ) as summit,
-        tqdm(total=total, desc="summit pass", unit="img", disable=not progress) as bar,
+        tqdm(
+            total=total,
+            initial=done,
+            desc="summit pass" + (f" (rank 0 of {rank.world_size})" if rank.distributed else ""),
+            unit="img",
+            unit_scale=True,
+            smoothing=0.05,
+            disable=not progress,
+        ) as bar,
         sampler_hooks,
     ):
+        if resumed is not None:
+            summit.merge_state_dict(resumed.summit)
+            if sampler is not None and resumed.sampler is not None:
+                sampler.merge_state_dict(resumed.sampler)
         if sampler is not None:
             # Registered after SummitPass's hooks on the same modules: each layer's output
             # is reduced inside the forward, before any later in-place operation.
             for name, module in zip(layers, resolve_modules(model, layers), strict=True):
                 sampler_hooks.on_output(module, partial(sampler.add_layer, name))
-        for batch in itertools.chain([first], batches):
+        for batch in stream:
             images, labels, indices = _unpack(batch, counter)
             counter += int(images.shape[0])
             if labels.numel():
@@ -553,7 +660,28 @@ def build_atlas(
                 sampler.begin_batch(labels, indices)
             summit.update(images.to(torch_device, non_blocking=True), labels, indices)
             bar.update(int(images.shape[0]))
-        aggregates = summit.result()
+            done, batches_done = done + int(images.shape[0]), batches_done + 1
+            if store is not None and batches_done % int(checkpoint_every or 1) == 0:
+                store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done)
+        if store is not None:
+            store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done, True)
+        if rank.distributed:
+            new_pass = partial(
+                SummitPass,
+                model,
+                layers,
+                len(classes),
+                config,
+                device=str(torch_device),
+                class_map=list(class_map) if class_map is not None else None,
+            )
+            merged = _merge_ranks(summit, sampler, new_pass, rank, torch_device)
+            if merged is None:
+                log.info("rank %d: %d images aggregated, sent to rank 0", rank.rank, done)
+                return out
+            aggregates, sampler = merged
+        else:
+            aggregates = summit.result()
     pass_seconds = time.perf_counter() - stages._start
     stages.done("summit pass")
     num_images = int(np.sum(aggregates.num_images))
@@ -691,6 +819,8 @@ def build_atlas(
                 )
                 stages.done("sample crops")
         path = writer.commit()
+    if store is not None:
+        store.remove_directory()
     stages.done("commit")
     correct = int(np.sum(aggregates.num_correct))
     log.info(
@@ -731,6 +861,15 @@ examples:
   # a subset of ImageNet classes: map folders to the model's 1000 outputs
   python -m compute build --model torchvision:vgg16 --weights vgg16.pt --data subset \\
       --class-index folders.json --layers features.25,features.27,features.29 --out vgg-atlas
+
+  # 8 GPUs on one machine (or M machines: add --nnodes M --node-rank R
+  # --rdzv-endpoint HOST:PORT); rank 0 writes the atlas
+  torchrun --nproc-per-node 8 -m compute build --model torchvision:vgg11 \\
+      --weights vgg11.pth --data imagenet/train --layers features.13,features.16 \\
+      --out vgg11-atlas --device cuda
+
+  # resumable: checkpoint every 500 batches; after a crash run the same command again
+  python -m compute build ... --checkpoint-every 500
 
 --normalize: imagenet | cifar10 | mnist | none | MEAN,STD (one value for every channel)
              | M1,M2,M3/S1,S2,S3 (per channel). Images are resized to --image-size
@@ -778,13 +917,24 @@ def _default_workers() -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from compute.data import open_image_folder
+    from compute.distributed import init_from_env, shutdown
+
+    rank, device_name = init_from_env(args.device)
+    try:
+        return _build_command(args, rank, device_name)
+    finally:
+        shutdown()
+
+
+def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
+    from compute.data import check_images, open_image_folder
+    from compute.distributed import shard_range
     from compute.models import get_model, infer_in_channels, model_name
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise BuildError(f"output {out} already exists (pass --overwrite to replace it)")
-    device = resolve_device(args.device)
+    device = resolve_device(device_name)
     config = SummitConfig(
         selection="topk" if args.top_k is not None else "mass",
         tau=args.tau if args.tau is not None else SummitConfig.tau,
@@ -805,9 +955,12 @@ def _run_build(args: argparse.Namespace) -> int:
         preprocessing,
         num_outputs=num_outputs,
         class_index=args.class_index,
-        check=not args.no_check_images,
+        check=not args.no_check_images and not rank.distributed,
         progress=not args.no_progress,
     )
+    if rank.distributed and not args.no_check_images:  # each process checks its own shard
+        shard = shard_range(len(dataset), rank.rank, rank.world_size)
+        check_images([dataset.samples[i][0] for i in shard], progress=False)
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,
@@ -845,7 +998,12 @@ def _run_build(args: argparse.Namespace) -> int:
         mapper_capacity=args.mapper_capacity,
         mapper_mode=args.mapper_mode,
         mapper_crops=args.mapper_crops,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=args.checkpoint_dir,
+        restart=args.restart,
     )
+    if not rank.is_main:
+        return 0
     if args.featurevis:
         from compute.featurevis.cli import run_featurevis
 
@@ -1055,6 +1213,26 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "pass when it is reached)",
     )
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    resume = build.add_argument_group("resumable builds")
+    resume.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="checkpoint the partial aggregates every N batches (atomically); rerunning the "
+        "same command after a crash resumes and writes exactly the same atlas",
+    )
+    resume.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="where checkpoints go (default: OUT.checkpoint beside --out; removed when the "
+        "atlas is written)",
+    )
+    resume.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an existing checkpoint instead of resuming (a checkpoint of another "
+        "model, data or parameters is otherwise refused)",
+    )
     build.set_defaults(run=_run_build)
 
     layers = subparsers.add_parser(

@@ -1,0 +1,108 @@
+"""torchrun builds: sharding without duplicates, exact merges, rank 0 writes the atlas."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from compute.distributed import (
+    RangeSampler,
+    Rank,
+    dense_keys,
+    loader_range,
+    reload_range,
+    shard_loader,
+    shard_range,
+)
+from compute.errors import BuildError
+from tests.helpers.atlas_compare import assert_same_atlas
+from tests.helpers.atlas_models import LAYERS, write_image_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = "tests.helpers.atlas_models:tiny_cnn"
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 48, 1001])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_shards_partition_the_indices_once(n: int, world: int) -> None:
+    shards = [shard_range(n, r, world) for r in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))  # in order, no padding
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_shard_loader_keeps_the_loader_and_restricts_it() -> None:
+    data = list(range(10))
+    loader = DataLoader(data, batch_size=3)
+    same, indices = shard_loader(loader, Rank())
+    assert same is loader and indices == range(10)
+    part, indices = shard_loader(loader, Rank(1, 3, 1))
+    assert indices == range(3, 6)
+    assert [b.tolist() for b in part] == [[3, 4, 5]]
+    assert loader_range(part) == range(3, 6)
+    rest = reload_range(part, 4, 6)
+    assert isinstance(rest.sampler, RangeSampler) and [b.tolist() for b in rest] == [[4, 5]]
+
+
+def test_shard_loader_refuses_what_it_cannot_shard() -> None:
+    shuffled = DataLoader(list(range(10)), batch_size=2, shuffle=True)
+    with pytest.raises(BuildError, match="shuffle=False"):
+        shard_loader(shuffled, Rank(0, 2))
+    with pytest.raises(BuildError, match="shuffle=False"):
+        shard_loader([(torch.zeros(1, 3, 4, 4), torch.zeros(1))], Rank(0, 2))
+    with pytest.raises(BuildError, match="3 images for 4 processes"):
+        shard_loader(DataLoader(list(range(3)), batch_size=2), Rank(0, 4))
+
+
+def test_dense_keys_are_the_integer_sums() -> None:
+    state = {
+        "images_seen": torch.tensor(3),
+        "num_images": torch.zeros(2, dtype=torch.int64),
+        "layer.1.counts": torch.zeros(2, 3, dtype=torch.int64),
+        "layer.1.examples.values": torch.zeros(3, 2),
+        "influence.1.counts": torch.zeros(4, dtype=torch.int64),
+        "influence.1.keys": torch.zeros(4, dtype=torch.int64),
+    }
+    assert dense_keys(state) == ["images_seen", "num_images", "layer.1.counts"]
+
+
+def _build_args(data: Path, out: Path) -> list[str]:
+    return [
+        "build", "--model", SPEC, "--data", str(data), "--layers", ",".join(LAYERS),
+        "--out", str(out), "--image-size", "12", "--normalize", "0.5,0.5",
+        "--batch-size", "8", "--workers", "0", "--no-progress", "--crops", "1",
+        "--mapper-capacity", "40", "--mapper-crops", "3", "--top-k", "3", "--examples", "4",
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("ATLAS_TEST_SLOW_FORWARD", None)
+    return env
+
+
+@pytest.mark.timeout(180)
+def test_torchrun_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
+    data = write_image_folder(tmp_path / "data", classes=3, per_class=16)  # 48 images
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.run(
+        [sys.executable, "-m", "compute", *_build_args(data, one)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    multi = subprocess.run(
+        [*launcher, "-m", "compute", *_build_args(data, two)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=150, check=False,
+    )  # fmt: skip
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert "rank 1 of 2 (gloo" in multi.stderr
+    assert "merged the aggregates of 2 processes" in multi.stderr
+    assert multi.stdout.count("atlas written to") == 1  # rank 0 alone writes
+    assert assert_same_atlas(one, two) > 10
