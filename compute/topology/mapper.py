@@ -26,7 +26,9 @@ Examples:
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,6 +57,10 @@ UI_MIN_EPS_SCALE, UI_MAX_EPS_SCALE = 0.5, 2.0
 #: intervals, 30% overlap, either cover formula). Wider intervals are answered from the
 #: neighbours inside this band (approximate); a wider band costs build time in proportion.
 DEFAULT_MAX_WINDOW = 1.0 / (70 * (1 - 0.3))
+#: Threads for a parameter change (intervals are clustered concurrently), and the index
+#: size (stored neighbour entries) from which threads pay off.
+MAPPER_THREADS = min(4, os.cpu_count() or 1)
+PARALLEL_MIN_ENTRIES = 200_000
 #: Largest k of the k-NN distances kept for ε rules (min_samples up to KNN_K + 1).
 KNN_K = 8
 
@@ -733,21 +739,21 @@ class MapperIndex:
         node_members: list[np.ndarray] = []
         node_interval: list[int] = []
         node_cluster: list[int] = []
-        for k, (s, e) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
-            size = e - s
+        minimum = params.min_samples if params.clusterer == "dbscan" else params.min_cluster_size
+
+        def cluster(k: int) -> list[tuple[int, int, np.ndarray]]:
+            """``(interval, cluster, members)`` of interval ``k``'s clusters."""
+            s, e = int(starts[k]), int(stops[k])
             # KeplerMapper skips intervals with fewer points than the clusterer's minimum.
-            minimum = (
-                params.min_samples if params.clusterer == "dbscan" else params.min_cluster_size
-            )
-            if size < max(minimum, 1):
-                continue
+            if e - s < max(minimum, 1):
+                return []
             rows = self.order[s:e]
             if params.clusterer == "dbscan":
                 labels = self._dbscan(s, e, eps, params.min_samples, rows)
             else:
                 labels = _hdbscan(x[rows], params)  # type: ignore[index]
             if labels.max(initial=-1) < 0:
-                continue
+                return []
             # Group by label; a stable sort keeps members ascending by sample row.
             by_row = np.argsort(rows, kind="stable")
             rows_sorted, labels_sorted = rows[by_row], labels[by_row]
@@ -755,7 +761,21 @@ class MapperIndex:
             by_label = np.argsort(labels_sorted[clustered], kind="stable")
             grouped = rows_sorted[clustered][by_label]
             found, first = np.unique(labels_sorted[clustered][by_label], return_index=True)
-            for c, members in zip(found.tolist(), np.split(grouped, first[1:]), strict=True):
+            return [
+                (k, c, members)
+                for c, members in zip(found.tolist(), np.split(grouped, first[1:]), strict=True)
+            ]
+
+        # Intervals are independent; numpy and scipy release the GIL in the heavy steps, so
+        # two threads overlap them (results are collected in interval order: deterministic).
+        work = range(len(starts))
+        if params.clusterer == "dbscan" and int(self.indptr[-1]) > PARALLEL_MIN_ENTRIES:
+            with ThreadPoolExecutor(max_workers=MAPPER_THREADS) as pool:
+                found_all = list(pool.map(cluster, work))
+        else:
+            found_all = [cluster(k) for k in work]
+        for found_k in found_all:
+            for k, c, members in found_k:
                 node_members.append(members)
                 node_interval.append(k)
                 node_cluster.append(c)
@@ -786,21 +806,37 @@ class MapperIndex:
         dist = np.asarray(self.distances[a:b])
         # int32 throughout: half the memory traffic, and what scipy's csgraph wants.
         row = np.repeat(np.arange(m, dtype=np.int32), np.diff(np.asarray(self.indptr[s : e + 1])))
-        keep = dist <= np.float32(eps)
-        keep &= cols >= s
-        keep &= cols < e
-        row, col = row[keep], cols[keep] - np.int32(s)
-        degree = np.bincount(row, minlength=m) + 1  # the point itself counts (sklearn)
+        # Column inside [s, e) in one comparison: (col - s) as unsigned wraps negatives high.
+        col = cols - np.int32(s)
+        keep = col.view(np.uint32) < np.uint32(m)
+        if eps < self.max_radius:  # every stored distance is <= max_radius
+            keep &= dist <= np.float32(eps)
+        if not keep.all():
+            row, col = row[keep], col[keep]
+        degree = np.bincount(row, minlength=m)
+        degree += 1  # the point itself counts (sklearn)
         core = degree >= min_samples
         labels = np.full(m, -1, dtype=np.int64)
         if not core.any():
             return labels
-        cc = core[row] & core[col]
-        # Entries are already in row order: build the CSR directly, no sort.
-        indptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row[cc], minlength=m), out=indptr[1:])
-        cc_col = col[cc]
-        graph = sp.csr_array((np.ones(len(cc_col), dtype=np.int8), cc_col, indptr), shape=(m, m))
+        core_col = core[col]
+        core_row = core[row]
+        cc = core_row & core_col
+        # Entries are already in row order: build the CSR directly, no sort; int32 indptr
+        # and indices so scipy converts nothing.
+        indptr = np.zeros(m + 1, dtype=np.int32 if len(col) < 2**31 else np.int64)
+        counts = np.bincount(row, weights=None, minlength=m) if cc.all() else None
+        if counts is None:
+            counts = np.bincount(row[cc], minlength=m)
+            cc_col = col[cc]
+        else:
+            cc_col = col
+        np.cumsum(counts, out=indptr[1:])
+        graph = sp.csr_array(
+            (np.ones(len(cc_col), dtype=np.int8), cc_col.astype(indptr.dtype, copy=False), indptr),
+            shape=(m, m),
+            copy=False,
+        )
         # The edge set is symmetric, so strong components are the connected components, and
         # the strong algorithm needs no transpose.
         _, comp = connected_components(graph, directed=True, connection="strong")
@@ -814,12 +850,13 @@ class MapperIndex:
         rank[used[np.argsort(first_row, kind="stable")]] = np.arange(len(used))
         labels[core_idx] = rank[core_comp]
         # Border points: non-core with a core neighbour take the smallest neighbouring label.
-        bd = ~core[row] & core[col]
-        if bd.any():
-            b_row, b_label = row[bd], labels[col[bd]]
-            by = np.lexsort((b_label, b_row))
-            border, at = np.unique(b_row[by], return_index=True)
-            labels[border] = b_label[by][at]
+        if not core.all():
+            bd = core_col & ~core_row
+            if bd.any():
+                b_row, b_label = row[bd], labels[col[bd]]
+                by = np.lexsort((b_label, b_row))
+                border, at = np.unique(b_row[by], return_index=True)
+                labels[border] = b_label[by][at]
         return labels
 
 

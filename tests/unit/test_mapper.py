@@ -129,6 +129,25 @@ def test_parameter_changes_reuse_the_index() -> None:
         np.testing.assert_array_equal(changed.edge_intersection, fresh.edge_intersection)
 
 
+def test_threaded_parameter_change_equals_serial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big indexes cluster intervals in threads: same graph as one thread, node for node."""
+    import compute.topology.mapper as mapper_module
+
+    x, _ = activations(1500)
+    index = MapperIndex.build(x, max_window=0.3, max_neighbors=0)
+    params = MapperParams(intervals=8, overlap=0.5, eps_scale=1.5)
+    monkeypatch.setattr(mapper_module, "PARALLEL_MIN_ENTRIES", 10**12)
+    serial = index.mapper(params)
+    monkeypatch.setattr(mapper_module, "PARALLEL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(mapper_module, "MAPPER_THREADS", 3)
+    threaded = index.mapper(params)
+    assert serial.num_nodes > 8
+    assert nodes_of(threaded) == nodes_of(serial)
+    np.testing.assert_array_equal(threaded.node_interval, serial.node_interval)
+    np.testing.assert_array_equal(threaded.node_cluster, serial.node_cluster)
+    assert nodes_of(threaded) == nodes_of(compute_mapper(x, params))
+
+
 def test_edges_statistics_and_coverage() -> None:
     x, label = activations(900)
     graph = compute_mapper(x, MapperParams(intervals=12, overlap=0.4))
