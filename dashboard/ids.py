@@ -101,3 +101,7 @@ TRACE_BODY = "trace-body"  # everything below the controls (hidden without the p
 
 # -- deployment: several atlases ----------------------------------------------------------
 ATLAS_PICKER = "atlas-picker"  # header dropdown: the atlas served (only with several)
+
+# -- Topology view, added later -----------------------------------------------------------
+TOPO_EXACT = "topo-exact"  # button: recompute the shown Mapper graph exactly (big samples)
+TOPO_INVERSION = "topo-inversion"  # the opened node's activation-inversion image (or how-to)
