@@ -1,8 +1,14 @@
 """Runtime settings of the dashboard, read once from the environment.
 
-Environment variables:
-    NETWORK_ATLAS_DIR: the atlas directory (default: the demo atlas shipped in the package).
+Environment variables (``docs/deploy.md`` explains each):
+    NETWORK_ATLAS_DIR: an atlas directory, or a folder whose subfolders are atlases (default:
+        the demo atlas shipped in the package).
+    NETWORK_ATLAS_DEFAULT: with a folder of atlases, the one a link without ``?atlas=``
+        opens (default: the first by name).
     NETWORK_ATLAS_CACHE_DIR: directory for derived-result caches (default: a temp dir).
+    NETWORK_ATLAS_AUTH: ``user:password,user2:password2`` turns on HTTP basic auth.
+    NETWORK_ATLAS_AUTH_FILE: a file of ``user:password`` lines (passwords may be werkzeug
+        hashes) turns on HTTP basic auth.
     NETWORK_ATLAS_DEBUG: ``1`` turns on Dash debug mode (never in production).
     HOST / PORT: where ``python -m dashboard`` listens (gunicorn reads ``PORT`` itself).
 """
@@ -21,6 +27,9 @@ DEMO_ATLAS_DIR = PACKAGE_DIR / "demo_atlas"
 ENV_ATLAS = "NETWORK_ATLAS_DIR"
 ENV_CACHE = "NETWORK_ATLAS_CACHE_DIR"
 ENV_DEBUG = "NETWORK_ATLAS_DEBUG"
+ENV_DEFAULT = "NETWORK_ATLAS_DEFAULT"
+ENV_AUTH = "NETWORK_ATLAS_AUTH"
+ENV_AUTH_FILE = "NETWORK_ATLAS_AUTH_FILE"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -36,11 +45,14 @@ class Settings:
     """Everything the dashboard needs to start.
 
     Attributes:
-        atlas_dir: the atlas directory to serve.
+        atlas_dir: the atlas directory to serve, or a folder of atlas directories.
         cache_dir: where derived results are cached across workers.
         host: interface ``python -m dashboard`` binds.
         port: port ``python -m dashboard`` binds.
         debug: Dash debug mode (shows dev tools; off by default so no trace reaches users).
+        default_atlas: with a folder of atlases, the name of the one opened by default.
+        auth: ``user:password`` pairs separated by commas (``None``: no basic auth).
+        auth_file: a file of ``user:password`` lines (``None``: none).
     """
 
     atlas_dir: Path
@@ -48,6 +60,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8050
     debug: bool = False
+    default_atlas: str | None = None
+    auth: str | None = None
+    auth_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -65,4 +80,12 @@ class Settings:
             host=env.get("HOST", "127.0.0.1"),
             port=port,
             debug=env.get(ENV_DEBUG, "").strip().lower() in _TRUE,
+            default_atlas=env.get(ENV_DEFAULT) or None,
+            auth=env.get(ENV_AUTH) or None,
+            auth_file=Path(env[ENV_AUTH_FILE]).expanduser() if env.get(ENV_AUTH_FILE) else None,
         )
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used (e.g. a malformed ``NETWORK_ATLAS_AUTH``): the
+    dashboard refuses to start with this one-line message rather than run misconfigured."""

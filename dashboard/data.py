@@ -607,9 +607,13 @@ def file_url(prefix: str, relpath: str | None) -> str | None:
     return None if relpath is None else prefix + quote(relpath)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=64)
 def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
-    """Open an atlas once per worker (checked: raises :class:`AtlasError` naming the file)."""
+    """Open an atlas once per worker (checked: raises :class:`AtlasError` naming the file).
+
+    Kept open for the worker's life (a deployment serves a few atlases; the bound only
+    guards test sessions that open hundreds of temporary ones).
+    """
     atlas = Atlas.open(atlas_dir)
     data = AtlasData(atlas, DerivedCache(Path(cache_dir) if cache_dir else None))
     # Touch the class statistics now so a corrupt summit file fails at start, not in a view.

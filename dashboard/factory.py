@@ -1,35 +1,140 @@
-"""Build the Dash app for one atlas: pages, views, callbacks and the file routes.
+"""Build the Dash app for a deployment: pages, views, callbacks, file routes, health, auth.
 
 :mod:`dashboard.app` calls :func:`create_app` once at import; tests call it directly.
+
+A deployment serves one atlas or a folder of atlases (:mod:`dashboard.atlases`). With
+several, the page's URL names its atlas (``?atlas=NAME@VERSION``): the page layouts read it
+from their query, and every Dash callback request carries it too (a ``request_pre`` hook of
+the renderer copies the page's ``atlas`` parameter into the payload), so a request hook
+makes it the request's atlas and the views, which reach their data through one
+:class:`RequestContext`, serve that atlas. File URLs carry the atlas key in their path.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
 
 import flask
-from dash import Dash, html, page_container, register_page
+from dash import Dash, dcc, html, page_container, register_page
 
-from dashboard import data as atlas_data
+from compute.atlas import SUPPORTED_VERSIONS, AtlasError
+from dashboard import atlases, auth
+from dashboard.atlases import AtlasEntry, AtlasRegistry
 from dashboard.config import Settings, assets_dir
+from dashboard.data import AtlasData
 from dashboard.links import NEURON_TEMPLATE
 from dashboard.state import ViewState
 from dashboard.views import neuron_page, shell
-from dashboard.views.common import ViewContext
+from dashboard.views.common import ViewContext, note
 
 log = logging.getLogger(__name__)
 
-#: Route (below the app's prefix) that serves files listed in the atlas manifest.
+#: Route (below the app's prefix) that serves files listed in the atlas manifest; with
+#: several atlases the first path segment is the atlas key (``NAME@VERSION``).
 FILE_ROUTE = "atlas-file/"
 #: Route that serves each class's confidence-histogram sparkline as a small SVG.
 SPARK_ROUTE = "atlas-spark/"
+#: The health check (no credentials needed; see :mod:`dashboard.auth`).
+HEALTH_ROUTE = auth.HEALTH_PATH.lstrip("/")
 #: Atlas files never change under the same manifest entry: cache them for a year.
 IMMUTABLE_MAX_AGE = 365 * 24 * 3600
 
+#: Copies the page's ``?atlas=`` into every callback request (read by the request hook).
+RENDERER_WITH_ATLAS = """var renderer = new DashRenderer({
+    request_pre: function (payload) {
+        var atlas = new URLSearchParams(window.location.search).get("atlas");
+        if (atlas) { payload.atlas = atlas; }
+    }
+});"""
 
-def register_file_route(server: flask.Flask, data: atlas_data.AtlasData, prefix: str) -> None:
-    """Serve ``{prefix}{FILE_ROUTE}<relpath>`` (only manifest-listed files, else 404) and
-    ``{prefix}{SPARK_ROUTE}<class>.svg`` (class sparklines)."""
+
+class RequestContext(ViewContext):
+    """The :class:`ViewContext` of the atlas the current request shows.
+
+    Views register their callbacks once, with this object; its ``data``, ``file_prefix``
+    and ``spark_prefix`` resolve, on each access, to the current request's atlas
+    (:func:`dashboard.atlases.current_key`; the default atlas outside a request).
+
+    Args:
+        resolve: returns the current request's real :class:`ViewContext`.
+        page_prefix: URL prefix of the app's pages.
+    """
+
+    def __init__(self, resolve: Callable[[], ViewContext], page_prefix: str) -> None:
+        object.__setattr__(self, "_resolve", resolve)
+        object.__setattr__(self, "page_prefix", page_prefix)
+
+    @property  # type: ignore[override]
+    def data(self) -> AtlasData:
+        return self._resolve().data
+
+    @property  # type: ignore[override]
+    def file_prefix(self) -> str:
+        return self._resolve().file_prefix
+
+    @property  # type: ignore[override]
+    def spark_prefix(self) -> str:
+        return self._resolve().spark_prefix
+
+
+class Deployment:
+    """The atlases of one app and a :class:`ViewContext` per atlas (built lazily).
+
+    Args:
+        registry: the atlases.
+        prefix: the app's ``requests_pathname_prefix`` (URLs the browser uses).
+    """
+
+    def __init__(self, registry: AtlasRegistry, prefix: str) -> None:
+        self.registry = registry
+        self.prefix = prefix
+        self._contexts: dict[str, ViewContext] = {}
+
+    def context(self, entry: AtlasEntry) -> ViewContext:
+        """The view context of ``entry`` (opens the atlas on first use in this worker)."""
+        found = self._contexts.get(entry.key)
+        if found is None:
+            below = f"{quote(entry.key, safe='@')}/" if self.registry.multi else ""
+            found = ViewContext(
+                data=self.registry.data(entry),
+                file_prefix=f"{self.prefix}{FILE_ROUTE}{below}",
+                spark_prefix=f"{self.prefix}{SPARK_ROUTE}{below}",
+                page_prefix=self.prefix,
+            )
+            self._contexts[entry.key] = found
+        return found
+
+    def current_entry(self) -> AtlasEntry:
+        """The atlas of the current request (the default one if it names none or junk)."""
+        return self.registry.find(atlases.current_key()) or self.registry.default
+
+    def current(self) -> ViewContext:
+        """The view context of the current request's atlas."""
+        return self.context(self.current_entry())
+
+    def choices(self) -> list[tuple[str, str]]:
+        """``(key, label)`` of every atlas, for the picker (empty with one atlas)."""
+        if not self.registry.multi:
+            return []
+        return [(e.key, f"{e.name} · {e.title}") for e in self.registry.entries]
+
+
+def _cached_immutable(response: flask.Response) -> flask.Response:
+    response.headers["Cache-Control"] = f"public, max-age={IMMUTABLE_MAX_AGE}, immutable"
+    return response
+
+
+def register_file_route(server: flask.Flask, deployment: Deployment, prefix: str) -> None:
+    """Serve ``{prefix}{FILE_ROUTE}[<atlas key>/]<relpath>`` (only manifest-listed files,
+    else 404) and ``{prefix}{SPARK_ROUTE}[<atlas key>/]<class>.svg`` (class sparklines).
+
+    Without a key (or with one atlas) the default atlas is meant; an unknown key is a 404.
+    """
+    registry = deployment.registry
+    ours = ("atlas_file", "atlas_sparkline", "atlas_sparkline_of")
 
     @server.before_request
     def only_our_routes_below_the_prefixes() -> None:
@@ -37,34 +142,184 @@ def register_file_route(server: flask.Flask, data: atlas_data.AtlasData, prefix:
         # otherwise fall through to Dash's catch-all page route and answer 200.
         path = flask.request.path
         if path.startswith((f"{prefix}{FILE_ROUTE}", f"{prefix}{SPARK_ROUTE}")) and (
-            flask.request.endpoint not in ("atlas_file", "atlas_sparkline")
+            flask.request.endpoint not in ours
         ):
+            flask.abort(404)
+
+    def data_of(key: str | None) -> AtlasData:
+        entry = registry.default if key is None else registry.find(key)
+        if entry is None:
+            flask.abort(404)
+        try:
+            return deployment.context(entry).data
+        except AtlasError as exc:  # a lazily opened atlas that is corrupt: log, no trace
+            log.error("atlas %s cannot be opened: %s", entry.name, exc)
             flask.abort(404)
 
     @server.route(f"{prefix}{FILE_ROUTE}<path:relpath>", endpoint="atlas_file")
     def atlas_file(relpath: str) -> flask.Response:
-        path = data.file_path(relpath)
+        key = None
+        first, slash, rest = relpath.partition("/")
+        if registry.multi and slash and "@" in first:
+            key, relpath = first, rest
+        path = data_of(key).file_path(relpath)
         if path is None or not path.is_file():
             flask.abort(404)
-        response = flask.send_file(path, max_age=IMMUTABLE_MAX_AGE, conditional=True)
-        response.headers["Cache-Control"] = f"public, max-age={IMMUTABLE_MAX_AGE}, immutable"
-        return response
+        return _cached_immutable(flask.send_file(path, max_age=IMMUTABLE_MAX_AGE, conditional=True))
 
-    @server.route(f"{prefix}{SPARK_ROUTE}<int:class_index>.svg", endpoint="atlas_sparkline")
-    def atlas_sparkline(class_index: int) -> flask.Response:
-        svg = data.sparkline(class_index)
+    def sparkline(key: str | None, class_index: int) -> flask.Response:
+        svg = data_of(key).sparkline(class_index)
         if svg is None:
             flask.abort(404)
-        response = flask.Response(svg, mimetype="image/svg+xml")
         # The URL carries the atlas digest (?v=...), so its content never changes.
-        response.headers["Cache-Control"] = f"public, max-age={IMMUTABLE_MAX_AGE}, immutable"
+        return _cached_immutable(flask.Response(svg, mimetype="image/svg+xml"))
+
+    server.add_url_rule(
+        f"{prefix}{SPARK_ROUTE}<int:class_index>.svg",
+        endpoint="atlas_sparkline",
+        view_func=lambda class_index: sparkline(None, class_index),
+    )
+    server.add_url_rule(
+        f"{prefix}{SPARK_ROUTE}<key>/<int:class_index>.svg",
+        endpoint="atlas_sparkline_of",
+        view_func=sparkline,
+    )
+
+
+def register_health_route(server: flask.Flask, registry: AtlasRegistry, prefix: str) -> None:
+    """``{prefix}healthz``: 200 with the atlases' names, keys and format versions (cheap: no
+    atlas is opened; open without credentials, as platform probes need)."""
+
+    @server.route(f"{prefix}{HEALTH_ROUTE}", endpoint="healthz")
+    def healthz() -> flask.Response:
+        body = {**registry.health(), "reader_versions": sorted(SUPPORTED_VERSIONS)}
+        response = flask.jsonify(body)
+        response.headers["Cache-Control"] = "no-store"
         return response
+
+
+def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
+    """Make the atlas a request names the request's atlas (:func:`atlases.set_current`).
+
+    A callback request names it in its payload (``atlas``, copied from the page's URL by
+    :data:`RENDERER_WITH_ATLAS`); other requests, and unknown names, mean the default.
+    """
+
+    @server.before_request
+    def choose_atlas() -> None:
+        key = None
+        if registry.multi:
+            entry = registry.default
+            request = flask.request
+            if request.method == "POST" and request.path.endswith("_dash-update-component"):
+                body = request.get_json(silent=True)
+                named = body.get("atlas") if isinstance(body, dict) else None
+                entry = (registry.find(named) if named else None) or registry.default
+            key = entry.key
+        atlases.set_current(key)
+
+
+def unknown_atlas_page(deployment: Deployment, asked: Any) -> html.Div:
+    """The friendly page for a link naming an atlas this deployment does not serve."""
+    registry = deployment.registry
+    shown = asked if isinstance(asked, str) else ""
+    links = [
+        html.Li(
+            dcc.Link(
+                f"{e.name} (format {e.version}): {e.title}",
+                href=f"{deployment.prefix}?atlas={quote(e.key, safe='@')}"
+                if registry.multi
+                else deployment.prefix,
+            )
+        )
+        for e in registry.entries
+    ]
+    return html.Div(
+        html.Section(
+            [
+                html.H2("Atlas not found"),
+                note(
+                    f"This link names the atlas {shown[:80]!r}, which this deployment does "
+                    "not serve (it may have been removed, renamed or rebuilt in another "
+                    "format). Links name an atlas as NAME@FORMAT_VERSION.",
+                    kind="missing",
+                ),
+                html.P("Atlases served here:"),
+                html.Ul(links),
+            ],
+            className="panel",
+        ),
+        className="page",
+    )
+
+
+def unopenable_atlas_page(entry: AtlasEntry) -> html.Div:
+    """The friendly page for an atlas whose files are damaged (the log names the file)."""
+    return html.Div(
+        html.Section(
+            [
+                html.H2("Atlas unavailable"),
+                note(
+                    f"The atlas {entry.name!r} could not be opened; the server log names "
+                    "the damaged file. Rebuild or verify it with `python -m compute verify`.",
+                    kind="error",
+                ),
+            ],
+            className="panel",
+        ),
+        className="page",
+    )
+
+
+def framed(deployment: Deployment, entry: AtlasEntry, body: Any) -> html.Div:
+    """``body`` between the atlas's header (with the picker) and footer."""
+    context = deployment.context(entry)
+    return html.Div(
+        [
+            shell.header(context, deployment.choices(), entry.key),
+            body,
+            html.Footer(
+                [
+                    "Network Atlas · Summit (Hohman et al. 2019), TopoAct (Rathore et al. 2021) "
+                    "and training-trace (Pfahler & Morik 2021) views of the atlas ",
+                    # The directory's name only: a shared deployment must not reveal its paths.
+                    html.Code(entry.name),
+                ],
+                className="app-footer",
+            ),
+        ]
+    )
+
+
+def on_atlas(deployment: Deployment, asked: Any, build: Callable[[ViewContext], Any]) -> html.Div:
+    """The page ``build(context)`` for the atlas a URL names, framed; a friendly page for
+    an unknown atlas or one that cannot be opened."""
+    entry = deployment.registry.find(asked)
+    if entry is None:
+        return unknown_atlas_page(deployment, asked)
+    try:
+        context = deployment.context(entry)
+    except AtlasError as exc:
+        log.error("atlas %s cannot be opened: %s", entry.name, exc)
+        return unopenable_atlas_page(entry)
+    # Links built for this page stay on its atlas (dashboard.links reads the current key).
+    with atlases.use(deployment.registry.url_key(entry)):
+        return framed(deployment, entry, build(context))
 
 
 def create_app(settings: Settings) -> Dash:
-    """Build the app for ``settings`` (raises :class:`AtlasError` for a bad atlas)."""
-    data = atlas_data.load(str(settings.atlas_dir), str(settings.cache_dir))
-    title = f"{data.header()['title']} · Network Atlas"
+    """Build the app for ``settings``.
+
+    Raises:
+        AtlasError: a missing or corrupt atlas (the message names the file).
+        ConfigError: a malformed auth setting.
+    """
+    registry = AtlasRegistry(settings.atlas_dir, settings.cache_dir, settings.default_atlas)
+    # The default atlas is opened now (in gunicorn's master with --preload): a damaged one
+    # stops the start; the others open on first use in each worker.
+    registry.data(registry.default)
+    default_title = registry.data(registry.default).header()["title"]
+    title = "Network Atlas" if registry.multi else f"{default_title} · Network Atlas"
     dash_app = Dash(
         __name__,
         use_pages=True,
@@ -74,31 +329,42 @@ def create_app(settings: Settings) -> Dash:
         update_title=None,
         serve_locally=True,
     )
-    context = ViewContext(
-        data=data,
-        file_prefix=dash_app.config.requests_pathname_prefix + FILE_ROUTE,
-        spark_prefix=dash_app.config.requests_pathname_prefix + SPARK_ROUTE,
-        page_prefix=dash_app.config.requests_pathname_prefix,
-    )
+    if registry.multi:
+        dash_app.renderer = RENDERER_WITH_ATLAS
+    prefix = dash_app.config.requests_pathname_prefix
+    deployment = Deployment(registry, prefix)
+    context = RequestContext(deployment.current, page_prefix=prefix)
 
     def explorer(**query: object) -> html.Div:
         """Dash Pages calls this with the URL query: the link is the view."""
-        state = ViewState.from_query(
-            query,
-            num_classes=data.num_classes,
-            num_layers=data.num_layers,
-            channels=data.channels,
-        )
-        return shell.page_layout(context, state)
 
-    register_page("explorer", path="/", layout=explorer, title=title, name="Explorer")
+        def build(ctx: ViewContext) -> html.Div:
+            data = ctx.data
+            state = ViewState.from_query(
+                query, num_classes=data.num_classes, num_layers=data.num_layers,
+                channels=data.channels,
+            )  # fmt: skip
+            return shell.page_layout(ctx, state.with_(atlas=atlases.current_key()))
+
+        return on_atlas(deployment, query.get("atlas"), build)
+
+    def explorer_title(**_: object) -> str:
+        # Dash passes titles no query: the request hook has chosen the atlas already.
+        return f"{deployment.current_entry().title} · Network Atlas"
+
+    register_page("explorer", path="/", layout=explorer, title=explorer_title, name="Explorer")
 
     def neuron(**variables: object) -> html.Div:
         """One neuron's page: ``/neuron/<layer name or index>/<channel>``."""
-        return neuron_page.page(context, **variables)
+        return on_atlas(
+            deployment, variables.get("atlas"), lambda ctx: neuron_page.page(ctx, **variables)
+        )
 
     def neuron_title(**variables: object) -> str:
-        return neuron_page.title(context, **variables)
+        try:
+            return neuron_page.title(deployment.current(), **variables)
+        except AtlasError:
+            return title
 
     register_page(
         "neuron", path_template=NEURON_TEMPLATE, layout=neuron, title=neuron_title, name="Neuron"
@@ -107,25 +373,21 @@ def create_app(settings: Settings) -> Dash:
     register_page(
         "not_found_404",
         path="/404",
-        layout=lambda **_: neuron_page.page_not_found(context),
+        layout=lambda **_: framed(
+            deployment,
+            deployment.current_entry(),
+            neuron_page.page_not_found(deployment.current()),
+        ),
         title=f"Page not found · {title}",
     )
-    dash_app.layout = html.Div(
-        [
-            shell.header(context),
-            page_container,
-            html.Footer(
-                [
-                    "Network Atlas · Summit (Hohman et al. 2019), TopoAct (Rathore et al. 2021) "
-                    "and training-trace (Pfahler & Morik 2021) views of the atlas ",
-                    # The directory's name only: a shared deployment must not reveal its paths.
-                    html.Code(settings.atlas_dir.name),
-                ],
-                className="app-footer",
-            ),
-        ],
-        className="app",
-    )
+    dash_app.layout = html.Div([page_container], className="app")
     shell.register(dash_app, context)
-    register_file_route(dash_app.server, data, dash_app.config.routes_pathname_prefix)
+    if registry.multi:
+        shell.register_atlas_picker(dash_app, prefix)
+    server = dash_app.server
+    routes = dash_app.config.routes_pathname_prefix
+    auth.protect(dash_app, settings)  # first: nothing below runs for a refused request
+    register_atlas_hook(server, registry)
+    register_health_route(server, registry, routes)
+    register_file_route(server, deployment, routes)
     return dash_app

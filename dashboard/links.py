@@ -1,8 +1,11 @@
 """Page URLs: the neuron page ``/neuron/<layer>/<channel>`` and the explorer's class links.
 
-Pure string functions (no Dash, no atlas), so links and their parsing are unit-testable.
+String functions (no Dash, no atlas), so links and their parsing are unit-testable.
 A neuron URL names its layer by the manifest name (URL-quoted, so dots and slashes are
 safe); a layer index is accepted too, so ``/neuron/3/17`` also works by hand.
+
+In a deployment of several atlases a link stays on the atlas of the page it is built for:
+the request's atlas (:func:`dashboard.atlases.current_key`) is added as ``?atlas=``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import quote, unquote
 
+from dashboard.atlases import current_key
 from dashboard.state import ViewState, node_id
 
 #: Dash Pages ``path_template`` of the neuron page.
@@ -21,12 +25,16 @@ _CHANNEL_RE = re.compile(r"^\s*(\d{1,9})\s*$")
 
 def neuron_href(layer_name: str, channel: int, prefix: str = "/") -> str:
     """The neuron page of ``channel`` of the layer called ``layer_name``."""
-    return f"{prefix}neuron/{quote(layer_name, safe='')}/{int(channel)}"
+    atlas = current_key()
+    query = "" if atlas is None else f"?atlas={quote(atlas, safe='@')}"
+    return f"{prefix}neuron/{quote(layer_name, safe='')}/{int(channel)}{query}"
 
 
 def class_href(class_index: int, prefix: str = "/", node: tuple[int, int] | None = None) -> str:
     """The explorer with ``class_index`` selected (and ``node``'s panel open, if given)."""
-    state = ViewState(cls=int(class_index), node=None if node is None else node_id(*node))
+    state = ViewState(
+        cls=int(class_index), node=None if node is None else node_id(*node), atlas=current_key()
+    )
     return f"{prefix}{state.to_search()}"
 
 

@@ -31,6 +31,9 @@ TOPO_COLOURS: tuple[str, ...] = ("pie", "norm", "share")
 #: Training view: grid filters (``dashboard/trace.py`` TRACE_FILTERS).
 TRACE_FILTERS: tuple[str, ...] = ("all", "wrong", "uncertain")
 
+#: How a URL names an atlas of a deployment: ``NAME`` or ``NAME@FORMAT_VERSION``.
+ATLAS_KEY_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:@(\d{1,6}))?$")
+
 #: A graph node id: ``"{layer index}-{channel}"``, stable across classes (so two classes'
 #: graphs can be merged by id).
 _NODE_RE = re.compile(r"^(\d{1,3})-(\d{1,6})$")
@@ -126,6 +129,8 @@ class ViewState:
         trace_layer: the traced layer (``None``: the last one).
         trace_filter: grid filter, ``all``, ``wrong`` or ``uncertain``.
         trace_all: 1 shows every class in the grid; 0 only images of the selected class.
+        atlas: the atlas shown, ``NAME@FORMAT_VERSION``, in a deployment of several atlases
+            (``None``: the only or default atlas; the factory checks that it exists).
         v: the query schema version.
     """
 
@@ -151,6 +156,7 @@ class ViewState:
     trace_layer: int | None = None
     trace_filter: str = "all"
     trace_all: int = 0
+    atlas: str | None = None
     v: int = STATE_VERSION
 
     # -- URL ---------------------------------------------------------------------------
@@ -180,6 +186,7 @@ class ViewState:
         "trace_layer": "trlayer",
         "trace_filter": "tf",
         "trace_all": "tall",
+        "atlas": "atlas",
     }
     #: Fields written to the URL after ``class`` (defaults are left out).
     _URL_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -223,6 +230,7 @@ class ViewState:
         sort = _first(get("sort"))
         node = _first(get("node"))
         pics = _first(get("pics"))
+        atlas = _first(get("atlas"))
         parsed_node = parse_node_id(node) if isinstance(node, str) else None
         if parsed_node is not None:
             node_layer, node_channel = parsed_node
@@ -242,6 +250,7 @@ class ViewState:
             pics=pics if pics in PICTURES else None,
             **_topology_fields(get, num_layers),
             **_trace_fields(get),
+            atlas=atlas if isinstance(atlas, str) and ATLAS_KEY_RE.match(atlas) else None,
         )
         # Comparing a class with itself shows nothing new.
         return state if state.compare != state.cls else replace(state, compare=None)
@@ -249,12 +258,15 @@ class ViewState:
     def to_search(self) -> str:
         """The query string (with ``?``) that reproduces this state; defaults are left out."""
         default = ViewState()
-        params: list[tuple[str, str]] = [("v", str(self.v)), ("class", str(self.cls))]
+        params: list[tuple[str, str]] = [("v", str(self.v))]
+        if self.atlas is not None:
+            params.append(("atlas", self.atlas))
+        params.append(("class", str(self.cls)))
         for field in self._URL_FIELDS:
             value = getattr(self, field)
             if value is not None and value != getattr(default, field):
                 params.append((self._KEYS[field], str(value)))
-        return "?" + urlencode(params)
+        return "?" + urlencode(params, safe="@")
 
     # -- dcc.Store ---------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ the page is not reloaded). The URL is read once, by the Dash Pages layout functi
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
@@ -19,8 +21,40 @@ from dashboard.views.common import ViewContext, percent
 from dashboard.views.sidebar import ROWS_PAGE
 
 
-def header(context: ViewContext) -> html.Header:
-    """Title, model, dataset and totals of the atlas, plus the copy-link button."""
+def atlas_picker(choices: Sequence[tuple[str, str]], current: str | None) -> html.Div | None:
+    """The dropdown choosing the deployment's atlas (``None`` with fewer than two).
+
+    Args:
+        choices: ``(key, label)`` of every atlas, ``key`` as ``NAME@VERSION``.
+        current: the key of the atlas shown.
+    """
+    if len(choices) < 2:
+        return None
+    return html.Div(
+        [
+            html.Label("atlas", htmlFor=ids.ATLAS_PICKER, className="copy-label"),
+            dcc.Dropdown(
+                id=ids.ATLAS_PICKER,
+                options=[{"label": label, "value": key} for key, label in choices],
+                value=current,
+                clearable=False,
+                searchable=len(choices) > 8,
+                style={"minWidth": "14em"},
+            ),
+        ],
+        className="atlas-block",
+        style={"display": "flex", "alignItems": "center", "gap": "6px"},
+    )
+
+
+def header(
+    context: ViewContext,
+    atlases: Sequence[tuple[str, str]] = (),
+    current: str | None = None,
+) -> html.Header:
+    """Title, model, dataset and totals of the atlas, the atlas picker (with several
+    atlases: ``atlases`` are their ``(key, label)``, ``current`` the shown one's key) and
+    the copy-link button."""
     info = context.data.header()
     facts = [
         ("model", info["model"]),
@@ -51,6 +85,7 @@ def header(context: ViewContext) -> html.Header:
                 ],
                 className="facts",
             ),
+            atlas_picker(atlases, current),
             html.Div(
                 [
                     dcc.Clipboard(
@@ -182,6 +217,25 @@ def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
         new.to_dict(),
         new.cls if trigger != ids.SEARCH else no_update,
         new.compare if new.compare != state.compare or trigger == ids.COMPARE else no_update,
+    )
+
+
+#: Opens the chosen atlas: a full page load, as a link to it would (the views, their state
+#: and the header all belong to one atlas).
+_OPEN_ATLAS_JS = """function(key) {
+    if (!key) { return; }
+    const url = new URL(window.location.href);
+    if (url.searchParams.get("atlas") === key) { return; }
+    window.location.assign(%s + "?atlas=" + encodeURIComponent(key).replace("%%40", "@"));
+}"""
+
+
+def register_atlas_picker(app: Dash, page_prefix: str) -> None:
+    """Open the atlas chosen in the header's picker (register only with several atlases)."""
+    app.clientside_callback(
+        _OPEN_ATLAS_JS % json.dumps(page_prefix),
+        Input(ids.ATLAS_PICKER, "value"),
+        prevent_initial_call=True,
     )
 
 

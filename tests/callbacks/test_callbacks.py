@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from contextvars import copy_context
@@ -12,6 +13,7 @@ import dash
 import pytest
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
+from plotly.utils import PlotlyJSONEncoder
 
 from dashboard import data as atlas_data
 from dashboard import ids
@@ -37,6 +39,19 @@ def make_app(atlas: Path, tmp_path: Path) -> tuple[dash.Dash, ViewContext]:
 @pytest.fixture
 def small(small_atlas: Path, tmp_path: Path) -> tuple[dash.Dash, ViewContext]:
     return make_app(small_atlas, tmp_path)
+
+
+def find_component(root: Any, component_id: Any) -> Any:
+    """The component with ``component_id`` anywhere below ``root`` (``None``: absent)."""
+    if getattr(root, "id", None) == component_id:
+        return root
+    children = getattr(root, "children", None)
+    for child in children if isinstance(children, (list, tuple)) else [children]:
+        if child is not None and not isinstance(child, (str, int, float)):
+            found = find_component(child, component_id)
+            if found is not None:
+                return found
+    return None
 
 
 def run_with_trigger(prop_id: str, value: Any, function: Any, *args: Any) -> Any:
@@ -194,8 +209,8 @@ def test_page_layout_from_a_junk_query(small: Any) -> None:
     # The fixture registered the explorer page; Dash Pages passes the query as kwargs.
     layout = dash.page_registry["explorer"]["layout"]
     page = layout(**{"class": "zz", "layer": ["9", "1"], "node": "../x", "whatever": "1"})
-    store = next(c for c in page.children if getattr(c, "id", None) == ids.STATE)
-    assert store.data == ViewState().to_dict()
+    store = find_component(page, ids.STATE)
+    assert store is not None and store.data == ViewState().to_dict()
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -237,9 +252,13 @@ def test_sparkline_route(small: Any) -> None:
 def test_layout_and_header(small: Any) -> None:
     app, _ = small
     client = app.server.test_client()
-    assert client.get("/").status_code == 200
-    layout = client.get("/_dash-layout").get_data(as_text=True)
-    assert "Test atlas (6 classes)" in layout and "87.4%" in layout
+    index = client.get("/")
+    assert index.status_code == 200 and "Test atlas (6 classes)" in index.get_data(as_text=True)
+    assert client.get("/_dash-layout").status_code == 200
+    # The header belongs to the page (with several atlases it shows the page's atlas).
+    page = json.dumps(dash.page_registry["explorer"]["layout"](), cls=PlotlyJSONEncoder)
+    assert "Test atlas (6 classes)" in page and "87.4%" in page
+    assert ids.ATLAS_PICKER not in page, "no atlas picker with a single atlas"
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -73,8 +73,9 @@ def procfile_server(tmp_path: Path):
 def test_procfile_serves_the_demo_atlas(procfile_server: str) -> None:
     status, body = _get(procfile_server + "/")
     assert status == 200 and b"_dash-config" in body
+    assert b"handwritten digits" in body, "the demo atlas's title is the page title"
     status, layout = _get(procfile_server + "/_dash-layout")
-    assert status == 200 and b"handwritten digits" in layout, "the demo atlas's title is shown"
+    assert status == 200 and b"_pages_content" in layout
     # Several requests spread over both workers all succeed.
     for _ in range(6):
         assert _get(procfile_server + "/_dash-layout")[0] == 200

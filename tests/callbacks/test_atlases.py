@@ -1,0 +1,194 @@
+"""Several atlases per deployment: discovery, ``?atlas=NAME@VERSION``, per-request atlas
+for callbacks, file routes per atlas, the health route and friendly unknown-atlas pages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import dash
+import pytest
+from plotly.utils import PlotlyJSONEncoder
+
+from compute.atlas import MANIFEST, AtlasError
+from dashboard import atlases, ids
+from dashboard.atlases import AtlasRegistry, discover, parse_key
+from dashboard.config import Settings
+from dashboard.factory import RequestContext, create_app
+from dashboard.links import class_href, neuron_href
+
+
+def _retitle(atlas: Path, title: str) -> None:
+    manifest = json.loads((atlas / MANIFEST).read_text())
+    manifest["title"] = title
+    (atlas / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, make_atlas: Any) -> Path:
+    """A folder of two atlases, ``alpha`` (6 classes) and ``beta`` (9 classes), plus junk."""
+    root = tmp_path_factory.mktemp("atlases")
+    _retitle(make_atlas(root / "alpha", num_classes=6, seed=1), "Alpha atlas")
+    _retitle(make_atlas(root / "beta", num_classes=9, seed=2), "Beta atlas")
+    (root / "notes").mkdir()  # no manifest: not an atlas
+    (root / "README.txt").write_text("not an atlas")
+    return root
+
+
+@pytest.fixture
+def app(folder: Path, tmp_path: Path) -> dash.Dash:
+    return create_app(Settings(atlas_dir=folder, cache_dir=tmp_path / "cache"))
+
+
+def render(layout: Any) -> str:
+    return json.dumps(layout, cls=PlotlyJSONEncoder)
+
+
+def test_discover_a_folder_and_a_single_atlas(folder: Path) -> None:
+    entries, multi = discover(folder)
+    assert multi and [e.key for e in entries] == ["alpha@1", "beta@1"]
+    entries, multi = discover(folder / "beta")
+    assert not multi and [e.key for e in entries] == ["beta@1"]
+
+
+def test_registry_find(folder: Path) -> None:
+    registry = AtlasRegistry(folder, None)
+    assert registry.find(None) is registry.default and registry.default.name == "alpha"
+    assert registry.find("beta@1").name == "beta"  # type: ignore[union-attr]
+    assert registry.find("beta").name == "beta"  # type: ignore[union-attr]
+    assert registry.find(["beta@1", "alpha@1"]).name == "beta"  # type: ignore[union-attr]
+    for junk in ("beta@2", "gamma@1", "../beta", "beta@", "@1", "b eta", "x" * 200, 7):
+        assert registry.find(junk) is None, junk
+    assert AtlasRegistry(folder, None, default="beta").default.name == "beta"
+    with pytest.raises(AtlasError, match="NETWORK_ATLAS_DEFAULT names 'gamma'"):
+        AtlasRegistry(folder, None, default="gamma")
+
+
+def test_parse_key() -> None:
+    assert parse_key("digits@1") == ("digits", 1)
+    assert parse_key("digits") == ("digits", None)
+    assert parse_key("dig its") is None and parse_key(None) is None
+
+
+def test_a_corrupt_manifest_in_the_folder_refuses_to_start(folder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(folder, root)
+    (root / "beta" / MANIFEST).write_text("{not json")
+    with pytest.raises(AtlasError, match=r"manifest.json in atlas .*beta is not valid JSON"):
+        create_app(Settings(atlas_dir=root, cache_dir=tmp_path / "cache"))
+
+
+def test_an_empty_folder_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AtlasError, match="neither an atlas nor a folder of atlases"):
+        create_app(Settings(atlas_dir=tmp_path / "empty", cache_dir=tmp_path / "cache"))
+
+
+def test_pages_show_the_atlas_their_url_names(app: dash.Dash) -> None:
+    explorer = dash.page_registry["explorer"]["layout"]
+    default = render(explorer())
+    assert "Alpha atlas" in default and ids.ATLAS_PICKER in default
+    beta = render(explorer(**{"atlas": "beta@1", "class": "8"}))
+    assert "Beta atlas" in beta and "class 008" in beta
+    # The store (and so the URL written back) carries the atlas key.
+    assert '"atlas": "beta@1"' in beta and '"cls": 8' in beta
+    # Class 8 does not exist in alpha: the link's class falls back to the default.
+    assert '"cls": 0' in render(explorer(**{"atlas": "alpha@1", "class": "8"}))
+
+
+@pytest.mark.parametrize("asked", ["gamma@1", "beta@7", "<script>", "../../etc"])
+def test_unknown_atlas_gives_a_friendly_page(app: dash.Dash, asked: str) -> None:
+    page = render(dash.page_registry["explorer"]["layout"](atlas=asked))
+    assert "Atlas not found" in page and "?atlas=beta@1" in page
+    neuron = dash.page_registry["neuron"]["layout"]
+    assert "Atlas not found" in render(neuron(layer="layer0", channel="1", atlas=asked))
+
+
+def test_neuron_page_of_the_named_atlas(app: dash.Dash) -> None:
+    page = render(dash.page_registry["neuron"]["layout"](layer="0", channel="3", atlas="beta@1"))
+    assert "Beta atlas" in page and "Atlas not found" not in page
+    # Links inside stay on the atlas.
+    assert "atlas=beta@1" in page
+
+
+def test_links_carry_the_current_atlas() -> None:
+    assert neuron_href("conv.1", 3) == "/neuron/conv.1/3"
+    with atlases.use("beta@1"):
+        assert neuron_href("conv.1", 3) == "/neuron/conv.1/3?atlas=beta@1"
+        assert class_href(2) == "/?v=1&atlas=beta@1&class=2"
+    assert class_href(2) == "/?v=1&class=2"
+
+
+def _callback_request(app: dash.Dash, payload: dict[str, Any]) -> Any:
+    """A request context of a Dash callback POST, with the request hooks run."""
+    ctx = app.server.test_request_context(
+        "/_dash-update-component", method="POST", json={"output": "x.y", **payload}
+    )
+    ctx.push()
+    assert app.server.preprocess_request() is None
+    return ctx
+
+
+def test_callbacks_serve_the_atlas_named_by_the_request(app: dash.Dash) -> None:
+    context = next(c for c in _registered_contexts(app))
+    for payload, classes in (({"atlas": "beta@1"}, 9), ({}, 6), ({"atlas": "zz@1"}, 6)):
+        ctx = _callback_request(app, payload)
+        try:
+            assert context.data.num_classes == classes
+            key = "beta@1" if classes == 9 else "alpha@1"
+            assert context.file_prefix == f"/atlas-file/{key}/"
+            assert (context.spark_url(1) or "").startswith(f"/atlas-spark/{key}/1.svg?v=")
+        finally:
+            ctx.pop()
+
+
+def _registered_contexts(app: dash.Dash) -> list[RequestContext]:
+    """The RequestContext the factory registered the views with (found in the closures)."""
+    found = []
+    for callback in app.callback_map.values():
+        function = callback.get("callback")
+        for cell in getattr(getattr(function, "__wrapped__", function), "__closure__", None) or ():
+            if isinstance(cell.cell_contents, RequestContext):
+                found.append(cell.cell_contents)
+    assert found, "the views are registered with a RequestContext"
+    return found
+
+
+def test_file_and_sparkline_routes_per_atlas(app: dash.Dash, folder: Path) -> None:
+    client = app.server.test_client()
+    for key in ("alpha@1", "beta@1"):
+        assert client.get(f"/atlas-file/{key}/images/00/0-0.png").status_code == 200
+        assert client.get(f"/atlas-spark/{key}/1.svg").status_code == 200
+    assert client.get("/atlas-spark/beta@1/8.svg").status_code == 200
+    assert client.get("/atlas-spark/alpha@1/8.svg").status_code == 404  # alpha has 6
+    assert client.get("/atlas-file/images/00/0-0.png").status_code == 200  # the default
+    for path in (
+        "/atlas-file/gamma@1/images/00/0-0.png",
+        "/atlas-file/beta@2/images/00/0-0.png",
+        "/atlas-file/beta@1/manifest.json",
+        "/atlas-file/beta@1/../alpha@1/images/00/0-0.png",
+        "/atlas-spark/gamma@1/1.svg",
+    ):
+        assert client.get(path).status_code == 404, path
+
+
+def test_health_route(app: dash.Dash) -> None:
+    response = app.server.test_client().get("/healthz")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["status"] == "ok" and body["default"] == "alpha@1"
+    assert [a["key"] for a in body["atlases"]] == ["alpha@1", "beta@1"]
+    assert all(a["format_version"] == 1 for a in body["atlases"])
+    assert "/" not in json.dumps(body), "no server path is revealed"
+
+
+def test_single_atlas_keeps_links_without_a_parameter(folder: Path, tmp_path: Path) -> None:
+    create_app(Settings(atlas_dir=folder / "beta", cache_dir=tmp_path / "cache"))
+    explorer = dash.page_registry["explorer"]["layout"]
+    page = render(explorer(**{"class": "3"}))
+    assert "Beta atlas" in page and ids.ATLAS_PICKER not in page and '"atlas": null' in page
+    # Its own name is accepted; another name is a friendly not-found page.
+    assert "Atlas not found" not in render(explorer(atlas="beta@1"))
+    assert "Atlas not found" in render(explorer(atlas="alpha@1"))
