@@ -29,8 +29,9 @@ from compute.topology import (
     find_shapes,
     node_statistics,
 )
+from compute.topology.mapper import EXACT_POINTS, default_params
 from dashboard.data import AtlasData
-from dashboard.state import ViewState
+from dashboard.state import TOPO_EPS, TOPO_INTERVALS, TOPO_OVERLAP, ViewState
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,9 @@ class MapperData:
         self._samples: dict[int, MapperSampleArrays] = {}
         self._indexes: dict[int, MapperIndex] = {}
         self._norms: dict[int, np.ndarray] = {}
-        self._memo: OrderedDict[tuple[int, MapperParams], MapperResult] = OrderedDict()
+        self._memo: OrderedDict[tuple[int, MapperParams, bool], MapperResult] = OrderedDict()
         self._size = memo
+        self._exact_done: set[tuple[int, MapperParams]] = set()
         self._lock = threading.Lock()
 
     @property
@@ -259,6 +261,41 @@ class MapperData:
         """Relative path of a sample row's crop, or ``None``."""
         return self.data.atlas.mapper_crop(layer, row)
 
+    def defaults(self) -> MapperParams:
+        """The atlas's default parameters (``parameters.mapper.defaults``).
+
+        Atlases without them get :func:`~compute.topology.mapper.default_params` of their
+        sample size.
+        """
+        settings = self.data.atlas.parameters.get("mapper") or {}
+        stored = settings.get("defaults") or {}
+        fallback = default_params(int(settings.get("num_points") or 0) or 1)
+        try:
+            return MapperParams(
+                intervals=int(stored.get("intervals", fallback.intervals)),
+                overlap=float(stored.get("overlap", fallback.overlap)),
+                eps_scale=float(stored.get("eps_scale", fallback.eps_scale)),
+            )
+        except (TypeError, ValueError):
+            return fallback
+
+    def settings(self, state: ViewState) -> tuple[int, int, int]:
+        """``(intervals, overlap %, ε % of auto)`` of ``state``; ``None`` fields: the defaults.
+
+        The state's numbers are clamped to the view's ranges (``TOPO_*``).
+        """
+        defaults = self.defaults()
+
+        def pick(value: Any, default: float, bounds: tuple[int, int]) -> int:
+            number = round(default) if value is None else int(value)
+            return int(min(max(number, bounds[0]), bounds[1]))
+
+        return (
+            pick(getattr(state, "topo_intervals", None), defaults.intervals, TOPO_INTERVALS),
+            pick(getattr(state, "topo_overlap", None), 100 * defaults.overlap, TOPO_OVERLAP),
+            pick(getattr(state, "topo_eps", None), 100 * defaults.eps_scale, TOPO_EPS),
+        )
+
     def params(self, state: ViewState, layer: int) -> tuple[MapperParams, list[str]]:
         """The Mapper parameters of ``state`` for ``layer``, and why any choice was refused.
 
@@ -277,20 +314,51 @@ class MapperData:
                 f"showing DBSCAN with the stored {index.metric} index instead."
             )
             metric, clusterer = index.metric, "dbscan"
+        intervals, overlap, eps = self.settings(state)
         params = MapperParams(
-            intervals=state.topo_intervals,
-            overlap=state.topo_overlap / 100.0,
+            intervals=intervals,
+            overlap=overlap / 100.0,
             lens=index.lens_kind,
             metric=metric,  # type: ignore[arg-type]
             clusterer=clusterer,  # type: ignore[arg-type]
             eps="auto",
-            eps_scale=state.topo_eps / 100.0,
+            eps_scale=eps / 100.0,
         )
         return params, notes
 
-    def result(self, layer: int, params: MapperParams) -> MapperResult:
-        """The Mapper graph of ``layer`` for ``params`` (memoised)."""
-        key = (layer, params)
+    def is_exact(self, layer: int, params: MapperParams) -> bool:
+        """Whether the graph of ``params`` is exact without asking (small sample or index)."""
+        index = self.index(layer)
+        return index.num_points <= EXACT_POINTS or index.approximation(params) is None
+
+    def exact_known(self, layer: int, params: MapperParams) -> bool:
+        """Whether an exact graph of ``params`` was computed ("recompute exactly") before."""
+        with self._lock:
+            if (layer, params, True) in self._memo or (layer, params) in self._exact_done:
+                return True
+        # A miss computes nothing (None is never kept as a value).
+        found = self.data.cache.get_or_compute(self._cache_key(layer, params, True), _nothing)
+        if found is not None:
+            with self._lock:
+                self._exact_done.add((layer, params))
+        return found is not None
+
+    def _cache_key(self, layer: int, params: MapperParams, exact: bool) -> str:
+        return f"{self.data.key}:mapper:{layer}:{params!r}:{'exact' if exact else 'index'}:v4"
+
+    def result(self, layer: int, params: MapperParams, exact: bool = False) -> MapperResult:
+        """The Mapper graph of ``layer`` for ``params`` (memoised).
+
+        Samples up to ``EXACT_POINTS`` are always clustered exactly. Larger ones use the
+        stored index (approximate beyond its limits) unless ``exact`` is asked for or an
+        exact graph of these parameters was computed before (then that one is shown, so
+        node numbers in a link stay valid after "recompute exactly").
+        """
+        dbscan_on_index = params.clusterer == "dbscan"
+        if dbscan_on_index and not exact:
+            exact = self.is_exact(layer, params) or self.exact_known(layer, params)
+        exact = exact and dbscan_on_index
+        key = (layer, params, exact)
         with self._lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
@@ -299,16 +367,19 @@ class MapperData:
         sample = self.sample(layer)
 
         def compute() -> tuple[MapperGraph, np.ndarray]:
-            needs_vectors = params.metric != index.metric or params.clusterer != "dbscan"
+            needs_vectors = exact or params.metric != index.metric or params.clusterer != "dbscan"
             vectors = np.asarray(sample.vectors) if needs_vectors else None
-            graph = index.mapper(params, vectors=vectors)
+            graph = index.mapper(params, vectors=vectors, exact=exact)
             return graph, layout_nodes(graph, index.lens)  # the lens does not depend on metric
 
         graph, positions = self.data.cache.get_or_compute(
-            f"{self.data.key}:mapper:{layer}:{params!r}:v3", compute
+            self._cache_key(layer, params, exact), compute
         )
         labels = np.asarray(sample.label)
         stats = node_statistics(graph, labels, self.norms(layer), self.data.num_classes)
+        approximation = None
+        if params.metric == index.metric and dbscan_on_index and not graph.exact:
+            approximation = index.approximation(params)
         result = MapperResult(
             layer=layer,
             params=params,
@@ -316,15 +387,19 @@ class MapperData:
             stats=stats,
             shapes=tuple(find_shapes(graph, labels)),
             positions=positions,
-            approximation=index.approximation(params)
-            if params.metric == index.metric and params.clusterer == "dbscan"
-            else None,
+            approximation=approximation,
         )
         with self._lock:
+            if exact:
+                self._exact_done.add((layer, params))
             self._memo[key] = result
             while len(self._memo) > self._size:
                 self._memo.popitem(last=False)
         return result
+
+
+def _nothing() -> None:
+    return None
 
 
 def node_label(graph: MapperGraph, node: int) -> str:

@@ -1,8 +1,10 @@
 """A small test atlas with a ``mapper`` part whose shapes are known (for the Topology view).
 
 Layer 0's sample is a planted Y (three arms, label = arm: three flares), layer 1's a noisy
-circle (one loop), layer 2's random. The index of each layer is exact for up to 10
-intervals (band 0.25, no neighbour cap), so the graphs the view computes are exact.
+circle (one loop), layer 2's random. The indexes of layers 0 and 1 are exact for up to 10
+intervals (band 0.25, no neighbour cap), so the graphs the view computes are exact; layer
+2's index keeps 4 neighbours per side (``CAPPED_LAYER``): approximate, unless the view
+clusters exactly (small samples, or "Recompute exactly").
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from tests.conftest import _png, write_test_atlas
 LAYER_CHANNELS = (8, 12, 10)
 #: Parameters (as URL query) under which layer 0 shows three flares and layer 1 one loop.
 SHAPES_QUERY = "ti=10&to=30&te=200"
+#: The layer whose stored index is capped (approximate graphs).
+CAPPED_LAYER = 2
 
 
 def _planar(xy: np.ndarray, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +59,8 @@ def write_topology_atlas(out: Path, n: int = 600, seed: int = 0) -> Path:
         sink.add_array(MAPPER_SAMPLE_PATHS["image_index"], np.arange(n, dtype=np.int64) * 2)
         sink.add_array(MAPPER_SAMPLE_PATHS["label"], label)
         for i, x in enumerate(vectors):
-            index = MapperIndex.build(x, max_window=0.25, max_neighbors=0)
+            cap = 4 if i == CAPPED_LAYER else 0
+            index = MapperIndex.build(x, max_window=0.25, max_neighbors=cap)
             position = rng.integers(0, 4, (n, 2)).astype(np.int32)
             for relpath, array in mapper_files(i, x, position, index.to_arrays()).items():
                 sink.add_array(relpath, array)

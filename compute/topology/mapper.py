@@ -141,6 +141,44 @@ class MapperParams:
         return interval_length(self.intervals, self.overlap, self.cover)
 
 
+#: Samples up to this size are clustered exactly for any parameters (a fitting uncapped
+#: index built on the fly: well under a second), so their graphs never depend on the
+#: stored index's neighbour cap or band.
+EXACT_POINTS = 5_000
+#: Samples at least this large get TopoAct's cover (70 intervals, 30 % overlap, "auto" ε).
+LARGE_SAMPLE = 20_000
+#: Smaller samples: about this many points per interval (at 50 % overlap an interval holds
+#: about 2 n / intervals points), 50 % overlap and 1.5 × the "auto" ε (docs/topology.md §2).
+POINTS_PER_INTERVAL = 120
+
+
+def default_params(num_points: int) -> MapperParams:
+    """Default Mapper parameters for a sample of ``num_points`` vectors (a readable graph).
+
+    TopoAct's 70 intervals at 30 % overlap suit its ~300K vectors: each interval holds
+    thousands. On a small sample (the demo's 1,437 digits) they leave ~20 points per
+    interval, where density clustering finds mostly noise and fragments (a third of the
+    points covered, dozens of components). Below :data:`LARGE_SAMPLE` points the default is
+    ``n / POINTS_PER_INTERVAL`` intervals (10-70), 50 % overlap and ε × 1.5: within a
+    narrow lens slice a point has fewer near neighbours than in the whole sample, on which
+    the "auto" ε is measured.
+
+    Args:
+        num_points: points in the sample.
+
+    Returns:
+        The parameters (DBSCAN, L2-norm lens, Euclidean, uniform cover).
+
+    Examples:
+        >>> default_params(100_000).intervals, default_params(1_437).intervals
+        (70, 12)
+    """
+    if num_points >= LARGE_SAMPLE:
+        return MapperParams()
+    intervals = int(np.clip(round(num_points / POINTS_PER_INTERVAL), 10, 70))
+    return MapperParams(intervals=intervals, overlap=0.5, eps_scale=1.5)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 

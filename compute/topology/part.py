@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from compute.atlas import MAPPER_SAMPLE_PATHS, mapper_files
-from compute.topology.mapper import MapperIndex, MapperParams
+from compute.topology.mapper import EXACT_POINTS, MapperIndex, MapperParams, default_params
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,9 @@ def mapper_part(
         seed: the sampling seed (orders the crop subset).
         capacity: the sampler's capacity (recorded).
         mode: ``"position"`` or ``"mean"`` (recorded).
-        params: the default Mapper parameters (``None``: ``MapperParams()``); their lens,
-            metric and ``min_samples`` shape the index, their graph picks per-node crops.
+        params: the default Mapper parameters (``None``: :func:`default_params` of the
+            sample size); their lens, metric and ``min_samples`` shape the index, their
+            graph picks per-node crops (and the nodes whose inversions are rendered).
         max_neighbors: neighbour cap of the index.
         crop_points: rows cropped in hash order per layer (0: none).
         crops_per_node: members cropped per default-graph node (0: none).
@@ -117,9 +118,9 @@ def mapper_part(
     Raises:
         ValueError: fewer than 2 sampled points, or inconsistent shapes.
     """
-    params = params if params is not None else MapperParams()
     image_index = np.asarray(image_index, dtype=np.int64)
     n = len(image_index)
+    params = params if params is not None else default_params(n)
     if n < 2:
         raise ValueError(f"the Mapper sample holds {n} image(s); at least 2 are needed")
     files: dict[str, np.ndarray] = {
@@ -142,7 +143,8 @@ def mapper_part(
         files.update(mapper_files(i, x, position, index.to_arrays()))
         members: list[np.ndarray] = []
         if crops_per_node > 0:
-            graph = index.mapper(params)
+            # Small samples: the exact graph, as the dashboard shows it (EXACT_POINTS).
+            graph = index.mapper(params, vectors=x, exact=n <= EXACT_POINTS)
             members = [graph.members(k) for k in range(graph.num_nodes)]
         crop_rows.append(
             crop_subset(members, rank, crop_points, crops_per_node)

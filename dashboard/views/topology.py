@@ -80,6 +80,11 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     available = data.has(PART_MAPPER)
     options = [{"label": f"{i + 1}. {name}", "value": i} for i, name in enumerate(data.layer_names)]
     radio = {"inline": True, "className": "topo-radio"}
+    intervals, overlap, eps = (
+        mapper_data(data).settings(state)
+        if available
+        else (state.topo_intervals, state.topo_overlap, state.topo_eps)
+    )
     controls = html.Div(
         [
             _labelled(
@@ -97,7 +102,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 dcc.Input(
                     id=ids.TOPO_INTERVALS,
                     type="number",
-                    value=state.topo_intervals,
+                    value=intervals,
                     step=1,
                     debounce=True,
                     className="topo-number",
@@ -111,7 +116,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     min=TOPO_OVERLAP[0],
                     max=TOPO_OVERLAP[1],
                     step=5,
-                    value=state.topo_overlap,
+                    value=overlap,
                     marks={v: f"{v}%" for v in (10, 30, 60)},
                     updatemode="mouseup",
                 ),
@@ -124,7 +129,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     min=TOPO_EPS[0],
                     max=TOPO_EPS[1],
                     step=10,
-                    value=state.topo_eps,
+                    value=eps,
                     marks={50: "0.5×", 100: "auto", 200: "2×"},
                     updatemode="mouseup",
                 ),
@@ -180,6 +185,17 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     html.H2([html.Span("E", className="view-tag"), "Activation topology"]),
                     html.Div(id=ids.TOPO_STATUS, className="topo-status"),
+                    html.Button(
+                        "Recompute exactly",
+                        id=ids.TOPO_EXACT,
+                        n_clicks=0,
+                        className="topo-exact",
+                        title=(
+                            "cluster every interval with exact DBSCAN from the sampled "
+                            "vectors (slower: a fresh neighbour search for these parameters)"
+                        ),
+                        style={"display": "none"},
+                    ),
                 ],
                 className="card-head",
             ),
@@ -434,16 +450,35 @@ def shape_list(result: MapperResult, names: tuple[str, ...], picked: int | None)
     ]
 
 
-def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
-    """Elements, status, note, shape list, node panel and node classes for the state."""
+def approximation_note(reason: str) -> str:
+    """What an approximate graph means, in the view's words."""
+    return (
+        f"Approximate graph ({reason}). To answer any parameters within a second, the "
+        "stored index keeps for each image only its nearest neighbours (the 64 nearest on "
+        "each side in lens order, within the default interval's width and twice the "
+        "automatic ε); DBSCAN then sees only those, so a few clusters may split or points "
+        "drop to noise compared with exact DBSCAN on each interval. "
+        "“Recompute exactly” runs the exact clustering for these parameters."
+    )
+
+
+def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any, ...]:
+    """Elements, status, note, shape list, node panel, node classes and exact-button style.
+
+    Args:
+        context: the view context.
+        stored: the stored view state.
+        exact: recompute the graph exactly (the "Recompute exactly" button).
+    """
     data = context.data
+    hidden = {"display": "none"}
     if not data.has(PART_MAPPER):
-        return [], None, no_update, None, None, None
+        return [], None, no_update, None, None, None, hidden
     state = context.state(stored)
     mapper = mapper_data(data)
     layer = topo_layer(context, state)
     params, notes = mapper.params(state, layer)
-    result = mapper.result(layer, params)
+    result = mapper.result(layer, params, exact=exact)
     node = state.topo_node
     if node is not None and node >= result.graph.num_nodes:
         node = None
@@ -462,6 +497,8 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
         shape=shape,
         names=data.names,
     )
+    if result.approximation is not None:
+        notes.append(approximation_note(result.approximation))
     messages = [note(text) for text in notes]
     if result.graph.num_nodes == 0:
         messages.append(note("No node at these parameters: try a larger ε or fewer intervals."))
@@ -486,6 +523,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
         shape_list(result, data.names, shape_rank if shape is not None else None),
         panel,
         classes,
+        None if result.approximation is not None else hidden,
     )
 
 
@@ -532,11 +570,13 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.TOPO_SHAPES, "children"),
         Output(ids.TOPO_PANEL, "children"),
         Output(ids.TOPO_CLASSES, "data"),
+        Output(ids.TOPO_EXACT, "style"),
         Input(ids.STATE, "data"),
+        Input(ids.TOPO_EXACT, "n_clicks"),
     )
-    @guarded(no_update, no_update, None, no_update, no_update, no_update, note_at=2)
-    def update_topology(stored: Any) -> tuple[Any, ...]:
-        return render(context, stored)
+    @guarded(no_update, no_update, None, no_update, no_update, no_update, no_update, note_at=2)
+    def update_topology(stored: Any, _clicks: Any) -> tuple[Any, ...]:
+        return render(context, stored, exact=ctx.triggered_id == ids.TOPO_EXACT)
 
     @app.callback(
         Output(ids.EMBEDDING, "figure", allow_duplicate=True),

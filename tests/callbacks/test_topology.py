@@ -13,7 +13,7 @@ from dashboard.mapper import MAX_SLICES, pie_slices, topology_elements
 from dashboard.state import ViewState, clamp
 from dashboard.views import topology
 from dashboard.views.common import ViewContext
-from tests.topology_atlas import SHAPES_QUERY, write_topology_atlas
+from tests.topology_atlas import CAPPED_LAYER, SHAPES_QUERY, write_topology_atlas
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,10 @@ def test_render_node_panel_shapes_and_embedding_classes(topo_atlas: Path, tmp_pa
     state = ViewState.from_query(
         f"?{SHAPES_QUERY}&tlayer=0&tnode=0&tshape=1&class=1", num_classes=6, num_layers=3
     )
-    elements, status, message, shapes, panel, classes = topology.render(context, state.to_dict())
+    elements, status, message, shapes, panel, classes, button = topology.render(
+        context, state.to_dict()
+    )
+    assert button == {"display": "none"}  # exact: no recompute button
     text = str(status)
     assert "exact" in text and "coverage" in text
     assert message is None
@@ -138,3 +141,56 @@ def test_missing_part_note_and_refused_direct_clustering(
     state = ViewState(topo_cluster="hdbscan", topo_layer=2)
     _, _, message, *_ = topology.render(topo, state.to_dict())
     assert "limit 100" in str(message) and "DBSCAN" in str(message)
+
+
+def test_approximate_graph_note_and_exact_recompute(
+    topo_atlas: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A capped index gives an approximate graph, said so, until "Recompute exactly"."""
+    context = context_for(topo_atlas, tmp_path)
+    # Samples this small are always clustered exactly; pretend the sample is large.
+    monkeypatch.setattr("dashboard.mapper.EXACT_POINTS", 100)
+    state = ViewState(topo_layer=CAPPED_LAYER, topo_intervals=10, topo_overlap=30)
+    _, status, message, _, _, _, button = topology.render(context, state.to_dict())
+    assert "approximate" in str(status)
+    assert "Approximate graph" in str(message) and "64 nearest" in str(message)
+    assert button is None  # shown
+    mapper = topology.mapper_data(context.data)
+    params = mapper.params(state, CAPPED_LAYER)[0]
+    approximate = mapper.result(CAPPED_LAYER, params)
+    _, status, message, _, _, _, button = topology.render(context, state.to_dict(), exact=True)
+    assert "exact" in str(status) and "approximate" not in str(status)
+    assert button == {"display": "none"}
+    assert message is None
+    exact = mapper.result(CAPPED_LAYER, params)  # remembered: a later render stays exact
+    assert exact.graph.exact and exact.approximation is None
+    sample = np.asarray(mapper.sample(CAPPED_LAYER).vectors)
+    from compute.topology.mapper import compute_mapper
+
+    reference = compute_mapper(sample, params)
+    assert [exact.graph.members(k).tolist() for k in range(exact.graph.num_nodes)] == [
+        reference.members(k).tolist() for k in range(reference.num_nodes)
+    ]
+    assert not approximate.graph.exact
+
+
+def test_atlas_defaults_fill_unset_parameters(topo_atlas: Path, tmp_path: Path) -> None:
+    """Parameters the state leaves unset (None) come from the atlas (default_params here)."""
+    from dataclasses import replace
+
+    from compute.topology.mapper import default_params
+
+    context = context_for(topo_atlas, tmp_path)
+    mapper = topology.mapper_data(context.data)
+    unset = replace(ViewState(), topo_intervals=None, topo_overlap=None, topo_eps=None)
+    expected = default_params(600)  # the test atlas stores no defaults: its sample size
+    assert mapper.settings(unset) == (
+        expected.intervals,
+        round(100 * expected.overlap),
+        round(100 * expected.eps_scale),
+    )
+    assert mapper.settings(ViewState(topo_intervals=25, topo_overlap=45, topo_eps=150)) == (
+        25,
+        45,
+        150,
+    )
