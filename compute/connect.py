@@ -1,12 +1,25 @@
-"""How consecutive chosen layers connect: exactly one ``nn.Conv2d`` and channel-wise ops.
+"""How consecutive chosen layers connect, found by tracing the model with ``torch.fx``.
 
-Summit's influence of input channel ``j`` on output channel ``i`` is defined through the
-one convolution between two chosen layers. :func:`find_connections` traces the model with
-``torch.fx`` and walks back from each chosen layer's output to the previous chosen layer,
-accepting only single-input channel-wise operations plus exactly one ungrouped
-convolution. Anything else (residual additions, concatenations, two convolutions, grouped
-convolutions, linear layers, flattening) is refused with a one-line :class:`BuildError`
-before any long work starts.
+Summit's influence of input channel ``j`` on output channel ``i`` needs to know what lies
+between two chosen layers. :func:`find_connections` traces the model and walks back from each
+chosen layer's output to the previous chosen layer. Each pair gets one of three kinds:
+
+- :class:`Connection` (``"conv"``): exactly one ungrouped ``nn.Conv2d`` through single-input
+  channel-wise operations: Summit's exact per-pair influence.
+- :class:`InceptionConnection` (``"inception"``): the later layer is a channel concatenation
+  of branches that each reach the earlier layer through one convolution (1×1 and pool
+  branches) or two (a bottleneck then a 3×3/5×5 convolution): the original's rule, exact
+  influence per convolution and the widest path ``max_b min(I[i,b], I[b,j])`` through a
+  bottleneck (:mod:`compute.summit.inception`).
+- :class:`GradientConnection` (``"gradient"``): anything else through which the later layer
+  depends on the earlier one (residual additions, depthwise-separable blocks, several
+  convolutions, concatenations): gradient × activation attribution
+  (:mod:`compute.summit.gradient`).
+
+Untraceable models, unknown or repeated layers, layers called more than once, a later
+layer that does not depend on the earlier one, and two layers with only channel-wise
+operations between them (no convolution) are refused with a one-line
+:class:`BuildError` before any long work starts.
 """
 
 from __future__ import annotations
@@ -95,6 +108,88 @@ class Connection:
     in_channels: int
     out_channels: int
 
+    @property
+    def kind(self) -> str:
+        """``"conv"``: exact per-pair influence through :attr:`conv`."""
+        return "conv"
+
+
+@dataclass(frozen=True)
+class InceptionBranch:
+    """One branch of an Inception block: one convolution, or a bottleneck then a convolution.
+
+    Attributes:
+        conv: the branch's last convolution; its output channels are target channels
+            ``offset .. offset + channels - 1``.
+        offset: the first target channel this branch writes.
+        channels: the branch's output channels (``conv``'s ``out_channels``).
+        bottleneck: the convolution reading the source in a two-convolution branch (whose
+            output channels are ``conv``'s input channels), else ``None``.
+        bottleneck_channels: that bottleneck's output channels (0 without one).
+    """
+
+    conv: str
+    offset: int
+    channels: int
+    bottleneck: str | None = None
+    bottleneck_channels: int = 0
+
+
+@dataclass(frozen=True)
+class InceptionConnection:
+    """An Inception block: the target is a concatenation of branches from the source.
+
+    Attributes:
+        source: the earlier chosen layer.
+        target: the later chosen layer (the concatenation, or channel-wise ops after it).
+        branches: the branches in concatenation order.
+        in_channels: the source's channels (every branch's first convolution reads them).
+        out_channels: the target's channels (sum over the branches).
+    """
+
+    source: str
+    target: str
+    branches: tuple[InceptionBranch, ...]
+    in_channels: int
+    out_channels: int
+
+    @property
+    def kind(self) -> str:
+        """``"inception"``: exact influence per branch, widest path through bottlenecks."""
+        return "inception"
+
+
+@dataclass(frozen=True)
+class GradientConnection:
+    """Any other dependence of the target on the source: gradient × activation attribution.
+
+    Attributes:
+        source: the earlier chosen layer.
+        target: the later chosen layer.
+        reason: why the pair is not a single convolution (for logs and ``layers`` listings).
+    """
+
+    source: str
+    target: str
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        """``"gradient"``: gradient × activation attribution from target to source."""
+        return "gradient"
+
+
+#: Any of the three kinds of connection.
+AnyConnection = Connection | InceptionConnection | GradientConnection
+
+
+class _NotSingleConv(Exception):
+    """Internal: the walk found something other than one convolution (``found`` says what)."""
+
+    def __init__(self, found: str) -> None:
+        super().__init__(found)
+        self.found = found
+
 
 class _RecordingTracer(fx.Tracer):
     """An fx tracer that remembers the output node(s) of the chosen modules."""
@@ -169,6 +264,38 @@ def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return False
 
 
+def _chain(start: fx.Node, stop: fx.Node, modules: dict[str, nn.Module]) -> list[str]:
+    """Convolutions (input to output order) on the single-input path from ``stop`` to ``start``.
+
+    Raises:
+        _NotSingleConv: the path holds something other than channel-wise operations and
+            ungrouped zero-padded convolutions, or a node with several inputs.
+    """
+    names: list[str] = []
+    node = start
+    while node is not stop:
+        if node.op == "placeholder":
+            raise _NotSingleConv("the model input")
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1:
+                raise _NotSingleConv(_describe(node, modules))
+            if module.padding_mode != "zeros":
+                raise _NotSingleConv(
+                    f"convolution {node.target!r} with padding_mode={module.padding_mode!r}"
+                )
+            if isinstance(module.padding, str):
+                raise _NotSingleConv(f"convolution {node.target!r} with padding={module.padding!r}")
+            names.append(str(node.target))
+        elif not _is_channelwise(node, modules):
+            raise _NotSingleConv(_describe(node, modules))
+        previous = _single_input(node)
+        if previous is None:
+            raise _NotSingleConv(f"{_describe(node, modules)} with several inputs")
+        node = previous
+    return names[::-1]
+
+
 def _walk(
     source: str,
     target: str,
@@ -176,47 +303,152 @@ def _walk(
     stop: fx.Node,
     modules: dict[str, nn.Module],
 ) -> Connection:
-    """Walk back from ``start`` (target's output) to ``stop`` (source's output)."""
+    """The single convolution from ``stop`` (source's output) to ``start`` (target's output).
 
-    def fail(found: str) -> BuildError:
-        return BuildError(
-            f"layers {source!r} -> {target!r} are not connected by a single convolution "
-            f"(found {found}); branching/residual architectures are not supported yet"
-        )
+    Raises:
+        _NotSingleConv: anything else lies between them.
+    """
+    names = _chain(start, stop, modules)
+    if not names:
+        raise _NotSingleConv("no convolution")
+    if len(names) > 1:
+        listed = ", ".join(repr(name) for name in names)
+        raise _NotSingleConv(f"{len(names)} convolutions: {listed}")
+    conv = modules[names[0]]
+    assert isinstance(conv, nn.Conv2d)
+    return Connection(source, target, names[0], conv.in_channels, conv.out_channels)
 
-    convs: list[nn.Conv2d] = []
-    conv_names: list[str] = []
+
+def _is_channel_cat(node: fx.Node) -> bool:
+    """``torch.cat(list_of_nodes, dim=1)`` (positional or keyword ``dim``)."""
+    if node.op != "call_function" or node.target is not torch.cat or not node.args:
+        return False
+    parts = node.args[0]
+    if not isinstance(parts, (list, tuple)) or not all(isinstance(p, fx.Node) for p in parts):
+        return False
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return dim == 1
+
+
+def _inception(
+    source: str,
+    target: str,
+    start: fx.Node,
+    stop: fx.Node,
+    modules: dict[str, nn.Module],
+) -> InceptionConnection | None:
+    """The Inception block from ``stop`` to ``start``, or ``None`` if it is not one.
+
+    The target must be a channel concatenation (possibly followed by channel-wise ops) of at
+    least two branches, each reaching the source through channel-wise ops and one or two
+    ungrouped convolutions that all read the same channels.
+    """
     node = start
-    while node is not stop:
-        if node.op == "placeholder":
-            raise fail(f"the model input before reaching {source!r}")
-        module = modules.get(str(node.target)) if node.op == "call_module" else None
-        if isinstance(module, nn.Conv2d):
-            if module.groups != 1:
-                raise fail(_describe(node, modules))
-            if module.padding_mode != "zeros":
-                raise fail(f"convolution {node.target!r} with padding_mode={module.padding_mode!r}")
-            if isinstance(module.padding, str):
-                raise fail(f"convolution {node.target!r} with padding={module.padding!r}")
-            convs.append(module)
-            conv_names.append(str(node.target))
-        elif not _is_channelwise(node, modules):
-            raise fail(_describe(node, modules))
+    while not _is_channel_cat(node):
+        if node is stop or not _is_channelwise(node, modules):
+            return None
         previous = _single_input(node)
         if previous is None:
-            raise fail(f"{_describe(node, modules)} with several inputs")
+            return None
         node = previous
-    if not convs:
-        raise fail("no convolution")
-    if len(convs) > 1:
-        names = ", ".join(repr(name) for name in reversed(conv_names))
-        raise fail(f"{len(convs)} convolutions: {names}")
-    conv = convs[0]
-    return Connection(source, target, conv_names[0], conv.in_channels, conv.out_channels)
+    parts = node.args[0]
+    assert isinstance(parts, (list, tuple))
+    if len(parts) < 2:
+        return None
+    branches: list[InceptionBranch] = []
+    offset = 0
+    in_channels: set[int] = set()
+    for part in parts:
+        assert isinstance(part, fx.Node)
+        try:
+            names = _chain(part, stop, modules)
+        except _NotSingleConv:
+            return None
+        if len(names) not in (1, 2):
+            return None
+        convs = [modules[name] for name in names]
+        assert all(isinstance(c, nn.Conv2d) for c in convs)
+        last, first = convs[-1], convs[0]
+        assert isinstance(last, nn.Conv2d) and isinstance(first, nn.Conv2d)
+        in_channels.add(first.in_channels)
+        if len(names) == 2:
+            if first.out_channels != last.in_channels:
+                return None
+            branch = InceptionBranch(
+                names[1], offset, last.out_channels, names[0], first.out_channels
+            )
+        else:
+            branch = InceptionBranch(names[0], offset, last.out_channels)
+        branches.append(branch)
+        offset += last.out_channels
+    if len(in_channels) != 1:
+        return None
+    return InceptionConnection(source, target, tuple(branches), in_channels.pop(), offset)
 
 
-def find_connections(model: nn.Module, layers: Sequence[str]) -> list[Connection | None]:
-    """The convolution connecting each chosen layer to the previous one.
+def _depends_on(start: fx.Node, stop: fx.Node) -> bool:
+    """Whether ``start`` is computed from ``stop`` (``stop`` is an ancestor or ``start``)."""
+    seen: set[fx.Node] = set()
+    todo = [start]
+    while todo:
+        node = todo.pop()
+        if node is stop:
+            return True
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(node.all_input_nodes)
+    return False
+
+
+def classify(
+    source: str,
+    target: str,
+    start: fx.Node,
+    stop: fx.Node,
+    modules: dict[str, nn.Module],
+) -> AnyConnection:
+    """The connection from ``stop`` (the source's output node) to ``start`` (the target's).
+
+    Args:
+        source: the earlier chosen layer's name.
+        target: the later chosen layer's name.
+        start: the target's output node in the traced graph.
+        stop: the source's output node.
+        modules: the model's named modules.
+
+    Returns:
+        A :class:`Connection` when one convolution joins them, else an
+        :class:`InceptionConnection` when they form an Inception block, else a
+        :class:`GradientConnection`.
+
+    Raises:
+        BuildError: the target does not depend on the source, or only channel-wise
+            operations lie between them.
+    """
+    try:
+        return _walk(source, target, start, stop, modules)
+    except _NotSingleConv as exc:
+        reason = exc.found
+    if reason == "no convolution":
+        raise BuildError(
+            f"layers {source!r} -> {target!r} are not connected by a single convolution "
+            "(found no convolution: only channel-wise operations lie between them, so each "
+            "channel influences only itself; choose layers further apart)"
+        )
+    block = _inception(source, target, start, stop, modules)
+    if block is not None:
+        return block
+    if not _depends_on(start, stop):
+        raise BuildError(
+            f"layers {source!r} -> {target!r} are not connected: {target!r} does not depend on "
+            f"{source!r} (choose layers in input-to-output order along one path)"
+        )
+    return GradientConnection(source, target, reason)
+
+
+def find_connections(model: nn.Module, layers: Sequence[str]) -> list[AnyConnection | None]:
+    """How each chosen layer connects to the previous one.
 
     Args:
         model: the model (traced with ``torch.fx``; nothing is run).
@@ -224,13 +456,20 @@ def find_connections(model: nn.Module, layers: Sequence[str]) -> list[Connection
             (conv, ReLU, BatchNorm, ...) or a container; a container's output is its last node.
 
     Returns:
-        One entry per layer: ``None`` for the first, else the :class:`Connection` from the
-        previous layer.
+        One entry per layer: ``None`` for the first, else the connection from the previous
+        layer: a :class:`Connection` (one convolution), an :class:`InceptionConnection`
+        or a :class:`GradientConnection` (see :func:`classify`).
 
     Raises:
         BuildError: unknown or repeated layer, untraceable model, a layer called more than
-            once, or a pair not connected by exactly one ungrouped ``nn.Conv2d`` through
-            channel-wise operations.
+            once or not at all, a layer that does not depend on the previous one, or only
+            channel-wise operations between two layers.
+
+    Examples:
+        >>> import torchvision                                   # doctest: +SKIP
+        >>> model = torchvision.models.resnet18(weights=None)    # doctest: +SKIP
+        >>> [c.kind for c in find_connections(model, ["layer1", "layer2"])[1:]]  # doctest: +SKIP
+        ['gradient']
     """
     layers = list(layers)
     resolve_modules(model, layers)
@@ -256,9 +495,9 @@ def find_connections(model: nn.Module, layers: Sequence[str]) -> list[Connection
         if nodes[0] is None:
             raise BuildError(f"layer {name!r} does not output a single tensor")
         outputs[name] = nodes[0]
-    result: list[Connection | None] = [None]
+    result: list[AnyConnection | None] = [None]
     for source, target in itertools.pairwise(layers):
-        connection = _walk(source, target, outputs[target], outputs[source], modules)
-        logger.debug("layers %r -> %r connected by %r", source, target, connection.conv)
+        connection = classify(source, target, outputs[target], outputs[source], modules)
+        logger.debug("layers %r -> %r: %s", source, target, connection)
         result.append(connection)
     return result

@@ -5,6 +5,15 @@ Hooks reduce each captured tensor immediately (per-channel maxima and their posi
 the chosen layers; top-k influences on the connecting convolutions' inputs), so memory
 does not grow with the dataset and later in-place operations cannot alter what was seen.
 
+How consecutive layers connect decides how influence is computed
+(:func:`compute.connect.find_connections`): exactly through one convolution; per branch and
+by widest path through the bottlenecks of an Inception block
+(:mod:`compute.summit.inception`); otherwise by gradient × activation attribution
+(:mod:`compute.summit.gradient`), for which the forward pass runs with autograd enabled
+only between the two layers (the source's output becomes a fresh leaf, the target's output
+is cut from the rest of the model) and the attributions follow from batched
+vector-Jacobian products after the forward pass.
+
 Examples:
     >>> with SummitPass(model, ["features.4", "features.7"], 10, SummitConfig()) as summit:
     ...     for images, labels, indices in loader:              # doctest: +SKIP
@@ -15,7 +24,8 @@ Examples:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,11 +35,19 @@ import torch
 from torch import Tensor, nn
 
 from compute.capture import ClosingContext, HookSet, resolve_modules
-from compute.connect import Connection, find_connections
+from compute.connect import (
+    AnyConnection,
+    Connection,
+    GradientConnection,
+    InceptionConnection,
+    find_connections,
+)
 from compute.errors import BuildError
 from compute.summit.activation import select_mass, select_topk, spatial_max
 from compute.summit.config import SummitConfig
 from compute.summit.examples import RunningTopExamples
+from compute.summit.gradient import attribution_topk, gradient_attribution, gradient_seeds
+from compute.summit.inception import direct_limits, widest_path
 from compute.summit.influence import DEFAULT_BUDGET, conv_geometry, influence_topk
 
 logger = logging.getLogger(__name__)
@@ -103,6 +121,32 @@ class SparseCounter:
         self._pending, self._pending_size = [], 0
 
 
+@dataclass(frozen=True)
+class _ConvCount:
+    """Where the top-k influences through one convolution are counted.
+
+    Keys are ``(class * rows + offset + i) * cols + j`` in counter ``counter``.
+    """
+
+    counter: str
+    offset: int
+    rows: int
+    cols: int
+
+
+@contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad (autograd then tracks only the chosen leaves)."""
+    changed = [p for p in model.parameters() if p.requires_grad]
+    for parameter in changed:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in changed:
+            parameter.requires_grad_(True)
+
+
 @dataclass
 class _LayerState:
     channels: int
@@ -120,8 +164,8 @@ class SummitPass(ClosingContext):
 
     Args:
         model: a classifier whose forward returns logits ``[B, outputs]``.
-        layers: chosen module names, input to output. Consecutive layers must be connected
-            by exactly one ungrouped ``nn.Conv2d`` through channel-wise operations.
+        layers: chosen module names, input to output; each must depend on the previous
+            one (see :func:`compute.connect.find_connections` for how they may connect).
         num_classes: number of classes.
         config: aggregation parameters.
         device: where the model runs and the statistics accumulate.
@@ -150,33 +194,70 @@ class SummitPass(ClosingContext):
         self.device = torch.device(device)
         self.budget = budget
         modules = resolve_modules(model, self.layers)
-        self.connections: list[Connection | None] = find_connections(model, self.layers)
+        self.connections: list[AnyConnection | None] = find_connections(model, self.layers)
         self.model = model.to(self.device).eval()
         self._class_map: Tensor | None = None
         if class_map is not None:
             self._class_map = self._check_class_map(class_map)
-        self._convs: dict[int, nn.Conv2d] = {}
         self._hooks = HookSet()
         for index, module in enumerate(modules):
             self._hooks.on_output(module, partial(self._on_layer, index))
         named = dict(model.named_modules())
+        self._counters: dict[str, SparseCounter] = {}
         for index, connection in enumerate(self.connections):
-            if connection is not None:
-                conv = named[connection.conv]
+            if connection is None:
+                continue
+            self._counters[f"influence.{index}"] = SparseCounter(self.device)
+            for conv_name, where in self._conv_counts(index, connection):
+                if where.counter not in self._counters:
+                    self._counters[where.counter] = SparseCounter(self.device)
+                conv = named[conv_name]
                 assert isinstance(conv, nn.Conv2d)
-                self._convs[index] = conv
-                self._hooks.on_input(conv, partial(self._on_conv_input, index))
+                self._hooks.on_input(conv, partial(self._on_conv_input, conv, where))
+        self._gradient: dict[int, GradientConnection] = {
+            index: c
+            for index, c in enumerate(self.connections)
+            if isinstance(c, GradientConnection)
+        }
+        self._grad_handles: list[torch.utils.hooks.RemovableHandle] = []
+        for index, module in enumerate(modules):
+            if index in self._gradient:
+                handle = module.register_forward_hook(partial(self._on_gradient_target, index))
+                self._grad_handles.append(handle)
+            if index + 1 in self._gradient:
+                handle = module.register_forward_hook(partial(self._on_gradient_source, index))
+                self._grad_handles.append(handle)
+        self._grad_sources: dict[int, Tensor] = {}
+        self._grad_targets: dict[int, Tensor] = {}
         self._states: list[_LayerState | None] = [None] * len(self.layers)
-        self._influence = [
-            SparseCounter(self.device) if c is not None else None for c in self.connections
-        ]
         bins = config.confidence_bins
         self._num_images = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
         self._num_correct = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
         self._hist = torch.zeros(num_classes * bins, dtype=torch.int64, device=self.device)
         self._batch_layers: list[tuple[Tensor, Tensor, tuple[int, ...]] | None] = []
-        self._batch_influence: dict[int, tuple[Tensor, Tensor, Tensor, int, int]] = {}
+        self._batch_influence: list[tuple[_ConvCount, Tensor, Tensor, Tensor]] = []
         self._images_seen = 0
+
+    @staticmethod
+    def _conv_counts(index: int, connection: AnyConnection) -> list[tuple[str, _ConvCount]]:
+        """Each convolution whose exact influence a connection counts, and where."""
+        main = f"influence.{index}"
+        if isinstance(connection, Connection):
+            where = _ConvCount(main, 0, connection.out_channels, connection.in_channels)
+            return [(connection.conv, where)]
+        if not isinstance(connection, InceptionConnection):
+            return []
+        found: list[tuple[str, _ConvCount]] = []
+        c_in, c_out = connection.in_channels, connection.out_channels
+        for k, branch in enumerate(connection.branches):
+            if branch.bottleneck is None:
+                found.append((branch.conv, _ConvCount(main, branch.offset, c_out, c_in)))
+                continue
+            width = branch.bottleneck_channels
+            top = _ConvCount(f"{main}.branch{k}.top", 0, branch.channels, width)
+            bottom = _ConvCount(f"{main}.branch{k}.bottom", 0, width, c_in)
+            found += [(branch.conv, top), (branch.bottleneck, bottom)]
+        return found
 
     def _check_class_map(self, class_map: Sequence[int]) -> Tensor:
         mapping = torch.as_tensor(list(class_map), dtype=torch.int64)
@@ -201,8 +282,7 @@ class SummitPass(ClosingContext):
         values, positions = spatial_max(output.detach())
         self._batch_layers[index] = (values, positions, tuple(output.shape[1:]))
 
-    def _on_conv_input(self, index: int, x: Tensor) -> None:
-        conv = self._convs[index]
+    def _on_conv_input(self, conv: nn.Conv2d, where: _ConvCount, x: Tensor) -> None:
         stride, padding, dilation = conv_geometry(conv)
         b, i, j = influence_topk(
             x.detach(),
@@ -213,7 +293,26 @@ class SummitPass(ClosingContext):
             self.config.influence_top_k,
             self.budget,
         )
-        self._batch_influence[index] = (b, i, j, conv.out_channels, conv.in_channels)
+        self._batch_influence.append((where, b, i, j))
+
+    def _on_gradient_source(
+        self, index: int, _module: nn.Module, _inputs: object, output: object
+    ) -> Tensor | None:
+        """Layer ``index`` feeds a gradient connection: its output continues as a new leaf."""
+        if not isinstance(output, Tensor) or not torch.is_grad_enabled():
+            return None
+        leaf = output.detach().clone().requires_grad_(True)
+        self._grad_sources[index] = leaf
+        return leaf.clone()  # in-place operations downstream must not touch the leaf
+
+    def _on_gradient_target(
+        self, index: int, _module: nn.Module, _inputs: object, output: object
+    ) -> Tensor | None:
+        """Layer ``index`` ends a gradient connection: keep its graph, cut the rest off."""
+        if not isinstance(output, Tensor) or not torch.is_grad_enabled():
+            return None
+        self._grad_targets[index] = output
+        return output.detach().clone()  # in-place operations downstream must not rebase it
 
     # -- public ----------------------------------------------------------------------
 
@@ -245,22 +344,58 @@ class SummitPass(ClosingContext):
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise BuildError(f"labels must be in [0, {self.num_classes}), got {labels.tolist()}")
         self._batch_layers = [None] * len(self.layers)
-        self._batch_influence = {}
-        with torch.inference_mode():
-            logits = self.model(images)
+        self._batch_influence = []
+        try:
+            if self._gradient:
+                with torch.enable_grad(), _frozen_parameters(self.model):
+                    logits = self.model(images).detach()
+            else:
+                with torch.inference_mode():
+                    logits = self.model(images)
             missing = [self.layers[k] for k, got in enumerate(self._batch_layers) if got is None]
             if missing:
                 raise BuildError(f"layers {missing} did not run in the model's forward pass")
-            classes = self._class_statistics(logits, labels)
-            valid = classes >= 0
-            for index in range(len(self.layers)):
-                self._aggregate_layer(index, classes, valid, indices)
-            for index, (b, i, j, c_out, c_in) in self._batch_influence.items():
-                self._aggregate_influence(index, b, i, j, c_out, c_in, classes, valid)
-        self._batch_layers = []
-        self._batch_influence = {}
+            for index in self._gradient:
+                self._gradient_influence(index)
+            with torch.inference_mode():
+                classes = self._class_statistics(logits, labels)
+                valid = classes >= 0
+                for index in range(len(self.layers)):
+                    self._aggregate_layer(index, classes, valid, indices)
+                for where, b, i, j in self._batch_influence:
+                    self._aggregate_influence(where, b, i, j, classes, valid)
+        finally:
+            self._batch_layers = []
+            self._batch_influence = []
+            self._grad_sources = {}
+            self._grad_targets = {}
         self._images_seen += batch
         return logits
+
+    def _select(self, values: Tensor) -> Tensor:
+        """``bool [B, C]`` channels chosen by the activation rule."""
+        if self.config.selection == "mass":
+            return select_mass(values, self.config.tau)
+        return select_topk(values, self.config.top_k)
+
+    def _gradient_influence(self, index: int) -> None:
+        """Top-k gradient × activation attributions of connection ``index`` for this batch."""
+        source = self._grad_sources.get(index - 1)
+        target = self._grad_targets.get(index)
+        captured = self._batch_layers[index]
+        assert source is not None and target is not None and captured is not None
+        connection = self._gradient[index]
+        if not target.requires_grad:
+            raise BuildError(
+                f"layer {connection.target!r} is not differentiable with respect to "
+                f"{connection.source!r}; choose other layers"
+            )
+        values, positions, _ = captured
+        channels = gradient_seeds(values, self._select(values))
+        attribution = gradient_attribution(source, target, channels, positions, self.budget)
+        b, i, j = attribution_topk(attribution, channels, self.config.influence_top_k)
+        where = _ConvCount(f"influence.{index}", 0, target.shape[1], source.shape[1])
+        self._batch_influence.append((where, b, i, j))
 
     def _class_statistics(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Update per-class statistics; returns the class each image is aggregated under."""
@@ -312,10 +447,7 @@ class SummitPass(ClosingContext):
                 f"layer {self.layers[index]!r} changed shape from "
                 f"{(state.channels, state.height, state.width)} to {(channels, height, width)}"
             )
-        if self.config.selection == "mass":
-            selected = select_mass(values, self.config.tau)
-        else:
-            selected = select_topk(values, self.config.top_k)
+        selected = self._select(values)
         state.counts.index_add_(0, classes[valid], selected[valid].to(torch.int64))
         state.examples.update(values, positions, indices)
 
@@ -326,6 +458,19 @@ class SummitPass(ClosingContext):
         previous = self._states[index - 1] if index > 0 else None
         if connection is None or state is None or previous is None:
             return
+        if isinstance(connection, GradientConnection):
+            return
+        if isinstance(connection, InceptionConnection):
+            if (connection.out_channels, connection.in_channels) != (
+                state.channels,
+                previous.channels,
+            ):
+                raise BuildError(
+                    f"layers {connection.source!r} ({previous.channels} channels) -> "
+                    f"{connection.target!r} ({state.channels} channels) do not match the "
+                    f"Inception block ({connection.in_channels} -> {connection.out_channels})"
+                )
+            return
         if (connection.out_channels, connection.in_channels) != (state.channels, previous.channels):
             raise BuildError(
                 f"layers {connection.source!r} ({previous.channels} channels) -> "
@@ -335,21 +480,17 @@ class SummitPass(ClosingContext):
 
     def _aggregate_influence(
         self,
-        index: int,
+        where: _ConvCount,
         b: Tensor,
         i: Tensor,
         j: Tensor,
-        c_out: int,
-        c_in: int,
         classes: Tensor,
         valid: Tensor,
     ) -> None:
         keep = valid[b]
         b, i, j = b[keep], i[keep], j[keep]
-        keys = (classes[b] * c_out + i) * c_in + j
-        counter = self._influence[index]
-        assert counter is not None
-        counter.add(keys)
+        keys = (classes[b] * where.rows + where.offset + i) * where.cols + j
+        self._counters[where.counter].add(keys)
 
     # -- state: checkpoints and merging shards ------------------------------------------
 
@@ -359,7 +500,9 @@ class SummitPass(ClosingContext):
         Keys: ``images_seen``, ``num_images``, ``num_correct``, ``confidence_hist``; per
         layer ``i`` that has run, ``layer.{i}.shape`` (C, H, W), ``layer.{i}.counts`` and
         ``layer.{i}.examples.{values,index,position}``; per connection ``influence.{i}.keys``
-        and ``influence.{i}.counts`` (sorted unique keys, see :class:`SparseCounter`).
+        and ``influence.{i}.counts`` (sorted unique keys, see :class:`SparseCounter`), and per
+        bottleneck branch ``k`` of an Inception block also ``influence.{i}.branch{k}.top`` and
+        ``influence.{i}.branch{k}.bottom`` (``.keys``, ``.counts``).
         """
         state: dict[str, Tensor] = {
             "images_seen": torch.tensor(self._images_seen, dtype=torch.int64),
@@ -377,12 +520,10 @@ class SummitPass(ClosingContext):
             state[f"layer.{i}.examples.values"] = layer.examples.values.cpu().clone()
             state[f"layer.{i}.examples.index"] = layer.examples.index.cpu().clone()
             state[f"layer.{i}.examples.position"] = layer.examples.position.cpu().clone()
-        for i, counter in enumerate(self._influence):
-            if counter is None:
-                continue
+        for name, counter in self._counters.items():
             counter.flush()
-            state[f"influence.{i}.keys"] = counter.keys.cpu().clone()
-            state[f"influence.{i}.counts"] = counter.counts.cpu().clone()
+            state[f"{name}.keys"] = counter.keys.cpu().clone()
+            state[f"{name}.counts"] = counter.counts.cpu().clone()
         return state
 
     def merge_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -440,12 +581,12 @@ class SummitPass(ClosingContext):
             other.index = state[f"layer.{i}.examples.index"].to(self.device)
             other.position = state[f"layer.{i}.examples.position"].to(self.device)
             layer.examples.merge(other)
-        for i, counter in enumerate(self._influence):
-            if counter is None or f"influence.{i}.keys" not in state:
+        for name, counter in self._counters.items():
+            if f"{name}.keys" not in state:
                 continue
             counter.flush()
-            keys = torch.cat([counter.keys, state[f"influence.{i}.keys"].to(self.device)])
-            weights = torch.cat([counter.counts, state[f"influence.{i}.counts"].to(self.device)])
+            keys = torch.cat([counter.keys, state[f"{name}.keys"].to(self.device)])
+            weights = torch.cat([counter.counts, state[f"{name}.counts"].to(self.device)])
             unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
             counts = torch.zeros(unique.shape[0], dtype=torch.int64, device=self.device)
             counts.index_add_(0, inverse, weights)
@@ -462,20 +603,14 @@ class SummitPass(ClosingContext):
         states = [s for s in self._states if s is not None]
         assert len(states) == len(self.layers)
         influence: list[sp.csr_array | None] = []
-        for index, counter in enumerate(self._influence):
-            connection = self.connections[index]
-            if counter is None or connection is None:
+        for index, connection in enumerate(self.connections):
+            if connection is None:
                 influence.append(None)
                 continue
-            counter.flush()
-            c_out, c_in = connection.out_channels, connection.in_channels
-            keys = counter.keys.cpu().numpy()
-            counts = counter.counts.cpu().numpy().astype(np.int64)
-            rows, cols = np.divmod(keys, c_in)
-            matrix = sp.coo_array(
-                (counts, (rows, cols)), shape=(self.num_classes * c_out, c_in)
-            ).tocsr()
-            matrix.sort_indices()
+            c_out, c_in = states[index].channels, states[index - 1].channels
+            matrix = self._matrix(f"influence.{index}", c_out, c_in)
+            if isinstance(connection, InceptionConnection):
+                matrix = self._inception_matrix(index, connection, matrix)
             influence.append(matrix)
         tables = [s.examples.result(s.width) for s in states]
         bins = self.config.confidence_bins
@@ -492,6 +627,58 @@ class SummitPass(ClosingContext):
             example_position=[t[2] for t in tables],
         )
 
+    def _matrix(self, name: str, rows: int, cols: int) -> sp.csr_array:
+        """Counter ``name`` as a ``(classes * rows, cols)`` int64 CSR array."""
+        counter = self._counters[name]
+        counter.flush()
+        keys = counter.keys.cpu().numpy()
+        counts = counter.counts.cpu().numpy().astype(np.int64)
+        r, c = np.divmod(keys, cols)
+        matrix = sp.coo_array((counts, (r, c)), shape=(self.num_classes * rows, cols)).tocsr()
+        matrix.sort_indices()
+        return matrix
+
+    def _inception_matrix(
+        self, index: int, connection: InceptionConnection, direct: sp.csr_array
+    ) -> sp.csr_array:
+        """Direct-branch counts plus the widest-path counts of each bottleneck branch."""
+        c_out, c_in = connection.out_channels, connection.in_channels
+        direct_rows = np.array(
+            [
+                row
+                for b in connection.branches
+                if b.bottleneck is None
+                for row in range(b.offset, b.offset + b.channels)
+            ],
+            dtype=np.int64,
+        )
+        limits = direct_limits(direct, self.num_classes, direct_rows)
+        parts = [direct.tocoo()]
+        rows: list[np.ndarray] = [parts[0].row.astype(np.int64)]
+        for k, branch in enumerate(connection.branches):
+            if branch.bottleneck is None:
+                continue
+            name = f"influence.{index}.branch{k}"
+            top = self._matrix(f"{name}.top", branch.channels, branch.bottleneck_channels)
+            bottom = self._matrix(f"{name}.bottom", branch.bottleneck_channels, c_in)
+            paths = widest_path(top, bottom, self.num_classes, limits).tocoo()
+            parts.append(paths)
+            c, i = np.divmod(paths.row.astype(np.int64), branch.channels)
+            rows.append(c * c_out + branch.offset + i)
+        matrix = sp.coo_array(
+            (
+                np.concatenate([p.data for p in parts]).astype(np.int64),
+                (np.concatenate(rows), np.concatenate([p.col for p in parts])),
+            ),
+            shape=(self.num_classes * c_out, c_in),
+        ).tocsr()
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        return matrix
+
     def close(self) -> None:
         """Remove the hooks (the model is usable again as before)."""
         self._hooks.close()
+        for handle in self._grad_handles:
+            handle.remove()
+        self._grad_handles.clear()

@@ -8,10 +8,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compute.capture import TensorRecorder, list_layers, resolve_modules
-from compute.connect import Connection, find_connections
+from compute.connect import (
+    Connection,
+    GradientConnection,
+    InceptionBranch,
+    InceptionConnection,
+    find_connections,
+)
 from compute.errors import BuildError
-
-SUFFIX = "branching/residual architectures are not supported yet"
 
 
 class Plain(nn.Module):
@@ -121,40 +125,84 @@ def test_accepts_vgg_relus() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "layers", "found"),
+    ("model", "layers", "reason"),
     [
-        (Residual(), ["a", "c"], "found add"),
-        (Concat(), ["a", "c"], "found cat"),
-        (Grouped(), ["a", "b"], "found grouped convolution 'b' (groups=2)"),
-        (Plain(), ["stem", "conv3"], "found 2 convolutions: 'block.2', 'conv3'"),
-        (Plain(), ["stem.0", "stem.1"], "found no convolution"),
-        (Flat(), ["a", "b"], "found flatten"),
-        (Plain(), ["bn3", "fc"], "found Linear 'fc'"),
-        (Plain(), ["block", "stem"], "found the model input before reaching 'block'"),
+        (Residual(), ["a", "c"], "add"),
+        (Concat(), ["a", "c"], "cat"),
+        (Grouped(), ["a", "b"], "grouped convolution 'b' (groups=2)"),
+        (Plain(), ["stem", "conv3"], "2 convolutions: 'block.2', 'conv3'"),
+        (Flat(), ["a", "b"], "flatten"),
+        (Plain(), ["bn3", "fc"], "Linear 'fc'"),
     ],
 )
-def test_refuses_everything_else_with_one_clear_line(model, layers, found) -> None:
+def test_everything_else_gets_gradient_attribution(model, layers, reason) -> None:
+    got = find_connections(model, layers)[1]
+    assert got == GradientConnection(layers[0], layers[1], reason)
+    assert got.kind == "gradient"
+
+
+def test_refuses_a_layer_that_does_not_depend_on_the_previous_one() -> None:
     with pytest.raises(BuildError) as info:
-        find_connections(model, layers)
+        find_connections(Plain(), ["block", "stem"])
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"layers {layers[0]!r} -> {layers[1]!r} are not connected")
-    assert found in message and message.endswith(SUFFIX)
+    assert message.startswith("layers 'block' -> 'stem' are not connected: 'stem' does not")
 
 
-def test_refuses_linear_between_layers() -> None:
-    class WithLinear(nn.Module):
+def test_refuses_layers_with_only_channelwise_operations_between() -> None:
+    with pytest.raises(BuildError) as info:
+        find_connections(Plain(), ["stem.0", "stem.1"])
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("layers 'stem.0' -> 'stem.1' are not connected by a single conv")
+    assert "found no convolution" in message
+
+
+class Inception(nn.Module):
+    """A small Inception block: 1×1, two bottleneck branches, pool branch; ReLU after cat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.b1 = nn.Sequential(nn.Conv2d(6, 2, 1), nn.ReLU())
+        self.b2 = nn.Sequential(nn.Conv2d(6, 3, 1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1))
+        self.b3 = nn.Sequential(nn.Conv2d(6, 2, 1), nn.BatchNorm2d(2), nn.Conv2d(2, 3, 5, 1, 2))
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(6, 2, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.relu(self.stem(x))
+        branches = [self.b1(x), self.b2(x), self.b3(x), self.b4(x)]
+        return torch.cat(branches, dim=1).relu()
+
+
+def test_finds_inception_blocks_by_tracing() -> None:
+    got = find_connections(Inception(), ["stem", "b4"])[1]
+    assert got is not None and got.kind == "conv"  # one branch alone: a single convolution
+    block = find_connections(Inception(), ["stem", "b1"])[1]
+    assert block is not None and block.kind == "conv"
+
+    class Wrapped(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.a = nn.Conv2d(3, 4, 1)
-            self.lin = nn.Linear(4, 4)
-            self.b = nn.ReLU()
+            self.block = Inception()
 
         def forward(self, x: Tensor) -> Tensor:
-            return self.b(self.lin(self.a(x).amax(dim=(2, 3))))
+            return self.block(x)
 
-    with pytest.raises(BuildError, match="found Linear 'lin'"):
-        find_connections(WithLinear(), ["a", "b"])
+    connection = find_connections(Wrapped(), ["block.stem", "block"])[1]
+    assert connection == InceptionConnection(
+        "block.stem",
+        "block",
+        (
+            InceptionBranch("block.b1.0", 0, 2),
+            InceptionBranch("block.b2.2", 2, 4, "block.b2.0", 3),
+            InceptionBranch("block.b3.2", 6, 3, "block.b3.0", 2),
+            InceptionBranch("block.b4.1", 9, 2),
+        ),
+        6,
+        11,
+    )
+    assert connection.kind == "inception"
 
 
 def test_unknown_repeated_twice_called_and_untraceable() -> None:
