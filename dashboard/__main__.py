@@ -8,20 +8,29 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dashboard.config import DEMO_ATLAS_DIR, ENV_ATLAS, ENV_CACHE, ENV_DEBUG
+from dashboard.config import DEMO_ATLAS_DIR, ENV_ATLAS, ENV_CACHE, ENV_DEBUG, ENV_DEFAULT
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m dashboard",
-        description="Serve the Network Atlas dashboard (Summit views) for one atlas.",
+        description="Serve the Network Atlas dashboard for an atlas or a folder of atlases "
+        "(basic auth: NETWORK_ATLAS_AUTH or NETWORK_ATLAS_AUTH_FILE; see docs/deploy.md).",
     )
     parser.add_argument(
         "--atlas",
         type=Path,
         default=None,
-        help=f"atlas directory (default: ${ENV_ATLAS}, else the demo atlas {DEMO_ATLAS_DIR})",
+        help=f"atlas directory, or a folder of atlas directories chosen in the page "
+        f"(default: ${ENV_ATLAS}, else the demo atlas {DEMO_ATLAS_DIR})",
+    )
+    parser.add_argument(
+        "--default-atlas",
+        default=None,
+        metavar="NAME",
+        help=f"with a folder of atlases, the one opened without ?atlas= (default: "
+        f"${ENV_DEFAULT}, else the first by name)",
     )
     parser.add_argument(
         "--host",
@@ -56,12 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command line simply sets them before importing it.
     if args.atlas is not None:
         os.environ[ENV_ATLAS] = str(args.atlas)
+    if args.default_atlas is not None:
+        os.environ[ENV_DEFAULT] = args.default_atlas
     if args.cache_dir is not None:
         os.environ[ENV_CACHE] = str(args.cache_dir)
     if args.debug:
         os.environ[ENV_DEBUG] = "1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from dashboard.app import app  # raises SystemExit with one line for a bad atlas
+    from dashboard.app import app  # raises SystemExit with one line for a bad atlas/setting
 
     app.run(host=args.host, port=args.port, debug=args.debug)
     return 0

@@ -1,81 +1,119 @@
-"""The Procfile's gunicorn command serves the dashboard, as a PaaS would run it."""
+"""The Procfile's gunicorn command serves the dashboard, as a PaaS would run it: the demo
+atlas, the health check, basic auth, and one-line refusals of bad atlases and settings."""
 
 from __future__ import annotations
 
-import os
-import shlex
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.status, response.read()
+from tests.deploy.serve import Server, get, gunicorn, run_to_exit
 
 
 @pytest.fixture()
-def procfile_server(tmp_path: Path):
-    command = (ROOT / "Procfile").read_text().split(":", 1)[1].strip()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "NETWORK_ATLAS_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    env.pop("NETWORK_ATLAS_DIR", None)  # the shipped demo atlas, as after `pip install .`
-    # Run the Procfile line through a shell, as a PaaS does, with this interpreter's gunicorn.
-    gunicorn = shlex.quote(str(Path(sys.executable).parent / "gunicorn"))
-    process = subprocess.Popen(
-        ["bash", "-c", "exec " + command.replace("gunicorn", gunicorn, 1)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if _get(base + "/")[0] == 200:
-                break
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.3)
-    else:  # pragma: no cover - only on a hang
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("gunicorn did not answer within 60 s")
-    if process.poll() is not None:
-        output = process.stdout.read().decode(errors="replace") if process.stdout else ""
-        pytest.fail(f"gunicorn exited with {process.returncode}:\n{output[-3000:]}")
-    yield base
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+def procfile_server(tmp_path: Path) -> Iterator[str]:
+    env = {"HOST": "127.0.0.1", "NETWORK_ATLAS_CACHE_DIR": str(tmp_path / "cache")}
+    with gunicorn(env) as server:
+        yield server.url
 
 
 def test_procfile_serves_the_demo_atlas(procfile_server: str) -> None:
-    status, body = _get(procfile_server + "/")
+    status, body, _ = get(procfile_server + "/")
     assert status == 200 and b"_dash-config" in body
     assert b"handwritten digits" in body, "the demo atlas's title is the page title"
-    status, layout = _get(procfile_server + "/_dash-layout")
+    status, layout, _ = get(procfile_server + "/_dash-layout")
     assert status == 200 and b"_pages_content" in layout
     # Several requests spread over both workers all succeed.
     for _ in range(6):
-        assert _get(procfile_server + "/_dash-layout")[0] == 200
+        assert get(procfile_server + "/_dash-layout")[0] == 200
+
+
+def test_health_names_the_atlas_and_its_format(procfile_server: str) -> None:
+    status, body, headers = get(procfile_server + "/healthz")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    health = json.loads(body)
+    assert health["status"] == "ok" and health["default"] == "demo_atlas@1"
+    assert health["atlases"] == [{"name": "demo_atlas", "key": "demo_atlas@1", "format_version": 1}]
+
+
+AUTH = "ann:s3cret, bob:pa:ss"
+
+
+@pytest.fixture(scope="module")
+def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    cache = tmp_path_factory.mktemp("cache")
+    env = {"HOST": "127.0.0.1", "NETWORK_ATLAS_CACHE_DIR": str(cache), "NETWORK_ATLAS_AUTH": AUTH}
+    with gunicorn(env) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/?v=1&class=3&node=1-5", "/_dash-layout", "/neuron/0/1", "/assets/style.css"]
+)
+def test_basic_auth_refuses_without_credentials(private_server: Server, path: str) -> None:
+    status, body, headers = get(private_server.url + path)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
+    assert b"handwritten" not in body
+    assert get(private_server.url + path, user="ann", password="wrong")[0] == 401
+    assert get(private_server.url + path, user="eve", password="s3cret")[0] == 401
+
+
+def test_basic_auth_serves_the_linked_view_with_credentials(private_server: Server) -> None:
+    link = private_server.url + "/?v=1&class=3&node=1-5"
+    for user, password in (("ann", "s3cret"), ("bob", "pa:ss")):
+        status, body, _ = get(link, user=user, password=password)
+        assert status == 200 and b"handwritten digits" in body
+        assert get(private_server.url + "/_dash-layout", user=user, password=password)[0] == 200
+
+
+def test_health_stays_open_with_basic_auth(private_server: Server) -> None:
+    status, body, _ = get(private_server.url + "/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "header", ["Basic", "Basic !!!", "Basic " + "YW5uOnMzY3JldA"[:-2], "Bearer abc", "Basic w4k="]
+)
+def test_malformed_credentials_are_refused_not_crashed(private_server: Server, header: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(private_server.url + "/", headers={"Authorization": header})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=20)
+    assert refused.value.code == 401
+
+
+def test_a_corrupt_atlas_refuses_to_start_naming_it(small_atlas: Path, tmp_path: Path) -> None:
+    atlas = Path(shutil.copytree(small_atlas, tmp_path / "atlas"))
+    (atlas / "layers" / "01" / "activation_counts.npy").unlink()
+    code, output = run_to_exit({"HOST": "127.0.0.1", "NETWORK_ATLAS_DIR": str(atlas)})
+    assert code != 0
+    assert "cannot open the atlas: missing file layers/01/activation_counts.npy" in output
+    assert "Traceback" not in output
+
+
+def test_a_missing_atlas_refuses_to_start(tmp_path: Path) -> None:
+    code, output = run_to_exit({"HOST": "127.0.0.1", "NETWORK_ATLAS_DIR": str(tmp_path / "nope")})
+    assert code != 0 and f"atlas directory not found: {tmp_path / 'nope'}" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NETWORK_ATLAS_AUTH": "nocolon"}, "NETWORK_ATLAS_AUTH: entry 1 is not 'user:password'"),
+        ({"NETWORK_ATLAS_AUTH": " , "}, "NETWORK_ATLAS_AUTH is set but lists no"),
+        (
+            {"NETWORK_ATLAS_AUTH_FILE": "/nonexistent/users"},
+            "NETWORK_ATLAS_AUTH_FILE: cannot read /nonexistent/users",
+        ),
+    ],
+)
+def test_a_bad_auth_setting_refuses_to_start(env: dict[str, str], message: str) -> None:
+    code, output = run_to_exit({"HOST": "127.0.0.1", **env})
+    assert code != 0 and f"network-atlas: bad setting: {message}" in output
+    assert "Traceback" not in output
