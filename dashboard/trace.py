@@ -23,6 +23,10 @@ from dashboard.data import AtlasData
 UNCERTAIN_QUANTILE = 0.1
 #: At most this many thumbnails in the grid.
 GRID_LIMIT = 120
+#: Classes drawn one by one in the share, ridge and epoch figures; the rest are summed into
+#: one "other classes" entry (a 1,000-class atlas would otherwise draw 1,000 bars and 2,000
+#: traces per figure: a second of server time and a frozen browser tab).
+MAX_SHOWN_CLASSES = 12
 
 ACCENT = "#f97316"  # the predicted class (as the selected class elsewhere)
 TRUE = "#2563eb"  # the true class when it differs
@@ -184,6 +188,36 @@ def share_order(share: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(classes)), -classes))
 
 
+def shown_classes(
+    share: np.ndarray, predicted: int, true: int | None = None, limit: int = MAX_SHOWN_CLASSES
+) -> list[int]:
+    """The classes drawn one by one: all of them when there are at most ``limit``, else the
+    ``limit`` largest by absolute share (the predicted and true classes always among them),
+    in :func:`share_order`. ``share``: ``[C + 1]`` (last: regularisation).
+
+    Examples:
+        >>> shown_classes(np.array([0.1, -0.5, 0.2, 0.0, 0.3]), predicted=3, limit=2)
+        [3, 1]
+    """
+    share = np.asarray(share, dtype=np.float64)
+    num = share.shape[0] - 1
+    order = share_order(share)
+    if num <= limit:
+        return order.tolist()
+    must = [c for c in dict.fromkeys((predicted, true)) if c is not None and 0 <= c < num]
+    by_size = np.lexsort((np.arange(num), -np.abs(share[:num])))
+    keep = set(must)
+    for c in by_size.tolist():
+        if len(keep) >= max(limit, len(must)):
+            break
+        keep.add(c)
+    return [c for c in order.tolist() if c in keep]
+
+
+def _other_label(count: int) -> str:
+    return f"{count:,} other classes"
+
+
 def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
     layout = {
         "title": {"text": title, "font": {"size": 13}, "x": 0.01},
@@ -199,21 +233,38 @@ def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
 
 
 def share_figure(
-    share: np.ndarray, names: Sequence[str], predicted: int, true: int
+    share: np.ndarray,
+    names: Sequence[str],
+    predicted: int,
+    true: int,
+    limit: int = MAX_SHOWN_CLASSES,
 ) -> dict[str, Any]:
     """Horizontal bars of the class shares (largest first) plus the regularisation share;
-    the predicted class in orange, the true class (if different) in blue."""
+    the predicted class in orange, the true class (if different) in blue. Beyond ``limit``
+    classes (:func:`shown_classes`) the others are one summed bar (``customdata`` -2), so
+    the bars still add up to the whole refinement."""
     share = np.asarray(share, dtype=np.float64)
-    order = share_order(share).tolist()
-    labels = [names[c] for c in order] + ["regularisation"]
-    values = [float(share[c]) for c in order] + [float(share[-1])]
-    colours = [ACCENT if c == predicted else TRUE if c == true else OTHER for c in order] + [REG]
+    order = shown_classes(share, predicted, true, limit)
+    labels = [names[c] for c in order]
+    values = [float(share[c]) for c in order]
+    colours = [ACCENT if c == predicted else TRUE if c == true else OTHER for c in order]
+    customdata = list(order)
+    rest = share.shape[0] - 1 - len(order)
+    if rest > 0:
+        labels.append(_other_label(rest))
+        values.append(float(share[:-1].sum() - share[order].sum()))
+        colours.append(OTHER)
+        customdata.append(-2)
+    labels.append("regularisation")
+    values.append(float(share[-1]))
+    colours.append(REG)
+    customdata.append(-1)
     trace = {
         "type": "bar",
         "orientation": "h",
         "x": values,
         "y": labels,
-        "customdata": [*order, -1],
+        "customdata": customdata,
         "marker": {"color": colours},
         "hovertemplate": "%{y}: %{x:.1%} of ‖r‖<extra></extra>",
     }
@@ -229,20 +280,36 @@ def share_figure(
 
 
 def ridge_figure(
-    hist: np.ndarray, edges: np.ndarray, names: Sequence[str], predicted: int, unit: str
+    hist: np.ndarray,
+    edges: np.ndarray,
+    names: Sequence[str],
+    predicted: int,
+    unit: str,
+    classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """One filled ridge per class (the paper's ridge plot): the norm-weighted histogram of
-    contribution cosines, each scaled to its own peak; the predicted class in orange."""
+    contribution cosines, each scaled to its own peak; the predicted class in orange.
+
+    ``classes``: which classes to draw, top to bottom (default: every class up to
+    ``MAX_SHOWN_CLASSES``, else the heaviest histograms and the predicted class)."""
     hist = np.asarray(hist, dtype=np.float64)
     edges = np.asarray(edges, dtype=np.float64)
     centres = ((edges[:-1] + edges[1:]) / 2).tolist()
     traces = []
-    num = hist.shape[0]
-    for c in range(num):
+    if classes is None:
+        weight = np.append(hist.sum(axis=1), 0.0)
+        classes = (
+            list(range(hist.shape[0]))
+            if hist.shape[0] <= MAX_SHOWN_CLASSES
+            else sorted(shown_classes(weight, predicted))
+        )
+    drawn = [int(c) for c in classes if 0 <= int(c) < hist.shape[0]]
+    num = len(drawn)
+    for k, c in enumerate(drawn):
         row = hist[c]
         peak = float(row.max()) if row.size else 0.0
         scaled = (row / peak * 0.9) if peak > 0 else np.zeros_like(row)
-        base = float(num - 1 - c)
+        base = float(num - 1 - k)
         colour = ACCENT if c == predicted else "#64748b"
         traces.append(
             {
@@ -278,8 +345,8 @@ def ridge_figure(
             max(240, 26 * num + 70),
             xaxis={"range": [-1, 1], "title": {"text": "cosine with the refinement r"}},
             yaxis={
-                "tickvals": [float(num - 1 - c) for c in range(num)],
-                "ticktext": list(names[:num]),
+                "tickvals": [float(num - 1 - k) for k in range(num)],
+                "ticktext": [names[c] for c in drawn],
                 "range": [-0.3, num],
                 "automargin": True,
             },
@@ -288,26 +355,45 @@ def ridge_figure(
 
 
 def epoch_figure(
-    epoch_share: np.ndarray, epoch_cosine: np.ndarray, names: Sequence[str], predicted: int
+    epoch_share: np.ndarray,
+    epoch_cosine: np.ndarray,
+    names: Sequence[str],
+    predicted: int,
+    limit: int = MAX_SHOWN_CLASSES,
 ) -> dict[str, Any]:
     """Stacked areas of the cumulative class shares at the end of each epoch, diverging from
     0 (positive parts stacked up, negative parts down; the predicted class next to 0,
     outlined), and above them a strip with the cosine between the refinement so far and
-    the final one. ``epoch_share``: ``[E, C + 1]`` (last: regularisation)."""
+    the final one. ``epoch_share``: ``[E, C + 1]`` (last: regularisation). Beyond ``limit``
+    classes (:func:`shown_classes` of the final shares) the others are one summed area
+    (positive and negative parts summed separately, so the stacks still add up)."""
     share = np.asarray(epoch_share, dtype=np.float64)
     epochs = list(range(1, share.shape[0] + 1))
     num = share.shape[1] - 1
-    # Predicted class first (closest to 0), then by final share, regularisation last.
-    order = [predicted] + [c for c in share_order(share[-1]).tolist() if c != predicted]
+    # Predicted class first (closest to 0), then by final share, the rest, regularisation.
+    shown = shown_classes(share[-1], predicted, None, limit)
+    order: list[int] = [predicted] + [c for c in shown if c != predicted]
+    rest = np.setdiff1d(np.arange(num), order)
+    other = -1
+    if len(rest):
+        order.append(other)
     order.append(num)
     traces: list[dict[str, Any]] = []
     for c in order:
-        name = "regularisation" if c == num else names[c]
-        colour = REG if c == num else ACCENT if c == predicted else _PALETTE[c % len(_PALETTE)]
-        for group, part in (
-            ("up", np.maximum(share[:, c], 0)),
-            ("down", np.minimum(share[:, c], 0)),
-        ):
+        if c == other:
+            name, colour = _other_label(len(rest)), OTHER
+            values = share[:, rest]
+            parts = (
+                ("up", np.maximum(values, 0).sum(axis=1)),
+                ("down", np.minimum(values, 0).sum(axis=1)),
+            )
+            customdata = values.sum(axis=1)
+        else:
+            name = "regularisation" if c == num else names[c]
+            colour = REG if c == num else ACCENT if c == predicted else _PALETTE[c % len(_PALETTE)]
+            parts = (("up", np.maximum(share[:, c], 0)), ("down", np.minimum(share[:, c], 0)))
+            customdata = share[:, c]
+        for group, part in parts:
             if not np.any(part):
                 continue
             shown = not any(t["legendgroup"] == name for t in traces)
@@ -322,7 +408,7 @@ def epoch_figure(
                     "legendgroup": name,
                     "showlegend": shown,
                     "line": {"width": 2.5 if c == predicted else 0.5, "color": colour},
-                    "customdata": share[:, c].tolist(),
+                    "customdata": customdata.tolist(),
                     "hovertemplate": f"{name}: %{{customdata:.1%}} after epoch %{{x}}"
                     "<extra></extra>",
                 }

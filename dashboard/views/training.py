@@ -27,6 +27,7 @@ from dashboard.trace import (
     norms_figure,
     ridge_figure,
     share_figure,
+    shown_classes,
     trace_data,
 )
 from dashboard.views.common import ViewContext, guarded, how_to_read, note
@@ -359,7 +360,14 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
         if opponents
         else note("No opponents stored for this image."),
         share_figure(arrays["class_share"], names, pred, label),
-        ridge_figure(arrays["ridge_hist"], arrays["ridge_edges"], names, pred, unit_text),
+        ridge_figure(
+            arrays["ridge_hist"],
+            arrays["ridge_edges"],
+            names,
+            pred,
+            unit_text,
+            classes=shown_classes(arrays["class_share"], pred, label),
+        ),
         epoch_figure(arrays["epoch_share"], arrays["epoch_cosine"], names, pred),
         norms_figure(arrays["norms"], trace.layer_names, layer),
     )

@@ -21,6 +21,7 @@ from dashboard.trace import (
     ridge_figure,
     share_figure,
     share_order,
+    shown_classes,
     trace_data,
     uncertain_rows,
 )
@@ -103,6 +104,46 @@ def test_epoch_figure_diverging_stacks_sum_to_the_shares() -> None:
     assert [t["name"] for t in areas if t["showlegend"]] == ["b", "a", "d", "c", "regularisation"]
     assert fig["data"][-1]["y"] == pytest.approx([0.8, 1.0])
     json.dumps(fig)
+
+
+MANY = tuple(f"class {c}" for c in range(1000))
+
+
+def _many_shares(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    share = rng.normal(0, 0.001, 1001)
+    share[[7, 500, 999]] = [0.6, -0.3, 0.25]
+    return share / share.sum()
+
+
+def test_shown_classes_keeps_the_largest_and_the_predicted_and_true() -> None:
+    share = _many_shares()
+    shown = shown_classes(share, predicted=3, true=42, limit=6)
+    assert len(shown) == 6 and {3, 42, 7, 500, 999} <= set(shown)
+    assert shown == [c for c in share_order(share).tolist() if c in set(shown)]
+    small = np.array([0.1, 0.6, -0.2, 0.45, 0.05])
+    assert shown_classes(small, predicted=1, true=3) == share_order(small).tolist()
+
+
+def test_figures_of_a_thousand_classes_stay_small_and_add_up() -> None:
+    share = _many_shares()
+    fig = share_figure(share, MANY, predicted=3, true=7)
+    bar = fig["data"][0]
+    assert len(bar["y"]) == 12 + 2 and bar["y"][-2:] == ["988 other classes", "regularisation"]
+    assert bar["customdata"][-2:] == [-2, -1] and sum(bar["x"]) == pytest.approx(1.0)
+    epochs = np.stack([share * 0.5, share])
+    efig = epoch_figure(epochs, np.array([0.9, 1.0]), MANY, predicted=3)
+    areas = [t for t in efig["data"] if "stackgroup" in t]
+    assert len({t["name"] for t in areas}) <= 14
+    assert sum(np.array(t["y"]) for t in areas) == pytest.approx(epochs.sum(axis=1))
+    hist = np.random.default_rng(1).random((1000, 20))
+    rfig = ridge_figure(hist, np.linspace(-1, 1, 21), MANY, predicted=3, unit="x", classes=[3, 7])
+    ridges = [t for t in rfig["data"] if t.get("fill") == "tonexty"]
+    assert [t["name"] for t in ridges] == ["class 3", "class 7"]
+    assert rfig["layout"]["yaxis"]["ticktext"] == ["class 3", "class 7"]
+    default = ridge_figure(hist, np.linspace(-1, 1, 21), MANY, predicted=3, unit="x")
+    assert 1 < len([t for t in default["data"] if t.get("fill")]) <= 12
+    assert len(json.dumps(fig)) + len(json.dumps(efig)) + len(json.dumps(rfig)) < 60_000
 
 
 def test_norms_figure_matches_the_array() -> None:
