@@ -112,6 +112,13 @@ class Callback:
         ids = [i for i, _ in self.inputs + self.state + self.outputs]
         return any(not isinstance(i, str) for i in ids)
 
+    @property
+    def label(self) -> str:
+        """A short name for statistics: the first output (``+N`` more)."""
+        component, prop = self.outputs[0]
+        more = f" +{len(self.outputs) - 1}" if len(self.outputs) > 1 else ""
+        return f"callback {component}.{prop.split('@')[0]}{more}"
+
     def listens_to(self, component: str, prop: str) -> bool:
         return (component, prop) in self.inputs
 
@@ -144,10 +151,16 @@ class DashSession:
     callbacks: list[Callback] = field(default_factory=list)
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     http: requests.Session = field(default_factory=requests.Session)
+    #: Pass ``name=`` to each request (a locust ``HttpSession``: statistics per callback).
+    named: bool = False
+
+    def _name(self, label: str) -> dict[str, str]:
+        return {"name": label} if self.named else {}
 
     def get(self, path: str) -> tuple[float, requests.Response]:
         start = time.perf_counter()
-        response = self.http.get(self.base + path, timeout=120)
+        label = path.split("?", 1)[0] if path.startswith("/_dash") else "atlas file"
+        response = self.http.get(self.base + path, timeout=120, **self._name(label))
         return (time.perf_counter() - start) * 1000.0, response
 
     def load_map(self) -> None:
@@ -165,7 +178,12 @@ class DashSession:
         """POST one callback; apply its outputs to the values; ``(ms, response json)``."""
         body = callback.payload(self.values, changed)
         start = time.perf_counter()
-        response = self.http.post(self.base + "/_dash-update-component", json=body, timeout=120)
+        response = self.http.post(
+            self.base + "/_dash-update-component",
+            json=body,
+            timeout=120,
+            **self._name(callback.label),
+        )
         ms = (time.perf_counter() - start) * 1000.0
         if response.status_code == 204:  # PreventUpdate
             return ms, {}
