@@ -177,3 +177,128 @@ def reference_aggregates(
         example_value=ex_value,
         example_position=ex_pos,
     )
+
+
+# -- any architecture: finite-difference gradient attribution, Inception widest path --------
+
+
+def output_with_scaled_channel(
+    model: nn.Module, image: Tensor, source: str, target: str, j: int, scale: float
+) -> Tensor:
+    """The target layer's output for one image when the source's channel ``j`` is scaled."""
+    named = dict(model.named_modules())
+    captured: list[Tensor] = []
+
+    def scale_source(_m: nn.Module, _i: object, output: Tensor) -> Tensor:
+        output = output.clone()
+        output[:, j] = output[:, j] * scale
+        return output
+
+    def keep_target(_m: nn.Module, _i: object, output: Tensor) -> None:
+        captured.append(output.detach().clone())
+
+    handles = [
+        named[source].register_forward_hook(scale_source),
+        named[target].register_forward_hook(keep_target),
+    ]
+    try:
+        with torch.no_grad():
+            model(image[None])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured[0][0]
+
+
+def finite_difference_attribution(
+    model: nn.Module,
+    image: Tensor,
+    source: str,
+    target: str,
+    i: int,
+    position: tuple[int, int],
+    num_source_channels: int,
+    h: float = 1e-5,
+) -> list[float]:
+    """``g_ij`` for every ``j`` by central differences: the derivative of ``Y_i[p*]`` along
+    scaling the source's channel ``j`` by ``1 + ε`` (float64 models, smooth activations)."""
+    row, col = position
+    values = []
+    for j in range(num_source_channels):
+        up = output_with_scaled_channel(model, image, source, target, j, 1 + h)
+        down = output_with_scaled_channel(model, image, source, target, j, 1 - h)
+        values.append(float(up[i, row, col] - down[i, row, col]) / (2 * h))
+    return values
+
+
+def gradient_reference_counts(
+    model: nn.Module,
+    source: str,
+    target: str,
+    num_classes: int,
+    config: SummitConfig,
+    images: Tensor,
+    classes: Sequence[int],
+    max_channels: int,
+) -> tuple[np.ndarray, list[list[tuple[int, list[float]]]]]:
+    """Influence counts of a gradient connection, image by image, by finite differences.
+
+    Returns:
+        ``(dense [classes * C_t, C_s] counts, per image [(target channel, g_i·)]``).
+    """
+    model.eval()
+    with TensorRecorder(model, outputs=[source, target]) as rec, torch.no_grad():
+        model(images)
+    z_source, z_target = rec.outputs[source][0], rec.outputs[target][0]
+    c_s, c_t = z_source.shape[1], z_target.shape[1]
+    dense = np.zeros((num_classes * c_t, c_s), np.int64)
+    rows: list[list[tuple[int, list[float]]]] = []
+    for b in range(images.shape[0]):
+        stats = [channel_max(z_target[b, i].numpy()) for i in range(c_t)]
+        values = [s[0] for s in stats]
+        if config.selection == "mass":
+            chosen = select_mass(values, config.tau)
+        else:
+            chosen = select_topk(values, config.top_k)
+        seeded = sorted(chosen, key=lambda i: (-values[i], i))[:max_channels]
+        found = []
+        for i in seeded:
+            g = finite_difference_attribution(model, images[b], source, target, i, stats[i][1], c_s)
+            found.append((i, g))
+            for j in select_topk(g, config.influence_top_k):
+                dense[classes[b] * c_t + i, j] += 1
+        rows.append(found)
+    return dense, rows
+
+
+def widest_path_reference(top: np.ndarray, bottom: np.ndarray, limit: int | None) -> np.ndarray:
+    """One class: ``w[i][j] = max_b min(top[i][b], bottom[b][j])``, then per row only the
+    ``limit`` largest (ties: lowest ``j``; ``None``: all)."""
+    rows, width = top.shape
+    cols = bottom.shape[1]
+    out = np.zeros((rows, cols), np.int64)
+    for i in range(rows):
+        for j in range(cols):
+            best = 0
+            for b in range(width):
+                best = max(best, min(int(top[i, b]), int(bottom[b, j])))
+            out[i, j] = best
+        if limit is not None:
+            order = sorted(range(cols), key=lambda j: (-out[i, j], j))
+            for j in order[limit:]:
+                out[i, j] = 0
+    return out
+
+
+def conv_topk_counts(
+    x: Tensor, conv: nn.Conv2d, classes: Sequence[int], num_classes: int, k: int
+) -> np.ndarray:
+    """``[classes * C_out, C_in]`` counts of the top-k exact influences through one conv."""
+    c_out, c_in = conv.out_channels, conv.in_channels
+    dense = np.zeros((num_classes * c_out, c_in), np.int64)
+    for b in range(x.shape[0]):
+        table = pair_influence(x[b], conv.weight.detach(), conv)
+        for i in range(c_out):
+            for j in select_topk(table[i], k):
+                dense[classes[b] * c_out + i, j] += 1
+    return dense
