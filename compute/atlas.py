@@ -234,6 +234,15 @@ def mapper_crop_path(layer_index: int, row: int) -> str:
     return f"mapper/crops/{layer_index:02d}/{row}.png"
 
 
+def mapper_inversion_path(layer_index: int, node_key: str) -> str:
+    """Activation-inversion image of a Mapper node's mean vector (optional).
+
+    ``node_key`` is :meth:`compute.topology.mapper.MapperGraph.node_key`, a hash of the
+    node's members, so an image belongs to a node whatever graph it appears in.
+    """
+    return f"mapper/inversions/{layer_index:02d}/{node_key}.png"
+
+
 @dataclass(frozen=True)
 class MapperSampleArrays:
     """The Mapper sample of one layer (memory-mapped, rows sorted by image index).
@@ -634,6 +643,13 @@ class Atlas:
         if n and int(arrays["indptr"][-1]) != nnz:
             raise AtlasError(f"file {paths['indptr']} does not end at the {nnz} neighbours stored")
         return arrays
+
+    def mapper_inversion(self, layer: str | int, node_key: str) -> str | None:
+        """Relative path of the inversion image of the node with ``node_key``, or ``None``."""
+        if PART_MAPPER not in self.parts:
+            return None
+        relpath = mapper_inversion_path(self.layer_index(layer), node_key)
+        return relpath if relpath in self.files else None
 
     def mapper_crop(self, layer: str | int, row: int) -> str | None:
         """Relative path of the crop of sample row ``row`` of ``layer``, or ``None``."""

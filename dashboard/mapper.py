@@ -29,7 +29,7 @@ from compute.topology import (
     find_shapes,
     node_statistics,
 )
-from compute.topology.mapper import EXACT_POINTS, default_params
+from compute.topology.mapper import EXACT_POINTS, stored_default_params
 from dashboard.data import AtlasData
 from dashboard.state import TOPO_EPS, TOPO_INTERVALS, TOPO_OVERLAP, ViewState
 
@@ -267,17 +267,7 @@ class MapperData:
         Atlases without them get :func:`~compute.topology.mapper.default_params` of their
         sample size.
         """
-        settings = self.data.atlas.parameters.get("mapper") or {}
-        stored = settings.get("defaults") or {}
-        fallback = default_params(int(settings.get("num_points") or 0) or 1)
-        try:
-            return MapperParams(
-                intervals=int(stored.get("intervals", fallback.intervals)),
-                overlap=float(stored.get("overlap", fallback.overlap)),
-                eps_scale=float(stored.get("eps_scale", fallback.eps_scale)),
-            )
-        except (TypeError, ValueError):
-            return fallback
+        return stored_default_params(self.data.atlas.parameters.get("mapper"))
 
     def settings(self, state: ViewState) -> tuple[int, int, int]:
         """``(intervals, overlap %, ε % of auto)`` of ``state``; ``None`` fields: the defaults.

@@ -18,14 +18,17 @@ from compute.atlas import (
     PART_MAPPER,
     mapper_crop_path,
     mapper_files,
+    mapper_inversion_path,
     update_atlas,
 )
-from compute.topology import MapperIndex
+from compute.topology import MapperIndex, MapperParams
 from tests.conftest import _png, write_test_atlas
 
 LAYER_CHANNELS = (8, 12, 10)
 #: Parameters (as URL query) under which layer 0 shows three flares and layer 1 one loop.
 SHAPES_QUERY = "ti=10&to=30&te=200"
+#: The same parameters: layer 0's nodes under them have (made-up) inversion images.
+SHAPES_PARAMS = MapperParams(intervals=10, overlap=0.3, eps_scale=2.0)
 #: The layer whose stored index is capped (approximate graphs).
 CAPPED_LAYER = 2
 
@@ -54,7 +57,12 @@ def write_topology_atlas(out: Path, n: int = 600, seed: int = 0) -> Path:
     label = np.where(rng.random(n) < 0.9, arm, rng.integers(0, 6, n)).astype(np.int64)
     with update_atlas(path, add_parts=(PART_MAPPER,)) as sink:
         parameters = dict(_manifest_parameters(path))
-        parameters["mapper"] = {"lens": "l2norm", "metric": "euclidean", "num_points": n}
+        parameters["mapper"] = {
+            "lens": "l2norm",
+            "metric": "euclidean",
+            "num_points": n,
+            "inversions": {"steps": 0, "nodes": {}},
+        }
         sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
         sink.add_array(MAPPER_SAMPLE_PATHS["image_index"], np.arange(n, dtype=np.int64) * 2)
         sink.add_array(MAPPER_SAMPLE_PATHS["label"], label)
@@ -64,6 +72,10 @@ def write_topology_atlas(out: Path, n: int = 600, seed: int = 0) -> Path:
             position = rng.integers(0, 4, (n, 2)).astype(np.int32)
             for relpath, array in mapper_files(i, x, position, index.to_arrays()).items():
                 sink.add_array(relpath, array)
+            if i == 0:
+                graph = index.mapper(SHAPES_PARAMS)
+                for k in range(graph.num_nodes):
+                    sink.add_bytes(mapper_inversion_path(0, graph.node_key(k)), _png((9, 9, 9), 8))
             for row in range(0, n, 3):
                 colour = (40 * (label[row] + 1), 120, 200 - 30 * label[row])
                 sink.add_bytes(mapper_crop_path(i, row), _png(colour, 8))

@@ -5,6 +5,10 @@ visualization and 4 diversity images, and adds them to the atlas as PNGs (part
 ``featurevis``, paths from :func:`compute.atlas.featurevis_path`). The model is rebuilt
 from the manifest's ``model.spec`` and the state dict at ``model.weights`` inside the atlas.
 
+With the ``mapper`` part it also inverts the mean activation vector of every node of each
+layer's default Mapper graph (``--mapper-only`` for just those, ``--no-mapper`` to skip them;
+:mod:`compute.featurevis.mapper_nodes`).
+
 ``invert`` renders the image whose activation at a layer points along a given vector
 (Activation Atlas' objective) and writes it as a PNG.
 
@@ -96,8 +100,14 @@ def run_featurevis(
     device: str = "cpu",
     model: nn.Module | None = None,
     progress: bool = True,
+    channels: bool = True,
+    mapper: bool = True,
+    inversion_steps: int | None = None,
 ) -> int:
     """Render and add the visualization and 4 diversity images of every channel.
+
+    With the atlas's ``mapper`` part, also the activation-inversion image of every node of
+    each layer's default Mapper graph (:mod:`compute.featurevis.mapper_nodes`).
 
     Args:
         atlas_path: the atlas directory.
@@ -107,11 +117,17 @@ def run_featurevis(
         device: ``"cpu"`` or ``"cuda"``.
         model: the model to use instead of rebuilding it from the manifest (tests).
         progress: show a tqdm progress bar.
+        channels: render the channel images (``False``: only the Mapper node inversions).
+        mapper: render the Mapper node inversions when the atlas has the ``mapper`` part.
+        inversion_steps: Adam steps per node inversion (default ``INVERSION_STEPS``).
 
     Returns:
         The number of PNG files written.
     """
     from tqdm import tqdm
+
+    from compute.atlas import PART_MAPPER
+    from compute.featurevis.mapper_nodes import INVERSION_STEPS, render_mapper_inversions
 
     atlas = Atlas.open(atlas_path)
     space = ImageSpace.from_manifest(atlas.manifest)
@@ -123,8 +139,20 @@ def run_featurevis(
     )
     if model is None:
         model = load_model(atlas, device)
-    total = sum(atlas.layers[i].channels for i in indices)
     written = 0
+    if mapper and PART_MAPPER in atlas.parts:
+        written += render_mapper_inversions(
+            atlas.path,
+            model=model,
+            steps=inversion_steps or INVERSION_STEPS,
+            device=device,
+            seed=config.seed,
+            layers=indices,
+        )
+        atlas = Atlas.open(atlas_path)
+    if not channels:
+        return written
+    total = sum(atlas.layers[i].channels for i in indices)
     with (
         update_atlas(atlas.path, add_parts=(PART_FEATUREVIS,)) as sink,
         tqdm(total=total, unit="channel", disable=not progress, desc="featurevis") as bar,
@@ -179,7 +207,15 @@ def _config(args: argparse.Namespace, space: ImageSpace) -> RenderConfig:
 
 def _run_featurevis(args: argparse.Namespace) -> int:
     space = ImageSpace.from_manifest(Atlas.open(args.atlas).manifest)
-    run_featurevis(args.atlas, layers=args.layers, config=_config(args, space), device=args.device)
+    run_featurevis(
+        args.atlas,
+        layers=args.layers,
+        config=_config(args, space),
+        device=args.device,
+        channels=not args.mapper_only,
+        mapper=not args.no_mapper,
+        inversion_steps=args.inversion_steps,
+    )
     return 0
 
 
@@ -246,6 +282,23 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _common(parser)
     parser.add_argument(
         "--layers", nargs="+", default=None, help="layer names or indices (default: all)"
+    )
+    mapper = parser.add_mutually_exclusive_group()
+    mapper.add_argument(
+        "--mapper-only",
+        action="store_true",
+        help="only the activation-inversion images of the Mapper nodes (default graph)",
+    )
+    mapper.add_argument(
+        "--no-mapper",
+        action="store_true",
+        help="skip the Mapper node inversions (rendered by default with the 'mapper' part)",
+    )
+    parser.add_argument(
+        "--inversion-steps",
+        type=int,
+        default=None,
+        help="Adam steps per Mapper node inversion (default 64)",
     )
     parser.set_defaults(run=_run_featurevis)
 

@@ -25,6 +25,7 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -177,6 +178,38 @@ def default_params(num_points: int) -> MapperParams:
         return MapperParams()
     intervals = int(np.clip(round(num_points / POINTS_PER_INTERVAL), 10, 70))
     return MapperParams(intervals=intervals, overlap=0.5, eps_scale=1.5)
+
+
+def stored_default_params(settings: dict | None) -> MapperParams:
+    """The default parameters an atlas records (``parameters.mapper``), validated.
+
+    ``settings["defaults"]`` holds the :class:`MapperParams` fields the build used; missing
+    or invalid ones fall back to :func:`default_params` of ``settings["num_points"]``.
+
+    Examples:
+        >>> stored_default_params({"num_points": 1437}).intervals
+        12
+        >>> stored_default_params({"defaults": {"intervals": 30, "overlap": 0.4}}).intervals
+        30
+    """
+    settings = settings or {}
+    stored = settings.get("defaults") or {}
+    try:
+        points = int(settings.get("num_points") or LARGE_SAMPLE)
+    except (TypeError, ValueError):
+        points = LARGE_SAMPLE
+    fallback = default_params(max(points, 1))
+    try:
+        return MapperParams(
+            intervals=int(stored.get("intervals", fallback.intervals)),
+            overlap=float(stored.get("overlap", fallback.overlap)),
+            lens=str(settings.get("lens", fallback.lens)),  # type: ignore[arg-type]
+            metric=str(settings.get("metric", fallback.metric)),  # type: ignore[arg-type]
+            eps_scale=float(stored.get("eps_scale", fallback.eps_scale)),
+            min_samples=int(stored.get("min_samples", fallback.min_samples)),
+        )
+    except (TypeError, ValueError):
+        return fallback
 
 
 def _is_int(value: object) -> bool:
@@ -343,6 +376,21 @@ class MapperGraph:
     def members(self, node: int) -> np.ndarray:
         """int64 members of ``node`` (sample rows, ascending)."""
         return self.node_members[self.node_indptr[node] : self.node_indptr[node + 1]]
+
+    def node_key(self, node: int) -> str:
+        """A name of ``node`` from its members alone (16 hex digits of a BLAKE2b hash).
+
+        Two graphs that share a node (same members) give it the same key, whatever its
+        number; the atlas names per-node images by it (``mapper/inversions``).
+
+        Examples:
+            >>> x = np.random.default_rng(0).random((300, 4))
+            >>> g = MapperIndex.build(x).mapper(MapperParams(intervals=5))
+            >>> len(g.node_key(0))
+            16
+        """
+        members = np.ascontiguousarray(self.members(node), dtype="<i8")
+        return hashlib.blake2b(members.tobytes(), digest_size=8).hexdigest()
 
     def kmapper_ids(self) -> list[str]:
         """Node ids as KeplerMapper names them, ``cube{i}_cluster{j}``.

@@ -418,11 +418,54 @@ def node_panel(
             f"{int(stats.count[node]):,} images · mean L2 {float(stats.mean_norm[node]):.3g}",
             className="topo-node-facts",
         ),
+        inversion_block(context, mapper, result, node),
         html.Table(html.Tbody(rows), className="topo-class-table", id="topo-class-table"),
         html.Div(images, className="crop-grid")
         if images
         else note("No crops are stored for this node's images."),
     ]
+
+
+def inversion_block(
+    context: ViewContext, mapper: MapperData, result: MapperResult, node: int
+) -> html.Div:
+    """The node's activation-inversion image, or why there is none and how to make it.
+
+    Images are stored per member set (``mapper/inversions``, rendered for the nodes of the
+    default graph), so any graph showing the same node shows its image.
+    """
+    key = result.graph.node_key(node)
+    path = mapper.data.atlas.mapper_inversion(result.layer, key)
+    if path is not None:
+        return html.Div(
+            [
+                html.Img(
+                    src=file_url(context.file_prefix, path),
+                    className="topo-inversion-img",
+                    alt="activation inversion of the node's mean vector",
+                    title="image whose activation at this layer points along the node's "
+                    "mean activation vector (activation inversion)",
+                ),
+                html.Span("inversion of the node's mean activation", className="topo-caption"),
+            ],
+            id=ids.TOPO_INVERSION,
+            className="topo-inversion",
+        )
+    settings = mapper.data.atlas.parameters.get("mapper") or {}
+    if settings.get("inversions"):
+        defaults = mapper.defaults()
+        text = (
+            "Inversion images are rendered for the nodes of the default graph "
+            f"({defaults.intervals} intervals, {100 * defaults.overlap:.0f}% overlap, "
+            f"ε × {defaults.eps_scale:g}); this node is not one of them."
+        )
+    else:
+        text = (
+            "No activation-inversion image: render them for the default graph's nodes with "
+            "python -m compute featurevis --atlas DIR --mapper-only (needs torch and the "
+            "model's weights in the atlas)."
+        )
+    return html.Div(note(text), id=ids.TOPO_INVERSION, className="topo-inversion")
 
 
 def shape_list(result: MapperResult, names: tuple[str, ...], picked: int | None) -> list[Any]:

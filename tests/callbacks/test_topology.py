@@ -122,11 +122,16 @@ def test_render_node_panel_shapes_and_embedding_classes(topo_atlas: Path, tmp_pa
     assert str(shapes).count("flare") == 3
     assert "Node" in str(panel) and "topo-class-table" in str(panel)
     assert "mapper/crops/00/" in str(panel)
+    assert "mapper/inversions/00/" in str(panel)  # the node's inversion image
     assert classes and all(0 <= c < 6 for c in classes)
     shape_nodes = [e for e in elements if "in-shape" in e.get("classes", "")]
     assert len(shape_nodes) >= 3
     loop = ViewState.from_query(f"?{SHAPES_QUERY}&tlayer=1", num_classes=6, num_layers=3)
     assert "loop 1" in str(topology.render(context, loop.to_dict())[3])
+    # Layer 1 has no inversion images: the panel says which nodes have them.
+    other = ViewState.from_query(f"?{SHAPES_QUERY}&tlayer=1&tnode=0", num_classes=6, num_layers=3)
+    panel = str(topology.render(context, other.to_dict())[4])
+    assert "mapper/inversions/" not in panel and "not one of them" in panel
 
 
 def test_missing_part_note_and_refused_direct_clustering(

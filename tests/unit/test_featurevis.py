@@ -396,3 +396,82 @@ def test_cli_invert(cli_atlas: Path, tmp_path: Path) -> None:
     args.vector = str(tmp_path / "bad.npy")
     with pytest.raises(Exception, match="expected a vector"):
         args.run(args)
+
+
+# ---------------------------------------------------------------------------------------
+# Mapper node inversions
+# ---------------------------------------------------------------------------------------
+
+
+def _add_mapper_part(path: Path, model: nn.Module, n: int = 300) -> None:
+    """A mapper part over ``n`` digits: the model's activations at the centre position."""
+    from compute.atlas import PART_MAPPER, update_atlas
+    from compute.topology.part import mapper_part
+
+    with torch.random.fork_rng():
+        splits = load_digits_splits()
+    images = splits.train.images[:n]
+    vectors, positions = [], []
+    for layer in ("features.relu1", "features.relu2"):
+        with torch.no_grad(), LayerCapture(model, layer) as capture:
+            acts = capture(images)
+        h, w = acts.shape[2] // 2, acts.shape[3] // 2
+        vectors.append(acts[:, :, h, w].numpy().astype(np.float32))
+        positions.append(np.tile(np.array([[h, w]], dtype=np.int32), (n, 1)))
+    part = mapper_part(
+        np.arange(n, dtype=np.int64),
+        splits.train.labels[:n].numpy(),
+        vectors,
+        positions,
+        crop_points=0,
+        crops_per_node=0,
+    )
+    manifest = json.loads((path / "manifest.json").read_text())
+    with update_atlas(path, add_parts=(PART_MAPPER,)) as sink:
+        for relpath, array in part.files.items():
+            sink.add_array(relpath, array)
+        parameters = dict(manifest["parameters"])
+        parameters["mapper"] = part.parameters
+        sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
+
+
+def test_mapper_node_inversions(cli_atlas: Path) -> None:
+    """Every node of each layer's default graph gets the inversion of its mean vector."""
+    from compute.atlas import mapper_inversion_path
+    from compute.featurevis.mapper_nodes import default_graph, node_means
+
+    model = fv_cli.load_model(Atlas.open(cli_atlas), "cpu")  # the fixture's model
+    _add_mapper_part(cli_atlas, model)
+    argv = ["featurevis", "--atlas", str(cli_atlas), "--mapper-only", "--inversion-steps", "24"]
+    args = _parse(argv)
+    assert args.run(args) == 0
+    atlas = Atlas.open(cli_atlas, verify_hashes=True)
+    assert "featurevis" not in atlas.parts  # --mapper-only: no channel images
+    settings = atlas.parameters["mapper"]["inversions"]
+    assert settings["steps"] == 24 and settings["position"] == "center"
+    space = ImageSpace(1, 32, 32, (0.3,), (0.3,), grayscale=True)
+    for i, layer in enumerate(("features.relu1", "features.relu2")):
+        graph = default_graph(atlas, i)
+        assert graph.num_nodes >= 3 and settings["nodes"][layer] == graph.num_nodes
+        keys = [graph.node_key(k) for k in range(graph.num_nodes)]
+        # A key names a member set: two intervals can hold the same cluster (same image).
+        members = [tuple(graph.members(k).tolist()) for k in range(graph.num_nodes)]
+        assert len(set(keys)) == len(set(members))
+        for key in keys:
+            assert atlas.mapper_inversion(i, key) == mapper_inversion_path(i, key)
+        assert atlas.mapper_inversion(i, "0" * 16) is None
+        # The images point along their own node's mean more than along another node's.
+        pictures = np.stack(
+            [np.array(Image.open(cli_atlas / mapper_inversion_path(i, k))) for k in keys]
+        )[..., None]
+        with torch.no_grad(), LayerCapture(model, layer) as capture:
+            acts = capture(space.normalise(from_uint8(pictures)))
+        got = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
+        means = torch.from_numpy(node_means(graph, atlas.mapper_sample(i).vectors))
+        own = nn.functional.cosine_similarity(got, means, dim=1)
+        other = nn.functional.cosine_similarity(got, means.roll(1, dims=0), dim=1)
+        assert float(own.mean()) > float(other.mean())
+    first_path = cli_atlas / mapper_inversion_path(0, default_graph(atlas, 0).node_key(0))
+    first = first_path.read_bytes()
+    args.run(args)  # same seed: the same bytes
+    assert first_path.read_bytes() == first
