@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -607,6 +607,14 @@ def file_url(prefix: str, relpath: str | None) -> str | None:
     return None if relpath is None else prefix + quote(relpath)
 
 
+@cache
+def shared_cache(cache_dir: str | None) -> DerivedCache:
+    """One :class:`DerivedCache` per directory and worker, shared by all its atlases (keys
+    carry each atlas's path and digest), so an unusable directory warns once, not once per
+    atlas."""
+    return DerivedCache(Path(cache_dir) if cache_dir else None)
+
+
 @lru_cache(maxsize=64)
 def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
     """Open an atlas once per worker (checked: raises :class:`AtlasError` naming the file).
@@ -615,7 +623,7 @@ def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
     guards test sessions that open hundreds of temporary ones).
     """
     atlas = Atlas.open(atlas_dir)
-    data = AtlasData(atlas, DerivedCache(Path(cache_dir) if cache_dir else None))
+    data = AtlasData(atlas, shared_cache(cache_dir))
     # Touch the class statistics now so a corrupt summit file fails at start, not in a view.
     if data.has(PART_SUMMIT):
         _ = data.accuracy, data.confidence_hist
