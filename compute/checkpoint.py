@@ -134,14 +134,14 @@ class Fingerprint:
         Examples:
             >>> f = Fingerprint("m", "d", {"seed": 0, "layers": ["a"]})
             >>> f.differences(Fingerprint("m", "x", {"seed": 1, "layers": ["a"]}).to_json())
-            ['the data', 'parameter seed']
+            ['data', 'parameter seed']
         """
         other = json.loads(stored)
         changed = []
         if other.get("model") != self.model:
-            changed.append("the model weights")
+            changed.append("model weights")
         if other.get("data") != self.data:
-            changed.append("the data")
+            changed.append("data")
         params = json.loads(_canonical(self.parameters))
         theirs = other.get("parameters", {})
         for key in sorted(set(params) | set(theirs)):
@@ -231,7 +231,7 @@ class CheckpointStore:
         changed = self.fingerprint.differences(payload["fingerprint"])
         if changed:
             raise BuildError(
-                f"checkpoint {self.directory} was made with different {', '.join(changed)}; "
+                f"checkpoint {self.directory} is of another build (changed: {', '.join(changed)}); "
                 "rerun the same command or pass --restart to discard it"
             )
         resumed = Resumed(

@@ -2,7 +2,7 @@
 
 Put ``tests/helpers`` on ``PYTHONPATH``. Weights come from a fixed seed, so every process
 of a torchrun job, and every run, builds the same model. ``ATLAS_TEST_SLOW_FORWARD``
-(seconds) makes each forward sleep: tests use it to kill a build mid-pass.
+(seconds) makes each forward of a data batch sleep: tests use it to kill a build mid-pass.
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ from torch import Tensor, nn
 LAYERS = ("features.1", "features.3")
 
 
+def _maybe_slow(x: Tensor) -> Tensor:
+    """Sleep ``ATLAS_TEST_SLOW_FORWARD`` seconds on data batches (not one-image probes)."""
+    delay = float(os.environ.get("ATLAS_TEST_SLOW_FORWARD", "0") or 0)
+    if delay and x.shape[0] >= 4:
+        time.sleep(delay)
+    return x
+
+
+torch.fx.wrap("_maybe_slow")  # a leaf for the layer-connection trace
+
+
 class _TinyCNN(nn.Module):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -32,9 +43,7 @@ class _TinyCNN(nn.Module):
         self.head = nn.Linear(8, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        delay = float(os.environ.get("ATLAS_TEST_SLOW_FORWARD", "0") or 0)
-        if delay:
-            time.sleep(delay)
+        x = _maybe_slow(x)
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
