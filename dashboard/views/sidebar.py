@@ -155,7 +155,7 @@ def register(app: Dash, context: ViewContext) -> None:
     )
     @guarded("*Could not list the classes (see the server log).*", no_update)
     def update_rows(stored: Any, limit: Any) -> tuple[Any, Any]:
-        return render_rows(context, stored, int(limit or ROWS_PAGE))
+        return render_rows(context, stored, rows_limit(limit, context.data.num_classes))
 
     @app.callback(
         Output(ids.ROWS_LIMIT, "data"),
@@ -163,5 +163,20 @@ def register(app: Dash, context: ViewContext) -> None:
         State(ids.ROWS_LIMIT, "data"),
         prevent_initial_call=True,
     )
-    def show_more(_clicks: int, limit: Any) -> int:
-        return int(limit or ROWS_PAGE) + ROWS_PAGE
+    def show_more(_clicks: Any, limit: Any) -> int:
+        return next_limit(limit, context.data.num_classes)
+
+
+def rows_limit(limit: Any, num_classes: int) -> int:
+    """The rows to show from the ``ROWS_LIMIT`` store, whatever the browser sent: an integer
+    in ``1..max(num_classes, ROWS_PAGE)`` (junk, NaN or a huge number give a page)."""
+    try:
+        value = int(limit) if limit is not None and not isinstance(limit, bool) else ROWS_PAGE
+    except (TypeError, ValueError, OverflowError):
+        value = ROWS_PAGE
+    return min(max(value, 1), max(num_classes, ROWS_PAGE))
+
+
+def next_limit(limit: Any, num_classes: int) -> int:
+    """The limit after one "show more" click (a page more, up to every class)."""
+    return min(rows_limit(limit, num_classes) + ROWS_PAGE, max(num_classes, ROWS_PAGE))
