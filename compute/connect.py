@@ -501,3 +501,44 @@ def find_connections(model: nn.Module, layers: Sequence[str]) -> list[AnyConnect
         logger.debug("layers %r -> %r: %s", source, target, connection)
         result.append(connection)
     return result
+
+
+def connection_kinds(model: nn.Module, layers: Sequence[str]) -> list[str | None]:
+    """The kind of connection each layer would get from the one before it (for listings).
+
+    Unlike :func:`find_connections` this never raises for a pair: a pair that would be
+    refused is reported as ``"none"`` (e.g. nested containers, a layer called twice).
+
+    Args:
+        model: the model (traced once with ``torch.fx``; nothing is run).
+        layers: module names in the order listed.
+
+    Returns:
+        ``None`` for the first layer, then ``"conv"``, ``"inception"``, ``"gradient"`` or
+        ``"none"`` per layer; all ``"none"`` when the model cannot be traced.
+
+    Examples:
+        >>> connection_kinds(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1)),
+        ...                  ["0", "1", "2"])
+        [None, 'none', 'conv']
+    """
+    layers = list(layers)
+    if len(layers) <= 1:
+        return [None] * len(layers)
+    tracer = _RecordingTracer(set(layers))
+    try:
+        tracer.trace(model)
+    except Exception:  # untraceable: nothing can be said about any pair
+        return [None] + ["none"] * (len(layers) - 1)
+    modules = dict(model.named_modules())
+    kinds: list[str | None] = [None]
+    for source, target in itertools.pairwise(layers):
+        found, before = tracer.outputs.get(target, []), tracer.outputs.get(source, [])
+        if len(found) != 1 or len(before) != 1 or found[0] is None or before[0] is None:
+            kinds.append("none")
+            continue
+        try:
+            kinds.append(classify(source, target, found[0], before[0], modules).kind)
+        except BuildError:
+            kinds.append("none")
+    return kinds

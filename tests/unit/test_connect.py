@@ -13,6 +13,7 @@ from compute.connect import (
     GradientConnection,
     InceptionBranch,
     InceptionConnection,
+    connection_kinds,
     find_connections,
 )
 from compute.errors import BuildError
@@ -233,3 +234,11 @@ def test_list_layers_and_recorder_clones_against_inplace_ops() -> None:
     # stem.1 is ReLU(inplace=True): the recorded conv output must keep its negatives.
     assert (rec.outputs["stem.0"][0] < 0).any()
     assert rec.inputs["block.2"][0].shape == (2, 8, 4, 4)
+
+
+def test_connection_kinds_for_listings_never_raise() -> None:
+    kinds = connection_kinds(Plain(), ["stem.0", "stem.1", "block.2", "block", "conv3", "fc"])
+    assert kinds == [None, "none", "conv", "none", "conv", "gradient"]
+    assert connection_kinds(Twice(), ["a", "b"]) == [None, "none"]
+    assert connection_kinds(Dynamic(), ["a", "b"]) == [None, "none"]
+    assert connection_kinds(Plain(), ["stem"]) == [None]
