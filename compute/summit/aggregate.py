@@ -325,7 +325,8 @@ class SummitPass(ClosingContext):
             indices: ``int64 [B]`` dataset index of each image (unique over the dataset).
 
         Returns:
-            ``[B, outputs]`` logits (an inference tensor, no autograd).
+            ``[B, outputs]`` logits without autograd (an inference tensor unless a gradient
+            connection made the forward pass run with autograd between two layers).
 
         Raises:
             BuildError: bad labels, logits of the wrong shape, a layer that did not run.
