@@ -33,6 +33,7 @@ import io
 import itertools
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -302,6 +303,16 @@ def _read_batches(loader: Any) -> Iterator[Any]:
             detail = lines[-1] if lines else type(exc).__name__
             raise BuildError(f"reading the data failed: {detail}") from None
         yield batch
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far in MB (``None`` where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0)
 
 
 def _sampler_state(sampler: Any) -> dict[str, torch.Tensor] | None:
@@ -684,6 +695,9 @@ def build_atlas(
             aggregates = summit.result()
     pass_seconds = time.perf_counter() - stages._start
     stages.done("summit pass")
+    peak = _peak_rss_mb()
+    if peak is not None:
+        log.info("peak host memory after the pass: %.0f MB", peak)
     num_images = int(np.sum(aggregates.num_images))
     if num_images == 0:
         raise BuildError("the loader yielded no images")

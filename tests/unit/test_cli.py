@@ -283,3 +283,30 @@ def test_cli_build_grayscale_with_class_index(
     assert atlas.class_stats()["num_images"].tolist() == [4, 4, 4]
     crop = Image.open(out / atlas.example_crop("3", 0, 0))
     assert crop.mode == "L"
+
+
+def test_checkpoint_flags_refuse_another_build_and_restart(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compute.checkpoint import CheckpointStore, Fingerprint, default_checkpoint_dir
+
+    out = tmp_path / "atlas"
+    with pytest.raises(SystemExit):
+        run_cli([*base_args(data, out), "--checkpoint-every", "0"], capsys)
+    stale = CheckpointStore(default_checkpoint_dir(out), 0, 1, Fingerprint("m", "d", {}))
+    stale.save({}, None, images_done=4, batches_done=1)
+    argv = [*base_args(data, out), "--checkpoint-every", "1", "--batch-size", "4"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and not out.exists()
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: checkpoint ") and "changed: model weights, data" in last
+    assert "--restart" in last
+    code, stdout, err = run_cli([*argv, "--restart"], capsys)
+    assert code == 0, err
+    assert f"atlas written to {out}" in stdout
+    assert not default_checkpoint_dir(out).exists()
+    custom = tmp_path / "ck"
+    other = [*base_args(data, tmp_path / "b"), "--checkpoint-every", "1"]
+    code, _, err = run_cli([*other, "--checkpoint-dir", str(custom)], capsys)
+    assert code == 0, err
+    assert not custom.exists()  # removed once written
