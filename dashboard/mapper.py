@@ -40,6 +40,10 @@ MAX_SLICES = 16
 #: Without the stored index (another metric, or HDBSCAN) the sample is clustered directly,
 #: which is only offered up to this many points.
 DIRECT_LIMIT = 10_000
+#: "Recompute exactly" is refused above this many compared point pairs (the exact index
+#: keeps every pair within one interval's lens width: ~16 bytes each, ~1 s per 20M pairs
+#: of 512-channel vectors on one core).
+EXACT_MAX_PAIRS = 40_000_000
 #: Node diameters (px) and edge widths (px).
 NODE_MIN_PX, NODE_MAX_PX = 14.0, 54.0
 EDGE_MIN_PX, EDGE_MAX_PX = 0.8, 6.0
@@ -320,6 +324,18 @@ class MapperData:
         """Whether the graph of ``params`` is exact without asking (small sample or index)."""
         index = self.index(layer)
         return index.num_points <= EXACT_POINTS or index.approximation(params) is None
+
+    def exact_refusal(self, layer: int, params: MapperParams) -> str | None:
+        """Why "Recompute exactly" is refused for ``params`` (too big), or ``None``."""
+        pairs = self.index(layer).exact_pairs(params)
+        if pairs <= EXACT_MAX_PAIRS:
+            return None
+        return (
+            f"Recomputing exactly would compare {pairs:,} pairs of images (limit "
+            f"{EXACT_MAX_PAIRS:,}): too large to do here. More intervals or less overlap "
+            "make it smaller; an atlas built with an uncapped index (max_neighbors=0) is "
+            "exact everywhere within its band."
+        )
 
     def exact_known(self, layer: int, params: MapperParams) -> bool:
         """Whether an exact graph of ``params`` was computed ("recompute exactly") before."""

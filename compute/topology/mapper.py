@@ -62,6 +62,9 @@ DEFAULT_MAX_WINDOW = 1.0 / (70 * (1 - 0.3))
 #: size (stored neighbour entries) from which threads pay off.
 MAPPER_THREADS = min(4, os.cpu_count() or 1)
 PARALLEL_MIN_ENTRIES = 200_000
+#: Sorted rows per distance block of the index build (256 computes ~20 % fewer pairs at
+#: 100k points but was 1.6x slower in total at 30k: more, smaller selections and merges).
+ROW_BLOCK = 1024
 #: Largest k of the k-NN distances kept for ε rules (min_samples up to KNN_K + 1).
 KNN_K = 8
 
@@ -772,6 +775,21 @@ class MapperIndex:
             reasons.append(f"eps {eps:.4g} exceeds the index's max_radius {self.max_radius:.4g}")
         return "; ".join(reasons) or None
 
+    def exact_pairs(self, params: MapperParams) -> int:
+        """Point pairs an exact recomputation for ``params`` compares (and may store).
+
+        The fitting uncapped index holds every pair closer in lens than one interval, so
+        this bounds its build time (one distance each) and memory (two entries each).
+
+        Examples:
+            >>> x = np.random.default_rng(0).random((100, 3))
+            >>> MapperIndex.build(x).exact_pairs(MapperParams(intervals=2, overlap=0.9)) > 0
+            True
+        """
+        keys = np.asarray(self.lens)[np.asarray(self.order)]
+        ends = np.searchsorted(keys, keys + params.interval_length, side="right")
+        return int((ends - np.arange(len(keys)) - 1).sum())
+
     def mapper(
         self, params: MapperParams, vectors: np.ndarray | None = None, exact: bool = False
     ) -> MapperGraph:
@@ -1023,7 +1041,7 @@ def _radius_graph(
     lower: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     s = 0
     while s < n:
-        block = 1024
+        block = ROW_BLOCK
         while True:
             e = min(n, s + block)
             c1 = int(np.searchsorted(keys, keys[e - 1] + band, side="right"))

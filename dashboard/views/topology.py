@@ -521,7 +521,10 @@ def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any,
     mapper = mapper_data(data)
     layer = topo_layer(context, state)
     params, notes = mapper.params(state, layer)
-    result = mapper.result(layer, params, exact=exact)
+    refusal = mapper.exact_refusal(layer, params) if exact else None
+    if refusal is not None:
+        notes.append(refusal)
+    result = mapper.result(layer, params, exact=exact and refusal is None)
     node = state.topo_node
     if node is not None and node >= result.graph.num_nodes:
         node = None

@@ -163,6 +163,11 @@ def test_approximate_graph_note_and_exact_recompute(
     mapper = topology.mapper_data(context.data)
     params = mapper.params(state, CAPPED_LAYER)[0]
     approximate = mapper.result(CAPPED_LAYER, params)
+    # Too many pairs for an exact recomputation: refused with a message, nothing breaks.
+    monkeypatch.setattr("dashboard.mapper.EXACT_MAX_PAIRS", 10)
+    _, status, message, _, _, _, _ = topology.render(context, state.to_dict(), exact=True)
+    assert "would compare" in str(message) and "approximate" in str(status)
+    monkeypatch.setattr("dashboard.mapper.EXACT_MAX_PAIRS", 10**9)
     _, status, message, _, _, _, button = topology.render(context, state.to_dict(), exact=True)
     assert "exact" in str(status) and "approximate" not in str(status)
     assert button == {"display": "none"}
