@@ -16,7 +16,7 @@ from selenium.webdriver.common.keys import Keys
 
 from tests.e2e.browser import SCREENSHOTS, wait_until
 from tests.e2e.test_dashboard_e2e import cy_count, cy_emit, query, start
-from tests.topology_atlas import SHAPES_QUERY, write_topology_atlas
+from tests.topology_atlas import CAPPED_LAYER, SHAPES_QUERY, write_topology_atlas
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,10 +53,12 @@ def test_topology_parameters_node_and_shapes(
     wait_until(lambda: cy_count(dash_duo, "topo-graph", "node.in-shape") >= 3)
     wait_until(lambda: query(dash_duo).get("tshape") == "0")
 
-    # Click a node: its class table and member crops; its classes marked in the embedding.
+    # Click a node: its class table, inversion image and member crops; its classes marked
+    # in the embedding.
     cy_emit(dash_duo, "topo-graph", "m0", "tap")
     dash_duo.wait_for_element("#topo-class-table tr")
     dash_duo.wait_for_element("#topo-panel img.crop")
+    dash_duo.wait_for_element("#topo-inversion img.topo-inversion-img")
     wait_until(lambda: query(dash_duo).get("tnode") == "0")
     wait_until(lambda: selected_points(dash_duo), message="embedding not highlighted")
 
@@ -88,4 +90,25 @@ def test_topology_parameters_node_and_shapes(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     time.sleep(0.5)
     dash_duo.find_element("#topology").screenshot(str(SCREENSHOTS / "topology-e2e.png"))
+    assert dash_duo.get_logs() == []
+
+
+def test_topology_recompute_exactly(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, topo_atlas: Path, tmp_path: Path
+) -> None:
+    """A capped index's graph is flagged approximate; the button recomputes it exactly."""
+    monkeypatch.setattr("dashboard.mapper.EXACT_POINTS", 100)  # treat the sample as large
+    start(dash_duo, monkeypatch, topo_atlas, tmp_path, query=f"?tlayer={CAPPED_LAYER}&ti=10")
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
+    dash_duo.wait_for_contains_text("#topo-status", "approximate")
+    dash_duo.wait_for_contains_text("#topo-note", "Approximate graph")
+    button = dash_duo.find_element("#topo-exact")
+    button.location_once_scrolled_into_view  # noqa: B018
+    button.click()
+    wait_until(
+        lambda: "approximate" not in dash_duo.find_element("#topo-status").text,
+        message="still approximate",
+    )
+    wait_until(lambda: not dash_duo.find_element("#topo-exact").is_displayed())
+    assert "Approximate graph" not in dash_duo.find_element("#topo-note").text
     assert dash_duo.get_logs() == []
