@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dash import Dash, Input, Output, html, no_update
+from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.data import AtlasData
@@ -101,20 +101,84 @@ def guarded(*fallback: Any, note_at: int | None = None) -> Callable[[Callable[..
 # Options of a class dropdown from (context, typed text, view state).
 ClassOptions = Callable[[ViewContext, str | None, ViewState], list[Any]]
 
+#: Options a class dropdown lists at most (matches of the typed text, or suggestions).
+SEARCH_LIMIT = 50
+
+# Filters the class names in the browser as the user types (the same rule as
+# ``AtlasData.match_classes``: word-prefix matches first, then other substring matches, at
+# most ``limit``; the current value pinned first). Without text: the server's suggestions.
+_SEARCH_JS = """
+function(search, names, suggestions, value) {
+    const limit = LIMIT;
+    const needle = (search || "").trim().toLowerCase();
+    if (!needle || !Array.isArray(names)) {
+        return suggestions || window.dash_clientside.no_update;
+    }
+    const prefix = [], inner = [];
+    for (let c = 0; c < names.length && prefix.length < limit; c++) {
+        const name = String(names[c]).toLowerCase();
+        const at = name.indexOf(needle);
+        if (at === 0 || (at > 0 && name[at - 1] === " ")) { prefix.push(c); }
+        else if (at > 0) { inner.push(c); }
+    }
+    const picked = [];
+    if (Number.isInteger(value) && value >= 0 && value < names.length) { picked.push(value); }
+    for (const c of prefix.concat(inner)) {
+        if (picked.length > limit) { break; }
+        if (picked.indexOf(c) < 0) { picked.push(c); }
+    }
+    return picked.map(c => ({label: String(names[c]), value: c}));
+}
+""".replace("LIMIT", str(SEARCH_LIMIT))
+
+
+def names_store_id(dropdown_id: str) -> str:
+    """Id of the store holding the class names a dropdown searches in the browser."""
+    return f"{dropdown_id}-names"
+
+
+def suggestions_store_id(dropdown_id: str) -> str:
+    """Id of the store holding a dropdown's options before typing (the server's)."""
+    return f"{dropdown_id}-suggestions"
+
+
+def class_search_stores(context: ViewContext, dropdown_id: str) -> list[dcc.Store]:
+    """The stores a class dropdown registered with :func:`register_class_search` needs in
+    its view's layout: the class names (sent once with the page) and the suggestions."""
+    return [
+        dcc.Store(id=names_store_id(dropdown_id), data=list(context.data.names)),
+        dcc.Store(id=suggestions_store_id(dropdown_id)),
+    ]
+
 
 def register_class_search(
     app: Dash, context: ViewContext, dropdown_id: str, options: ClassOptions
 ) -> None:
-    """Keep the options of a searchable class dropdown current: ``options(context, typed
-    text, state)`` is called whenever the typed text or the view state changes (errors leave
-    the options as they are)."""
+    """Keep the options of a searchable class dropdown current.
 
-    def update_options(search: str | None, stored: Any) -> list[Any]:
-        return options(context, search, context.state(stored))
+    The server sends ``options(context, None, state)`` (the value and suggestions) when the
+    view state changes; typed text is matched in the browser against the class names (a
+    clientside callback), so a keystroke never waits for the server: with a thousand classes
+    and a busy server the per-keystroke round trip made the search box lag by seconds. The
+    view's layout must include :func:`class_search_stores`.
+    """
+
+    def update_options(stored: Any) -> tuple[list[Any], list[Any]]:
+        values = options(context, None, context.state(stored))
+        return values, values
 
     update_options.__name__ = update_options.__qualname__ = f"update_{options.__name__}"
     app.callback(
         Output(dropdown_id, "options"),
-        Input(dropdown_id, "search_value"),
+        Output(suggestions_store_id(dropdown_id), "data"),
         Input(ids.STATE, "data"),
-    )(guarded(no_update)(update_options))
+    )(guarded(no_update, no_update)(update_options))
+    app.clientside_callback(
+        _SEARCH_JS,
+        Output(dropdown_id, "options", allow_duplicate=True),
+        Input(dropdown_id, "search_value"),
+        State(names_store_id(dropdown_id), "data"),
+        State(suggestions_store_id(dropdown_id), "data"),
+        State(dropdown_id, "value"),
+        prevent_initial_call=True,
+    )

@@ -10,7 +10,14 @@ from dashboard import ids
 from dashboard.data import PART_GRAPHS
 from dashboard.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, how_to_read, note, register_class_search
+from dashboard.views.common import (
+    ViewContext,
+    class_search_stores,
+    guarded,
+    how_to_read,
+    note,
+    register_class_search,
+)
 from dashboard.views.graph import attribution_cytoscape, pictures_mode
 
 PICK_NOTE = "Pick a class to compare with the selected one."
@@ -25,6 +32,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
             html.Div(
                 [
                     html.H2([html.Span("D", className="view-tag"), "Compare two classes"]),
+                    *class_search_stores(context, ids.COMPARE),
                     dcc.Dropdown(
                         id=ids.COMPARE,
                         options=compare_options(context, None, state),

@@ -19,6 +19,7 @@ from dashboard.data import PART_SUMMIT
 from dashboard.state import ViewState
 from dashboard.views.common import (
     ViewContext,
+    class_search_stores,
     guarded,
     how_to_read,
     note,
@@ -46,6 +47,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [html.H2([html.Span("B", className="view-tag"), "Classes"])],
                 className="card-head",
             ),
+            *class_search_stores(context, ids.SEARCH),
             dcc.Dropdown(
                 id=ids.SEARCH,
                 options=search_options(context, None, state),
