@@ -81,10 +81,11 @@ def pictures_mode(data: AtlasData, state: ViewState) -> str:
 
 
 def featurevis_missing(data: AtlasData) -> str:
-    """The note shown instead of feature visualizations, with the command to add them."""
+    """The note shown instead of feature visualizations, with the command to add them (the
+    atlas named by its directory's name only: a deployment never shows its server paths)."""
     return (
         "No feature visualizations in this atlas yet (a few minutes on a CPU for the demo): "
-        f"python -m compute featurevis --atlas {data.atlas.path}"
+        f"python -m compute featurevis --atlas {data.atlas.path.name}"
     )
 
 

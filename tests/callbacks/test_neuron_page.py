@@ -220,6 +220,9 @@ def test_any_other_unknown_path_is_a_friendly_page(fv: ViewContext) -> None:
 def test_neuron_page_without_featurevis_says_how(plain: ViewContext) -> None:
     page = str(neuron_page.page(plain, layer="layer1", channel="3"))
     assert "python -m compute featurevis --atlas" in page and "featurevis/" not in page
+    # The atlas is named by its directory only: a deployment never shows its server paths.
+    atlas = plain.data.atlas.path
+    assert f"--atlas {atlas.name}" in page and str(atlas.parent) not in page
 
 
 def test_neuron_page_on_a_bare_atlas(make_atlas: Any, tmp_path: Path) -> None:
