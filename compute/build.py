@@ -35,7 +35,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -289,7 +289,7 @@ def _crop_dataset(loader: Any) -> Any | None:
     return dataset
 
 
-def _read_batches(loader: Any) -> Iterator[Any]:
+def _read_batches(loader: Any) -> Generator[Any, None, None]:
     """Iterate ``loader``, turning an image that fails to decode into a one-line error."""
     batches = iter(loader)
     while True:
@@ -553,7 +553,7 @@ def build_atlas(
     progress = progress and rank.is_main
 
     # -- validation on the first batch (cheap), before the long pass ----------------------
-    batches: Iterator[Any] = _read_batches(loader)
+    batches: Generator[Any, None, None] = _read_batches(loader)
     try:
         first = next(batches)
     except StopIteration:
@@ -609,8 +609,10 @@ def build_atlas(
     if resumed is not None:
         done, batches_done = resumed.images_done, resumed.batches_done
         if resumed.complete:
+            batches.close()
             stream = iter(())
         elif shard is not None:
+            batches.close()  # stop the first loader's workers; read only what is left
             stream = _read_batches(reload_range(loader, shard.start + done, shard.stop))
         else:  # a loader we cannot restart mid-way: read and skip what is done
             stream = itertools.islice(stream, batches_done, None)
