@@ -9,7 +9,6 @@ current property values (as the renderer fills them). Printed figures:
   six at a time, like a browser's connections to one host), cold worker;
 * class switch: the state reducer, then every callback that listens to the state, in
   parallel (wall time), and the slowest single callback; target p95 <= 100 ms;
-* class search: the search box's options callback while typing;
 * neuron page: the Pages callback of ``/neuron/<layer>/<channel>`` and its pictures;
 * Mapper parameter change: the Topology reducer and the Topology graph callback (new
   parameters, so not memoised: the real recomputation), then all state listeners;
@@ -407,12 +406,10 @@ def _measure(
 
     _report("class switch", [switch(int(c)) for c in rng.integers(0, num_classes, switches)])
 
-    options = tab.find("class-search.options")
-    typing = []
-    for word in ("a", "am", "amb", "ambe", "amber", "amber b", "zzz", "o", "ot", "otter"):
-        tab.values["class-search"]["search_value"] = word
-        typing.append(tab.call(options, ["class-search.search_value"])[0])
-    print(f"class search options per keystroke, ms: {percentiles(typing)}")
+    print(
+        "class search while typing: filtered in the browser (clientside callback), "
+        "no request per keystroke"
+    )
 
     neuron_ms, pictures_ms = [], []
     for _ in range(20):
