@@ -2,7 +2,7 @@
 
 A class switch runs, on the server, the state reducer and then every view's render
 callback (embedding, sidebar rows, the two selectors' options, attribution graph, neuron
-panel, compare graph). This calls
+panel, compare graph, training view). This calls
 the same Python functions the callbacks call, plus Dash's JSON serialisation of their
 outputs, over random switches, and prints p50/p95 per callback and for their sum (the
 sum is pessimistic: the browser sends the view callbacks in parallel).
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from dashboard import data as atlas_data  # noqa: E402
 from dashboard import ids  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
-from dashboard.views import compare, embedding, graph, neuron, sidebar  # noqa: E402
+from dashboard.views import compare, embedding, graph, neuron, sidebar, training  # noqa: E402
 from dashboard.views.common import ViewContext  # noqa: E402
 from dashboard.views.shell import apply_event  # noqa: E402
 from dashboard.views.sidebar import ROWS_PAGE  # noqa: E402
@@ -66,7 +66,16 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
         data.counts(layer)
     times: dict[str, list[float]] = {
         name: []
-        for name in ("reducer", "embedding", "sidebar", "options", "graph", "neuron", "compare")
+        for name in (
+            "reducer",
+            "embedding",
+            "sidebar",
+            "options",
+            "graph",
+            "neuron",
+            "compare",
+            "training",
+        )
     }
     sizes: dict[str, list[int]] = {name: [] for name in times}
     shown_layer = None  # the layer the browser's embedding figure shows (Patch after the first)
@@ -85,6 +94,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
             ("graph", partial(graph.render_graph, context, stored)),
             ("neuron", partial(neuron.render, context, stored)),
             ("compare", partial(compare.render, context, stored)),
+            ("training", partial(training.render, context, stored)),
         ]
         for name, function in calls:
             ms, size = _timed(function)
@@ -135,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "graph",
         "neuron",
         "compare",
+        "training",
         "total",
     ):
         values = result[name]
