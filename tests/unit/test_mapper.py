@@ -251,3 +251,28 @@ def test_mapper_and_shapes_are_torch_free() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_default_params_by_sample_size() -> None:
+    """TopoAct's cover for big samples; coarser, wider and looser for small ones."""
+    from compute.topology.mapper import LARGE_SAMPLE, default_params, stored_default_params
+
+    big = default_params(LARGE_SAMPLE)
+    assert (big.intervals, big.overlap, big.eps_scale) == (70, 0.3, 1.0)
+    demo = default_params(1_437)
+    assert (demo.intervals, demo.overlap, demo.eps_scale) == (12, 0.5, 1.5)
+    assert default_params(10).intervals == 10 and default_params(LARGE_SAMPLE - 1).intervals == 70
+    # A small sample's default graph covers more points in fewer, bigger nodes.
+    x, _ = activations(1200)
+    fragmented = compute_mapper(x, MapperParams())
+    readable = compute_mapper(x, default_params(len(x)))
+    assert readable.coverage > fragmented.coverage and readable.coverage > 0.8
+    assert readable.num_nodes < fragmented.num_nodes
+    # What an atlas records wins; junk falls back to the rule.
+    stored = {"num_points": 1_437, "defaults": {"intervals": 30, "overlap": 0.4}}
+    assert (stored_default_params(stored).intervals, stored_default_params(stored).overlap) == (
+        30,
+        0.4,
+    )
+    assert stored_default_params({"num_points": 1_437, "defaults": {"intervals": 1}}) == demo
+    assert stored_default_params(None) == big
