@@ -119,7 +119,7 @@ json_values = st.recursive(
 )
 
 
-@FUZZ
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(json_values, st.dictionaries(st.sampled_from(list(ViewState._KEYS)), json_values)))
 def test_any_store_value_gives_a_valid_state(stored: Any) -> None:
     # The dcc.Store is client data: a hand-crafted callback may send anything.

@@ -5,6 +5,7 @@ cache directory only costs a warning."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import time
 from collections.abc import Iterator
@@ -112,3 +113,32 @@ def test_unwritable_cache_warns_once_per_worker(two_atlases: Server) -> None:
     warnings = output.count("running without cache")
     assert 1 <= warnings <= 2, output[-3000:]
     assert "Traceback" not in output
+
+
+def test_a_link_reproduces_its_view_after_basic_auth(
+    dash_br: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {
+        "HOST": "127.0.0.1",
+        "NETWORK_ATLAS_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
+        "NETWORK_ATLAS_AUTH": "ann:s3cret",
+    }
+    with gunicorn(env, workers=2) as server:
+        browser = dash_br
+        link = server.url + "/?v=1&class=7&sort=acc-asc"
+        # Without credentials the page is a 401 challenge (tests/deploy/test_procfile.py).
+        # After the login prompt a browser sends the credentials with every request of the
+        # origin; headless Chromium cannot show the prompt, so DevTools adds the header.
+        token = base64.b64encode(b"ann:s3cret").decode()
+        browser.driver.execute_cdp_cmd("Network.enable", {})
+        browser.driver.execute_cdp_cmd(
+            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
+        )
+        browser.driver.get(link)
+        browser.wait_for_element("#graph-header .class-name", timeout=40)
+        wait_until(lambda: class_shown(browser) == "seven", message="linked class not shown")
+        assert query(browser)["sort"] == "acc-asc"
+        rows = wait_until(lambda: browser.find_elements("#sidebar-rows .class-row"))
+        rows[2].click()  # a callback after login
+        wait_until(lambda: query(browser).get("class") != "7", message="callback refused")
+        assert browser.get_logs() == []
