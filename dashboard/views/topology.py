@@ -493,14 +493,15 @@ def shape_list(result: MapperResult, names: tuple[str, ...], picked: int | None)
     ]
 
 
-def approximation_note(reason: str) -> str:
-    """What an approximate graph means, in the view's words."""
+def approximation_note(reason: str, cap: int) -> str:
+    """What an approximate graph means, in the view's words (``cap``: the index's cap)."""
+    nearest = f"the {cap} nearest on each side in lens order, " if cap > 0 else ""
     return (
         f"Approximate graph ({reason}). To answer any parameters within a second, the "
-        "stored index keeps for each image only its nearest neighbours (the 64 nearest on "
-        "each side in lens order, within the default interval's width and twice the "
-        "automatic ε); DBSCAN then sees only those, so a few clusters may split or points "
-        "drop to noise compared with exact DBSCAN on each interval. "
+        f"stored index keeps for each image only its nearest neighbours ({nearest}within "
+        "the default interval's width and twice the automatic ε); DBSCAN then sees only "
+        "those, so a few clusters may split or points drop to noise compared with exact "
+        "DBSCAN on each interval. "
         "“Recompute exactly” runs the exact clustering for these parameters."
     )
 
@@ -544,7 +545,7 @@ def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any,
         names=data.names,
     )
     if result.approximation is not None:
-        notes.append(approximation_note(result.approximation))
+        notes.append(approximation_note(result.approximation, mapper.index(layer).max_neighbors))
     messages = [note(text) for text in notes]
     if result.graph.num_nodes == 0:
         messages.append(note("No node at these parameters: try a larger ε or fewer intervals."))

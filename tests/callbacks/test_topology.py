@@ -158,7 +158,7 @@ def test_approximate_graph_note_and_exact_recompute(
     state = ViewState(topo_layer=CAPPED_LAYER, topo_intervals=10, topo_overlap=30)
     _, status, message, _, _, _, button = topology.render(context, state.to_dict())
     assert "approximate" in str(status)
-    assert "Approximate graph" in str(message) and "64 nearest" in str(message)
+    assert "Approximate graph" in str(message) and "the 4 nearest" in str(message)
     assert button is None  # shown
     mapper = topology.mapper_data(context.data)
     params = mapper.params(state, CAPPED_LAYER)[0]
