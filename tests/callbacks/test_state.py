@@ -99,3 +99,31 @@ def test_node_ids(value: str, parsed: tuple[int, int] | None) -> None:
     assert parse_node_id(value) == parsed
     if parsed is not None:
         assert node_id(*parsed) == value
+
+
+def test_atlas_key_round_trips_and_leads_the_query() -> None:
+    state = ViewState(cls=4, atlas="vgg11@1", node="1-3")
+    search = state.to_search()
+    assert search == "?v=1&atlas=vgg11@1&class=4&node=1-3"
+    assert ViewState.from_query(search, **BOUNDS) == state
+    assert ViewState.from_dict(state.to_dict(), **BOUNDS) == state
+    assert ViewState(cls=4).to_search() == "?v=1&class=4", "one atlas: no parameter"
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("vgg11@1", "vgg11@1"),
+        ("vgg11", "vgg11"),
+        ("res-net_50.v2@12", "res-net_50.v2@12"),
+        ("../etc", None),
+        ("a b", None),
+        ("vgg11@", None),
+        ("@1", None),
+        ("vgg11@1@2", None),
+        ("x" * 65, None),
+        ("", None),
+    ],
+)
+def test_atlas_key_is_checked(value: str, kept: str | None) -> None:
+    assert ViewState.from_query({"atlas": value}, **BOUNDS).atlas == kept
