@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from dashboard.figures import (
     hover_stylesheet,
     neuron_bar_figure,
 )
+from dashboard.views.common import _SEARCH_JS
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +281,29 @@ def test_match_classes_prefers_word_prefixes(make_atlas: Any, tmp_path: Path) ->
         "Catamaran",
         "bobcat",
     ]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the JavaScript")
+def test_browser_class_search_matches_the_server_rule(data: AtlasData) -> None:
+    """The clientside search (views.common._SEARCH_JS) lists what AtlasData.class_options
+    lists for the same text: word-prefix matches first, the current value pinned."""
+    names = [*data.names, "Amber Badger", "big amber", "xamberx", "amber"]
+    texts = ["amber", " AMB ", "b", "zzz", "", "class 00", "er"]
+    script = (
+        f"const search = {_SEARCH_JS};\n"
+        f"const names = {json.dumps(names)};\n"
+        f"const texts = {json.dumps(texts)};\n"
+        "globalThis.window = {dash_clientside: {no_update: 'NO_UPDATE'}};\n"
+        "console.log(JSON.stringify(texts.map(t => search(t, names, 'SUGGESTIONS', 1))));"
+    )
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    browser = json.loads(result.stdout)
+    fake = AtlasData.__new__(AtlasData)
+    fake.__dict__.update(names=tuple(names), num_classes=len(names))
+    for text, got in zip(texts, browser, strict=True):
+        if not text.strip():
+            assert got == "SUGGESTIONS"
+            continue
+        expected = AtlasData.class_options(fake, text.strip(), [1], np.array([], dtype=np.int64))
+        assert got == expected, text
