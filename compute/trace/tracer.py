@@ -356,6 +356,133 @@ def _deltas(module: nn.Module, d: torch.Tensor) -> torch.Tensor:
     return d.reshape(d.shape[0], -1, d.shape[-1]).transpose(1, 2)
 
 
+def _rows(
+    module: nn.Module, a: torch.Tensor, d: torch.Tensor, order: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([B, L, I], [B, L, O])``: input patches and output gradients, a row per position.
+
+    ``Σ_{b,l} d[b, l] ⊗ cols[b, l]`` is the weight gradient. Examples come in ``order`` (a
+    permutation of the batch, gathered in the same copy) or as given. For a conv the columns
+    are in channels-last order (kernel row, kernel column, channel; :func:`_rows_to_weight`
+    restores the weight's order): one copy out of a channels-last padded input reads
+    contiguous channel runs, several times faster on CPU than :func:`_patches` or
+    ``F.unfold`` for small images.
+    """
+    if isinstance(module, nn.Conv2d):
+        (kh, kw), (sh, sw) = module.kernel_size, module.stride
+        (ph, pw), (dh, dw) = module.padding, module.dilation  # type: ignore[misc]
+        x = F.pad(a.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # [B, H, W, C], contiguous
+        x = x.unfold(1, dh * (kh - 1) + 1, sh)[..., ::dh]  # [B, ho, W, C, kh]
+        x = x.unfold(2, dw * (kw - 1) + 1, sw)[..., ::dw]  # [B, ho, wo, C, kh, kw]
+        x = x.permute(0, 1, 2, 4, 5, 3)
+        g = d.permute(0, 2, 3, 1)
+        width = x.shape[3] * x.shape[4] * x.shape[5]
+    else:
+        x, g = a, d
+        width = a.shape[-1]
+    if order is not None:
+        x, g = x.index_select(0, order), g.index_select(0, order)
+    b = x.shape[0]
+    return x.reshape(b, -1, width), g.reshape(b, -1, g.shape[-1])
+
+
+def _rows_to_weight(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """``[..., I]`` in :func:`_rows`' column order → the weight's flattened order."""
+    if not isinstance(module, nn.Conv2d):
+        return t
+    (kh, kw), c = module.kernel_size, module.in_channels
+    lead = t.shape[:-1]
+    t = t.reshape(*lead, kh, kw, c)
+    n = len(lead)
+    return t.permute(*range(n), n + 2, n, n + 1).reshape(*lead, c * kh * kw)
+
+
+class _MomentumLedger:
+    """Credited updates of SGD momentum buffers, one per row, in ``O(rows touched)`` per step.
+
+    torch's SGD keeps ``m_t = μ m_{t-1} + w_t g_t`` (``w_t = 1`` at a fresh buffer, else
+    ``1 - dampening``) and applies ``-η_t m_t`` (Nesterov: ``-η_t (g_t + μ m_t)``). With
+    ``k`` steps since the last fold and ``m_t = μ^k u_t``, a step only adds
+    ``x = w_t μ^{-k} g_t`` to the rows it touches: ``u += x`` and ``v += Λ x``, with
+    ``Λ = Σ λ`` the running sum of ``λ_t = η_t μ^k`` (Nesterov ``η_t μ^{k+1}``) before this
+    step. The credited total is then ``v - Λ u`` at any time, algebraically equal to
+    updating every row's buffer and total each step (which costs ``O(all rows)`` per step:
+    ``O(N)`` for per-example credit). :meth:`fold` materialises it (``v ← v - Λ u``,
+    ``u ← μ^k u`` = the buffers, ``Λ ← 0``); a fold happens whenever ``μ^{-k}`` exceeds
+    ``max_scale``, which bounds the rounding to about ``max_scale`` ulps.
+
+    Attributes:
+        total: the credited sum (``v``); exact after :meth:`fold`.
+    """
+
+    def __init__(self, total: torch.Tensor, max_scale: float) -> None:
+        self.total = total
+        self.max_scale = max_scale
+        self._base: torch.Tensor | None = None
+        self._mu = 0.0
+        self._steps = 0
+        self._lam = 0.0
+        self._scale = 1.0
+        self.fresh = True
+
+    def restart(self) -> None:
+        """The optimizer's buffer starts over (its first step, or a reset state)."""
+        self.fold()
+        if self._base is not None:
+            self._base.zero_()
+        self.fresh = True
+
+    def begin(self, mu: float, dampening: float) -> float:
+        """Open a step with momentum ``mu``; returns the weight ``w_t`` of its gradient."""
+        if self._steps and mu != self._mu:
+            self.fold()
+        if self._base is None:
+            self._base = torch.zeros_like(self.total)
+        self._mu = mu
+        self._steps += 1
+        self._scale = mu ** (-self._steps)
+        return 1.0 if self.fresh else 1.0 - dampening
+
+    def add(self, values: torch.Tensor, weight: float, rows: torch.Tensor | None = None) -> None:
+        """Add ``weight · values`` to the buffers (of ``rows``, or all rows)."""
+        assert self._base is not None
+        coef = weight * self._scale
+        if rows is None:
+            self._base.add_(values, alpha=coef)
+            if self._lam:
+                self.total.add_(values, alpha=coef * self._lam)
+            return
+        values = values.to(self.total.dtype)
+        _scatter_add(self._base, rows, values, coef)
+        if self._lam:
+            _scatter_add(self.total, rows, values, coef * self._lam)
+
+    def direct(self, values: torch.Tensor, coef: float, rows: torch.Tensor | None = None) -> None:
+        """Credit ``coef · values`` at once (no momentum)."""
+        if rows is None:
+            self.total.add_(values, alpha=coef)
+        else:
+            _scatter_add(self.total, rows, values.to(self.total.dtype), coef)
+
+    def end(self, lr: float, nesterov: bool) -> None:
+        """Close the step: its buffers are credited ``-lr · μ^{[nesterov]} m_t``."""
+        self._lam += lr * self._mu ** (self._steps + (1 if nesterov else 0))
+        self.fresh = False
+        if max(self._scale, 1 / self._scale) > self.max_scale:
+            self.fold()
+
+    def fold(self) -> None:
+        """Make :attr:`total` exact and the base the buffers themselves."""
+        if self._base is None or not self._steps:
+            return
+        if self._lam:
+            self.total.add_(self._base, alpha=-self._lam)
+        self._base.mul_(self._mu**self._steps)
+        self._lam = 0.0
+        self._steps = 0
+        self._scale = 1.0
+
+
 class _LayerState:
     """Online accumulators and hook captures of one traced layer."""
 
@@ -392,14 +519,16 @@ class _LayerState:
         self.inp = int(np.prod(shape[1:]))
         self.w0 = self.param.detach().to("cpu", dtype).clone()
         self.c = config.num_classes
-        self.class_acc = torch.zeros((self.c, self.out, self.inp), dtype=dtype)
-        self.reg_acc = torch.zeros((self.out, self.inp), dtype=dtype)
+        # The current epoch's credit: one row per class, the last for weight decay.
+        self.acc = torch.zeros((self.c + 1, self.out, self.inp), dtype=dtype)
+        self.class_acc = self.acc[: self.c]
+        self.reg_acc = self.acc[self.c]
         self.class_epochs: list[torch.Tensor] = []
         self.reg_epochs: list[torch.Tensor] = []
-        # SGD momentum: one buffer per class plus one for weight decay.
-        self.class_buf: torch.Tensor | None = None
-        self.reg_buf: torch.Tensor | None = None
-        self.example_buf: torch.Tensor | None = None
+        # SGD momentum, kept lazily: one buffer per class plus one for weight decay, and one
+        # per example in the stored form. Folds bound the rounding to ~max_scale ulps.
+        max_scale = 2.0**10 if dtype == torch.float64 else 4.0
+        self.class_ledger = _MomentumLedger(self.acc, max_scale)
         self.exact = self.out * self.inp <= config.exact_max_weights
         self.example: torch.Tensor | None = None
         self.example_proj: torch.Tensor | None = None
@@ -415,6 +544,8 @@ class _LayerState:
             self.proj_in = torch.randn(k_in, self.inp, generator=generator, dtype=dtype)
             self.proj_in /= math.sqrt(k_in)
             self.example_proj = torch.zeros((num_examples, k_out, k_in), dtype=dtype)
+        store = self.example if self.example is not None else self.example_proj
+        self.example_ledger = _MomentumLedger(store, max_scale)
         # Captures of the current step: (input, labels, indices), and output grads.
         self.inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.grads: dict[int, torch.Tensor] = {}
@@ -530,47 +661,60 @@ class _LayerState:
             self._proj_cache = (self.proj_out.to(dtype), self.proj_in.to(dtype))
         return self._proj_cache
 
-    def project_factored(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """``[B, k_out, k_in]`` sketch of per-example gradients without forming them.
+    def _sketch(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``[B, k_out, k_in]`` sketches ``Σ_l (P_out δ_bl)(P_in patch_bl)ᵀ`` (trace dtype).
 
-        ``P_out g_b P_inᵀ = Σ_l (P_out δ_bl)(P_in patch_bl)ᵀ``; for a conv, ``P_in · patches``
-        is a convolution with ``P_in`` as ``k_in`` kernels, so no unfold is needed.
+        For a conv, ``P_in · patches`` is a convolution with ``P_in`` as ``k_in`` kernels.
         """
         p_out, p_in = self._projections(a.dtype)
-        pd = torch.einsum("ko,bol->bkl", p_out, _deltas(self.module, d))
         if self.kind == "conv2d":
             kernels = p_in.reshape(-1, *self.param.shape[1:])
-            pa = F.conv2d(a, kernels, None, **self.conv).flatten(2)
+            pa = F.conv2d(a, kernels, None, **self.conv).flatten(2)  # [B, k_in, L]
+            pd = torch.einsum("ko,bol->bkl", p_out, d.flatten(2))
         else:
-            pa = torch.einsum("ji,bil->bjl", p_in, _patches(self.module, a))
+            pa = torch.einsum("ji,bli->bjl", p_in, a.reshape(a.shape[0], -1, a.shape[-1]))
+            pd = torch.einsum("ko,blo->bkl", p_out, d.reshape(d.shape[0], -1, d.shape[-1]))
         return torch.bmm(pd, pa.transpose(1, 2)).to(self.w0.dtype)
 
-    def example_terms(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """``[B, *storage]`` per-example gradients in the stored form (full or sketched)."""
-        if self.example is not None:
-            return self.example_grads(a, d)
-        full = self._example_grads_raw(a, d)
-        if full is None:
-            return self.project_factored(a, d)
-        # Pick the cheaper of sketching the formed gradients and the factored product.
-        assert self.proj_out is not None and self.proj_in is not None
-        k_out, k_in = self.proj_out.shape[0], self.proj_in.shape[0]
-        length = d[0].numel() // self.out
-        cost_full = k_out * self.out * self.inp + k_out * k_in * self.inp
-        cost_factored = (k_in * self.inp + k_out * self.out + k_out * k_in) * length
-        return self.project(full) if cost_full <= cost_factored else self.project_factored(a, d)
+    def sgd_terms(
+        self, pairs: Sequence[tuple[torch.Tensor, ...]]
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Class gradients and per-example gradients in the stored form, for a linear rule.
 
-    def add_example(
-        self,
-        indices: torch.Tensor,
-        coef: float,
-        cols: torch.Tensor,
-        deltas: torch.Tensor,
-    ) -> None:
-        """Credit ``coef · g_b`` to each example."""
-        store = self.example if self.example is not None else self.example_proj
-        assert store is not None
-        _scatter_add(store, indices, self.example_terms(cols, deltas), coef)
+        Returns:
+            ``[C, O, I]`` gradient of each class (any float dtype) and, per traced forward,
+            ``(indices [B], [B, *storage])`` each example's gradient, exact or sketched
+            (trace dtype).
+
+        Layers with exact per-example storage form per-example gradients (one batched
+        matmul) and sum them by label. Sketched layers never form them: the batch's rows
+        are gathered sorted by label, each class's gradient is one matmul over its
+        contiguous rows (the multiply count of the batch's weight gradient), and the
+        sketches come from the factored product (:meth:`_sketch`).
+        """
+        if self.example is not None:
+            class_g = self.class_grads(pairs)
+            return class_g, [(idx, self.example_grads(a, d)) for a, d, _, idx in pairs]
+        grads: torch.Tensor | None = None
+        terms = []
+        for a, d, labels, indices in pairs:
+            order = torch.argsort(labels, stable=True)
+            counts = torch.bincount(labels, minlength=self.c).tolist()
+            cols, deltas = _rows(self.module, a, d, order.to(a.device))
+            length = cols.shape[1]
+            if grads is None:
+                grads = cols.new_zeros((self.c, self.out, cols.shape[2]))
+            flat_cols = cols.reshape(-1, cols.shape[2])
+            flat_deltas = deltas.reshape(-1, deltas.shape[2])
+            start = 0
+            for c, count in enumerate(counts):
+                if count:
+                    rows = slice(start * length, (start + count) * length)
+                    grads[c].addmm_(flat_deltas[rows].T, flat_cols[rows])
+                    start += count
+            terms.append((indices, self._sketch(a, d)))
+        assert grads is not None
+        return _rows_to_weight(self.module, grads), terms
 
     def add_example_full(self, indices: torch.Tensor, updates: torch.Tensor) -> None:
         """Credit ``[B, O, I]`` per-example updates."""
@@ -581,12 +725,18 @@ class _LayerState:
             _scatter_add(self.example_proj, indices, self.project(updates))
 
     def end_epoch(self) -> None:
+        self.class_ledger.fold()
         self.class_epochs.append(self.class_acc.clone())
         self.reg_epochs.append(self.reg_acc.clone())
-        self.class_acc.zero_()
-        self.reg_acc.zero_()
+        self.acc.zero_()
+
+    def restart_momentum(self) -> None:
+        """torch's momentum buffer starts over: so do the class and example buffers."""
+        self.class_ledger.restart()
+        self.example_ledger.restart()
 
     def finish(self) -> LayerTrace:
+        self.example_ledger.fold()
         shape = tuple(self.param.shape)
         e = len(self.class_epochs)
         return LayerTrace(
@@ -748,115 +898,84 @@ class Tracer:
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         for state in self.states:
-            state.before = state.param.detach().to("cpu", state.w0.dtype).clone()
             _, group = self._by_param[id(state.param)]
+            if self.rule == "ratio" or group["weight_decay"]:
+                state.before = state.param.detach().to("cpu", state.w0.dtype, copy=True)
             if self.rule == "sgd" and group["momentum"] != 0:
                 buf = optimizer.state.get(state.param, {}).get("momentum_buffer")
                 if buf is None:
-                    state.class_buf = None  # torch starts the buffer at the first gradient
-                    state.reg_buf = None
-                    state.example_buf = None
+                    state.restart_momentum()  # torch starts the buffer at the first gradient
 
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         for state in self.states:
             _, group = self._by_param[id(state.param)]
-            assert state.before is not None
             if state.param.grad is None:
                 # torch optimizers skip a parameter without a gradient: nothing to credit.
                 state.reset()
                 continue
-            after = state.param.detach().to("cpu", state.w0.dtype)
             pairs = state.pairs()
-            if state.param.grad is not None and not pairs:
+            if not pairs:
                 raise RuntimeError(
                     f"layer {state.name!r} has a gradient but no traced batch: call "
                     "tracer.set_batch(labels, indices) before each forward pass"
                 )
-            w_old = state.before.reshape(state.out, state.inp)
-            delta = (after - state.before).reshape(state.out, state.inp)
             if self.rule == "sgd":
-                self._sgd_split(state, group, pairs, w_old)
+                self._sgd_split(state, group, pairs)
             else:
+                assert state.before is not None
+                after = state.param.detach().to("cpu", state.w0.dtype)
+                w_old = state.before.reshape(state.out, state.inp)
+                delta = (after - state.before).reshape(state.out, state.inp)
                 self._ratio_split(state, group, pairs, w_old, delta)
             state.reset()
         self._steps_in_epoch += 1
         self._labels = self._indices = None
 
-    def _sgd_split(
-        self, state: _LayerState, group: dict[str, Any], pairs: list, w_old: torch.Tensor
-    ) -> None:
-        """Exact class split of a ``torch.optim.SGD`` step (mirrors its update rule)."""
+    def _sgd_split(self, state: _LayerState, group: dict[str, Any], pairs: list) -> None:
+        """Exact class split of a ``torch.optim.SGD`` step (mirrors its update rule).
+
+        One momentum buffer per class, one for weight decay and (``example_momentum="exact"``)
+        one per example, kept lazily by :class:`_MomentumLedger`: their sums are the
+        optimizer's buffer, and a step costs ``O(B + C)`` rows, not ``O(N)``.
+        """
         lr = float(group["lr"])
         mu = float(group["momentum"])
         tau = float(group["dampening"])
         wd = float(group["weight_decay"])
         nesterov = bool(group["nesterov"])
         sign = -1.0 if group.get("maximize", False) else 1.0
-        class_g = sign * state.class_grads(pairs)
-        reg_g = wd * w_old
-        first = state.class_buf is None
-        if mu != 0:
-            if first:
-                state.class_buf, state.reg_buf = class_g.clone(), reg_g.clone()
-            else:
-                assert state.reg_buf is not None
-                state.class_buf.mul_(mu).add_(class_g, alpha=1 - tau)
-                state.reg_buf.mul_(mu).add_(reg_g, alpha=1 - tau)
-            if nesterov:
-                class_d, reg_d = class_g + mu * state.class_buf, reg_g + mu * state.reg_buf  # type: ignore[operator]
-            else:
-                class_d, reg_d = state.class_buf, state.reg_buf
+        class_g, examples = state.sgd_terms(pairs)
+        grads = torch.empty_like(state.acc)  # [C + 1, O, I]: classes, then weight decay
+        torch.mul(class_g, sign, out=grads[: state.c])
+        if wd:
+            assert state.before is not None
+            torch.mul(state.before.reshape(state.out, state.inp), wd, out=grads[state.c])
         else:
-            class_d, reg_d = class_g, reg_g
-        state.class_acc.add_(class_d, alpha=-lr)
-        state.reg_acc.add_(reg_d, alpha=-lr)  # type: ignore[arg-type]
+            grads[state.c].zero_()
+        ledger = state.class_ledger
         if mu == 0:
-            for cols, deltas, _, indices in pairs:
-                state.add_example(indices, -lr * sign, cols, deltas)
+            ledger.direct(grads, -lr)
+        else:
+            ledger.add(grads, ledger.begin(mu, tau))
+            if nesterov:
+                ledger.direct(grads, -lr)
+            ledger.end(lr, nesterov)
+        ex_ledger = state.example_ledger
+        if mu == 0:
+            for indices, terms in examples:
+                ex_ledger.direct(terms, -lr * sign, indices)
         elif self.config.example_momentum == "exact":
-            self._sgd_example_buffers(state, pairs, lr, mu, tau, nesterov, sign, first)
+            weight = ex_ledger.begin(mu, tau)
+            for indices, terms in examples:
+                ex_ledger.add(terms, weight * sign, indices)
+                if nesterov:
+                    ex_ledger.direct(terms, -lr * sign, indices)
+            ex_ledger.end(lr, nesterov)
         else:
             # Documented rule: the gradient's whole momentum-decayed effect at this step's lr.
             factor = 1.0 + mu * (1 - tau) / (1 - mu) if nesterov else (1 - tau) / (1 - mu)
-            for cols, deltas, _, indices in pairs:
-                state.add_example(indices, -lr * sign * factor, cols, deltas)
-
-    def _sgd_example_buffers(
-        self,
-        state: _LayerState,
-        pairs: list,
-        lr: float,
-        mu: float,
-        tau: float,
-        nesterov: bool,
-        sign: float,
-        first: bool,
-    ) -> None:
-        """Exact per-example momentum: one buffer per example, in the storage's form.
-
-        The examples' buffers sum to the class buffers, so the credited updates sum exactly to
-        the class totals; the cost is ``O(N · stored numbers)`` per step.
-        """
-        store = state.example if state.example is not None else state.example_proj
-        assert store is not None
-        if first or state.example_buf is None:
-            state.example_buf = torch.zeros_like(store)
-            weight = 1.0  # torch starts the buffer with the raw gradient (no dampening)
-        else:
-            state.example_buf.mul_(mu)
-            weight = 1 - tau
-        terms = [
-            (indices, sign * state.example_terms(cols, deltas))
-            for cols, deltas, _, indices in pairs
-        ]
-        for indices, term in terms:
-            _scatter_add(state.example_buf, indices, term, weight)
-        if nesterov:
-            store.add_(state.example_buf, alpha=-lr * mu)
-            for indices, term in terms:
-                _scatter_add(store, indices, term, -lr)
-        else:
-            store.add_(state.example_buf, alpha=-lr)
+            for indices, terms in examples:
+                ex_ledger.direct(terms, -lr * sign * factor, indices)
 
     def _ratio_split(
         self,
