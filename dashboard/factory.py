@@ -202,20 +202,21 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
     """Make the atlas a request names the request's atlas (:func:`atlases.set_current`).
 
     A callback request names it in its payload (``atlas``, copied from the page's URL by
-    :data:`RENDERER_WITH_ATLAS`); other requests, and unknown names, mean the default.
+    :data:`RENDERER_WITH_ATLAS`), a page load in its query; no name, or an unknown one,
+    means the default atlas.
     """
 
     @server.before_request
     def choose_atlas() -> None:
         key = None
         if registry.multi:
-            entry = registry.default
             request = flask.request
             if request.method == "POST" and request.path.endswith("_dash-update-component"):
                 body = request.get_json(silent=True)
                 named = body.get("atlas") if isinstance(body, dict) else None
-                entry = (registry.find(named) if named else None) or registry.default
-            key = entry.key
+            else:  # a page load (its title and meta tags name the linked atlas)
+                named = request.args.get("atlas")
+            key = ((registry.find(named) if named else None) or registry.default).key
         atlases.set_current(key)
 
 

@@ -192,3 +192,11 @@ def test_single_atlas_keeps_links_without_a_parameter(folder: Path, tmp_path: Pa
     # Its own name is accepted; another name is a friendly not-found page.
     assert "Atlas not found" not in render(explorer(atlas="beta@1"))
     assert "Atlas not found" in render(explorer(atlas="alpha@1"))
+
+
+def test_link_previews_name_the_linked_atlas(app: dash.Dash) -> None:
+    client = app.server.test_client()
+    beta = client.get("/?atlas=beta@1&class=2").get_data(as_text=True)
+    assert 'og:title" content="Beta atlas · Network Atlas"' in beta
+    default = client.get("/").get_data(as_text=True)
+    assert 'og:title" content="Alpha atlas · Network Atlas"' in default
