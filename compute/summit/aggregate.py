@@ -662,7 +662,9 @@ class SummitPass(ClosingContext):
             name = f"influence.{index}.branch{k}"
             top = self._matrix(f"{name}.top", branch.channels, branch.bottleneck_channels)
             bottom = self._matrix(f"{name}.bottom", branch.bottleneck_channels, c_in)
-            paths = widest_path(top, bottom, self.num_classes, limits).tocoo()
+            paths = widest_path(
+                top, bottom, self.num_classes, limits, self.device, self.budget
+            ).tocoo()
             parts.append(paths)
             c, i = np.divmod(paths.row.astype(np.int64), branch.channels)
             rows.append(c * c_out + branch.offset + i)

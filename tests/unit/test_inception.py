@@ -27,6 +27,9 @@ def test_widest_path_equals_the_plain_reference() -> None:
     bottom = rng.integers(0, 4, (classes * c_b, c_in)) * (rng.random((classes * c_b, c_in)) < 0.6)
     limits = np.array([-1, 2, 0])
     got = widest_path(sp.csr_array(top), sp.csr_array(bottom), classes, limits).toarray()
+    # a tiny budget: one class and a few rows per step give the same
+    small = widest_path(sp.csr_array(top), sp.csr_array(bottom), classes, limits, budget=20)
+    np.testing.assert_array_equal(small.toarray(), got)
     for c in range(classes):
         want = widest_path_reference(
             top[c * c_br : (c + 1) * c_br],
