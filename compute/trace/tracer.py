@@ -387,14 +387,17 @@ def _rows(
 
 
 def _rows_to_weight(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
-    """``[..., I]`` in :func:`_rows`' column order → the weight's flattened order."""
+    """``[..., I]`` in :func:`_rows`' column order → a view ``[..., *W[1:]]`` in the weight's.
+
+    A view, not a copy: the caller's conversion to the trace dtype does the one copy.
+    """
     if not isinstance(module, nn.Conv2d):
         return t
     (kh, kw), c = module.kernel_size, module.in_channels
     lead = t.shape[:-1]
     t = t.reshape(*lead, kh, kw, c)
     n = len(lead)
-    return t.permute(*range(n), n + 2, n, n + 1).reshape(*lead, c * kh * kw)
+    return t.permute(*range(n), n + 2, n, n + 1)
 
 
 class _MomentumLedger:
@@ -411,13 +414,21 @@ class _MomentumLedger:
     ``u ← μ^k u`` = the buffers, ``Λ ← 0``); a fold happens whenever ``μ^{-k}`` exceeds
     ``max_scale``, which bounds the rounding to about ``max_scale`` ulps.
 
+    Dense steps (every row, e.g. the class and weight-decay buffers) are written into a
+    window of ``window`` slots (:meth:`slot`) with their two coefficients, and applied to
+    ``u`` and ``v`` together by one ``[2, k] @ [k, rows]`` product when the window fills or
+    before any read: one pass over each step's values instead of four.
+
     Attributes:
         total: the credited sum (``v``); exact after :meth:`fold`.
     """
 
-    def __init__(self, total: torch.Tensor, max_scale: float) -> None:
+    def __init__(self, total: torch.Tensor, max_scale: float, window: int = 1) -> None:
         self.total = total
         self.max_scale = max_scale
+        self._window = max(1, window)
+        self._ring: torch.Tensor | None = None
+        self._pending: list[tuple[float, float]] = []
         self._base: torch.Tensor | None = None
         self._mu = 0.0
         self._steps = 0
@@ -442,6 +453,46 @@ class _MomentumLedger:
         self._steps += 1
         self._scale = mu ** (-self._steps)
         return 1.0 if self.fresh else 1.0 - dampening
+
+    def slot(self) -> torch.Tensor:
+        """A tensor shaped like :attr:`total` to fill with a dense step's values."""
+        if self._window == 1:
+            return torch.empty_like(self.total)
+        if self._ring is None:
+            self._ring = self.total.new_empty((self._window, *self.total.shape))
+        return self._ring[len(self._pending)]
+
+    def add_dense(self, values: torch.Tensor, weight: float, direct: float) -> None:
+        """Add ``weight · values`` to every row's buffer and credit ``direct · values``.
+
+        ``weight`` needs an open step (:meth:`begin`) unless it is 0. ``values`` should come
+        from :meth:`slot`: then the update waits in the window.
+        """
+        coef_base = weight * self._scale if weight else 0.0
+        coef_total = coef_base * self._lam + direct
+        if self._ring is not None and values.data_ptr() == self.slot().data_ptr():
+            self._pending.append((coef_base, coef_total))
+            if len(self._pending) == self._window:
+                self.flush()
+            return
+        if coef_base:
+            assert self._base is not None
+            self._base.add_(values, alpha=coef_base)
+        if coef_total:
+            self.total.add_(values, alpha=coef_total)
+
+    def flush(self) -> None:
+        """Apply the dense steps waiting in the window."""
+        if not self._pending:
+            return
+        assert self._ring is not None
+        k = len(self._pending)
+        coefs = torch.tensor(self._pending, dtype=self.total.dtype).T  # [2, k]
+        both = coefs @ self._ring[:k].reshape(k, -1)
+        if self._base is not None:
+            self._base.view(-1).add_(both[0])
+        self.total.view(-1).add_(both[1])
+        self._pending.clear()
 
     def add(self, values: torch.Tensor, weight: float, rows: torch.Tensor | None = None) -> None:
         """Add ``weight · values`` to the buffers (of ``rows``, or all rows)."""
@@ -473,6 +524,7 @@ class _MomentumLedger:
 
     def fold(self) -> None:
         """Make :attr:`total` exact and the base the buffers themselves."""
+        self.flush()
         if self._base is None or not self._steps:
             return
         if self._lam:
@@ -528,7 +580,8 @@ class _LayerState:
         # SGD momentum, kept lazily: one buffer per class plus one for weight decay, and one
         # per example in the stored form. Folds bound the rounding to ~max_scale ulps.
         max_scale = 2.0**10 if dtype == torch.float64 else 4.0
-        self.class_ledger = _MomentumLedger(self.acc, max_scale)
+        window = min(8, (1 << 22) // self.acc.numel())  # at most 32 MiB of float64
+        self.class_ledger = _MomentumLedger(self.acc, max_scale, window)
         self.exact = self.out * self.inp <= config.exact_max_weights
         self.example: torch.Tensor | None = None
         self.example_proj: torch.Tensor | None = None
@@ -682,7 +735,8 @@ class _LayerState:
         """Class gradients and per-example gradients in the stored form, for a linear rule.
 
         Returns:
-            ``[C, O, I]`` gradient of each class (any float dtype) and, per traced forward,
+            ``[C, O, I]`` or ``[C, *W]`` (a view) gradient of each class (any float dtype)
+            and, per traced forward,
             ``(indices [B], [B, *storage])`` each example's gradient, exact or sketched
             (trace dtype).
 
@@ -702,16 +756,21 @@ class _LayerState:
             counts = torch.bincount(labels, minlength=self.c).tolist()
             cols, deltas = _rows(self.module, a, d, order.to(a.device))
             length = cols.shape[1]
+            first = grads is None
             if grads is None:
-                grads = cols.new_zeros((self.c, self.out, cols.shape[2]))
+                grads = cols.new_empty((self.c, self.out, cols.shape[2]))
             flat_cols = cols.reshape(-1, cols.shape[2])
             flat_deltas = deltas.reshape(-1, deltas.shape[2])
             start = 0
             for c, count in enumerate(counts):
-                if count:
-                    rows = slice(start * length, (start + count) * length)
+                rows = slice(start * length, (start + count) * length)
+                if count and first:
+                    torch.mm(flat_deltas[rows].T, flat_cols[rows], out=grads[c])
+                elif count:
                     grads[c].addmm_(flat_deltas[rows].T, flat_cols[rows])
-                    start += count
+                elif first:
+                    grads[c].zero_()
+                start += count
             terms.append((indices, self._sketch(a, d)))
         assert grads is not None
         return _rows_to_weight(self.module, grads), terms
@@ -945,20 +1004,21 @@ class Tracer:
         nesterov = bool(group["nesterov"])
         sign = -1.0 if group.get("maximize", False) else 1.0
         class_g, examples = state.sgd_terms(pairs)
-        grads = torch.empty_like(state.acc)  # [C + 1, O, I]: classes, then weight decay
-        torch.mul(class_g, sign, out=grads[: state.c])
+        ledger = state.class_ledger
+        grads = ledger.slot()  # [C + 1, O, I]: classes, then weight decay
+        grads[: state.c].view(class_g.shape).copy_(class_g)  # one copy: dtype and layout
+        if sign < 0:
+            grads[: state.c].neg_()
         if wd:
             assert state.before is not None
             torch.mul(state.before.reshape(state.out, state.inp), wd, out=grads[state.c])
         else:
             grads[state.c].zero_()
-        ledger = state.class_ledger
         if mu == 0:
-            ledger.direct(grads, -lr)
+            ledger.add_dense(grads, 0.0, -lr)
         else:
-            ledger.add(grads, ledger.begin(mu, tau))
-            if nesterov:
-                ledger.direct(grads, -lr)
+            weight = ledger.begin(mu, tau)
+            ledger.add_dense(grads, weight, -lr if nesterov else 0.0)
             ledger.end(lr, nesterov)
         ex_ledger = state.example_ledger
         if mu == 0:
