@@ -254,7 +254,16 @@ def _single_input(node: fx.Node) -> fx.Node | None:
     return node.args[0]
 
 
+def _is_spatial_pad(node: fx.Node) -> bool:
+    """``F.pad`` of the last two (spatial) dimensions only, in constant mode."""
+    pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    return isinstance(pad, (tuple, list)) and len(pad) <= 4 and mode in ("constant", None)
+
+
 def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_function" and node.target is F.pad:
+        return _is_spatial_pad(node)
     if node.op == "call_module":
         return isinstance(modules.get(str(node.target)), CHANNELWISE_MODULES)
     if node.op == "call_function":

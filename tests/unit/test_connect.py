@@ -242,3 +242,21 @@ def test_connection_kinds_for_listings_never_raise() -> None:
     assert connection_kinds(Twice(), ["a", "b"]) == [None, "none"]
     assert connection_kinds(Dynamic(), ["a", "b"]) == [None, "none"]
     assert connection_kinds(Plain(), ["stem"]) == [None]
+
+
+def test_spatial_padding_keeps_channels_like_lucid_ports() -> None:
+    class Padded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+            self.b = nn.Conv2d(4, 5, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.b(F.pad(F.relu(self.a(x)), (1, 1, 1, 1)))
+
+    class ChannelPad(Padded):
+        def forward(self, x: Tensor) -> Tensor:
+            return self.b(F.pad(self.a(x), (0, 0, 0, 0, 0, 0))[:, :4])
+
+    assert find_connections(Padded(), ["a", "b"])[1] == Connection("a", "b", "b", 4, 5)
+    assert find_connections(ChannelPad(), ["a", "b"])[1].kind == "gradient"
