@@ -873,6 +873,8 @@ class MapperIndex:
         # Intervals are independent; numpy and scipy release the GIL in the heavy steps, so
         # two threads overlap them (results are collected in interval order: deterministic).
         work = range(len(starts))
+        if params.clusterer == "dbscan":
+            self._upper()  # once, before any thread needs it
         if params.clusterer == "dbscan" and int(self.indptr[-1]) > PARALLEL_MIN_ENTRIES:
             with ThreadPoolExecutor(max_workers=MAPPER_THREADS) as pool:
                 found_all = list(pool.map(cluster, work))
@@ -897,6 +899,31 @@ class MapperIndex:
             time.perf_counter() - start,
         )
 
+    def _upper(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The graph's entries above the diagonal (each pair once), as a CSR; built once.
+
+        Returns:
+            ``(indptr int64 [n+1], indices int32, distances float32)``.
+        """
+        cached = self.__dict__.get("_upper_cache")
+        if cached is not None:
+            return cached
+        indptr = np.asarray(self.indptr)
+        indices = np.asarray(self.indices)
+        n = len(indptr) - 1
+        row = np.repeat(np.arange(n, dtype=np.int32), np.diff(indptr))
+        above = indices > row
+        counts = np.bincount(row[above], minlength=n)
+        up_indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=up_indptr[1:])
+        cached = (
+            up_indptr,
+            indices[above].astype(np.int32, copy=False),
+            np.asarray(self.distances)[above],
+        )
+        object.__setattr__(self, "_upper_cache", cached)  # a cache on a frozen dataclass
+        return cached
+
     def _dbscan(self, s: int, e: int, eps: float, min_samples: int, rows: np.ndarray) -> np.ndarray:
         """sklearn-identical DBSCAN labels of sorted positions ``s..e`` (``-1`` = noise).
 
@@ -905,19 +932,19 @@ class MapperIndex:
         sklearn's ``dbscan_inner`` run in sample-row order, as KeplerMapper does.
         """
         m = e - s
-        a, b = int(self.indptr[s]), int(self.indptr[e])
-        cols = np.asarray(self.indices[a:b])
-        dist = np.asarray(self.distances[a:b])
+        up_indptr, up_cols, up_dist = self._upper()
+        a, b = int(up_indptr[s]), int(up_indptr[e])
+        # Each pair once (column > row), so half the entries of the symmetric graph.
         # int32 throughout: half the memory traffic, and what scipy's csgraph wants.
-        row = np.repeat(np.arange(m, dtype=np.int32), np.diff(np.asarray(self.indptr[s : e + 1])))
-        # Column inside [s, e) in one comparison: (col - s) as unsigned wraps negatives high.
-        col = cols - np.int32(s)
-        keep = col.view(np.uint32) < np.uint32(m)
+        row = np.repeat(np.arange(m, dtype=np.int32), np.diff(up_indptr[s : e + 1]))
+        col = up_cols[a:b] - np.int32(s)  # > row >= 0 already
+        keep = col < np.int32(m)
         if eps < self.max_radius:  # every stored distance is <= max_radius
-            keep &= dist <= np.float32(eps)
+            keep &= up_dist[a:b] <= np.float32(eps)
         if not keep.all():
             row, col = row[keep], col[keep]
         degree = np.bincount(row, minlength=m)
+        degree += np.bincount(col, minlength=m)
         degree += 1  # the point itself counts (sklearn)
         core = degree >= min_samples
         labels = np.full(m, -1, dtype=np.int64)
@@ -926,24 +953,19 @@ class MapperIndex:
         core_col = core[col]
         core_row = core[row]
         cc = core_row & core_col
-        # Entries are already in row order: build the CSR directly, no sort; int32 indptr
-        # and indices so scipy converts nothing.
-        indptr = np.zeros(m + 1, dtype=np.int32 if len(col) < 2**31 else np.int64)
-        counts = np.bincount(row, weights=None, minlength=m) if cc.all() else None
-        if counts is None:
-            counts = np.bincount(row[cc], minlength=m)
-            cc_col = col[cc]
-        else:
-            cc_col = col
-        np.cumsum(counts, out=indptr[1:])
+        all_core = bool(cc.all())
+        cc_row = row if all_core else row[cc]
+        cc_col = col if all_core else col[cc]
+        # Entries are in row order: build the CSR directly, no sort; int32 indptr and
+        # indices so scipy converts nothing. One direction per edge: weak components.
+        indptr = np.zeros(m + 1, dtype=np.int32 if len(cc_col) < 2**31 else np.int64)
+        np.cumsum(np.bincount(cc_row, minlength=m), out=indptr[1:])
         graph = sp.csr_array(
             (np.ones(len(cc_col), dtype=np.int8), cc_col.astype(indptr.dtype, copy=False), indptr),
             shape=(m, m),
             copy=False,
         )
-        # The edge set is symmetric, so strong components are the connected components, and
-        # the strong algorithm needs no transpose.
-        _, comp = connected_components(graph, directed=True, connection="strong")
+        _, comp = connected_components(graph, directed=True, connection="weak")
         core_idx = np.flatnonzero(core)
         core_comp = comp[core_idx]
         # Number components by their smallest core sample row (sklearn's visiting order).
@@ -955,9 +977,11 @@ class MapperIndex:
         labels[core_idx] = rank[core_comp]
         # Border points: non-core with a core neighbour take the smallest neighbouring label.
         if not core.all():
-            bd = core_col & ~core_row
-            if bd.any():
-                b_row, b_label = row[bd], labels[col[bd]]
+            row_border = core_col & ~core_row
+            col_border = core_row & ~core_col
+            if row_border.any() or col_border.any():
+                b_row = np.concatenate([row[row_border], col[col_border]])
+                b_label = np.concatenate([labels[col[row_border]], labels[row[col_border]]])
                 by = np.lexsort((b_label, b_row))
                 border, at = np.unique(b_row[by], return_index=True)
                 labels[border] = b_label[by][at]
