@@ -12,9 +12,11 @@ from compute.summit.influence import (
     influence_maxima_1x1,
     influence_maxima_batched,
     influence_maxima_gemm,
+    influence_maxima_pruned,
     influence_topk,
     influence_upper_bounds,
     pair_maxima,
+    range_upper_bounds,
     topk_triples,
 )
 
@@ -181,3 +183,102 @@ def test_thread_cap_is_restored(monkeypatch) -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("signed", [False, True])
+def test_range_bounds_hold_for_every_pair(geometry, signed: bool) -> None:
+    kernel, stride, padding, dilation = geometry
+    for dtype in (torch.float64, torch.float32):
+        x, w = _data(5, signed, kernel, dtype=dtype)
+        exact = per_pair(x, w, stride, padding, dilation)
+        assert bool((range_upper_bounds(x, w, padding) >= exact).all())
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[:4])
+@pytest.mark.parametrize("signed", [False, True])
+def test_pruned_bmm_equals_per_pair_top_k(geometry, signed: bool) -> None:
+    """Top-k of the pruned scores is the reference's; what is computed is exact."""
+    kernel, stride, padding, dilation = geometry
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(4, 23, 9, 10, generator=g, dtype=torch.float64)
+    if not signed:
+        x = torch.relu(x)
+    w = torch.randn(6, 23, kernel, kernel, generator=g, dtype=torch.float64)
+    exact = per_pair(x, w, stride, padding, dilation)
+    for k in (1, 3, 5, 23, 30):
+        # tiny tiles and column budgets: one item per product, one image per block
+        for tile, columns in ((1, 1), (300, 5000), (1 << 18, 1 << 22)):
+            scores = influence_maxima_pruned(x, w, stride, padding, dilation, k, tile, columns)
+            computed = torch.isfinite(scores)
+            torch.testing.assert_close(scores[computed], exact[computed], rtol=1e-12, atol=1e-12)
+            b, i, j = topk_triples(scores, k)
+            got = set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True))
+            assert got == reference_topk(exact, k), (k, tile)
+
+
+def test_pruned_bmm_skips_pairs_that_cannot_reach_the_top_k() -> None:
+    """Channels of very different scale (as in trained nets): most pairs are never computed."""
+    g = torch.Generator().manual_seed(29)
+    scale = torch.logspace(-2, 1, 30, dtype=torch.float64)[torch.randperm(30, generator=g)]
+    x = torch.relu(torch.randn(3, 30, 8, 8, generator=g, dtype=torch.float64))
+    x *= scale[:, None, None]
+    w = torch.randn(7, 30, 3, 3, generator=g, dtype=torch.float64)
+    exact = per_pair(x, w, (1, 1), (1, 1), (1, 1))
+    scores = influence_maxima_pruned(x, w, (1, 1), (1, 1), (1, 1), 3, tile=100)
+    assert torch.isfinite(scores).float().mean() < 0.5
+    b, i, j = topk_triples(scores, 3)
+    assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == reference_topk(exact, 3)
+
+
+def test_pruned_bmm_values_equal_the_batched_products_in_float32() -> None:
+    """Pruned exact values come from the same products: bit for bit in float32."""
+    g = torch.Generator().manual_seed(17)
+    x = torch.relu(torch.randn(5, 40, 12, 12, generator=g))
+    w = torch.randn(24, 40, 3, 3, generator=g)
+    dense = influence_maxima_batched(x, w, (1, 1), (1, 1), (1, 1))
+    scores = influence_maxima_pruned(x, w, (1, 1), (1, 1), (1, 1), 5, tile=4096)
+    computed = torch.isfinite(scores)
+    assert torch.equal(scores[computed], dense[computed])
+    for got, want in zip(topk_triples(scores, 5), topk_triples(dense, 5), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_pruned_bmm_breaks_integer_ties_by_lowest_input_channel() -> None:
+    g = torch.Generator().manual_seed(19)
+    x = torch.randint(0, 3, (3, 20, 6, 6), generator=g).double()
+    w = torch.randint(-1, 2, (5, 20, 3, 3), generator=g).double()
+    exact = per_pair(x, w, (1, 1), (1, 1), (1, 1))
+    for k in (1, 2, 4):
+        scores = influence_maxima_pruned(x, w, (1, 1), (1, 1), (1, 1), k, tile=50)
+        b, i, j = topk_triples(scores, k)
+        assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == reference_topk(exact, k)
+
+
+def test_auto_prunes_wide_layers_and_falls_back_on_non_finite_input(monkeypatch) -> None:
+    from compute.summit import influence
+
+    calls: list[int] = []
+    original = influence.influence_maxima_pruned
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(influence, "influence_maxima_pruned", spy)
+    monkeypatch.setattr(influence, "BATCHED_TILE", 10)  # "batched" does not fit
+    monkeypatch.setattr(influence, "PRUNE_MIN_RATIO", 4)
+    g = torch.Generator().manual_seed(23)
+    x = torch.relu(torch.randn(2, 12, 7, 7, generator=g, dtype=torch.float64))
+    w = torch.randn(3, 12, 3, 3, generator=g, dtype=torch.float64)
+    exact = per_pair(x, w, (1, 1), (1, 1), (1, 1))
+    b, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 3)
+    assert calls == [1]
+    assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == reference_topk(exact, 3)
+    influence_topk(x, w, (1, 1), (1, 1), (1, 1), 4)  # 12 < 4 * 4: dense
+    assert calls == [1]
+    x[1, 3, 2, 2] = torch.nan  # bounds need finite numbers: the dense path, same selection
+    want = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 3, method="gemm")
+    got = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 3)
+    assert calls == [1]
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
