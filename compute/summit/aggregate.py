@@ -12,7 +12,8 @@ by widest path through the bottlenecks of an Inception block
 (:mod:`compute.summit.gradient`), for which the forward pass runs with autograd enabled
 only between the two layers (the source's output becomes a fresh leaf, the target's output
 is cut from the rest of the model) and the attributions follow from batched
-vector-Jacobian products after the forward pass.
+vector-Jacobian products taken as soon as the target layer has run, so only one block's
+graph is alive at a time.
 
 Examples:
     >>> with SummitPass(model, ["features.4", "features.7"], 10, SummitConfig()) as summit:
@@ -228,7 +229,6 @@ class SummitPass(ClosingContext):
                 handle = module.register_forward_hook(partial(self._on_gradient_source, index))
                 self._grad_handles.append(handle)
         self._grad_sources: dict[int, Tensor] = {}
-        self._grad_targets: dict[int, Tensor] = {}
         self._states: list[_LayerState | None] = [None] * len(self.layers)
         bins = config.confidence_bins
         self._num_images = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
@@ -308,11 +308,15 @@ class SummitPass(ClosingContext):
     def _on_gradient_target(
         self, index: int, _module: nn.Module, _inputs: object, output: object
     ) -> Tensor | None:
-        """Layer ``index`` ends a gradient connection: keep its graph, cut the rest off."""
+        """Layer ``index`` ends a gradient connection: attribute now, cut the rest off.
+
+        The vector-Jacobian products run here, inside the forward pass, so the graph between
+        the two layers is freed before the next stage builds its own.
+        """
         if not isinstance(output, Tensor) or not torch.is_grad_enabled():
             return None
-        self._grad_targets[index] = output
-        return output.detach().clone()  # in-place operations downstream must not rebase it
+        self._gradient_influence(index, output)
+        return output.detach().clone()  # in-place operations downstream must not touch it
 
     # -- public ----------------------------------------------------------------------
 
@@ -356,8 +360,6 @@ class SummitPass(ClosingContext):
             missing = [self.layers[k] for k, got in enumerate(self._batch_layers) if got is None]
             if missing:
                 raise BuildError(f"layers {missing} did not run in the model's forward pass")
-            for index in self._gradient:
-                self._gradient_influence(index)
             with torch.inference_mode():
                 classes = self._class_statistics(logits, labels)
                 valid = classes >= 0
@@ -369,7 +371,6 @@ class SummitPass(ClosingContext):
             self._batch_layers = []
             self._batch_influence = []
             self._grad_sources = {}
-            self._grad_targets = {}
         self._images_seen += batch
         return logits
 
@@ -379,14 +380,13 @@ class SummitPass(ClosingContext):
             return select_mass(values, self.config.tau)
         return select_topk(values, self.config.top_k)
 
-    def _gradient_influence(self, index: int) -> None:
+    def _gradient_influence(self, index: int, target: Tensor) -> None:
         """Top-k gradient × activation attributions of connection ``index`` for this batch."""
-        source = self._grad_sources.get(index - 1)
-        target = self._grad_targets.get(index)
+        source = self._grad_sources.pop(index - 1, None)
         captured = self._batch_layers[index]
-        assert source is not None and target is not None and captured is not None
+        assert captured is not None  # the layer's statistics hook runs first
         connection = self._gradient[index]
-        if not target.requires_grad:
+        if source is None or not target.requires_grad:
             raise BuildError(
                 f"layer {connection.target!r} is not differentiable with respect to "
                 f"{connection.source!r}; choose other layers"
