@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -169,3 +170,39 @@ def mapper_part(
         "defaults": defaults,
     }
     return MapperPart(files=files, crop_rows=crop_rows, parameters=parameters)
+
+
+def refresh_default_params(atlas_path: str | Path) -> MapperParams:
+    """Record :func:`default_params` of the sample size as an atlas's Mapper defaults.
+
+    For atlases built before the defaults depended on the sample size (they recorded
+    TopoAct's 70 intervals / 30 % whatever the size). Only ``parameters.mapper.defaults``
+    changes (the index and crops do not depend on them), so this equals a rebuild's
+    manifest entry without redoing the pass.
+
+    Args:
+        atlas_path: the atlas directory (with the ``mapper`` part).
+
+    Returns:
+        The parameters recorded.
+
+    Raises:
+        AtlasError: the atlas has no ``mapper`` part.
+    """
+    from compute.atlas import PART_MAPPER, Atlas, AtlasError, update_atlas
+
+    atlas = Atlas.open(atlas_path)
+    if PART_MAPPER not in atlas.parts:
+        raise AtlasError(f"atlas {atlas.path} has no 'mapper' part")
+    settings = dict(atlas.parameters.get("mapper") or {})
+    params = default_params(int(settings.get("num_points") or 1))
+    settings["defaults"] = {
+        key: value
+        for key, value in dataclasses.asdict(params).items()
+        if key not in ("lens", "metric")
+    }
+    with update_atlas(atlas.path) as sink:
+        parameters = dict(atlas.parameters)
+        parameters["mapper"] = settings
+        sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
+    return params

@@ -276,3 +276,20 @@ def test_default_params_by_sample_size() -> None:
     )
     assert stored_default_params({"num_points": 1_437, "defaults": {"intervals": 1}}) == demo
     assert stored_default_params(None) == big
+
+
+def test_refresh_default_params_updates_only_the_manifest(tmp_path) -> None:
+    from compute.atlas import Atlas
+    from compute.topology.mapper import default_params, stored_default_params
+    from compute.topology.part import refresh_default_params
+    from tests.topology_atlas import write_topology_atlas
+
+    path = write_topology_atlas(tmp_path / "atlas")
+    before = Atlas.open(path)
+    files = {k: v for k, v in before.files.items() if k != "manifest.json"}
+    params = refresh_default_params(path)
+    after = Atlas.open(path, verify_hashes=True)
+    assert params == default_params(600)
+    assert after.parameters["mapper"]["defaults"]["intervals"] == params.intervals
+    assert stored_default_params(after.parameters["mapper"]) == params
+    assert {k: v for k, v in after.files.items() if k != "manifest.json"} == files
