@@ -47,7 +47,8 @@ def spatial_max(z: Tensor) -> tuple[Tensor, Tensor]:
         ``(values, flat_position)``: ``[B, C]`` maxima (dtype of ``z``) and ``int64 [B, C]``
         index ``row * W + col`` of the first maximum in row-major order.
     """
-    values, positions = z.flatten(2).max(dim=2)
+    with intra_op_threads(_cap(z)):  # one reduction per layer and batch: see STATISTICS_THREADS
+        values, positions = z.flatten(2).max(dim=2)
     return values, positions
 
 

@@ -632,9 +632,9 @@ def topk_triples(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     Same selection as ``topk_mask(scores, k).nonzero()``, but from one ``torch.topk`` (one
     pass over the scores instead of ``k`` rounds of argmax plus a mask and ``nonzero`` over
     the whole ``[B, C_out, C_in]`` tensor). ``torch.topk`` may break a tie at the k-th value
-    in favour of a higher ``j``; such rows are detected (an unselected entry equals the
-    k-th value) and redone with the exact :func:`topk_mask`. Ties at a k-th value ``<= 0``
-    need no fix: those entries are never selected.
+    in favour of a higher ``j``; it takes ``k + 1`` values, so such rows show as a
+    ``(k+1)``-th value equal to the k-th, and are redone with the exact :func:`topk_mask`.
+    Ties at a k-th value ``<= 0`` need no fix: those entries are never selected.
 
     Args:
         scores: ``[B, C_out, C_in]`` influence maxima (NaN is never selected).
@@ -643,23 +643,35 @@ def topk_triples(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     Returns:
         ``(b, i, j)``: ``int64 [T]`` each, in row-major order.
     """
-    c_in = scores.shape[-1]
+    batch, c_out, c_in = scores.shape
     k = min(k, c_in)
     if k == 0 or scores.numel() == 0:
         empty = torch.empty(0, dtype=torch.int64, device=scores.device)
         return empty, empty, empty
-    clean = torch.nan_to_num(scores, nan=-torch.inf)
-    values, index = torch.topk(clean, k, dim=-1)  # [B, C_out, k], descending
-    kth = values[..., -1:]
-    ambiguous = (kth[..., 0] > 0) & ((clean == kth).sum(-1) > (values == kth).sum(-1))
-    if bool(ambiguous.any()):
-        rows = ambiguous.nonzero(as_tuple=True)
-        # kth > 0 there, so exactly k entries are selected in each of these rows.
-        exact = topk_mask(clean[rows], k, positive_only=True).nonzero(as_tuple=True)[1]
-        index[rows] = exact.view(-1, k)
-        values[rows] = clean[rows].gather(-1, index[rows])
+    clean = scores
+    if bool(torch.isnan(scores).any()):
+        clean = torch.nan_to_num(scores, nan=-torch.inf)
+    wide = min(k + 1, c_in)
+    values, index = torch.topk(clean, wide, dim=-1)  # [B, C_out, wide], descending
+    kth = values[..., k - 1]
+    if wide > k:
+        ambiguous = (kth > 0) & (values[..., k] == kth)
+        values, index = values[..., :k], index[..., :k]
+        if bool(ambiguous.any()):
+            rows = ambiguous.nonzero(as_tuple=True)
+            # kth > 0 there, so exactly k entries are selected in each of these rows.
+            exact = topk_mask(clean[rows], k, positive_only=True).nonzero(as_tuple=True)[1]
+            index[rows] = exact.view(-1, k)
+            values[rows] = clean[rows].gather(-1, index[rows])
+    positive = values > 0
+    if bool(positive.all()):  # the usual case: k per row, no filtering needed
+        per_image = c_out * k
+        device = scores.device
+        bb = torch.arange(batch, device=device).repeat_interleave(per_image)
+        ii = torch.arange(c_out, device=device).repeat_interleave(k).repeat(batch)
+        return bb, ii, index.sort(dim=-1).values.reshape(-1)
     # Unselected places get the sentinel C_in so that one small sort orders each row by j.
-    index = torch.where(values > 0, index, c_in).sort(dim=-1).values
+    index = torch.where(positive, index, c_in).sort(dim=-1).values
     bb, ii, slot = (index < c_in).nonzero(as_tuple=True)
     return bb, ii, index[bb, ii, slot]
 

@@ -282,3 +282,13 @@ def test_auto_prunes_wide_layers_and_falls_back_on_non_finite_input(monkeypatch)
     got = influence_topk(x, w, (1, 1), (1, 1), (1, 1), 3)
     assert calls == [1]
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_topk_triples_all_positive_rows_with_ties() -> None:
+    """The no-filter fast path (every row has k positive entries) keeps the exact order."""
+    g = torch.Generator().manual_seed(41)
+    scores = torch.randint(1, 4, (5, 6, 8), generator=g).float()  # positive, tied everywhere
+    for k in (1, 3, 7, 8):
+        want = topk_mask(scores, k, positive_only=True).nonzero(as_tuple=True)
+        got = topk_triples(scores, k)
+        assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True)), k
