@@ -51,8 +51,14 @@ class ExplorerUser(HttpUser):
     wait_time = between(0.3, 1.5)
 
     def on_start(self) -> None:
+        """Open the explorer and try each action once (a first look around), so that even a
+        run of a few seconds exercises every kind of request."""
         self.tab = DashSession("", http=self.client, named=True)
         self._open_explorer()
+        self.switch_class()
+        self.hover_node()
+        self.fetch_images()
+        self.open_neuron_page()
 
     def _open_explorer(self) -> None:
         self.client.get("/", name="page /")
