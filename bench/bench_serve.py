@@ -371,6 +371,8 @@ def run(atlas: Path | None, switches: int, workers: int, seed: int) -> None:
         started = time.perf_counter()
         process, base = start_gunicorn(atlas, workers, Path(cache))
         print(f"gunicorn ({workers} workers) answered after {time.perf_counter() - started:.1f} s")
+        idle = ", ".join(f"{rss:.0f} / {uss:.0f}" for rss, uss in worker_memory(process))
+        print(f"memory per worker before any callback (RSS / USS MiB): {idle}")
         try:
             manifest = json.loads(((atlas or DEMO_ATLAS) / "manifest.json").read_text())
             _measure(base, process, rng, switches, manifest)
@@ -433,7 +435,7 @@ def _measure(
         mapper.append(tab.change("topo-intervals", "value", int(intervals)))
     _report("Mapper parameter change (new parameters)", mapper, focus="topo-graph.elements")
 
-    print("memory per worker (RSS / USS MiB):")
+    print("memory per worker after the runs (RSS / USS MiB):")
     for k, (rss, uss) in enumerate(worker_memory(process)):
         print(f"  worker {k}: {rss:7.1f} / {uss:7.1f}")
 
