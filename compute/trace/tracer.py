@@ -13,9 +13,11 @@ How a step's update ``ΔW`` is split (see ``docs/trace.md``):
   so ``g_b = δ_b ⊗ a_b`` (summed over positions for a conv) and ``Σ_b g_b`` is the batch
   gradient exactly, BatchNorm included;
 - ``torch.optim.SGD`` (momentum, dampening, Nesterov, weight decay, maximize): exact, one
-  momentum buffer per class plus one for weight decay (their sum is the optimizer's buffer);
-  per-example credit is each gradient's momentum-decayed effect at its step's learning rate,
-  ``-η (1 + μ + μ² + …)(1 - τ) g`` (a documented rule; exact for plain SGD);
+  momentum buffer per class plus one for weight decay (their sum is the optimizer's buffer)
+  and, by default, one per example (so per-example credit sums exactly to the totals); the
+  buffers are kept lazily (:class:`_MomentumLedger`): a step touches only its batch's rows;
+  ``example_momentum="decayed"`` instead credits each gradient's momentum-decayed effect at
+  its step's learning rate, ``-η (1 + μ + μ² + …)(1 - τ) g`` (a documented approximation);
 - any other optimizer (Adam, AdamW, RMSprop, …): the measured ``ΔW = W_after - W_before`` is
   split element-wise in proportion to each member's share of the (preconditioned) gradient
   entry, members being the batch's classes/examples and coupled weight decay; decoupled
@@ -72,14 +74,16 @@ class TraceConfig:
         checkpoint_dir: if set, :meth:`Tracer.end_epoch` saves ``epoch-{e}.pt`` there
             (``{"model_state_dict", "learning_rate", "epoch"}``) for TracIn comparisons.
         example_momentum: per-example credit under SGD momentum: ``"exact"`` keeps one
-            momentum buffer per example in the stored form (``O(N·stored)`` work per step;
+            momentum buffer per example in the stored form (lazily: ``O(B·stored)`` work per
+            step plus an ``O(N·stored)`` fold every ``log 1024 / log(1/μ)`` steps;
             per-example updates then sum exactly to the class totals) or ``"decayed"`` credits
             each gradient's whole momentum-decayed effect at its step's learning rate,
             ``-η(1-τ)/(1-μ)·g`` (no extra memory, approximate).
         per_example_budget: largest ``batch × #W`` for which a step forms per-example
-            gradients ``[B, *W]`` (one batched matmul gives class gradients, exact updates and
-            sketches); above it, class gradients come from one weight-gradient call per class
-            and sketches from a factored product that never forms them.
+            gradients ``[B, *W]`` where it needs them (layers with exact per-example storage;
+            the ratio rule); above it, class gradients come from one weight-gradient call per
+            class. Under ``torch.optim.SGD`` sketched layers never form them (class gradients
+            from label-sorted rows, sketches from a factored product).
         ratio_eps: entries whose total gradient is below ``ratio_eps × max|gradient|`` are
             split equally among the batch's members in the non-linear-optimizer rule.
     """
