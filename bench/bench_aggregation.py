@@ -9,6 +9,7 @@ batches), of the full :class:`SummitPass`, their ratio, and where the extra time
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -128,6 +129,9 @@ def bench(
     t_bare = statistics.median(bare_times)
     t_summit = statistics.median(summit_times)
     print(f"== {name}: {images} images of {shape}, batch {batch}, layers {layers}")
+    if hasattr(os, "getloadavg"):
+        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        print(f"   load average {load} (after the runs), {os.cpu_count()} CPUs")
     cap = getattr(influence_module, "INFLUENCE_THREADS", None)
     print(f"   threads {torch.get_num_threads()} (influence step: {cap or 'same'}), ", end="")
     print(f"repeats {repeats} (median)")
@@ -139,6 +143,37 @@ def bench(
     print(f"   CPU ratio    : {c_summit / c_bare:8.2f} x   (steadier under load)")
     print(f"   influence    : {influence_share:8.3f} s in the last summit run")
     sys.stdout.flush()
+
+
+def cap_aggregation() -> None:
+    """Wrap SummitPass's post-forward bookkeeping in the statistics thread cap (what-if).
+
+    Measures a change proposed for ``compute/summit/aggregate.py`` without editing it:
+    its many small index/sort ops on ``[T]`` key tensors otherwise run on every thread,
+    which on a loaded 2-core machine mostly waits for the slower thread.
+    """
+    import functools
+
+    import compute.summit.aggregate as aggregate_module
+
+    def capped(method: Callable[..., object]) -> Callable[..., object]:
+        @functools.wraps(method)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            with activation_module.intra_op_threads(activation_module.STATISTICS_THREADS):
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    names = ("_class_statistics", "_aggregate_layer", "_aggregate_influence")
+    for name in names:
+        if hasattr(aggregate_module.SummitPass, name):
+            setattr(
+                aggregate_module.SummitPass,
+                name,
+                capped(getattr(aggregate_module.SummitPass, name)),
+            )
+    counter = aggregate_module.SparseCounter
+    counter.flush = capped(counter.flush)  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         "(0: no cap; default: the modules')",
     )
     parser.add_argument(
+        "--cap-aggregation",
+        action="store_true",
+        help="what-if, for aggregate.py: also run SummitPass's per-batch bookkeeping "
+        "(class statistics, counts, influence keys, SparseCounter merges) under "
+        "STATISTICS_THREADS, by wrapping those methods in this process only",
+    )
+    parser.add_argument(
         "--vgg-layers",
         default="features.9,features.12,features.14",
         help="comma-separated VGG-11 layers (ReLU outputs)",
@@ -168,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.influence_threads is not None:
         influence_module.INFLUENCE_THREADS = args.influence_threads or None
         activation_module.STATISTICS_THREADS = args.influence_threads or None
+    if args.cap_aggregation:
+        cap_aggregation()
     torch.manual_seed(0)
     if args.model in ("demo", "both"):
         model, layers, shape, classes = demo_model()
