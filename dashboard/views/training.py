@@ -366,7 +366,8 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
             names,
             pred,
             unit_text,
-            classes=shown_classes(arrays["class_share"], pred, label),
+            # In class order, as with every class drawn (small atlases): stable rows.
+            classes=sorted(shown_classes(arrays["class_share"], pred, label)),
         ),
         epoch_figure(arrays["epoch_share"], arrays["epoch_cosine"], names, pred),
         norms_figure(arrays["norms"], trace.layer_names, layer),
