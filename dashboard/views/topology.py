@@ -242,8 +242,9 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 "Each node is a pie of the classes of its images (the selected class in "
                 "orange; nodes holding it have an orange ring), sized by image count. "
                 "Branches (flares) that end in one class and loops are found automatically "
-                "and listed; click one to highlight it, or click a node to see its classes "
-                "and images (its classes are also highlighted in the class embedding).",
+                "and listed; click one to highlight it, or click a node to see its classes, "
+                "images and the activation inversion of its mean vector (its classes are "
+                "also highlighted in the class embedding).",
             ),
         ],
         className="card card-topology",
