@@ -943,23 +943,26 @@ class MapperIndex:
             keep &= up_dist[a:b] <= np.float32(eps)
         if not keep.all():
             row, col = row[keep], col[keep]
-        degree = np.bincount(row, minlength=m)
-        degree += np.bincount(col, minlength=m)
+        per_row = np.bincount(row, minlength=m)
+        degree = per_row + np.bincount(col, minlength=m)
         degree += 1  # the point itself counts (sklearn)
         core = degree >= min_samples
         labels = np.full(m, -1, dtype=np.int64)
         if not core.any():
             return labels
-        core_col = core[col]
-        core_row = core[row]
-        cc = core_row & core_col
-        all_core = bool(cc.all())
-        cc_row = row if all_core else row[cc]
-        cc_col = col if all_core else col[cc]
+        every_core = bool(core.all())  # wide ε: no gathers, no border points
+        if every_core:
+            cc_col, counts = col, per_row
+        else:
+            core_col = core[col]
+            core_row = core[row]
+            cc = core_row & core_col
+            cc_col = col[cc]
+            counts = np.bincount(row[cc], minlength=m)
         # Entries are in row order: build the CSR directly, no sort; int32 indptr and
         # indices so scipy converts nothing. One direction per edge: weak components.
         indptr = np.zeros(m + 1, dtype=np.int32 if len(cc_col) < 2**31 else np.int64)
-        np.cumsum(np.bincount(cc_row, minlength=m), out=indptr[1:])
+        np.cumsum(counts, out=indptr[1:])
         graph = sp.csr_array(
             (np.ones(len(cc_col), dtype=np.int8), cc_col.astype(indptr.dtype, copy=False), indptr),
             shape=(m, m),
@@ -976,7 +979,7 @@ class MapperIndex:
         rank[used[np.argsort(first_row, kind="stable")]] = np.arange(len(used))
         labels[core_idx] = rank[core_comp]
         # Border points: non-core with a core neighbour take the smallest neighbouring label.
-        if not core.all():
+        if not every_core:
             row_border = core_col & ~core_row
             col_border = core_row & ~core_col
             if row_border.any() or col_border.any():
