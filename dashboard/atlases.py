@@ -21,7 +21,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +43,18 @@ def current_key() -> str | None:
     return _CURRENT.get()
 
 
-def set_current(key: str | None) -> None:
-    """Set the current atlas key for the rest of this request (the request hook)."""
-    _CURRENT.set(key)
+def set_current(key: str | None) -> Token[str | None]:
+    """Set the current atlas key for the rest of this request (the request hook); returns
+    the token that :func:`reset_current` takes at the request's end."""
+    return _CURRENT.set(key)
+
+
+def reset_current(token: Token[str | None]) -> None:
+    """Undo :func:`set_current` (at the end of the request)."""
+    try:
+        _CURRENT.reset(token)
+    except ValueError:  # set in another context: nothing of ours to undo here
+        _CURRENT.set(None)
 
 
 @contextlib.contextmanager

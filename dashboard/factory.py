@@ -217,7 +217,13 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
             else:  # a page load (its title and meta tags name the linked atlas)
                 named = request.args.get("atlas")
             key = ((registry.find(named) if named else None) or registry.default).key
-        atlases.set_current(key)
+        flask.g.network_atlas_token = atlases.set_current(key)
+
+    @server.teardown_request
+    def forget_atlas(_error: BaseException | None) -> None:
+        token = flask.g.pop("network_atlas_token", None)
+        if token is not None:
+            atlases.reset_current(token)
 
 
 def unknown_atlas_page(deployment: Deployment, asked: Any) -> html.Div:
@@ -391,4 +397,10 @@ def create_app(settings: Settings) -> Dash:
     register_atlas_hook(server, registry)
     register_health_route(server, registry, routes)
     register_file_route(server, deployment, routes)
+    # Dash sets its server up (script registry, callback map) on the first request of each
+    # process and marks that done *before* doing it, so with threaded gunicorn workers a
+    # concurrent first request in a fresh worker can meet a half set-up app (a component
+    # script answered 500, a partial _dash-dependencies that leaves the page blank). Set it
+    # up now, once: in gunicorn's master with --preload, before any worker forks.
+    dash_app._setup_server()
     return dash_app

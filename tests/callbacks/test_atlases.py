@@ -200,3 +200,19 @@ def test_link_previews_name_the_linked_atlas(app: dash.Dash) -> None:
     assert 'og:title" content="Beta atlas · Network Atlas"' in beta
     default = client.get("/").get_data(as_text=True)
     assert 'og:title" content="Alpha atlas · Network Atlas"' in default
+
+
+def test_the_request_atlas_ends_with_the_request(app: dash.Dash) -> None:
+    client = app.server.test_client()
+    assert client.get("/?atlas=beta@1").status_code == 200
+    assert atlases.current_key() is None
+    ctx = _callback_request(app, {"atlas": "beta@1"})
+    assert atlases.current_key() == "beta@1"
+    ctx.pop()
+    assert atlases.current_key() is None
+
+
+def test_dash_is_set_up_before_the_first_request(app: dash.Dash) -> None:
+    # Threaded workers must never meet a half set-up app (scripts, callback map).
+    assert app._got_first_request["setup_server"]
+    assert "dash" in app.registered_paths and len(app.callback_map) > 10
