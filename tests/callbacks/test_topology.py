@@ -100,7 +100,8 @@ def test_url_round_trip_of_topology_fields() -> None:
     assert ViewState.from_dict(state.to_dict(), num_classes=6, num_layers=3) == state
     assert "ti=" not in ViewState().to_search()  # defaults stay out of the URL
     odd = ViewState.from_query("?ti=5&to=99&te=x&tc=kmeans&tlayer=7", num_layers=3)
-    assert (odd.topo_intervals, odd.topo_overlap, odd.topo_eps) == (10, 60, 100)
+    assert (odd.topo_intervals, odd.topo_overlap) == (10, 60)
+    assert odd.topo_eps in (100, None)  # junk: the default (None = the atlas's, once optional)
     assert odd.topo_cluster == "dbscan" and odd.topo_layer is None
 
 
