@@ -608,6 +608,7 @@ class _LayerState:
         self.grads: dict[int, torch.Tensor] = {}
         self.before: torch.Tensor | None = None
         self._proj_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._p_in_rows_cache: torch.Tensor | None = None
         self._grad_cache: dict[int, torch.Tensor | None] = {}
         self.per_example_budget = config.per_example_budget
 
@@ -718,6 +719,17 @@ class _LayerState:
             self._proj_cache = (self.proj_out.to(dtype), self.proj_in.to(dtype))
         return self._proj_cache
 
+    def _p_in_rows(self, p_in: torch.Tensor) -> torch.Tensor:
+        """``P_in`` with its columns in :func:`_rows`' order (cached per dtype)."""
+        if self._p_in_rows_cache is None or self._p_in_rows_cache.dtype != p_in.dtype:
+            if isinstance(self.module, nn.Conv2d):
+                (kh, kw), c = self.module.kernel_size, self.module.in_channels
+                rows = p_in.reshape(-1, c, kh, kw).permute(0, 2, 3, 1).reshape(p_in.shape[0], -1)
+            else:
+                rows = p_in
+            self._p_in_rows_cache = rows.contiguous()
+        return self._p_in_rows_cache
+
     def _sketch(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """``[B, k_out, k_in]`` sketches ``Σ_l (P_out δ_bl)(P_in patch_bl)ᵀ`` (trace dtype).
 
@@ -745,10 +757,13 @@ class _LayerState:
             (trace dtype).
 
         Layers with exact per-example storage form per-example gradients (one batched
-        matmul) and sum them by label. Sketched layers never form them: the batch's rows
-        are gathered sorted by label, each class's gradient is one matmul over its
-        contiguous rows (the multiply count of the batch's weight gradient), and the
-        sketches come from the factored product (:meth:`_sketch`).
+        matmul) and sum them by label. Sketched layers form them only where they are no
+        larger than the layer's input patches (``O ≤ L`` output positions, e.g. early convs:
+        the batched matmul is then efficient and the sketches of the formed gradients
+        cheap). Otherwise the batch's rows are gathered sorted by label, each class's
+        gradient is one matmul over its contiguous rows (the multiply count of the batch's
+        weight gradient), and the sketches come from the factored product
+        (:meth:`_sketch`).
         """
         if self.example is not None:
             class_g = self.class_grads(pairs)
@@ -756,6 +771,19 @@ class _LayerState:
         grads: torch.Tensor | None = None
         terms = []
         for a, d, labels, indices in pairs:
+            length = d[0].numel() // self.out
+            if length >= self.out and a.shape[0] * self.out * self.inp <= self.per_example_budget:
+                cols, deltas = _rows(self.module, a, d)
+                full = torch.bmm(deltas.transpose(1, 2), cols)  # [B, O, I] in rows order
+                if grads is None:
+                    grads = cols.new_zeros((self.c, self.out, cols.shape[2]))
+                grads.view(self.c, -1).index_put_(
+                    (labels.to(a.device),), full.reshape(full.shape[0], -1), accumulate=True
+                )
+                p_out, p_in = self._projections(a.dtype)
+                sketch = (p_out @ full) @ self._p_in_rows(p_in).T
+                terms.append((indices, sketch.to(self.w0.dtype)))
+                continue
             order = torch.argsort(labels, stable=True)
             counts = torch.bincount(labels, minlength=self.c).tolist()
             cols, deltas = _rows(self.module, a, d, order.to(a.device))

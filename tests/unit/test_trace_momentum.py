@@ -18,13 +18,22 @@ from torch import nn
 from compute.trace import TraceConfig, Tracer
 
 N, BATCH, EPOCHS, CLASSES = 36, 6, 8, 3
-LAYERS = ("0", "2")
+LAYERS = ("0", "2", "5")
 TOL = 1e-10
 
 
 def small_model() -> nn.Module:
+    """Both sketched-layer paths: a conv with more output positions than channels (per-example
+    gradients formed) and a strided conv and a linear layer with fewer (label-sorted rows)."""
     torch.manual_seed(3)
-    return nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.Flatten(), nn.Linear(75, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(3, 12, 3, stride=2, bias=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(48, 3),
+    ).double()
 
 
 def example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -43,7 +52,7 @@ def example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[to
 @pytest.mark.parametrize(
     ("momentum", "dampening", "nesterov", "maximize", "exact_max_weights"),
     [
-        (0.5, 0.2, False, False, 100),  # conv exact per example, linear sketched
+        (0.5, 0.2, False, False, 100),  # first conv exact per example, the others sketched
         (0.5, 0.0, True, False, 0),  # both sketched
         (0.6, 0.1, False, True, 10_000),  # both exact, maximize
     ],
