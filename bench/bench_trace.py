@@ -1,8 +1,10 @@
 """Benchmark the training trace on the demo: overhead, explain latency, storage, TracIn check.
 
 Prints:
-- tracing overhead: traced / untraced demo training time, measured side by side in one run
-  (untraced, traced, untraced; target ≤ 1.5) and whether the final weights are identical;
+- tracing overhead: traced / untraced demo training time, measured side by side (``--repeats``
+  rounds of untraced, traced, untraced; target ≤ 1.5): the median of the rounds' ratios of wall
+  time and of process CPU time (steadier on a shared machine), and whether the final weights
+  are identical;
 - explain latency for one test image over all traced layers (median; target ≤ 200 ms);
 - storage of the trace vs the naive per-step history (batch-wise ΔW per step) and vs naive
   per-example-per-epoch records;
@@ -45,14 +47,15 @@ log = logging.getLogger("bench_trace")
 def timed_train(
     traced: bool, splits, config: DemoConfig, checkpoint_dir: Path | None, momentum: str = "exact"
 ):
-    started = time.perf_counter()
+    """Train the demo (traced or not); returns ``(wall s, CPU s, model, trace or None)``."""
+    started, cpu = time.perf_counter(), time.process_time()
     if traced:
         model, result = train_demo_traced(
             splits, config, checkpoint_dir=checkpoint_dir, example_momentum=momentum
         )
     else:
         model, result = train_digits_cnn(splits, config), None
-    return time.perf_counter() - started, model, result
+    return time.perf_counter() - started, time.process_time() - cpu, model, result
 
 
 def tracin_spearman(model, result, splits, n_test: int) -> dict[str, float]:
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         help="per-example momentum credit (exact buffers cost O(N) per step)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds of untraced, traced, untraced training"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -136,20 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     with tempfile.TemporaryDirectory() as folder:
-        t_plain1, plain, _ = timed_train(False, splits, config, None)
-        t_traced, model, result = timed_train(
-            True, splits, config, Path(folder), args.example_momentum
-        )
-        t_plain2, _, _ = timed_train(False, splits, config, None)
+        wall_ratios, cpu_ratios, rounds = [], [], []
+        for _ in range(max(1, args.repeats)):
+            w1, c1, plain, _ = timed_train(False, splits, config, None)
+            w_t, c_t, model, result = timed_train(
+                True, splits, config, Path(folder), args.example_momentum
+            )
+            w2, c2, _, _ = timed_train(False, splits, config, None)
+            wall_ratios.append(2 * w_t / (w1 + w2))
+            cpu_ratios.append(2 * c_t / (c1 + c2))
+            rounds.append(f"{w1:.1f}/{w_t:.1f}/{w2:.1f}")
         assert result is not None
-        plain_time = (t_plain1 + t_plain2) / 2
         same = all(
             torch.equal(a, b)
             for a, b in zip(plain.state_dict().values(), model.state_dict().values(), strict=True)
         )
         print(
-            f"training: untraced {t_plain1:.1f} s / {t_plain2:.1f} s, traced {t_traced:.1f} s "
-            f"-> overhead ratio {t_traced / plain_time:.2f} (target <= 1.5); "
+            f"training (wall s untraced/traced/untraced per round: {', '.join(rounds)}): "
+            f"overhead ratio, median of {len(rounds)} rounds: wall "
+            f"{statistics.median(wall_ratios):.2f} ({', '.join(f'{r:.2f}' for r in wall_ratios)})"
+            f", CPU {statistics.median(cpu_ratios):.2f} "
+            f"({', '.join(f'{r:.2f}' for r in cpu_ratios)}) (target <= 1.5); "
             f"weights identical to untraced: {same}; "
             f"test accuracy {evaluate(model, splits.test):.3f}"
         )
