@@ -135,7 +135,7 @@ def check_layers(
 
     Raises:
         BuildError: naming unknown or non-spatial layers and listing the available ones,
-            or consecutive layers not joined by exactly one convolution.
+            or a layer that does not depend on the previous one.
 
     Examples:
         >>> from compute.models import get_model
@@ -165,12 +165,20 @@ def check_layers(
         raise BuildError(
             f"{what}; available: {listed}{more} (list them with `python -m compute layers`)"
         )
-    # Influence needs exactly one convolution between consecutive layers: check it now
-    # (an fx trace, nothing runs) rather than after the data checks.
+    # How consecutive layers connect decides how influence is computed (one convolution,
+    # an Inception block, or gradient x activation): check it now (an fx trace, nothing
+    # runs) rather than after the data checks.
     from compute.connect import find_connections
 
     find_connections(model, list(layers))
-    order = {name: i for i, name in enumerate(rows)}
+    # A container's output comes after all of its children's: rank it by its last one.
+    names = list(rows)
+    order = {
+        name: max(
+            i for i, other in enumerate(names) if other == name or other.startswith(name + ".")
+        )
+        for name in layers
+    }
     chosen = [rows[name] for name in layers]
     if [order[name] for name in layers] != sorted(order[name] for name in layers):
         log.warning("layers are not in the model's module order; keeping the given order")
@@ -893,10 +901,12 @@ examples:
              gets grayscale input.
 --class-index: JSON {"folder name": output index, ...}; without it the sorted class
              folders must be exactly the model's outputs, in order.
---layers:    consecutive layers must be joined by exactly one (ungrouped) convolution
-             through channel-wise operations (ReLU, BatchNorm, pooling): e.g. the ReLU
-             after each convolution of a plain CNN. Residual/branching blocks (ResNet
-             stages, Inception modules) are refused, naming the layers.
+--layers:    each layer must depend on the previous one. One convolution between them
+             (through channel-wise ops: ReLU, BatchNorm, pooling) gives exact influence;
+             an Inception block gives exact per-branch influence and the widest path
+             through its bottlenecks; anything else (residual blocks, depthwise-separable
+             blocks, several convolutions) uses gradient x activation attribution
+             (docs/summit.md). `python -m compute layers` shows which each pair gets.
 Weights are never downloaded: --weights FILE is a torch.save()d state dict (or a dict
 holding it under "state_dict" or "model"), loaded strictly.
 """
@@ -1036,21 +1046,27 @@ def _run_layers(args: argparse.Namespace) -> int:
     rows = describe_layers(model, input_size)
     if not args.all:
         rows = [row for row in rows if row.spatial]
+    from compute.connect import connection_kinds
+
+    kinds = connection_kinds(model, [row.name for row in rows if row.spatial])
+    kind_of = dict(zip([row.name for row in rows if row.spatial], kinds, strict=True))
     width = max([len("name"), *(len(row.name) for row in rows)])
     type_width = max([len("type"), *(len(row.type) for row in rows)])
     print(f"# {args.model}, input {input_size[0]}x{input_size[1]}x{input_size[2]}")
-    print(f"{'name':<{width}}  {'type':<{type_width}}  {'channels':>8}  map")
+    print(f"{'name':<{width}}  {'type':<{type_width}}  {'channels':>8}  {'map':>7}  from previous")
     for row in rows:
         size = f"{row.height}x{row.width}" if row.spatial else "-"
         channels = "-" if row.channels is None else str(row.channels)
-        print(f"{row.name:<{width}}  {row.type:<{type_width}}  {channels:>8}  {size}")
+        kind = kind_of.get(row.name) or "-"
+        print(f"{row.name:<{width}}  {row.type:<{type_width}}  {channels:>8}  {size:>7}  {kind}")
     if not args.all:
         print(
             "# only layers with [N, C, H, W] outputs (usable in --layers); --all for every module"
         )
     print(
-        "# consecutive --layers must be joined by exactly one convolution through channel-wise"
-        " ops (e.g. the ReLU after each conv of a plain CNN)"
+        "# 'from previous': how influence from the layer listed above would be computed if both"
+        " were chosen: conv (exact, one convolution), inception (exact per branch + widest"
+        " path), gradient (gradient x activation), none (cannot be chosen together)"
     )
     return 0
 
@@ -1089,8 +1105,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         type=_layer_list,
         metavar="L1,L2,...",
-        help="module names to map, input to output, each joined to the previous one by "
-        "exactly one convolution (see `python -m compute layers` and below)",
+        help="module names to map, input to output, each depending on the previous one "
+        "(see `python -m compute layers` and below)",
     )
     required.add_argument("--out", required=True, metavar="DIR", help="atlas directory to write")
     model_group = build.add_argument_group("model and data")

@@ -84,6 +84,9 @@ class SummitAggregates:
     example_position: list[np.ndarray]
 
 
+_MIN_FLUSH = 1 << 18
+
+
 class SparseCounter:
     """Counts of int64 keys, merged in batches (memory: the distinct keys seen).
 
@@ -105,7 +108,11 @@ class SparseCounter:
             return
         self._pending.append(keys)
         self._pending_size += keys.numel()
-        if self._pending_size >= self._flush_at:
+        # Merge early while few keys are held, so memory reaches its plateau on small
+        # datasets too (amortised: at most twice the distinct keys wait), never later
+        # than ``flush_at``.
+        threshold = min(self._flush_at, max(_MIN_FLUSH, 2 * self.keys.numel()))
+        if self._pending_size >= threshold:
             self.flush()
 
     def flush(self) -> None:

@@ -424,3 +424,14 @@ def test_cli_passes_the_mapper_flags(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert main(argv) == 0
     assert seen["mapper"] is True and seen["mapper_capacity"] == 100_000
     assert seen["mapper_mode"] == "position"
+
+
+def test_layer_order_ranks_a_container_after_its_children(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A block chosen after one of its own children is in order (its output comes last)."""
+    block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU())
+    model = nn.Sequential(block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2))
+    with caplog.at_level("WARNING", logger="compute.build"):
+        check_layers(model, ["0.1", "0"], (3, 12, 12))
+    assert "module order" not in caplog.text

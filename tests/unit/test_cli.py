@@ -100,8 +100,9 @@ def test_layers_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["layers", "--model", SPEC, "--image-size", "8"], capsys)
     assert code == 0
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line[0] != "#"}
-    assert lines["1"] == ["1", "ReLU", "4", "8x8"]
-    assert lines["4"] == ["4", "ReLU", "6", "4x4"]
+    assert lines["1"] == ["1", "ReLU", "4", "8x8", "none"]  # only channel-wise ops from 0
+    assert lines["3"] == ["3", "Conv2d", "6", "4x4", "conv"]  # one convolution from 2
+    assert lines["4"] == ["4", "ReLU", "6", "4x4", "none"]
     assert "7" not in lines  # the Linear is not a map
     code, out, _ = run_cli(["layers", "--model", SPEC, "--image-size", "8", "--all"], capsys)
     assert "Linear" in out
