@@ -226,6 +226,45 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
             atlases.reset_current(token)
 
 
+def _well_formed_callback(body: Any, callback_map: dict[str, Any]) -> bool:
+    """Whether a ``_dash-update-component`` payload has the shape the Dash renderer sends.
+
+    Dash itself answers 500 to payloads no browser sends (an unknown output, inputs that
+    are not a list, Pages given a pathname that is not a path); those are bad requests.
+    """
+    if not isinstance(body, dict) or body.get("output") not in callback_map:
+        return False
+    if not isinstance(body.get("inputs"), list):
+        return False
+    for key in ("inputs", "state", "changedPropIds"):
+        if key in body and not isinstance(body[key], list):
+            return False
+    for item in [*body.get("inputs", []), *body.get("state", [])]:
+        if isinstance(item, list):  # pattern-matching inputs: a list of dicts
+            if not all(isinstance(sub, dict) for sub in item):
+                return False
+            continue
+        if not isinstance(item, dict) or "property" not in item:
+            return False
+        if item.get("id") == "_pages_location" and item["property"] == "pathname":
+            path = item.get("value")
+            if not (isinstance(path, str) and path.startswith("/")):
+                return False
+    return True
+
+
+def register_payload_guard(server: flask.Flask, dash_app: Dash) -> None:
+    """Answer 400, not 500, to malformed or hostile callback payloads."""
+
+    @server.before_request
+    def refuse_malformed_callbacks() -> None:
+        request = flask.request
+        if request.method == "POST" and request.path.endswith("_dash-update-component"):
+            body = request.get_json(silent=True)
+            if not _well_formed_callback(body, dash_app.callback_map):
+                flask.abort(400)
+
+
 def unknown_atlas_page(deployment: Deployment, asked: Any) -> html.Div:
     """The friendly page for a link naming an atlas this deployment does not serve."""
     registry = deployment.registry
@@ -397,6 +436,7 @@ def create_app(settings: Settings) -> Dash:
     register_atlas_hook(server, registry)
     register_health_route(server, registry, routes)
     register_file_route(server, deployment, routes)
+    register_payload_guard(server, dash_app)
     # Dash sets its server up (script registry, callback map) on the first request of each
     # process and marks that done *before* doing it, so with threaded gunicorn workers a
     # concurrent first request in a fresh worker can meet a half set-up app (a component

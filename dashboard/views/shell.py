@@ -138,12 +138,23 @@ def _class_from_click(value: Any) -> int | None:
         point = value["points"][0]
         custom = point["customdata"]
         return int(custom[0] if isinstance(custom, list) else custom)
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _as_int(value: Any) -> int | None:
+    """``value`` as an int, or ``None`` when it is not a finite number (hostile payloads)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
 def apply_event(state: ViewState, trigger: Any, value: Any) -> ViewState:
     """The state after one user event (pure; bounds are checked by the caller).
+
+    A value that is not what the control sends (a string, NaN, Infinity, a list) leaves
+    the state as it was.
 
     Args:
         state: the current state.
@@ -151,23 +162,23 @@ def apply_event(state: ViewState, trigger: Any, value: Any) -> ViewState:
         value: the new value of its property.
     """
     if trigger == ids.ROW_CLICK:
-        try:
-            return state.with_(cls=int(value["cls"]))
-        except (KeyError, TypeError, ValueError):
-            return state
+        picked = _as_int(value.get("cls")) if isinstance(value, dict) else None
+        return state if picked is None else state.with_(cls=picked)
     if trigger in (ids.EMBEDDING, ids.NEURON_BARS):
         picked = _class_from_click(value)
         return state if picked is None else state.with_(cls=picked)
-    if trigger == ids.SEARCH:
-        return state if value is None else state.with_(cls=int(value))
-    if trigger == ids.COMPARE:
-        return state.with_(compare=None if value is None else int(value))
-    if trigger == ids.LAYER:
-        return state if value is None else state.with_(layer=int(value))
-    if trigger == ids.NODE_THRESHOLD and value is not None:
-        return state.with_(node_min=int(value))
-    if trigger == ids.EDGE_THRESHOLD and value is not None:
-        return state.with_(edge_min=int(value))
+    if trigger == ids.COMPARE and value is None:
+        return state.with_(compare=None)
+    number_fields = {
+        ids.SEARCH: "cls",
+        ids.COMPARE: "compare",
+        ids.LAYER: "layer",
+        ids.NODE_THRESHOLD: "node_min",
+        ids.EDGE_THRESHOLD: "edge_min",
+    }
+    if isinstance(trigger, str) and trigger in number_fields:
+        number = _as_int(value)
+        return state if number is None else state.with_(**{number_fields[trigger]: number})
     if trigger == ids.SORT and value is not None:
         return state.with_(sort=str(value))
     if trigger in (ids.GRAPH, ids.COMPARE_GRAPH):

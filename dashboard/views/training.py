@@ -375,10 +375,11 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
 
 
 def register(app: Dash, context: ViewContext) -> None:
-    """Callbacks of the Training view: its reducer and the render."""
-    trace = trace_data(context.data)
-    if trace is None:
-        return  # the layout is a note; there is nothing to update
+    """Callbacks of the Training view: its reducer and the render.
+
+    Registered whatever the default atlas holds: ``context.data`` follows the request's
+    atlas, and an atlas without a trace shows a note (no Training controls to fire).
+    """
 
     @app.callback(
         Output(ids.STATE, "data", allow_duplicate=True),
@@ -390,6 +391,9 @@ def register(app: Dash, context: ViewContext) -> None:
         prevent_initial_call=True,
     )
     def reduce_training(*args: Any) -> Any:
+        trace = trace_data(context.data)
+        if trace is None:
+            return no_update
         state = context.state(args[-1])
         trigger = ctx.triggered_id
         value = ctx.triggered[0].get("value") if ctx.triggered else None

@@ -124,7 +124,9 @@ def test_links_carry_the_current_atlas() -> None:
 def _callback_request(app: dash.Dash, payload: dict[str, Any]) -> Any:
     """A request context of a Dash callback POST, with the request hooks run."""
     ctx = app.server.test_request_context(
-        "/_dash-update-component", method="POST", json={"output": "x.y", **payload}
+        "/_dash-update-component",
+        method="POST",
+        json={"output": next(iter(app.callback_map)), "inputs": [], **payload},
     )
     ctx.push()
     assert app.server.preprocess_request() is None
