@@ -44,7 +44,13 @@ from compute.connect import (
     find_connections,
 )
 from compute.errors import BuildError
-from compute.summit.activation import select_mass, select_topk, spatial_max
+from compute.summit.activation import (
+    STATISTICS_THREADS,
+    intra_op_threads,
+    select_mass,
+    select_topk,
+    spatial_max,
+)
 from compute.summit.config import SummitConfig
 from compute.summit.examples import RunningTopExamples
 from compute.summit.gradient import attribution_topk, gradient_attribution, gradient_seeds
@@ -85,10 +91,15 @@ class SummitAggregates:
 
 
 _MIN_FLUSH = 1 << 18
+#: Key spaces up to this size are counted in a dense array (int64: 32 MiB).
+DENSE_COUNTER_LIMIT = 1 << 22
 
 
 class SparseCounter:
     """Counts of int64 keys, merged in batches (memory: the distinct keys seen).
+
+    When the whole key space is small (:meth:`use_dense`), keys are counted straight into a
+    dense array instead (no sort per merge); ``keys`` and ``counts`` are the same either way.
 
     Args:
         device: where keys and counts live.
@@ -101,10 +112,27 @@ class SparseCounter:
         self._pending: list[Tensor] = []
         self._pending_size = 0
         self._flush_at = flush_at
+        self._dense: Tensor | None = None
+        self._dense_stale = False
+
+    def use_dense(self, size: int) -> None:
+        """Count into a dense ``int64 [size]`` array if ``size <= DENSE_COUNTER_LIMIT``.
+
+        Keys must lie in ``[0, size)``; what was counted so far moves into the array.
+        """
+        if self._dense is not None or size > DENSE_COUNTER_LIMIT:
+            return
+        self.flush()
+        self._dense = torch.zeros(size, dtype=torch.int64, device=self.keys.device)
+        self._dense.index_add_(0, self.keys, self.counts)
 
     def add(self, keys: Tensor) -> None:
         """Count each key once (``int64 [T]``, duplicates count several times)."""
         if keys.numel() == 0:
+            return
+        if self._dense is not None:
+            self._dense.index_add_(0, keys, torch.ones_like(keys))
+            self._dense_stale = True
             return
         self._pending.append(keys)
         self._pending_size += keys.numel()
@@ -115,8 +143,30 @@ class SparseCounter:
         if self._pending_size >= threshold:
             self.flush()
 
+    def add_counts(self, keys: Tensor, counts: Tensor) -> None:
+        """Add ``counts`` to ``keys`` (``int64 [T]`` each; e.g. another counter's state)."""
+        if keys.numel() == 0:
+            return
+        if self._dense is not None:
+            self._dense.index_add_(0, keys, counts)
+            self._dense_stale = True
+            return
+        self.flush()
+        unique, inverse = torch.unique(
+            torch.cat([self.keys, keys]), sorted=True, return_inverse=True
+        )
+        merged = torch.zeros(unique.shape[0], dtype=torch.int64, device=unique.device)
+        merged.index_add_(0, inverse, torch.cat([self.counts, counts]))
+        self.keys, self.counts = unique, merged
+
     def flush(self) -> None:
         """Merge the pending keys into ``keys`` (sorted, unique) and ``counts``."""
+        if self._dense is not None:
+            if self._dense_stale:
+                self.keys = torch.nonzero(self._dense).view(-1)
+                self.counts = self._dense[self.keys]
+                self._dense_stale = False
+            return
         if not self._pending:
             return
         pending = torch.cat(self._pending)
@@ -367,7 +417,8 @@ class SummitPass(ClosingContext):
             missing = [self.layers[k] for k, got in enumerate(self._batch_layers) if got is None]
             if missing:
                 raise BuildError(f"layers {missing} did not run in the model's forward pass")
-            with torch.inference_mode():
+            cap = STATISTICS_THREADS if self.device.type == "cpu" else None
+            with torch.inference_mode(), intra_op_threads(cap):  # small ops: one thread
                 classes = self._class_statistics(logits, labels)
                 valid = classes >= 0
                 for index in range(len(self.layers)):
@@ -495,10 +546,13 @@ class SummitPass(ClosingContext):
         classes: Tensor,
         valid: Tensor,
     ) -> None:
-        keep = valid[b]
-        b, i, j = b[keep], i[keep], j[keep]
+        if not bool(valid.all()):  # only predictions outside a class map are invalid
+            keep = valid[b]
+            b, i, j = b[keep], i[keep], j[keep]
         keys = (classes[b] * where.rows + where.offset + i) * where.cols + j
-        self._counters[where.counter].add(keys)
+        counter = self._counters[where.counter]
+        counter.use_dense(self.num_classes * where.rows * where.cols)
+        counter.add(keys)
 
     # -- state: checkpoints and merging shards ------------------------------------------
 
@@ -592,13 +646,9 @@ class SummitPass(ClosingContext):
         for name, counter in self._counters.items():
             if f"{name}.keys" not in state:
                 continue
-            counter.flush()
-            keys = torch.cat([counter.keys, state[f"{name}.keys"].to(self.device)])
-            weights = torch.cat([counter.counts, state[f"{name}.counts"].to(self.device)])
-            unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-            counts = torch.zeros(unique.shape[0], dtype=torch.int64, device=self.device)
-            counts.index_add_(0, inverse, weights)
-            counter.keys, counter.counts = unique, counts
+            counter.add_counts(
+                state[f"{name}.keys"].to(self.device), state[f"{name}.counts"].to(self.device)
+            )
 
     def result(self) -> SummitAggregates:
         """The aggregates so far (can be called again after more updates).

@@ -286,3 +286,39 @@ def test_merging_a_state_of_other_classes_is_refused() -> None:
         pytest.raises(BuildError, match="classes"),
     ):
         other.merge_state_dict(state)
+
+
+def test_dense_and_sparse_counters_agree() -> None:
+    """The dense array (small key spaces) and the sorted sparse form count identically."""
+    from compute.summit import aggregate
+
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.randint(0, 500, (n,), generator=g) for n in (0, 7, 300, 1, 64)]
+    extra_keys, extra_counts = torch.tensor([3, 499, 3]), torch.tensor([5, 1, 2])
+    counters = [aggregate.SparseCounter(torch.device("cpu"), flush_at=50) for _ in range(3)]
+    counters[1].use_dense(500)
+    for k, batch in enumerate(batches):
+        if k == 2:
+            counters[2].use_dense(500)  # switched mid-way: what was counted moves over
+        for counter in counters:
+            counter.add(batch)
+    for counter in counters:
+        counter.add_counts(extra_keys, extra_counts)
+        counter.flush()
+    extra = torch.tensor([3] * 7 + [499])  # extra_keys repeated by extra_counts
+    expected = torch.bincount(torch.cat([*batches, extra]), minlength=500)
+    keys = torch.nonzero(expected).view(-1)
+    for counter in counters:
+        torch.testing.assert_close(counter.keys, keys)
+        torch.testing.assert_close(counter.counts, expected[keys])
+
+
+def test_sparse_counting_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every key space above the dense limit the sorted sparse counter is used."""
+    from compute.summit import aggregate
+
+    monkeypatch.setattr(aggregate, "DENSE_COUNTER_LIMIT", 0)
+    model = make_chain(seed=5)
+    data = dataset(19, (3, 16, 16), seed=9)
+    ref = reference_aggregates(model, LAYERS, NUM_CLASSES, CONFIGS[1], *data)
+    assert_equal(run_fast(model, LAYERS, CONFIGS[1], data, 4), ref)
