@@ -293,3 +293,20 @@ def test_refresh_default_params_updates_only_the_manifest(tmp_path) -> None:
     assert after.parameters["mapper"]["defaults"]["intervals"] == params.intervals
     assert stored_default_params(after.parameters["mapper"]) == params
     assert {k: v for k, v in after.files.items() if k != "manifest.json"} == files
+
+
+def test_shipped_demo_has_readable_defaults_and_node_inversions() -> None:
+    """The demo's default graph is readable, and every node of it has an inversion image."""
+    from pathlib import Path
+
+    from compute.atlas import Atlas
+    from compute.featurevis.mapper_nodes import default_graph
+    from compute.topology.mapper import default_params, stored_default_params
+
+    demo = Atlas.open(Path(__file__).resolve().parents[2] / "dashboard" / "demo_atlas")
+    settings = demo.parameters["mapper"]
+    assert stored_default_params(settings) == default_params(settings["num_points"])
+    for layer in range(len(demo.layers)):
+        graph = default_graph(demo, layer)
+        assert 20 <= graph.num_nodes <= 120 and graph.coverage >= 0.85
+        assert all(demo.mapper_inversion(layer, graph.node_key(k)) for k in range(graph.num_nodes))
