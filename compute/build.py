@@ -35,7 +35,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ from compute.checkpoint import (
     default_checkpoint_dir,
     model_fingerprint,
 )
-from compute.data import Preprocessing
+from compute.data import DECODE_MODES, Preprocessing
 from compute.distributed import Rank, combine_states, current_rank, reload_range, shard_loader
 from compute.errors import BuildError
 from compute.models import LayerDescription, count_outputs, describe_layers, num_parameters
@@ -249,7 +249,8 @@ def _state_dict_bytes(model: nn.Module, save: bool | None) -> bytes | None:
     """The model's state dict as ``torch.save`` bytes, if it is to be stored."""
     if save is False:
         return None
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    # contiguous: a channels-last model stores the same bytes as a plain one
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     size = sum(value.numel() * value.element_size() for value in state.values())
     if save is None and size > _AUTO_WEIGHTS_LIMIT:
         log.info("not storing the %.0f MB state dict in the atlas", size / 1e6)
@@ -282,9 +283,12 @@ def _receptive_fields_or_whole_image(
 def _crop_dataset(loader: Any) -> Any | None:
     """The loader's dataset if crops can be cut from it, else ``None`` (with a warning).
 
-    Crops need ``dataset[index]`` to return the model input, a ``[C, H, W]`` tensor, first.
+    Crops need ``dataset[index]`` to return the model input, a ``[C, H, W]`` tensor, first;
+    a dataset of encoded files offers that as its ``decoded`` view
+    (:class:`compute.data.EncodedImageFolder`).
     """
     dataset = getattr(loader, "dataset", None)
+    dataset = getattr(dataset, "decoded", dataset)
     try:
         item = dataset[0]  # type: ignore[index]
     except Exception as exc:  # not indexable (an iterable dataset, a plain list of batches)
@@ -297,8 +301,11 @@ def _crop_dataset(loader: Any) -> Any | None:
     return dataset
 
 
-def _read_batches(loader: Any) -> Generator[Any, None, None]:
-    """Iterate ``loader``, turning an image that fails to decode into a one-line error."""
+def _read_batches(
+    loader: Any, decoder: Callable[[Any], Any] | None = None
+) -> Generator[Any, None, None]:
+    """Iterate ``loader`` (each batch through ``decoder`` if given), turning an image that
+    fails to decode into a one-line error."""
     batches = iter(loader)
     while True:
         try:
@@ -310,7 +317,7 @@ def _read_batches(loader: Any) -> Generator[Any, None, None]:
             # A DataLoader worker re-raises with its traceback; the cause is the last line.
             detail = lines[-1] if lines else type(exc).__name__
             raise BuildError(f"reading the data failed: {detail}") from None
-        yield batch
+        yield decoder(batch) if decoder is not None else batch
 
 
 def _peak_rss_mb() -> float | None:
@@ -458,6 +465,8 @@ def build_atlas(
     checkpoint_every: int | None = None,
     checkpoint_dir: str | Path | None = None,
     restart: bool = False,
+    channels_last: bool = False,
+    decoder: Callable[[Any], Any] | None = None,
 ) -> Path:
     """Build a complete atlas (Summit counts, examples, embedding, graphs) of a classifier.
 
@@ -509,6 +518,12 @@ def build_atlas(
         checkpoint_dir: where checkpoints go (default: ``OUT.checkpoint`` beside ``out``;
             removed once the atlas is written).
         restart: discard an existing checkpoint instead of resuming from it.
+        channels_last: run the model and the batches in ``torch.channels_last`` memory
+            format (faster convolutions on GPUs with tensor cores; the same arrays on the
+            CPU, tests/unit/test_fast_path.py). The model is converted in place.
+        decoder: applied to every loader batch before it is read, e.g.
+            :class:`compute.data.JpegBatchDecoder` to decode JPEG bytes in batches on the
+            device (``--decode jpeg-device``).
 
     Under ``torch.distributed`` (``torchrun``), each process aggregates a contiguous shard
     of the loader's dataset (the loader must read it in order), the partial aggregates are
@@ -555,13 +570,15 @@ def build_atlas(
         raise BuildError(f"checkpoint_every must be >= 1, not {checkpoint_every}")
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     rank = current_rank()
     full_loader = loader
     loader, shard = shard_loader(loader, rank)
     progress = progress and rank.is_main
 
     # -- validation on the first batch (cheap), before the long pass ----------------------
-    batches: Generator[Any, None, None] = _read_batches(loader)
+    batches: Generator[Any, None, None] = _read_batches(loader, decoder)
     try:
         first = next(batches)
     except StopIteration:
@@ -621,7 +638,7 @@ def build_atlas(
             stream = iter(())
         elif shard is not None:
             batches.close()  # stop the first loader's workers; read only what is left
-            stream = _read_batches(reload_range(loader, shard.start + done, shard.stop))
+            stream = _read_batches(reload_range(loader, shard.start + done, shard.stop), decoder)
         else:  # a loader we cannot restart mid-way: read and skip what is done
             stream = itertools.islice(stream, batches_done, None)
     counter = start + done
@@ -679,7 +696,10 @@ def build_atlas(
                     )
             if sampler is not None:
                 sampler.begin_batch(labels, indices)
-            summit.update(images.to(torch_device, non_blocking=True), labels, indices)
+            images = images.to(torch_device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            summit.update(images, labels, indices)
             bar.update(int(images.shape[0]))
             done, batches_done = done + int(images.shape[0]), batches_done + 1
             if store is not None and batches_done % int(checkpoint_every or 1) == 0:
@@ -953,7 +973,12 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
-    from compute.data import check_images, open_image_folder
+    from compute.data import (
+        JpegBatchDecoder,
+        check_images,
+        collate_encoded,
+        open_image_folder,
+    )
     from compute.distributed import shard_range
     from compute.models import get_model, infer_in_channels, model_name
 
@@ -983,17 +1008,25 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         class_index=args.class_index,
         check=not args.no_check_images and not rank.distributed,
         progress=not args.no_progress,
+        decode=args.decode,
+        encoded=args.decode == "jpeg-device" and device.type == "cuda",
     )
     if rank.distributed and not args.no_check_images:  # each process checks its own shard
         shard = shard_range(len(dataset), rank.rank, rank.world_size)
         check_images([dataset.samples[i][0] for i in shard], progress=False)
+    encoded = args.decode == "jpeg-device" and device.type == "cuda"
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,
         shuffle=False,
         num_workers=args.workers,
+        collate_fn=collate_encoded if encoded else None,
+        # Pinned host memory: the pass copies batches with non_blocking=True. Not
+        # persistent_workers: the loader is iterated once, and on resume the first
+        # loader's workers are meant to stop (they would stay up idle for the whole pass).
         pin_memory=device.type == "cuda",
     )
+    decoder = JpegBatchDecoder(preprocessing, str(device)) if encoded else None
     data_path = Path(args.data).resolve()
     # DIR/imagenet/val -> name "imagenet", split "val"; otherwise the folder's own name.
     is_split = data_path.name.lower() in _SPLIT_NAMES
@@ -1027,6 +1060,8 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         checkpoint_every=args.checkpoint_every,
         checkpoint_dir=args.checkpoint_dir,
         restart=args.restart,
+        channels_last=args.channels_last,
+        decoder=decoder,
     )
     if not rank.is_main:
         return 0
@@ -1151,6 +1186,19 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     model_group.add_argument(
         "--device", default="cpu", metavar="cpu|cuda", help="where the model runs (default cpu)"
+    )
+    model_group.add_argument(
+        "--decode",
+        choices=DECODE_MODES,
+        default="pil",
+        help="pil (default): PIL in the loader's workers; jpeg-device: JPEG files only, "
+        "decoded by torchvision.io, in batches on the GPU with --device cuda (in the "
+        "workers on the CPU); resized pixels differ from PIL's by at most 1/255",
+    )
+    model_group.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="model and batches in channels-last memory format (faster on GPUs; same results)",
     )
     summit = build.add_argument_group("Summit aggregation")
     selection = summit.add_mutually_exclusive_group()

@@ -373,6 +373,8 @@ def open_image_folder(
     class_index: str | Path | Mapping[str, int] | None = None,
     check: bool = True,
     progress: bool = True,
+    decode: str = "pil",
+    encoded: bool = False,
 ) -> tuple[ImageFolderWithIndex, list[int] | None]:
     """Open and validate an ImageFolder for a build.
 
@@ -383,6 +385,11 @@ def open_image_folder(
         class_index: a ``--class-index`` JSON path or mapping ``{folder: output}``.
         check: open every image header before returning.
         progress: progress bar for the header check on large datasets.
+        decode: ``"pil"`` (PIL and :meth:`Preprocessing.transform`) or ``"jpeg-device"``
+            (JPEG files only, decoded by torchvision.io: an :class:`EncodedImageFolder`).
+        encoded: with ``"jpeg-device"``, items are the files' bytes, to be decoded in
+            batches on the device by :class:`JpegBatchDecoder` (else decoded per item on
+            the CPU, in the loader's workers).
 
     Returns:
         ``(dataset, class_map)``: the indexed dataset, and the output index of each folder
@@ -401,11 +408,17 @@ def open_image_folder(
     class_map = None
     if num_outputs is not None:
         class_map = map_classes(folders, num_outputs, mapping)
-    try:
-        dataset = ImageFolderWithIndex(str(root), transform=preprocessing.transform())
-    except FileNotFoundError as exc:
-        # ImageFolder refuses a class folder without images; say which.
-        raise BuildError(f"data directory {root} is not a valid ImageFolder: {exc}") from None
+    if decode not in DECODE_MODES:
+        raise BuildError(f"unknown --decode {decode!r}: use one of {', '.join(DECODE_MODES)}")
+    dataset: ImageFolderWithIndex
+    if decode == "jpeg-device":
+        dataset = open_jpeg_folder(root, preprocessing, encoded=encoded)
+    else:
+        try:
+            dataset = ImageFolderWithIndex(str(root), transform=preprocessing.transform())
+        except FileNotFoundError as exc:
+            # ImageFolder refuses a class folder without images; say which.
+            raise BuildError(f"data directory {root} is not a valid ImageFolder: {exc}") from None
     if dataset.classes != folders:
         empty = sorted(set(folders) - set(dataset.classes))
         raise BuildError(f"class folders without images: {_names(empty)} in {root}")
@@ -413,3 +426,154 @@ def open_image_folder(
         check_images([path for path, _ in dataset.samples], progress=progress)
     log.info("data %s: %d images in %d classes", root, len(dataset), len(folders))
     return dataset, class_map
+
+
+# ---------------------------------------------------------------------------------------
+# JPEG decoding with torchvision.io (``--decode jpeg-device``)
+# ---------------------------------------------------------------------------------------
+
+#: ``--decode`` choices: PIL in the loader's workers (default), or torchvision.io.
+DECODE_MODES = ("pil", "jpeg-device")
+
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+def decode_jpeg_batch(
+    encoded: Sequence[torch.Tensor], preprocessing: Preprocessing, device: torch.device
+) -> torch.Tensor:
+    """Decode JPEG files' bytes into a normalised model-input batch on ``device``.
+
+    The same steps as :meth:`Preprocessing.transform` (resize to ``image_size`` squared, no
+    crop; to ``[0, 1]``; normalise) with torchvision.io instead of PIL: one batched
+    ``decode_jpeg`` call (nvJPEG on CUDA, libjpeg-turbo on the CPU), then, per image, an
+    antialiased bilinear resize in float32 on ``device``. Pixels differ slightly from the PIL
+    path (PIL resizes in 8-bit fixed point and rounds; nvJPEG's IDCT differs from
+    libjpeg-turbo's): on the CPU, decoding is bit-identical to PIL's and the resized
+    ``[0, 1]`` pixels agree within 1/255 (tests/unit/test_decode.py), so activation counts
+    near a threshold can differ from a PIL build. The CUDA path is not measured yet.
+
+    Args:
+        encoded: each file's bytes as a 1-D ``uint8`` tensor (``torchvision.io.read_file``).
+        preprocessing: size, normalisation and grayscale.
+        device: where to decode and resize (``cuda``: on the GPU, batched).
+
+    Returns:
+        ``[N, C, image_size, image_size]`` float32 on ``device``.
+
+    Raises:
+        BuildError: when a file is not a decodable JPEG.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2 import functional as tvf
+
+    mode = ImageReadMode.GRAY if preprocessing.grayscale else ImageReadMode.RGB
+    try:
+        images = decode_jpeg(list(encoded), mode=mode, device=device)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "decode failed"
+        raise BuildError(f"--decode jpeg-device could not decode a JPEG file: {detail}") from None
+    size = [preprocessing.image_size, preprocessing.image_size]
+    mean = torch.tensor(preprocessing.mean, device=device).view(-1, 1, 1)
+    std = torch.tensor(preprocessing.std, device=device).view(-1, 1, 1)
+    out = torch.empty((len(images), *preprocessing.input_size), device=device)
+    for i, image in enumerate(images):  # sizes differ: one resize per image
+        pixels = image.to(torch.float32).div_(255.0)
+        resized = tvf.resize(pixels, size, antialias=True).clamp_(0.0, 1.0)
+        out[i] = (resized - mean) / std
+    return out
+
+
+class EncodedImageFolder(ImageFolderWithIndex):
+    """ImageFolder for ``--decode jpeg-device``: items are the files' bytes, decoded later.
+
+    ``dataset[i]`` is ``(bytes as a 1-D uint8 tensor, label, index)`` when ``encoded`` is
+    true (batched with :func:`collate_encoded`, decoded on the device by
+    :class:`JpegBatchDecoder`), else the decoded, preprocessed ``[C, H, W]`` tensor as the
+    PIL path gives (through :func:`decode_jpeg_batch` on the CPU); :attr:`decoded` is that
+    view (used to cut example crops).
+    """
+
+    def __init__(self, root: str, preprocessing: Preprocessing, *, encoded: bool) -> None:
+        super().__init__(root, is_valid_file=_is_jpeg)
+        self.preprocessing = preprocessing
+        self.encoded = encoded
+
+    @property
+    def decoded(self) -> EncodedImageFolder:
+        """The same files, items decoded on the CPU (shares the file list)."""
+        if not self.encoded:
+            return self
+        view = object.__new__(EncodedImageFolder)
+        view.__dict__.update(self.__dict__)
+        view.encoded = False
+        return view
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:  # type: ignore[override]
+        from torchvision.io import read_file
+
+        path, label = self.samples[index]
+        data = read_file(path)
+        if self.encoded:
+            return data, label, index
+        cpu = torch.device("cpu")
+        return decode_jpeg_batch([data], self.preprocessing, cpu)[0], label, index
+
+
+def _is_jpeg(path: str) -> bool:
+    return path.lower().endswith(JPEG_EXTENSIONS)
+
+
+def collate_encoded(
+    items: Sequence[tuple[torch.Tensor, int, int]],
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Batch encoded items: a list of byte tensors (lengths differ), labels, indices."""
+    data = [item[0] for item in items]
+    labels = torch.tensor([int(item[1]) for item in items], dtype=torch.int64)
+    indices = torch.tensor([int(item[2]) for item in items], dtype=torch.int64)
+    return data, labels, indices
+
+
+@dataclass(frozen=True)
+class JpegBatchDecoder:
+    """Turns a loader batch of encoded JPEG files into a batch of model inputs on the device.
+
+    Given to :func:`compute.build.build_atlas` as ``decoder`` with a loader over an
+    :class:`EncodedImageFolder` (``encoded=True``) and ``collate_fn=collate_encoded``.
+    """
+
+    preprocessing: Preprocessing
+    device: str = "cuda"
+
+    def __call__(self, batch: Any) -> Any:
+        """``(list of byte tensors, labels, indices)`` → ``(images, labels, indices)``."""
+        if not isinstance(batch, (tuple, list)) or not isinstance(batch[0], list):
+            return batch  # already decoded
+        images = decode_jpeg_batch(batch[0], self.preprocessing, torch.device(self.device))
+        return (images, *batch[1:])
+
+
+def open_jpeg_folder(
+    root: str | Path, preprocessing: Preprocessing, *, encoded: bool
+) -> EncodedImageFolder:
+    """The :class:`EncodedImageFolder` of ``root``, refusing folders with non-JPEG files.
+
+    Raises:
+        BuildError: naming the first image that is not a JPEG file (by extension), or a
+            class folder without JPEG files.
+    """
+    folders = find_class_folders(root)
+    for folder in folders:
+        for entry in sorted(Path(root, folder).rglob("*")):
+            name = entry.name.lower()
+            if name.endswith(IMAGE_EXTENSIONS) and not _is_jpeg(name) and entry.is_file():
+                raise BuildError(
+                    f"--decode jpeg-device reads only JPEG files, not {entry} (use --decode pil)"
+                )
+    try:
+        dataset = EncodedImageFolder(str(root), preprocessing, encoded=encoded)
+    except FileNotFoundError as exc:
+        raise BuildError(f"data directory {root} is not a valid ImageFolder: {exc}") from None
+    if dataset.classes != folders:
+        empty = sorted(set(folders) - set(dataset.classes))
+        raise BuildError(f"class folders without JPEG files: {_names(empty)} in {root}")
+    return dataset
