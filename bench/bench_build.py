@@ -1,0 +1,242 @@
+"""Benchmark: images/s of the Summit pass vs a bare forward pass over the same data.
+
+Run ``python bench/bench_build.py [--images N] [--device cuda] [--decode jpeg-device]
+[--channels-last] [--models googlenet,resnet50] [--full]``. Writes N generated real-size
+JPEG files (sides 224-500 px: smooth waves, edges and noise; 10 class folders) to a temp
+directory, then for each model (torchvision, random weights, 224 px input):
+
+- **forward**: the loader (same workers, pinned memory, decoding) and ``model(images)``
+  under ``torch.inference_mode``, nothing else;
+- **pass**: the same loader feeding :class:`compute.summit.aggregate.SummitPass` on the
+  model's Summit layers (default settings), i.e. the streaming pass of a build without
+  the TopoAct sample;
+- with ``--full``: the whole :func:`compute.build.build_atlas` (pass, Mapper sample,
+  graphs, embedding, crops, writing), wall time.
+
+It prints images/s of each and the ratio forward/pass (issue 6 targets on one GPU: at
+most 1.5 for GoogLeNet, whose Inception layers are connected by convolutions and counted
+exactly, and at most 3 for ResNet-50, whose residual stages need gradient attribution).
+One warm-up batch runs before each timing; CUDA is synchronised before each clock read.
+
+Figures (docs/performance.md has them with the machine)::
+
+    python bench/bench_build.py --images 48 --batch-size 16 --workers 1   # 2-core CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from compute.data import (  # noqa: E402
+    JpegBatchDecoder,
+    Preprocessing,
+    collate_encoded,
+    open_image_folder,
+)
+from compute.models import get_model  # noqa: E402
+from compute.summit.aggregate import SummitPass  # noqa: E402
+from compute.summit.config import SummitConfig  # noqa: E402
+
+#: Summit layers per model: consecutive Inception blocks (exact counts) / residual stages
+#: (gradient x activation).
+LAYERS = {
+    "googlenet": [
+        "inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
+        "inception4d", "inception4e", "inception5a", "inception5b",
+    ],
+    "resnet50": ["layer1", "layer2", "layer3", "layer4"],
+}  # fmt: skip
+
+NUM_CLASSES = 10
+
+
+def write_jpegs(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` JPEG files, sides 224-500 px, in ``NUM_CLASSES`` class folders."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        width, height = (int(v) for v in rng.integers(224, 501, size=2))
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        fx, fy, phase = rng.uniform(3, 40, size=3)
+        pixels = np.stack(
+            [
+                127 + 100 * np.sin(x / fx + phase),
+                127 + 100 * np.cos(y / fy),
+                np.where((x // 32 + y // 32) % 2 == 0, 200, 60),
+            ],
+            axis=-1,
+        )
+        pixels += rng.normal(0, 15, size=pixels.shape)
+        folder = root / f"c{i % NUM_CLASSES}"
+        folder.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+            buffer, format="JPEG", quality=90
+        )
+        (folder / f"{i:06d}.jpg").write_bytes(buffer.getvalue())
+
+
+def make_loader(
+    root: Path, pre: Preprocessing, args: argparse.Namespace
+) -> tuple[DataLoader, Callable[[Any], Any] | None]:
+    """The build's loader (as ``python -m compute build`` makes it) and its decoder."""
+    cuda = args.device.startswith("cuda")
+    encoded = args.decode == "jpeg-device" and cuda
+    dataset, _ = open_image_folder(
+        root, pre, check=False, progress=False, decode=args.decode, encoded=encoded
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=collate_encoded if encoded else None,
+        pin_memory=cuda,
+    )
+    return loader, JpegBatchDecoder(pre, args.device) if encoded else None
+
+
+def batches(
+    loader: DataLoader, decoder: Callable[[Any], Any] | None, device: torch.device, cl: bool
+) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Images on the device (channels-last if asked), labels and indices."""
+    for batch in loader:
+        images, labels, indices = decoder(batch) if decoder is not None else batch
+        images = images.to(device, non_blocking=True)
+        if cl:
+            images = images.contiguous(memory_format=torch.channels_last)
+        yield images, labels, indices
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_forward(model: torch.nn.Module, loader: DataLoader, decoder: Any, args: Any) -> float:
+    """Images/s of the loader plus a bare forward pass."""
+    device = torch.device(args.device)
+    with torch.inference_mode():
+        warm = next(iter(batches(loader, decoder, device, args.channels_last)))
+        model(warm[0])
+        sync(device)
+        start, count = time.perf_counter(), 0
+        for images, _, _ in batches(loader, decoder, device, args.channels_last):
+            model(images)
+            count += int(images.shape[0])
+        sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def time_pass(
+    model: torch.nn.Module, layers: list[str], loader: DataLoader, decoder: Any, args: Any
+) -> float:
+    """Images/s of the loader plus the Summit streaming pass."""
+    device = torch.device(args.device)
+    class_map = list(range(NUM_CLASSES))
+    config = SummitConfig()
+    new_pass = partial(
+        SummitPass, model, layers, NUM_CLASSES, config, device=args.device, class_map=class_map
+    )
+    with new_pass() as scratch:  # warm-up batch, uncounted (kernels, allocator, caches)
+        scratch.update(*next(iter(batches(loader, decoder, device, args.channels_last))))
+    with new_pass() as summit:
+        sync(device)
+        start, count = time.perf_counter(), 0
+        for images, labels, indices in batches(loader, decoder, device, args.channels_last):
+            summit.update(images, labels, indices)
+            count += int(images.shape[0])
+        summit.result()
+        sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def time_build(
+    model: torch.nn.Module, layers: list[str], loader: DataLoader, decoder: Any, args: Any
+) -> float:
+    """Images/s of the whole ``build_atlas`` (wall time, everything included)."""
+    from compute.build import build_atlas
+
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        build_atlas(
+            model,
+            loader,
+            layers=layers,
+            classes=[f"c{i}" for i in range(NUM_CLASSES)],
+            class_map=list(range(NUM_CLASSES)),
+            out=Path(out) / "atlas",
+            device=args.device,
+            progress=False,
+            channels_last=args.channels_last,
+            decoder=decoder,
+            crops_per_channel=1,
+            mapper_crops=100,
+        )
+        seconds = time.perf_counter() - start
+    return len(loader.dataset) / seconds  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--images", type=int, default=2048 if cuda else 48)
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--batch-size", type=int, default=128 if cuda else 16)
+    parser.add_argument("--workers", type=int, default=8 if cuda else 1)
+    parser.add_argument("--decode", choices=("pil", "jpeg-device"), default="pil")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--models", default="googlenet,resnet50")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--full", action="store_true", help="also time the whole build_atlas")
+    parser.add_argument("--keep", type=Path, help="write the JPEG files here and keep them")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp) / "data"
+        if not root.exists():
+            write_jpegs(root, args.images)
+        pre = Preprocessing.from_arg("imagenet", image_size=args.image_size)
+        loader, decoder = make_loader(root, pre, args)
+        device = torch.device(args.device)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        print(
+            f"# {len(loader.dataset)} JPEG files 224-500 px -> {args.image_size} px, "  # type: ignore[arg-type]
+            f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"batch {args.batch_size}, workers {args.workers}, decode {args.decode}, "
+            f"channels-last {args.channels_last}"
+        )
+        print(f"{'model':<10} {'forward img/s':>14} {'pass img/s':>11} {'ratio':>6}", end="")
+        print(f" {'build img/s':>12}" if args.full else "")
+        for model_name in args.models.split(","):
+            model = get_model(f"torchvision:{model_name}").to(device).eval()
+            if args.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            layers = LAYERS[model_name]
+            forward = time_forward(model, loader, decoder, args)
+            summit = time_pass(model, layers, loader, decoder, args)
+            line = f"{model_name:<10} {forward:>14.1f} {summit:>11.1f} {forward / summit:>6.2f}"
+            if args.full:
+                line += f" {time_build(model, layers, loader, decoder, args):>12.1f}"
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
