@@ -114,9 +114,10 @@ class ViewState:
         pics: what graph nodes show, ``"vis"`` (feature visualization) or ``"crop"``
             (top dataset crop); ``None``: the visualization if the atlas has it.
         topo_layer: layer of the Topology (Mapper) view (``None``: the default layer).
-        topo_intervals: Mapper cover intervals (``TOPO_INTERVALS``).
-        topo_overlap: interval overlap in percent (``TOPO_OVERLAP``).
-        topo_eps: DBSCAN ε in percent of the "auto" ε (``TOPO_EPS``).
+        topo_intervals: Mapper cover intervals (``TOPO_INTERVALS``); ``None``: the atlas's
+            default for the layer's sample size.
+        topo_overlap: interval overlap in percent (``TOPO_OVERLAP``); ``None``: default.
+        topo_eps: DBSCAN ε in percent of the "auto" ε (``TOPO_EPS``); ``None``: default.
         topo_cluster: ``dbscan`` or ``hdbscan``.
         topo_metric: ``euclidean`` or ``cosine`` (``None``: the stored index's metric).
         topo_jaccard: hide Mapper edges whose Jaccard index is below this percent.
@@ -143,9 +144,9 @@ class ViewState:
     node: str | None = None
     pics: str | None = None
     topo_layer: int | None = None
-    topo_intervals: int = 70
-    topo_overlap: int = 30
-    topo_eps: int = 100
+    topo_intervals: int | None = None
+    topo_overlap: int | None = None
+    topo_eps: int | None = None
     topo_cluster: str = "dbscan"
     topo_metric: str | None = None
     topo_jaccard: int = 0
@@ -301,7 +302,7 @@ def _topology_fields(get: Any, num_layers: int | None) -> dict[str, Any]:
     """The Topology view's fields from a query; numbers out of range are clamped."""
     default = ViewState()
 
-    def number(key: str, bounds: tuple[int, int], fallback: int) -> int:
+    def number(key: str, bounds: tuple[int, int], fallback: int | None) -> int | None:
         value = clamp(get(key), *bounds)
         return fallback if value is None else int(value)
 

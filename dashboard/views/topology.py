@@ -576,8 +576,10 @@ def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any,
 
 
 def register(app: Dash, context: ViewContext) -> None:
-    """Callbacks of the Topology view: its reducer, the render, the embedding highlight."""
-    data = context.data
+    """Callbacks of the Topology view: its reducer, the render, the embedding highlight.
+
+    ``context.data`` is read inside each callback: it follows the request's atlas.
+    """
 
     @app.callback(
         Output(ids.STATE, "data", allow_duplicate=True),
@@ -601,7 +603,7 @@ def register(app: Dash, context: ViewContext) -> None:
         trigger = ctx.triggered_id
         value = ctx.triggered[0].get("value") if ctx.triggered else None
         try:
-            new, message = apply_topology_event(state, trigger, value, data.num_layers)
+            new, message = apply_topology_event(state, trigger, value, context.data.num_layers)
         except (TypeError, ValueError):
             new, message = state, None
         new = context.state(new.to_dict())
@@ -634,13 +636,20 @@ def register(app: Dash, context: ViewContext) -> None:
     )
     def highlight_embedding(classes: Any, shown_layer: Any) -> Any:
         """Mark the opened node's classes in the class embedding (others faded)."""
+        data = context.data
         if not data.has(PART_EMBEDDING) or shown_layer is None:
             return no_update
         if ctx.triggered_id == ids.EMBEDDING_LAYER and not classes:
             return no_update
         patch = Patch()
         if classes:
-            picked = [int(c) for c in classes if 0 <= int(c) < data.num_classes]
+            if not isinstance(classes, list):
+                return no_update  # the store holds a list of class indices; anything else
+            picked = [
+                c
+                for c in classes
+                if isinstance(c, int) and not isinstance(c, bool) and 0 <= c < data.num_classes
+            ]
             patch["data"][0]["selectedpoints"] = picked
             patch["data"][0]["unselected"] = {"marker": {"opacity": 0.15}}
         else:

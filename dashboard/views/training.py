@@ -60,8 +60,39 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     """The Training card (filled by :func:`render`; cheap: reads the manifest only)."""
     trace = trace_data(context.data)
     if trace is None:
+        # The callbacks serve every atlas of a deployment, so their components exist here
+        # too (hidden, inert): the renderer reports outputs missing from the layout.
+        inert = html.Div(
+            [
+                dcc.Store(id=ids.TRACE_PICK, data=None),
+                dcc.Dropdown(id=ids.TRACE_LAYER, options=[], value=None),
+                dcc.RadioItems(id=ids.TRACE_FILTER, options=[], value=None),
+                dcc.Checklist(id=ids.TRACE_ALL, options=[], value=[]),
+                *[
+                    html.Div(id=component)
+                    for component in (
+                        ids.TRACE_NOTE,
+                        ids.TRACE_GRID_NOTE,
+                        ids.TRACE_GRID,
+                        ids.TRACE_HEADER,
+                        ids.TRACE_PROPONENTS,
+                        ids.TRACE_OPPONENTS,
+                    )
+                ],
+                *[
+                    dcc.Graph(id=component)
+                    for component in (
+                        ids.TRACE_SHARE,
+                        ids.TRACE_RIDGE,
+                        ids.TRACE_EPOCHS,
+                        ids.TRACE_NORMS,
+                    )
+                ],
+            ],
+            hidden=True,
+        )
         return html.Section(
-            [_TITLE, note(MISSING, kind="missing")],
+            [_TITLE, note(MISSING, kind="missing"), inert],
             className="card card-training",
             id="training",
         )

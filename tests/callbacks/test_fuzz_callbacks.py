@@ -50,13 +50,6 @@ STATE_KEYS = list(ViewState().to_dict())
 PAGES = "_pages_content.children"
 #: Server errors found by this test in modules other engineers own, reported to them and
 #: tolerated here until fixed (output substring -> what is wrong). Everything else must pass.
-KNOWN: dict[str, str] = {
-    "embedding-graph.figure@": (
-        "dashboard/views/topology.py highlight_embedding: int() of each item of "
-        "topo-classes.data (TypeError / ValueError for a bool, a string or None items)"
-    ),
-}
-
 _scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -146,18 +139,11 @@ def payload(dep: dict[str, Any], values: list[Any], changed: int) -> dict[str, A
     return body
 
 
-def _tolerated(dep: dict[str, Any]) -> bool:
-    """A known, reported server error (see ``KNOWN``)."""
-    return any(key in dep["output"] for key in KNOWN)
-
-
 def check(client: Any, dep: dict[str, Any], values: list[Any], changed: int = 0) -> None:
     body = payload(dep, values, changed)
     response = client.post(ENDPOINT, json=body)
     text = response.get_data(as_text=True)
     assert "Traceback" not in text and 'File "' not in text, text[:600]
-    if response.status_code == 500 and _tolerated(dep):
-        return
     # 400: a payload no browser sends (e.g. Pages given a pathname that is not a path).
     assert response.status_code in (200, 204, 400), (
         f"{response.status_code} for {dep['output']} with {json.dumps(body, default=str)[:600]}"

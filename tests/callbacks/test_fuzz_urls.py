@@ -21,6 +21,7 @@ from dashboard.state import (
     SORT_ORDERS,
     TOPO_CLUSTERERS,
     TOPO_COLOURS,
+    TOPO_EPS,
     TOPO_METRICS,
     TRACE_FILTERS,
     ViewState,
@@ -86,7 +87,12 @@ def check_valid(state: ViewState) -> None:
     assert state.topo_cluster in TOPO_CLUSTERERS and state.topo_colour in TOPO_COLOURS
     assert state.topo_metric in (None, *TOPO_METRICS) and state.trace_filter in TRACE_FILTERS
     assert state.trace_all in (0, 1)
-    assert 10 <= state.topo_intervals <= 100 and 10 <= state.topo_overlap <= 60
+    for value, (low, high) in (
+        (state.topo_intervals, (10, 100)),
+        (state.topo_overlap, (10, 60)),
+        (state.topo_eps, TOPO_EPS),
+    ):
+        assert value is None or low <= value <= high  # None: the atlas's default
 
 
 def parse(query: Any) -> ViewState:
