@@ -106,13 +106,23 @@ SEARCH_LIMIT = 50
 
 # Filters the class names in the browser as the user types (the same rule as
 # ``AtlasData.match_classes``: word-prefix matches first, then other substring matches, at
-# most ``limit``; the current value pinned first). Without text: the server's suggestions.
+# most ``limit``; the current value pinned first). Without text: the server's suggestions
+# (with the current value).
 _SEARCH_JS = """
 function(search, names, suggestions, value) {
     const limit = LIMIT;
     const needle = (search || "").trim().toLowerCase();
     if (!needle || !Array.isArray(names)) {
-        return suggestions || window.dash_clientside.no_update;
+        if (!Array.isArray(suggestions)) { return window.dash_clientside.no_update; }
+        // The search text is cleared as an option is picked, before the server has sent
+        // suggestions holding it: keep the picked value among the options, or the
+        // dropdown drops it.
+        const known = Array.isArray(names) && Number.isInteger(value)
+            && value >= 0 && value < names.length;
+        if (known && !suggestions.some(o => o.value === value)) {
+            return [{label: String(names[value]), value: value}].concat(suggestions);
+        }
+        return suggestions;
     }
     const prefix = [], inner = [];
     for (let c = 0; c < names.length && prefix.length < limit; c++) {

@@ -289,12 +289,14 @@ def test_browser_class_search_matches_the_server_rule(data: AtlasData) -> None:
     lists for the same text: word-prefix matches first, the current value pinned."""
     names = [*data.names, "Amber Badger", "big amber", "xamberx", "amber"]
     texts = ["amber", " AMB ", "b", "zzz", "", "class 00", "er"]
+    suggestions = [{"label": names[2], "value": 2}]  # the server's, without the value 1
     script = (
         f"const search = {_SEARCH_JS};\n"
         f"const names = {json.dumps(names)};\n"
         f"const texts = {json.dumps(texts)};\n"
         "globalThis.window = {dash_clientside: {no_update: 'NO_UPDATE'}};\n"
-        "console.log(JSON.stringify(texts.map(t => search(t, names, 'SUGGESTIONS', 1))));"
+        f"const suggestions = {json.dumps(suggestions)};\n"
+        "console.log(JSON.stringify(texts.map(t => search(t, names, suggestions, 1))));"
     )
     result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -302,8 +304,8 @@ def test_browser_class_search_matches_the_server_rule(data: AtlasData) -> None:
     fake = AtlasData.__new__(AtlasData)
     fake.__dict__.update(names=tuple(names), num_classes=len(names))
     for text, got in zip(texts, browser, strict=True):
-        if not text.strip():
-            assert got == "SUGGESTIONS"
+        if not text.strip():  # the suggestions, with the current value kept first
+            assert got == [{"label": names[1], "value": 1}, *suggestions]
             continue
         expected = AtlasData.class_options(fake, text.strip(), [1], np.array([], dtype=np.int64))
         assert got == expected, text
