@@ -654,15 +654,17 @@ def build_atlas(
             seed=seed,
             mode=mapper_mode,  # type: ignore[arg-type]
         )
+    new_pass = partial(
+        SummitPass,
+        model,
+        layers,
+        len(classes),
+        config,
+        device=str(torch_device),
+        class_map=list(class_map) if class_map is not None else None,
+    )
     with (
-        SummitPass(
-            model,
-            layers,
-            len(classes),
-            config,
-            device=str(torch_device),
-            class_map=list(class_map) if class_map is not None else None,
-        ) as summit,
+        new_pass() as summit,
         tqdm(
             total=total,
             initial=done,
@@ -707,15 +709,6 @@ def build_atlas(
         if store is not None:
             store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done, True)
         if rank.distributed:
-            new_pass = partial(
-                SummitPass,
-                model,
-                layers,
-                len(classes),
-                config,
-                device=str(torch_device),
-                class_map=list(class_map) if class_map is not None else None,
-            )
             merged = _merge_ranks(summit, sampler, new_pass, rank, torch_device)
             if merged is None:
                 log.info("rank %d: %d images aggregated, sent to rank 0", rank.rank, done)
