@@ -58,6 +58,11 @@ def note(text: str, *, kind: str = "info") -> html.Div:
     return html.Div(text, className=f"note note-{kind}")
 
 
+def labelled(label: str, control: Any, tip: str = "") -> html.Div:
+    """A control with its label above it (``tip``: the label's tooltip)."""
+    return html.Div([html.Label(label, title=tip), control], className="slider-block")
+
+
 def how_to_read(*paragraphs: str) -> html.Details:
     """The collapsible "How to read this" note of a view."""
     return html.Details(

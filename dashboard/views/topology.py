@@ -40,7 +40,7 @@ from dashboard.state import (
     ViewState,
     clamp,
 )
-from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.common import ViewContext, guarded, how_to_read, labelled, note
 
 STYLESHEET = topology_stylesheet()
 #: Member crops shown for an opened node.
@@ -70,10 +70,6 @@ def topo_layer(context: ViewContext, state: ViewState) -> int:
     return context.data.default_layer if state.topo_layer is None else state.topo_layer
 
 
-def _labelled(label: str, control: Any, tip: str = "") -> html.Div:
-    return html.Div([html.Label(label, title=tip), control], className="slider-block")
-
-
 def layout(context: ViewContext, state: ViewState) -> html.Section:
     """The Topology card: parameters, Mapper graph, node panel, shape list."""
     data = context.data
@@ -87,7 +83,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     )
     controls = html.Div(
         [
-            _labelled(
+            labelled(
                 "Layer",
                 dcc.Dropdown(
                     id=ids.TOPO_LAYER,
@@ -97,7 +93,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     searchable=False,
                 ),
             ),
-            _labelled(
+            labelled(
                 f"Intervals ({TOPO_INTERVALS[0]}–{TOPO_INTERVALS[1]})",
                 dcc.Input(
                     id=ids.TOPO_INTERVALS,
@@ -109,7 +105,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 ),
                 "number of overlapping slices of the L2-norm lens",
             ),
-            _labelled(
+            labelled(
                 "Overlap",
                 dcc.Slider(
                     id=ids.TOPO_OVERLAP,
@@ -122,7 +118,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 ),
                 "share of an interval shared with its neighbour",
             ),
-            _labelled(
+            labelled(
                 "ε (× auto)",
                 dcc.Slider(
                     id=ids.TOPO_EPS,
@@ -135,7 +131,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 ),
                 "DBSCAN radius, relative to the automatic one",
             ),
-            _labelled(
+            labelled(
                 "Edges: Jaccard ≥",
                 dcc.Slider(
                     id=ids.TOPO_JACCARD,
@@ -148,7 +144,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 ),
                 "hide edges whose nodes share fewer images (|a∩b| / |a∪b|)",
             ),
-            _labelled(
+            labelled(
                 "Clusterer",
                 dcc.RadioItems(
                     id=ids.TOPO_CLUSTER,
@@ -157,7 +153,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     **radio,
                 ),
             ),
-            _labelled(
+            labelled(
                 "Metric",
                 dcc.RadioItems(
                     id=ids.TOPO_METRIC,
@@ -166,7 +162,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     **radio,
                 ),
             ),
-            _labelled(
+            labelled(
                 "Colour",
                 dcc.RadioItems(
                     id=ids.TOPO_COLOUR,

@@ -30,7 +30,7 @@ from dashboard.trace import (
     shown_classes,
     trace_data,
 )
-from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.common import ViewContext, guarded, how_to_read, labelled, note
 
 MISSING = (
     "This atlas has no training trace (part 'trace'). `python -m compute demo` builds the "
@@ -46,10 +46,6 @@ _FILTER_LABELS = {
 _TITLE = html.H2([html.Span("F", className="view-tag"), "Training: what shaped a prediction"])
 _GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": False}
 _EMPTY_FIGURE: dict[str, Any] = {"data": [], "layout": {"height": 40}}
-
-
-def _labelled(label: str, control: Any, tip: str = "") -> html.Div:
-    return html.Div([html.Label(label, title=tip), control], className="slider-block")
 
 
 def _graph(component_id: str) -> dcc.Graph:
@@ -99,7 +95,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     layers = [{"label": f"{i + 1}. {n}", "value": i} for i, n in enumerate(trace.layer_names)]
     controls = html.Div(
         [
-            _labelled(
+            labelled(
                 "Traced layer",
                 dcc.Dropdown(
                     id=ids.TRACE_LAYER,
@@ -109,7 +105,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     searchable=False,
                 ),
             ),
-            _labelled(
+            labelled(
                 "Show",
                 dcc.RadioItems(
                     id=ids.TRACE_FILTER,
