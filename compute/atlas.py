@@ -50,6 +50,25 @@ PART_MAPPER = "mapper"  # TopoAct: sampled activation vectors and a Mapper index
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
 
+#: What a reader reports for a build fact an atlas does not record (atlases written before
+#: the fact was recorded; docs/atlas.md).
+UNKNOWN = "unknown"
+
+#: How each chosen layer connects to the previous one (compute/connect.py), and what its
+#: influence counts then are: exact per pair through one convolution; exact per branch of
+#: an Inception block with the widest path through its bottlenecks; or gradient × activation
+#: attribution (residual additions and anything else).
+INFLUENCE_METHODS: dict[str, str] = {
+    "conv": "exact",
+    "inception": "exact-widest-path",
+    "gradient": "gradient-x-activation",
+}
+
+#: Numeric precisions of a build's forward pass: ``fp32`` is exact (the default); ``bf16``
+#: and ``fp16`` (``--precision``, autocast) give approximate counts.
+PRECISIONS = ("fp32", "bf16", "fp16")
+EXACT_PRECISION = "fp32"
+
 
 class AtlasError(ValueError):
     """An atlas is missing, malformed, truncated or altered. The message names the file."""
@@ -66,6 +85,12 @@ class LayerInfo:
         width: width of the layer's activation map.
         influence_from: name of the previous chosen layer whose channels influence this
             one (``None`` for the first layer).
+        connection: how ``influence_from`` connects to this layer: ``"conv"``,
+            ``"inception"`` or ``"gradient"`` (:data:`INFLUENCE_METHODS`); ``"unknown"`` in
+            an atlas that does not record it; ``None`` for the first layer.
+        influence_method: what the influence counts are: ``"exact"``,
+            ``"exact-widest-path"`` or ``"gradient-x-activation"``; ``"unknown"`` or
+            ``None`` as for ``connection``.
     """
 
     name: str
@@ -73,6 +98,8 @@ class LayerInfo:
     height: int
     width: int
     influence_from: str | None = None
+    connection: str | None = None
+    influence_method: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -81,20 +108,141 @@ class LayerInfo:
             raise AtlasError(f"layer {self.name!r} has a non-positive size in manifest.json")
 
 
-def manifest_layers(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
-    """The manifest's ``layers`` entries of a chain of layers (input to output order): each
-    layer's name, ``(channels, height, width)``, and ``influence_from`` the layer before it
-    (``None`` for the first), as :class:`LayerInfo` reads them."""
-    return [
-        {
+def manifest_layers(
+    names: Sequence[str],
+    shapes: Sequence[Sequence[int]],
+    connections: Sequence[str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """The manifest's ``layers`` entries of a chain of layers, as :class:`LayerInfo` reads them.
+
+    Args:
+        names: layer names, input to output.
+        shapes: ``(channels, height, width)`` of each layer.
+        connections: the connection kind of each layer from the one before it (``None`` for
+            the first; keys of :data:`INFLUENCE_METHODS`); when given, each later layer
+            records ``connection`` and ``influence_method``. ``None``: not recorded (read
+            back as ``"unknown"``).
+
+    Returns:
+        One dict per layer: ``name``, ``channels``, ``height``, ``width``,
+        ``influence_from`` (the layer before it, ``None`` for the first), and with
+        ``connections`` also ``connection`` and ``influence_method``.
+
+    Raises:
+        ValueError: ``connections`` of another length, or an unknown kind.
+    """
+    if connections is not None:
+        if len(connections) != len(names):
+            raise ValueError(f"{len(connections)} connection kinds for {len(names)} layers")
+        unknown = [kind for kind in connections[1:] if kind not in INFLUENCE_METHODS]
+        if unknown:
+            raise ValueError(f"unknown connection kind(s) {unknown}")
+    entries: list[dict[str, Any]] = []
+    for i, (name, shape) in enumerate(zip(names, shapes, strict=True)):
+        entry: dict[str, Any] = {
             "name": name,
             "channels": int(shape[0]),
             "height": int(shape[1]),
             "width": int(shape[2]),
             "influence_from": names[i - 1] if i > 0 else None,
         }
-        for i, (name, shape) in enumerate(zip(names, shapes, strict=True))
-    ]
+        if connections is not None:
+            kind = connections[i] if i > 0 else None
+            entry["connection"] = kind
+            entry["influence_method"] = INFLUENCE_METHODS[kind] if kind is not None else None
+        entries.append(entry)
+    return entries
+
+
+def _layer_info(layer: Mapping[str, Any]) -> LayerInfo:
+    """A manifest ``layers`` entry as a :class:`LayerInfo`; a later layer of an atlas that
+    does not record its connection gets ``"unknown"``."""
+    influence_from = layer.get("influence_from")
+    connection = method = None
+    if influence_from is not None:
+        connection = str(layer.get("connection") or UNKNOWN)
+        method = str(layer.get("influence_method") or INFLUENCE_METHODS.get(connection, UNKNOWN))
+    return LayerInfo(
+        name=str(layer["name"]),
+        channels=int(layer["channels"]),
+        height=int(layer["height"]),
+        width=int(layer["width"]),
+        influence_from=influence_from,
+        connection=connection,
+        influence_method=method,
+    )
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How an atlas was built: the settings that change its numbers or its speed.
+
+    Stored as the manifest's optional ``build`` object (docs/atlas.md). An atlas written
+    before a setting was recorded reads it as ``"unknown"``.
+
+    Attributes:
+        device: device type of the pass: ``"cpu"``, ``"cuda"``, ``"mps"``.
+        device_name: e.g. ``"NVIDIA H100 80GB HBM3"`` (``"cpu"`` on the CPU).
+        world_size: processes that shared the pass (``torchrun``; 1 for one process).
+        decode: ``"pil"``, ``"jpeg-device"`` (torchvision.io; pixels within 1/255 of PIL's)
+            or ``"loader"`` (a Python build whose loader decoded the images itself).
+        channels_last: whether model and batches were channels-last (same results).
+        precision: ``"fp32"`` (exact, the default), ``"bf16"`` or ``"fp16"`` (autocast:
+            approximate counts).
+        torch: the torch version that built it.
+    """
+
+    device: str = UNKNOWN
+    device_name: str = UNKNOWN
+    world_size: int | str = UNKNOWN
+    decode: str = UNKNOWN
+    channels_last: bool | str = UNKNOWN
+    precision: str = UNKNOWN
+    torch: str = UNKNOWN
+
+    @property
+    def approximate(self) -> bool | None:
+        """``True`` for a mixed-precision build, ``False`` for fp32, ``None`` if unknown."""
+        if self.precision == UNKNOWN:
+            return None
+        return self.precision != EXACT_PRECISION
+
+    @classmethod
+    def from_manifest(cls, entry: Any) -> BuildSettings:
+        """Read the manifest's ``build`` object; missing keys (or no object) are unknown.
+
+        Raises:
+            AtlasError: ``build`` is present but not a JSON object.
+        """
+        if entry is None:
+            return cls()
+        if not isinstance(entry, Mapping):
+            raise AtlasError("manifest.json 'build' must be an object")
+        known = {name: entry[name] for name in cls.__dataclass_fields__ if name in entry}
+        return cls(**{name: UNKNOWN if value is None else value for name, value in known.items()})
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest's ``build`` object, with ``approximate`` spelled out for readers
+        that do not use this module."""
+        entry = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        entry["approximate"] = self.approximate
+        return entry
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``device cuda (NVIDIA H100), 1 process, ...``."""
+
+        def flag(value: bool | str) -> str:
+            return value if isinstance(value, str) else ("yes" if value else "no")
+
+        device = self.device
+        if self.device_name not in (UNKNOWN, self.device):
+            device += f" ({self.device_name})"
+        approximate = {True: " (approximate)", False: " (exact)", None: ""}[self.approximate]
+        return (
+            f"device {device}, processes {self.world_size}, decode {self.decode}, "
+            f"channels-last {flag(self.channels_last)}, precision {self.precision}"
+            f"{approximate}, torch {self.torch}"
+        )
 
 
 @dataclass(frozen=True)
@@ -321,15 +469,11 @@ class Atlas:
         self.manifest = manifest
         self.classes: tuple[str, ...] = tuple(str(c) for c in manifest["classes"])
         self.layers: tuple[LayerInfo, ...] = tuple(
-            LayerInfo(
-                name=str(layer["name"]),
-                channels=int(layer["channels"]),
-                height=int(layer["height"]),
-                width=int(layer["width"]),
-                influence_from=layer.get("influence_from"),
-            )
-            for layer in manifest["layers"]
+            _layer_info(layer) for layer in manifest["layers"]
         )
+        #: How it was built (device, processes, decoding, precision); "unknown" where an
+        #: older atlas does not say.
+        self.build: BuildSettings = BuildSettings.from_manifest(manifest.get("build"))
         self.parameters: dict[str, Any] = dict(manifest["parameters"])
         self.parts: frozenset[str] = frozenset(manifest["parts"])
         self.files: dict[str, dict[str, Any]] = dict(manifest["files"])

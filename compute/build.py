@@ -29,6 +29,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import itertools
 import logging
@@ -54,7 +55,9 @@ from compute.atlas import (
     PART_GRAPHS,
     PART_MAPPER,
     PART_SUMMIT,
+    PRECISIONS,
     AtlasWriter,
+    BuildSettings,
     activation_counts_path,
     csr_parts,
     embedding_path,
@@ -183,6 +186,52 @@ def check_layers(
     if [order[name] for name in layers] != sorted(order[name] for name in layers):
         log.warning("layers are not in the model's module order; keeping the given order")
     return chosen
+
+
+#: ``torch.autocast`` dtype of each ``--precision`` (fp32: no autocast, exact).
+_AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Check that the pass can run at ``precision`` on ``device``.
+
+    Args:
+        precision: ``fp32`` (exact), ``bf16`` or ``fp16`` (approximate, autocast).
+        device: the build's device.
+
+    Raises:
+        BuildError: an unknown precision, fp16 off CUDA (CPU autocast in fp16 is slow and
+            not what a user wants), or bf16 on a GPU without bf16 support.
+
+    Examples:
+        >>> check_precision("bf16", torch.device("cpu"))
+        >>> check_precision("fp16", torch.device("cpu"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        compute.errors.BuildError: --precision fp16 needs --device cuda ...
+    """
+    if precision not in PRECISIONS:
+        raise BuildError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise BuildError(
+            "--precision fp16 needs --device cuda (on the CPU use bf16 or the exact default fp32)"
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BuildError("--precision bf16: this GPU does not support bfloat16; use fp16")
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for an approximate precision; nothing for exact fp32.
+
+    Args:
+        precision: ``fp32``, ``bf16`` or ``fp16`` (checked with :func:`check_precision`).
+        device: where the pass runs.
+
+    Returns:
+        A context manager to run the pass's update under.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
 def check_classes(
@@ -467,6 +516,8 @@ def build_atlas(
     restart: bool = False,
     channels_last: bool = False,
     decoder: Callable[[Any], Any] | None = None,
+    precision: str = "fp32",
+    decode: str | None = None,
 ) -> Path:
     """Build a complete atlas (Summit counts, examples, embedding, graphs) of a classifier.
 
@@ -524,6 +575,14 @@ def build_atlas(
         decoder: applied to every loader batch before it is read, e.g.
             :class:`compute.data.JpegBatchDecoder` to decode JPEG bytes in batches on the
             device (``--decode jpeg-device``).
+        precision: ``"fp32"`` (default): exact. ``"bf16"`` or ``"fp16"`` (CUDA only): an
+            explicitly **approximate** mode: the pass's forward, influence and gradient
+            steps run under ``torch.autocast``, so values near a selection threshold or a
+            top-k boundary can fall the other way and counts can differ from fp32's. The
+            manifest records it (``build.precision``, ``build.approximate``).
+        decode: how the images were decoded, recorded in the manifest (``"pil"``,
+            ``"jpeg-device"``); ``None``: ``"jpeg-device"`` with a ``decoder``, else
+            ``"loader"`` (the loader's own decoding, not known here).
 
     Under ``torch.distributed`` (``torchrun``), each process aggregates a contiguous shard
     of the loader's dataset (the loader must read it in order), the partial aggregates are
@@ -569,6 +628,9 @@ def build_atlas(
     if checkpoint_every is not None and checkpoint_every < 1:
         raise BuildError(f"checkpoint_every must be >= 1, not {checkpoint_every}")
     torch_device = resolve_device(device)
+    check_precision(precision, torch_device)
+    if decode is None:
+        decode = "jpeg-device" if decoder is not None else "loader"
     model = model.to(torch_device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -612,6 +674,7 @@ def build_atlas(
             "preprocessing": preprocessing.to_manifest() if preprocessing else None,
             "input_size": list(input_size),
             "mapper": [mapper, mapper_capacity, mapper_mode, seed],
+            "precision": precision,
             "batch_size": int(images.shape[0]),
             "processes": [rank.rank, rank.world_size],
             "shard": [shard.start, shard.stop] if shard is not None else None,
@@ -676,6 +739,8 @@ def build_atlas(
         ) as bar,
         sampler_hooks,
     ):
+        # How each pair connects (conv / inception / gradient), for the manifest.
+        kinds = [c.kind if c is not None else None for c in summit.connections]
         if resumed is not None:
             summit.merge_state_dict(resumed.summit)
             if sampler is not None and resumed.sampler is not None:
@@ -701,7 +766,8 @@ def build_atlas(
             images = images.to(torch_device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            summit.update(images, labels, indices)
+            with autocast_context(precision, torch_device):  # approximate unless fp32
+                summit.update(images, labels, indices)
             bar.update(int(images.shape[0]))
             done, batches_done = done + int(images.shape[0]), batches_done + 1
             if store is not None and batches_done % int(checkpoint_every or 1) == 0:
@@ -789,7 +855,20 @@ def build_atlas(
         "dataset": info_dataset,
         "preprocessing": info_pre,
         "classes": classes,
-        "layers": manifest_layers(layers, shapes),
+        "layers": manifest_layers(layers, shapes, kinds),
+        "build": BuildSettings(
+            device=torch_device.type,
+            device_name=(
+                torch.cuda.get_device_name(torch_device)
+                if torch_device.type == "cuda"
+                else torch_device.type
+            ),
+            world_size=rank.world_size,
+            decode=decode,
+            channels_last=bool(channels_last),
+            precision=precision,
+            torch=torch.__version__,
+        ).to_manifest(),
         "parameters": parameters,
         "metrics": metrics or {},
         "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
@@ -979,6 +1058,7 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
     if out.exists() and not args.overwrite:
         raise BuildError(f"output {out} already exists (pass --overwrite to replace it)")
     device = resolve_device(device_name)
+    check_precision(args.precision, device)  # before loading the model or reading data
     config = SummitConfig(
         selection="topk" if args.top_k is not None else "mass",
         tau=args.tau if args.tau is not None else SummitConfig.tau,
@@ -1055,6 +1135,8 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         restart=args.restart,
         channels_last=args.channels_last,
         decoder=decoder,
+        precision=args.precision,
+        decode=args.decode,
     )
     if not rank.is_main:
         return 0
@@ -1192,6 +1274,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--channels-last",
         action="store_true",
         help="model and batches in channels-last memory format (faster on GPUs; same results)",
+    )
+    model_group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default): exact counts. bf16, fp16 (CUDA only): APPROXIMATE mode, the "
+        "pass runs under torch.autocast; counts near a threshold may differ from fp32's, "
+        "and the atlas records that it is approximate",
     )
     summit = build.add_argument_group("Summit aggregation")
     selection = summit.add_mutually_exclusive_group()

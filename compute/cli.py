@@ -26,12 +26,27 @@ _COMMAND_MODULES = (
 )
 
 
+#: How ``verify`` names each influence method for people.
+_METHOD_WORDS = {
+    "exact": "exact",
+    "exact-widest-path": "exact per branch, widest path",
+    "gradient-x-activation": "gradient x activation attribution",
+}
+
+
 def _verify(args: argparse.Namespace) -> int:
+    """Check every file, then say how the atlas was built and how its layers connect."""
     atlas = Atlas.open(args.atlas, verify_hashes=True)
     print(
         f"ok: {atlas.path} (format v{atlas.version}, {len(atlas.files)} files, "
         f"parts: {', '.join(sorted(atlas.parts))})"
     )
+    print(f"build: {atlas.build.describe()}")
+    for layer in atlas.layers:
+        if layer.influence_from is None:
+            continue
+        method = _METHOD_WORDS.get(str(layer.influence_method), str(layer.influence_method))
+        print(f"influence {layer.influence_from} -> {layer.name}: {layer.connection} ({method})")
     return 0
 
 
