@@ -80,6 +80,7 @@ TOPO_SHAPES = "topo-shapes"  # the ranked flare / loop list (buttons {"type": "t
 TOPO_MESSAGE = "topo-message"  # a refused or clamped parameter
 TOPO_PANEL = "topo-panel"  # the opened node: class table and member crops
 TOPO_CLASSES = "topo-classes"  # dcc.Store: classes of the opened node (the embedding reads it)
+TOPO_SHOWN = "topo-shown"  # dcc.Store: what the Mapper graph draws (a class switch patches it)
 
 # -- (F) training trace -----------------------------------------------------------------
 TRACE_NOTE = "trace-note"  # missing part / errors

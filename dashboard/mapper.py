@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -435,64 +436,22 @@ def topology_elements(
         names: class names, for the hover title.
 
     Returns:
-        Node then edge elements (preset positions).
+        Node then edge elements (preset positions); element ``k`` is node ``k``.
     """
-    graph, stats = result.graph, result.stats
+    graph = result.graph
     n = graph.num_nodes
     if n == 0:
         return []
-    count = stats.count.astype(np.float64)
-    # Many nodes share the same canvas: the largest node shrinks as their number grows.
-    top_px = min(NODE_MAX_PX, max(NODE_MIN_PX + 8, NODE_MAX_PX * np.sqrt(80 / n)))
-    size = NODE_MIN_PX + (top_px - NODE_MIN_PX) * np.sqrt(count / max(count.max(), 1.0))
-    norms = stats.mean_norm.astype(np.float64)
-    lo, hi = float(norms.min()), float(norms.max())
-    if selected is not None and 0 <= selected < stats.class_counts.shape[1]:
-        share = stats.class_counts[:, selected] / np.maximum(count, 1)
-    else:
-        share = np.zeros(n)
+    elements = topology_node_elements(
+        result,
+        range(n),
+        selected=selected,
+        colour=colour,
+        picked=picked,
+        shape=shape,
+        names=names,
+    )
     in_shape = set(shape.nodes) if shape is not None else set()
-    elements: list[dict[str, Any]] = []
-    for k in range(n):
-        data: dict[str, Any] = {
-            "id": f"m{k}",
-            "node": k,
-            "size": round(float(size[k]), 1),
-            "count": int(count[k]),
-            "norm": round(float(norms[k]), 4),
-        }
-        dominant = int(stats.dominant_class[k])
-        if names and 0 <= dominant < len(names):
-            data["title"] = f"{names[dominant]} {100 * float(stats.dominant_share[k]):.0f}%"
-        classes = []
-        if colour == "pie":
-            classes.append("pie")
-            data["colour"] = "#ffffff"
-            slices = pie_slices(stats.class_counts[k], selected)
-            for i in range(MAX_SLICES):
-                c, pct = slices[i] if i < len(slices) else (-1, 0.0)
-                data[f"c{i + 1}"] = class_colour(c, selected)
-                data[f"p{i + 1}"] = round(pct, 3)
-        elif colour == "share":
-            data["colour"] = share_colour(float(share[k]))
-        else:
-            data["colour"] = norm_colour(float(norms[k]), lo, hi)
-        if share[k] > 0:
-            classes.append("has-class")
-        if k == picked:
-            classes.append("picked")
-        if shape is not None:
-            classes.append("in-shape" if k in in_shape else "faded")
-        elements.append(
-            {
-                "data": data,
-                "position": {
-                    "x": round(float(result.positions[k, 0]), 1),
-                    "y": round(float(result.positions[k, 1]), 1),
-                },
-                "classes": " ".join(classes),
-            }
-        )
     jaccard = graph.edge_jaccard.astype(np.float64)
     top = float(jaccard.max()) if len(jaccard) else 1.0
     for e in np.flatnonzero(jaccard >= jaccard_min - 1e-12).tolist():
@@ -514,6 +473,105 @@ def topology_elements(
             }
         )
     return elements
+
+
+def topology_node_elements(
+    result: MapperResult,
+    nodes: Iterable[int],
+    *,
+    selected: int | None,
+    colour: str = "pie",
+    picked: int | None = None,
+    shape: Shape | None = None,
+    names: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """The node elements of :func:`topology_elements` for ``nodes`` only (same arguments).
+
+    A class switch redraws only the nodes holding the old or the new class
+    (:func:`class_switch_nodes`); every other node's element does not depend on the class.
+
+    Args:
+        result: the computed graph (with at least one node).
+        nodes: node indices, in the order wanted.
+        selected: see :func:`topology_elements`.
+        colour: see :func:`topology_elements`.
+        picked: see :func:`topology_elements`.
+        shape: see :func:`topology_elements`.
+        names: see :func:`topology_elements`.
+
+    Returns:
+        One element per node of ``nodes``.
+    """
+    stats = result.stats
+    n = result.graph.num_nodes
+    count = stats.count.astype(np.float64)
+    # Many nodes share the same canvas: the largest node shrinks as their number grows.
+    top_px = min(NODE_MAX_PX, max(NODE_MIN_PX + 8, NODE_MAX_PX * np.sqrt(80 / n)))
+    size = NODE_MIN_PX + (top_px - NODE_MIN_PX) * np.sqrt(count / max(count.max(), 1.0))
+    norms = stats.mean_norm.astype(np.float64)
+    lo, hi = float(norms.min()), float(norms.max())
+    has_selected = selected is not None and 0 <= selected < stats.class_counts.shape[1]
+    in_shape = set(shape.nodes) if shape is not None else set()
+    elements: list[dict[str, Any]] = []
+    for k in nodes:
+        share = (
+            float(stats.class_counts[k, selected]) / max(float(count[k]), 1.0)
+            if has_selected
+            else 0.0
+        )
+        data: dict[str, Any] = {
+            "id": f"m{k}",
+            "node": k,
+            "size": round(float(size[k]), 1),
+            "count": int(count[k]),
+            "norm": round(float(norms[k]), 4),
+        }
+        dominant = int(stats.dominant_class[k])
+        if names and 0 <= dominant < len(names):
+            data["title"] = f"{names[dominant]} {100 * float(stats.dominant_share[k]):.0f}%"
+        classes = []
+        if colour == "pie":
+            classes.append("pie")
+            data["colour"] = "#ffffff"
+            slices = pie_slices(stats.class_counts[k], selected)
+            for i in range(MAX_SLICES):
+                c, pct = slices[i] if i < len(slices) else (-1, 0.0)
+                data[f"c{i + 1}"] = class_colour(c, selected)
+                data[f"p{i + 1}"] = round(pct, 3)
+        elif colour == "share":
+            data["colour"] = share_colour(share)
+        else:
+            data["colour"] = norm_colour(float(norms[k]), lo, hi)
+        if share > 0:
+            classes.append("has-class")
+        if k == picked:
+            classes.append("picked")
+        if shape is not None:
+            classes.append("in-shape" if k in in_shape else "faded")
+        elements.append(
+            {
+                "data": data,
+                "position": {
+                    "x": round(float(result.positions[k, 0]), 1),
+                    "y": round(float(result.positions[k, 1]), 1),
+                },
+                "classes": " ".join(classes),
+            }
+        )
+    return elements
+
+
+def class_switch_nodes(result: MapperResult, old: int | None, new: int | None) -> list[int]:
+    """Nodes whose element changes when the selected class goes from ``old`` to ``new``:
+    those holding either class (ascending). Every other node's pie, colour and ring do not
+    depend on the selected class (a pie shows the selected class only if the node holds it).
+    """
+    counts = result.stats.class_counts
+    held = np.zeros(counts.shape[0], dtype=bool)
+    for c in (old, new):
+        if c is not None and 0 <= c < counts.shape[1]:
+            held |= np.asarray(counts[:, c]) > 0
+    return np.flatnonzero(held).tolist()
 
 
 def topology_stylesheet() -> list[dict[str, Any]]:

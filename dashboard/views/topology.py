@@ -11,23 +11,27 @@ classes in the class embedding. Flares and loops are listed, ranked, and clickab
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import dash_cytoscape as cyto
 from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
+from compute.topology import Shape
 from dashboard import ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, AtlasData, file_url
 from dashboard.mapper import (
     MapperData,
     MapperResult,
     class_colour,
+    class_switch_nodes,
     class_table,
     node_classes,
     node_label,
     shape_summary,
     topology_elements,
+    topology_node_elements,
     topology_stylesheet,
 )
 from dashboard.state import (
@@ -202,6 +206,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 id=ids.TOPO_NOTE,
             ),
             dcc.Store(id=ids.TOPO_CLASSES, data=None),
+            dcc.Store(id=ids.TOPO_SHOWN, data=None),
             html.Div(
                 [
                     cyto.Cytoscape(
@@ -503,18 +508,42 @@ def approximation_note(reason: str, cap: int) -> str:
     )
 
 
-def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any, ...]:
-    """Elements, status, note, shape list, node panel, node classes and exact-button style.
+@dataclass(frozen=True)
+class _Drawn:
+    """What one render of the view draws: the state, the graph and the picked node/shape."""
 
-    Args:
-        context: the view context.
-        stored: the stored view state.
-        exact: recompute the graph exactly (the "Recompute exactly" button).
-    """
+    state: ViewState
+    mapper: MapperData
+    result: MapperResult
+    notes: list[str]
+    node: int | None
+    shape_rank: int | None
+    shape: Shape | None
+
+    def key(self, digest: str) -> dict[str, Any]:
+        """What the drawn elements depend on (JSON-able, no server path); ``cls`` apart.
+
+        Two renders with equal keys but another ``cls`` differ only in the nodes holding
+        either class (:func:`class_switch_nodes`).
+        """
+        graph = self.result.graph
+        return {
+            "atlas": digest,
+            "layer": self.result.layer,
+            "params": repr(self.result.params),
+            "exact": self.result.approximation is None,
+            "size": [graph.num_nodes, graph.num_edges],
+            "colour": self.state.topo_colour,
+            "jaccard": self.state.topo_jaccard,
+            "node": self.node,
+            "shape": self.shape_rank if self.shape is not None else None,
+            "cls": self.state.cls,
+        }
+
+
+def _draw(context: ViewContext, stored: Any, exact: bool) -> _Drawn:
+    """The graph the stored state shows (memoised per worker) and its picked parts."""
     data = context.data
-    hidden = {"display": "none"}
-    if not data.has(PART_MAPPER):
-        return [], None, no_update, None, None, None, hidden
     state = context.state(stored)
     mapper = mapper_data(data)
     layer = topo_layer(context, state)
@@ -532,17 +561,43 @@ def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any,
         if shape_rank is not None and shape_rank < min(len(result.shapes), SHAPES_SHOWN)
         else None
     )
+    return _Drawn(state, mapper, result, notes, node, shape_rank, shape)
+
+
+def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any, ...]:
+    """Elements, status, note, shape list, node panel, node classes and exact-button style.
+
+    Args:
+        context: the view context.
+        stored: the stored view state.
+        exact: recompute the graph exactly (the "Recompute exactly" button).
+    """
+    data = context.data
+    hidden = {"display": "none"}
+    if not data.has(PART_MAPPER):
+        return [], None, no_update, None, None, None, hidden
+    drawn = _draw(context, stored, exact)
+    return _render_drawn(context, drawn)
+
+
+def _render_drawn(context: ViewContext, drawn: _Drawn) -> tuple[Any, ...]:
+    """:func:`render`'s outputs for a drawn graph."""
+    data = context.data
+    state, mapper, result, node = drawn.state, drawn.mapper, drawn.result, drawn.node
+    notes = list(drawn.notes)
     elements = topology_elements(
         result,
         selected=state.cls,
         colour=state.topo_colour,
         jaccard_min=state.topo_jaccard / 100.0,
         picked=node,
-        shape=shape,
+        shape=drawn.shape,
         names=data.names,
     )
     if result.approximation is not None:
-        notes.append(approximation_note(result.approximation, mapper.index(layer).max_neighbors))
+        notes.append(
+            approximation_note(result.approximation, mapper.index(result.layer).max_neighbors)
+        )
     messages = [note(text) for text in notes]
     if result.graph.num_nodes == 0:
         messages.append(note("No node at these parameters: try a larger ε or fewer intervals."))
@@ -564,10 +619,77 @@ def render(context: ViewContext, stored: Any, exact: bool = False) -> tuple[Any,
         elements,
         _status(result, state.cls, data.names[state.cls]),
         messages or None,
-        shape_list(result, data.names, shape_rank if shape is not None else None),
+        shape_list(result, data.names, drawn.shape_rank if drawn.shape is not None else None),
         panel,
         classes,
-        None if result.approximation is not None else hidden,
+        None if result.approximation is not None else {"display": "none"},
+    )
+
+
+def update(context: ViewContext, stored: Any, shown: Any, exact: bool = False) -> tuple[Any, ...]:
+    """The view's callback: :func:`render`'s outputs plus the key of what is drawn.
+
+    ``shown`` is the key of what the browser draws (the ``TOPO_SHOWN`` store). When the new
+    state draws the same graph the same way, nothing is sent; when only the selected class
+    changed, the elements are patched (the nodes holding the old or the new class) and only
+    the status and an opened node's panel are rebuilt. The Summit views' changes (a class
+    switch above all) thus cost a few kilobytes here instead of the whole graph.
+
+    Args:
+        context: the view context.
+        stored: the stored view state.
+        shown: the ``TOPO_SHOWN`` store (``None`` before the first render).
+        exact: recompute the graph exactly (the "Recompute exactly" button).
+    """
+    data = context.data
+    if not data.has(PART_MAPPER):
+        return (*render(context, stored, exact), None)
+    drawn = _draw(context, stored, exact)
+    key = drawn.key(data.digest)
+    if not exact and isinstance(shown, dict):
+        same = {k: v for k, v in shown.items() if k != "cls"} == {
+            k: v for k, v in key.items() if k != "cls"
+        }
+        old = shown.get("cls")
+        if same and old == key["cls"]:
+            return (no_update,) * 8
+        if same and isinstance(old, int) and not isinstance(old, bool):
+            return (*_class_switch(context, drawn, old), key)
+    return (*_render_drawn(context, drawn), key)
+
+
+def _class_switch(context: ViewContext, drawn: _Drawn, old: int) -> tuple[Any, ...]:
+    """:func:`render`'s outputs after a class switch from ``old``: Patch and no_update."""
+    data = context.data
+    state, result = drawn.state, drawn.result
+    patch: Any = no_update
+    nodes = class_switch_nodes(result, old, state.cls)
+    if nodes:
+        patch = Patch()
+        changed = topology_node_elements(
+            result,
+            nodes,
+            selected=state.cls,
+            colour=state.topo_colour,
+            picked=drawn.node,
+            shape=drawn.shape,
+            names=data.names,
+        )
+        for k, element in zip(nodes, changed, strict=True):
+            patch[k] = element
+    panel = (
+        no_update
+        if drawn.node is None
+        else node_panel(context, drawn.mapper, result, drawn.node, state.cls)
+    )
+    return (
+        patch,
+        _status(result, state.cls, data.names[state.cls]),
+        no_update,
+        no_update,
+        panel,
+        no_update,
+        no_update,
     )
 
 
@@ -617,12 +739,16 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.TOPO_PANEL, "children"),
         Output(ids.TOPO_CLASSES, "data"),
         Output(ids.TOPO_EXACT, "style"),
+        Output(ids.TOPO_SHOWN, "data"),
         Input(ids.STATE, "data"),
         Input(ids.TOPO_EXACT, "n_clicks"),
+        State(ids.TOPO_SHOWN, "data"),
     )
-    @guarded(no_update, no_update, None, no_update, no_update, no_update, no_update, note_at=2)
-    def update_topology(stored: Any, _clicks: Any) -> tuple[Any, ...]:
-        return render(context, stored, exact=ctx.triggered_id == ids.TOPO_EXACT)
+    @guarded(
+        no_update, no_update, None, no_update, no_update, no_update, no_update, None, note_at=2
+    )
+    def update_topology(stored: Any, _clicks: Any, shown: Any) -> tuple[Any, ...]:
+        return update(context, stored, shown, exact=ctx.triggered_id == ids.TOPO_EXACT)
 
     @app.callback(
         Output(ids.EMBEDDING, "figure", allow_duplicate=True),

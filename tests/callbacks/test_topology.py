@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from dash import no_update
 
 from dashboard import data as atlas_data
 from dashboard import ids
@@ -205,3 +209,81 @@ def test_atlas_defaults_fill_unset_parameters(topo_atlas: Path, tmp_path: Path) 
         45,
         150,
     )
+
+
+# -- class switch: a patch of the shown graph ------------------------------------------------
+
+
+def apply_patch(value: list[Any], patch: Any) -> list[Any]:
+    """What the Dash renderer does with a ``Patch`` of a list (``Assign`` at an index only:
+    all this view sends)."""
+    out = copy.deepcopy(value)
+    for op in patch.to_plotly_json()["operations"]:
+        assert op["operation"] == "Assign" and len(op["location"]) == 1, op
+        out[op["location"][0]] = op["params"]["value"]
+    return out
+
+
+@pytest.mark.parametrize("colour", ["pie", "share", "norm"])
+def test_class_switch_patch_equals_a_full_render(
+    topo_atlas: Path, tmp_path: Path, colour: str
+) -> None:
+    """Every switch between two classes: the old elements with the patch applied are the
+    new state's full render (reference: :func:`topology.render`), and so are status and
+    panel; outputs that do not depend on the class are not sent."""
+    context = context_for(topo_atlas, tmp_path)
+    base = ViewState.from_query(
+        f"?{SHAPES_QUERY}&tlayer=0&tnode=0&tshape=1&tcol={colour}", num_classes=6, num_layers=3
+    )
+    sizes = []
+    for old, new in itertools.permutations(range(6), 2):
+        before = topology.update(context, base.with_(cls=old).to_dict(), None)
+        shown = before[-1]
+        assert shown["cls"] == old
+        after = topology.update(context, base.with_(cls=new).to_dict(), shown)
+        full = topology.render(context, base.with_(cls=new).to_dict())
+        elements = before[0] if after[0] is no_update else apply_patch(before[0], after[0])
+        assert elements == full[0], (old, new)
+        assert str(after[1]) == str(full[1])  # the status names the class
+        assert str(after[4]) == str(full[4])  # the opened node's table marks the class
+        assert after[2] is no_update and after[3] is no_update  # notes and shapes
+        assert after[5] is no_update and after[6] is no_update  # node classes, exact button
+        assert after[7] == {**shown, "cls": new}
+        patched = len(after[0].to_plotly_json()["operations"]) if after[0] is not no_update else 0
+        sizes.append(patched)
+    # Only the nodes holding either class are sent, not the whole graph each time.
+    assert max(sizes) > 0 and min(sizes) < result_nodes(context, base)
+
+
+def result_nodes(context: ViewContext, state: ViewState) -> int:
+    """Nodes of the graph ``state`` shows."""
+    mapper = topology.mapper_data(context.data)
+    layer = topology.topo_layer(context, state)
+    return mapper.result(layer, mapper.params(state, layer)[0]).graph.num_nodes
+
+
+def test_topology_update_sends_nothing_or_everything(topo_atlas: Path, tmp_path: Path) -> None:
+    """Unchanged drawing (another view's change): nothing is sent. Another drawing (a
+    parameter, the colour, an opened node) or a missing/junk key: a full render."""
+    context = context_for(topo_atlas, tmp_path)
+    state = ViewState.from_query(f"?{SHAPES_QUERY}&tlayer=0&class=2", num_classes=6, num_layers=3)
+    first = topology.update(context, state.to_dict(), None)
+    shown = first[-1]
+    assert first[0] == topology.render(context, state.to_dict())[0]
+    assert topology.update(context, state.with_(node_min=40).to_dict(), shown) == (no_update,) * 8
+    for changed in (
+        state.with_(topo_colour="norm"),
+        state.with_(topo_node=1),
+        state.with_(topo_jaccard=50),
+        state.with_(topo_layer=1),
+        state.with_(topo_intervals=12),
+    ):
+        out = topology.update(context, changed.to_dict(), shown)
+        assert out[0] == topology.render(context, changed.to_dict())[0]
+        assert out[-1] != shown
+    for junk in ({"cls": "x"}, {**shown, "cls": True}, [1], "shown", {**shown, "layer": 9}):
+        out = topology.update(context, state.with_(cls=3).to_dict(), junk)
+        assert out[0] == topology.render(context, state.with_(cls=3).to_dict())[0]
+    # "Recompute exactly" always redraws.
+    exact = topology.update(context, state.to_dict(), shown, exact=True)
+    assert isinstance(exact[0], list)
