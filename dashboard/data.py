@@ -615,12 +615,15 @@ def shared_cache(cache_dir: str | None) -> DerivedCache:
     return DerivedCache(Path(cache_dir) if cache_dir else None)
 
 
-@lru_cache(maxsize=64)
-def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
-    """Open an atlas once per worker (checked: raises :class:`AtlasError` naming the file).
+def open_atlas(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
+    """Open an atlas (checked: raises :class:`AtlasError` naming the file).
 
-    Kept open for the worker's life (a deployment serves a few atlases; the bound only
-    guards test sessions that open hundreds of temporary ones).
+    A deployment keeps what it opened per atlas and manifest
+    (:class:`dashboard.atlases.AtlasRegistry`), so a rebuilt atlas is opened afresh.
+
+    Args:
+        atlas_dir: the atlas directory.
+        cache_dir: the derived-result cache directory (``None``: no cache).
     """
     atlas = Atlas.open(atlas_dir)
     data = AtlasData(atlas, shared_cache(cache_dir))
@@ -631,6 +634,16 @@ def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
     return data
 
 
+@lru_cache(maxsize=64)
+def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
+    """:func:`open_atlas`, once per process and path (tools, tests and benchmarks).
+
+    Kept open for the process's life (the bound only guards test sessions that open
+    hundreds of temporary ones).
+    """
+    return open_atlas(atlas_dir, cache_dir)
+
+
 __all__ = [
     "AtlasData",
     "AtlasError",
@@ -639,6 +652,7 @@ __all__ = [
     "file_url",
     "incoming_counts",
     "load",
+    "open_atlas",
     "outgoing_counts",
     "top_entries",
 ]

@@ -91,11 +91,15 @@ class Deployment:
     def __init__(self, registry: AtlasRegistry, prefix: str) -> None:
         self.registry = registry
         self.prefix = prefix
-        self._contexts: dict[str, ViewContext] = {}
+        self._contexts: dict[AtlasEntry, ViewContext] = {}
 
     def context(self, entry: AtlasEntry) -> ViewContext:
-        """The view context of ``entry`` (opens the atlas on first use in this worker)."""
-        found = self._contexts.get(entry.key)
+        """The view context of ``entry`` (opens the atlas on first use in this worker).
+
+        Kept per entry, which identifies the manifest read: an atlas rebuilt under the same
+        key gets a new context; those of atlases no longer served are dropped.
+        """
+        found = self._contexts.get(entry)
         if found is None:
             below = f"{quote(entry.key, safe='@')}/" if self.registry.multi else ""
             found = ViewContext(
@@ -104,7 +108,9 @@ class Deployment:
                 spark_prefix=f"{self.prefix}{SPARK_ROUTE}{below}",
                 page_prefix=self.prefix,
             )
-            self._contexts[entry.key] = found
+            served = set(self.registry.entries)
+            kept = {e: c for e, c in self._contexts.items() if e in served}
+            self._contexts = {**kept, entry: found}  # one assignment: readers see either
         return found
 
     def current_entry(self) -> AtlasEntry:
@@ -192,6 +198,7 @@ def register_health_route(server: flask.Flask, registry: AtlasRegistry, prefix: 
 
     @server.route(f"{prefix}{HEALTH_ROUTE}", endpoint="healthz")
     def healthz() -> flask.Response:
+        registry.refresh()
         body = {**registry.health(), "reader_versions": sorted(SUPPORTED_VERSIONS)}
         response = flask.jsonify(body)
         response.headers["Cache-Control"] = "no-store"
@@ -210,6 +217,9 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
     def choose_atlas() -> None:
         key = None
         if registry.multi:
+            # Added, removed or rebuilt atlases: a clock check here, one stat of the folder
+            # every few seconds per worker, manifests read only when the folder changed.
+            registry.refresh()
             request = flask.request
             if request.method == "POST" and request.path.endswith("_dash-update-component"):
                 body = request.get_json(silent=True)

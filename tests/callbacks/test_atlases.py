@@ -218,3 +218,153 @@ def test_dash_is_set_up_before_the_first_request(app: dash.Dash) -> None:
     # Threaded workers must never meet a half set-up app (scripts, callback map).
     assert app._got_first_request["setup_server"]
     assert "dash" in app.registered_paths and len(app.callback_map) > 10
+
+
+# -- atlases added and removed while the app runs -------------------------------------------
+
+
+def _pages_callback(client: Any, search: str, atlas: str | None) -> Any:
+    """The Dash Pages callback of the explorer for ``search``, as the renderer sends it
+    (with the ``atlas`` its request hook copies from the page's URL)."""
+    body: dict[str, Any] = {
+        "output": ".._pages_content.children..._pages_store.data..",
+        "outputs": [
+            {"id": "_pages_content", "property": "children"},
+            {"id": "_pages_store", "property": "data"},
+        ],
+        "inputs": [
+            {"id": "_pages_location", "property": "pathname", "value": "/"},
+            {"id": "_pages_location", "property": "search", "value": search},
+        ],
+        "changedPropIds": ["_pages_location.pathname"],
+    }
+    if atlas is not None:
+        body["atlas"] = atlas
+    return client.post("/_dash-update-component", json=body)
+
+
+def _served(client: Any) -> list[str]:
+    return [a["key"] for a in client.get("/healthz").get_json()["atlases"]]
+
+
+def test_atlases_added_and_removed_without_a_restart(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new complete atlas appears (health, picker, its links, pages, files, callbacks);
+    half-written ones never do; a removed one gives the friendly page, never a 500."""
+    monkeypatch.setattr(atlases, "RESCAN_SECONDS", 0.0)  # look at every page load
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(folder / "alpha", root / "alpha")
+    app = create_app(Settings(atlas_dir=root, cache_dir=tmp_path / "cache"))
+    client = app.server.test_client()
+    explorer = dash.page_registry["explorer"]["layout"]
+    assert _served(client) == ["alpha@1"]
+    assert ids.ATLAS_PICKER not in render(explorer())  # one atlas: no picker
+
+    # Being written: the writer's temporary sibling (manifest and all), and a folder whose
+    # manifest is not there yet. Neither is an atlas.
+    shutil.copytree(folder / "beta", root / ".beta.tmp-1234")
+    (root / "gamma" / "images").mkdir(parents=True)
+    assert _served(client) == ["alpha@1"]
+    assert "Atlas not found" in render(explorer(atlas="beta@1"))
+    assert "Atlas not found" in _pages_callback(client, "?atlas=beta@1", "beta@1").text
+
+    # Committed (renamed into place): served at once.
+    (root / ".beta.tmp-1234").rename(root / "beta")
+    assert _served(client) == ["alpha@1", "beta@1"]
+    page = render(explorer())
+    assert ids.ATLAS_PICKER in page and '"value": "beta@1"' in page  # in the picker
+    beta = _pages_callback(client, "?atlas=beta@1&class=8", "beta@1")
+    assert beta.status_code == 200 and "Beta atlas" in beta.text and "class 008" in beta.text
+    assert client.get("/atlas-file/beta@1/images/00/0-0.png").status_code == 200
+    assert client.get("/atlas-spark/beta@1/8.svg").status_code == 200
+    context = _registered_contexts(app)[0]
+    ctx = _callback_request(app, {"atlas": "beta@1"})
+    try:
+        assert context.data.num_classes == 9
+    finally:
+        ctx.pop()
+
+    # Removed: links to it get the friendly page; its files 404; nothing answers 500.
+    shutil.rmtree(root / "beta")
+    assert _served(client) == ["alpha@1"]
+    gone = _pages_callback(client, "?atlas=beta@1&class=8", "beta@1")
+    assert gone.status_code == 200 and "Atlas not found" in gone.text
+    assert "?atlas=alpha@1" in gone.text  # it lists what is served
+    assert client.get("/?atlas=beta@1").status_code == 200
+    assert client.get("/atlas-file/beta@1/images/00/0-0.png").status_code == 404
+    assert client.get("/atlas-spark/beta@1/8.svg").status_code == 404
+    assert ids.ATLAS_PICKER not in render(explorer())
+
+
+def test_a_corrupt_or_rebuilt_atlas_while_running(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A corrupt manifest appearing later is skipped (the others stay served); an atlas
+    rebuilt under the same name is opened afresh."""
+    monkeypatch.setattr(atlases, "RESCAN_SECONDS", 0.0)
+    root = tmp_path / "root"
+    shutil.copytree(folder, root)
+    app = create_app(Settings(atlas_dir=root, cache_dir=tmp_path / "cache"))
+    client = app.server.test_client()
+    (root / "broken").mkdir()
+    (root / "broken" / MANIFEST).write_text("{not json")
+    assert _served(client) == ["alpha@1", "beta@1"]
+    assert "Atlas not found" in render(dash.page_registry["explorer"]["layout"](atlas="broken"))
+    # Rebuild beta as the writer does: a temporary sibling renamed over it.
+    shutil.copytree(root / "beta", root / ".beta.tmp-1")
+    _retitle(root / ".beta.tmp-1", "Beta rebuilt")
+    (root / "beta").rename(root / ".beta.old-1")
+    (root / ".beta.tmp-1").rename(root / "beta")
+    shutil.rmtree(root / ".beta.old-1")
+    page = _pages_callback(client, "?atlas=beta@1", "beta@1").text
+    assert "Beta rebuilt" in page and "Beta atlas" not in page
+
+
+def test_rescans_are_rate_limited_and_cheap(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page loads look at the folder at most every RESCAN_SECONDS, and read manifests
+    only when it changed (or every FULL_RESCAN_SECONDS); an unknown name looks at once."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(folder / "alpha", root / "alpha")
+    now = [100.0]
+    registry = AtlasRegistry(root, None, clock=lambda: now[0])
+    scans = []
+    real = atlases.discover
+
+    def counted(path: Path, *, strict: bool = True) -> Any:
+        scans.append(path)
+        return real(path, strict=strict)
+
+    monkeypatch.setattr(atlases, "discover", counted)
+    shutil.copytree(folder / "beta", root / "beta")
+    assert registry.refresh() is False and not scans  # looked at less than 2 s ago
+    now[0] += atlases.RESCAN_SECONDS + 0.1
+    assert registry.refresh() is True and len(scans) == 1
+    assert [e.key for e in registry.entries] == ["alpha@1", "beta@1"]
+    now[0] += atlases.RESCAN_SECONDS + 0.1
+    assert registry.refresh() is False and len(scans) == 1  # unchanged folder: one stat
+    now[0] += atlases.FULL_RESCAN_SECONDS
+    assert registry.refresh() is False and len(scans) == 2  # the periodic full scan
+    # A request naming an atlas this worker does not know yet looks at once.
+    shutil.copytree(folder / "alpha", root / "delta")
+    assert registry.find("delta@1") is not None and len(scans) == 3
+    assert registry.find("nothing@1") is None and len(scans) == 3  # folder unchanged
+    assert registry.find("../x") is None and len(scans) == 3  # junk: no look at all
+
+
+def test_the_default_atlas_stays_while_atlases_come_and_go(folder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(folder / "beta", root / "beta")
+    registry = AtlasRegistry(root, None)
+    assert registry.default.name == "beta"
+    shutil.copytree(folder / "alpha", root / "alpha")  # sorts first: not the new default
+    assert registry.refresh(now=True) and registry.default.name == "beta"
+    shutil.rmtree(root / "beta")
+    assert registry.refresh(now=True) and registry.default.name == "alpha"
+    shutil.rmtree(root / "alpha")  # an empty folder keeps the last atlases
+    assert not registry.refresh(now=True) and [e.name for e in registry.entries] == ["alpha"]
