@@ -25,11 +25,13 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -62,9 +64,19 @@ DEFAULT_MAX_WINDOW = 1.0 / (70 * (1 - 0.3))
 #: size (stored neighbour entries) from which threads pay off.
 MAPPER_THREADS = min(4, os.cpu_count() or 1)
 PARALLEL_MIN_ENTRIES = 200_000
-#: Sorted rows per distance block of the index build (256 computes ~20 % fewer pairs at
-#: 100k points but was 1.6x slower in total at 30k: more, smaller selections and merges).
-ROW_BLOCK = 1024
+#: Sorted rows per distance block of the index build. A block computes its rows against
+#: every point up to its last row's band end, so smaller blocks waste fewer pairs (the
+#: triangle beyond each row's own band); below ~256 the GEMM loses efficiency.
+ROW_BLOCK = 256
+#: Build threads (blocks of the index run concurrently, one BLAS thread each), and the
+#: candidate pairs from which they pay off.
+BUILD_THREADS = min(4, os.cpu_count() or 1)
+PARALLEL_MIN_PAIRS = 2_000_000
+#: float32 elements of one distance block at most (wide bands get fewer rows per block).
+BLOCK_BUDGET = 1 << 23
+#: float32 elements of earlier blocks kept for the earlier-side selection (beyond this,
+#: those pieces are recomputed by GEMM: bounded memory for very wide bands).
+RETAIN_BUDGET = 1 << 25
 #: Largest k of the k-NN distances kept for ε rules (min_samples up to KNN_K + 1).
 KNN_K = 8
 
@@ -519,20 +531,6 @@ def knee_point(values: np.ndarray) -> float:
     return float(y[int(np.argmax(x - yn))])
 
 
-def _pair_distances(
-    a: np.ndarray, b: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray, metric: Metric
-) -> np.ndarray:
-    """float32 ``[len(a), len(b)]`` distances (one GEMM; rows of cosine input are unit)."""
-    gram = a @ b.T
-    if metric == "cosine":
-        return np.maximum(1.0 - gram, 0.0, out=gram)
-    gram *= -2.0
-    gram += sq_a[:, None]
-    gram += sq_b[None, :]
-    np.maximum(gram, 0.0, out=gram)
-    return np.sqrt(gram, out=gram)
-
-
 @dataclass(frozen=True)
 class MapperIndex:
     """What every Mapper graph of one layer shares, computed once.
@@ -556,6 +554,9 @@ class MapperIndex:
         truncated: points whose ``max_neighbors`` nearest all lie within ``max_radius``, so
             farther neighbours may have been dropped (then DBSCAN is approximate).
         seconds: build time.
+        timings: seconds of the build's steps (``"blocks (wall)"`` is the wall time of the
+            distance blocks; ``gemm``, ``mask``, ``assemble``, ``select`` are summed over
+            the build threads). Not stored.
     """
 
     lens: np.ndarray
@@ -571,6 +572,7 @@ class MapperIndex:
     max_neighbors: int
     truncated: int
     seconds: float = field(default=0.0, compare=False)
+    timings: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_points(self) -> int:
@@ -641,16 +643,16 @@ class MapperIndex:
         if metric not in ("euclidean", "cosine"):
             raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
         n = len(x)
+        clock = _BuildClock()
+        t = clock.add("checks", start)
         lens_values, raw_range = compute_lens(x, lens)
+        t = clock.add("lens", t)
         order = np.argsort(lens_values, kind="stable")
         keys = lens_values[order]
-        xs = x[order]
-        if metric == "cosine":
-            norm = np.linalg.norm(xs, axis=1, keepdims=True)
-            xs = xs / np.where(norm > 0, norm, 1.0)
-        sq = np.einsum("ij,ij->i", xs, xs)
-
-        knn = _knn_sample(xs, sq, metric, knn_queries, seed)
+        p = _augmented(x, order, metric)
+        t = clock.add("sort", t)
+        knn = _knn_sample(p, metric, knn_queries, seed)
+        t = clock.add("knn sample", t)
         if max_radius is None and eps_for is not None:
             base = (
                 eps_rule(knn, eps_for.eps, eps_for.min_samples)
@@ -667,9 +669,17 @@ class MapperIndex:
             # |lens(a) - lens(b)| <= |a - b| / raw_range: farther-apart lens values can't be
             # within max_radius, whatever the cover.
             band = min(band, float(max_radius) / raw_range)
-        indptr, indices, distances, truncated = _radius_graph(
-            xs, sq, keys, band, float(max_radius), metric, max_neighbors
+        # A hair wider than the band, so that rounding in the cover bounds can never leave
+        # out a pair of one interval of length max_window (a few extra pairs at most).
+        band = band * (1 + 1e-9) + 1e-12
+        ends = np.searchsorted(keys, keys + band, side="right")
+        np.maximum(ends, np.arange(1, n + 1), out=ends)
+        threads = BUILD_THREADS if (ends - np.arange(n)).sum() >= PARALLEL_MIN_PAIRS else 1
+        indptr, indices, distances, truncated, steps = _radius_graph(
+            p, ends, float(max_radius), metric, max_neighbors, threads
         )
+        del p
+        clock.steps.update(steps)
         seconds = time.perf_counter() - start
         logger.info(
             "Mapper index: %d points, %d edges (%.1f per point), band %.3f, %d truncated, %.2f s",
@@ -694,6 +704,7 @@ class MapperIndex:
             max_neighbors=int(max_neighbors),
             truncated=int(truncated),
             seconds=seconds,
+            timings=clock.steps,
         )
 
     # ---------------------------------------------------------------- serialisation
@@ -1016,11 +1027,74 @@ def eps_rule(knn: np.ndarray, rule: EpsRule, min_samples: int) -> float:
     raise ValueError(f"eps rule must be 'auto' or 'knee', got {rule!r}")
 
 
-def _knn_sample(
-    xs: np.ndarray, sq: np.ndarray, metric: Metric, queries: int, seed: int
-) -> np.ndarray:
+def _augmented(x: np.ndarray, order: np.ndarray, metric: Metric) -> np.ndarray:
+    """float32 ``[n, D + 2]`` lens-sorted points with two extra columns for one-GEMM distances.
+
+    Row ``j`` is ``[x_j, |x_j|², 1]`` (Euclidean) or ``[x̂_j, 1, 0]`` (cosine, unit rows), so
+    that ``_query_rows(P[i]) · P[j]`` is ``|x_i - x_j|²`` or ``1 - cos``: the GEMM itself
+    produces the (squared) distance, with no elementwise passes over the block.
+    """
+    n, dim = x.shape
+    p = np.empty((n, dim + 2), dtype=np.float32)
+    chunk = max(1, (1 << 22) // max(dim, 1))  # bounded temporaries (no second n x D copy)
+    for a in range(0, n, chunk):
+        rows = x[order[a : a + chunk]]
+        if metric == "cosine":
+            norm = np.linalg.norm(rows, axis=1, keepdims=True)
+            rows = rows / np.where(norm > 0, norm, 1.0)
+        p[a : a + chunk, :dim] = rows
+        if metric == "cosine":
+            p[a : a + chunk, dim] = 1.0
+            p[a : a + chunk, dim + 1] = 0.0
+        else:
+            p[a : a + chunk, dim] = np.einsum("ij,ij->i", rows, rows)
+            p[a : a + chunk, dim + 1] = 1.0
+    return p
+
+
+def _query_rows(p: np.ndarray, metric: Metric) -> np.ndarray:
+    """The GEMM's left operand for augmented rows ``p`` (see :func:`_augmented`)."""
+    dim = p.shape[1] - 2
+    q = np.empty_like(p)
+    if metric == "cosine":
+        np.multiply(p[:, :dim], -1.0, out=q[:, :dim])
+        q[:, dim] = 1.0
+        q[:, dim + 1] = 0.0
+    else:
+        np.multiply(p[:, :dim], -2.0, out=q[:, :dim])
+        q[:, dim] = 1.0
+        q[:, dim + 1] = p[:, dim]
+    return q
+
+
+def _to_distance(values: np.ndarray, metric: Metric) -> np.ndarray:
+    """Distances (float32) from GEMM values: ``sqrt`` of squared Euclidean, cosine as is."""
+    values = np.maximum(values, np.float32(0.0))  # rounding can make them slightly negative
+    return np.sqrt(values, out=values) if metric == "euclidean" else values
+
+
+def _value_threshold(radius: float, metric: Metric) -> np.float32:
+    """Largest GEMM value whose distance (:func:`_to_distance`) is ``<= float32(radius)``.
+
+    Selection and the radius test run on the GEMM values (squared Euclidean distances); this
+    bound makes them agree exactly with a test on the stored float32 distances.
+    """
+    r32 = np.float32(radius)
+    if metric == "cosine":
+        return r32
+    big = np.finfo(np.float32).max
+    t = np.float32(min(float(r32) ** 2, float(big)))
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    while t > 0 and np.sqrt(t) > r32:
+        t = np.nextafter(t, down)
+    while t < big and np.sqrt(np.nextafter(t, up)) <= r32:
+        t = np.nextafter(t, up)
+    return np.float32(t)
+
+
+def _knn_sample(p: np.ndarray, metric: Metric, queries: int, seed: int) -> np.ndarray:
     """float32 ``[q, KNN_K]`` exact k-NN distances of ``q`` random points among all points."""
-    n = len(xs)
+    n = len(p)
     q = min(n, queries)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=q, replace=False))
@@ -1029,105 +1103,292 @@ def _knn_sample(
     chunk = max(1, (1 << 24) // n)
     for a in range(0, q, chunk):
         idx = pick[a : a + chunk]
-        d = _pair_distances(xs[idx], xs, sq[idx], sq, metric)
+        d = _query_rows(p[idx], metric) @ p.T
         d[np.arange(len(idx)), idx] = np.inf  # not its own neighbour
         part = np.partition(d, k - 1, axis=1)[:, :k] if k < n else d
-        out[a : a + len(idx), :k] = np.sort(part, axis=1)[:, :k]
+        out[a : a + len(idx), :k] = _to_distance(np.sort(part, axis=1)[:, :k], metric)
     return out
 
 
-def _radius_graph(
-    xs: np.ndarray,
-    sq: np.ndarray,
-    keys: np.ndarray,
-    band: float,
-    radius: float,
-    metric: Metric,
-    cap: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Symmetric radius graph of lens-sorted points, pairs with ``|Δlens| <= band`` at least.
+def _select(
+    values: np.ndarray, cap: int, threshold: np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the ``cap`` smallest entries ``<= threshold`` (all of them if ``cap == 0``).
 
-    Row blocks are compared, by one float32 GEMM each, with the points after them inside
-    their lens band, so every pair is computed once and the cost is the number of pairs in
-    the band, not n². With ``cap > 0`` each point keeps its ``cap`` nearest later points (the
-    row side of the blocks) and its ``cap`` nearest earlier points (the column side, merged
-    across blocks in a running top-``cap``); the union of both directions is stored.
+    Ties at the cap go to the lowest column. Invalid pairs must be ``+inf``.
+
+    Args:
+        values: float32 ``[b, w]`` C-contiguous GEMM values of one block side.
+        cap: entries kept per row (0 = no cap).
+        threshold: from :func:`_value_threshold`.
 
     Returns:
-        ``(indptr int64 [n+1], indices int32 [nnz], distances float32 [nnz], truncated)``.
+        ``(rows, cols, values, over)``: the kept entries sorted by row then column, and a
+        boolean ``[b]``: more than ``cap`` entries were within the threshold (some dropped).
     """
-    n = len(xs)
-    rows_out: list[np.ndarray] = []
-    cols_out: list[np.ndarray] = []
-    dist_out: list[np.ndarray] = []
-    full = np.zeros(n, dtype=bool)  # a side whose cap nearest all lie within the radius
-    if cap > 0:
-        best_d = np.full((n, cap), np.inf, dtype=np.float32)
-        best_j = np.full((n, cap), -1, dtype=np.int64)
-    budget = 1 << 23  # float32 elements per distance block (32 MB)
-    lower: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    b, w = values.shape
+    if cap <= 0 or w <= cap:
+        r, c = np.nonzero(values <= threshold)
+        return r, c, values[r, c], np.zeros(b, dtype=bool)
+    flat = values.reshape(-1)  # a view: gathers by flat index beat take_along_axis ~10x
+    base = (np.arange(b, dtype=np.int64) * w)[:, None]
+    # One introselect (kth = cap) puts the cap smallest first and the (cap+1)-th at `cap`:
+    # that one says whether entries were dropped and whether a tie straddles the cap,
+    # without another pass over the row (two kth values cost ~3x one in numpy).
+    part = np.argpartition(values, cap, axis=1)
+    cols = part[:, :cap]
+    following = flat[part[:, cap] + base[:, 0]]
+    over = following <= threshold
+    tied = np.flatnonzero((flat[cols + base].max(axis=1) == following) & over)
+    for r in tied.tolist():  # rare: equal distances at the cap, e.g. duplicate vectors
+        cols[r] = np.argsort(values[r], kind="stable")[:cap]
+    cols = np.sort(cols, axis=1)
+    kept = flat[cols + base]
+    ok = kept <= threshold
+    rows = np.repeat(np.arange(b), ok.sum(axis=1))
+    return rows, cols[ok], kept[ok], over
+
+
+@dataclass
+class _BuildClock:
+    """Seconds spent in each step of the index build (the benchmark prints them)."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def add(self, step: str, since: float) -> float:
+        """Add the time since ``since`` to ``step``; returns now."""
+        now = time.perf_counter()
+        self.steps[step] = self.steps.get(step, 0.0) + now - since
+        return now
+
+
+def _block_later(
+    p: np.ndarray, ends: np.ndarray, s: int, e: int, metric: Metric, cap: int, threshold: np.float32
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, dict]:
+    """Distances of rows ``s..e`` to the points after them, and their later-side selection.
+
+    Returns:
+        ``(query rows, values [e-s, ends[e-1]-s] with invalid pairs +inf, (rows, cols,
+        values) kept, over [e-s], seconds by step)``.
+    """
+    clock = _BuildClock()
+    t = time.perf_counter()
+    b, c1 = e - s, int(ends[e - 1])
+    q = _query_rows(p[s:e], metric)
+    d = q @ p[s:c1].T
+    t = clock.add("gemm", t)
+    # Valid columns are i < j < ends[i]; the rest of the rectangle is +inf.
+    d[:, :b][np.tri(b, dtype=bool)] = np.inf
+    e0 = int(ends[s])
+    if c1 > e0:
+        d[:, e0 - s :][np.arange(e0, c1)[None, :] >= ends[s:e, None]] = np.inf
+    t = clock.add("mask", t)
+    r, c, v, over = _select(d, cap, threshold)
+    clock.add("select", t)
+    return q, d, (r + s, c + s, v), over, clock.steps
+
+
+def _block_earlier(
+    p: np.ndarray,
+    ends: np.ndarray,
+    s: int,
+    e: int,
+    q: np.ndarray,
+    window: list[tuple[int, int, np.ndarray | None]],
+    cap: int,
+    threshold: np.float32,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, dict]:
+    """Earlier-side selection of rows ``s..e`` (points ``i < j`` with ``j < ends[i]``).
+
+    Args:
+        window: ``(s_m, e_m, values_m)`` of the blocks holding those points, this block
+            last; ``values_m`` ``None`` if not retained (then recomputed by GEMM).
+
+    Returns:
+        ``((rows, cols, values) kept, over [e-s], seconds by step)``.
+    """
+    clock = _BuildClock()
+    t = time.perf_counter()
+    b = e - s
+    lo = int(np.searchsorted(ends, s, side="right"))
+    early = np.empty((b, e - lo), dtype=np.float32)
+    for sm, em, dm in window:
+        r0 = max(lo, sm)
+        cols = slice(r0 - lo, em - lo)
+        if dm is None:  # not retained: recompute this piece, already in row form
+            t = clock.add("assemble", t)
+            piece = q @ p[r0:em].T
+            t = clock.add("gemm", t)
+            piece[ends[r0:em][None, :] <= np.arange(s, e)[:, None]] = np.inf
+            early[:, cols] = piece
+            continue
+        stop = min(e, sm + dm.shape[1])  # this block's values reach column `stop`
+        if stop > s:
+            early[: stop - s, cols] = dm[r0 - sm :, s - sm : stop - sm].T
+        early[max(stop - s, 0) :, cols] = np.inf
+    t = clock.add("assemble", t)
+    r, c, v, over = _select(early, cap, threshold)
+    clock.add("select", t)
+    return (r + s, c + lo, v), over, clock.steps
+
+
+class _Inline:
+    """A serial stand-in for ``ThreadPoolExecutor`` (one build thread)."""
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        """Run ``fn(*args)`` now; a finished future."""
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
+
+
+def _blocks(ends: np.ndarray) -> list[tuple[int, int]]:
+    """Row blocks ``(s, e)``: ``ROW_BLOCK`` rows, fewer where the band is very wide."""
+    n = len(ends)
+    out = []
     s = 0
     while s < n:
         block = ROW_BLOCK
         while True:
             e = min(n, s + block)
-            c1 = int(np.searchsorted(keys, keys[e - 1] + band, side="right"))
-            if block <= 16 or (e - s) * (c1 - s) <= budget:
+            if block <= 16 or (e - s) * (int(ends[e - 1]) - s) <= BLOCK_BUDGET:
                 break
             block //= 2
-        b, w = e - s, c1 - s
-        d = _pair_distances(xs[s:e], xs[s:c1], sq[s:e], sq[s:c1], metric)
-        # Inside the block's own square only j > i: each pair once.
-        if b not in lower:
-            lower[b] = np.tril_indices(b)
-        d[lower[b]] = np.inf
-        if 0 < cap < w:
-            part = np.argpartition(d, cap - 1, axis=1)[:, :cap]
-            near = np.take_along_axis(d, part, axis=1)
-            ok = near <= radius
-            full[s:e] |= ok.all(axis=1)
-            r = np.repeat(np.arange(b), ok.sum(axis=1))
-            c, dv = part[ok], near[ok]
-        else:
-            r, c = np.nonzero(d <= radius)
-            dv = d[r, c]
-        rows_out.append(r + s)
-        cols_out.append(c + s)
-        dist_out.append(dv)
-        if cap > 0:
-            # Column side: each later point's nearest among this block's rows, merged into
-            # its running top-cap of earlier points.
-            if b > cap:
-                # Partition rows of the transposed copy: contiguous, much faster than axis 0.
-                dt = np.ascontiguousarray(d.T)
-                part_c = np.argpartition(dt, cap - 1, axis=1)[:, :cap]
-                near_c = np.take_along_axis(dt, part_c, axis=1)
-            else:
-                part_c = np.broadcast_to(np.arange(b)[None, :], (w, b))
-                near_c = d.T
-            pool_d = np.concatenate([best_d[s:c1], near_c], axis=1)
-            pool_j = np.concatenate([best_j[s:c1], part_c + s], axis=1)
-            pick = np.argpartition(pool_d, cap - 1, axis=1)[:, :cap]
-            best_d[s:c1] = np.take_along_axis(pool_d, pick, axis=1)
-            best_j[s:c1] = np.take_along_axis(pool_j, pick, axis=1)
+        out.append((s, e))
         s = e
-    if cap > 0:
-        ok = best_d <= radius
-        full |= ok.all(axis=1)
-        rows_out.append(np.repeat(np.arange(n), ok.sum(axis=1)))
-        cols_out.append(best_j[ok])
-        dist_out.append(best_d[ok])
-    rows = np.concatenate(rows_out)
-    cols = np.concatenate(cols_out)
-    dist = np.concatenate(dist_out)
-    # Make the graph symmetric (union of both directions). The +1 shift keeps zero distances
-    # (duplicate vectors) as stored entries through maximum().
-    one_sided = sp.csr_array((dist.astype(np.float64) + 1.0, (rows, cols)), shape=(n, n))
-    union = one_sided.maximum(one_sided.T).tocsr()
-    union.sort_indices()
-    indptr = union.indptr.astype(np.int64)
-    dist = (union.data - 1.0).astype(np.float32)
-    return indptr, union.indices.astype(np.int32), dist, int(full.sum())
+    return out
+
+
+def _radius_graph(
+    p: np.ndarray, ends: np.ndarray, radius: float, metric: Metric, cap: int, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, dict[str, float]]:
+    """Symmetric radius graph of lens-sorted points; candidate pairs ``i < j < ends[i]``.
+
+    Row blocks of ``ROW_BLOCK`` sorted points are compared, by one float32 GEMM each, with
+    the points after them up to the last row's band end, so every pair is computed once
+    and the cost is about the number of pairs in the band. Pairs outside ``i < j <
+    ends[i]`` are set to ``+inf``, so the result does not depend on the block size.
+
+    Each point keeps its ``cap`` nearest within ``radius`` among its later candidates (its
+    row of the block) and among its earlier ones (its column in the blocks before). The
+    earlier side of a block's points is assembled from those blocks (kept while they can
+    still be needed, within ``RETAIN_BUDGET``; recomputed by GEMM otherwise), transposed
+    into rows, so both sides are one row-wise selection each: no running merges. Ties go
+    to the lowest position. The stored graph is the union of both directions, symmetric.
+
+    With ``threads > 1`` blocks run in a thread pool with one BLAS thread each (numpy
+    releases the GIL in GEMM and selection); results are collected in block order, so the
+    graph is the same as with one thread.
+
+    Args:
+        p: ``[n, D + 2]`` augmented sorted points (:func:`_augmented`).
+        ends: int64 ``[n]`` exclusive band end of each point (non-decreasing, ``> i``).
+        radius: largest stored distance.
+        metric: ``"euclidean"`` or ``"cosine"``.
+        cap: per side neighbour cap (0 = none).
+        threads: build threads.
+
+    Returns:
+        ``(indptr int64 [n+1], indices int32 [nnz], distances float32 [nnz], truncated,
+        seconds by step)``; ``truncated`` = points with more than ``cap`` candidates within
+        ``radius`` on a side (the other side's list may still hold the dropped pairs).
+    """
+    n = len(p)
+    threshold = _value_threshold(radius, metric)
+    blocks = _blocks(ends)
+    clock = _BuildClock()
+    later: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    earlier: list[Future] = []
+    over = np.zeros(n, dtype=bool)
+    window: list[tuple[int, int, np.ndarray | None]] = []
+    retained = 0
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        # One BLAS thread per GEMM whatever the number of build threads: OpenBLAS rounds
+        # some block shapes differently with two threads, and near-ties at the cap would
+        # then make the graph depend on the thread count.
+        stack.enter_context(_one_blas_thread())
+        pool: ThreadPoolExecutor | _Inline = _Inline()
+        if threads > 1 and len(blocks) > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads))
+        in_flight: dict[int, Future] = {}
+        for k, (s, e) in enumerate(blocks):
+            for ahead in range(k, min(len(blocks), k + threads + 1)):
+                if ahead not in in_flight:
+                    in_flight[ahead] = pool.submit(
+                        _block_later, p, ends, *blocks[ahead], metric, cap, threshold
+                    )
+            q, d, kept, o, steps = in_flight.pop(k).result()
+            later.append(kept)
+            over[s:e] |= o
+            for step, seconds in steps.items():
+                clock.steps[step] = clock.steps.get(step, 0.0) + seconds
+            lo = int(np.searchsorted(ends, s, side="right"))
+            still = [w for w in window if w[1] > lo]
+            retained -= sum(w[2].size for w in window if w[1] <= lo and w[2] is not None)
+            window = still
+            earlier.append(
+                pool.submit(_block_earlier, p, ends, s, e, q, [*window, (s, e, d)], cap, threshold)
+            )
+            keep = retained + d.size <= RETAIN_BUDGET
+            window.append((s, e, d if keep else None))
+            retained += d.size if keep else 0
+        earlier_kept = []
+        for (s, e), future in zip(blocks, earlier, strict=True):
+            kept, o, steps = future.result()
+            earlier_kept.append(kept)
+            over[s:e] |= o
+            for step, seconds in steps.items():
+                clock.steps[step] = clock.steps.get(step, 0.0) + seconds
+    t = clock.add("blocks (wall)", start)
+    indptr, indices, dist = _symmetric(later, earlier_kept, n, metric)
+    clock.add("symmetrise", t)
+    return indptr, indices, dist, int(over.sum()), clock.steps
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS thread while the build's own threads run (no oversubscription)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it BLAS keeps its threads
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _symmetric(
+    later: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    earlier: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n: int,
+    metric: Metric,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union of the directed neighbour lists, symmetrised, as a CSR sorted within rows.
+
+    Both lists arrive sorted by row then column with no duplicates (canonical CSR), so
+    scipy's transposes and element-wise maximum / sum are linear merges, no sort. The CSR
+    data are 1-based positions into the concatenated values (exact through the merges,
+    zero distances included); a pair in both lists has the same value in each.
+    """
+    rows_l, cols_l, vals_l = (np.concatenate(a) for a in zip(*later, strict=True))
+    rows_e, cols_e, vals_e = (np.concatenate(a) for a in zip(*earlier, strict=True))
+    values = np.concatenate([vals_l, vals_e])
+
+    def canonical(rows: np.ndarray, cols: np.ndarray, first: int) -> sp.csr_array:
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        data = np.arange(first, first + len(rows), dtype=np.int64)
+        out = sp.csr_array((data, cols.astype(np.int64), indptr), shape=(n, n), copy=False)
+        out.has_canonical_format = True
+        return out
+
+    upper = canonical(rows_l, cols_l, 1).maximum(
+        canonical(rows_e, cols_e, 1 + len(rows_l)).T.tocsr()
+    )
+    both = (upper + upper.T.tocsr()).tocsr()
+    dist = _to_distance(values[both.data - 1], metric)
+    return both.indptr.astype(np.int64), both.indices.astype(np.int32), dist
 
 
 def _hdbscan(x: np.ndarray, params: MapperParams) -> np.ndarray:
