@@ -1,9 +1,11 @@
 """Benchmark: images/s of the Summit pass vs a bare forward pass over the same data.
 
-Run ``python bench/bench_build.py [--images N] [--device cuda] [--decode jpeg-device]
-[--channels-last] [--models googlenet,resnet50] [--full]``. Writes N generated real-size
-JPEG files (sides 224-500 px: smooth waves, edges and noise; 10 class folders) to a temp
-directory, then for each model (torchvision, random weights, 224 px input):
+Run ``python bench/bench_build.py [--images N] [--classes K] [--device cuda]
+[--decode jpeg-device] [--channels-last] [--precision bf16] [--models googlenet,resnet50]
+[--full]``. Writes N generated real-size JPEG files (sides 224-500 px: smooth waves, edges
+and noise; K class folders, default 10; in parallel with ``--jobs``) to a temp directory (or
+``--keep DIR``, reused and completed on the next run; ``--generate-only`` stops there), then
+for each model (torchvision, random weights, 224 px input):
 
 - **forward**: the loader (same workers, pinned memory, decoding) and ``model(images)``
   under ``torch.inference_mode``, nothing else;
@@ -17,6 +19,8 @@ It prints images/s of each and the ratio forward/pass (issue 6 targets on one GP
 most 1.5 for GoogLeNet, whose Inception layers are connected by convolutions and counted
 exactly, and at most 3 for ResNet-50, whose residual stages need gradient attribution).
 One warm-up batch runs before each timing; CUDA is synchronised before each clock read.
+``--precision bf16|fp16`` runs both under ``torch.autocast`` (the build's approximate mode).
+``bench/gpu_session.sh`` runs every issue-6 figure on one GPU.
 
 Figures (docs/performance.md has them with the machine)::
 
@@ -26,12 +30,15 @@ Figures (docs/performance.md has them with the machine)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
+from functools import cache, partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -64,31 +71,97 @@ LAYERS = {
 }  # fmt: skip
 
 NUM_CLASSES = 10
+#: Largest generated side; the shared noise tile is this big plus room for offsets.
+_MAX_SIDE = 500
+_NOISE_SIDE = 1024
 
 
-def write_jpegs(root: Path, count: int, seed: int = 0) -> None:
-    """``count`` JPEG files, sides 224-500 px, in ``NUM_CLASSES`` class folders."""
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        width, height = (int(v) for v in rng.integers(224, 501, size=2))
-        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-        fx, fy, phase = rng.uniform(3, 40, size=3)
-        pixels = np.stack(
-            [
-                127 + 100 * np.sin(x / fx + phase),
-                127 + 100 * np.cos(y / fy),
-                np.where((x // 32 + y // 32) % 2 == 0, 200, 60),
-            ],
-            axis=-1,
-        )
-        pixels += rng.normal(0, 15, size=pixels.shape)
-        folder = root / f"c{i % NUM_CLASSES}"
-        folder.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
-            buffer, format="JPEG", quality=90
-        )
-        (folder / f"{i:06d}.jpg").write_bytes(buffer.getvalue())
+@cache
+def _noise_tile(seed: int) -> np.ndarray:
+    """One float32 N(0, 15) tile per process; each image takes a window at a random offset.
+
+    Drawing fresh Gaussian noise per image cost two thirds of the generation time (10 of
+    ~30 ms per image on the 2-core box); a shared tile keeps the JPEGs as hard to
+    compress (about 64 KB at ~360 px, quality 90) at a third of the cost.
+    """
+    rng = np.random.default_rng((seed, 2**32))
+    return rng.standard_normal((_NOISE_SIDE, _NOISE_SIDE, 3), dtype=np.float32) * 15
+
+
+def class_folder(i: int, classes: int) -> str:
+    """Folder of image ``i``: ``c{i % classes}``, zero-padded so that sorted folder order is
+    class order (``c000`` .. ``c999`` for 1,000 classes = the model's outputs in order)."""
+    return f"c{i % classes:0{len(str(classes - 1))}d}"
+
+
+def jpeg_image(i: int, seed: int = 0) -> bytes:
+    """Image ``i`` as JPEG bytes: sides 224-500 px, waves, a checkerboard and noise.
+
+    Args:
+        i: image number; with ``seed`` it alone decides the image (any order, any process).
+        seed: data set seed.
+
+    Returns:
+        The encoded JPEG (quality 90).
+    """
+    rng = np.random.default_rng((seed, i))
+    width, height = (int(v) for v in rng.integers(224, _MAX_SIDE + 1, size=2))
+    fx, fy, phase = rng.uniform(3, 40, size=3)
+    top, left = (int(v) for v in rng.integers(0, _NOISE_SIDE - _MAX_SIDE, size=2))
+    x = np.arange(width, dtype=np.float32)
+    y = np.arange(height, dtype=np.float32)[:, None]
+    pixels = _noise_tile(seed)[top : top + height, left : left + width].copy()
+    pixels[..., 0] += 127 + 100 * np.sin(x / fx + phase)
+    pixels[..., 1] += 127 + 100 * np.cos(y / fy)
+    pixels[..., 2] += np.where((x // 32 + y // 32) % 2 == 0, 200, 60)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+        buffer, format="JPEG", quality=90
+    )
+    return buffer.getvalue()
+
+
+def _write_one(root: Path, classes: int, seed: int, i: int) -> int:
+    """Write image ``i`` unless it exists (atomically: a killed run leaves no half file)."""
+    path = root / class_folder(i, classes) / f"{i:07d}.jpg"
+    if path.exists():
+        return 0
+    part = path.with_name(f".{path.name}.part")  # not an image extension: never listed
+    part.write_bytes(jpeg_image(i, seed))
+    os.replace(part, path)
+    return 1
+
+
+def write_jpegs(
+    root: Path, count: int, seed: int = 0, classes: int = NUM_CLASSES, jobs: int = 1
+) -> int:
+    """``count`` JPEG files, sides 224-500 px, in ``classes`` class folders (image ``i`` in
+    class ``i % classes``); files already there are kept, so an interrupted run completes.
+
+    Args:
+        root: the ImageFolder directory to fill.
+        count: images.
+        seed: data set seed (the same files whatever ``jobs``).
+        classes: class folders.
+        jobs: processes writing in parallel.
+
+    Returns:
+        How many files were written now.
+    """
+    for k in range(min(classes, count)):
+        (root / class_folder(k, classes)).mkdir(parents=True, exist_ok=True)
+    write = partial(_write_one, root, classes, seed)
+    if jobs <= 1:
+        return sum(map(write, range(count)))
+    with get_context("fork" if sys.platform == "linux" else "spawn").Pool(jobs) as pool:
+        return sum(pool.imap_unordered(write, range(count), chunksize=256))
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for ``bf16``/``fp16`` (the build's approximate mode), nothing for fp32."""
+    from compute.build import autocast_context
+
+    return autocast_context(precision, device)
 
 
 def make_loader(
@@ -131,7 +204,7 @@ def sync(device: torch.device) -> None:
 def time_forward(model: torch.nn.Module, loader: DataLoader, decoder: Any, args: Any) -> float:
     """Images/s of the loader plus a bare forward pass."""
     device = torch.device(args.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_context(args.precision, device):
         warm = next(iter(batches(loader, decoder, device, args.channels_last)))
         model(warm[0])
         sync(device)
@@ -148,18 +221,21 @@ def time_pass(
 ) -> float:
     """Images/s of the loader plus the Summit streaming pass."""
     device = torch.device(args.device)
-    class_map = list(range(NUM_CLASSES))
+    classes = len(loader.dataset.classes)  # type: ignore[attr-defined]
+    class_map = list(range(classes))
     config = SummitConfig()
     new_pass = partial(
-        SummitPass, model, layers, NUM_CLASSES, config, device=args.device, class_map=class_map
+        SummitPass, model, layers, classes, config, device=args.device, class_map=class_map
     )
-    with new_pass() as scratch:  # warm-up batch, uncounted (kernels, allocator, caches)
+    autocast = partial(precision_context, args.precision, device)
+    with new_pass() as scratch, autocast():  # warm-up batch, uncounted (kernels, caches)
         scratch.update(*next(iter(batches(loader, decoder, device, args.channels_last))))
     with new_pass() as summit:
         sync(device)
         start, count = time.perf_counter(), 0
         for images, labels, indices in batches(loader, decoder, device, args.channels_last):
-            summit.update(images, labels, indices)
+            with autocast():
+                summit.update(images, labels, indices)
             count += int(images.shape[0])
         summit.result()
         sync(device)
@@ -172,14 +248,15 @@ def time_build(
     """Images/s of the whole ``build_atlas`` (wall time, everything included)."""
     from compute.build import build_atlas
 
+    classes = list(loader.dataset.classes)  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         build_atlas(
             model,
             loader,
             layers=layers,
-            classes=[f"c{i}" for i in range(NUM_CLASSES)],
-            class_map=list(range(NUM_CLASSES)),
+            classes=classes,
+            class_map=list(range(len(classes))),
             out=Path(out) / "atlas",
             device=args.device,
             progress=False,
@@ -187,6 +264,8 @@ def time_build(
             decoder=decoder,
             crops_per_channel=1,
             mapper_crops=100,
+            precision=args.precision,
+            decode=args.decode,
         )
         seconds = time.perf_counter() - start
     return len(loader.dataset) / seconds  # type: ignore[arg-type]
@@ -196,11 +275,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     cuda = torch.cuda.is_available()
     parser.add_argument("--images", type=int, default=2048 if cuda else 48)
+    parser.add_argument("--classes", type=int, default=NUM_CLASSES, help="class folders")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="processes writing the JPEGs"
+    )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="write the JPEG files (--keep) and stop"
+    )
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--batch-size", type=int, default=128 if cuda else 16)
     parser.add_argument("--workers", type=int, default=8 if cuda else 1)
     parser.add_argument("--decode", choices=("pil", "jpeg-device"), default="pil")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="bf16/fp16: autocast, the build's approximate mode (fp16 on CUDA only)",
+    )
     parser.add_argument("--models", default="googlenet,resnet50")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--full", action="store_true", help="also time the whole build_atlas")
@@ -208,10 +300,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
+    if args.generate_only and args.keep is None:
+        parser.error("--generate-only needs --keep DIR")
+    if args.precision == "fp16" and not args.device.startswith("cuda"):
+        parser.error("--precision fp16 needs a CUDA device")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp) / "data"
-        if not root.exists():
-            write_jpegs(root, args.images)
+        start = time.perf_counter()
+        written = write_jpegs(root, args.images, classes=args.classes, jobs=args.jobs)
+        if written:
+            seconds = time.perf_counter() - start
+            print(
+                f"# wrote {written} JPEG files to {root} in {seconds:.1f} s "
+                f"({written / seconds:.0f} files/s, {args.jobs} processes)",
+                flush=True,
+            )
+        if args.generate_only:
+            return 0
         pre = Preprocessing.from_arg("imagenet", image_size=args.image_size)
         loader, decoder = make_loader(root, pre, args)
         device = torch.device(args.device)
@@ -220,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             f"# {len(loader.dataset)} JPEG files 224-500 px -> {args.image_size} px, "  # type: ignore[arg-type]
             f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"batch {args.batch_size}, workers {args.workers}, decode {args.decode}, "
-            f"channels-last {args.channels_last}"
+            f"channels-last {args.channels_last}, precision {args.precision}, "
+            f"{len(loader.dataset.classes)} classes"  # type: ignore[attr-defined]
         )
         print(f"{'model':<10} {'forward img/s':>14} {'pass img/s':>11} {'ratio':>6}", end="")
         print(f" {'build img/s':>12}" if args.full else "")
