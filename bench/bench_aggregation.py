@@ -13,7 +13,6 @@ import os
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +71,84 @@ def timed(fn: Callable[[], None], cpu: list[float]) -> float:
     return time.perf_counter() - start
 
 
+#: Stages timed by :class:`StageTimer`: (label, module, attribute). Time is "self" time:
+#: a stage called inside another is subtracted from the outer one.
+STAGES: list[tuple[str, str, str]] = [
+    ("influence: maxima", "compute.summit.influence", "influence_maxima_batched"),
+    ("influence: maxima", "compute.summit.influence", "influence_maxima_input_major"),
+    ("influence: maxima", "compute.summit.influence", "influence_maxima_pruned"),
+    ("influence: maxima", "compute.summit.influence", "influence_maxima_gemm"),
+    ("influence: maxima", "compute.summit.influence", "influence_maxima_1x1"),
+    ("influence: top-k", "compute.summit.influence", "topk_triples"),
+    ("influence: top-k", "compute.summit.influence", "topk_triples_input_major"),
+    ("influence: other", "compute.summit.aggregate", "influence_topk"),
+    ("activation: maxima", "compute.summit.aggregate", "spatial_max"),
+    ("activation: selection", "compute.summit.aggregate", "select_mass"),
+    ("activation: selection", "compute.summit.aggregate", "select_topk"),
+    ("top examples", "compute.summit.examples", "RunningTopExamples.update"),
+    ("activation: counts", "compute.summit.aggregate", "SummitPass._aggregate_layer"),
+    ("influence: counts", "compute.summit.aggregate", "SummitPass._aggregate_influence"),
+    ("influence: counts", "compute.summit.aggregate", "SparseCounter.flush"),
+    ("class statistics", "compute.summit.aggregate", "SummitPass._class_statistics"),
+    ("result()", "compute.summit.aggregate", "SummitPass.result"),
+]
+
+
+class StageTimer:
+    """Wraps the pass's stage functions (:data:`STAGES`) to add up their self time.
+
+    Wall time, and the calling thread's CPU time (steadier on a busy machine; it equals the
+    work for stages that run on one thread). A context manager: the originals are restored
+    on exit. Stages missing from the code (renamed or not used) are skipped.
+    """
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._stack: list[list[float]] = []  # wall and CPU time of nested stages
+        self._restore: list[tuple[object, str, object]] = []
+
+    def _wrap(self, label: str, function: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            self._stack.append([0.0, 0.0])
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                wall = time.perf_counter() - start
+                cpu = time.thread_time() - start_cpu
+                nested_wall, nested_cpu = self._stack.pop()
+                self.spent[label] = self.spent.get(label, 0.0) + wall - nested_wall
+                self.cpu[label] = self.cpu.get(label, 0.0) + cpu - nested_cpu
+                if self._stack:
+                    self._stack[-1][0] += wall
+                    self._stack[-1][1] += cpu
+
+        return wrapper
+
+    def __enter__(self) -> StageTimer:
+        import importlib
+
+        for label, module_name, attribute in STAGES:
+            owner: object = importlib.import_module(module_name)
+            *path, name = attribute.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            original = getattr(owner, name, None)
+            if original is None:
+                continue
+            self.spent.setdefault(label, 0.0)
+            self.cpu.setdefault(label, 0.0)
+            self._restore.append((owner, name, original))
+            setattr(owner, name, self._wrap(label, original))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+        self._restore.clear()
+
+
 def bench(
     name: str,
     model: nn.Module,
@@ -94,16 +171,6 @@ def bench(
             for start in range(0, images, batch):
                 model(data[start : start + batch])
 
-    # Attribute time to the influence step by wrapping it (the wrapper costs ~nothing).
-    spent: dict[str, float] = defaultdict(float)
-    original = influence_module.influence_topk
-
-    def counted(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
-        result = original(*args, **kwargs)  # type: ignore[arg-type]
-        spent["influence"] += time.perf_counter() - start
-        return result
-
     def summit() -> None:
         with SummitPass(model, layers, classes, config) as summit_pass:
             for start in range(0, images, batch):
@@ -111,21 +178,19 @@ def bench(
                 summit_pass.update(data[start:end], labels[start:end], indices[start:end])
             summit_pass.result()
 
-    import compute.summit.aggregate as aggregate_module
-
-    aggregate_module.influence_topk = counted  # type: ignore[assignment]
-    try:
-        bare()  # warm-up
-        bare_times, summit_times = [], []
-        bare_cpu: list[float] = []
-        summit_cpu: list[float] = []
-        for _ in range(repeats):  # interleave so load changes hit both alike
-            bare_times.append(timed(bare, bare_cpu))
-            spent.clear()
-            summit_times.append(timed(summit, summit_cpu))
-        influence_share = spent["influence"]
-    finally:
-        aggregate_module.influence_topk = original  # type: ignore[assignment]
+    bare()  # warm-up
+    summit()  # warm-up (first-call costs: kernel selection, allocator)
+    bare_times, summit_times = [], []
+    bare_cpu: list[float] = []
+    summit_cpu: list[float] = []
+    for _ in range(repeats):  # interleave so load changes hit both alike
+        bare_times.append(timed(bare, bare_cpu))
+        summit_times.append(timed(summit, summit_cpu))
+    # One more, instrumented run for the per-stage breakdown (wrappers add a little).
+    staged_cpu: list[float] = []
+    with StageTimer() as stages:
+        t_staged = timed(summit, staged_cpu)
+    c_staged = staged_cpu[0]
     t_bare = statistics.median(bare_times)
     t_summit = statistics.median(summit_times)
     print(f"== {name}: {images} images of {shape}, batch {batch}, layers {layers}")
@@ -141,7 +206,24 @@ def bench(
     c_bare, c_summit = statistics.median(bare_cpu), statistics.median(summit_cpu)
     print(f"   CPU time     : {c_bare:8.3f} s bare, {c_summit:8.3f} s summit")
     print(f"   CPU ratio    : {c_summit / c_bare:8.2f} x   (steadier under load)")
-    print(f"   influence    : {influence_share:8.3f} s in the last summit run")
+    print(
+        f"   stages of one more (instrumented) summit run: {t_staged:.3f} s wall, "
+        f"{c_staged:.3f} s CPU; per bare forward ({t_bare:.3f} s wall, {c_bare:.3f} s CPU):"
+    )
+    print(f"     {'stage':<24s}  {'wall':>7s}  {'ratio':>6s}  {'CPU':>7s}  {'ratio':>6s}")
+    staged, staged_cpu = 0.0, 0.0
+    for stage, seconds in stages.spent.items():
+        cpu = stages.cpu[stage]
+        staged, staged_cpu = staged + seconds, staged_cpu + cpu
+        print(
+            f"     {stage:<24s}: {seconds:7.3f}  {seconds / t_bare:5.2f}x  "
+            f"{cpu:7.3f}  {cpu / c_bare:5.2f}x"
+        )
+    rest, rest_cpu = t_staged - staged, c_staged - staged_cpu
+    print(
+        f"     {'forward + the rest':<24s}: {rest:7.3f}  {rest / t_bare:5.2f}x  "
+        f"{rest_cpu:7.3f}  {rest_cpu / c_bare:5.2f}x"
+    )
     sys.stdout.flush()
 
 

@@ -91,6 +91,15 @@ class SummitAggregates:
 
 
 _MIN_FLUSH = 1 << 18
+
+#: On CPU, the inputs of the convolutions whose influence is counted are copied in their
+#: hook, up to this many elements per batch in all (64 MB in float32), and reduced after
+#: the forward pass with the other per-batch statistics: the forward keeps torch's threads
+#: and the many small influence operations run in one thread-capped stretch (switching
+#: the thread count inside the forward pass, per hook, stalled the next parallel operation
+#: on a busy machine: ~7 ms each, ~25% of the demo pass). Larger inputs, and every input
+#: on an accelerator, are reduced in the hook (no copy).
+DEFER_LIMIT = 1 << 24
 #: Key spaces up to this size are counted in a dense array (int64: 32 MiB).
 DENSE_COUNTER_LIMIT = 1 << 22
 
@@ -293,6 +302,8 @@ class SummitPass(ClosingContext):
         self._hist = torch.zeros(num_classes * bins, dtype=torch.int64, device=self.device)
         self._batch_layers: list[tuple[Tensor, Tensor, tuple[int, ...]] | None] = []
         self._batch_influence: list[tuple[_ConvCount, Tensor, Tensor, Tensor]] = []
+        self._deferred: list[tuple[nn.Conv2d, _ConvCount, Tensor]] = []
+        self._deferred_size = 0
         self._images_seen = 0
 
     @staticmethod
@@ -340,8 +351,18 @@ class SummitPass(ClosingContext):
         self._batch_layers[index] = (values, positions, tuple(output.shape[1:]))
 
     def _on_conv_input(self, conv: nn.Conv2d, where: _ConvCount, x: Tensor) -> None:
+        if self.device.type == "cpu" and self._deferred_size + x.numel() <= DEFER_LIMIT:
+            # A copy (later in-place operations must not alter what was seen), reduced
+            # after the forward pass together with the other small statistics.
+            self._deferred.append((conv, where, x.detach().clone()))
+            self._deferred_size += x.numel()
+            return
+        self._batch_influence.append((where, *self._influence(conv, x)))
+
+    def _influence(self, conv: nn.Conv2d, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-k ``(b, i, j)`` influence triples of one convolution's input ``x``."""
         stride, padding, dilation = conv_geometry(conv)
-        b, i, j = influence_topk(
+        return influence_topk(
             x.detach(),
             conv.weight.detach(),
             stride,
@@ -350,7 +371,6 @@ class SummitPass(ClosingContext):
             self.config.influence_top_k,
             self.budget,
         )
-        self._batch_influence.append((where, b, i, j))
 
     def _on_gradient_source(
         self, index: int, _module: nn.Module, _inputs: object, output: object
@@ -419,6 +439,9 @@ class SummitPass(ClosingContext):
                 raise BuildError(f"layers {missing} did not run in the model's forward pass")
             cap = STATISTICS_THREADS if self.device.type == "cpu" else None
             with torch.inference_mode(), intra_op_threads(cap):  # small ops: one thread
+                for conv, where, x in self._deferred:
+                    self._batch_influence.append((where, *self._influence(conv, x)))
+                self._deferred, self._deferred_size = [], 0
                 classes = self._class_statistics(logits, labels)
                 valid = classes >= 0
                 for index in range(len(self.layers)):
@@ -428,6 +451,7 @@ class SummitPass(ClosingContext):
         finally:
             self._batch_layers = []
             self._batch_influence = []
+            self._deferred, self._deferred_size = [], 0
             self._grad_sources = {}
         self._images_seen += batch
         return logits

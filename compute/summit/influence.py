@@ -229,14 +229,29 @@ def influence_maxima_batched(
     dilation: Pair,
     tile: int = BATCHED_TILE,
 ) -> Tensor:
+    """All ``inf_ij`` as ``[B, C_out, C_in]`` (a permuted view of
+    :func:`influence_maxima_input_major`, which see)."""
+    return influence_maxima_input_major(x, weight, stride, padding, dilation, tile).permute(1, 2, 0)
+
+
+def influence_maxima_input_major(
+    x: Tensor,
+    weight: Tensor,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    tile: int = BATCHED_TILE,
+) -> Tensor:
     """All ``inf_ij`` by one batched matrix product per block of images (small layers).
 
-    For a block of ``n`` images, ``im2col`` of the block is ``[C_in, T, n*P]`` and one
-    ``bmm`` with the kernels ``[C_in, T, C_out]`` gives every term
-    ``(X_j ⋆ K_ij)(p)`` as ``[C_in, n*P, C_out]``, reduced over ``P`` at once. Compared
-    with :func:`influence_maxima_gemm` this replaces ``C_in`` tiny products per block by
-    one (fewer, bigger ops: less Python and thread-pool overhead) and builds the columns
-    per block, so they are still in cache when the product reads them.
+    For a block of ``n`` images, ``im2col`` of the block is ``[C_in, T, n*P]`` (one strided
+    copy) and one ``bmm`` with the kernels ``[C_in, T, C_out]`` gives every term
+    ``(X_j ⋆ K_ij)(p)`` as ``[C_in, n*P, C_out]``, reduced over ``P`` at once straight into
+    the result. Compared with :func:`influence_maxima_gemm` this replaces ``C_in`` tiny
+    products per block by one (fewer, bigger ops: less Python and thread-pool overhead)
+    and builds the columns per block, so they are still in cache when the product reads
+    them. The result keeps the product's input-major layout (no transposing copy);
+    :func:`topk_triples_input_major` selects from it directly.
 
     Memory: the block's columns ``C_in*T*n*P`` plus the product ``C_in*n*P*C_out``
     (``<= tile`` elements, one image at least).
@@ -250,7 +265,7 @@ def influence_maxima_batched(
         tile: target elements of one block's product.
 
     Returns:
-        ``[B, C_out, C_in]`` influence maxima.
+        ``[C_in, B, C_out]`` influence maxima.
     """
     c_out, c_in, kh, kw = weight.shape
     batch = x.shape[0]
@@ -258,7 +273,7 @@ def influence_maxima_batched(
     kernels = weight.to(x.dtype).permute(1, 2, 3, 0).reshape(c_in, taps, c_out).contiguous()
     ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
     positions = ho * wo
-    out = torch.empty((batch, c_out, c_in), dtype=x.dtype, device=x.device)
+    out = torch.empty((c_in, batch, c_out), dtype=x.dtype, device=x.device)
     step = max(1, min(batch, tile // max(1, c_in * positions * c_out)))
     for b0 in range(0, batch, step):
         n = min(step, batch - b0)
@@ -266,8 +281,7 @@ def influence_maxima_batched(
         # [C_in, T, n*P]ᵀ @ [C_in, T, C_out]: the transposed operand is a strided view,
         # which the BLAS takes as is (no copy).
         terms = torch.bmm(cols.view(c_in, taps, n * positions).transpose(1, 2), kernels)
-        maxima = terms.view(c_in, n, positions, c_out).amax(dim=2)  # [C_in, n, C_out]
-        out[b0 : b0 + n] = maxima.permute(1, 2, 0)
+        torch.amax(terms.view(c_in, n, positions, c_out), dim=2, out=out[:, b0 : b0 + n])
     return out
 
 
@@ -339,31 +353,53 @@ def _output_hw(
     )
 
 
+def _padded(x: Tensor, padding: Pair) -> Tensor:
+    """``x`` zero-padded and contiguous (one copy at most)."""
+    if padding != (0, 0):
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    return x.contiguous()
+
+
+def _tap_view(
+    padded: Tensor, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair, taps_first: bool
+) -> Tensor:
+    """Every tap of every output position as a strided view of ``padded [B, C, H', W']``.
+
+    ``taps_first``: ``[C, kh, kw, B, Ho, Wo]``, else ``[B, C, kh, kw, Ho, Wo]``. Element
+    ``(c, ky, kx, b, oy, ox)`` is ``padded[b, c, oy*sh + ky*dh, ox*sw + kx*dw]``: nothing is
+    copied until the caller reshapes, which then costs one strided copy (instead of one copy
+    per tap, which dominated on small maps).
+    """
+    batch, channels, hp, wp = padded.shape
+    ho, wo = out_hw
+    size_c, size_b = hp * wp, channels * hp * wp
+    strides_taps = (dilation[0] * wp, dilation[1])
+    strides_out = (stride[0] * wp, stride[1])
+    if taps_first:
+        return padded.as_strided(
+            (channels, kernel[0], kernel[1], batch, ho, wo),
+            (size_c, *strides_taps, size_b, *strides_out),
+            padded.storage_offset(),
+        )
+    return padded.as_strided(
+        (batch, channels, kernel[0], kernel[1], ho, wo),
+        (size_b, size_c, *strides_taps, *strides_out),
+        padded.storage_offset(),
+    )
+
+
 def _columns(x: Tensor, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Tensor:
     """im2col with taps before images: ``[C, T, B, Ho, Wo]`` from ``x [B, C, H, W]``.
 
-    One strided copy per tap (contiguous along ``Wo``) is much cheaper on CPU than
-    ``F.unfold`` followed by the permute this layout would otherwise need.
+    One padding copy and one strided copy (:func:`_tap_view`), whatever the kernel size;
+    contiguous, so ``cols[c]`` views as ``[T, B*Ho*Wo]``.
     """
-    batch, channels, h, w = x.shape
+    batch, channels = x.shape[:2]
     ho, wo = _output_hw(x, kernel, stride, padding, dilation)
-    # One transposing copy into a zero-padded [C, B, H', W'] buffer; the per-tap copies
-    # below then read rows in their natural order.
-    padded = x.new_zeros((channels, batch, h + 2 * padding[0], w + 2 * padding[1]))
-    padded[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w] = x.transpose(0, 1)
-    cols = torch.empty(
-        (channels, kernel[0] * kernel[1], batch, ho, wo), dtype=x.dtype, device=x.device
-    )
-    for dy in range(kernel[0]):
-        for dx in range(kernel[1]):
-            y0, x0 = dy * dilation[0], dx * dilation[1]
-            cols[:, dy * kernel[1] + dx] = padded[
-                :,
-                :,
-                y0 : y0 + stride[0] * (ho - 1) + 1 : stride[0],
-                x0 : x0 + stride[1] * (wo - 1) + 1 : stride[1],
-            ]
-    return cols
+    view = _tap_view(_padded(x, padding), kernel, stride, dilation, (ho, wo), True)
+    # reshape copies unless the taps happen to be a plain view (1×1, stride 1): then the
+    # view may still be strided, and callers need it contiguous
+    return view.reshape(channels, kernel[0] * kernel[1], batch, ho, wo).contiguous()
 
 
 def pair_maxima(
@@ -456,25 +492,11 @@ def range_upper_bounds(x: Tensor, weight: Tensor, padding: Pair) -> Tensor:
 def _columns_by_image(
     x: Tensor, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair
 ) -> Tensor:
-    """im2col with images first: ``[B, C, T, Ho*Wo]`` from ``x [B, C, H, W]``."""
+    """im2col with images first: ``[B, C, T, Ho*Wo]`` from ``x [B, C, H, W]`` (one copy)."""
     batch, channels = x.shape[:2]
     ho, wo = _output_hw(x, kernel, stride, padding, dilation)
-    padded = x
-    if padding != (0, 0):
-        padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    cols = torch.empty(
-        (batch, channels, kernel[0] * kernel[1], ho, wo), dtype=x.dtype, device=x.device
-    )
-    for dy in range(kernel[0]):
-        for dx in range(kernel[1]):
-            y0, x0 = dy * dilation[0], dx * dilation[1]
-            cols[:, :, dy * kernel[1] + dx] = padded[
-                :,
-                :,
-                y0 : y0 + stride[0] * (ho - 1) + 1 : stride[0],
-                x0 : x0 + stride[1] * (wo - 1) + 1 : stride[1],
-            ]
-    return cols.view(batch, channels, kernel[0] * kernel[1], ho * wo)
+    view = _tap_view(_padded(x, padding), kernel, stride, dilation, (ho, wo), False)
+    return view.reshape(batch, channels, kernel[0] * kernel[1], ho * wo).contiguous()
 
 
 def influence_maxima_pruned(
@@ -676,6 +698,65 @@ def topk_triples(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     return bb, ii, index[bb, ii, slot]
 
 
+#: Float dtypes whose values map exactly onto 32 ordered bits (packed selection keys).
+_PACKABLE = (torch.float32, torch.float16, torch.bfloat16)
+_LOW = 1 << 32
+
+
+def topk_triples_input_major(maxima: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`topk_triples` of ``maxima.permute(1, 2, 0)``, from the ``[C_in, B, C_out]``
+    layout of :func:`influence_maxima_input_major` (no transposing copy).
+
+    For 32-bit and 16-bit floats each score becomes one int64 key: its bits mapped to an
+    order-preserving int32 (negative floats flip their magnitude bits; ``-0.0`` sorts just
+    below ``+0.0``) times ``2**32``, plus ``C_in - 1 - j``. Keys are distinct within a row
+    and order exactly as (value descending, ``j`` ascending), so ``k`` rounds of "largest
+    key over ``j``, then remove it" are the reference selection; each round is one
+    vectorised maximum over the contiguous ``B * C_out`` rows (``torch.topk`` along a
+    short last dimension, and ``max`` with indices, are several times slower on CPU). A key
+    ``>= 2**32`` is a strictly positive score. NaN is ranked below everything. Other dtypes
+    (float64) use :func:`topk_triples`.
+
+    Args:
+        maxima: ``[C_in, B, C_out]`` influence maxima.
+        k: entries kept per (image, output channel).
+
+    Returns:
+        ``(b, i, j)``: ``int64 [T]`` each, in row-major order (``j`` ascending per row).
+    """
+    c_in, batch, c_out = maxima.shape
+    k = min(k, c_in)
+    if maxima.dtype not in _PACKABLE or k == 0 or maxima.numel() == 0:
+        return topk_triples(maxima.permute(1, 2, 0), k)
+    if bool(torch.isnan(maxima).any()):
+        maxima = torch.nan_to_num(maxima, nan=-torch.inf)
+    bits = maxima.float().view(torch.int32).reshape(c_in, batch * c_out)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    low = torch.arange(c_in - 1, -1, -1, device=maxima.device).view(c_in, 1)
+    keys = ordered.to(torch.int64).mul_(_LOW).add_(low)
+    smallest = torch.iinfo(torch.int64).min
+    picked: list[Tensor] = []
+    for _ in range(k):
+        best = keys.amax(dim=0)  # [B * C_out]
+        picked.append(best)
+        if len(picked) == k:
+            break
+        j = (c_in - 1) - (best & (_LOW - 1))
+        keys.scatter_(0, j.view(1, -1), smallest)
+    chosen = torch.stack(picked, dim=1)  # [B * C_out, k], by value descending
+    j = (c_in - 1) - (chosen & (_LOW - 1))
+    positive = chosen >= _LOW
+    device = maxima.device
+    if bool(positive.all()):  # the usual case: k per row, no filtering needed
+        bb = torch.arange(batch, device=device).repeat_interleave(c_out * k)
+        ii = torch.arange(c_out, device=device).repeat_interleave(k).repeat(batch)
+        return bb, ii, j.sort(dim=1).values.reshape(-1)
+    # Unselected places get the sentinel C_in so that one small sort orders each row by j.
+    j = torch.where(positive, j, c_in).sort(dim=1).values
+    row, slot = (j < c_in).nonzero(as_tuple=True)
+    return row // c_out, row % c_out, j[row, slot]
+
+
 def influence_topk(
     x: Tensor,
     weight: Tensor,
@@ -762,7 +843,9 @@ def _topk_step(
     elif method == "batched" or (
         method == "auto" and batched_fits(weight, positions, BATCHED_TILE)
     ):
-        scores = influence_maxima_batched(xb, weight, stride, padding, dilation, BATCHED_TILE)
+        maxima = influence_maxima_input_major(xb, weight, stride, padding, dilation, BATCHED_TILE)
+        bb, ii, jj = topk_triples_input_major(maxima, k)
+        return bb + b0, ii, jj
     elif method == "dense":
         scores = influence_maxima(xb, weight, stride, padding, dilation, budget)
     elif method == "pruned":
