@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,31 +169,55 @@ def class_search_stores(context: ViewContext, dropdown_id: str) -> list[dcc.Stor
 def register_class_search(
     app: Dash, context: ViewContext, dropdown_id: str, options: ClassOptions
 ) -> None:
-    """Keep the options of a searchable class dropdown current.
+    """:func:`register_class_searches` for one dropdown."""
+    register_class_searches(app, context, [(dropdown_id, options)])
+
+
+def register_class_searches(
+    app: Dash, context: ViewContext, searches: Sequence[tuple[str, ClassOptions]]
+) -> None:
+    """Keep the options of searchable class dropdowns current.
 
     The server sends ``options(context, None, state)`` (the value and suggestions) when the
-    view state changes; typed text is matched in the browser against the class names (a
-    clientside callback), so a keystroke never waits for the server: with a thousand classes
-    and a busy server the per-keystroke round trip made the search box lag by seconds. The
-    view's layout must include :func:`class_search_stores`.
+    view state changes, for every dropdown of ``searches`` in one callback (one request
+    per state change, not one per dropdown); typed text is matched in the browser against
+    the class names (a clientside callback), so a keystroke never waits for the server:
+    with a thousand classes and a busy server the per-keystroke round trip made the search
+    box lag by seconds. Each dropdown's view layout must include
+    :func:`class_search_stores`.
+
+    Args:
+        app: the app.
+        context: the view context.
+        searches: ``(dropdown id, options function)`` of each dropdown.
     """
 
-    def update_options(stored: Any) -> tuple[list[Any], list[Any]]:
-        values = options(context, None, context.state(stored))
-        return values, values
+    def update_options(stored: Any) -> tuple[list[Any], ...]:
+        state = context.state(stored)
+        out: list[list[Any]] = []
+        for _, options in searches:
+            values = options(context, None, state)
+            out += [values, values]
+        return tuple(out)
 
-    update_options.__name__ = update_options.__qualname__ = f"update_{options.__name__}"
-    app.callback(
-        Output(dropdown_id, "options"),
-        Output(suggestions_store_id(dropdown_id), "data"),
-        Input(ids.STATE, "data"),
-    )(guarded(no_update, no_update)(update_options))
-    app.clientside_callback(
-        _SEARCH_JS,
-        Output(dropdown_id, "options", allow_duplicate=True),
-        Input(dropdown_id, "search_value"),
-        State(names_store_id(dropdown_id), "data"),
-        State(suggestions_store_id(dropdown_id), "data"),
-        State(dropdown_id, "value"),
-        prevent_initial_call=True,
+    names = "_".join(options.__name__ for _, options in searches)
+    update_options.__name__ = update_options.__qualname__ = f"update_{names}"
+    outputs = []
+    for dropdown_id, _ in searches:
+        outputs += [
+            Output(dropdown_id, "options"),
+            Output(suggestions_store_id(dropdown_id), "data"),
+        ]
+    app.callback(*outputs, Input(ids.STATE, "data"))(
+        guarded(*([no_update] * len(outputs)))(update_options)
     )
+    for dropdown_id, _ in searches:
+        app.clientside_callback(
+            _SEARCH_JS,
+            Output(dropdown_id, "options", allow_duplicate=True),
+            Input(dropdown_id, "search_value"),
+            State(names_store_id(dropdown_id), "data"),
+            State(suggestions_store_id(dropdown_id), "data"),
+            State(dropdown_id, "value"),
+            prevent_initial_call=True,
+        )

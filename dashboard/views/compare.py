@@ -16,7 +16,6 @@ from dashboard.views.common import (
     guarded,
     how_to_read,
     note,
-    register_class_search,
 )
 from dashboard.views.graph import attribution_cytoscape, pictures_mode
 
@@ -116,9 +115,8 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
 
 
 def register(app: Dash, context: ViewContext) -> None:
-    """Callbacks of the compare view."""
-
-    register_class_search(app, context, ids.COMPARE, compare_options)
+    """Callbacks of the compare view (its selector's options are kept current together
+    with the search box's: :func:`dashboard.views.shell.register`)."""
 
     @app.callback(
         Output(ids.COMPARE_GRAPH, "elements"),

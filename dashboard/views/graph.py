@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import dash_cytoscape as cyto
-from dash import Dash, Input, Output, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
@@ -153,10 +153,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     attribution_cytoscape(ids.GRAPH, data, clearOnUnhover=True),
                     html.Aside(
-                        note(
-                            "Hover a channel to see its dataset examples; click it to "
-                            "open its neuron panel."
-                        ),
+                        hover_placeholder(),
                         id=ids.HOVER_PANEL,
                         className="hover-panel",
                     ),
@@ -260,11 +257,14 @@ def diversity_strip(context: ViewContext, layer: int, channel: int) -> list[Any]
     ]
 
 
+def hover_placeholder() -> html.Div:
+    """The hover panel when no channel is hovered."""
+    return note("Hover a channel to see its dataset examples; click it to open its neuron panel.")
+
+
 def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any]:
     """Stylesheet and hover panel when a node is hovered (or the state changed)."""
-    placeholder = note(
-        "Hover a channel to see its dataset examples; click it to open its neuron panel."
-    )
+    placeholder = hover_placeholder()
     node_id = node.get("id") if isinstance(node, dict) else None
     parsed = parse_node_id(node_id or "")
     if ctx.triggered_id == ids.STATE or parsed is None:
@@ -298,21 +298,26 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the graph view."""
 
+    # A state change redraws the graph and resets the hover highlight in the same
+    # request (one request fewer per class switch than a hover callback listening to the
+    # state); hovering then answers on its own.
     @app.callback(
         Output(ids.GRAPH, "elements"),
         Output(ids.GRAPH_HEADER, "children"),
         Output(ids.GRAPH_NOTE, "children"),
-        Input(ids.STATE, "data"),
-    )
-    @guarded(no_update, no_update, None, note_at=2)
-    def update_graph(stored: Any) -> tuple[Any, Any, Any]:
-        return render_graph(context, stored)
-
-    @app.callback(
         Output(ids.GRAPH, "stylesheet"),
         Output(ids.HOVER_PANEL, "children"),
-        Input(ids.GRAPH, "mouseoverNodeData"),
         Input(ids.STATE, "data"),
+    )
+    @guarded(no_update, no_update, None, no_update, no_update, note_at=2)
+    def update_graph(stored: Any) -> tuple[Any, ...]:
+        return (*render_graph(context, stored), BASE_STYLESHEET, hover_placeholder())
+
+    @app.callback(
+        Output(ids.GRAPH, "stylesheet", allow_duplicate=True),
+        Output(ids.HOVER_PANEL, "children", allow_duplicate=True),
+        Input(ids.GRAPH, "mouseoverNodeData"),
+        State(ids.STATE, "data"),
         prevent_initial_call=True,
     )
     @guarded(BASE_STYLESHEET, None, note_at=1)

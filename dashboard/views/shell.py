@@ -1,9 +1,10 @@
 """The page around the views: its layout, the one state reducer and the URL write-back.
 
 Data flow (no cycles): every control is an *input* of :func:`apply_event`'s callback,
-which writes the single ``ViewState`` store; every view renders *from* that store; one
-more callback writes the store back into the URL (a ``dcc.Location(refresh=False)``, so
-the page is not reloaded). The URL is read once, by the Dash Pages layout function.
+which writes the single ``ViewState`` store; every view renders *from* that store. The
+reducers (this one, Topology's and Training's) also write the new state into the URL (a
+``dcc.Location(refresh=False)``, so the page is not reloaded). The URL is read once, by
+the Dash Pages layout function.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dashboard import ids
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views import compare, embedding, graph, neuron, sidebar, topology, training
-from dashboard.views.common import ViewContext, percent
+from dashboard.views.common import ViewContext, percent, register_class_searches
 from dashboard.views.sidebar import ROWS_PAGE
 
 
@@ -208,8 +209,13 @@ _EVENTS: list[tuple[Any, str]] = [
 ]
 
 
-def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
-    """Body of the reducer callback: apply the triggering event to the stored state."""
+def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
+    """Body of the reducer callback: apply the triggering event to the stored state.
+
+    Returns:
+        The new stored state, the search box's and the compare dropdown's values, and the
+        URL query (``no_update`` where nothing changes).
+    """
     state = context.state(stored)
     triggered = ctx.triggered[0] if ctx.triggered else {}
     trigger = ctx.triggered_id
@@ -222,12 +228,13 @@ def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     if new == state:
         # e.g. comparing a class with itself: keep the dropdown honest.
         if trigger == ids.COMPARE and value != new.compare:
-            return no_update, no_update, new.compare
-        return no_update, no_update, no_update
+            return no_update, no_update, new.compare, no_update
+        return no_update, no_update, no_update, no_update
     return (
         new.to_dict(),
         new.cls if trigger != ids.SEARCH else no_update,
         new.compare if new.compare != state.compare or trigger == ids.COMPARE else no_update,
+        new.to_search(),
     )
 
 
@@ -253,24 +260,19 @@ def register_atlas_picker(app: Dash, page_prefix: str) -> None:
 def register(app: Dash, context: ViewContext) -> None:
     """Register the reducer, the URL write-back, the copy-link and every view's callbacks."""
 
+    # Every reducer writes the URL with the state it writes (``to_search``): no callback
+    # listens to the state just to write the URL back, one request fewer per event.
     @app.callback(
         Output(ids.STATE, "data"),
         Output(ids.SEARCH, "value"),
         Output(ids.COMPARE, "value"),
+        Output(ids.STATE_URL, "search", allow_duplicate=True),
         *[Input(component, prop) for component, prop in _EVENTS],
         State(ids.STATE, "data"),
         prevent_initial_call=True,
     )
-    def reduce_state(*args: Any) -> tuple[Any, Any, Any]:
+    def reduce_state(*args: Any) -> tuple[Any, Any, Any, Any]:
         return update_state(context, args[-1])
-
-    @app.callback(
-        Output(ids.STATE_URL, "search"),
-        Input(ids.STATE, "data"),
-        prevent_initial_call=True,
-    )
-    def write_url(stored: Any) -> str:
-        return context.state(stored).to_search()
 
     # The copied link is the current address (the state is already in its query).
     app.clientside_callback(
@@ -282,3 +284,9 @@ def register(app: Dash, context: ViewContext) -> None:
 
     for view in (embedding, sidebar, graph, neuron, compare, topology, training):
         view.register(app, context)
+    # Both class dropdowns' options in one request per state change.
+    register_class_searches(
+        app,
+        context,
+        [(ids.SEARCH, sidebar.search_options), (ids.COMPARE, compare.compare_options)],
+    )

@@ -24,7 +24,6 @@ from dashboard.views.common import (
     how_to_read,
     note,
     percent,
-    register_class_search,
 )
 
 #: Rows sent at first and added per "show more" (Summit showed 250; fewer keep a class
@@ -145,9 +144,8 @@ def search_options(context: ViewContext, search: str | None, state: ViewState) -
 
 
 def register(app: Dash, context: ViewContext) -> None:
-    """Callbacks of the sidebar."""
-
-    register_class_search(app, context, ids.SEARCH, search_options)
+    """Callbacks of the sidebar (the search box's options are kept current together with
+    the compare selector's: :func:`dashboard.views.shell.register`)."""
 
     @app.callback(
         Output(ids.SIDEBAR_ROWS, "children"),

@@ -703,6 +703,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.STATE, "data", allow_duplicate=True),
         Output(ids.TOPO_MESSAGE, "children"),
         Output(ids.TOPO_INTERVALS, "value"),
+        Output(ids.STATE_URL, "search", allow_duplicate=True),
         Input(ids.TOPO_LAYER, "value"),
         Input(ids.TOPO_INTERVALS, "value"),
         Input(ids.TOPO_OVERLAP, "value"),
@@ -716,7 +717,7 @@ def register(app: Dash, context: ViewContext) -> None:
         State(ids.STATE, "data"),
         prevent_initial_call=True,
     )
-    def reduce_topology(*args: Any) -> tuple[Any, Any, Any]:
+    def reduce_topology(*args: Any) -> tuple[Any, Any, Any, Any]:
         state = context.state(args[-1])
         trigger = ctx.triggered_id
         value = ctx.triggered[0].get("value") if ctx.triggered else None
@@ -728,8 +729,8 @@ def register(app: Dash, context: ViewContext) -> None:
         shown = note(message, kind="missing") if message else None
         echo = new.topo_intervals if trigger == ids.TOPO_INTERVALS else no_update
         if new == state:
-            return no_update, shown, echo
-        return new.to_dict(), shown, echo
+            return no_update, shown, echo, no_update
+        return new.to_dict(), shown, echo, new.to_search()
 
     @app.callback(
         Output(ids.TOPO_GRAPH, "elements"),

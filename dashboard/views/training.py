@@ -410,6 +410,7 @@ def register(app: Dash, context: ViewContext) -> None:
 
     @app.callback(
         Output(ids.STATE, "data", allow_duplicate=True),
+        Output(ids.STATE_URL, "search", allow_duplicate=True),
         Input(ids.TRACE_PICK, "data"),
         Input(ids.TRACE_LAYER, "value"),
         Input(ids.TRACE_FILTER, "value"),
@@ -417,10 +418,10 @@ def register(app: Dash, context: ViewContext) -> None:
         State(ids.STATE, "data"),
         prevent_initial_call=True,
     )
-    def reduce_training(*args: Any) -> Any:
+    def reduce_training(*args: Any) -> tuple[Any, Any]:
         trace = trace_data(context.data)
         if trace is None:
-            return no_update
+            return no_update, no_update
         state = context.state(args[-1])
         trigger = ctx.triggered_id
         value = ctx.triggered[0].get("value") if ctx.triggered else None
@@ -429,7 +430,7 @@ def register(app: Dash, context: ViewContext) -> None:
         except (TypeError, ValueError):
             new = state
         new = context.state(new.to_dict())
-        return no_update if new == state else new.to_dict()
+        return (no_update, no_update) if new == state else (new.to_dict(), new.to_search())
 
     @app.callback(
         Output(ids.TRACE_NOTE, "children"),

@@ -98,16 +98,19 @@ def test_close_button_clears_the_node() -> None:
 def test_reducer_keeps_the_search_box_and_compare_dropdown_in_sync(small: Any) -> None:
     _, context = small
     stored = ViewState(cls=0, compare=3).to_dict()
-    data, search, compare_value = run_with_trigger(
+    data, search, compare_value, url = run_with_trigger(
         f"{ids.ROW_CLICK}.data", {"cls": 3}, shell.update_state, context, stored
     )
     # Selecting the compared class drops the comparison and clears its dropdown.
     assert data["cls"] == 3 and data["compare"] is None
     assert search == 3 and compare_value is None
+    # The URL is written with the state: the link reproduces it.
+    assert url == ViewState.from_dict(data).to_search() and "class=3" in url
+    assert ViewState.from_query(url) == ViewState.from_dict(data)
     # Out-of-range input from the client is refused.
     for junk in (99, "abc", [1], {"x": 1}):
         out = run_with_trigger(f"{ids.SEARCH}.value", junk, shell.update_state, context, stored)
-        assert out == (dash.no_update, dash.no_update, dash.no_update)
+        assert out == (dash.no_update,) * 4
 
 
 # -- views ------------------------------------------------------------------------------------
