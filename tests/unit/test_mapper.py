@@ -310,3 +310,95 @@ def test_shipped_demo_has_readable_defaults_and_node_inversions() -> None:
         graph = default_graph(demo, layer)
         assert 20 <= graph.num_nodes <= 120 and graph.coverage >= 0.85
         assert all(demo.mapper_inversion(layer, graph.node_key(k)) for k in range(graph.num_nodes))
+
+
+def reference_radius_graph(
+    x: np.ndarray, index: MapperIndex, window: float, cap: int
+) -> dict[tuple[int, int], float]:
+    """The index's graph by the definition, plainly: float64 distances, one point at a time.
+
+    Each point keeps its ``cap`` nearest (all if 0) within ``max_radius`` among the points
+    after it in lens order whose lens is at most ``window`` above its own, and likewise
+    among those before it; ties go to the lowest sorted position; the union is stored.
+    Returns ``{(i, j): distance}`` for ``i < j`` in sorted positions.
+    """
+    xs = x[index.order].astype(np.float64)
+    keys = index.lens[index.order]
+    if index.metric == "cosine":
+        norm = np.linalg.norm(xs, axis=1, keepdims=True)
+        xs = xs / np.where(norm > 0, norm, 1.0)
+    n = len(xs)
+    edges: dict[tuple[int, int], float] = {}
+    for i in range(n):
+        later = [j for j in range(i + 1, n) if keys[j] - keys[i] <= window]
+        earlier = [j for j in range(i) if keys[i] - keys[j] <= window]
+        for side in (later, earlier):
+            if index.metric == "euclidean":
+                dist = [float(np.linalg.norm(xs[i] - xs[j])) for j in side]
+            else:
+                dist = [max(1.0 - float(xs[i] @ xs[j]), 0.0) for j in side]
+            near = sorted((d, j) for d, j in zip(dist, side, strict=True) if d <= index.max_radius)
+            for d, j in near[:cap] if cap else near:
+                edges[(min(i, j), max(i, j))] = d
+    return edges
+
+
+def index_edges(index: MapperIndex) -> dict[tuple[int, int], float]:
+    """``{(i, j): distance}`` of the index's graph, ``i < j``; checks that it is symmetric."""
+    n = index.num_points
+    rows = np.repeat(np.arange(n), np.diff(index.indptr))
+    got = {}
+    triples = zip(rows.tolist(), index.indices.tolist(), index.distances.tolist(), strict=True)
+    for i, j, d in triples:
+        assert i != j
+        got.setdefault((min(i, j), max(i, j)), []).append(d)
+    assert all(len(d) == 2 and d[0] == d[1] for d in got.values())  # symmetric
+    for i in range(n):  # ascending within each row
+        assert np.all(np.diff(index.indices[index.indptr[i] : index.indptr[i + 1]]) > 0)
+    return {k: v[0] for k, v in got.items()}
+
+
+@pytest.mark.parametrize("cap", [0, 1, 5])
+def test_index_graph_equals_brute_force_with_ties_and_duplicates(
+    cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small-integer vectors: float32 distances are exact, so ties and duplicate points
+    (distance 0) are real ties; the selection must keep the lowest positions."""
+    import compute.topology.mapper as mapper_module
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (260, 4)).astype(np.float32)
+    x[200:230] = x[:30]  # exact duplicates
+    window = 0.2
+    expected = None
+    # Block size, retained blocks (or recomputed pieces) and threads change nothing.
+    for row_block, retain, threads in [(256, 1 << 25, 1), (16, 1 << 25, 3), (32, 0, 2)]:
+        monkeypatch.setattr(mapper_module, "ROW_BLOCK", row_block)
+        monkeypatch.setattr(mapper_module, "RETAIN_BUDGET", retain)
+        monkeypatch.setattr(mapper_module, "BUILD_THREADS", threads)
+        monkeypatch.setattr(mapper_module, "PARALLEL_MIN_PAIRS", 0)
+        index = MapperIndex.build(x, max_radius=2.5, max_window=window, max_neighbors=cap)
+        got = index_edges(index)
+        if expected is None:
+            expected = reference_radius_graph(x, index, window, cap)
+            assert len(expected) > 200
+        assert got.keys() == expected.keys()
+        np.testing.assert_allclose(
+            [got[k] for k in expected], list(expected.values()), rtol=1e-6, atol=1e-6
+        )
+        assert (index.truncated > 0) == (cap > 0)
+
+
+@pytest.mark.parametrize("cap", [0, 6])
+def test_cosine_index_graph_equals_brute_force(cap: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compute.topology.mapper as mapper_module
+
+    monkeypatch.setattr(mapper_module, "ROW_BLOCK", 32)
+    x, _ = activations(300, dim=6, seed=4)
+    x[250:260] = x[:10]  # duplicates: cosine distance 0 up to rounding
+    index = MapperIndex.build(x, "cosine", max_radius=0.2, max_window=0.15, max_neighbors=cap)
+    got = index_edges(index)
+    expected = reference_radius_graph(x, index, 0.15, cap)
+    assert len(expected) > 300
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), atol=1e-5)
