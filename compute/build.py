@@ -978,8 +978,9 @@ examples:
   python -m compute build --model torchvision:vgg16 --weights vgg16.pt --data subset \\
       --class-index folders.json --layers features.25,features.27,features.29 --out vgg-atlas
 
-  # 8 GPUs on one machine (or M machines: add --nnodes M --node-rank R
-  # --rdzv-endpoint HOST:PORT); rank 0 writes the atlas
+  # 8 GPUs on one machine (or M machines: run the same command on each, adding
+  # --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT --rdzv-id JOB);
+  # rank 0 writes the atlas
   torchrun --nproc-per-node 8 -m compute build --model torchvision:vgg11 \\
       --weights vgg11.pth --data imagenet/train --layers features.13,features.16 \\
       --out vgg11-atlas --device cuda

@@ -87,22 +87,70 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.timeout(180)
-def test_torchrun_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
-    data = write_image_folder(tmp_path / "data", classes=3, per_class=16)  # 48 images
-    one, two = tmp_path / "one", tmp_path / "two"
-    single = subprocess.run(
+def _free_port() -> int:
+    """A TCP port nothing listens on now (the c10d rendezvous store binds it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """48 images and their one-process atlas (the reference of the torchrun builds)."""
+    root = tmp_path_factory.mktemp("single")
+    data = write_image_folder(root / "data", classes=3, per_class=16)  # 48 images
+    one = root / "one"
+    result = subprocess.run(
         [sys.executable, "-m", "compute", *_build_args(data, one)],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert single.returncode == 0, single.stderr[-2000:]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    multi = subprocess.run(
-        [*launcher, "-m", "compute", *_build_args(data, two)],
+    assert result.returncode == 0, result.stderr[-2000:]
+    return data, one
+
+
+def _torchrun(launcher: list[str], data: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """Run the build under ``torch.distributed.run`` with 2 CPU (gloo) processes."""
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, "--nproc-per-node=2"]
+    return subprocess.run(
+        [*command, "-m", "compute", *_build_args(data, out)],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=150, check=False,
     )  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+def test_torchrun_two_gloo_processes_equal_one_process(
+    single: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, one = single
+    two = tmp_path / "two"
+    multi = _torchrun(["--standalone"], data, two)
     assert multi.returncode == 0, multi.stderr[-3000:]
     assert "rank 1 of 2 (gloo" in multi.stderr
     assert "merged the aggregates of 2 processes" in multi.stderr
     assert multi.stdout.count("atlas written to") == 1  # rank 0 alone writes
     assert assert_same_atlas(one, two) > 10
+    from compute.atlas import Atlas
+
+    assert Atlas.open(one).build.world_size == 1
+    assert Atlas.open(two).build.world_size == 2  # the manifest records the processes
+
+
+@pytest.mark.timeout(180)
+def test_torchrun_c10d_rendezvous_form_of_multi_node_builds(
+    single: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The multi-machine command line (docs/performance.md), with one node on localhost:
+    the c10d rendezvous every machine of a real job joins."""
+    data, one = single
+    out = tmp_path / "c10d"
+    launcher = [
+        "--nnodes", "1", "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"localhost:{_free_port()}", "--rdzv-id", "atlas-test",
+    ]  # fmt: skip
+    multi = _torchrun(launcher, data, out)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert "merged the aggregates of 2 processes" in multi.stderr
+    assert multi.stdout.count("atlas written to") == 1
+    assert assert_same_atlas(one, out) > 10
