@@ -1201,7 +1201,8 @@ def _block_later(
     t = clock.add("mask", t)
     r, c, v, over = _select(d, cap, threshold)
     clock.add("select", t)
-    return q, d, (r + s, c + s, v), over, clock.steps
+    # int32 positions: the kept lists are the build's largest arrays after the data.
+    return q, d, ((r + s).astype(np.int32), (c + s).astype(np.int32), v), over, clock.steps
 
 
 def _block_earlier(
@@ -1245,7 +1246,7 @@ def _block_earlier(
     t = clock.add("assemble", t)
     r, c, v, over = _select(early, cap, threshold)
     clock.add("select", t)
-    return (r + s, c + lo, v), over, clock.steps
+    return ((r + s).astype(np.int32), (c + lo).astype(np.int32), v), over, clock.steps
 
 
 class _Inline:
