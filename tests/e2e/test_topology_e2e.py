@@ -14,8 +14,12 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.keys import Keys
 
+from dashboard import data as atlas_data
+from dashboard.state import ViewState
+from dashboard.views import topology
+from dashboard.views.common import ViewContext
 from tests.e2e.browser import SCREENSHOTS, wait_until
-from tests.e2e.test_dashboard_e2e import cy_count, cy_emit, query, start
+from tests.e2e.test_dashboard_e2e import CY_INSTANCE, cy_count, cy_emit, query, start
 from tests.topology_atlas import CAPPED_LAYER, SHAPES_QUERY, write_topology_atlas
 
 pytestmark = [
@@ -36,6 +40,38 @@ def selected_points(dash_duo: Any) -> Any:
         "return g && g.data ? g.data[0].selectedpoints : null;"
     )
     return dash_duo.driver.execute_script(script)
+
+
+#: What a Mapper node draws (data fields compared between browser and reference).
+_DRAWN = ["colour", *[f"c{i}" for i in range(1, 17)], *[f"p{i}" for i in range(1, 17)]]
+
+
+def browser_nodes(dash_duo: Any) -> dict[str, Any]:
+    """``{node id: (sorted classes, drawn data)}`` of the Mapper graph in the browser."""
+    script = CY_INSTANCE + (
+        "if (!cy) { return null; } const out = {};"
+        "cy.nodes().forEach(n => { out[n.id()] = [n.classes().slice().sort(), "
+        "arguments[1].map(k => n.data(k) === undefined ? null : n.data(k))]; });"
+        "return out;"
+    )
+    found = dash_duo.driver.execute_script(script, "topo-graph", _DRAWN)
+    return {k: (list(v[0]), list(v[1])) for k, v in (found or {}).items()}
+
+
+def reference_nodes(atlas: Path, tmp_path: Path, url: dict[str, str]) -> dict[str, Any]:
+    """:func:`browser_nodes` as a full server render of the URL's state draws them."""
+    data = atlas_data.load(str(atlas), str(tmp_path / "reference-cache"))
+    context = ViewContext(data=data, file_prefix="/atlas-file/")
+    state = ViewState.from_query(url, num_classes=data.num_classes, num_layers=data.num_layers)
+    elements = topology.render(context, state.to_dict())[0]
+    return {
+        e["data"]["id"]: (
+            sorted(e["classes"].split()),
+            [e["data"].get(k) for k in _DRAWN],
+        )
+        for e in elements
+        if "source" not in e["data"]
+    }
 
 
 def test_topology_parameters_node_and_shapes(
@@ -72,6 +108,12 @@ def test_topology_parameters_node_and_shapes(
     row.click()
     wait_until(lambda: query(dash_duo).get("class") == picked, message="class not selected")
     dash_duo.wait_for_contains_text("#topo-status", ": ")
+    # The class switch patches the drawn graph (only nodes holding either class are sent):
+    # the browser's nodes are those of a full render for the new state.
+    expected = reference_nodes(topo_atlas, tmp_path, query(dash_duo))
+    wait_until(
+        lambda: browser_nodes(dash_duo) == expected, message="graph not redrawn for the class"
+    )
 
     # Change a parameter: the graph is recomputed (another node count), the URL follows.
     before = cy_count(dash_duo, "topo-graph", "node")
