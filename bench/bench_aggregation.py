@@ -12,6 +12,7 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compute.summit import activation as activation_module
+from compute.summit import aggregate as aggregate_module
 from compute.summit import influence as influence_module
 from compute.summit.aggregate import SummitPass
 from compute.summit.config import SummitConfig
@@ -98,31 +100,36 @@ class StageTimer:
     """Wraps the pass's stage functions (:data:`STAGES`) to add up their self time.
 
     Wall time, and the calling thread's CPU time (steadier on a busy machine; it equals the
-    work for stages that run on one thread). A context manager: the originals are restored
-    on exit. Stages missing from the code (renamed or not used) are skipped.
+    work for stages that run on one thread), summed over threads: stages that run in the
+    influence workers overlap each other and the calling thread. A context manager: the
+    originals are restored on exit. Stages missing from the code (renamed or not used) are
+    skipped.
     """
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
-        self._stack: list[list[float]] = []  # wall and CPU time of nested stages
+        self._local = threading.local()  # per thread: wall and CPU time of nested stages
+        self._lock = threading.Lock()
         self._restore: list[tuple[object, str, object]] = []
 
     def _wrap(self, label: str, function: Callable[..., object]) -> Callable[..., object]:
         def wrapper(*args: object, **kwargs: object) -> object:
-            self._stack.append([0.0, 0.0])
+            stack = self._local.__dict__.setdefault("stack", [])
+            stack.append([0.0, 0.0])
             start, start_cpu = time.perf_counter(), time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 wall = time.perf_counter() - start
                 cpu = time.thread_time() - start_cpu
-                nested_wall, nested_cpu = self._stack.pop()
-                self.spent[label] = self.spent.get(label, 0.0) + wall - nested_wall
-                self.cpu[label] = self.cpu.get(label, 0.0) + cpu - nested_cpu
-                if self._stack:
-                    self._stack[-1][0] += wall
-                    self._stack[-1][1] += cpu
+                nested_wall, nested_cpu = stack.pop()
+                with self._lock:
+                    self.spent[label] = self.spent.get(label, 0.0) + wall - nested_wall
+                    self.cpu[label] = self.cpu.get(label, 0.0) + cpu - nested_cpu
+                if stack:
+                    stack[-1][0] += wall
+                    stack[-1][1] += cpu
 
         return wrapper
 
@@ -275,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         "(0: no cap; default: the modules')",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker threads for the deferred CPU influence step (default: torch's threads)",
+    )
+    parser.add_argument(
         "--cap-aggregation",
         action="store_true",
         help="what-if, for aggregate.py: also run SummitPass's per-batch bookkeeping "
@@ -292,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.influence_threads is not None:
         influence_module.INFLUENCE_THREADS = args.influence_threads or None
         activation_module.STATISTICS_THREADS = args.influence_threads or None
+    if args.workers is not None:
+        aggregate_module.INFLUENCE_WORKERS = args.workers
     if args.cap_aggregation:
         cap_aggregation()
     torch.manual_seed(0)

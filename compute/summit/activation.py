@@ -52,6 +52,33 @@ def spatial_max(z: Tensor) -> tuple[Tensor, Tensor]:
     return values, positions
 
 
+def spatial_max_above(z: Tensor, floor: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`spatial_max`, with positions only where a maximum is not below ``floor``.
+
+    The maxima come from one ``amax`` (several times faster than ``max`` with indices);
+    the first position of the maximum is then found only for the maps whose maximum is not
+    below their channel's ``floor`` (e.g. the value a table of top examples already
+    holds: no other map can enter it). NaN maxima count as not below. Elsewhere the
+    position is 0. Runs on torch's threads: one reduction over the whole layer.
+
+    Args:
+        z: ``[B, C, H, W]`` layer output.
+        floor: ``[C]`` per channel; compared in ``floor``'s dtype (the maxima are cast to
+            it first, so ties after rounding count as not below).
+
+    Returns:
+        ``(values, flat_position)`` as :func:`spatial_max`, positions where needed.
+    """
+    values = z.amax(dim=(2, 3))
+    needed = ~(values.to(floor.dtype) < floor)
+    positions = torch.zeros(values.shape, dtype=torch.int64, device=z.device)
+    b, c = needed.nonzero(as_tuple=True)
+    if b.numel():
+        # argmax returns the first maximal index in row-major order, like max(dim).
+        positions[b, c] = z[b, c].flatten(1).argmax(dim=1)
+    return values, positions
+
+
 def topk_mask(values: Tensor, k: int, *, positive_only: bool = True) -> Tensor:
     """Mark the ``k`` largest entries of each row, ties broken by the lowest index.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -50,6 +51,7 @@ from compute.summit.activation import (
     select_mass,
     select_topk,
     spatial_max,
+    spatial_max_above,
 )
 from compute.summit.config import SummitConfig
 from compute.summit.examples import RunningTopExamples
@@ -100,6 +102,17 @@ _MIN_FLUSH = 1 << 18
 #: on a busy machine: ~7 ms each, ~25% of the demo pass). Larger inputs, and every input
 #: on an accelerator, are reduced in the hook (no copy).
 DEFER_LIMIT = 1 << 24
+
+#: Worker threads for that deferred influence step (``None``: torch's intra-op thread
+#: count when :meth:`SummitPass.update` is called; 1: inline). Each worker runs whole
+#: blocks of images on one intra-op thread, meanwhile the calling thread aggregates the
+#: activations: the cores are shared by coarse tasks that never wait for each other
+#: (unlike 2-thread small operations, which on a busy machine each waited for the
+#: slower thread), and on an idle machine the step uses every core.
+INFLUENCE_WORKERS: int | None = None
+
+#: ``(b, i, j)`` influence triples.
+Triples = tuple[Tensor, Tensor, Tensor]
 #: Key spaces up to this size are counted in a dense array (int64: 32 MiB).
 DENSE_COUNTER_LIMIT = 1 << 22
 
@@ -304,6 +317,9 @@ class SummitPass(ClosingContext):
         self._batch_influence: list[tuple[_ConvCount, Tensor, Tensor, Tensor]] = []
         self._deferred: list[tuple[nn.Conv2d, _ConvCount, Tensor]] = []
         self._deferred_size = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._futures: list[Future[Triples]] = []
         self._images_seen = 0
 
     @staticmethod
@@ -347,7 +363,11 @@ class SummitPass(ClosingContext):
             )
         if self._batch_layers[index] is not None:
             raise BuildError(f"layer {self.layers[index]!r} runs more than once per forward pass")
-        values, positions = spatial_max(output.detach())
+        state = self._states[index]
+        if state is None or index in self._gradient or output.shape[1] != state.channels:
+            values, positions = spatial_max(output.detach())
+        else:  # positions only for maps that may enter the top examples
+            values, positions = spatial_max_above(output.detach(), state.examples.floor())
         self._batch_layers[index] = (values, positions, tuple(output.shape[1:]))
 
     def _on_conv_input(self, conv: nn.Conv2d, where: _ConvCount, x: Tensor) -> None:
@@ -359,7 +379,7 @@ class SummitPass(ClosingContext):
             return
         self._batch_influence.append((where, *self._influence(conv, x)))
 
-    def _influence(self, conv: nn.Conv2d, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _influence(self, conv: nn.Conv2d, x: Tensor) -> Triples:
         """Top-k ``(b, i, j)`` influence triples of one convolution's input ``x``."""
         stride, padding, dilation = conv_geometry(conv)
         return influence_topk(
@@ -437,24 +457,81 @@ class SummitPass(ClosingContext):
             missing = [self.layers[k] for k, got in enumerate(self._batch_layers) if got is None]
             if missing:
                 raise BuildError(f"layers {missing} did not run in the model's forward pass")
+            workers = self._workers()
             cap = STATISTICS_THREADS if self.device.type == "cpu" else None
             with torch.inference_mode(), intra_op_threads(cap):  # small ops: one thread
-                for conv, where, x in self._deferred:
-                    self._batch_influence.append((where, *self._influence(conv, x)))
-                self._deferred, self._deferred_size = [], 0
+                pending = self._start_deferred(workers)
                 classes = self._class_statistics(logits, labels)
                 valid = classes >= 0
                 for index in range(len(self.layers)):
                     self._aggregate_layer(index, classes, valid, indices)
+                for where, b0, found in pending:
+                    b, i, j = found.result() if isinstance(found, Future) else found
+                    self._batch_influence.append((where, b + b0, i, j))
                 for where, b, i, j in self._batch_influence:
                     self._aggregate_influence(where, b, i, j, classes, valid)
         finally:
+            if self._futures:  # after an error: no task may outlive this batch
+                wait(self._futures)
+                self._futures = []
             self._batch_layers = []
             self._batch_influence = []
             self._deferred, self._deferred_size = [], 0
             self._grad_sources = {}
         self._images_seen += batch
         return logits
+
+    def _workers(self) -> int:
+        """Threads for the deferred influence step (see :data:`INFLUENCE_WORKERS`)."""
+        if not self._deferred:
+            return 1
+        limit = INFLUENCE_WORKERS if INFLUENCE_WORKERS is not None else torch.get_num_threads()
+        return max(1, min(limit, 8))
+
+    def _start_deferred(
+        self, workers: int
+    ) -> list[tuple[_ConvCount, int, Future[Triples] | Triples]]:
+        """Start the influence of the convolution inputs copied during the forward pass.
+
+        With several workers each input is split into ``workers`` blocks of images, one
+        task each (the selection is per image, so blocks are independent); results are
+        collected in a fixed order, so counts do not depend on scheduling.
+
+        Returns:
+            ``(where, first image, triples or their future)`` per block.
+        """
+        deferred, self._deferred, self._deferred_size = self._deferred, [], 0
+        pending: list[tuple[_ConvCount, int, Future[Triples] | Triples]] = []
+        if workers <= 1:
+            for conv, where, x in deferred:
+                pending.append((where, 0, self._influence(conv, x)))
+            return pending
+        if self._pool is None or self._pool_size != workers:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="summit-influence")
+            self._pool_size = workers
+        # Autocast state is per thread: the tasks run under the caller's (CPU) setting.
+        autocast = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        for conv, where, x in deferred:
+            step = -(-x.shape[0] // workers)
+            for b0 in range(0, x.shape[0], step):
+                task = self._pool.submit(self._influence_task, conv, x[b0 : b0 + step], autocast)
+                self._futures.append(task)
+                pending.append((where, b0, task))
+        return pending
+
+    def _influence_task(
+        self, conv: nn.Conv2d, x: Tensor, autocast: tuple[bool, torch.dtype]
+    ) -> Triples:
+        """:meth:`_influence` in a worker thread: one intra-op thread, no autograd."""
+        enabled, dtype = autocast
+        with (
+            torch.inference_mode(),
+            intra_op_threads(1),
+            torch.autocast("cpu", dtype=dtype, enabled=enabled),
+        ):
+            return self._influence(conv, x)
 
     def _select(self, values: Tensor) -> Tensor:
         """``bool [B, C]`` channels chosen by the activation rule."""
@@ -761,8 +838,11 @@ class SummitPass(ClosingContext):
         return matrix
 
     def close(self) -> None:
-        """Remove the hooks (the model is usable again as before)."""
+        """Remove the hooks (the model is usable again as before), stop the workers."""
         self._hooks.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         for handle in self._grad_handles:
             handle.remove()
         self._grad_handles.clear()

@@ -32,6 +32,13 @@ class RunningTopExamples:
         self.index = torch.full((channels, n), -1, dtype=torch.int64, device=device)
         self.position = torch.zeros((channels, n), dtype=torch.int64, device=device)
 
+    def floor(self) -> Tensor:
+        """``[C]`` the last kept value per channel (``-inf`` while a channel has room).
+
+        An image whose maximum is below it cannot enter the table.
+        """
+        return self.values[:, -1]
+
     def update(self, values: Tensor, positions: Tensor, indices: Tensor) -> None:
         """Merge one batch.
 

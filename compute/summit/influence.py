@@ -211,6 +211,16 @@ def influence_maxima_gemm(
 BATCHED_TILE = 1 << 20
 
 
+#: Elements of one block's product in :func:`influence_maxima_input_major` as ``"auto"``
+#: runs it (2 MB in float32: the product stays in a 2 MB L2 between the GEMM and its max;
+#: on the demo CNN 1M-element blocks spent ~1.5x as long in the max).
+BATCHED_BLOCK = 1 << 18
+
+#: Keys selected at once by :func:`topk_triples_input_major` (int64: 1 MB, in L2 for the
+#: ``k`` rounds over them).
+SELECT_CHUNK = 1 << 17
+
+
 def batched_fits(weight: Tensor, positions: int, tile: int = BATCHED_TILE) -> bool:
     """Whether one image's full product ``C_in * positions * C_out`` fits in ``tile``.
 
@@ -730,20 +740,9 @@ def topk_triples_input_major(maxima: Tensor, k: int) -> tuple[Tensor, Tensor, Te
         return topk_triples(maxima.permute(1, 2, 0), k)
     if bool(torch.isnan(maxima).any()):
         maxima = torch.nan_to_num(maxima, nan=-torch.inf)
-    bits = maxima.float().view(torch.int32).reshape(c_in, batch * c_out)
-    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    low = torch.arange(c_in - 1, -1, -1, device=maxima.device).view(c_in, 1)
-    keys = ordered.to(torch.int64).mul_(_LOW).add_(low)
-    smallest = torch.iinfo(torch.int64).min
-    picked: list[Tensor] = []
-    for _ in range(k):
-        best = keys.amax(dim=0)  # [B * C_out]
-        picked.append(best)
-        if len(picked) == k:
-            break
-        j = (c_in - 1) - (best & (_LOW - 1))
-        keys.scatter_(0, j.view(1, -1), smallest)
-    chosen = torch.stack(picked, dim=1)  # [B * C_out, k], by value descending
+    step = max(1, SELECT_CHUNK // max(1, c_in * c_out))
+    found = [_select_packed(maxima[:, b0 : b0 + step], k) for b0 in range(0, batch, step)]
+    chosen = torch.cat(found) if len(found) > 1 else found[0]  # [B * C_out, k]
     j = (c_in - 1) - (chosen & (_LOW - 1))
     positive = chosen >= _LOW
     device = maxima.device
@@ -755,6 +754,29 @@ def topk_triples_input_major(maxima: Tensor, k: int) -> tuple[Tensor, Tensor, Te
     j = torch.where(positive, j, c_in).sort(dim=1).values
     row, slot = (j < c_in).nonzero(as_tuple=True)
     return row // c_out, row % c_out, j[row, slot]
+
+
+def _select_packed(maxima: Tensor, k: int) -> Tensor:
+    """The ``k`` largest packed keys over ``j`` of ``maxima [C_in, n, C_out]`` (no NaN).
+
+    Returns:
+        ``int64 [n * C_out, k]``, largest first (see :func:`topk_triples_input_major`).
+    """
+    c_in = maxima.shape[0]
+    bits = maxima.float().view(torch.int32).reshape(c_in, -1)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    low = torch.arange(c_in - 1, -1, -1, device=maxima.device).view(c_in, 1)
+    keys = ordered.to(torch.int64).mul_(_LOW).add_(low)
+    smallest = torch.iinfo(torch.int64).min
+    picked: list[Tensor] = []
+    for _ in range(k):
+        best = keys.amax(dim=0)  # [n * C_out]
+        picked.append(best)
+        if len(picked) == k:
+            break
+        j = (c_in - 1) - (best & (_LOW - 1))
+        keys.scatter_(0, j.view(1, -1), smallest)
+    return torch.stack(picked, dim=1)
 
 
 def influence_topk(
@@ -843,7 +865,9 @@ def _topk_step(
     elif method == "batched" or (
         method == "auto" and batched_fits(weight, positions, BATCHED_TILE)
     ):
-        maxima = influence_maxima_input_major(xb, weight, stride, padding, dilation, BATCHED_TILE)
+        maxima = influence_maxima_input_major(
+            xb, weight, stride, padding, dilation, min(BATCHED_TILE, BATCHED_BLOCK)
+        )
         bb, ii, jj = topk_triples_input_major(maxima, k)
         return bb + b0, ii, jj
     elif method == "dense":

@@ -292,3 +292,85 @@ def test_topk_triples_all_positive_rows_with_ties() -> None:
         want = topk_mask(scores, k, positive_only=True).nonzero(as_tuple=True)
         got = topk_triples(scores, k)
         assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True)), k
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_strided_columns_equal_unfold(geometry) -> None:
+    """im2col by one strided copy holds exactly the taps ``F.unfold`` reads."""
+    from compute.summit.influence import _columns, _columns_by_image
+
+    kernel, stride, padding, dilation = geometry
+    x, _ = _data(13, True, kernel)
+    unfolded = F.unfold(x, (kernel, kernel), dilation, padding, stride)  # [B, C*T, P]
+    b, c = x.shape[:2]
+    want = unfolded.view(b, c, kernel * kernel, -1)
+    assert torch.equal(_columns_by_image(x, (kernel, kernel), stride, padding, dilation), want)
+    cols = _columns(x, (kernel, kernel), stride, padding, dilation)  # [C, T, B, Ho, Wo]
+    assert cols.is_contiguous()
+    assert torch.equal(cols.flatten(3).permute(2, 0, 1, 3), want)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_input_major_maxima_and_selection_equal_per_pair(geometry, batch: int) -> None:
+    """The ``"batched"`` path keeps ``[C_in, B, C_out]`` and selects from it directly."""
+    from compute.summit.influence import influence_maxima_input_major
+
+    kernel, stride, padding, dilation = geometry
+    x, w = _data(17, False, kernel)
+    x = x[:batch]
+    exact = per_pair(x, w, stride, padding, dilation)
+    for tile in (1, 700, 1 << 20):  # one image per block, a few, the whole batch
+        maxima = influence_maxima_input_major(x, w, stride, padding, dilation, tile)
+        assert maxima.shape == (w.shape[1], batch, w.shape[0])
+        torch.testing.assert_close(maxima.permute(1, 2, 0), exact, rtol=1e-12, atol=1e-12)
+    for k in (1, 2, 6, 9):
+        b, i, j = influence_topk(x, w, stride, padding, dilation, k, method="batched")
+        assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == reference_topk(exact, k)
+
+
+def _tricky_scores(g: torch.Generator, shape: tuple[int, int, int], dtype) -> torch.Tensor:
+    """Few distinct values (ties at the k-th place), signed zeros, NaN and infinities."""
+    scores = torch.randint(-3, 4, shape, generator=g).to(dtype)
+    scores[scores == 0] = -0.0
+    flat = scores.view(-1)
+    flat[::7] = 0.0
+    flat[2::11] = torch.nan
+    flat[3::13] = torch.inf
+    flat[5::17] = -torch.inf
+    return scores
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("chunk", [1, 40, 1 << 17])
+def test_packed_selection_equals_topk_mask(monkeypatch, dtype, chunk: int) -> None:
+    """Packed int64 keys select exactly what ``topk_mask`` selects: ties to the lowest
+    ``j``, only strictly positive scores (not ``-0.0``), NaN never; chunked or not."""
+    from compute.summit import influence
+
+    monkeypatch.setattr(influence, "SELECT_CHUNK", chunk)
+    g = torch.Generator().manual_seed(19)
+    for shape in ((7, 1, 5), (9, 4, 3), (1, 3, 2), (30, 5, 4)):  # [C_in, B, C_out]
+        tricky = _tricky_scores(g, shape, dtype)
+        smooth = torch.randn(shape, generator=g).to(dtype)
+        positive = torch.randint(1, 3, shape, generator=g).to(dtype)  # every row has k
+        for maxima in (tricky, smooth, positive):
+            rows = maxima.permute(1, 2, 0)  # [B, C_out, C_in]
+            for k in (1, 2, 5, 40):
+                want = topk_mask(rows, k, positive_only=True).nonzero(as_tuple=True)
+                got = influence.topk_triples_input_major(maxima, k)
+                for w_, g_ in zip(want, got, strict=True):
+                    assert torch.equal(w_, g_), (shape, k)  # same triples, same order
+
+
+def test_float32_integer_ties_go_to_lowest_input_channel_on_the_batched_path() -> None:
+    """float32 takes the packed selection; exact integer arithmetic makes real ties."""
+    g = torch.Generator().manual_seed(29)
+    x = torch.randint(0, 3, (5, 7, 6, 5), generator=g).float()
+    w = torch.randint(-1, 2, (4, 7, 3, 3), generator=g).float()
+    exact = per_pair(x.double(), w.double(), (1, 1), (1, 1), (1, 1))
+    for k in (1, 3, 7):
+        b, i, j = influence_topk(x, w, (1, 1), (1, 1), (1, 1), k, method="batched")
+        got = set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True))
+        assert got == reference_topk(exact, k)
+        assert any(len(set(row)) < len(row) for row in exact.flatten(0, 1).tolist())
