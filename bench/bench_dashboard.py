@@ -2,7 +2,8 @@
 
 A class switch runs, on the server, the state reducer and then every view's render
 callback (embedding, sidebar rows, the two selectors' options, attribution graph, neuron
-panel, compare graph, training view). This calls
+panel, compare graph, Topology view (after the first switch a patch of the nodes holding
+the old or the new class), training view). This calls
 the same Python functions the callbacks call, plus Dash's JSON serialisation of their
 outputs, over random switches, and prints p50/p95 per callback and for their sum (the
 sum is pessimistic: the browser sends the view callbacks in parallel).
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dash import no_update
 from plotly.io.json import to_json_plotly
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +36,15 @@ sys.path.insert(0, str(ROOT))
 from dashboard import data as atlas_data  # noqa: E402
 from dashboard import ids  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
-from dashboard.views import compare, embedding, graph, neuron, sidebar, training  # noqa: E402
+from dashboard.views import (  # noqa: E402
+    compare,
+    embedding,
+    graph,
+    neuron,
+    sidebar,
+    topology,
+    training,
+)
 from dashboard.views.common import ViewContext  # noqa: E402
 from dashboard.views.shell import apply_event  # noqa: E402
 from dashboard.views.sidebar import ROWS_PAGE  # noqa: E402
@@ -74,11 +84,20 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
             "graph",
             "neuron",
             "compare",
+            "topology",
             "training",
         )
     }
     sizes: dict[str, list[int]] = {name: [] for name in times}
     shown_layer = None  # the layer the browser's embedding figure shows (Patch after the first)
+    topo_shown: list[Any] = [None]  # what the browser's Mapper graph draws (its store)
+
+    def topology_update(stored: dict[str, Any]) -> Any:
+        out = topology.update(context, stored, topo_shown[0])
+        if out[-1] is not no_update:
+            topo_shown[0] = out[-1]
+        return out
+
     for _ in range(switches):
         target = int(rng.integers(data.num_classes))
         start = time.perf_counter()
@@ -94,6 +113,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
             ("graph", partial(graph.render_graph, context, stored)),
             ("neuron", partial(neuron.render, context, stored)),
             ("compare", partial(compare.render, context, stored)),
+            ("topology", partial(topology_update, stored)),
             ("training", partial(training.render, context, stored)),
         ]
         for name, function in calls:
@@ -145,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "graph",
         "neuron",
         "compare",
+        "topology",
         "training",
         "total",
     ):
