@@ -558,8 +558,9 @@ class MapperIndex:
         max_radius: largest ε the graph answers exactly.
         max_window: widest interval (lens units) the graph answers exactly.
         max_neighbors: per-point cap on stored neighbours (nearest first); 0 = none.
-        truncated: points whose ``max_neighbors`` nearest all lie within ``max_radius``, so
-            farther neighbours may have been dropped (then DBSCAN is approximate).
+        truncated: points with more than ``max_neighbors`` candidates within
+            ``max_radius`` on one side, so some were dropped from that side's list (they
+            may still be stored from the other end; DBSCAN may then be approximate).
         seconds: build time.
         timings: seconds of the build's steps (``"blocks (wall)"`` is the wall time of the
             distance blocks; ``gemm``, ``mask``, ``assemble``, ``select`` are summed over
@@ -625,8 +626,11 @@ class MapperIndex:
                 intervals are answered approximately. Default ``DEFAULT_MAX_WINDOW``, the
                 default parameters' interval length; build time grows with it.
             max_neighbors: keep, per point, at most this many nearest neighbours among the
-                points after it in lens order and as many among those before (bounds memory
-                on dense data; 0 = keep all: exact DBSCAN within the band and radius).
+                points after it in lens order within the band and as many among those before
+                (ties to the lowest sorted position; bounds memory on dense data; 0 = keep
+                all: exact DBSCAN within the band and radius). The union of both directions
+                is stored. The build's cost barely depends on it: every pair in the band is
+                computed and selected either way.
             knn_queries: points sampled (fixed ``seed``) for the k-NN distances of the ε rules.
             min_samples: DBSCAN ``min_samples`` the default ``max_radius`` is derived for.
             seed: seed of the query sample.
