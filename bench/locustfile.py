@@ -90,7 +90,10 @@ class ExplorerUser(HttpUser):
         self.tab.values.setdefault("attribution-graph", {})["mouseoverNodeData"] = random.choice(
             nodes
         )
-        hover = self.tab.find("attribution-graph.stylesheet")
+        # The hover callback (the graph render also writes the stylesheet, to reset it).
+        hover = next(
+            c for c in self.tab.callbacks if c.listens_to("attribution-graph", "mouseoverNodeData")
+        )
         self.tab.call(hover, ["attribution-graph.mouseoverNodeData"])
 
     @task(3)
