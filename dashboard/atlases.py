@@ -24,7 +24,10 @@ never shown.
 
 Which atlas a request shows is a :class:`~contextvars.ContextVar` (:func:`current_key`,
 :func:`use`), set by the factory's request hook from the page's URL; pure helpers such as
-:mod:`dashboard.links` read it to keep links on the same atlas.
+:mod:`dashboard.links` read it to keep links on the same atlas. A callback of a page whose
+atlas was removed since it was opened keeps the removed atlas's key: reaching its data
+raises :class:`AtlasGone` (the app shows a page-wide alert) instead of quietly serving
+another atlas under the page's name.
 """
 
 from __future__ import annotations
@@ -55,6 +58,23 @@ FULL_RESCAN_SECONDS = 30.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 _CURRENT: ContextVar[str | None] = ContextVar("network_atlas_current_atlas", default=None)
+
+
+class AtlasGone(LookupError):
+    """The request names an atlas this deployment no longer serves (removed, renamed or
+    rebuilt in another format while a page showing it stayed open).
+
+    Raised where a view reaches the request's atlas, so no view shows another atlas's data
+    under the page's name; the app answers with a page-wide alert
+    (:func:`dashboard.factory.atlas_gone_alert`).
+
+    Attributes:
+        key: what the request named (a string; cut to 80 characters).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key[:80]
+        super().__init__(f"the atlas {self.key!r} is no longer served here")
 
 
 def current_key() -> str | None:

@@ -29,6 +29,7 @@ from compute.atlas import (
     PART_GRAPHS,
     PART_MAPPER,
     PART_SUMMIT,
+    UNKNOWN,
     Atlas,
     AtlasError,
     featurevis_path,
@@ -61,6 +62,42 @@ HOW_TO_COMPUTE = {
 }
 #: Diversity images per channel in the featurevis part (``div-0`` .. ``div-3``).
 DIVERSITY_IMAGES = 4
+
+#: How a layer pair's influence counts were made, for people, by the manifest's
+#: ``connection`` kind (docs/atlas.md); ``UNKNOWN`` for atlases that do not record it.
+CONNECTION_LABELS: dict[str, str] = {
+    "conv": "exact, through one convolution",
+    "inception": "exact per branch, Inception widest path",
+    "gradient": "gradient × activation (approximate attribution through a residual or other block)",
+    UNKNOWN: "unknown (the atlas does not record it)",
+}
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """One recorded influence: ``source``'s channels feed ``target``'s.
+
+    Attributes:
+        source: index of the earlier layer (``influence_from``).
+        target: index of the later layer (its influence counts are stored with it).
+        connection: ``"conv"``, ``"inception"``, ``"gradient"`` or ``"unknown"``.
+    """
+
+    source: int
+    target: int
+    connection: str
+
+    @property
+    def label(self) -> str:
+        """How the pair's counts were made, in words (:data:`CONNECTION_LABELS`)."""
+        return connection_label(self.connection)
+
+
+def connection_label(kind: str | None) -> str:
+    """:data:`CONNECTION_LABELS` of ``kind``; a kind this dashboard does not know (a newer
+    atlas) is shown by its name rather than hidden."""
+    kind = kind or UNKNOWN
+    return CONNECTION_LABELS.get(kind, f"{kind} (recorded by a newer build)")
 
 
 class DerivedCache:
@@ -306,7 +343,27 @@ class AtlasData:
             "num_images": num_images,
             "train_accuracy": metrics.get("train"),
             "test_accuracy": metrics.get("test"),
+            "approximate": self.approximate_precision,
         }
+
+    @property
+    def approximate_precision(self) -> str | None:
+        """The precision of a mixed-precision (approximate) build, e.g. ``"bf16"``;
+        ``None`` for an exact build or one that does not record it (older atlases)."""
+        build = self.atlas.build
+        if build.approximate is not True:
+            return None
+        return str(build.precision)
+
+    def layer_pairs(self) -> list[LayerPair]:
+        """Every recorded influence between chosen layers, input to output, with how its
+        counts were made (``"unknown"`` for atlases that do not record it)."""
+        pairs = []
+        for target, info in enumerate(self.atlas.layers):
+            source = self.previous_layer(target)
+            if source is not None:
+                pairs.append(LayerPair(source, target, str(info.connection or UNKNOWN)))
+        return pairs
 
     def missing_note(self, part: str) -> str:
         """A friendly sentence saying that ``part`` is missing and how to compute it."""
@@ -645,10 +702,13 @@ def load(atlas_dir: str, cache_dir: str | None = None) -> AtlasData:
 
 
 __all__ = [
+    "CONNECTION_LABELS",
     "AtlasData",
     "AtlasError",
     "ClassGraph",
     "DerivedCache",
+    "LayerPair",
+    "connection_label",
     "file_url",
     "incoming_counts",
     "load",

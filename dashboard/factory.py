@@ -8,6 +8,12 @@ from their query, and every Dash callback request carries it too (a ``request_pr
 the renderer copies the page's ``atlas`` parameter into the payload), so a request hook
 makes it the request's atlas and the views, which reach their data through one
 :class:`RequestContext`, serve that atlas. File URLs carry the atlas key in their path.
+
+A page left open on an atlas that is then removed from the folder keeps naming it: its
+callbacks raise :class:`~dashboard.atlases.AtlasGone` where they reach the data, and the
+app's callback error handler turns that into a page-wide alert (:func:`atlas_gone_alert`)
+with every output left as it was, so no view shows another atlas's data under the page's
+name.
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 import flask
-from dash import Dash, dcc, html, page_container, register_page
+from dash import Dash, dcc, html, page_container, register_page, set_props
 
 from compute.atlas import SUPPORTED_VERSIONS, AtlasError
-from dashboard import atlases, auth
-from dashboard.atlases import AtlasEntry, AtlasRegistry
+from dashboard import atlases, auth, ids
+from dashboard.atlases import AtlasEntry, AtlasGone, AtlasRegistry
 from dashboard.config import Settings, assets_dir
 from dashboard.data import AtlasData
 from dashboard.links import NEURON_TEMPLATE
@@ -42,13 +48,20 @@ HEALTH_ROUTE = auth.HEALTH_PATH.lstrip("/")
 #: Atlas files never change under the same manifest entry: cache them for a year.
 IMMUTABLE_MAX_AGE = 365 * 24 * 3600
 
-#: Copies the page's ``?atlas=`` into every callback request (read by the request hook).
+#: Copies the page's ``?atlas=`` into every callback request (read by the request hook);
+#: a page whose URL names none (the default atlas's ``/``) sends the atlas it was built for
+#: (the alert's ``data-atlas``), so it is not silently moved to a new default once its
+#: atlas is removed.
 RENDERER_WITH_ATLAS = """var renderer = new DashRenderer({
     request_pre: function (payload) {
         var atlas = new URLSearchParams(window.location.search).get("atlas");
+        if (!atlas) {
+            var shown = document.getElementById("ALERT_ID");
+            atlas = shown && shown.getAttribute("data-atlas");
+        }
         if (atlas) { payload.atlas = atlas; }
     }
-});"""
+});""".replace("ALERT_ID", ids.ATLAS_ALERT)
 
 
 class RequestContext(ViewContext):
@@ -114,8 +127,17 @@ class Deployment:
         return found
 
     def current_entry(self) -> AtlasEntry:
-        """The atlas of the current request (the default one if it names none or junk)."""
-        return self.registry.find(atlases.current_key()) or self.registry.default
+        """The atlas of the current request (the default one if it names none).
+
+        Raises:
+            AtlasGone: the request names an atlas no longer served (a callback of a page
+                opened before its atlas was removed; see :func:`register_atlas_hook`).
+        """
+        key = atlases.current_key()
+        entry = self.registry.find(key)
+        if entry is None:
+            raise AtlasGone(str(key))
+        return entry
 
     def current(self) -> ViewContext:
         """The view context of the current request's atlas."""
@@ -209,8 +231,11 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
     """Make the atlas a request names the request's atlas (:func:`atlases.set_current`).
 
     A callback request names it in its payload (``atlas``, copied from the page's URL by
-    :data:`RENDERER_WITH_ATLAS`), a page load in its query; no name, or an unknown one,
-    means the default atlas.
+    :data:`RENDERER_WITH_ATLAS`), a page load in its query; no name means the default atlas.
+    A page load naming an unknown atlas gets the default's header facts and title while
+    its layout shows the friendly not-found page. A callback naming one comes from a page
+    whose atlas was removed since it was opened: the request keeps that name, so the views
+    raise :class:`AtlasGone` instead of answering with the default atlas's data.
     """
 
     @server.before_request
@@ -224,9 +249,11 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
             if request.method == "POST" and request.path.endswith("_dash-update-component"):
                 body = request.get_json(silent=True)
                 named = body.get("atlas") if isinstance(body, dict) else None
+                found = registry.find(named) if named else registry.default
+                key = found.key if found is not None else str(named)[:80]
             else:  # a page load (its title and meta tags name the linked atlas)
                 named = request.args.get("atlas")
-            key = ((registry.find(named) if named else None) or registry.default).key
+                key = ((registry.find(named) if named else None) or registry.default).key
         flask.g.network_atlas_token = atlases.set_current(key)
 
     @server.teardown_request
@@ -309,6 +336,48 @@ def unknown_atlas_page(deployment: Deployment, asked: Any) -> html.Div:
     )
 
 
+def atlas_gone_alert(deployment: Deployment, key: str) -> list[Any]:
+    """The alert's content for a page whose atlas ``key`` is no longer served: what
+    happened, that nothing on the page updates any more, and where to go."""
+    prefix = deployment.prefix
+    default = deployment.registry.default
+    return [
+        html.Strong(f"The atlas {key} is no longer served here. "),
+        "It was removed, renamed or rebuilt in another format after this page was opened; "
+        "the views keep what they showed and no longer update. ",
+        html.A(
+            "Open the atlas list",
+            href=f"{prefix}?atlas={quote(key, safe='@')}",
+            className="alert-link",
+            title="the page listing the atlases this deployment serves",
+        ),
+        " · ",
+        html.A(
+            f"open {default.name}",
+            href=f"{prefix}?atlas={quote(default.key, safe='@')}",
+            className="alert-link",
+        ),
+    ]
+
+
+def callback_error_handler(deployment: Deployment) -> Callable[[Exception], None]:
+    """The app's ``on_error``: a callback that reached the data of a removed atlas
+    (:class:`AtlasGone`) fills the page's alert and leaves its outputs as they were; any
+    other error propagates as before (logged; the browser gets no trace)."""
+
+    def on_callback_error(error: Exception) -> None:
+        if not isinstance(error, AtlasGone):
+            raise error
+        log.info("callback for an atlas no longer served: %s", error.key)
+        set_props(
+            ids.ATLAS_ALERT,
+            {"children": atlas_gone_alert(deployment, error.key), "hidden": False},
+        )
+        # None: Dash leaves every output as it was (no_update).
+
+    return on_callback_error
+
+
 def unopenable_atlas_page(entry: AtlasEntry) -> html.Div:
     """The friendly page for an atlas whose files are damaged (the log names the file)."""
     return html.Div(
@@ -330,9 +399,19 @@ def unopenable_atlas_page(entry: AtlasEntry) -> html.Div:
 def framed(deployment: Deployment, entry: AtlasEntry, body: Any) -> html.Div:
     """``body`` between the atlas's header (with the picker) and footer."""
     context = deployment.context(entry)
+    # Filled by callback_error_handler if this page's atlas disappears while it is open;
+    # data-atlas names the page's atlas for RENDERER_WITH_ATLAS.
+    alert = html.Div(
+        id=ids.ATLAS_ALERT,
+        hidden=True,
+        role="alert",
+        className="note note-error atlas-alert",
+        **({"data-atlas": entry.key} if deployment.registry.multi else {}),
+    )
     return html.Div(
         [
             shell.header(context, deployment.choices(), entry.key),
+            alert,
             body,
             html.Footer(
                 [
@@ -376,9 +455,16 @@ def create_app(settings: Settings) -> Dash:
     registry.data(registry.default)
     default_title = registry.data(registry.default).header()["title"]
     title = "Network Atlas" if registry.multi else f"{default_title} · Network Atlas"
+    deployment: Deployment | None = None  # set below: the error handler needs the prefix
+
+    def on_error(error: Exception) -> None:
+        assert deployment is not None
+        return callback_error_handler(deployment)(error)
+
     dash_app = Dash(
         __name__,
         use_pages=True,
+        on_error=on_error,
         pages_folder="",
         assets_folder=str(assets_dir()),
         title=title,
@@ -406,7 +492,10 @@ def create_app(settings: Settings) -> Dash:
 
     def explorer_title(**_: object) -> str:
         # Dash passes titles no query: the request hook has chosen the atlas already.
-        return f"{deployment.current_entry().title} · Network Atlas"
+        try:
+            return f"{deployment.current_entry().title} · Network Atlas"
+        except AtlasGone:  # the layout shows the friendly not-found page
+            return "Atlas not found · Network Atlas"
 
     register_page("explorer", path="/", layout=explorer, title=explorer_title, name="Explorer")
 
@@ -419,22 +508,25 @@ def create_app(settings: Settings) -> Dash:
     def neuron_title(**variables: object) -> str:
         try:
             return neuron_page.title(deployment.current(), **variables)
+        except AtlasGone:
+            return "Atlas not found · Network Atlas"
         except AtlasError:
             return title
 
     register_page(
         "neuron", path_template=NEURON_TEMPLATE, layout=neuron, title=neuron_title, name="Neuron"
     )
+
     # Dash Pages shows the page registered as "not_found_404" for any unknown path.
+    def page_not_found(**_: object) -> html.Div:
+        try:
+            entry = deployment.current_entry()
+        except AtlasGone as gone:
+            return unknown_atlas_page(deployment, gone.key)
+        return framed(deployment, entry, neuron_page.page_not_found(deployment.context(entry)))
+
     register_page(
-        "not_found_404",
-        path="/404",
-        layout=lambda **_: framed(
-            deployment,
-            deployment.current_entry(),
-            neuron_page.page_not_found(deployment.current()),
-        ),
-        title=f"Page not found · {title}",
+        "not_found_404", path="/404", layout=page_not_found, title=f"Page not found · {title}"
     )
     dash_app.layout = html.Div([page_container], className="app")
     shell.register(dash_app, context)

@@ -18,6 +18,8 @@ SORT = "sort-select"
 NODE_THRESHOLD = "node-threshold"
 EDGE_THRESHOLD = "edge-threshold"
 COPY_LINK = "copy-link"
+#: Header badge of an atlas built in mixed precision (``build.approximate``).
+APPROXIMATE_BADGE = "approximate-badge"
 
 # -- (A) embedding ----------------------------------------------------------------------
 EMBEDDING = "embedding-graph"
@@ -39,6 +41,7 @@ GRAPH_NOTE = "graph-note"
 HOVER_PANEL = "hover-panel"
 PICTURES = "graph-pictures"  # radio: feature visualization or dataset crop in the nodes
 PICTURES_NOTE = "graph-pictures-note"
+GRAPH_INFLUENCE_KINDS = "graph-influence-kinds"  # how each layer pair's edges were computed
 
 # -- neuron panel -----------------------------------------------------------------------
 NEURON_PANEL = "neuron-panel"
@@ -56,6 +59,8 @@ NEURON_PAGE_EXAMPLES = "neuron-page-examples"
 NEURON_PAGE_CLASSES = "neuron-page-classes"
 NEURON_PAGE_INCOMING = "neuron-page-incoming"
 NEURON_PAGE_OUTGOING = "neuron-page-outgoing"
+NEURON_PAGE_INCOMING_KINDS = "neuron-page-incoming-kinds"  # how those influences were made
+NEURON_PAGE_OUTGOING_KINDS = "neuron-page-outgoing-kinds"
 NEURON_NOT_FOUND = "neuron-not-found"
 PAGE_NOT_FOUND = "page-not-found"  # any other unknown path (Dash Pages' not_found_404)
 
@@ -102,6 +107,9 @@ TRACE_BODY = "trace-body"  # everything below the controls (hidden without the p
 
 # -- deployment: several atlases ----------------------------------------------------------
 ATLAS_PICKER = "atlas-picker"  # header dropdown: the atlas served (only with several)
+#: Alert under the header, hidden until the page's atlas stops being served (filled by the
+#: app's callback error handler); its ``data-atlas`` names the page's atlas.
+ATLAS_ALERT = "atlas-alert"
 
 # -- Topology view, added later -----------------------------------------------------------
 TOPO_EXACT = "topo-exact"  # button: recompute the shown Mapper graph exactly (big samples)

@@ -11,7 +11,8 @@ from typing import Any
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from dashboard import ids
-from dashboard.data import AtlasData
+from dashboard.atlases import AtlasGone
+from dashboard.data import AtlasData, LayerPair
 from dashboard.state import ViewState
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,41 @@ def labelled(label: str, control: Any, tip: str = "") -> html.Div:
     return html.Div([html.Label(label, title=tip), control], className="slider-block")
 
 
-def how_to_read(*paragraphs: str) -> html.Details:
-    """The collapsible "How to read this" note of a view."""
+def how_to_read(*paragraphs: str, extra: Sequence[Any] = ()) -> html.Details:
+    """The collapsible "How to read this" note of a view (``extra``: components after the
+    paragraphs, e.g. facts of the atlas shown)."""
     return html.Details(
-        [html.Summary("How to read this"), *[html.P(p) for p in paragraphs]],
+        [html.Summary("How to read this"), *[html.P(p) for p in paragraphs], *extra],
         className="help",
     )
+
+
+def influence_methods(
+    data: AtlasData, pairs: Sequence[LayerPair], component_id: str | None = None
+) -> html.Ul:
+    """How the influence counts of ``pairs`` were made: one line per distinct connection
+    kind (not per pair, so a 50-layer ResNet stays short), naming its layer pairs.
+
+    Args:
+        data: the atlas (for layer names).
+        pairs: the layer pairs shown (:meth:`AtlasData.layer_pairs` or a subset).
+        component_id: the list's id (tests and browser tests find it).
+    """
+    kinds: dict[str, list[LayerPair]] = {}
+    for pair in pairs:
+        kinds.setdefault(pair.connection, []).append(pair)
+    names = data.layer_names
+    lines = [
+        html.Li(
+            [
+                html.Span(group[0].label, className=f"influence-kind kind-{kind}"),
+                ": " + ", ".join(f"{names[p.source]} → {names[p.target]}" for p in group),
+            ]
+        )
+        for kind, group in kinds.items()
+    ]
+    extra = {} if component_id is None else {"id": component_id}
+    return html.Ul(lines, className="influence-kinds", **extra)
 
 
 def percent(value: float | None) -> str:
@@ -91,6 +121,8 @@ def guarded(*fallback: Any, note_at: int | None = None) -> Callable[[Callable[..
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return function(*args, **kwargs)
+            except AtlasGone:  # not this view's fault: the page-wide alert says it
+                raise
             except Exception as exc:  # the user sees a note; the log keeps the trace
                 log.exception("callback %s failed", function.__name__)
                 outputs = list(fallback) if fallback else [no_update]

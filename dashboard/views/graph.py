@@ -20,7 +20,14 @@ from dashboard import ids
 from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
 from dashboard.figures import base_stylesheet, graph_elements, hover_stylesheet
 from dashboard.state import ViewState, parse_node_id
-from dashboard.views.common import ViewContext, guarded, how_to_read, note, percent
+from dashboard.views.common import (
+    ViewContext,
+    guarded,
+    how_to_read,
+    influence_methods,
+    note,
+    percent,
+)
 
 _SLIDER_MARKS = {v: f"{v}%" for v in (0, 25, 50, 75, 100)}
 BASE_STYLESHEET = base_stylesheet()
@@ -170,10 +177,23 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 "from a lower channel to an upper one is drawn wider when the lower channel "
                 "was among the strongest influences on the upper one in more images. Use "
                 "the sliders to hide rarely used channels and weak connections.",
+                extra=influence_note(data),
             ),
         ],
         className="card card-graph",
     )
+
+
+def influence_note(data: AtlasData) -> list[Any]:
+    """How the edges of each layer pair were computed (one line per kind of connection);
+    nothing for an atlas of one layer."""
+    pairs = data.layer_pairs()
+    if not pairs:
+        return []
+    return [
+        html.P("How each layer pair's connections (edges) were computed:"),
+        influence_methods(data, pairs, ids.GRAPH_INFLUENCE_KINDS),
+    ]
 
 
 def class_header(context: ViewContext, state: ViewState) -> list[Any]:

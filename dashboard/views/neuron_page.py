@@ -12,14 +12,15 @@ paths render a friendly not-found page.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dash import dcc, html
 
 from dashboard import ids
-from dashboard.data import PART_FEATUREVIS, PART_SUMMIT, file_url
+from dashboard.data import PART_FEATUREVIS, PART_SUMMIT, LayerPair, file_url
 from dashboard.links import class_href, neuron_href, parse_neuron_path
-from dashboard.views.common import ViewContext, how_to_read, note, percent
+from dashboard.views.common import ViewContext, how_to_read, influence_methods, note, percent
 from dashboard.views.graph import example_strip, featurevis_missing
 
 #: Rows of the class bar chart and of each influence list.
@@ -218,8 +219,11 @@ def influence_card(
     links: list[tuple[int, int, int]],
     empty: str,
     explain: str,
+    pairs: Sequence[LayerPair] = (),
+    kinds_id: str | None = None,
 ) -> html.Section:
-    """A list of influencing / influenced neurons, each a link to its page."""
+    """A list of influencing / influenced neurons, each a link to its page, with how the
+    influences of ``pairs`` (the layer pairs listed) were computed."""
     data = context.data
     if not data.has(PART_SUMMIT):
         rows: Any = note(data.missing_note(PART_SUMMIT), kind="missing")
@@ -241,10 +245,17 @@ def influence_card(
             )
             for li, ch, n in links
         ]
+    # How these counts were made (exact, widest path, gradient × activation, unknown).
+    method = (
+        html.Div(["computed: ", influence_methods(data, pairs, kinds_id)], className="muted")
+        if pairs
+        else None
+    )
     return html.Section(
         [
             html.H2(heading),
             html.P(explain, className="muted"),
+            method,
             html.Div(rows, id=component_id, className="bar-chart"),
         ],
         className="card",
@@ -278,6 +289,7 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
         )
     previous = data.previous_layer(li)
     following = data.next_layers(li)
+    pairs = data.layer_pairs()
     return html.Div(
         [
             html.Nav(
@@ -309,6 +321,8 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                         "This is the first layer: nothing before it is recorded.",
                         "images (of every class) in which that channel was among the "
                         "strongest influences on this one",
+                        [p for p in pairs if p.target == li],
+                        ids.NEURON_PAGE_INCOMING_KINDS,
                     ),
                     influence_card(
                         context,
@@ -323,6 +337,8 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                         "No later layer records influences from this channel.",
                         "images (of every class) in which this channel was among the "
                         "strongest influences on that one",
+                        [p for p in pairs if p.source == li],
+                        ids.NEURON_PAGE_OUTGOING_KINDS,
                     ),
                 ],
                 className="neuron-grid",

@@ -48,6 +48,25 @@ def atlas_picker(choices: Sequence[tuple[str, str]], current: str | None) -> htm
     )
 
 
+def approximate_badge(info: dict[str, Any]) -> html.Span | None:
+    """The header badge of an atlas built in mixed precision (``info["approximate"]``, the
+    precision, from :meth:`AtlasData.header`); ``None`` for an exact build or one that does
+    not record its precision (older atlases): nothing to warn about that is known."""
+    precision = info.get("approximate")
+    if not precision:
+        return None
+    return html.Span(
+        f"approximate: {precision}",
+        id=ids.APPROXIMATE_BADGE,
+        className="badge badge-approximate",
+        title=(
+            f"Built with --precision {precision}: the counts come from a mixed-precision "
+            "forward pass and may differ slightly from an exact (fp32) build, mostly for "
+            "channels near a selection or top-k threshold."
+        ),
+    )
+
+
 def header(
     context: ViewContext,
     atlases: Sequence[tuple[str, str]] = (),
@@ -73,7 +92,10 @@ def header(
             html.Div(
                 [
                     html.Span("Network Atlas", className="brand"),
-                    html.H1(info["title"], className="title"),
+                    html.Div(
+                        [html.H1(info["title"], className="title"), approximate_badge(info)],
+                        className="title-row",
+                    ),
                 ],
                 className="title-block",
             ),

@@ -135,13 +135,21 @@ def _callback_request(app: dash.Dash, payload: dict[str, Any]) -> Any:
 
 def test_callbacks_serve_the_atlas_named_by_the_request(app: dash.Dash) -> None:
     context = next(c for c in _registered_contexts(app))
-    for payload, classes in (({"atlas": "beta@1"}, 9), ({}, 6), ({"atlas": "zz@1"}, 6)):
+    for payload, classes in (({"atlas": "beta@1"}, 9), ({}, 6)):
         ctx = _callback_request(app, payload)
         try:
             assert context.data.num_classes == classes
             key = "beta@1" if classes == 9 else "alpha@1"
             assert context.file_prefix == f"/atlas-file/{key}/"
             assert (context.spark_url(1) or "").startswith(f"/atlas-spark/{key}/1.svg?v=")
+        finally:
+            ctx.pop()
+    # An atlas not served (here: never was) is never replaced by the default one.
+    for named in ("zz@1", "beta@2", 7):
+        ctx = _callback_request(app, {"atlas": named})
+        try:
+            with pytest.raises(atlases.AtlasGone):
+                _ = context.data
         finally:
             ctx.pop()
 
@@ -223,21 +231,26 @@ def test_dash_is_set_up_before_the_first_request(app: dash.Dash) -> None:
 # -- atlases added and removed while the app runs -------------------------------------------
 
 
-def _pages_callback(client: Any, search: str, atlas: str | None) -> Any:
-    """The Dash Pages callback of the explorer for ``search``, as the renderer sends it
-    (with the ``atlas`` its request hook copies from the page's URL)."""
-    body: dict[str, Any] = {
+def _pages_callback_body(pathname: str, search: str) -> dict[str, Any]:
+    """The renderer's body of the Dash Pages callback for ``pathname`` and ``search``."""
+    return {
         "output": ".._pages_content.children..._pages_store.data..",
         "outputs": [
             {"id": "_pages_content", "property": "children"},
             {"id": "_pages_store", "property": "data"},
         ],
         "inputs": [
-            {"id": "_pages_location", "property": "pathname", "value": "/"},
+            {"id": "_pages_location", "property": "pathname", "value": pathname},
             {"id": "_pages_location", "property": "search", "value": search},
         ],
         "changedPropIds": ["_pages_location.pathname"],
     }
+
+
+def _pages_callback(client: Any, search: str, atlas: str | None) -> Any:
+    """The Dash Pages callback of the explorer for ``search``, as the renderer sends it
+    (with the ``atlas`` its request hook copies from the page's URL)."""
+    body = _pages_callback_body("/", search)
     if atlas is not None:
         body["atlas"] = atlas
     return client.post("/_dash-update-component", json=body)
@@ -368,3 +381,92 @@ def test_the_default_atlas_stays_while_atlases_come_and_go(folder: Path, tmp_pat
     assert registry.refresh(now=True) and registry.default.name == "alpha"
     shutil.rmtree(root / "alpha")  # an empty folder keeps the last atlases
     assert not registry.refresh(now=True) and [e.name for e in registry.entries] == ["alpha"]
+
+
+# -- a page left open on an atlas that is then removed -------------------------------------
+
+
+def _callback_body(app: dash.Dash, output: str, values: dict[str, Any], atlas: str | None) -> Any:
+    """The renderer's request body for the callback whose output key contains ``output``:
+    ``values`` by ``"id.property"`` for its inputs and states (the others ``None``), the
+    first input as the trigger, and the page's ``atlas`` as the request hook sends it."""
+    key = next(k for k in app.callback_map if output in k)
+    spec = app.callback_map[key]
+    outputs = [
+        {"id": part.rsplit(".", 1)[0], "property": part.rsplit(".", 1)[1].split("@")[0]}
+        for part in (key[2:-2].split("...") if key.startswith("..") else [key])
+    ]
+
+    def filled(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**item, "value": values.get(f"{item['id']}.{item['property']}")} for item in items]
+
+    inputs = filled(spec["inputs"])
+    body: dict[str, Any] = {
+        "output": key,
+        "outputs": outputs if key.startswith("..") else outputs[0],
+        "inputs": inputs,
+        "state": filled(spec["state"]),
+        "changedPropIds": [f"{inputs[0]['id']}.{inputs[0]['property']}"],
+    }
+    if atlas is not None:
+        body["atlas"] = atlas
+    return body
+
+
+def test_a_page_whose_atlas_was_removed_says_so(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callbacks of a page opened on beta, after beta is removed: an alert in the page (the
+    alert's content as a side update), every output left as it was, never alpha's data
+    under beta's name, never a 500 or a trace. The default atlas's pages keep working."""
+    monkeypatch.setattr(atlases, "RESCAN_SECONDS", 0.0)
+    root = tmp_path / "root"
+    shutil.copytree(folder, root)
+    app = create_app(Settings(atlas_dir=root, cache_dir=tmp_path / "cache"))
+    client = app.server.test_client()
+    page = render(dash.page_registry["explorer"]["layout"](atlas="beta@1"))
+    # The page carries a hidden alert naming its atlas (the renderer sends it along when
+    # the URL names none).
+    assert f'"id": "{ids.ATLAS_ALERT}"' in page and '"data-atlas": "beta@1"' in page
+    state = {"cls": 8, "atlas": "beta@1"}
+    graph = _callback_body(app, "attribution-graph.elements", {"state.data": state}, "beta@1")
+    reducer = _callback_body(
+        app, "..state.data...class-search.value", {"layer-select.value": 1, "state.data": state},
+        "beta@1",
+    )  # fmt: skip
+    before = client.post("/_dash-update-component", json=graph)
+    assert before.status_code == 200 and "class 008" in before.text
+    assert "sideUpdate" not in before.get_json()
+
+    shutil.rmtree(root / "beta")
+    for body in (graph, reducer):
+        response = client.post("/_dash-update-component", json=body)
+        assert response.status_code == 200, response.status_code
+        answer = response.get_json()
+        assert answer["response"] == {}, "no output is updated"
+        alert = answer["sideUpdate"][ids.ATLAS_ALERT]
+        assert alert["hidden"] is False
+        said = json.dumps(alert["children"])
+        assert "The atlas beta@1 is no longer served here" in said
+        assert "?atlas=beta@1" in said and "?atlas=alpha@1" in said  # the list; the default
+        assert "Traceback" not in response.text and "class 00" not in response.text
+
+    # A removed default moves nobody: a page of alpha naming no atlas in its URL sends
+    # alpha's key (data-atlas), and alpha's callbacks still answer with alpha's data.
+    fine = client.post(
+        "/_dash-update-component",
+        json=_callback_body(app, "attribution-graph.elements", {"state.data": {"cls": 5}}, None),
+    )
+    assert fine.status_code == 200 and "class 005" in fine.text and "sideUpdate" not in fine.text
+    # Navigating within the removed atlas's tab: the friendly not-found page and title.
+    navigated = _pages_callback(client, "?atlas=beta@1&class=2", "beta@1")
+    assert navigated.status_code == 200 and "Atlas not found" in navigated.text
+    assert "Atlas not found · Network Atlas" in navigated.text
+    missing = client.post(
+        "/_dash-update-component",
+        json={
+            **_pages_callback_body("/no/such/page", "?atlas=beta@1"),
+            "atlas": "beta@1",
+        },
+    )
+    assert missing.status_code == 200 and "Atlas not found" in missing.text
