@@ -285,12 +285,14 @@ def influence_maxima_input_major(
     positions = ho * wo
     out = torch.empty((c_in, batch, c_out), dtype=x.dtype, device=x.device)
     step = max(1, min(batch, tile // max(1, c_in * positions * c_out)))
+    padded = _padded(x, padding)  # once: each block's columns are then one strided copy
     for b0 in range(0, batch, step):
         n = min(step, batch - b0)
-        cols = _columns(x[b0 : b0 + n], (kh, kw), stride, padding, dilation)
+        taps_view = _tap_view(padded[b0 : b0 + n], (kh, kw), stride, dilation, (ho, wo), True)
+        cols = taps_view.reshape(c_in, taps, n * positions)
         # [C_in, T, n*P]ᵀ @ [C_in, T, C_out]: the transposed operand is a strided view,
         # which the BLAS takes as is (no copy).
-        terms = torch.bmm(cols.view(c_in, taps, n * positions).transpose(1, 2), kernels)
+        terms = torch.bmm(cols.transpose(1, 2), kernels)
         torch.amax(terms.view(c_in, n, positions, c_out), dim=2, out=out[:, b0 : b0 + n])
     return out
 
