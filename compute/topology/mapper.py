@@ -1264,15 +1264,21 @@ class _Inline:
 
 
 def _blocks(ends: np.ndarray) -> list[tuple[int, int]]:
-    """Row blocks ``(s, e)``: ``ROW_BLOCK`` rows, fewer where the band is very wide."""
+    """Row blocks ``(s, e)``: ``ROW_BLOCK`` rows, fewer where the band is very wide.
+
+    Both a block's later side (columns up to ``ends[e-1]``) and its earlier side (columns
+    from the first point whose band reaches ``s``) stay within ``BLOCK_BUDGET`` elements.
+    """
     n = len(ends)
     out = []
     s = 0
     while s < n:
         block = ROW_BLOCK
+        lo = int(np.searchsorted(ends, s, side="right"))
         while True:
             e = min(n, s + block)
-            if block <= 16 or (e - s) * (int(ends[e - 1]) - s) <= BLOCK_BUDGET:
+            width = max(int(ends[e - 1]) - s, e - lo)
+            if block <= 16 or (e - s) * width <= BLOCK_BUDGET:
                 break
             block //= 2
         out.append((s, e))

@@ -371,9 +371,16 @@ def test_index_graph_equals_brute_force_with_ties_and_duplicates(
     x[200:230] = x[:30]  # exact duplicates
     window = 0.2
     expected = None
-    # Block size, retained blocks (or recomputed pieces) and threads change nothing.
-    for row_block, retain, threads in [(256, 1 << 25, 1), (16, 1 << 25, 3), (32, 0, 2)]:
+    # Block size (also shrunk by the element budget), retained blocks (or recomputed
+    # pieces) and threads change nothing.
+    for row_block, retain, threads, budget in [
+        (256, 1 << 25, 1, 1 << 23),
+        (16, 1 << 25, 3, 1 << 23),
+        (32, 0, 2, 1 << 23),
+        (256, 1 << 25, 2, 2_000),
+    ]:
         monkeypatch.setattr(mapper_module, "ROW_BLOCK", row_block)
+        monkeypatch.setattr(mapper_module, "BLOCK_BUDGET", budget)
         monkeypatch.setattr(mapper_module, "RETAIN_BUDGET", retain)
         monkeypatch.setattr(mapper_module, "BUILD_THREADS", threads)
         monkeypatch.setattr(mapper_module, "PARALLEL_MIN_PAIRS", 0)
