@@ -1,9 +1,12 @@
 """Benchmark: Summit aggregation pass vs. the bare forward pass on the same synthetic data.
 
-Run ``python bench/bench_aggregation.py [--images N] [--model demo|vgg|both]``. Prints, per
-model, the median time of a bare forward pass over all images (inference mode, same
-batches), of the full :class:`SummitPass`, their ratio, and where the extra time goes
-(influence per connection, everything else).
+Run ``python bench/bench_aggregation.py [--images N] [--batch B] [--model demo|vgg|both]``.
+Prints, per model, the load average, the median wall and CPU time of a bare forward pass
+over all images (inference mode, same batches) and of the full :class:`SummitPass`
+(activation counts, influence counts, top examples, ``result()``), their ratios, and a
+per-stage breakdown of one more, instrumented, pass (self time of each stage, wall and CPU,
+as a multiple of the bare forward; "forward + the rest" is the model itself, the hooks
+and the Python around them). On a shared machine compare ratios from one run only.
 """
 
 from __future__ import annotations
