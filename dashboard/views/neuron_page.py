@@ -247,7 +247,10 @@ def influence_card(
         ]
     # How these counts were made (exact, widest path, gradient × activation, unknown).
     method = (
-        html.Div(["computed: ", influence_methods(data, pairs, kinds_id)], className="muted")
+        html.Div(
+            ["How computed: ", influence_methods(data, pairs, kinds_id)],
+            className="muted influence-computed",
+        )
         if pairs
         else None
     )
