@@ -65,7 +65,8 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 "compared class uses orange on the right.",
                 "Shared channels are features the classes have in common (and may confuse "
                 "them); unique ones are what tells them apart. The sliders of the "
-                "attribution graph apply here too.",
+                "attribution graph apply here too, and its note says how each layer pair's "
+                "connections were computed.",
             ),
         ],
         className="card card-compare",
