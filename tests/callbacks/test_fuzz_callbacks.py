@@ -225,3 +225,45 @@ def test_malformed_request_bodies_are_bad_requests(client: Any, callbacks: list[
         text = response.get_data(as_text=True)
         assert "Traceback" not in text and 'File "' not in text, text[:600]
         assert response.status_code == 400, body
+
+
+# -- the atlas a callback names, in a deployment of two atlases -------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_atlases(tmp_path_factory: pytest.TempPathFactory, make_atlas: Any) -> Any:
+    root = tmp_path_factory.mktemp("fuzz-two")
+    make_atlas(root / "alpha", seed=1)
+    make_atlas(root / "beta", seed=2)
+    app = create_app(Settings(atlas_dir=root, cache_dir=root / ".cache"))
+    client = app.server.test_client()
+    deps = [
+        d for d in client.get("/_dash-dependencies").get_json() if not d.get("clientside_function")
+    ]
+    return client, deps
+
+
+@settings(
+    max_examples=int(os.environ.get("NETWORK_ATLAS_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_callbacks_naming_any_atlas(two_atlases: Any, data: st.DataObject) -> None:
+    """A callback naming a removed, unknown or junk atlas (the renderer copies it from the
+    URL, which anyone can edit) answers normally: an alert or an update, never a 500."""
+    client, deps = two_atlases
+    dep = data.draw(st.sampled_from(deps), label="callback")
+    atlas = data.draw(
+        st.one_of(st.sampled_from(["alpha@1", "beta@1", "gamma@1", "beta@7", "beta"]), _json),
+        label="atlas",
+    )
+    count = len(dep["inputs"]) + len(dep["state"])
+    values = data.draw(st.lists(_values, min_size=count, max_size=count), label="values")
+    body = {**payload(dep, values or [None], 0), "atlas": atlas}
+    response = client.post(ENDPOINT, json=body)
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and 'File "' not in text, text[:600]
+    assert response.status_code in (200, 204, 400), (
+        f"{response.status_code} for {dep['output']} with {json.dumps(body, default=str)[:600]}"
+    )
