@@ -237,37 +237,6 @@ def bench(
     sys.stdout.flush()
 
 
-def cap_aggregation() -> None:
-    """Wrap SummitPass's post-forward bookkeeping in the statistics thread cap (what-if).
-
-    Measures a change proposed for ``compute/summit/aggregate.py`` without editing it:
-    its many small index/sort ops on ``[T]`` key tensors otherwise run on every thread,
-    which on a loaded 2-core machine mostly waits for the slower thread.
-    """
-    import functools
-
-    import compute.summit.aggregate as aggregate_module
-
-    def capped(method: Callable[..., object]) -> Callable[..., object]:
-        @functools.wraps(method)
-        def wrapper(*args: object, **kwargs: object) -> object:
-            with activation_module.intra_op_threads(activation_module.STATISTICS_THREADS):
-                return method(*args, **kwargs)
-
-        return wrapper
-
-    names = ("_class_statistics", "_aggregate_layer", "_aggregate_influence")
-    for name in names:
-        if hasattr(aggregate_module.SummitPass, name):
-            setattr(
-                aggregate_module.SummitPass,
-                name,
-                capped(getattr(aggregate_module.SummitPass, name)),
-            )
-    counter = aggregate_module.SparseCounter
-    counter.flush = capped(counter.flush)  # type: ignore[method-assign]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -291,13 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         help="worker threads for the deferred CPU influence step (default: torch's threads)",
     )
     parser.add_argument(
-        "--cap-aggregation",
-        action="store_true",
-        help="what-if, for aggregate.py: also run SummitPass's per-batch bookkeeping "
-        "(class statistics, counts, influence keys, SparseCounter merges) under "
-        "STATISTICS_THREADS, by wrapping those methods in this process only",
-    )
-    parser.add_argument(
         "--vgg-layers",
         default="features.9,features.12,features.14",
         help="comma-separated VGG-11 layers (ReLU outputs)",
@@ -310,8 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         activation_module.STATISTICS_THREADS = args.influence_threads or None
     if args.workers is not None:
         aggregate_module.INFLUENCE_WORKERS = args.workers
-    if args.cap_aggregation:
-        cap_aggregation()
     torch.manual_seed(0)
     if args.model in ("demo", "both"):
         model, layers, shape, classes = demo_model()
