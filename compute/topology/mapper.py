@@ -1402,11 +1402,16 @@ def _symmetric(
     rows_e, cols_e, vals_e = (np.concatenate(a) for a in zip(*earlier, strict=True))
     values = np.concatenate([vals_l, vals_e])
 
+    # int32 positions and indices where they fit: scipy keeps them through the merges, and
+    # the transposes (the step's largest cost) move half the bytes of int64.
+    small = 2 * len(values) < np.iinfo(np.int32).max and n < np.iinfo(np.int32).max
+    index = np.int32 if small else np.int64
+
     def canonical(rows: np.ndarray, cols: np.ndarray, first: int) -> sp.csr_array:
-        indptr = np.zeros(n + 1, dtype=np.int64)
+        indptr = np.zeros(n + 1, dtype=index)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        data = np.arange(first, first + len(rows), dtype=np.int64)
-        out = sp.csr_array((data, cols.astype(np.int64), indptr), shape=(n, n), copy=False)
+        data = np.arange(first, first + len(rows), dtype=index)
+        out = sp.csr_array((data, cols.astype(index), indptr), shape=(n, n), copy=False)
         out.has_canonical_format = True
         return out
 
