@@ -2,8 +2,8 @@
 # Every issue-6 figure on one GPU, written under OUT (docs/performance.md, "How to get the
 # GPU figures").
 #
-#   bash bench/gpu_session.sh OUT [STAGE ...]      stages: machine data bench build
-#                                                  (default: all four, in that order)
+#   bash bench/gpu_session.sh OUT [STAGE ...]      stages: machine data bench mapper build
+#                                                  (default: all five, in that order)
 #
 # machine  GPU, driver, CPU, torch versions                      -> OUT/machine.txt
 # data     GS_IMAGES (100,000) real-size JPEG files in GS_CLASSES (1,000) class folders and
@@ -11,6 +11,8 @@
 # bench    bench/bench_build.py, GoogLeNet and ResNet-50 at 224 px, build pass vs bare
 #          forward, one run per GS_BENCH_VARIANTS entry (pil / pil + channels-last /
 #          jpeg-device + channels-last / the same in bf16)       -> OUT/bench.txt
+# mapper   bench/bench_mapper.py at 100,000 x 512: our Mapper index build on the device
+#          against KeplerMapper on the CPU (issue 4's "build >= 5x")  -> OUT/mapper.txt
 # build    a timed `python -m compute build` (GoogLeNet, 9 Inception layers, jpeg-device,
 #          channels-last, default settings) over the GS_IMAGES files: images/s and the
 #          projected time for ImageNet's 1,281,167 images     -> OUT/build.txt, build.log
@@ -21,6 +23,7 @@
 # regenerates what is missing):
 #   bash bench/gpu_session.sh "$OUT" machine data
 #   bash bench/gpu_session.sh "$OUT" bench
+#   bash bench/gpu_session.sh "$OUT" mapper
 #   bash bench/gpu_session.sh "$OUT" build
 #
 # CPU smoke test (tiny sizes; the figures mean nothing):
@@ -30,9 +33,9 @@
 #   bash bench/gpu_session.sh /tmp/gpu-session-smoke
 set -euo pipefail
 
-OUT=${1:?usage: bash bench/gpu_session.sh OUT [machine] [data] [bench] [build]}
+OUT=${1:?usage: bash bench/gpu_session.sh OUT [machine] [data] [bench] [mapper] [build]}
 shift
-STAGES=${*:-machine data bench build}
+STAGES=${*:-machine data bench mapper build}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 mkdir -p "$OUT"
@@ -55,6 +58,8 @@ BUILD_ARGS=${GS_BUILD_ARGS:-}
 BENCH_VARIANTS=${GS_BENCH_VARIANTS:-"pil|pil --channels-last|jpeg-device --channels-last|jpeg-device --channels-last --precision bf16"}
 BENCH_TIMEOUT=${GS_BENCH_TIMEOUT:-140}
 BUILD_TIMEOUT=${GS_BUILD_TIMEOUT:-540}
+MAPPER_POINTS=${GS_MAPPER_POINTS:-100000}
+MAPPER_TIMEOUT=${GS_MAPPER_TIMEOUT:-540}
 TRAIN="$DATA/train-$IMAGES-$CLASSES"
 BENCH_SET="$DATA/bench-$BENCH_IMAGES-$CLASSES"
 
@@ -112,6 +117,17 @@ stage_bench() {
             load
         } 2>&1 | tee -a "$OUT/bench.txt"
     done
+}
+
+stage_mapper() {
+    note "mapper: index build on $DEVICE vs KeplerMapper on the CPU, $MAPPER_POINTS points"
+    {
+        load
+        timeout "$MAPPER_TIMEOUT" python bench/bench_mapper.py --n "$MAPPER_POINTS" \
+            --device "$DEVICE" --no-memory ||
+            echo "# stopped (exit $?; timeout $MAPPER_TIMEOUT s): lines above are complete"
+        load
+    } 2>&1 | tee -a "$OUT/mapper.txt"
 }
 
 stage_build() {
@@ -192,8 +208,8 @@ PY
 
 for stage in $STAGES; do
     case $stage in
-        machine | data | bench | build) "stage_$stage" ;;
-        *) echo "unknown stage $stage (machine, data, bench, build)" >&2 && exit 2 ;;
+        machine | data | bench | mapper | build) "stage_$stage" ;;
+        *) echo "unknown stage $stage (machine, data, bench, mapper, build)" >&2 && exit 2 ;;
     esac
 done
 note "done: $STAGES (figures in $OUT)"

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -77,6 +77,11 @@ BLOCK_BUDGET = 1 << 23
 #: float32 elements of earlier blocks kept for the earlier-side selection (beyond this,
 #: those pieces are recomputed by GEMM: bounded memory for very wide bands).
 RETAIN_BUDGET = 1 << 25
+#: Sorted rows per block, and float32 elements per block side at most, of the torch
+#: device path (``MapperIndex.build(device=...)``): a GPU wants large GEMMs, and every
+#: pair outside a row's candidates is masked, so the graph does not depend on them.
+DEVICE_ROW_BLOCK = 4096
+DEVICE_BLOCK_BUDGET = 1 << 26
 #: Largest k of the k-NN distances kept for ε rules (min_samples up to KNN_K + 1).
 KNN_K = 8
 
@@ -613,6 +618,7 @@ class MapperIndex:
         min_samples: int = 3,
         seed: int = 0,
         eps_for: MapperParams | None = None,
+        device: str | None = None,
     ) -> MapperIndex:
         """Build the index (the only O(n²)-ish step; pairs are pruned by lens band).
 
@@ -636,6 +642,11 @@ class MapperIndex:
             seed: seed of the query sample.
             eps_for: if given (and ``max_radius`` is ``None``), ``max_radius`` is these
                 parameters' ε: the smallest index that answers exactly them.
+            device: a torch device (``"cuda"``, ``"cpu"``, ...): the distance blocks, their
+                masks and the per-row selection run there with torch (full fp32, no TF32;
+                same candidates, cap and tie rule), only the kept pairs come back. ``None``
+                (default): numpy, no torch import. On exactly representable data both
+                give the same index; otherwise a GPU's GEMM rounding can move near-ties.
 
         Returns:
             The index.
@@ -662,7 +673,7 @@ class MapperIndex:
         keys = lens_values[order]
         p = _augmented(x, order, metric)
         t = clock.add("sort", t)
-        knn = _knn_sample(p, metric, knn_queries, seed)
+        knn = _knn_sample(p, metric, knn_queries, seed, device)
         t = clock.add("knn sample", t)
         if max_radius is None and eps_for is not None:
             base = (
@@ -687,7 +698,7 @@ class MapperIndex:
         np.maximum(ends, np.arange(1, n + 1), out=ends)
         threads = BUILD_THREADS if (ends - np.arange(n)).sum() >= PARALLEL_MIN_PAIRS else 1
         indptr, indices, distances, truncated, steps = _radius_graph(
-            p, ends, float(max_radius), metric, max_neighbors, threads
+            p, ends, float(max_radius), metric, max_neighbors, threads, device
         )
         del p
         clock.steps.update(steps)
@@ -1103,14 +1114,30 @@ def _value_threshold(radius: float, metric: Metric) -> np.float32:
     return np.float32(t)
 
 
-def _knn_sample(p: np.ndarray, metric: Metric, queries: int, seed: int) -> np.ndarray:
-    """float32 ``[q, KNN_K]`` exact k-NN distances of ``q`` random points among all points."""
+def _knn_sample(
+    p: np.ndarray, metric: Metric, queries: int, seed: int, device: str | None = None
+) -> np.ndarray:
+    """float32 ``[q, KNN_K]`` exact k-NN distances of ``q`` random points among all points.
+
+    Args:
+        p: ``[n, D + 2]`` augmented sorted points (:func:`_augmented`).
+        metric: ``"euclidean"`` or ``"cosine"``.
+        queries: points sampled.
+        seed: seed of the sample.
+        device: torch device for the GEMMs and the selection (``None``: numpy).
+
+    Returns:
+        Distances sorted per row; ``inf`` beyond ``n - 1`` neighbours.
+    """
     n = len(p)
     q = min(n, queries)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=q, replace=False))
     k = min(KNN_K, n - 1)
     out = np.full((q, KNN_K), np.inf, dtype=np.float32)
+    if device is not None:
+        out[:, :k] = _to_distance(_knn_values_torch(p, metric, pick, k, device), metric)
+        return out
     chunk = max(1, (1 << 24) // n)
     for a in range(0, q, chunk):
         idx = pick[a : a + chunk]
@@ -1263,22 +1290,24 @@ class _Inline:
         return done
 
 
-def _blocks(ends: np.ndarray) -> list[tuple[int, int]]:
-    """Row blocks ``(s, e)``: ``ROW_BLOCK`` rows, fewer where the band is very wide.
+def _blocks(
+    ends: np.ndarray, row_block: int = ROW_BLOCK, budget: int = BLOCK_BUDGET
+) -> list[tuple[int, int]]:
+    """Row blocks ``(s, e)``: ``row_block`` rows, fewer where the band is very wide.
 
     Both a block's later side (columns up to ``ends[e-1]``) and its earlier side (columns
-    from the first point whose band reaches ``s``) stay within ``BLOCK_BUDGET`` elements.
+    from the first point whose band reaches ``s``) stay within ``budget`` elements.
     """
     n = len(ends)
     out = []
     s = 0
     while s < n:
-        block = ROW_BLOCK
+        block = row_block
         lo = int(np.searchsorted(ends, s, side="right"))
         while True:
             e = min(n, s + block)
             width = max(int(ends[e - 1]) - s, e - lo)
-            if block <= 16 or (e - s) * width <= BLOCK_BUDGET:
+            if block <= 16 or (e - s) * width <= budget:
                 break
             block //= 2
         out.append((s, e))
@@ -1287,7 +1316,13 @@ def _blocks(ends: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _radius_graph(
-    p: np.ndarray, ends: np.ndarray, radius: float, metric: Metric, cap: int, threads: int = 1
+    p: np.ndarray,
+    ends: np.ndarray,
+    radius: float,
+    metric: Metric,
+    cap: int,
+    threads: int = 1,
+    device: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, dict[str, float]]:
     """Symmetric radius graph of lens-sorted points; candidate pairs ``i < j < ends[i]``.
 
@@ -1313,7 +1348,8 @@ def _radius_graph(
         radius: largest stored distance.
         metric: ``"euclidean"`` or ``"cosine"``.
         cap: per side neighbour cap (0 = none).
-        threads: build threads.
+        threads: build threads (numpy path only).
+        device: torch device: the blocks run there (:func:`_device_blocks`); ``None``: numpy.
 
     Returns:
         ``(indptr int64 [n+1], indices int32 [nnz], distances float32 [nnz], truncated,
@@ -1322,6 +1358,14 @@ def _radius_graph(
     """
     n = len(p)
     threshold = _value_threshold(radius, metric)
+    if device is not None:
+        start = time.perf_counter()
+        later, earlier_kept, over = _device_blocks(p, ends, metric, cap, threshold, device)
+        clock = _BuildClock()
+        t = clock.add("blocks (device)", start)
+        indptr, indices, dist = _symmetric(later, earlier_kept, n, metric)
+        clock.add("symmetrise", t)
+        return indptr, indices, dist, int(over.sum()), clock.steps
     blocks = _blocks(ends)
     clock = _BuildClock()
     later: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -1371,6 +1415,182 @@ def _radius_graph(
     indptr, indices, dist = _symmetric(later, earlier_kept, n, metric)
     clock.add("symmetrise", t)
     return indptr, indices, dist, int(over.sum()), clock.steps
+
+
+@contextlib.contextmanager
+def _full_fp32(torch: Any) -> Iterator[None]:
+    """fp32 matmuls without TF32 (10-bit mantissa) inside; the setting is restored after.
+
+    Args:
+        torch: the torch module (imported lazily by the caller).
+    """
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = previous
+
+
+def _query_rows_torch(pt: Any, metric: Metric) -> Any:
+    """:func:`_query_rows` computed on the device (one upload instead of two).
+
+    The scalings by -2 and -1 are exact, so the rows equal the numpy path's bit for bit.
+
+    Args:
+        pt: float32 ``[n, D + 2]`` augmented points on the device.
+        metric: ``"euclidean"`` or ``"cosine"``.
+
+    Returns:
+        The GEMM's left operand, same shape and device.
+    """
+    dim = pt.shape[1] - 2
+    qt = pt.clone()
+    qt[:, :dim] *= -1.0 if metric == "cosine" else -2.0
+    qt[:, dim] = 1.0
+    qt[:, dim + 1] = 0.0 if metric == "cosine" else pt[:, dim]
+    return qt
+
+
+def _knn_values_torch(
+    p: np.ndarray, metric: Metric, pick: np.ndarray, k: int, device: str
+) -> np.ndarray:
+    """float32 ``[len(pick), k]`` smallest GEMM values (sorted) of ``pick``'s rows, on ``device``.
+
+    The query point itself is excluded; values, not positions, come back, so ties need no rule.
+
+    Args:
+        p: ``[n, D + 2]`` augmented sorted points.
+        metric: ``"euclidean"`` or ``"cosine"``.
+        pick: sampled positions (ascending).
+        k: neighbours per query (``<= n - 1``).
+        device: torch device.
+
+    Returns:
+        float32 ``[len(pick), k]``.
+    """
+    import torch
+
+    dev = torch.device(device)
+    n = len(p)
+    out = np.empty((len(pick), k), dtype=np.float32)
+    chunk = max(1, (1 << 26) // n)
+    with _full_fp32(torch), torch.no_grad():
+        pt = torch.from_numpy(p).to(dev)
+        for a in range(0, len(pick), chunk):
+            idx = pick[a : a + chunk]
+            q = torch.from_numpy(_query_rows(p[idx], metric)).to(dev)
+            d = q @ pt.T
+            d[torch.arange(len(idx), device=dev), torch.from_numpy(idx).to(dev)] = torch.inf
+            out[a : a + len(idx)] = torch.topk(d, k, dim=1, largest=False).values.cpu().numpy()
+    return out
+
+
+def _select_torch(
+    torch: Any, values: Any, cap: int, threshold: np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_select` on a torch tensor: same entries, same tie rule (lowest column).
+
+    A cap selection runs ``topk`` on an int64 key ``(order-preserving int32 of the float32
+    value) << 32 | column``: keys are distinct, so the kept set is unique and ties at the
+    cap go to the lowest column, as on the numpy path.
+
+    Args:
+        torch: the torch module.
+        values: float32 ``[b, w]`` tensor, invalid pairs ``+inf``.
+        cap: entries kept per row (0 = no cap).
+        threshold: from :func:`_value_threshold`.
+
+    Returns:
+        ``(rows, cols, values, over)`` as numpy arrays, kept entries sorted by row then column.
+    """
+    b, w = values.shape
+    dev = values.device
+    within = values <= float(threshold)
+    if cap <= 0 or w <= cap:
+        rows, cols = within.nonzero(as_tuple=True)  # row-major: sorted by row, then column
+        kept = values[rows, cols]
+        over = np.zeros(b, dtype=bool)
+    else:
+        over = (within.sum(dim=1) > cap).cpu().numpy()
+        # +0.0 for -0.0 (equal values must give equal keys); then the float32 bits, with
+        # the magnitude bits of negatives flipped, order as the values do.
+        bits = (values + 0.0).view(torch.int32)
+        key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64) << 32
+        key |= torch.arange(w, device=dev, dtype=torch.int64)
+        pos = torch.topk(key, cap, dim=1, largest=False, sorted=False).indices
+        del key, bits
+        picked = values.gather(1, pos)
+        # Kept columns ascending within each row; dropped ones (beyond the threshold) last.
+        pos = torch.where(picked <= float(threshold), pos, w)
+        pos = torch.sort(pos, dim=1).values
+        rows, slot = (pos < w).nonzero(as_tuple=True)
+        cols = pos[rows, slot]
+        kept = values[rows, cols]
+    return (
+        rows.to(torch.int32).cpu().numpy(),
+        cols.to(torch.int32).cpu().numpy(),
+        kept.cpu().numpy(),
+        over,
+    )
+
+
+def _device_blocks(
+    p: np.ndarray, ends: np.ndarray, metric: Metric, cap: int, threshold: np.float32, device: str
+) -> tuple[list, list, np.ndarray]:
+    """Both sides' selections of every row block, computed with torch on ``device``.
+
+    Per block of rows ``s..e``: the later side is ``Q[s:e] @ P[s:c1].T`` (columns ``j``,
+    valid for ``i < j < ends[i]``), the earlier side ``P[s:e] @ Q[lo:e].T`` (columns ``i``,
+    valid for ``i < j < ends[i]``): the same products ``q_i · p_j`` as the later side, so a
+    pair's value is the same in both lists up to the GEMM's summation order. Each pair is
+    computed twice (no retained blocks to transpose), which a GPU affords. Only the kept
+    ``(row, column, value)`` triples leave the device.
+
+    Args:
+        p: ``[n, D + 2]`` augmented sorted points.
+        ends: int64 ``[n]`` exclusive band ends.
+        metric: ``"euclidean"`` or ``"cosine"``.
+        cap: per side neighbour cap (0 = none).
+        threshold: from :func:`_value_threshold`.
+        device: torch device.
+
+    Returns:
+        ``(later, earlier, over)``: per block ``(rows, cols, values)`` (global int32
+        positions, sorted by row then column) of each side, and bool ``[n]`` capped points.
+    """
+    import torch
+
+    dev = torch.device(device)
+    n = len(p)
+    over = np.zeros(n, dtype=bool)
+    later: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    earlier: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with _full_fp32(torch), torch.no_grad():
+        pt = torch.from_numpy(p).to(dev)
+        qt = _query_rows_torch(pt, metric)
+        ends_t = torch.from_numpy(np.ascontiguousarray(ends, dtype=np.int64)).to(dev)
+        for s, e in _blocks(ends, DEVICE_ROW_BLOCK, DEVICE_BLOCK_BUDGET):
+            c1 = int(ends[e - 1])
+            lo = int(np.searchsorted(ends, s, side="right"))
+            rows = torch.arange(s, e, device=dev)[:, None]
+            # Later side: row i, column j in s..c1; valid i < j < ends[i].
+            d = qt[s:e] @ pt[s:c1].T
+            cols = torch.arange(s, c1, device=dev)[None, :]
+            d.masked_fill_((cols <= rows) | (cols >= ends_t[s:e, None]), torch.inf)
+            r, c, v, o = _select_torch(torch, d, cap, threshold)
+            later.append((r + s, c + s, v))
+            over[s:e] |= o
+            # Earlier side: row j, column i in lo..e; valid i < j < ends[i].
+            d = pt[s:e] @ qt[lo:e].T
+            cols = torch.arange(lo, e, device=dev)[None, :]
+            d.masked_fill_((cols >= rows) | (ends_t[lo:e][None, :] <= rows), torch.inf)
+            r, c, v, o = _select_torch(torch, d, cap, threshold)
+            earlier.append((r + s, c + lo, v))
+            over[s:e] |= o
+            del d
+    return later, earlier, over
 
 
 @contextlib.contextmanager

@@ -95,6 +95,7 @@ def mapper_part(
     max_neighbors: int = MAX_NEIGHBORS,
     crop_points: int = CROP_POINTS,
     crops_per_node: int = CROPS_PER_NODE,
+    device: str | None = None,
 ) -> MapperPart:
     """Index every layer's sample and choose the rows to crop.
 
@@ -112,6 +113,8 @@ def mapper_part(
         max_neighbors: neighbour cap of the index.
         crop_points: rows cropped in hash order per layer (0: none).
         crops_per_node: members cropped per default-graph node (0: none).
+        device: torch device for the index build's distance blocks (the build's CUDA
+            device; ``None``: numpy on the CPU). Same candidates, cap and tie rule.
 
     Returns:
         The :class:`MapperPart`.
@@ -140,6 +143,7 @@ def mapper_part(
             max_neighbors=max_neighbors,
             min_samples=params.min_samples,
             seed=seed,
+            device=device,
         )
         files.update(mapper_files(i, x, position, index.to_arrays()))
         members: list[np.ndarray] = []

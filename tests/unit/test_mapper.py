@@ -409,3 +409,81 @@ def test_cosine_index_graph_equals_brute_force(cap: int, monkeypatch: pytest.Mon
     assert len(expected) > 300
     assert got.keys() == expected.keys()
     np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), atol=1e-5)
+
+
+def exact_data(metric: str, seed: int = 5) -> np.ndarray:
+    """Integer-valued rows whose GEMM values are exact in float32, with many ties.
+
+    Euclidean: entries 0..3 plus duplicated rows. Cosine: four non-zero entries ``±c``
+    per row (``c`` in 1, 2, 4), so unit rows hold ``±0.5`` and dot products are exact.
+    """
+    rng = np.random.default_rng(seed)
+    if metric == "euclidean":
+        x = rng.integers(0, 4, (500, 6)).astype(np.float32)
+        x[400:460] = x[:60]  # exact duplicates: zero distances
+        return x
+    x = np.zeros((400, 8), dtype=np.float32)
+    for row in x:
+        row[rng.choice(8, 4, replace=False)] = rng.choice([-1, 1], 4) * rng.choice([1, 2, 4])
+    return x
+
+
+def assert_same_index(a: MapperIndex, b: MapperIndex) -> None:
+    arrays_a, arrays_b = a.to_arrays(), b.to_arrays()
+    assert arrays_a.keys() == arrays_b.keys()
+    for key, value in arrays_a.items():
+        np.testing.assert_array_equal(value, arrays_b[key], err_msg=key)
+    assert a.truncated == b.truncated
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("cap", [0, 1, 3, 64])
+def test_torch_device_path_equals_numpy(
+    metric: str, cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    import compute.topology.mapper as mapper_module
+
+    x = exact_data(metric)
+    radius, window = (3.0, 0.3) if metric == "euclidean" else (1.0, 0.5)
+    expected = MapperIndex.build(x, metric, radius, max_window=window, max_neighbors=cap)
+    assert len(expected.indices) > 1000
+    assert (expected.truncated > 0) == (cap > 0)  # the caps bite: ties at the cap matter
+    # Default device blocks (one block here), small ones, and ones shrunk by the budget:
+    # the same index each time.
+    for row_block, budget in [(4096, 1 << 26), (16, 1 << 26), (64, 500)]:
+        monkeypatch.setattr(mapper_module, "DEVICE_ROW_BLOCK", row_block)
+        monkeypatch.setattr(mapper_module, "DEVICE_BLOCK_BUDGET", budget)
+        got = MapperIndex.build(
+            x, metric, radius, max_window=window, max_neighbors=cap, device="cpu"
+        )
+        assert_same_index(expected, got)
+
+
+def cuda_available() -> bool:
+    """A CUDA device is usable here (False without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(
+    not cuda_available(),
+    reason="needs a CUDA device (the device='cpu' test covers the torch path's logic)",
+)
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_cuda_device_path_equals_numpy(metric: str) -> None:
+    import torch
+
+    x = exact_data(metric)
+    radius, window = (3.0, 0.3) if metric == "euclidean" else (1.0, 0.5)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    for cap in (0, 3):
+        expected = MapperIndex.build(x, metric, radius, max_window=window, max_neighbors=cap)
+        got = MapperIndex.build(
+            x, metric, radius, max_window=window, max_neighbors=cap, device="cuda"
+        )
+        assert_same_index(expected, got)
+    assert torch.backends.cuda.matmul.allow_tf32 == tf32  # restored after the build
