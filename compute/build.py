@@ -429,9 +429,18 @@ class _Stages:
 
 
 def _mapper_part(
-    sampler: Any, layers: Sequence[str], seed: int, capacity: int, mode: str, crops: int
+    sampler: Any,
+    layers: Sequence[str],
+    seed: int,
+    capacity: int,
+    mode: str,
+    crops: int,
+    device: str | None = None,
 ) -> Any:
-    """The ``mapper`` part from the pass's sample (``None`` without a sampler or points)."""
+    """The ``mapper`` part from the pass's sample (``None`` without a sampler or points).
+
+    ``device``: a CUDA device builds the Mapper indexes there; ``None``: numpy on the CPU.
+    """
     if sampler is None:
         return None
     from compute.topology.part import mapper_part
@@ -451,6 +460,7 @@ def _mapper_part(
         mode=mode,
         crop_points=crops,
         crops_per_node=12 if crops else 0,
+        device=device,
     )
 
 
@@ -798,7 +808,10 @@ def build_atlas(
     stages.done("attribution graphs")
     embeddings = class_embeddings(counts, embedding_config)
     stages.done("class embedding")
-    part = _mapper_part(sampler, layers, seed, mapper_capacity, mapper_mode, mapper_crops)
+    mapper_device = str(torch_device) if torch_device.type == "cuda" else None
+    part = _mapper_part(
+        sampler, layers, seed, mapper_capacity, mapper_mode, mapper_crops, mapper_device
+    )
     if part is not None:
         stages.done("mapper index")
 
