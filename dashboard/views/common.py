@@ -190,19 +190,12 @@ def suggestions_store_id(dropdown_id: str) -> str:
 
 
 def class_search_stores(context: ViewContext, dropdown_id: str) -> list[dcc.Store]:
-    """The stores a class dropdown registered with :func:`register_class_search` needs in
+    """The stores a class dropdown registered with :func:`register_class_searches` needs in
     its view's layout: the class names (sent once with the page) and the suggestions."""
     return [
         dcc.Store(id=names_store_id(dropdown_id), data=list(context.data.names)),
         dcc.Store(id=suggestions_store_id(dropdown_id)),
     ]
-
-
-def register_class_search(
-    app: Dash, context: ViewContext, dropdown_id: str, options: ClassOptions
-) -> None:
-    """:func:`register_class_searches` for one dropdown."""
-    register_class_searches(app, context, [(dropdown_id, options)])
 
 
 def register_class_searches(
