@@ -585,7 +585,7 @@ def build_atlas(
         decoder: applied to every loader batch before it is read, e.g.
             :class:`compute.data.JpegBatchDecoder` to decode JPEG bytes in batches on the
             device (``--decode jpeg-device``).
-        precision: ``"fp32"`` (default): exact. ``"bf16"`` or ``"fp16"`` (CUDA only): an
+        precision: ``"fp32"`` (default): exact. ``"bf16"`` or ``"fp16"`` (fp16 on CUDA only): an
             explicitly **approximate** mode: the pass's forward, influence and gradient
             steps run under ``torch.autocast``, so values near a selection threshold or a
             top-k boundary can fall the other way and counts can differ from fp32's. The
@@ -1293,7 +1293,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32 (default): exact counts. bf16, fp16 (CUDA only): APPROXIMATE mode, the "
+        help="fp32 (default): exact counts. bf16, fp16 (fp16 on CUDA only): APPROXIMATE mode, the "
         "pass runs under torch.autocast; counts near a threshold may differ from fp32's, "
         "and the atlas records that it is approximate",
     )
