@@ -204,10 +204,10 @@ def influence_maxima_gemm(
     return out
 
 
-#: Elements of one batched product ``[C_in, images*positions, C_out]`` in
-#: :func:`influence_maxima_batched` (4 MB in float32: the product and its column block
-#: stay in L2 between the GEMM and the max). Layers where one image's
-#: ``C_in * positions * C_out`` exceeds this take the per-channel ``"gemm"`` path.
+#: Default elements of one batched product ``[C_in, images*positions, C_out]`` in
+#: :func:`influence_maxima_input_major` (4 MB in float32; ``"auto"`` runs it in smaller
+#: :data:`BATCHED_BLOCK` blocks). Layers where one image's ``C_in * positions * C_out``
+#: exceeds this take the per-channel ``"gemm"`` path.
 BATCHED_TILE = 1 << 20
 
 
@@ -224,7 +224,7 @@ SELECT_CHUNK = 1 << 17
 def batched_fits(weight: Tensor, positions: int, tile: int = BATCHED_TILE) -> bool:
     """Whether one image's full product ``C_in * positions * C_out`` fits in ``tile``.
 
-    The deterministic rule by which ``"auto"`` picks :func:`influence_maxima_batched`
+    The deterministic rule by which ``"auto"`` picks :func:`influence_maxima_input_major`
     (small maps and few channels: the demo CNN, late VGG layers) over the per-channel loop.
     """
     c_out, c_in = weight.shape[:2]
