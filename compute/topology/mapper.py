@@ -1208,6 +1208,11 @@ class _BuildClock:
         self.steps[step] = self.steps.get(step, 0.0) + now - since
         return now
 
+    def merge(self, steps: dict[str, float]) -> None:
+        """Add another clock's seconds by step (a build thread's)."""
+        for step, seconds in steps.items():
+            self.steps[step] = self.steps.get(step, 0.0) + seconds
+
 
 def _block_later(
     p: np.ndarray, ends: np.ndarray, s: int, e: int, metric: Metric, cap: int, threshold: np.float32
@@ -1392,8 +1397,7 @@ def _radius_graph(
             q, d, kept, o, steps = in_flight.pop(k).result()
             later.append(kept)
             over[s:e] |= o
-            for step, seconds in steps.items():
-                clock.steps[step] = clock.steps.get(step, 0.0) + seconds
+            clock.merge(steps)
             lo = int(np.searchsorted(ends, s, side="right"))
             still = [w for w in window if w[1] > lo]
             retained -= sum(w[2].size for w in window if w[1] <= lo and w[2] is not None)
@@ -1409,8 +1413,7 @@ def _radius_graph(
             kept, o, steps = future.result()
             earlier_kept.append(kept)
             over[s:e] |= o
-            for step, seconds in steps.items():
-                clock.steps[step] = clock.steps.get(step, 0.0) + seconds
+            clock.merge(steps)
     t = clock.add("blocks (wall)", start)
     indptr, indices, dist = _symmetric(later, earlier_kept, n, metric)
     clock.add("symmetrise", t)
