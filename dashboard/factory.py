@@ -216,11 +216,11 @@ def register_file_route(server: flask.Flask, deployment: Deployment, prefix: str
 
 def register_health_route(server: flask.Flask, registry: AtlasRegistry, prefix: str) -> None:
     """``{prefix}healthz``: 200 with the atlases' names, keys and format versions (cheap: no
-    atlas is opened; open without credentials, as platform probes need)."""
+    atlas is opened; open without credentials, as platform probes need). The folder is
+    re-scanned by the request hook (:func:`register_atlas_hook`), as for every request."""
 
     @server.route(f"{prefix}{HEALTH_ROUTE}", endpoint="healthz")
     def healthz() -> flask.Response:
-        registry.refresh()
         body = {**registry.health(), "reader_versions": sorted(SUPPORTED_VERSIONS)}
         response = flask.jsonify(body)
         response.headers["Cache-Control"] = "no-store"
