@@ -1,7 +1,8 @@
 """Atlas loading and cached derived arrays for the views (no Dash imports).
 
-Everything heavy stays on the server: the atlas is opened once per worker
-(:func:`load`, an ``lru_cache``), derived arrays are computed once and kept in memory, and
+Everything heavy stays on the server: the atlas is opened once per worker and manifest
+(:func:`open_atlas`, kept by :class:`dashboard.atlases.AtlasRegistry`; tools and tests use
+:func:`load`, an ``lru_cache``), derived arrays are computed once and kept in memory, and
 the one quadratic result (the class-by-class cosine similarity of each layer) is also kept
 in a ``diskcache`` directory shared by the workers of one machine.
 """
