@@ -255,13 +255,12 @@ class AtlasRegistry:
         self._opened: dict[AtlasEntry, atlas_data.AtlasData] = {}
         stamp = _folder_stamp(root)
         entries, self.multi = discover(root)
-        by_name = {entry.name: entry for entry in entries}
-        if default is not None and self.multi and default not in by_name:
+        self._scan = self._snapshot(entries, None)
+        if default is not None and self.multi and default not in self._scan.by_name:
             raise AtlasError(
                 f"NETWORK_ATLAS_DEFAULT names {default!r}, not an atlas in {root} "
-                f"(found: {', '.join(by_name)})"
+                f"(found: {', '.join(self._scan.by_name)})"
             )
-        self._scan = self._snapshot(entries, None)
         self._stamp = stamp
         self._checked = self._scanned = clock()
 
