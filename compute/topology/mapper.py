@@ -1,5 +1,8 @@
 """Mapper graphs of activation vectors (TopoAct), torch-free: numpy, scipy, scikit-learn.
 
+Torch is imported only by an index build given a ``device`` (``MapperIndex.build``), so
+the dashboard, which reads indexes, never imports it.
+
 Pipeline: a 1-D lens (L2 norm or first principal component, scaled to ``[0, 1]``) → a cover
 of ``intervals`` overlapping intervals → clustering of each interval's points (DBSCAN or
 HDBSCAN) → one node per cluster, one edge per pair of nodes sharing members.
