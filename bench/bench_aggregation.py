@@ -88,6 +88,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("influence: top-k", "compute.summit.influence", "topk_triples_input_major"),
     ("influence: other", "compute.summit.aggregate", "influence_topk"),
     ("activation: maxima", "compute.summit.aggregate", "spatial_max"),
+    ("activation: maxima", "compute.summit.aggregate", "spatial_max_above"),
     ("activation: selection", "compute.summit.aggregate", "select_mass"),
     ("activation: selection", "compute.summit.aggregate", "select_topk"),
     ("top examples", "compute.summit.examples", "RunningTopExamples.update"),
