@@ -1,4 +1,4 @@
-"""The page around the views: its layout, the one state reducer and the URL write-back.
+"""The page around the views: its layout and the one state reducer (which writes the URL).
 
 Data flow (no cycles): every control is an *input* of :func:`apply_event`'s callback,
 which writes the single ``ViewState`` store; every view renders *from* that store. The
@@ -280,7 +280,8 @@ def register_atlas_picker(app: Dash, page_prefix: str) -> None:
 
 
 def register(app: Dash, context: ViewContext) -> None:
-    """Register the reducer, the URL write-back, the copy-link and every view's callbacks."""
+    """Register the reducer (it also writes the URL), the copy-link, every view's callbacks
+    and the class dropdowns' options."""
 
     # Every reducer writes the URL with the state it writes (``to_search``): no callback
     # listens to the state just to write the URL back, one request fewer per event.
