@@ -572,7 +572,8 @@ class MapperIndex:
         seconds: build time.
         timings: seconds of the build's steps (``"blocks (wall)"`` is the wall time of the
             distance blocks; ``gemm``, ``mask``, ``assemble``, ``select`` are summed over
-            the build threads). Not stored.
+            the build threads; a build on a ``device`` has ``"blocks (device)"`` instead of
+            those). Not stored.
     """
 
     lens: np.ndarray
