@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 from dashboard.config import DEMO_ATLAS_DIR
 from tests.e2e.browser import SCREENSHOTS, wait_until
@@ -43,6 +44,26 @@ def view_snapshot(dash_duo: Any) -> tuple[str, str, tuple[str, ...]]:
     return header, layer, titles
 
 
+def tile_attribute(dash_duo: Any, index: int, name: str) -> str | None:
+    """An attribute of the grid's ``index``-th tile, or ``None`` while the grid re-renders."""
+    try:
+        return dash_duo.find_elements("#trace-grid .trace-tile")[index].get_attribute(name)
+    except (StaleElementReferenceException, IndexError):
+        return None
+
+
+def click_tile(dash_duo: Any, index: int) -> str | None:
+    """Click the grid's ``index``-th tile; its ``data-row``, or ``None`` if the grid was
+    re-rendered under us (a picked tile re-renders the grid, so found tiles go stale)."""
+    try:
+        tile = dash_duo.find_elements("#trace-grid .trace-tile")[index]
+        row = tile.get_attribute("data-row")
+        tile.click()
+    except (StaleElementReferenceException, IndexError):
+        return None
+    return row
+
+
 def test_training_view_pick_layer_and_reload(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -55,11 +76,9 @@ def test_training_view_pick_layer_and_reload(
     dash_duo.wait_for_contains_text("#trace-header", "layer head")
 
     # Pick another image: the URL and the header follow, proponents and charts are drawn.
-    tiles[2].click()
-    row = tiles[2].get_attribute("data-row")
+    row = wait_until(lambda: click_tile(dash_duo, 2), message="tile not clickable")
     wait_until(lambda: query(dash_duo).get("trow") == row, message="pick not in the URL")
-    wait_until(lambda: "picked" in dash_duo.find_elements("#trace-grid .trace-tile")[2]
-               .get_attribute("class"))  # fmt: skip
+    wait_until(lambda: "picked" in (tile_attribute(dash_duo, 2, "class") or ""))
     proponents = wait_until(
         lambda: dash_duo.find_elements("#trace-proponents .trace-example"), timeout=10
     )
