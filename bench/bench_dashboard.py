@@ -49,6 +49,19 @@ from dashboard.views.common import ViewContext  # noqa: E402
 from dashboard.views.shell import apply_event  # noqa: E402
 from dashboard.views.sidebar import ROWS_PAGE  # noqa: E402
 
+# The callbacks a class switch fires, in the order the table prints them.
+CALLBACKS = (
+    "reducer",
+    "embedding",
+    "sidebar",
+    "options",
+    "graph",
+    "neuron",
+    "compare",
+    "topology",
+    "training",
+)
+
 
 def _timed(function: Callable[[], Any]) -> tuple[float, int]:
     """Milliseconds to run ``function`` and serialise its result, and the payload bytes."""
@@ -74,20 +87,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
     for layer in range(data.num_layers):
         data.similarity_matrix(layer)
         data.counts(layer)
-    times: dict[str, list[float]] = {
-        name: []
-        for name in (
-            "reducer",
-            "embedding",
-            "sidebar",
-            "options",
-            "graph",
-            "neuron",
-            "compare",
-            "topology",
-            "training",
-        )
-    }
+    times: dict[str, list[float]] = {name: [] for name in CALLBACKS}
     sizes: dict[str, list[int]] = {name: [] for name in times}
     shown_layer = None  # the layer the browser's embedding figure shows (Patch after the first)
     topo_shown: list[Any] = [None]  # what the browser's Mapper graph draws (its store)
@@ -157,18 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.switches} random class switches (compare class and neuron panel open)"
     )
     print(f"{'callback':<10} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'payload kB':>11}")
-    for name in (
-        "reducer",
-        "embedding",
-        "sidebar",
-        "options",
-        "graph",
-        "neuron",
-        "compare",
-        "topology",
-        "training",
-        "total",
-    ):
+    for name in (*CALLBACKS, "total"):
         values = result[name]
         size = result.get(f"bytes:{name}")
         kb = f"{np.median(size) / 1024:.1f}" if size is not None else ""
