@@ -79,6 +79,7 @@ def timed(fn: Callable[[], None], cpu: list[float]) -> float:
 #: Stages timed by :class:`StageTimer`: (label, module, attribute). Time is "self" time:
 #: a stage called inside another is subtracted from the outer one.
 STAGES: list[tuple[str, str, str]] = [
+    ("influence: fused kernel", "compute.summit.influence", "influence_topk_fused"),
     ("influence: maxima", "compute.summit.influence", "influence_maxima_batched"),
     ("influence: maxima", "compute.summit.influence", "influence_maxima_input_major"),
     ("influence: maxima", "compute.summit.influence", "influence_maxima_pruned"),
@@ -169,6 +170,7 @@ def bench(
     images: int,
     batch: int,
     repeats: int,
+    compare_matmul: bool = False,
 ) -> None:
     model.eval()
     generator = torch.Generator().manual_seed(0)
@@ -189,14 +191,25 @@ def bench(
                 summit_pass.update(data[start:end], labels[start:end], indices[start:end])
             summit_pass.result()
 
+    def summit_matmul() -> None:
+        """The pass with the compiled kernel off: the matrix-product paths."""
+        influence_module.FUSED = False
+        try:
+            summit()
+        finally:
+            influence_module.FUSED = True
+
     bare()  # warm-up
-    summit()  # warm-up (first-call costs: kernel selection, allocator)
-    bare_times, summit_times = [], []
+    summit()  # warm-up (first-call costs: kernel compilation and selection, allocator)
+    bare_times, summit_times, matmul_times = [], [], []
     bare_cpu: list[float] = []
     summit_cpu: list[float] = []
-    for _ in range(repeats):  # interleave so load changes hit both alike
+    matmul_cpu: list[float] = []
+    for _ in range(repeats):  # interleave so load changes hit all alike
         bare_times.append(timed(bare, bare_cpu))
         summit_times.append(timed(summit, summit_cpu))
+        if compare_matmul:
+            matmul_times.append(timed(summit_matmul, matmul_cpu))
     # One more, instrumented run for the per-stage breakdown (wrappers add a little).
     staged_cpu: list[float] = []
     with StageTimer() as stages:
@@ -217,6 +230,12 @@ def bench(
     c_bare, c_summit = statistics.median(bare_cpu), statistics.median(summit_cpu)
     print(f"   CPU time     : {c_bare:8.3f} s bare, {c_summit:8.3f} s summit")
     print(f"   CPU ratio    : {c_summit / c_bare:8.2f} x   (steadier under load)")
+    if compare_matmul:
+        t_matmul, c_matmul = statistics.median(matmul_times), statistics.median(matmul_cpu)
+        print(
+            f"   without the fused kernel (matrix products): {t_matmul:.3f} s, "
+            f"ratio {t_matmul / t_bare:.2f} x, CPU ratio {c_matmul / c_bare:.2f} x"
+        )
     print(
         f"   stages of one more (instrumented) summit run: {t_staged:.3f} s wall, "
         f"{c_staged:.3f} s CPU; per bare forward ({t_bare:.3f} s wall, {c_bare:.3f} s CPU):"
@@ -265,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         default="features.9,features.12,features.14",
         help="comma-separated VGG-11 layers (ReLU outputs)",
     )
+    parser.add_argument(
+        "--compare-matmul",
+        action="store_true",
+        help="also time the pass with the fused influence kernel off (side by side)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -278,13 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         model, layers, shape, classes = demo_model()
         bench(
             "demo CNN", model, layers, shape, classes,
-            args.images or 2048, args.batch or 256, args.repeats,
+            args.images or 2048, args.batch or 256, args.repeats, args.compare_matmul,
         )  # fmt: skip
     if args.model in ("vgg", "both"):
         model, layers, shape, classes = vgg_model(args.vgg_layers.split(","))
         bench(
             "VGG-11", model, layers, shape, classes,
-            args.images or 16, args.batch or 8, args.repeats,
+            args.images or 16, args.batch or 8, args.repeats, args.compare_matmul,
         )  # fmt: skip
     return 0
 

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compute.summit.activation import intra_op_threads, topk_mask
+from compute.summit.fused import fused_applies, influence_topk_fused
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUDGET = 64 * 1024 * 1024
 
 Pair = tuple[int, int]
+
+#: Whether ``"auto"`` runs k×k layers through the compiled kernel of
+#: :mod:`compute.summit.fused` where it applies (float32 on the CPU, finite values):
+#: terms stay in registers, 3-5× faster than the matrix products on the demo CNN.
+FUSED = True
 
 #: Intra-op CPU threads for the influence step (``None``: whatever torch uses). The step
 #: is hundreds of ~1-4 MB operations per batch; with 2 threads on a shared 2-core machine
@@ -858,6 +864,13 @@ def _topk_step(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`influence_topk` on one block of images ``xb`` (the first is image ``b0``)."""
     kh, kw = weight.shape[2:]
+    if (method == "fused" or (method == "auto" and FUSED and (kh, kw) != (1, 1))) and (
+        fused_applies(xb, weight)
+    ):
+        bb, ii, jj = influence_topk_fused(xb, weight, stride, padding, dilation, k)
+        return bb + b0, ii, jj
+    if method == "fused":  # not applicable here: the same selection by matrix products
+        method = "auto"
     if method in ("auto", "pruned-bmm") and (kh, kw) != (1, 1):
         method = _choose(xb, weight, k, positions, method)
     if (kh, kw) == (1, 1) and method == "auto":
