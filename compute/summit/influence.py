@@ -11,6 +11,10 @@ at the convolution's stride, zero padding and dilation, without bias. Per (image
 
 Materialising all ``C_out × C_in × positions`` terms is what made the original slow. Here:
 
+* on CPU, k×k convolutions with finite float32 input run through the compiled kernel of
+  :mod:`compute.summit.fused` (``"fused"``, chosen by ``"auto"`` while :data:`FUSED`):
+  maxima and top-k in vector registers, no term ever written to memory. The paths below
+  are the GPU's, the fallback where that kernel cannot run, and cross-checks in tests.
 * 1×1 convolutions need no convolution at all: ``max_p K_ij X_j(p)`` is ``K_ij max X_j`` if
   ``K_ij >= 0`` else ``K_ij min X_j`` (over the sampled positions, padding zeros included).
 * small k×k layers (``"batched"``, chosen by ``"auto"`` when one image's
@@ -808,13 +812,16 @@ def influence_topk(
         k: input channels kept per (image, output channel); ties go to the lowest ``j``,
             only ``inf_ij > 0`` counts.
         budget: bound on the elements of any intermediate.
-        method: ``"auto"`` (1×1 shortcut; else ``"batched"`` when one image's product
-            fits :data:`BATCHED_TILE`; else ``"pruned-bmm"`` when ``C_in >=``
+        method: ``"auto"`` (1×1 shortcut; else ``"fused"`` where
+            :func:`~compute.summit.fused.fused_applies`; else ``"batched"`` when one
+            image's product fits :data:`BATCHED_TILE`; else ``"pruned-bmm"`` when ``C_in >=``
             :data:`PRUNE_MIN_RATIO` ``* k``; else ``"gemm"``), ``"batched"``, ``"gemm"``,
             ``"pruned-bmm"`` (range bounds + grouped products on the pairs that can reach
             the top-k, :func:`influence_maxima_pruned`), ``"dense"`` (grouped convolution),
             ``"pruned"`` (bounds + depthwise convolution on the surviving pairs) or
-            ``"pruned-gemm"`` (bounds + GEMM on the rows a tile needs).
+            ``"pruned-gemm"`` (bounds + GEMM on the rows a tile needs); ``"fused"`` asks
+            for the compiled kernel and falls back to ``"auto"``'s other choices where it
+            does not apply.
 
     Returns:
         ``(b, i, j)``: ``int64 [T]`` each, the selected triples in row-major order.
