@@ -239,11 +239,15 @@ def _kernel() -> _Kernel | None:
         with _lock:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
-            target = llvm.Target.from_triple(llvm.get_process_triple())
+            triple = llvm.get_process_triple()
+            features = llvm.get_host_cpu_features()
+            if triple.startswith(("x86_64", "i686", "i386")) and not features.get("fma"):
+                # without hardware FMA each fma is a libm call: 25x slower than the BLAS
+                logger.info("no FMA on this CPU: influence by matrix products")
+                return None
+            target = llvm.Target.from_triple(triple)
             machine = target.create_target_machine(
-                cpu=llvm.get_host_cpu_name(),
-                features=llvm.get_host_cpu_features().flatten(),
-                opt=3,
+                cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3
             )
             module = llvm.parse_assembly(_build_ir())
             module.verify()
