@@ -8,6 +8,12 @@ from __future__ import annotations
 # -- page plumbing --------------------------------------------------------------------
 STATE = "state"  # dcc.Store: the ViewState as a dict (ids and indices only)
 STATE_URL = "state-url"  # dcc.Location(refresh=False): the state written back to the URL
+#: dcc.Stores: copies of STATE per group of views (``dashboard.state.VIEW_GROUPS``), written
+#: in the browser only when a field that group reads changed, so a Topology control does not
+#: re-render the Summit views and a class switch does not wait for views it leaves alone.
+STATE_SUMMIT = "state-summit"
+STATE_TOPOLOGY = "state-topology"
+STATE_TRAINING = "state-training"
 ROWS_LIMIT = "rows-limit"  # dcc.Store: how many sidebar rows are shown
 
 # -- header / controls ----------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode
 
@@ -334,4 +334,28 @@ def _trace_fields(get: Any) -> dict[str, Any]:
         "trace_layer": _int(get("trlayer"), 0, None),
         "trace_filter": mode if mode in TRACE_FILTERS else default.trace_filter,
         "trace_all": default.trace_all if every is None else every,
+    }
+
+
+#: Fields every group of views reads: the class (all views are linked through it), the
+#: atlas and the schema version.
+SHARED_FIELDS: tuple[str, ...] = ("cls", "atlas", "v")
+
+
+def view_groups() -> dict[str, tuple[str, ...]]:
+    """The :class:`ViewState` fields each group of views reads, by group name.
+
+    ``summit`` (embedding, sidebar, attribution graph, neuron panel, comparison, class
+    dropdowns): every field that is not the Topology's (``topo_*``) or the Training
+    view's (``trace_*``); ``topology`` and ``training``: their own fields and
+    :data:`SHARED_FIELDS`. Each group listens to its own copy of the state (``STATE_*``
+    ids), which the browser rewrites only when one of its fields changed.
+    """
+    names = [f.name for f in fields(ViewState)]
+    topology = tuple(n for n in names if n.startswith("topo_"))
+    training = tuple(n for n in names if n.startswith("trace_"))
+    return {
+        "summit": tuple(n for n in names if n not in topology and n not in training),
+        "topology": SHARED_FIELDS + topology,
+        "training": SHARED_FIELDS + training,
     }

@@ -204,11 +204,12 @@ def register_class_searches(
     """Keep the options of searchable class dropdowns current.
 
     The server sends ``options(context, None, state)`` (the value and suggestions) when the
-    view state changes, for every dropdown of ``searches`` in one callback (one request
-    per state change, not one per dropdown); typed text is matched in the browser against
-    the class names (a clientside callback), so a keystroke never waits for the server:
-    with a thousand classes and a busy server the per-keystroke round trip made the search
-    box lag by seconds. Each dropdown's view layout must include
+    Summit views' state changes (``ids.STATE_SUMMIT``: the dropdowns are theirs), for every
+    dropdown of ``searches`` in one callback (one request per state change, not one per
+    dropdown); typed text is matched in the browser against the class names (a clientside
+    callback), so a keystroke never waits for the server: with a thousand classes and a
+    busy server the per-keystroke round trip made the search box lag by seconds. Each
+    dropdown's view layout must include
     :func:`class_search_stores`.
 
     Args:
@@ -233,7 +234,7 @@ def register_class_searches(
             Output(dropdown_id, "options"),
             Output(suggestions_store_id(dropdown_id), "data"),
         ]
-    app.callback(*outputs, Input(ids.STATE, "data"))(
+    app.callback(*outputs, Input(ids.STATE_SUMMIT, "data"))(
         guarded(*([no_update] * len(outputs)))(update_options)
     )
     for dropdown_id, _ in searches:

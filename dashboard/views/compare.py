@@ -123,7 +123,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.COMPARE_GRAPH, "elements"),
         Output(ids.COMPARE_LEGEND, "children"),
         Output(ids.COMPARE_NOTE, "children"),
-        Input(ids.STATE, "data"),
+        Input(ids.STATE_SUMMIT, "data"),
     )
     @guarded([], None, None, note_at=2)
     def update_compare(stored: Any) -> tuple[Any, Any, Any]:

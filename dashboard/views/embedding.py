@@ -106,7 +106,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.EMBEDDING, "figure"),
         Output(ids.EMBEDDING_LAYER, "data"),
         Output(ids.EMBEDDING_NOTE, "children"),
-        Input(ids.STATE, "data"),
+        Input(ids.STATE_SUMMIT, "data"),
         State(ids.EMBEDDING_LAYER, "data"),
     )
     @guarded(no_update, None, None, note_at=2)

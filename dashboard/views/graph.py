@@ -327,7 +327,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.GRAPH_NOTE, "children"),
         Output(ids.GRAPH, "stylesheet"),
         Output(ids.HOVER_PANEL, "children"),
-        Input(ids.STATE, "data"),
+        Input(ids.STATE_SUMMIT, "data"),
     )
     @guarded(no_update, no_update, None, no_update, no_update, note_at=2)
     def update_graph(stored: Any) -> tuple[Any, ...]:

@@ -93,7 +93,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.NEURON_TITLE, "children"),
         Output(ids.NEURON_BODY, "children"),
         Output(ids.NEURON_BARS, "figure"),
-        Input(ids.STATE, "data"),
+        Input(ids.STATE_SUMMIT, "data"),
     )
     @guarded({}, no_update, None, no_update, note_at=2)
     def update_neuron(stored: Any) -> tuple[Any, Any, Any, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
-from dashboard.state import ViewState, parse_node_id
+from dashboard.state import ViewState, parse_node_id, view_groups
 from dashboard.views import compare, embedding, graph, neuron, sidebar, topology, training
 from dashboard.views.common import ViewContext, percent, register_class_searches
 from dashboard.views.sidebar import ROWS_PAGE
@@ -128,6 +128,7 @@ def page_layout(context: ViewContext, state: ViewState) -> html.Div:
     return html.Div(
         [
             dcc.Store(id=ids.STATE, data=state.to_dict()),
+            *[dcc.Store(id=store, data=state.to_dict()) for store in GROUP_STORES.values()],
             dcc.Store(id=ids.ROWS_LIMIT, data=ROWS_PAGE),
             dcc.Store(id=ids.ROW_CLICK, data=None),
             dcc.Location(id=ids.STATE_URL, refresh=False),
@@ -262,6 +263,27 @@ def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]
 
 #: Opens the chosen atlas: a full page load, as a link to it would (the views, their state
 #: and the header all belong to one atlas).
+#: The state copy each group of views listens to (groups: :func:`dashboard.state.view_groups`).
+GROUP_STORES: dict[str, str] = {
+    "summit": ids.STATE_SUMMIT,
+    "topology": ids.STATE_TOPOLOGY,
+    "training": ids.STATE_TRAINING,
+}
+
+# Copies the state into each group's store only where a field of that group changed
+# (values are ids, numbers, strings or null: compared as JSON).
+_SPLIT_STATE_JS = """function(state, ...held) {
+    const groups = %s;
+    const same = (a, b) => JSON.stringify(a === undefined ? null : a)
+        === JSON.stringify(b === undefined ? null : b);
+    return groups.map((fields, k) => {
+        const before = held[k];
+        const changed = !before || !state || fields.some(f => !same(before[f], state[f]));
+        return changed ? state : window.dash_clientside.no_update;
+    });
+}"""
+
+
 _OPEN_ATLAS_JS = """function(key) {
     if (!key) { return; }
     const url = new URL(window.location.href);
@@ -296,6 +318,16 @@ def register(app: Dash, context: ViewContext) -> None:
     )
     def reduce_state(*args: Any) -> tuple[Any, Any, Any, Any]:
         return update_state(context, args[-1])
+
+    # Each group of views hears only the state changes it reads (no request otherwise).
+    groups = view_groups()
+    app.clientside_callback(
+        _SPLIT_STATE_JS % json.dumps([list(groups[name]) for name in GROUP_STORES]),
+        *[Output(store, "data") for store in GROUP_STORES.values()],
+        Input(ids.STATE, "data"),
+        *[State(store, "data") for store in GROUP_STORES.values()],
+        prevent_initial_call=True,
+    )
 
     # The copied link is the current address (the state is already in its query).
     app.clientside_callback(

@@ -150,7 +150,7 @@ def register(app: Dash, context: ViewContext) -> None:
     @app.callback(
         Output(ids.SIDEBAR_ROWS, "children"),
         Output(ids.SHOW_MORE, "style"),
-        Input(ids.STATE, "data"),
+        Input(ids.STATE_SUMMIT, "data"),
         Input(ids.ROWS_LIMIT, "data"),
     )
     @guarded("*Could not list the classes (see the server log).*", no_update)

@@ -741,7 +741,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.TOPO_CLASSES, "data"),
         Output(ids.TOPO_EXACT, "style"),
         Output(ids.TOPO_SHOWN, "data"),
-        Input(ids.STATE, "data"),
+        Input(ids.STATE_TOPOLOGY, "data"),
         Input(ids.TOPO_EXACT, "n_clicks"),
         State(ids.TOPO_SHOWN, "data"),
     )

@@ -443,7 +443,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.TRACE_RIDGE, "figure"),
         Output(ids.TRACE_EPOCHS, "figure"),
         Output(ids.TRACE_NORMS, "figure"),
-        Input(ids.STATE, "data"),
+        Input(ids.STATE_TRAINING, "data"),
     )
     @guarded(None, *([no_update] * 9), note_at=0)
     def update_training(stored: Any) -> tuple[Any, ...]:

@@ -429,7 +429,9 @@ def test_a_page_whose_atlas_was_removed_says_so(
     # the URL names none).
     assert f'"id": "{ids.ATLAS_ALERT}"' in page and '"data-atlas": "beta@1"' in page
     state = {"cls": 8, "atlas": "beta@1"}
-    graph = _callback_body(app, "attribution-graph.elements", {"state.data": state}, "beta@1")
+    graph = _callback_body(
+        app, "attribution-graph.elements", {f"{ids.STATE_SUMMIT}.data": state}, "beta@1"
+    )
     reducer = _callback_body(
         app, "..state.data...class-search.value", {"layer-select.value": 1, "state.data": state},
         "beta@1",
@@ -455,7 +457,9 @@ def test_a_page_whose_atlas_was_removed_says_so(
     # alpha's key (data-atlas), and alpha's callbacks still answer with alpha's data.
     fine = client.post(
         "/_dash-update-component",
-        json=_callback_body(app, "attribution-graph.elements", {"state.data": {"cls": 5}}, None),
+        json=_callback_body(
+            app, "attribution-graph.elements", {f"{ids.STATE_SUMMIT}.data": {"cls": 5}}, None
+        ),
     )
     assert fine.status_code == 200 and "class 005" in fine.text and "sideUpdate" not in fine.text
     # Navigating within the removed atlas's tab: the friendly not-found page and title.

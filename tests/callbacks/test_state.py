@@ -127,3 +127,39 @@ def test_atlas_key_round_trips_and_leads_the_query() -> None:
 )
 def test_atlas_key_is_checked(value: str, kept: str | None) -> None:
     assert ViewState.from_query({"atlas": value}, **BOUNDS).atlas == kept
+
+
+def test_view_groups_cover_every_field_and_keep_views_apart() -> None:
+    """Every field is read by some group; Topology and Training controls reach only their
+    own views; the class, the atlas and the schema version reach every view."""
+    from dataclasses import fields
+
+    from dashboard.state import SHARED_FIELDS, view_groups
+
+    groups = view_groups()
+    names = {f.name for f in fields(ViewState)}
+    assert set().union(*groups.values()) == names
+    for name in names:
+        owners = {g for g, watched in groups.items() if name in watched}
+        if name in SHARED_FIELDS:
+            assert owners == set(groups), name
+        elif name.startswith("topo_"):
+            assert owners == {"topology"}, name
+        elif name.startswith("trace_"):
+            assert owners == {"training"}, name
+        else:
+            assert owners == {"summit"}, name
+
+
+def test_every_view_listens_to_its_groups_store(tmp_path) -> None:
+    """No view callback listens to the whole state (it would re-render on every change)."""
+    from dashboard import ids
+    from dashboard.config import DEMO_ATLAS_DIR, Settings
+    from dashboard.factory import create_app
+    from dashboard.views.shell import GROUP_STORES
+
+    app = create_app(Settings(atlas_dir=DEMO_ATLAS_DIR, cache_dir=tmp_path / "cache"))
+    inputs = [i["id"] for spec in app.callback_map.values() for i in spec["inputs"]]
+    assert set(GROUP_STORES.values()) <= set(inputs)
+    # only the clientside splitter reads the whole state as an input
+    assert inputs.count(ids.STATE) == 1

@@ -154,3 +154,80 @@ def test_topology_recompute_exactly(
     wait_until(lambda: not dash_duo.find_element("#topo-exact").is_displayed())
     assert "Approximate graph" not in dash_duo.find_element("#topo-note").text
     assert dash_duo.get_logs() == []
+
+
+#: Records the output key of every callback request the page sends (Dash uses fetch).
+_RECORD_CALLBACKS = """
+window.__callbacks = [];
+if (!window.__fetchRecorded) {
+    window.__fetchRecorded = true;
+    const original = window.fetch;
+    window.fetch = function(url, options) {
+        if (String(url).includes('_dash-update-component') && options && options.body) {
+            try { window.__callbacks.push(JSON.parse(options.body).output); } catch (e) {}
+        }
+        return original.apply(this, arguments);
+    };
+}
+"""
+
+
+def sent_callbacks(dash_duo: Any) -> list[str]:
+    return list(dash_duo.driver.execute_script("return window.__callbacks || [];"))
+
+
+def test_a_view_hears_only_the_state_it_reads(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, topo_atlas: Path, tmp_path: Path
+) -> None:
+    """A Topology control re-renders the Topology view only (no request for the Summit or
+    Training views); a class switch still reaches every view, the Topology's included."""
+    start(dash_duo, monkeypatch, topo_atlas, tmp_path, query="?tlayer=0")
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
+    time.sleep(1.0)  # let the page's initial callbacks settle before recording
+    dash_duo.driver.execute_script(_RECORD_CALLBACKS)
+    # The Summit views' renders (the Topology's own embedding highlight may still come).
+    summit_outputs = (
+        "attribution-graph.elements",
+        "sidebar-rows.",
+        "embedding-layer.data",
+        "compare-graph.",
+        "neuron-panel",
+        "class-search.options",
+    )
+
+    before = cy_count(dash_duo, "topo-graph", "node")
+    box = dash_duo.find_element("#topo-intervals")
+    box.location_once_scrolled_into_view  # noqa: B018
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("15", Keys.ENTER)
+    wait_until(lambda: query(dash_duo).get("ti") == "15", message="intervals not in the URL")
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") not in (before, -1, 0))
+    time.sleep(1.0)  # any stray request would have been sent by now
+    sent = sent_callbacks(dash_duo)
+    assert any("topo-graph.elements" in key for key in sent), sent
+    assert not [k for k in sent if any(out in k for out in summit_outputs)], sent
+    assert not [k for k in sent if "training" in k or "trace" in k], sent
+
+    picked = "1" if query(dash_duo).get("class", "0") != "1" else "2"
+    dash_duo.driver.get(dash_duo.driver.current_url)  # fresh page: then switch the class
+    dash_duo.wait_for_element("#graph-header .class-name", timeout=20)
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
+    time.sleep(1.0)
+    dash_duo.driver.execute_script(_RECORD_CALLBACKS)
+    row = wait_until(
+        lambda: next(
+            (r for r in dash_duo.find_elements("#sidebar-rows [data-class]")
+             if r.get_attribute("data-class") == picked),
+            None,
+        )
+    )  # fmt: skip
+    row.click()
+    wait_until(lambda: query(dash_duo).get("class") == picked, message="class not selected")
+    wait_until(
+        lambda: (
+            any("topo-graph.elements" in k for k in sent_callbacks(dash_duo))
+            and any("attribution-graph.elements" in k for k in sent_callbacks(dash_duo))
+        ),
+        message="a class switch must reach the Summit and Topology views",
+    )
+    assert dash_duo.get_logs() == []
