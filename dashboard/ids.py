@@ -42,6 +42,7 @@ ROW_CLICK = "row-click"
 
 # -- (C) attribution graph --------------------------------------------------------------
 GRAPH = "attribution-graph"
+GRAPH_PNG = "attribution-graph-png"  # button: download the graph as a PNG image
 GRAPH_HEADER = "graph-header"
 GRAPH_NOTE = "graph-note"
 HOVER_PANEL = "hover-panel"
@@ -72,11 +73,13 @@ PAGE_NOT_FOUND = "page-not-found"  # any other unknown path (Dash Pages' not_fou
 
 # -- (D) compare ------------------------------------------------------------------------
 COMPARE_GRAPH = "compare-graph"
+COMPARE_PNG = "compare-graph-png"
 COMPARE_NOTE = "compare-note"
 COMPARE_LEGEND = "compare-legend"
 
 # -- (E) topology (TopoAct Mapper) ------------------------------------------------------
 TOPO_GRAPH = "topo-graph"
+TOPO_PNG = "topo-graph-png"
 TOPO_NOTE = "topo-note"  # missing part / refused parameters / errors
 TOPO_STATUS = "topo-status"  # nodes, edges, coverage, exact or approximate
 TOPO_LAYER = "topo-layer"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -247,3 +248,60 @@ def register_class_searches(
             State(dropdown_id, "value"),
             prevent_initial_call=True,
         )
+
+
+# Downloads the cytoscape graph as a PNG drawn by cytoscape itself (twice the on-screen
+# resolution, the whole graph, white background), named after the class names the page
+# shows at ``selector`` ("-vs-" between several). Node pictures are same-origin URLs, so
+# they never taint the canvas.
+_PNG_EXPORT_JS = """function(n_clicks) {
+    if (!n_clicks) { return window.dash_clientside.no_update; }
+    const names = Array.from(document.querySelectorAll(%s))
+        .map(e => e.textContent.trim().replace(/[^A-Za-z0-9._-]+/g, '-')
+            .replace(/^-+|-+$/g, '').slice(0, 40))
+        .filter(name => name);
+    return {
+        type: 'png',
+        action: 'download',
+        filename: [%s, names.join('-vs-')].filter(part => part).join('-'),
+        options: {full: true, scale: 2, bg: '#ffffff'},
+    };
+}"""
+
+
+def png_button(button_id: str) -> html.Button:
+    """A small button that downloads the graph of its card as a PNG image
+    (wire it with :func:`register_png_export`)."""
+    return html.Button(
+        "PNG",
+        id=button_id,
+        n_clicks=0,
+        className="png-export",
+        title="Download this graph as a PNG image (the whole graph, at twice screen resolution)",
+    )
+
+
+def register_png_export(
+    app: Dash,
+    button_id: str,
+    graph_id: str,
+    stem: str,
+    names: str = f"#{ids.GRAPH_HEADER} .class-name",
+) -> None:
+    """Clicking ``button_id`` downloads cytoscape ``graph_id`` as ``{stem}-{class}.png``
+    (drawn in the browser: no request to the server).
+
+    Args:
+        app: the app.
+        button_id: the :func:`png_button`.
+        graph_id: the cytoscape component.
+        stem: start of the file name.
+        names: CSS selector of the class names that end the file name (default: the
+            selected class in the attribution graph's header).
+    """
+    app.clientside_callback(
+        _PNG_EXPORT_JS % (json.dumps(names), json.dumps(stem)),
+        Output(graph_id, "generateImage"),
+        Input(button_id, "n_clicks"),
+        prevent_initial_call=True,
+    )

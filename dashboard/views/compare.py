@@ -16,6 +16,8 @@ from dashboard.views.common import (
     guarded,
     how_to_read,
     note,
+    png_button,
+    register_png_export,
 )
 from dashboard.views.graph import attribution_cytoscape, pictures_mode
 
@@ -41,6 +43,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         searchable=True,
                         className="compare-select",
                     ),
+                    png_button(ids.COMPARE_PNG),
                 ],
                 className="card-head",
             ),
@@ -82,9 +85,14 @@ def compare_options(context: ViewContext, search: str | None, state: ViewState) 
     return data.class_options(search, pinned, order)
 
 
-def legend_item(colour: str, label: str) -> html.Span:
+def legend_item(colour: str, label: str, count: int, name: str | None = None) -> html.Span:
+    """A swatch and ``"{label} {name} ({count})"``; the class name in its own span (the PNG
+    export names the file after the two classes)."""
+    text: list[Any] = [label]
+    if name is not None:
+        text += [" ", html.Span(name, className="legend-class")]
     return html.Span(
-        [html.Span(className="swatch", style={"borderColor": colour}), label],
+        [html.Span(className="swatch", style={"borderColor": colour}), *text, f" ({count})"],
         className="legend-item",
     )
 
@@ -108,9 +116,9 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     )
     a, b = data.names[state.cls], data.names[state.compare]
     legend = [
-        legend_item(ONLY_A, f"only {a} ({counts['a']})"),
-        legend_item(SHARED, f"shared ({counts['shared']})"),
-        legend_item(ONLY_B, f"only {b} ({counts['b']})"),
+        legend_item(ONLY_A, "only", counts["a"], a),
+        legend_item(SHARED, "shared", counts["shared"]),
+        legend_item(ONLY_B, "only", counts["b"], b),
     ]
     return elements, legend, None
 
@@ -118,6 +126,9 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the compare view (its selector's options are kept current together
     with the search box's: :func:`dashboard.views.shell.register`)."""
+
+    names = f"#{ids.COMPARE_LEGEND} .legend-class"
+    register_png_export(app, ids.COMPARE_PNG, ids.COMPARE_GRAPH, "comparison", names)
 
     @app.callback(
         Output(ids.COMPARE_GRAPH, "elements"),

@@ -27,6 +27,8 @@ from dashboard.views.common import (
     influence_methods,
     note,
     percent,
+    png_button,
+    register_png_export,
 )
 
 _SLIDER_MARKS = {v: f"{v}%" for v in (0, 25, 50, 75, 100)}
@@ -131,6 +133,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     html.H2([html.Span("C", className="view-tag"), "Attribution graph"]),
                     html.Div(id=ids.GRAPH_HEADER, className="class-header"),
+                    png_button(ids.GRAPH_PNG),
                 ],
                 className="card-head",
             ),
@@ -317,6 +320,8 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
 
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the graph view."""
+
+    register_png_export(app, ids.GRAPH_PNG, ids.GRAPH, "attribution-graph")
 
     # A state change redraws the graph and resets the hover highlight in the same
     # request (one request fewer per class switch than a hover callback listening to the

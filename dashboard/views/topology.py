@@ -44,7 +44,15 @@ from dashboard.state import (
     ViewState,
     clamp,
 )
-from dashboard.views.common import ViewContext, guarded, how_to_read, labelled, note
+from dashboard.views.common import (
+    ViewContext,
+    guarded,
+    how_to_read,
+    labelled,
+    note,
+    png_button,
+    register_png_export,
+)
 
 STYLESHEET = topology_stylesheet()
 #: Member crops shown for an opened node.
@@ -196,6 +204,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         ),
                         style={"display": "none"},
                     ),
+                    png_button(ids.TOPO_PNG),
                 ],
                 className="card-head",
             ),
@@ -698,6 +707,8 @@ def register(app: Dash, context: ViewContext) -> None:
 
     ``context.data`` is read inside each callback: it follows the request's atlas.
     """
+
+    register_png_export(app, ids.TOPO_PNG, ids.TOPO_GRAPH, "mapper-graph")
 
     @app.callback(
         Output(ids.STATE, "data", allow_duplicate=True),

@@ -221,3 +221,43 @@ def test_demo_atlas_is_the_default(
     wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
     save_full_page(dash_duo, "demo-atlas.png")
     assert dash_duo.get_logs() == []
+
+
+def test_graphs_download_as_png(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each graph's PNG button downloads the whole graph, drawn by cytoscape, named after
+    the selected class (the demo atlas: feature-visualization tiles and Mapper pies)."""
+    from PIL import Image
+
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=3&compare=8")
+    dash_duo.wait_for_contains_text("#graph-header .class-name", "three", timeout=20)
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
+    wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
+    time.sleep(1.0)  # node pictures load
+    folder = Path(dash_duo.download_path)
+    for button, name in (
+        ("attribution-graph-png", "attribution-graph-three.png"),
+        ("compare-graph-png", "comparison-three-vs-eight.png"),
+        ("topo-graph-png", "mapper-graph-three.png"),
+    ):
+        element = dash_duo.find_element(f"#{button}")
+        element.location_once_scrolled_into_view  # noqa: B018
+        element.click()
+        path = folder / name
+        wait_until(
+            lambda p=path: p.exists() and p.stat().st_size > 0,
+            message=f"{name} not downloaded: {sorted(f.name for f in folder.iterdir())}",
+        )
+        time.sleep(0.3)  # the file is written in one go, but let the browser close it
+        with Image.open(path) as image:
+            image.load()
+            assert image.format == "PNG"
+            width, height = image.size
+            assert width >= 300 and height >= 150, (name, image.size)
+            # not a blank canvas: the graph was drawn
+            colours = image.convert("L").getextrema()
+            assert colours[0] < 128 < colours[1], (name, colours)
+    assert dash_duo.get_logs() == []
