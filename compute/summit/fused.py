@@ -230,34 +230,46 @@ def _build_ir() -> str:
     return str(module)
 
 
-@functools.cache
+#: The compiled kernel once tried (``[None]``: impossible here); empty before the first use.
+_compiled: list[_Kernel | None] = []
+
+
 def _kernel() -> _Kernel | None:
-    """Compile the kernel for this CPU once per process (``None`` if that is impossible)."""
+    """The kernel for this CPU, compiled on first use, once per process even when several
+    influence workers ask at once (``None`` if it cannot be built here)."""
+    if not _compiled:
+        with _lock:
+            if not _compiled:
+                _compiled.append(_compile())
+    return _compiled[0]
+
+
+def _compile() -> _Kernel | None:
+    """Build the IR, optimise and compile it for the host CPU."""
     try:
         import llvmlite.binding as llvm
 
-        with _lock:
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            triple = llvm.get_process_triple()
-            features = llvm.get_host_cpu_features()
-            if triple.startswith(("x86_64", "i686", "i386")) and not features.get("fma"):
-                # without hardware FMA each fma is a libm call: 25x slower than the BLAS
-                logger.info("no FMA on this CPU: influence by matrix products")
-                return None
-            target = llvm.Target.from_triple(triple)
-            machine = target.create_target_machine(
-                cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3
-            )
-            module = llvm.parse_assembly(_build_ir())
-            module.verify()
-            if hasattr(llvm, "create_pass_builder"):
-                options = llvm.create_pipeline_tuning_options(speed_level=3)
-                passes = llvm.create_pass_builder(machine, options)
-                passes.getModulePassManager().run(module, passes)
-            engine = llvm.create_mcjit_compiler(module, machine)
-            engine.finalize_object()
-            address = engine.get_function_address("influence_topk")
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        triple = llvm.get_process_triple()
+        features = llvm.get_host_cpu_features()
+        if triple.startswith(("x86_64", "i686", "i386")) and not features.get("fma"):
+            # without hardware FMA each fma is a libm call: 25x slower than the BLAS
+            logger.info("no FMA on this CPU: influence by matrix products")
+            return None
+        target = llvm.Target.from_triple(triple)
+        machine = target.create_target_machine(
+            cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3
+        )
+        module = llvm.parse_assembly(_build_ir())
+        module.verify()
+        if hasattr(llvm, "create_pass_builder"):
+            options = llvm.create_pipeline_tuning_options(speed_level=3)
+            passes = llvm.create_pass_builder(machine, options)
+            passes.getModulePassManager().run(module, passes)
+        engine = llvm.create_mcjit_compiler(module, machine)
+        engine.finalize_object()
+        address = engine.get_function_address("influence_topk")
     except Exception as error:  # any failure means "use the matrix-product paths"
         logger.warning("fused influence kernel unavailable (%s); using matrix products", error)
         return None

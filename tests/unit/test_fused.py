@@ -144,3 +144,29 @@ def test_concurrent_calls_do_not_share_state() -> None:
     for thread in threads:
         thread.join()
     assert [got[n] for n in range(4)] == want
+
+
+def test_first_use_from_several_threads_compiles_once(monkeypatch) -> None:
+    """The influence workers may all ask for the kernel at once on the first batch."""
+    import time
+
+    from compute.summit import fused
+
+    built: list[int] = []
+    original = fused._compile
+
+    def slow_compile():
+        built.append(1)
+        time.sleep(0.2)  # keep the others waiting at the lock
+        return original()
+
+    monkeypatch.setattr(fused, "_compiled", [])
+    monkeypatch.setattr(fused, "_compile", slow_compile)
+    found: list[object] = []
+    threads = [threading.Thread(target=lambda: found.append(fused._kernel())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert built == [1]
+    assert len(found) == 4 and all(k is found[0] for k in found) and found[0] is not None
