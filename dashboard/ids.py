@@ -80,6 +80,7 @@ COMPARE_LEGEND = "compare-legend"
 # -- (E) topology (TopoAct Mapper) ------------------------------------------------------
 TOPO_GRAPH = "topo-graph"
 TOPO_PNG = "topo-graph-png"
+TOPO_HOVER = "topo-hover"  # one line about the node under the pointer (drawn in the browser)
 TOPO_NOTE = "topo-note"  # missing part / refused parameters / errors
 TOPO_STATUS = "topo-status"  # nodes, edges, coverage, exact or approximate
 TOPO_LAYER = "topo-layer"

@@ -522,6 +522,7 @@ def topology_node_elements(
         data: dict[str, Any] = {
             "id": f"m{k}",
             "node": k,
+            "name": node_label(result.graph, k),
             "size": round(float(size[k]), 1),
             "count": int(count[k]),
             "norm": round(float(norms[k]), 4),
@@ -529,6 +530,8 @@ def topology_node_elements(
         dominant = int(stats.dominant_class[k])
         if names and 0 <= dominant < len(names):
             data["title"] = f"{names[dominant]} {100 * float(stats.dominant_share[k]):.0f}%"
+        if share > 0:  # the selected class's share, for the hover line
+            data["share"] = round(share, 4)
         classes = []
         if colour == "pie":
             classes.append("pie")

@@ -11,6 +11,7 @@ classes in the class embedding. Flares and loops are listed, ranked, and clickab
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -64,6 +65,19 @@ SHAPES_SHOWN = 12
 _SHAPE_TYPE = "topo-shape"
 
 _COLOUR_LABELS = {"pie": "class pies", "norm": "mean L2 norm", "share": "share of class"}
+#: The hover line when no node is under the pointer.
+HOVER_HINT = "Hover a node for its size, main class and mean norm."
+
+# The hover line: node name, images, main class and its share, the selected class's share
+# and the mean L2 norm, from the element's data (no request).
+_HOVER_JS = """function(node) {
+    if (!node) { return %s; }
+    const parts = ['node ' + node.name, node.count + (node.count === 1 ? ' image' : ' images')];
+    if (node.title) { parts.push('mostly ' + node.title); }
+    if (node.share) { parts.push('selected class ' + Math.round(100 * node.share) + '%%'); }
+    parts.push('mean L2 ' + Number(node.norm).toFixed(2));
+    return parts.join(' · ');
+}"""
 
 
 def shape_id(rank: int) -> dict[str, Any]:
@@ -218,6 +232,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
             dcc.Store(id=ids.TOPO_SHOWN, data=None),
             html.Div(
                 [
+                    html.Div(HOVER_HINT, id=ids.TOPO_HOVER, className="topo-hover"),
                     cyto.Cytoscape(
                         id=ids.TOPO_GRAPH,
                         elements=[],
@@ -227,6 +242,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         maxZoom=5,
                         autoungrabify=True,
                         boxSelectionEnabled=False,
+                        clearOnUnhover=True,
                         className="cytoscape topo-cytoscape",
                         style={"height": "560px", "width": "100%"}
                         if available
@@ -709,6 +725,12 @@ def register(app: Dash, context: ViewContext) -> None:
     """
 
     register_png_export(app, ids.TOPO_PNG, ids.TOPO_GRAPH, "mapper-graph")
+    app.clientside_callback(
+        _HOVER_JS % json.dumps(HOVER_HINT),
+        Output(ids.TOPO_HOVER, "children"),
+        Input(ids.TOPO_GRAPH, "mouseoverNodeData"),
+        prevent_initial_call=True,
+    )
 
     @app.callback(
         Output(ids.STATE, "data", allow_duplicate=True),

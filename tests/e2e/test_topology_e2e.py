@@ -89,6 +89,13 @@ def test_topology_parameters_node_and_shapes(
     wait_until(lambda: cy_count(dash_duo, "topo-graph", "node.in-shape") >= 3)
     wait_until(lambda: query(dash_duo).get("tshape") == "0")
 
+    # Hovering a node says what it holds (drawn in the browser); leaving it restores the hint.
+    cy_emit(dash_duo, "topo-graph", "m0", "mouseover")
+    dash_duo.wait_for_contains_text("#topo-hover", "images · mostly ")
+    assert "node 0/" in dash_duo.find_element("#topo-hover").text
+    cy_emit(dash_duo, "topo-graph", "m0", "mouseout")
+    dash_duo.wait_for_contains_text("#topo-hover", "Hover a node")
+
     # Click a node: its class table, inversion image and member crops; its classes marked
     # in the embedding.
     cy_emit(dash_duo, "topo-graph", "m0", "tap")
