@@ -337,6 +337,10 @@ CLASS_PATHS = {
     "confidence_hist": "classes/confidence_hist.npy",
 }
 
+#: Optional (atlases built before it was recorded lack it): ``int64 [classes, classes]``
+#: images of true class ``c`` (row) predicted as class ``p`` (column).
+CONFUSION_PATH = "classes/confusion.npy"
+
 GRAPH_PATHS = {
     name: f"graphs/{name}.npy"
     for name in (
@@ -700,6 +704,16 @@ class Atlas:
             "num_correct": self._checked(CLASS_PATHS["num_correct"], (n,), "i"),
             "confidence_hist": self._checked(CLASS_PATHS["confidence_hist"], (n, bins), "i"),
         }
+
+    def confusion(self) -> np.ndarray | None:
+        """``int64 [classes, classes]``: images of true class ``c`` (row) predicted as ``p``
+        (column), or ``None`` for an atlas built before it was recorded. A prediction outside
+        the atlas's classes is not counted (``num_images[c]`` minus the row's sum)."""
+        self._require(PART_SUMMIT)
+        if CONFUSION_PATH not in self.files:
+            return None
+        n = self.num_classes
+        return self._checked(CONFUSION_PATH, (n, n), "i")
 
     def accuracy(self) -> np.ndarray:
         """``float64[classes]`` top-1 accuracy of each class (NaN for a class with no image)."""

@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 
 from compute.atlas import (
     CLASS_PATHS,
+    CONFUSION_PATH,
     GRAPH_PATHS,
     MAPPER_SAMPLE_PATHS,
     PART_EMBEDDING,
@@ -898,6 +899,7 @@ def build_atlas(
         writer.add_array(
             CLASS_PATHS["confidence_hist"], np.asarray(aggregates.confidence_hist, np.int64)
         )
+        writer.add_array(CONFUSION_PATH, np.asarray(aggregates.confusion, np.int64))
         for i in range(len(layers)):
             writer.add_array(activation_counts_path(i), counts[i].astype(np.int64))
             if i > 0:

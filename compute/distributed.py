@@ -36,7 +36,7 @@ from compute.errors import BuildError
 log = logging.getLogger(__name__)
 
 #: Entries of :meth:`SummitPass.state_dict` that are plain integer sums (all-reduced).
-_DENSE_KEYS = ("images_seen", "num_images", "num_correct", "confidence_hist")
+_DENSE_KEYS = ("images_seen", "num_images", "num_correct", "confidence_hist", "confusion")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from PIL import Image
 
 from compute.atlas import (
     CLASS_PATHS,
+    CONFUSION_PATH,
     GRAPH_PATHS,
     PART_EMBEDDING,
     PART_EXAMPLES,
@@ -264,6 +265,28 @@ def _class_stats(
         "num_correct": num_correct,
         "confidence_hist": hist.reshape(num_classes, CONFIDENCE_BINS).astype(np.int64),
     }
+
+
+def _confusion(
+    rng: np.random.Generator, stats: dict[str, np.ndarray], groups: np.ndarray
+) -> np.ndarray:
+    """``int64 [classes, classes]``: the correct images on the diagonal, each class's
+    mistakes spread over up to 5 classes, mostly of its own latent group (as real models
+    confuse similar classes), with decaying shares."""
+    num_classes = len(groups)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.fill_diagonal(confusion, stats["num_correct"])
+    wrong = stats["num_images"] - stats["num_correct"]
+    others = np.arange(num_classes)
+    for c in range(num_classes):
+        if wrong[c] == 0 or num_classes < 2:
+            continue
+        same = others[(groups == groups[c]) & (others != c)]
+        pool = same if len(same) else others[others != c]
+        partners = rng.choice(pool, size=min(5, len(pool)), replace=False)
+        shares = 0.5 ** np.arange(len(partners))
+        confusion[c, partners] = rng.multinomial(int(wrong[c]), shares / shares.sum())
+    return confusion
 
 
 def _examples(
@@ -521,8 +544,8 @@ def synthetic_counts(
     Returns:
         ``(activation_counts, influence, stats)``: per layer ``int64[classes, C_l]``; per
         layer ``None`` (layer 0) or csr ``int64[classes * C_l, C_{l-1}]``; and
-        ``num_images``, ``num_correct`` (``int64[classes]``) and ``confidence_hist``
-        (``int64[classes, 20]``).
+        ``num_images``, ``num_correct`` (``int64[classes]``), ``confidence_hist``
+        (``int64[classes, 20]``) and ``confusion`` (``int64[classes, classes]``).
 
     Examples:
         >>> a, i, s = synthetic_counts(4, (3, 5))
@@ -534,6 +557,7 @@ def synthetic_counts(
     num_images = stats["num_images"]
     # Latent class groups (~25 classes each) share channel tastes: clusters in the views.
     groups = rng.integers(0, max(2, num_classes // 25), size=num_classes)
+    stats["confusion"] = _confusion(rng, stats, groups)
     counts: list[np.ndarray] = []
     influence: list[sp.csr_array | None] = []
     order_prev: np.ndarray | None = None
@@ -722,6 +746,7 @@ def write_synthetic_atlas(
     with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
         for key, path in CLASS_PATHS.items():
             writer.add_array(path, stats[key])
+        writer.add_array(CONFUSION_PATH, stats["confusion"])
         for t, (name, size) in enumerate(layers):
             writer.add_array(activation_counts_path(t), counts[t])
             if influence[t] is not None:

@@ -98,6 +98,7 @@ def reference_aggregates(
     num_images = np.zeros(num_classes, np.int64)
     num_correct = np.zeros(num_classes, np.int64)
     hist = np.zeros((num_classes, bins), np.int64)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
     classes: list[int] = []
     for b, label in enumerate(labels):
         row = [float(v) for v in logits[b]]
@@ -112,6 +113,8 @@ def reference_aggregates(
         num_images[label] += 1
         num_correct[label] += int(predicted == label)
         hist[label, min(math.floor(confidence * bins), bins - 1)] += 1
+        if predicted >= 0:
+            confusion[label, predicted] += 1
         classes.append(label if config.aggregate_by == "label" else predicted)
 
     shapes, counts, ex_index, ex_value, ex_pos = [], [], [], [], []
@@ -173,6 +176,7 @@ def reference_aggregates(
         num_images=num_images,
         num_correct=num_correct,
         confidence_hist=hist,
+        confusion=confusion,
         example_index=ex_index,
         example_value=ex_value,
         example_position=ex_pos,

@@ -75,6 +75,9 @@ class SummitAggregates:
         num_images: ``int64 [classes]`` images per true class.
         num_correct: ``int64 [classes]`` of which top-1 correct.
         confidence_hist: ``int64 [classes, bins]`` histogram of the top softmax probability.
+        confusion: ``int64 [classes, classes]`` images of true class ``c`` (row) predicted
+            as class ``p`` (column); a prediction outside the classes (a model output the
+            class map leaves out) is not counted.
         example_index: per layer ``int64 [channels, n]``, ``-1`` = empty.
         example_value: per layer ``float32 [channels, n]``.
         example_position: per layer ``int32 [channels, n, 2]`` (row, col).
@@ -87,6 +90,7 @@ class SummitAggregates:
     num_images: np.ndarray
     num_correct: np.ndarray
     confidence_hist: np.ndarray
+    confusion: np.ndarray
     example_index: list[np.ndarray]
     example_value: list[np.ndarray]
     example_position: list[np.ndarray]
@@ -313,6 +317,7 @@ class SummitPass(ClosingContext):
         self._num_images = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
         self._num_correct = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
         self._hist = torch.zeros(num_classes * bins, dtype=torch.int64, device=self.device)
+        self._confusion = torch.zeros(num_classes**2, dtype=torch.int64, device=self.device)
         self._batch_layers: list[tuple[Tensor, Tensor, tuple[int, ...]] | None] = []
         self._batch_influence: list[tuple[_ConvCount, Tensor, Tensor, Tensor]] = []
         self._deferred: list[tuple[nn.Conv2d, _ConvCount, Tensor]] = []
@@ -583,6 +588,10 @@ class SummitPass(ClosingContext):
         self._num_images.index_add_(0, labels, torch.ones_like(labels))
         self._num_correct.index_add_(0, labels, correct)
         self._hist.index_add_(0, labels * bins + which, torch.ones_like(labels))
+        known = predicted >= 0
+        self._confusion.index_add_(
+            0, labels[known] * self.num_classes + predicted[known], torch.ones_like(labels[known])
+        )
         return labels if self.config.aggregate_by == "label" else predicted
 
     def _aggregate_layer(self, index: int, classes: Tensor, valid: Tensor, indices: Tensor) -> None:
@@ -660,7 +669,8 @@ class SummitPass(ClosingContext):
     def state_dict(self) -> dict[str, Tensor]:
         """Everything accumulated so far, as CPU tensors (for checkpoints and shards).
 
-        Keys: ``images_seen``, ``num_images``, ``num_correct``, ``confidence_hist``; per
+        Keys: ``images_seen``, ``num_images``, ``num_correct``, ``confidence_hist``,
+        ``confusion``; per
         layer ``i`` that has run, ``layer.{i}.shape`` (C, H, W), ``layer.{i}.counts`` and
         ``layer.{i}.examples.{values,index,position}``; per connection ``influence.{i}.keys``
         and ``influence.{i}.counts`` (sorted unique keys, see :class:`SparseCounter`), and per
@@ -672,6 +682,7 @@ class SummitPass(ClosingContext):
             "num_images": self._num_images.cpu().clone(),
             "num_correct": self._num_correct.cpu().clone(),
             "confidence_hist": self._hist.cpu().clone(),
+            "confusion": self._confusion.cpu().clone(),
         }
         for i, layer in enumerate(self._states):
             if layer is None:
@@ -705,10 +716,16 @@ class SummitPass(ClosingContext):
             )
         if state["confidence_hist"].shape != self._hist.shape:
             raise BuildError("state has another number of confidence bins")
+        if "confusion" not in state:
+            raise BuildError(
+                "state has no confusion counts (a checkpoint of an older version): "
+                "remove the checkpoint to start over"
+            )
         self._images_seen += int(state["images_seen"])
         self._num_images += state["num_images"].to(self.device)
         self._num_correct += state["num_correct"].to(self.device)
         self._hist += state["confidence_hist"].to(self.device)
+        self._confusion += state["confusion"].to(self.device)
         for i in range(len(self.layers)):
             if f"layer.{i}.shape" not in state:
                 continue
@@ -781,6 +798,10 @@ class SummitPass(ClosingContext):
             num_images=self._num_images.cpu().numpy().astype(np.int64),
             num_correct=self._num_correct.cpu().numpy().astype(np.int64),
             confidence_hist=self._hist.view(self.num_classes, bins).cpu().numpy().astype(np.int64),
+            confusion=self._confusion.view(self.num_classes, self.num_classes)
+            .cpu()
+            .numpy()
+            .astype(np.int64),
             example_index=[t[0] for t in tables],
             example_value=[t[1] for t in tables],
             example_position=[t[2] for t in tables],

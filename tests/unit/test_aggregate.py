@@ -117,7 +117,7 @@ def run_fast(
 def assert_equal(fast: SummitAggregates, ref: SummitAggregates) -> None:
     assert fast.layers == ref.layers
     assert fast.layer_shapes == ref.layer_shapes
-    for name in ("num_images", "num_correct", "confidence_hist"):
+    for name in ("num_images", "num_correct", "confidence_hist", "confusion"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
         assert getattr(fast, name).dtype == np.int64
     for k, layer in enumerate(fast.layers):
@@ -215,6 +215,9 @@ def test_single_layer_and_class_stats_are_plausible() -> None:
     np.testing.assert_array_equal(fast.num_images, np.bincount(data[1].numpy(), minlength=4))
     np.testing.assert_array_equal(fast.confidence_hist.sum(axis=1), fast.num_images)
     assert (fast.num_correct <= fast.num_images).all()
+    # without a class map every prediction is a class: rows add up, the diagonal is correct
+    np.testing.assert_array_equal(fast.confusion.sum(axis=1), fast.num_images)
+    np.testing.assert_array_equal(np.diag(fast.confusion), fast.num_correct)
     # every image contributes at least one channel in mass mode when its maxima are positive
     assert fast.activation_counts[0].sum() >= 11
 

@@ -285,3 +285,32 @@ def test_mapper_part_missing_file(written: tuple[Path, dict]) -> None:
     (out / fmt.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(AtlasError, match=r"does not list required file layers/00/mapper_indptr"):
         Atlas.open(out)
+
+
+def test_confusion_is_optional_and_checked(tmp_path: Path) -> None:
+    """An atlas without the confusion file (built before it was recorded) reads ``None``;
+    one with it gives the array; a wrongly shaped one is refused naming the file."""
+    rng = np.random.default_rng(3)
+    plain = tmp_path / "plain"
+    _write(plain, rng)
+    assert Atlas.open(plain).confusion() is None
+
+    n = len(CLASSES)
+    for name, confusion, fine in (
+        ("with", np.array([[2, 0, 0], [1, 1, 0], [0, 2, 0]], dtype=np.int64), True),
+        ("bad", np.zeros((n, n + 1), dtype=np.int64), False),
+    ):
+        out = tmp_path / name
+        manifest = _manifest(["summit"])
+        with AtlasWriter(out, manifest) as writer:
+            for relpath, array in _write(tmp_path / f"{name}-source", rng).items():
+                if relpath != "dense_influence":
+                    writer.add_array(relpath, array)
+            writer.add_array(fmt.CONFUSION_PATH, confusion)
+            writer.commit()
+        atlas = Atlas.open(out, verify_hashes=True)
+        if fine:
+            np.testing.assert_array_equal(atlas.confusion(), confusion)
+        else:
+            with pytest.raises(AtlasError, match=r"classes/confusion\.npy"):
+                atlas.confusion()

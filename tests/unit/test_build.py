@@ -245,6 +245,10 @@ def test_build_atlas_end_to_end(tmp_path: Path) -> None:
     stats = atlas.class_stats()
     assert stats["num_images"].tolist() == [5, 5, 5]
     assert stats["confidence_hist"].sum(axis=1).tolist() == [5, 5, 5]
+    confusion = atlas.confusion()
+    assert confusion is not None and confusion.dtype == np.int64
+    assert confusion.sum(axis=1).tolist() == [5, 5, 5]
+    assert np.diag(confusion).tolist() == stats["num_correct"].tolist()
     for layer in atlas.layer_names:
         counts = atlas.activation_counts(layer)
         # top-k selection: every image counts exactly k channels of each layer

@@ -226,3 +226,15 @@ def test_imports_no_torch() -> None:
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_confusion_is_consistent_with_accuracy(small_atlas: Atlas) -> None:
+    """Rows add up to the class's images, the diagonal is its correct ones, and mistakes go
+    to at most five other classes."""
+    stats = small_atlas.class_stats()
+    confusion = small_atlas.confusion()
+    assert confusion is not None
+    np.testing.assert_array_equal(confusion.sum(axis=1), stats["num_images"])
+    np.testing.assert_array_equal(np.diag(confusion), stats["num_correct"])
+    off = confusion - np.diag(np.diag(confusion))
+    assert ((off > 0).sum(axis=1) <= 5).all() and off.sum() > 0
