@@ -388,6 +388,25 @@ class AtlasData:
         return np.asarray(self.atlas.accuracy(), dtype=np.float64)
 
     @cached_property
+    def confusion(self) -> np.ndarray | None:
+        """``int64[classes, classes]`` true × predicted class counts (``None``: an atlas built
+        before they were recorded, or without the summit part)."""
+        if not self.has(PART_SUMMIT):
+            return None
+        return self.atlas.confusion()
+
+    def mistaken_for(self, cls: int, k: int = 3) -> list[tuple[int, float]]:
+        """The ``k`` classes the model most often predicts for images of ``cls``, with the
+        share of ``cls``'s images predicted as each (largest first, ties: lower class)."""
+        if self.confusion is None or not 0 <= cls < self.num_classes:
+            return []
+        row = np.array(self.confusion[cls], dtype=np.int64)
+        row[cls] = 0
+        total = max(int(self.num_images[cls]), 1)
+        classes, counts = top_entries(row, k)
+        return [(int(c), float(n) / total) for c, n in zip(classes, counts, strict=True)]
+
+    @cached_property
     def confidence_hist(self) -> np.ndarray:
         if not self.has(PART_SUMMIT):
             return np.zeros((self.num_classes, 0), dtype=np.int64)

@@ -199,6 +199,30 @@ def influence_note(data: AtlasData) -> list[Any]:
     ]
 
 
+def confusions(context: ViewContext, state: ViewState) -> html.Span | None:
+    """ "mistaken for" the classes most often predicted for the selected one, each a link
+    that compares the two (``None`` when the atlas has no confusion counts or the class
+    no mistakes)."""
+    data = context.data
+    found = data.mistaken_for(state.cls)
+    if not found:
+        return None
+    links: list[Any] = ["mistaken for "]
+    for k, (other, share) in enumerate(found):
+        if k:
+            links.append(", ")
+        links.append(
+            dcc.Link(
+                f"{data.names[other]} {percent(share)}",
+                href=f"{context.page_prefix}{state.with_(compare=other).to_search()}",
+                className="confusion-link",
+                title=f"compare with {data.names[other]}: share of this class's images "
+                f"the model predicts as {data.names[other]}",
+            )
+        )
+    return html.Span(links, className="pill confusions")
+
+
 def class_header(context: ViewContext, state: ViewState) -> list[Any]:
     """Name, number of images, accuracy and confidence sparkline of the class."""
     data = context.data
@@ -207,6 +231,9 @@ def class_header(context: ViewContext, state: ViewState) -> list[Any]:
     if data.num_images[c] > 0:
         parts.append(html.Span(f"{int(data.num_images[c]):,} images", className="pill"))
         parts.append(html.Span(f"accuracy {percent(data.accuracy[c])}", className="pill"))
+    mistakes = confusions(context, state)
+    if mistakes is not None:
+        parts.append(mistakes)
     spark = context.spark_url(c)
     if spark:
         parts.append(

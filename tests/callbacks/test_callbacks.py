@@ -289,3 +289,41 @@ def test_cli_refuses_a_corrupt_atlas_in_one_line(atlas_copy: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "layers/01/activation_counts.npy" in lines[0]
+
+
+def test_class_header_lists_the_classes_it_is_mistaken_for(tmp_path: Path) -> None:
+    """The demo atlas records true x predicted counts: the header names the most frequent
+    wrong predictions, largest first, each a link comparing the two classes; a class with
+    no mistakes, or an atlas without the counts, shows none."""
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    _, context = make_app(DEMO_ATLAS_DIR, tmp_path)
+    data = context.data
+    confusion = data.confusion
+    assert confusion is not None
+    checked = 0
+    for c in range(data.num_classes):
+        wrong = [(int(confusion[c, j]), -j) for j in range(data.num_classes) if j != c]
+        wrong = sorted((n, j) for n, j in wrong if n > 0)[::-1][:3]  # plain reference
+        want = [(-j, n / int(data.num_images[c])) for n, j in wrong]
+        assert data.mistaken_for(c) == want
+        header = json.dumps(graph.class_header(context, ViewState(cls=c)), cls=PlotlyJSONEncoder)
+        if not want:
+            assert "mistaken for" not in header
+            continue
+        checked += 1
+        assert "mistaken for" in header
+        for other, _ in want:
+            assert f"compare={other}" in header and data.names[other] in header
+    assert checked > 0, "the demo model makes some mistakes"
+
+    _, plain = make_app(make_plain_atlas(tmp_path), tmp_path / "plain")
+    assert plain.data.confusion is None and plain.data.mistaken_for(0) == []
+    header = json.dumps(graph.class_header(plain, ViewState(cls=0)), cls=PlotlyJSONEncoder)
+    assert "mistaken for" not in header
+
+
+def make_plain_atlas(tmp_path: Path) -> Path:
+    from tests.conftest import write_test_atlas
+
+    return write_test_atlas(tmp_path / "no-confusion")

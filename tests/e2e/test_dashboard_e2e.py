@@ -261,3 +261,28 @@ def test_graphs_download_as_png(
             colours = image.convert("L").getextrema()
             assert colours[0] < 128 < colours[1], (name, colours)
     assert dash_duo.get_logs() == []
+
+
+def test_mistaken_for_link_compares_the_two_classes(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The class header's "mistaken for" link opens the comparison with that class."""
+    import numpy as np
+
+    from compute.atlas import Atlas
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    confusion = np.array(Atlas.open(DEMO_ATLAS_DIR).confusion())
+    np.fill_diagonal(confusion, 0)
+    cls = int(confusion.sum(axis=1).argmax())  # the class with the most mistakes
+    other = int(confusion[cls].argmax())
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + f"/?v=1&class={cls}")
+    dash_duo.wait_for_contains_text("#graph-header", "mistaken for", timeout=20)
+    link = dash_duo.find_element("#graph-header .confusion-link")
+    link.click()
+    wait_until(lambda: query(dash_duo).get("compare") == str(other), message="no comparison")
+    assert query(dash_duo).get("class") == str(cls)
+    dash_duo.wait_for_contains_text("#compare-legend", "shared", timeout=20)
+    wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
+    assert dash_duo.get_logs() == []
