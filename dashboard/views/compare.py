@@ -78,9 +78,12 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
 
 def compare_options(context: ViewContext, search: str | None, state: ViewState) -> list[Any]:
     """Options of the compare selector: the compared class, then matches of the typed text
-    (or, before typing, the classes most similar to the selected one: likely confusions)."""
+    (or, before typing, the classes the selected one is mistaken for, then the most similar
+    ones)."""
     data = context.data
-    order = data.sidebar_order("similarity", context.layer(state), state.cls)[1:]
+    similar = data.sidebar_order("similarity", context.layer(state), state.cls)[1:]
+    mistaken = [c for c, _ in data.mistaken_for(state.cls)]
+    order = mistaken + [c for c in similar if c not in mistaken]
     pinned = [] if state.compare is None else [state.compare]
     return data.class_options(search, pinned, order)
 

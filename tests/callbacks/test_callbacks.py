@@ -316,6 +316,13 @@ def test_class_header_lists_the_classes_it_is_mistaken_for(tmp_path: Path) -> No
         for other, _ in want:
             assert f"compare={other}" in header and data.names[other] in header
     assert checked > 0, "the demo model makes some mistakes"
+    # The compare selector suggests those classes first, then the most similar ones.
+    for c in range(data.num_classes):
+        mistaken = [other for other, _ in data.mistaken_for(c)]
+        options = compare.compare_options(context, None, ViewState(cls=c))
+        values = [o["value"] for o in options]
+        assert values[: len(mistaken)] == mistaken
+        assert sorted(values) == sorted(set(range(data.num_classes)) - {c})
 
     _, plain = make_app(make_plain_atlas(tmp_path), tmp_path / "plain")
     assert plain.data.confusion is None and plain.data.mistaken_for(0) == []
