@@ -85,15 +85,23 @@ def embedding_points(xy: np.ndarray, names: Sequence[str], accuracy: np.ndarray)
 
 
 def embedding_highlights(
-    xy: np.ndarray, names: Sequence[str], selected: int, compare: int | None
+    xy: np.ndarray,
+    names: Sequence[str],
+    selected: int,
+    compare: int | None,
+    mistaken: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
-    """Two small traces: rings around the selected (orange) and compared (purple) class.
+    """Three small traces: rings around the selected (orange) and compared (purple) class,
+    and thin grey rings around the classes the selected one is mistaken for.
 
-    Always two (the second empty without a comparison) so a ``Patch`` can replace them.
+    Always three (empty ones included) so a ``Patch`` can replace them.
     """
     traces = []
-    for cls, colour in ((selected, ACCENT), (compare, COMPARE)):
-        points = [] if cls is None else [cls]
+    for points, colour, width in (
+        ([selected], ACCENT, 3),
+        ([] if compare is None else [compare], COMPARE, 3),
+        ([c for c in mistaken if c not in (selected, compare)], MUTED, 2),
+    ):
         traces.append(
             {
                 # GL like the points, or the WebGL canvas would hide the label.
@@ -104,11 +112,11 @@ def embedding_highlights(
                 "marker": {
                     "size": 15,
                     "color": "rgba(0,0,0,0)",
-                    "line": {"width": 3, "color": colour},
+                    "line": {"width": width, "color": colour},
                 },
                 "text": [names[c] for c in points],
                 "textposition": "top center",
-                "textfont": {"color": colour, "size": 12},
+                "textfont": {"color": colour, "size": 12 if width == 3 else 11},
                 "customdata": points,
                 "hovertemplate": "<b>%{text}</b><extra></extra>",
                 "showlegend": False,
@@ -125,6 +133,7 @@ def embedding_figure(
     compare: int | None = None,
     layer_name: str = "",
     points: dict[str, Any] | None = None,
+    mistaken: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Scatter of one point per class, coloured by accuracy, selected class ringed.
 
@@ -136,14 +145,15 @@ def embedding_figure(
         compare: the compared class, if any (purple ring, labelled).
         layer_name: keys ``uirevision``: zoom survives class switches, not layer switches.
         points: a cached :func:`embedding_points` trace for this layer.
+        mistaken: classes the selected one is mistaken for (thin grey rings, labelled).
 
     Returns:
-        A Plotly figure dict: trace 0 every class, traces 1-2 the highlights.
+        A Plotly figure dict: trace 0 every class, traces 1-3 the highlights.
     """
     xy = np.asarray(xy, dtype=np.float32)
     base = points if points is not None else embedding_points(xy, names, accuracy)
     return {
-        "data": [base, *embedding_highlights(xy, names, selected, compare)],
+        "data": [base, *embedding_highlights(xy, names, selected, compare, mistaken)],
         "layout": {
             "margin": {"l": 6, "r": 6, "t": 6, "b": 6},
             "paper_bgcolor": "white",

@@ -83,9 +83,10 @@ def render(context: ViewContext, stored: Any, shown_layer: Any = None) -> tuple[
     xy = data.embedding(layer)
     if shown_layer == layer:
         patch = Patch()
-        first, second = embedding_highlights(xy, data.names, state.cls, state.compare)
-        patch["data"][1] = first
-        patch["data"][2] = second
+        mistaken = [c for c, _ in data.mistaken_for(state.cls)]
+        highlights = embedding_highlights(xy, data.names, state.cls, state.compare, mistaken)
+        for k, trace in enumerate(highlights, start=1):
+            patch["data"][k] = trace
         return patch, no_update
     figure = embedding_figure(
         xy,
@@ -95,6 +96,7 @@ def render(context: ViewContext, stored: Any, shown_layer: Any = None) -> tuple[
         state.compare,
         data.layer_names[layer],
         points=_points(data, layer),
+        mistaken=[c for c, _ in data.mistaken_for(state.cls)],
     )
     return figure, layer
 

@@ -120,7 +120,7 @@ def test_embedding_sends_a_patch_when_the_layer_is_unchanged(small: Any) -> None
     _, context = small
     stored = ViewState(cls=1, layer=1).to_dict()
     figure, layer = embedding.render(context, stored, None)
-    assert layer == 1 and len(figure["data"]) == 3
+    assert layer == 1 and len(figure["data"]) == 4
     patch, same = embedding.render(context, stored, 1)
     assert isinstance(patch, dash.Patch) and same is dash.no_update
 

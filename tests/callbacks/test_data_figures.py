@@ -227,11 +227,20 @@ def test_hover_stylesheet_keeps_the_neighbourhood() -> None:
 def test_embedding_figure_is_valid_plotly(data: AtlasData) -> None:
     figure = embedding_figure(data.embedding(0), data.names, data.accuracy, 2, 4, "layer0")
     validated = go.Figure(figure)  # raises on any invalid property
-    assert len(validated.data) == 3
+    assert len(validated.data) == 4
     assert list(validated.data[1].text) == [data.names[2]]
     assert list(validated.data[2].text) == [data.names[4]]
+    assert len(validated.data[3].x) == 0  # no confusion classes given
     without = go.Figure(embedding_figure(data.embedding(0), data.names, data.accuracy, 2))
-    assert len(without.data) == 3 and len(without.data[2].x) == 0
+    assert len(without.data) == 4 and len(without.data[2].x) == 0
+    # The classes it is mistaken for: thin grey rings, the selected or compared class left out.
+    mistaken = go.Figure(
+        embedding_figure(
+            data.embedding(0), data.names, data.accuracy, 2, 4, "layer0", mistaken=[4, 1, 3]
+        )
+    )
+    assert list(mistaken.data[3].text) == [data.names[1], data.names[3]]
+    assert list(mistaken.data[3].customdata) == [1, 3]
 
 
 def test_embedding_figure_without_accuracy() -> None:
