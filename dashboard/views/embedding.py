@@ -54,9 +54,11 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 "Each dot is a class, placed so that classes whose images use similar "
                 "channels of the chosen layer lie close together (a 2-D projection of the "
                 "rows of the activation-count matrix). Colour is the class's top-1 accuracy.",
-                "Click a dot to select its class; the orange ring marks the selected class "
-                "and the purple ring the compared one. Change the layer to see how class "
-                "neighbourhoods form from low-level to high-level features.",
+                "Click a dot to select its class; the orange ring marks the selected class, "
+                "the purple ring the compared one, and thin grey rings the classes the model "
+                "most often predicts instead of the selected one (are its confusions its "
+                "neighbours here?). Change the layer to see how class neighbourhoods form "
+                "from low-level to high-level features.",
             ),
         ],
         className="card card-embedding",
