@@ -305,6 +305,21 @@ def _example(context: ViewContext, example: Example, norm: float, kind: str) -> 
     )
 
 
+def _compare_link(context: ViewContext, state: ViewState, label: int, pred: int) -> Any:
+    """For a misclassified image, a link comparing the attribution graphs of its label and
+    the predicted class (the channels that set them apart); ``None`` otherwise."""
+    names = context.data.names
+    if pred == label or not (0 <= label < len(names) and 0 <= pred < len(names)):
+        return None
+    target = state.with_(cls=label, compare=pred, node=None)
+    return dcc.Link(
+        f"compare {names[label]} with {names[pred]}",
+        href=f"{context.page_prefix}{target.to_search()}",
+        className="pill trace-compare",
+        title="open the comparison of the two classes' attribution graphs",
+    )
+
+
 def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     """Note, grid note, grid, header, proponents, opponents and the four figures."""
     trace = trace_data(context.data)
@@ -353,6 +368,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
                             f"predicted {names[pred]}",
                             className="pill " + ("pill-ok" if pred == label else "pill-warn"),
                         ),
+                        _compare_link(context, state, label, pred),
                         html.Span(f"layer {trace.layer_names[layer]}", className="pill"),
                         html.Span(f"‖r‖ {norm:.3g}", className="pill"),
                         html.Span(

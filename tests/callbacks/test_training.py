@@ -217,6 +217,21 @@ def test_render_demo_atlas(tmp_path: Path) -> None:
     # Misclassified only, every class: only wrong tiles.
     out = training.render(context, ViewState(trace_all=1, trace_filter="wrong").to_dict())
     assert out[2] and all("wrong" in tile.className for tile in out[2])
+    # A misclassified image links to the comparison of its label and the prediction; a
+    # correct one does not.
+    encode = {"default": lambda o: o.to_plotly_json()}
+    wrong = trace.rows("wrong", None)
+    assert len(wrong) > 0
+    row = int(wrong[0])
+    label, pred = int(trace.label[row]), int(trace.prediction[row])
+    out = training.render(context, ViewState(cls=label, trace_all=1, trace_row=row).to_dict())
+    header = json.dumps(out[3], **encode)
+    assert f"compare {context.data.names[label]} with {context.data.names[pred]}" in header
+    assert f"class={label}" in header and f"compare={pred}" in header
+    every = trace.rows("all", None)
+    right = int(every[trace.label[every] == trace.prediction[every]][0])
+    out = training.render(context, ViewState(trace_all=1, trace_row=right).to_dict())
+    assert "compare " not in json.dumps(out[3], **encode)
 
 
 def test_missing_trace_part_is_a_note(small_atlas: Path, tmp_path: Path) -> None:
