@@ -40,7 +40,6 @@ import threading
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
@@ -348,13 +347,12 @@ def influence_topk_fused(
     empty = torch.empty(0, dtype=torch.int64)
     if k == 0 or batch == 0 or c_out == 0:
         return empty, empty, empty
-    padded = x
-    if padding != (0, 0):
-        padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    padded = padded.contiguous()
+    # the same geometry helpers as the other paths (imported here: influence imports us)
+    from compute.summit.influence import _output_hw, _padded
+
+    ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
+    padded = _padded(x, padding)
     hp, wp = padded.shape[2:]
-    ho = (hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if ho <= 0 or wo <= 0:
         return empty, empty, empty
     positions, taps = _offsets((hp, wp), (kh, kw), stride, dilation, (ho, wo))
