@@ -257,10 +257,11 @@ class DashSession:
         # The browser copies the new state into the store of each group of views whose
         # fields changed (a clientside callback); those groups' listeners run.
         after = self.values.get(ids.STATE, {}).get("data") or {}
+        groups = view_groups()
         stores = [
             store
             for name, store in GROUP_STORES.items()
-            if any(before.get(f) != after.get(f) for f in view_groups()[name])
+            if any(before.get(f) != after.get(f) for f in groups[name])
         ]
         second: list[Callback] = []
         for store in stores:

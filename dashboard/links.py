@@ -38,6 +38,12 @@ def class_href(class_index: int, prefix: str = "/", node: tuple[int, int] | None
     return f"{prefix}{state.to_search()}"
 
 
+def compare_href(state: ViewState, cls: int, other: int, prefix: str = "/") -> str:
+    """The explorer as ``state`` shows it, with ``cls`` selected and compared with ``other``
+    (the state carries the page's atlas, so the link stays on it)."""
+    return f"{prefix}{state.with_(cls=int(cls), compare=int(other)).to_search()}"
+
+
 def parse_neuron_path(
     layer: object, channel: object, layer_names: Sequence[str], channels: Sequence[int]
 ) -> tuple[int, int] | None:

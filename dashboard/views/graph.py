@@ -19,6 +19,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dashboard import ids
 from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
 from dashboard.figures import base_stylesheet, graph_elements, hover_stylesheet
+from dashboard.links import compare_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
     ViewContext,
@@ -214,7 +215,7 @@ def confusions(context: ViewContext, state: ViewState) -> html.Span | None:
         links.append(
             dcc.Link(
                 f"{data.names[other]} {percent(share)}",
-                href=f"{context.page_prefix}{state.with_(compare=other).to_search()}",
+                href=compare_href(state, state.cls, other, context.page_prefix),
                 className="confusion-link",
                 title=f"compare with {data.names[other]}: share of this class's images "
                 f"the model predicts as {data.names[other]}",

@@ -18,6 +18,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.data import file_url
+from dashboard.links import compare_href
 from dashboard.state import TRACE_FILTERS, ViewState
 from dashboard.trace import (
     GRID_LIMIT,
@@ -311,10 +312,9 @@ def _compare_link(context: ViewContext, state: ViewState, label: int, pred: int)
     names = context.data.names
     if pred == label or not (0 <= label < len(names) and 0 <= pred < len(names)):
         return None
-    target = state.with_(cls=label, compare=pred, node=None)
     return dcc.Link(
         f"compare {names[label]} with {names[pred]}",
-        href=f"{context.page_prefix}{target.to_search()}",
+        href=compare_href(state.with_(node=None), label, pred, context.page_prefix),
         className="pill trace-compare",
         title="open the comparison of the two classes' attribution graphs",
     )
