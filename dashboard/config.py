@@ -74,15 +74,21 @@ class Settings:
             port = int(env.get("PORT", "8050"))
         except ValueError:
             port = 8050
+        # Paths are made absolute against the working directory now: Flask resolves a
+        # relative path it is asked to send against the package folder, not the cwd.
         return cls(
-            atlas_dir=Path(atlas).expanduser(),
-            cache_dir=Path(cache).expanduser(),
+            atlas_dir=Path(atlas).expanduser().absolute(),
+            cache_dir=Path(cache).expanduser().absolute(),
             host=env.get("HOST", "127.0.0.1"),
             port=port,
             debug=env.get(ENV_DEBUG, "").strip().lower() in _TRUE,
             default_atlas=env.get(ENV_DEFAULT) or None,
             auth=env.get(ENV_AUTH) or None,
-            auth_file=Path(env[ENV_AUTH_FILE]).expanduser() if env.get(ENV_AUTH_FILE) else None,
+            auth_file=(
+                Path(env[ENV_AUTH_FILE]).expanduser().absolute()
+                if env.get(ENV_AUTH_FILE)
+                else None
+            ),
         )
 
 

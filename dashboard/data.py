@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# What the file route serves: the pictures the views show. Weights, arrays and the manifest
+# are compute-only and never leave the server.
+SERVED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+
 #: Pixels between two node slots of a layer row, and between two layer rows.
 SLOT_PX = 84.0
 ROW_PX = 120.0
@@ -669,14 +673,17 @@ class AtlasData:
     # -- files ----------------------------------------------------------------------------
 
     def file_path(self, relpath: str) -> Path | None:
-        """The absolute path of a file listed in the manifest, or ``None``.
+        """The absolute path of a picture listed in the manifest, or ``None``.
 
-        Only listed files are served: anything else in the directory (and any path that
-        is not a plain relative path) is unreachable.
+        Only listed pictures are served (the views show nothing else): anything else in
+        the directory, compute-only files such as ``model/weights.pt`` and arrays, and any
+        path that is not a plain relative path are unreachable.
         """
         if not is_safe_relpath(relpath) or relpath not in self.atlas.files:
             return None
-        return self.atlas.path / relpath
+        if Path(relpath).suffix.lower() not in SERVED_SUFFIXES:
+            return None
+        return self.atlas.path.absolute() / relpath
 
 
 def file_url(prefix: str, relpath: str | None) -> str | None:

@@ -299,6 +299,19 @@ def _row_labels(
     return labels
 
 
+def edge_id(source: str, target: str) -> str:
+    """The Cytoscape id of the edge ``source → target``: it names its endpoints.
+
+    Cytoscape (through dash-cytoscape's element diff) patches an element whose id it has
+    seen before and never moves an edge to new endpoints, so a positional id reused for a
+    different edge after a class switch left stale or vanished edges on screen.
+
+    >>> edge_id("2-17", "3-5")
+    'e:2-17>3-5'
+    """
+    return f"e:{source}>{target}"
+
+
 def graph_elements(
     graph: ClassGraph,
     *,
@@ -343,12 +356,13 @@ def graph_elements(
         img = file_url(url_prefix, picture)
         if img is not None:
             data["img"] = img
+        # Every element names all its classes, "" included: dash-cytoscape patches an
+        # element it has drawn before, and a key left out would keep its old value.
         element: dict[str, Any] = {
             "data": data,
             "position": {"x": round(xs[i], 1), "y": round(ys[i], 1)},
+            "classes": "picked" if node_id == picked else "",
         }
-        if node_id == picked:
-            element["classes"] = "picked"
         elements.append(element)
     sources = graph.ids[graph.source].tolist()
     targets = graph.ids[graph.target].tolist()
@@ -358,12 +372,13 @@ def graph_elements(
         elements.append(
             {
                 "data": {
-                    "id": f"e{j}",
+                    "id": edge_id(sources[j], targets[j]),
                     "source": sources[j],
                     "target": targets[j],
                     "w": round(widths[j], 2),
                     "weight": int(weights[j]),
-                }
+                },
+                "classes": "",
             }
         )
     if layer_names and nodes.any():
@@ -461,7 +476,7 @@ def compare_elements(
             entry = edge_sides.setdefault(key, {"sides": set(), "w": 0.0})
             entry["sides"].add(side)
             entry["w"] = max(entry["w"], float(graph.width[j]))
-    for k, ((source, target), entry) in enumerate(edge_sides.items()):
+    for (source, target), entry in edge_sides.items():
         group = (
             "shared"
             if len(entry["sides"]) == 2
@@ -470,7 +485,7 @@ def compare_elements(
         elements.append(
             {
                 "data": {
-                    "id": f"ce{k}",
+                    "id": edge_id(source, target),
                     "source": source,
                     "target": target,
                     "w": round(entry["w"], 2),

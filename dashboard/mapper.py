@@ -463,7 +463,9 @@ def topology_elements(
         elements.append(
             {
                 "data": {
-                    "id": f"e{e}",
+                    # named by its endpoints: a positional id reused after a parameter
+                    # change would leave cytoscape drawing a stale edge (figures.edge_id)
+                    "id": f"e:m{a}>m{b}",
                     "source": f"m{a}",
                     "target": f"m{b}",
                     "w": round(width, 2),
@@ -530,8 +532,9 @@ def topology_node_elements(
         dominant = int(stats.dominant_class[k])
         if names and 0 <= dominant < len(names):
             data["title"] = f"{names[dominant]} {100 * float(stats.dominant_share[k]):.0f}%"
-        if share > 0:  # the selected class's share, for the hover line
-            data["share"] = round(share, 4)
+        # The selected class's share, for the hover line. Always present (0 included):
+        # a class switch patches this element, and a key left out would keep its old value.
+        data["share"] = round(share, 4)
         classes = []
         if colour == "pie":
             classes.append("pie")

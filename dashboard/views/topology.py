@@ -69,9 +69,12 @@ _COLOUR_LABELS = {"pie": "class pies", "norm": "mean L2 norm", "share": "share o
 HOVER_HINT = "Hover a node for its size, main class and mean norm."
 
 # The hover line: node name, images, main class and its share, the selected class's share
-# and the mean L2 norm, from the element's data (no request).
-_HOVER_JS = """function(node) {
-    if (!node) { return %s; }
+# and the mean L2 norm, from the element's data (no request). New elements (a parameter
+# change, a layer, a class switch) clear it: the node under the pointer may be gone.
+_HOVER_JS = """function(node, elements) {
+    const ctx = window.dash_clientside.callback_context;
+    const redrawn = ctx.triggered.some(t => t.prop_id.endsWith('.elements'));
+    if (!node || redrawn) { return %s; }
     const parts = ['node ' + node.name, node.count + (node.count === 1 ? ' image' : ' images')];
     if (node.title) { parts.push('mostly ' + node.title); }
     if (node.share) { parts.push('selected class ' + Math.round(100 * node.share) + '%%'); }
@@ -729,6 +732,7 @@ def register(app: Dash, context: ViewContext) -> None:
         _HOVER_JS % json.dumps(HOVER_HINT),
         Output(ids.TOPO_HOVER, "children"),
         Input(ids.TOPO_GRAPH, "mouseoverNodeData"),
+        Input(ids.TOPO_GRAPH, "elements"),
         prevent_initial_call=True,
     )
 

@@ -122,14 +122,18 @@ def test_topology_parameters_node_and_shapes(
         lambda: browser_nodes(dash_duo) == expected, message="graph not redrawn for the class"
     )
 
-    # Change a parameter: the graph is recomputed (another node count), the URL follows.
+    # Change a parameter while a node is hovered: the graph is recomputed (another node
+    # count), the URL follows, and the hover line no longer describes a node that is gone.
     before = cy_count(dash_duo, "topo-graph", "node")
+    cy_emit(dash_duo, "topo-graph", "m0", "mouseover")
+    dash_duo.wait_for_contains_text("#topo-hover", "images · mostly ")
     box = dash_duo.find_element("#topo-intervals")
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys("15", Keys.ENTER)
     wait_until(lambda: query(dash_duo).get("ti") == "15", message="intervals not in the URL")
     wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") not in (before, -1, 0))
     assert "tnode" not in query(dash_duo)  # a new graph closes the node
+    dash_duo.wait_for_contains_text("#topo-hover", "Hover a node")
     # Out of range: clamped, with a message.
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys("500", Keys.ENTER)
