@@ -85,9 +85,7 @@ class Settings:
             default_atlas=env.get(ENV_DEFAULT) or None,
             auth=env.get(ENV_AUTH) or None,
             auth_file=(
-                Path(env[ENV_AUTH_FILE]).expanduser().absolute()
-                if env.get(ENV_AUTH_FILE)
-                else None
+                Path(env[ENV_AUTH_FILE]).expanduser().absolute() if env.get(ENV_AUTH_FILE) else None
             ),
         )
 

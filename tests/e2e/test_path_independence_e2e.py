@@ -140,11 +140,7 @@ def differences(clicked: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
         found.append(
             f"{gid}: {len(a)} elements after clicks, {len(b)} fresh; only after clicks "
             f"{only_a[:5]}, only fresh {only_b[:5]}, differing {sorted(changed)[:5]}"
-            + (
-                f" e.g. {by_id_a[changed[0]]} vs {by_id_b[changed[0]]}"
-                if changed
-                else ""
-            )
+            + (f" e.g. {by_id_a[changed[0]]} vs {by_id_b[changed[0]]}" if changed else "")
         )
     for key in sorted(clicked["plots"].keys() | fresh["plots"].keys()):
         if clicked["plots"].get(key) != fresh["plots"].get(key):
@@ -206,9 +202,7 @@ def pick_dropdown(selector: str) -> Action:
         if not dash_duo.find_elements(selector):
             return None
         dash_duo.find_element(selector).click()
-        options = wait_until(
-            lambda: dash_duo.find_elements(".dash-dropdown-option"), timeout=5
-        )
+        options = wait_until(lambda: dash_duo.find_elements(".dash-dropdown-option"), timeout=5)
         option = rng.choice(options[:10])
         text = option.text
         _click_js(dash_duo, option)
@@ -234,9 +228,7 @@ def click_mark(selectors: tuple[str, ...]) -> Action:
 def click_radio(selectors: tuple[str, ...]) -> Action:
     def act(dash_duo: Any, rng: random.Random) -> str | None:
         selector = rng.choice(selectors)
-        inputs = [
-            i for i in dash_duo.find_elements(f"{selector} input") if i.is_enabled()
-        ]
+        inputs = [i for i in dash_duo.find_elements(f"{selector} input") if i.is_enabled()]
         if not inputs:
             return None
         choice = rng.choice(inputs)
@@ -348,8 +340,7 @@ def run_sequences(dash_duo: Any, start_query: str, seed: int) -> list[str]:
         found = differences(clicked, fresh)
         if found:
             failures.append(
-                f"sequence {sequence} ({' / '.join(done)}) then {url}:\n  "
-                + "\n  ".join(found)
+                f"sequence {sequence} ({' / '.join(done)}) then {url}:\n  " + "\n  ".join(found)
             )
     return failures
 
