@@ -23,6 +23,13 @@ How a step's update ``ΔW`` is split (see ``docs/trace.md``):
   entry, members being the batch's classes/examples and coupled weight decay; decoupled
   weight decay (AdamW) is its own exact component. Totals stay exact.
 
+What is split is the gradient the optimizer actually applies: before each step ``.grad`` is
+compared with the traced ``Σ_b g_b``. A uniform rescaling (``GradScaler``, ``clip_grad_norm_``)
+rescales the split; a step the scaler skips records nothing; any other change
+(``clip_grad_value_``, a hook editing entries) raises :class:`TraceError`; under autocast the
+low-precision rounding remainder is recorded with the regularisation component. ``finish()``
+raises :class:`TraceError` if ``W_0 + Σ components`` misses ``W_T``.
+
 Biases are not traced: the refinement is ``(W_T - W_0) ⋆ a(x)``; a bias only shifts every
 input's pre-activation by the same vector.
 
@@ -1132,7 +1139,12 @@ class Tracer:
                     f"layer {state.name!r} has a gradient but no traced batch: call "
                     "tracer.set_batch(labels, indices) before each forward pass"
                 )
-            self._check_gradient(state, pairs, unscale)
+            try:
+                self._check_gradient(state, pairs, unscale)
+            except TraceError:
+                for other in self.states:  # the step is refused: no half-prepared split
+                    other.reset()
+                raise
 
     def _check_gradient(
         self,

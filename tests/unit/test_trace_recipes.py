@@ -121,6 +121,10 @@ RECIPES: dict[str, Recipe] = {
     "clip-value-sgd": Recipe(sgd(), clip_value=0.01, expect="clip_grad_value_"),
     "clip-value-adam": Recipe(adam(), clip_value=0.01, expect="clip_grad_value_"),
     "masking-grad-hook": Recipe(sgd(), grad_hook="mask", expect="gradient hook"),
+    "bf16-autocast-clip-value": Recipe(
+        sgd(), dtype=torch.float32, autocast=torch.bfloat16, clip_value=0.01, expect="clip_grad"
+    ),
+    "inf-without-scaler": Recipe(sgd(), skip_step=1, expect="not finite"),
 }
 
 
@@ -253,3 +257,27 @@ def test_finish_raises_on_an_untraced_change(data: tuple[torch.Tensor, torch.Ten
     assert "\n" not in str(info.value)
     assert info.value.result is not None
     assert info.value.result.reconstruction_error()["5"] > 1e-3
+
+
+def test_config_checks() -> None:
+    for bad in (dict(grad_rtol=0.0), dict(grad_rtol=1.0), dict(max_reconstruction_error=0.0)):
+        with pytest.raises(ValueError):
+            TraceConfig(**{"layers": LAYERS, "num_classes": CLASSES, **bad})  # type: ignore[arg-type]
+
+
+def test_refused_step_changes_nothing(data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The refusal comes from the pre-step hook: the optimizer never applies the step."""
+    x, y = data
+    model = small_model(torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tracer = Tracer(model, opt, TraceConfig(LAYERS, CLASSES), num_examples=N)
+    before = [p.detach().clone() for p in model.parameters()]
+    idx = torch.arange(BATCH)
+    tracer.set_batch(y[idx], idx)
+    nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+    nn.utils.clip_grad_value_(model.parameters(), 1e-3)
+    with pytest.raises(TraceError, match="layer '0'"):
+        opt.step()
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p, q)
+    tracer.remove()
