@@ -115,7 +115,7 @@ class TraceConfig:
             of the traced examples' gradient ``h = Σ_c h_c`` (class gradients ``h_c``);
             above it the step raises :class:`TraceError`. ``None``:
             ``sqrt(eps)`` of the lowest precision the layer's forward or gradient used
-            (float64 1.5e-8, float32 3.5e-4, float16 0.031, bfloat16 0.0625): far above
+            (float64 1.5e-8, float32 3.5e-4, float16 0.031, bfloat16 0.088): far above
             the rounding of the two summation orders, far below what ``clip_grad_value_`` or
             an editing hook leaves.
         max_reconstruction_error: :meth:`Tracer.finish` raises when a layer's
