@@ -121,7 +121,7 @@ class TraceConfig:
         max_reconstruction_error: :meth:`Tracer.finish` raises when a layer's
             ``‖W_0 + Σ components - W_T‖ / ‖W_T‖`` exceeds this plus the rounding allowance
             of the weights' dtype, ``256 · sqrt(steps) · eps`` (0 for float64 in practice;
-            about 3e-4 for 138 float32 steps). ``math.inf`` only logs it.
+            about 3e-4 for 138 float32 steps). ``math.inf`` only logs it (nan still raises).
     """
 
     layers: tuple[str, ...]
