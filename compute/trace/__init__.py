@@ -18,7 +18,7 @@ from compute.trace.explain import (
     load_trace_part,
     write_trace_part,
 )
-from compute.trace.tracer import LayerTrace, TraceConfig, Tracer, TraceResult
+from compute.trace.tracer import LayerTrace, TraceConfig, TraceError, Tracer, TraceResult
 
 __all__ = [
     "PART_TRACE",
@@ -27,6 +27,7 @@ __all__ = [
     "Explainer",
     "LayerTrace",
     "TraceConfig",
+    "TraceError",
     "TraceExplanation",
     "TraceResult",
     "Tracer",

@@ -23,6 +23,13 @@ How a step's update ``ΔW`` is split (see ``docs/trace.md``):
   entry, members being the batch's classes/examples and coupled weight decay; decoupled
   weight decay (AdamW) is its own exact component. Totals stay exact.
 
+What is split is the gradient the optimizer actually applies: before each step ``.grad`` is
+compared with the traced ``Σ_b g_b``. A uniform rescaling (``GradScaler``, ``clip_grad_norm_``)
+rescales the split; a step the scaler skips records nothing; any other change
+(``clip_grad_value_``, a hook editing entries) raises :class:`TraceError`; under autocast the
+low-precision rounding remainder is recorded with the regularisation component. ``finish()``
+raises :class:`TraceError` if ``W_0 + Σ components`` misses ``W_T``.
+
 Biases are not traced: the refinement is ``(W_T - W_0) ⋆ a(x)``; a bias only shifts every
 input's pre-activation by the same vector.
 
@@ -58,6 +65,23 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+class TraceError(ValueError):
+    """The trace would be wrong, so the tracer refuses (one-line message naming the cause).
+
+    Raised by a step whose applied gradient is not a uniform rescaling of the traced
+    examples' gradients (before the optimizer changes anything), and by
+    :meth:`Tracer.finish` when the reconstruction misses ``W_T``.
+
+    Attributes:
+        result: the finished trace when :meth:`Tracer.finish` raised (so a long run's record
+            is not lost), else ``None``.
+    """
+
+    def __init__(self, message: str, result: TraceResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass(frozen=True)
 class TraceConfig:
     """What the tracer records.
@@ -86,6 +110,18 @@ class TraceConfig:
             from label-sorted rows, sketches from a factored product).
         ratio_eps: entries whose total gradient is below ``ratio_eps × max|gradient|`` are
             split equally among the batch's members in the non-linear-optimizer rule.
+        grad_rtol: largest relative residual ``‖G - s·h‖ / max(‖G‖, Σ_c ‖s·h_c‖)`` between
+            the gradient ``G`` the optimizer applies and the best uniform rescaling ``s·h``
+            of the traced examples' gradient ``h = Σ_c h_c`` (class gradients ``h_c``);
+            above it the step raises :class:`TraceError`. ``None``:
+            ``sqrt(eps)`` of the lowest precision the layer's forward or gradient used
+            (float64 1.5e-8, float32 3.5e-4, float16 0.031, bfloat16 0.088): far above
+            the rounding of the two summation orders, far below what ``clip_grad_value_`` or
+            an editing hook leaves.
+        max_reconstruction_error: :meth:`Tracer.finish` raises when a layer's
+            ``‖W_0 + Σ components - W_T‖ / ‖W_T‖`` exceeds this plus the rounding allowance
+            of the weights' dtype, ``256 · sqrt(steps) · eps`` (0 for float64 in practice;
+            about 3e-4 for 138 float32 steps). ``math.inf`` only logs it (nan still raises).
     """
 
     layers: tuple[str, ...]
@@ -98,6 +134,8 @@ class TraceConfig:
     ratio_eps: float = 1e-12
     example_momentum: str = "exact"
     per_example_budget: int = 1 << 25
+    grad_rtol: float | None = None
+    max_reconstruction_error: float = 1e-6
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str) or not self.layers:
@@ -121,6 +159,10 @@ class TraceConfig:
             raise ValueError("per_example_budget must be >= 0")
         if not 0 <= self.ratio_eps < 1:
             raise ValueError("ratio_eps must be in [0, 1)")
+        if self.grad_rtol is not None and not 0 < self.grad_rtol < 1:
+            raise ValueError("grad_rtol must be in (0, 1)")
+        if not self.max_reconstruction_error > 0:
+            raise ValueError("max_reconstruction_error must be positive")
 
 
 @dataclass
@@ -342,6 +384,11 @@ def _patches(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     return a.reshape(a.shape[0], -1, a.shape[-1]).transpose(1, 2)
 
 
+def _eps(dtype: torch.dtype) -> float:
+    """Machine epsilon of a floating dtype (1.0 for anything else: the least precise)."""
+    return float(torch.finfo(dtype).eps) if dtype.is_floating_point else 1.0
+
+
 def _scatter_add(
     store: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, alpha: float = 1.0
 ) -> None:
@@ -539,6 +586,23 @@ class _MomentumLedger:
         self._scale = 1.0
 
 
+@dataclass
+class _StepTerms:
+    """What the pre-step check computed from one step's captures, for the post-step split.
+
+    Attributes:
+        pairs: :meth:`_LayerState.pairs` (kept alive: per-example gradients are cached by
+            tensor identity).
+        class_g: ``[C, O, I]`` or ``[C, *W]`` gradient of each class, as traced.
+        examples: per traced forward ``(indices, [B, *storage])`` for the SGD rule, else
+            ``None``.
+    """
+
+    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+    class_g: torch.Tensor
+    examples: list[tuple[torch.Tensor, torch.Tensor]] | None
+
+
 class _LayerState:
     """Online accumulators and hook captures of one traced layer."""
 
@@ -607,6 +671,13 @@ class _LayerState:
         self.inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.grads: dict[int, torch.Tensor] = {}
         self.before: torch.Tensor | None = None
+        # Lowest-precision dtype the captured forwards computed in (autocast: below the
+        # weight's), and what the pre-step check found: the step's terms, the uniform factor
+        # ``scale`` of the applied gradient and the rounding ``remainder`` to record.
+        self.compute_dtype: torch.dtype | None = None
+        self.terms: _StepTerms | None = None
+        self.scale = 1.0
+        self.remainder: torch.Tensor | None = None
         self._proj_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._p_in_rows_cache: torch.Tensor | None = None
         self._grad_cache: dict[int, torch.Tensor | None] = {}
@@ -619,6 +690,8 @@ class _LayerState:
     ) -> None:
         slot = len(self.inputs)
         self.inputs.append((a.detach(), labels, indices))
+        if self.compute_dtype is None or _eps(out.dtype) > _eps(self.compute_dtype):
+            self.compute_dtype = out.dtype
 
         def keep(grad: torch.Tensor) -> None:
             # Several backward passes through one output would add up in .grad, so add here.
@@ -631,21 +704,40 @@ class _LayerState:
         self.grads.clear()
         self._grad_cache.clear()
         self.before = None
+        self.compute_dtype = None
+        self.terms = None
+        self.scale = 1.0
+        self.remainder = None
+
+    def gradient_discarded(self) -> bool:
+        """Whether captured backward passes exist whose gradient is no longer in ``.grad``.
+
+        ``zero_grad`` after a step the optimizer never took (``GradScaler`` skipping a step
+        with inf/nan gradients, or a loop that drops a batch) leaves the captures of that
+        backward behind; a weight whose gradient is ``None`` or all zero holds none of them.
+        """
+        if not self.grads:
+            return False
+        grad = self.param.grad
+        return grad is None or not bool(grad.any())
 
     # -- per-step quantities ----------------------------------------------------------
 
     def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(input, output grad, labels [B], indices [B])`` of each traced forward of the step.
 
-        Inputs and output gradients stay in the model's dtype and layout; per-example and
+        Inputs and output gradients stay in the weight's dtype and layout; per-example and
         per-class gradients are computed in that dtype (as the optimizer's own gradient is)
-        and only accumulated in the trace's dtype.
+        and only accumulated in the trace's dtype. Under autocast the captures are in a lower
+        precision: they are raised to the weight's, so the split is as precise as the
+        weight's dtype allows and autograd's own rounding is the recorded remainder.
         """
         result = []
+        dtype = self.param.dtype
         for slot, (a, labels, indices) in enumerate(self.inputs):
             if slot not in self.grads:
                 continue  # a forward pass that did not reach the loss
-            result.append((a, self.grads[slot].to(a.dtype), labels, indices))
+            result.append((a.to(dtype), self.grads[slot].to(dtype), labels, indices))
         return result
 
     def _weight_grad(self, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -904,6 +996,7 @@ class Tracer:
         self._labels: torch.Tensor | None = None
         self._indices: torch.Tensor | None = None
         self._steps_in_epoch = 0
+        self._skip = False
         self.epoch_steps: list[int] = []
         self.learning_rates: list[float] = []
         self.checkpoints: list[Path] = []
@@ -952,13 +1045,20 @@ class Tracer:
             self.checkpoints.append(path)
 
     def finish(self) -> TraceResult:
-        """Remove the hooks and return the trace (closing a last unfinished epoch)."""
+        """Remove the hooks and return the trace (closing a last unfinished epoch).
+
+        Checks ``W_0 + Σ components = W_T`` for every layer and raises :class:`TraceError`
+        (carrying the trace as ``.result``) when a layer misses by more than
+        ``max_reconstruction_error`` plus its dtype's rounding allowance: a weight changed
+        outside the traced steps (an edit under ``no_grad``, an optimizer stepped with the
+        hooks removed, a state dict loaded mid-run) must not pass silently.
+        """
         if self._steps_in_epoch or not self.epoch_steps:
             self.end_epoch()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        return TraceResult(
+        result = TraceResult(
             layers=[state.finish() for state in self.states],
             train_labels=self.train_labels.copy(),
             epoch_steps=list(self.epoch_steps),
@@ -967,6 +1067,23 @@ class Tracer:
             num_classes=self.config.num_classes,
             checkpoints=list(self.checkpoints),
         )
+        errors = result.reconstruction_error()
+        log.info("trace reconstruction error per layer: %s", errors)
+        steps = sum(self.epoch_steps)
+        for state in self.states:
+            allowed = self.config.max_reconstruction_error + 256 * math.sqrt(steps) * _eps(
+                state.param.dtype
+            )
+            error = errors[state.name]
+            if not error <= allowed:  # nan fails too
+                raise TraceError(
+                    f"layer {state.name!r}: reconstruction error {error:.3g} > {allowed:.3g} "
+                    f"after {steps} steps: W_0 + the recorded components misses W_T, so the "
+                    "weight changed outside the traced optimizer steps (edited, reloaded, or "
+                    "stepped untraced); the trace (error.result) would be wrong",
+                    result,
+                )
+        return result
 
     # -- hooks ------------------------------------------------------------------------
 
@@ -983,12 +1100,30 @@ class Tracer:
                     f"layer {state.name!r} saw a batch of {inputs[0].shape[0]}, "
                     f"set_batch declared {self._labels.shape[0]}"
                 )
+            if state.gradient_discarded():
+                log.debug("layer %r: dropping captures of a step never taken", state.name)
+                state.reset()
             state.capture(inputs[0], output, self._labels, self._indices)
 
         return hook
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Check each traced gradient against the captures; prepare the split.
+
+        A fused optimizer (``fused=True``) stepped by ``GradScaler`` is handed
+        ``optimizer.grad_scale`` / ``optimizer.found_inf`` (attributes set for the call)
+        instead of unscaled gradients: its kernel divides the gradient by the first and
+        skips the whole step when the second is non-zero, so the check divides too and a
+        skipped step records nothing.
+        """
+        found_inf = getattr(optimizer, "found_inf", kwargs.get("found_inf"))
+        self._skip = found_inf is not None and bool(torch.as_tensor(found_inf).any())
+        grad_scale = getattr(optimizer, "grad_scale", kwargs.get("grad_scale"))
+        unscale = 1.0 if grad_scale is None else 1.0 / float(grad_scale)
         for state in self.states:
+            if self._skip:
+                state.reset()
+                continue
             _, group = self._by_param[id(state.param)]
             if self.rule == "ratio" or group["weight_decay"]:
                 state.before = state.param.detach().to("cpu", state.w0.dtype, copy=True)
@@ -996,38 +1131,120 @@ class Tracer:
                 buf = optimizer.state.get(state.param, {}).get("momentum_buffer")
                 if buf is None:
                     state.restart_momentum()  # torch starts the buffer at the first gradient
-
-    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        for state in self.states:
-            _, group = self._by_param[id(state.param)]
             if state.param.grad is None:
-                # torch optimizers skip a parameter without a gradient: nothing to credit.
-                state.reset()
-                continue
+                continue  # torch optimizers skip a parameter without a gradient
             pairs = state.pairs()
             if not pairs:
                 raise RuntimeError(
                     f"layer {state.name!r} has a gradient but no traced batch: call "
                     "tracer.set_batch(labels, indices) before each forward pass"
                 )
+            try:
+                self._check_gradient(state, pairs, unscale)
+            except TraceError:
+                for other in self.states:  # the step is refused: no half-prepared split
+                    other.reset()
+                raise
+
+    def _check_gradient(
+        self,
+        state: _LayerState,
+        pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+        unscale: float,
+    ) -> None:
+        """Compare the gradient ``G`` the optimizer will apply with the traced one ``h``.
+
+        ``h = Σ_b g_b`` comes from the hooks, i.e. from the loss as it was backpropagated;
+        ``G`` is ``.grad`` after whatever the loop did in between. A uniform rescaling
+        (``GradScaler``'s unscale, ``clip_grad_norm_``, a loss or hook scaled by a
+        constant) gives ``G = s·h``: the split is rescaled by the least-squares ``s``.
+        Anything else (``clip_grad_value_``, a hook editing entries, gradient from a forward
+        the tracer did not see) leaves a residual ``G - s·h`` above ``grad_rtol`` and is
+        refused here, before the optimizer changes anything. Under autocast the residual
+        below ``grad_rtol`` is autograd's low-precision rounding: it is recorded with the
+        regularisation component so the totals stay exact.
+        """
+        if self.rule == "sgd":
+            class_g, examples = state.sgd_terms(pairs)
+        else:
+            class_g, examples = state.class_grads(pairs), None
+        assert state.param.grad is not None
+        applied = state.param.grad.detach().to("cpu", torch.float64).reshape(state.out, -1)
+        if unscale != 1.0:
+            applied = applied * unscale
+        per_class = class_g.to(torch.float64).reshape(class_g.shape[0], state.out, -1)
+        traced = per_class.sum(dim=0)
+        if not (bool(applied.isfinite().all()) and bool(traced.isfinite().all())):
+            raise TraceError(
+                f"layer {state.name!r}: the gradient is not finite (inf/nan) and no "
+                "GradScaler skipped the step; the trace would be wrong"
+            )
+        norm_h2 = float((traced * traced).sum())
+        scale = float((applied * traced).sum()) / norm_h2 if norm_h2 > 0 else 0.0
+        remainder = applied - scale * traced
+        # Relative to the size of what was summed (the class gradients, at the applied
+        # scale), not to the sum: an early conv's gradient cancels between classes, and
+        # float32 rounding of the summands is then large next to the sum (demo conv1: 3e-4
+        # of ‖G‖, 4e-5 of Σ_c ‖s·h_c‖), which is rounding, not an edit.
+        size = max(float(applied.norm()), abs(scale) * float(per_class.norm(dim=(1, 2)).sum()))
+        residual = float(remainder.norm()) / size if size > 0 else 0.0
+        grad_dtype = state.param.grad.dtype
+        compute = state.compute_dtype if state.compute_dtype is not None else grad_dtype
+        low = max(_eps(compute), _eps(grad_dtype))
+        tol = self.config.grad_rtol if self.config.grad_rtol is not None else math.sqrt(low)
+        if residual > tol:
+            raise TraceError(
+                f"layer {state.name!r}: the gradient the optimizer applies is not a uniform "
+                f"rescaling of the traced examples' gradients (relative residual "
+                f"{residual:.3g} > grad_rtol {tol:.3g}): it was changed non-uniformly, e.g. "
+                "by clip_grad_value_ or a gradient hook, or also came from a forward pass "
+                "the tracer did not see; the trace would be wrong"
+            )
+        state.terms = _StepTerms(pairs, class_g, examples)
+        state.scale = scale
+        lower = _eps(compute) > _eps(state.param.dtype)
+        state.remainder = remainder.to(state.w0.dtype) if lower and residual > 0 else None
+        if scale != 1.0 or state.remainder is not None:
+            log.debug(
+                "layer %r: applied gradient = %.6g × traced (+ rounding %.2g)",
+                state.name,
+                scale,
+                residual if state.remainder is not None else 0.0,
+            )
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._skip:
+            # A fused kernel found inf/nan and left the weights alone: nothing happened.
+            self._skip = False
+            self._labels = self._indices = None
+            return
+        for state in self.states:
+            _, group = self._by_param[id(state.param)]
+            if state.param.grad is None or state.terms is None:
+                # torch optimizers skip a parameter without a gradient: nothing to credit.
+                state.reset()
+                continue
             if self.rule == "sgd":
-                self._sgd_split(state, group, pairs)
+                self._sgd_split(state, group, state.terms)
             else:
                 assert state.before is not None
                 after = state.param.detach().to("cpu", state.w0.dtype)
                 w_old = state.before.reshape(state.out, state.inp)
                 delta = (after - state.before).reshape(state.out, state.inp)
-                self._ratio_split(state, group, pairs, w_old, delta)
+                self._ratio_split(state, group, state.terms, w_old, delta)
             state.reset()
         self._steps_in_epoch += 1
         self._labels = self._indices = None
 
-    def _sgd_split(self, state: _LayerState, group: dict[str, Any], pairs: list) -> None:
+    def _sgd_split(self, state: _LayerState, group: dict[str, Any], terms: _StepTerms) -> None:
         """Exact class split of a ``torch.optim.SGD`` step (mirrors its update rule).
 
         One momentum buffer per class, one for weight decay and (``example_momentum="exact"``)
         one per example, kept lazily by :class:`_MomentumLedger`: their sums are the
-        optimizer's buffer, and a step costs ``O(B + C)`` rows, not ``O(N)``.
+        optimizer's buffer, and a step costs ``O(B + C)`` rows, not ``O(N)``. The traced
+        gradients enter at the applied gradient's scale (:meth:`_check_gradient`); an
+        autocast rounding remainder joins weight decay's row (it is part of the gradient the
+        buffer accumulates, so it rides the same momentum).
         """
         lr = float(group["lr"])
         mu = float(group["momentum"])
@@ -1035,17 +1252,21 @@ class Tracer:
         wd = float(group["weight_decay"])
         nesterov = bool(group["nesterov"])
         sign = -1.0 if group.get("maximize", False) else 1.0
-        class_g, examples = state.sgd_terms(pairs)
+        class_g, examples = terms.class_g, terms.examples
+        assert examples is not None
         ledger = state.class_ledger
         grads = ledger.slot()  # [C + 1, O, I]: classes, then weight decay
         grads[: state.c].view(class_g.shape).copy_(class_g)  # one copy: dtype and layout
-        if sign < 0:
-            grads[: state.c].neg_()
+        if sign * state.scale != 1.0:
+            grads[: state.c].mul_(sign * state.scale)
         if wd:
             assert state.before is not None
             torch.mul(state.before.reshape(state.out, state.inp), wd, out=grads[state.c])
         else:
             grads[state.c].zero_()
+        if state.remainder is not None:
+            grads[state.c].add_(state.remainder, alpha=sign)
+        sign *= state.scale  # per-example terms enter at the applied gradient's scale
         if mu == 0:
             ledger.add_dense(grads, 0.0, -lr)
         else:
@@ -1073,11 +1294,17 @@ class Tracer:
         self,
         state: _LayerState,
         group: dict[str, Any],
-        pairs: list,
+        terms: _StepTerms,
         w_old: torch.Tensor,
         delta: torch.Tensor,
     ) -> None:
-        """Split the measured update element-wise by each member's share of the gradient."""
+        """Split the measured update element-wise by each member's share of the gradient.
+
+        Members' gradients enter at the applied gradient's scale and an autocast rounding
+        remainder is a member of its own, credited with the regularisation component, so the
+        shares are those of the gradient the optimizer actually used.
+        """
+        pairs = terms.pairs
         wd = float(group.get("weight_decay", 0.0))
         decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
             self.optimizer, torch.optim.AdamW
@@ -1089,8 +1316,10 @@ class Tracer:
             reg_exact = -lr * wd * w_old
             state.reg_acc.add_(reg_exact)
             rest = delta - reg_exact
-        class_g = state.class_grads(pairs)
+        class_g = terms.class_g * state.scale
         reg_g = wd * w_old if (wd and not decoupled) else torch.zeros_like(w_old)
+        if state.remainder is not None:
+            reg_g = reg_g + state.remainder
         total = class_g.sum(dim=0) + reg_g
         scale = float(total.abs().max()) if total.numel() else 0.0
         # Entries with (almost) no gradient are split equally among the batch's examples.
@@ -1110,7 +1339,7 @@ class Tracer:
         state.class_acc.add_(class_g * ratio + counts[:, None, None] * equal)
         state.reg_acc.add_(reg_g * ratio)
         for cols, deltas, _, indices in pairs:
-            updates = state.example_grads(cols, deltas) * ratio + equal
+            updates = state.example_grads(cols, deltas) * (ratio * state.scale) + equal
             state.add_example_full(indices, updates)
 
     def remove(self) -> None:
