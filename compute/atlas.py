@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -999,6 +1001,82 @@ def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode("utf-8")
 
 
+log = logging.getLogger(__name__)
+
+
+def check_output(out: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """The one check of where a new atlas will be written; run it before any long work.
+
+    Nothing is replaced that this product did not write: with ``overwrite`` an existing
+    output must be an atlas (a directory whose ``manifest.json`` reads as one).
+
+    Raises:
+        AtlasError: one line, when ``out`` exists and may not be replaced.
+
+    Examples:
+        >>> check_output("/nonexistent/new-atlas", overwrite=False)  # nothing there: fine
+    """
+    path = Path(out)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise AtlasError(f"output {path} already exists (pass --overwrite to replace it)")
+    if not path.is_dir() or path.is_symlink() or not (path / MANIFEST).is_file():
+        raise AtlasError(
+            f"output {path} exists and is not an atlas (no {MANIFEST}): refusing to replace "
+            "it; choose another --out"
+        )
+    try:
+        read_manifest(path)
+    except AtlasError as exc:
+        raise AtlasError(
+            f"output {path} is not a readable atlas ({exc}): refusing to replace it; "
+            "choose another --out"
+        ) from None
+
+
+def _temporary_siblings(out: Path) -> list[Path]:
+    """This product's temporary folders for ``out``: ``.NAME.tmp-*`` (a write in progress)
+    and ``.NAME.old-*`` (an atlas being replaced)."""
+    if not out.parent.is_dir():
+        return []
+    prefixes = (f".{out.name}.tmp-", f".{out.name}.old-")
+    return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefixes) and p.is_dir())
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``out`` for one writer from the checks to the commit.
+
+    A second build to the same output is refused in one line instead of both "succeeding"
+    and one silently replacing the other. The lock is an advisory ``flock`` on the hidden
+    file ``.NAME.lock`` beside ``out``: the system drops it when its process dies (even by
+    ``kill -9``), so a crashed build never blocks the next. Holding it, no other writer of
+    ``out`` runs, so temporary folders left by a killed one are removed here.
+
+    Raises:
+        AtlasError: another running process holds the lock.
+    """
+    target = Path(out).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
+    handle = open(lock_path, "a+b")  # noqa: SIM115 (held open for the whole block)
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AtlasError(
+                f"another build is writing {target} right now (it holds {lock_path}); "
+                "wait for it or choose another --out"
+            ) from None
+        for stale in _temporary_siblings(target):
+            log.info("removing %s, left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 class AtlasWriter(_FileSink):
     """Builds a new atlas in a temporary directory; :meth:`commit` renames it into place.
 
@@ -1020,8 +1098,7 @@ class AtlasWriter(_FileSink):
         self, out: str | os.PathLike[str], manifest: Mapping[str, Any], *, overwrite: bool = False
     ) -> None:
         self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise AtlasError(f"output {self.out} already exists (pass overwrite to replace it)")
+        check_output(self.out, overwrite=overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
         super().__init__(tmp)

@@ -57,9 +57,11 @@ from compute.atlas import (
     PART_MAPPER,
     PART_SUMMIT,
     PRECISIONS,
+    AtlasError,
     AtlasWriter,
     BuildSettings,
     activation_counts_path,
+    check_output,
     csr_parts,
     embedding_path,
     examples_paths,
@@ -67,6 +69,7 @@ from compute.atlas import (
     manifest_layers,
     mapper_crop_path,
     mapper_paths,
+    output_lock,
 )
 from compute.capture import HookSet, resolve_modules
 from compute.checkpoint import (
@@ -191,6 +194,25 @@ def check_layers(
 
 #: ``torch.autocast`` dtype of each ``--precision`` (fp32: no autocast, exact).
 _AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    """:func:`compute.atlas.check_output` as a build's one-line error."""
+    try:
+        check_output(out, overwrite=overwrite)
+    except AtlasError as exc:
+        raise BuildError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _hold_output(out: Path) -> Iterator[None]:
+    """:func:`compute.atlas.output_lock`, refusing as a build's one-line error."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(out))
+        except AtlasError as exc:
+            raise BuildError(str(exc)) from None
+        yield
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -625,8 +647,7 @@ def build_atlas(
     out = Path(out)
     layers = list(layers)
     classes = [str(c) for c in classes]
-    if out.exists() and not overwrite:
-        raise BuildError(f"output {out} already exists (pass --overwrite to replace it)")
+    _check_output(out, overwrite)
     if crops_per_channel < 0:
         raise BuildError("crops_per_channel must be >= 0")
     crops_per_channel = min(crops_per_channel, config.examples_per_channel)
@@ -646,328 +667,339 @@ def build_atlas(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     rank = current_rank()
-    full_loader = loader
-    loader, shard = shard_loader(loader, rank)
-    progress = progress and rank.is_main
+    # One writer per output, from the checks to the commit (rank 0 writes the atlas).
+    with _hold_output(out) if rank.is_main else contextlib.nullcontext():
+        full_loader = loader
+        loader, shard = shard_loader(loader, rank)
+        progress = progress and rank.is_main
 
-    # -- validation on the first batch (cheap), before the long pass ----------------------
-    batches: Generator[Any, None, None] = _read_batches(loader, decoder)
-    try:
-        first = next(batches)
-    except StopIteration:
-        raise BuildError("the loader yields no images") from None
-    start = shard.start if shard is not None else 0
-    images, _, _ = _unpack(first, start)
-    if len(first) == 2 and shard is None:
-        _check_loader_order(loader)
-    input_size = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
-    num_outputs = count_outputs(model, input_size)
-    check_classes(classes, num_outputs, class_map)
-    described = check_layers(model, layers, input_size)
-    wants_crops = rank.is_main and (crops_per_channel or (mapper and mapper_crops))
-    crop_source = _crop_dataset(full_loader) if wants_crops else None
-    fields = (
-        _receptive_fields_or_whole_image(model, layers, input_size)
-        if crop_source is not None
-        else None
-    )
-    stages.done("validate")
-
-    dataset = getattr(loader, "dataset", None)
-    store = None
-    resumed = None
-    if checkpoint_every is not None:
-        parameters_now = {
-            "layers": layers,
-            "classes": classes,
-            "class_map": list(class_map) if class_map is not None else None,
-            "summit": config.to_manifest(),
-            "preprocessing": preprocessing.to_manifest() if preprocessing else None,
-            "input_size": list(input_size),
-            "mapper": [mapper, mapper_capacity, mapper_mode, seed],
-            "precision": precision,
-            "batch_size": int(images.shape[0]),
-            "processes": [rank.rank, rank.world_size],
-            "shard": [shard.start, shard.stop] if shard is not None else None,
-        }
-        print_now = Fingerprint(
-            model_fingerprint(model), data_fingerprint(dataset, images), parameters_now
+        # -- validation on the first batch (cheap), before the long pass ----------------------
+        batches: Generator[Any, None, None] = _read_batches(loader, decoder)
+        try:
+            first = next(batches)
+        except StopIteration:
+            raise BuildError("the loader yields no images") from None
+        start = shard.start if shard is not None else 0
+        images, _, _ = _unpack(first, start)
+        if len(first) == 2 and shard is None:
+            _check_loader_order(loader)
+        input_size = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+        num_outputs = count_outputs(model, input_size)
+        check_classes(classes, num_outputs, class_map)
+        described = check_layers(model, layers, input_size)
+        wants_crops = rank.is_main and (crops_per_channel or (mapper and mapper_crops))
+        crop_source = _crop_dataset(full_loader) if wants_crops else None
+        fields = (
+            _receptive_fields_or_whole_image(model, layers, input_size)
+            if crop_source is not None
+            else None
         )
-        directory = checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir(out)
-        store = CheckpointStore(directory, rank.rank, rank.world_size, print_now)
-        resumed = store.load(restart=restart)
+        stages.done("validate")
 
-    # -- the one streaming pass ---------------------------------------------------------
-    total = None
-    if shard is not None:
-        total = len(shard)
-    elif dataset is not None and hasattr(dataset, "__len__"):
-        total = len(dataset)
-    done, batches_done = 0, 0
-    stream: Iterator[Any] = itertools.chain([first], batches)
-    if resumed is not None:
-        done, batches_done = resumed.images_done, resumed.batches_done
-        if resumed.complete:
-            batches.close()
-            stream = iter(())
-        elif shard is not None:
-            batches.close()  # stop the first loader's workers; read only what is left
-            stream = _read_batches(reload_range(loader, shard.start + done, shard.stop), decoder)
-        else:  # a loader we cannot restart mid-way: read and skip what is done
-            stream = itertools.islice(stream, batches_done, None)
-    counter = start + done
-    sampler = None
-    sampler_hooks = HookSet()
-    if mapper:
-        from compute.topology.sample import ActivationSampler
+        dataset = getattr(loader, "dataset", None)
+        store = None
+        resumed = None
+        if checkpoint_every is not None:
+            parameters_now = {
+                "layers": layers,
+                "classes": classes,
+                "class_map": list(class_map) if class_map is not None else None,
+                "summit": config.to_manifest(),
+                "preprocessing": preprocessing.to_manifest() if preprocessing else None,
+                "input_size": list(input_size),
+                "mapper": [mapper, mapper_capacity, mapper_mode, seed],
+                "precision": precision,
+                "batch_size": int(images.shape[0]),
+                "processes": [rank.rank, rank.world_size],
+                "shard": [shard.start, shard.stop] if shard is not None else None,
+            }
+            print_now = Fingerprint(
+                model_fingerprint(model), data_fingerprint(dataset, images), parameters_now
+            )
+            directory = (
+                checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir(out)
+            )
+            store = CheckpointStore(directory, rank.rank, rank.world_size, print_now)
+            resumed = store.load(restart=restart)
 
-        sampler = ActivationSampler(
-            layers,
-            [(int(d.channels), int(d.height), int(d.width)) for d in described],  # type: ignore[arg-type]
-            capacity=mapper_capacity,
-            seed=seed,
-            mode=mapper_mode,  # type: ignore[arg-type]
-        )
-    new_pass = partial(
-        SummitPass,
-        model,
-        layers,
-        len(classes),
-        config,
-        device=str(torch_device),
-        class_map=list(class_map) if class_map is not None else None,
-    )
-    with (
-        new_pass() as summit,
-        tqdm(
-            total=total,
-            initial=done,
-            desc="summit pass" + (f" (rank 0 of {rank.world_size})" if rank.distributed else ""),
-            unit="img",
-            unit_scale=True,
-            smoothing=0.05,
-            disable=not progress,
-        ) as bar,
-        sampler_hooks,
-    ):
-        # How each pair connects (conv / inception / gradient), for the manifest.
-        kinds = [c.kind if c is not None else None for c in summit.connections]
+        # -- the one streaming pass ---------------------------------------------------------
+        total = None
+        if shard is not None:
+            total = len(shard)
+        elif dataset is not None and hasattr(dataset, "__len__"):
+            total = len(dataset)
+        done, batches_done = 0, 0
+        stream: Iterator[Any] = itertools.chain([first], batches)
         if resumed is not None:
-            summit.merge_state_dict(resumed.summit)
-            if sampler is not None and resumed.sampler is not None:
-                sampler.merge_state_dict(resumed.sampler)
-        if sampler is not None:
-            # Registered after SummitPass's hooks on the same modules: each layer's output
-            # is reduced inside the forward, before any later in-place operation.
-            for name, module in zip(layers, resolve_modules(model, layers), strict=True):
-                sampler_hooks.on_output(module, partial(sampler.add_layer, name))
-        for batch in stream:
-            images, labels, indices = _unpack(batch, counter)
-            counter += int(images.shape[0])
-            if labels.numel():
-                low, high = int(labels.min()), int(labels.max())
-                if low < 0 or high >= len(classes):
-                    bad = low if low < 0 else high
-                    raise BuildError(
-                        f"the loader yields label {bad}, but labels index the "
-                        f"{len(classes)} classes (0..{len(classes) - 1})"
-                    )
-            if sampler is not None:
-                sampler.begin_batch(labels, indices)
-            images = images.to(torch_device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_context(precision, torch_device):  # approximate unless fp32
-                summit.update(images, labels, indices)
-            bar.update(int(images.shape[0]))
-            done, batches_done = done + int(images.shape[0]), batches_done + 1
-            if store is not None and batches_done % int(checkpoint_every or 1) == 0:
-                store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done)
-        if store is not None:
-            store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done, True)
-        if rank.distributed:
-            merged = _merge_ranks(summit, sampler, new_pass, rank, torch_device)
-            if merged is None:
-                log.info("rank %d: %d images aggregated, sent to rank 0", rank.rank, done)
-                return out
-            aggregates, sampler = merged
-        else:
-            aggregates = summit.result()
-    pass_seconds = time.perf_counter() - stages._start
-    stages.done("summit pass")
-    peak = _peak_rss_mb()
-    if peak is not None:
-        log.info("peak host memory after the pass: %.0f MB", peak)
-    num_images = int(np.sum(aggregates.num_images))
-    if num_images == 0:
-        raise BuildError("the loader yielded no images")
-
-    # -- derived parts --------------------------------------------------------------------
-    counts = [np.asarray(a) for a in aggregates.activation_counts]
-    influence = list(aggregates.influence_counts)
-    graphs = attribution_graphs(counts, influence, graph_config, progress=progress).arrays()
-    stages.done("attribution graphs")
-    embeddings = class_embeddings(counts, embedding_config)
-    stages.done("class embedding")
-    mapper_device = str(torch_device) if torch_device.type == "cuda" else None
-    part = _mapper_part(
-        sampler, layers, seed, mapper_capacity, mapper_mode, mapper_crops, mapper_device
-    )
-    if part is not None:
-        stages.done("mapper index")
-
-    # -- write ---------------------------------------------------------------------------
-    shapes = [tuple(int(v) for v in shape) for shape in aggregates.layer_shapes]
-    for row, shape in zip(described, shapes, strict=True):
-        if row.channels != shape[0]:
-            log.warning(
-                "layer %s: described %s channels, pass saw %s", row.name, row.channels, shape
-            )
-    info_model = {
-        "name": type(model).__name__,
-        "spec": None,
-        "num_parameters": num_parameters(model),
-        "input_size": list(input_size),
-        **(model_info or {}),
-    }
-    info_dataset = {
-        "name": type(dataset).__name__ if dataset is not None else "dataset",
-        "split": None,
-        "num_images": num_images,
-        "description": "",
-        **(dataset_info or {}),
-    }
-    info_dataset["num_images"] = num_images  # what was aggregated, whatever was claimed
-    if preprocessing is not None:
-        info_pre = preprocessing.to_manifest()
-    else:
-        # The loader's own transform: unknown normalisation, recorded as such.
-        info_pre = {
-            "image_size": input_size[1],
-            "mean": None,
-            "std": None,
-            "grayscale": input_size[0] == 1,
-        }
-    parameters: dict[str, Any] = {
-        **config.to_manifest(),
-        **graph_config.to_manifest(),
-        **embedding_config.to_manifest(),
-        "seed": seed,
-        "crops_per_channel": crops_per_channel,
-    }
-    if class_map is not None:
-        parameters["class_map"] = [int(i) for i in class_map]
-    if part is not None:
-        parameters["mapper"] = part.parameters
-    if fields is not None:
-        from compute.crops import receptive_fields_manifest
-
-        parameters["receptive_fields"] = receptive_fields_manifest(fields)
-    manifest = {
-        "title": title or f"{info_model['name']} on {info_dataset['name']}",
-        "model": info_model,
-        "dataset": info_dataset,
-        "preprocessing": info_pre,
-        "classes": classes,
-        "layers": manifest_layers(layers, shapes, kinds),
-        "build": BuildSettings(
-            device=torch_device.type,
-            device_name=(
-                torch.cuda.get_device_name(torch_device)
-                if torch_device.type == "cuda"
-                else torch_device.type
-            ),
-            world_size=rank.world_size,
-            decode=decode,
-            channels_last=bool(channels_last),
-            precision=precision,
-            torch=torch.__version__,
-        ).to_manifest(),
-        "parameters": parameters,
-        "metrics": metrics or {},
-        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
-        + ([PART_MAPPER] if part is not None else []),
-    }
-    weights_bytes = _state_dict_bytes(model, save_weights)
-    if weights_bytes is not None:
-        info_model["weights"] = WEIGHTS_PATH
-    with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
-        if weights_bytes is not None:
-            writer.add_bytes(WEIGHTS_PATH, weights_bytes)
-        writer.add_array(CLASS_PATHS["num_images"], np.asarray(aggregates.num_images, np.int64))
-        writer.add_array(CLASS_PATHS["num_correct"], np.asarray(aggregates.num_correct, np.int64))
-        writer.add_array(
-            CLASS_PATHS["confidence_hist"], np.asarray(aggregates.confidence_hist, np.int64)
-        )
-        writer.add_array(CONFUSION_PATH, np.asarray(aggregates.confusion, np.int64))
-        for i in range(len(layers)):
-            writer.add_array(activation_counts_path(i), counts[i].astype(np.int64))
-            if i > 0:
-                if influence[i] is None:
-                    raise BuildError(f"the pass produced no influence counts for {layers[i]!r}")
-                for key, array in csr_parts(influence[i]).items():
-                    writer.add_array(influence_paths(i)[key], array)
-            paths = examples_paths(i)
-            writer.add_array(
-                paths["image_index"], np.asarray(aggregates.example_index[i], np.int64)
-            )
-            writer.add_array(
-                paths["activation"], np.asarray(aggregates.example_value[i], np.float32)
-            )
-            writer.add_array(
-                paths["position"], np.asarray(aggregates.example_position[i], np.int32)
-            )
-            writer.add_array(embedding_path(i), np.asarray(embeddings[i], np.float32))
-        for name, relpath in GRAPH_PATHS.items():
-            writer.add_array(relpath, graphs[name])
-        if part is not None:
-            for relpath, array in part.files.items():
-                writer.add_array(relpath, array)
-        stages.done("write arrays")
-        num_crops = 0
-        if fields is not None:
-
-            def add_crop(relpath: str, png: bytes) -> None:
-                nonlocal num_crops
-                writer.add_bytes(relpath, png)  # streamed: crops never pile up in memory
-                num_crops += 1
-
-            save_example_crops(
-                crop_source,
-                [fields[name] for name in layers],
-                aggregates.example_index,
-                aggregates.example_position,
-                crops_per_channel=crops_per_channel,
-                preprocessing=preprocessing,
-                num_workers=int(getattr(loader, "num_workers", 0) or 0),
-                progress=progress,
-                sink=add_crop,
-            )
-            stages.done("example crops")
-            if part is not None and crop_source is not None:
-                num_crops += _save_mapper_crops(
-                    part, crop_source, fields, layers, preprocessing, loader, progress, writer
+            done, batches_done = resumed.images_done, resumed.batches_done
+            if resumed.complete:
+                batches.close()
+                stream = iter(())
+            elif shard is not None:
+                batches.close()  # stop the first loader's workers; read only what is left
+                stream = _read_batches(
+                    reload_range(loader, shard.start + done, shard.stop), decoder
                 )
-                stages.done("sample crops")
-        path = writer.commit()
-    if store is not None:
-        store.remove_directory()
-    stages.done("commit")
-    correct = int(np.sum(aggregates.num_correct))
-    log.info(
-        "atlas %s: %d images (%.0f img/s), %d classes, %d layers (%d channels), "
-        "top-1 %.1f%%, %d crops; %s",
-        path,
-        num_images,
-        num_images / max(pass_seconds, 1e-9),
-        len(classes),
-        len(layers),
-        sum(s[0] for s in shapes),
-        100.0 * correct / num_images,
-        num_crops,
-        stages.summary(),
-    )
-    return path
+            else:  # a loader we cannot restart mid-way: read and skip what is done
+                stream = itertools.islice(stream, batches_done, None)
+        counter = start + done
+        sampler = None
+        sampler_hooks = HookSet()
+        if mapper:
+            from compute.topology.sample import ActivationSampler
+
+            sampler = ActivationSampler(
+                layers,
+                [(int(d.channels), int(d.height), int(d.width)) for d in described],  # type: ignore[arg-type]
+                capacity=mapper_capacity,
+                seed=seed,
+                mode=mapper_mode,  # type: ignore[arg-type]
+            )
+        new_pass = partial(
+            SummitPass,
+            model,
+            layers,
+            len(classes),
+            config,
+            device=str(torch_device),
+            class_map=list(class_map) if class_map is not None else None,
+        )
+        with (
+            new_pass() as summit,
+            tqdm(
+                total=total,
+                initial=done,
+                desc="summit pass"
+                + (f" (rank 0 of {rank.world_size})" if rank.distributed else ""),
+                unit="img",
+                unit_scale=True,
+                smoothing=0.05,
+                disable=not progress,
+            ) as bar,
+            sampler_hooks,
+        ):
+            # How each pair connects (conv / inception / gradient), for the manifest.
+            kinds = [c.kind if c is not None else None for c in summit.connections]
+            if resumed is not None:
+                summit.merge_state_dict(resumed.summit)
+                if sampler is not None and resumed.sampler is not None:
+                    sampler.merge_state_dict(resumed.sampler)
+            if sampler is not None:
+                # Registered after SummitPass's hooks on the same modules: each layer's output
+                # is reduced inside the forward, before any later in-place operation.
+                for name, module in zip(layers, resolve_modules(model, layers), strict=True):
+                    sampler_hooks.on_output(module, partial(sampler.add_layer, name))
+            for batch in stream:
+                images, labels, indices = _unpack(batch, counter)
+                counter += int(images.shape[0])
+                if labels.numel():
+                    low, high = int(labels.min()), int(labels.max())
+                    if low < 0 or high >= len(classes):
+                        bad = low if low < 0 else high
+                        raise BuildError(
+                            f"the loader yields label {bad}, but labels index the "
+                            f"{len(classes)} classes (0..{len(classes) - 1})"
+                        )
+                if sampler is not None:
+                    sampler.begin_batch(labels, indices)
+                images = images.to(torch_device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast_context(precision, torch_device):  # approximate unless fp32
+                    summit.update(images, labels, indices)
+                bar.update(int(images.shape[0]))
+                done, batches_done = done + int(images.shape[0]), batches_done + 1
+                if store is not None and batches_done % int(checkpoint_every or 1) == 0:
+                    store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done)
+            if store is not None:
+                store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done, True)
+            if rank.distributed:
+                merged = _merge_ranks(summit, sampler, new_pass, rank, torch_device)
+                if merged is None:
+                    log.info("rank %d: %d images aggregated, sent to rank 0", rank.rank, done)
+                    return out
+                aggregates, sampler = merged
+            else:
+                aggregates = summit.result()
+        pass_seconds = time.perf_counter() - stages._start
+        stages.done("summit pass")
+        peak = _peak_rss_mb()
+        if peak is not None:
+            log.info("peak host memory after the pass: %.0f MB", peak)
+        num_images = int(np.sum(aggregates.num_images))
+        if num_images == 0:
+            raise BuildError("the loader yielded no images")
+
+        # -- derived parts --------------------------------------------------------------------
+        counts = [np.asarray(a) for a in aggregates.activation_counts]
+        influence = list(aggregates.influence_counts)
+        graphs = attribution_graphs(counts, influence, graph_config, progress=progress).arrays()
+        stages.done("attribution graphs")
+        embeddings = class_embeddings(counts, embedding_config)
+        stages.done("class embedding")
+        mapper_device = str(torch_device) if torch_device.type == "cuda" else None
+        part = _mapper_part(
+            sampler, layers, seed, mapper_capacity, mapper_mode, mapper_crops, mapper_device
+        )
+        if part is not None:
+            stages.done("mapper index")
+
+        # -- write ---------------------------------------------------------------------------
+        shapes = [tuple(int(v) for v in shape) for shape in aggregates.layer_shapes]
+        for row, shape in zip(described, shapes, strict=True):
+            if row.channels != shape[0]:
+                log.warning(
+                    "layer %s: described %s channels, pass saw %s", row.name, row.channels, shape
+                )
+        info_model = {
+            "name": type(model).__name__,
+            "spec": None,
+            "num_parameters": num_parameters(model),
+            "input_size": list(input_size),
+            # what later steps (feature visualization) check a rebuilt model against
+            "state_sha256": model_fingerprint(model),
+            **(model_info or {}),
+        }
+        info_dataset = {
+            "name": type(dataset).__name__ if dataset is not None else "dataset",
+            "split": None,
+            "num_images": num_images,
+            "description": "",
+            **(dataset_info or {}),
+        }
+        info_dataset["num_images"] = num_images  # what was aggregated, whatever was claimed
+        if preprocessing is not None:
+            info_pre = preprocessing.to_manifest()
+        else:
+            # The loader's own transform: unknown normalisation, recorded as such.
+            info_pre = {
+                "image_size": input_size[1],
+                "mean": None,
+                "std": None,
+                "grayscale": input_size[0] == 1,
+            }
+        parameters: dict[str, Any] = {
+            **config.to_manifest(),
+            **graph_config.to_manifest(),
+            **embedding_config.to_manifest(),
+            "seed": seed,
+            "crops_per_channel": crops_per_channel,
+        }
+        if class_map is not None:
+            parameters["class_map"] = [int(i) for i in class_map]
+        if part is not None:
+            parameters["mapper"] = part.parameters
+        if fields is not None:
+            from compute.crops import receptive_fields_manifest
+
+            parameters["receptive_fields"] = receptive_fields_manifest(fields)
+        manifest = {
+            "title": title or f"{info_model['name']} on {info_dataset['name']}",
+            "model": info_model,
+            "dataset": info_dataset,
+            "preprocessing": info_pre,
+            "classes": classes,
+            "layers": manifest_layers(layers, shapes, kinds),
+            "build": BuildSettings(
+                device=torch_device.type,
+                device_name=(
+                    torch.cuda.get_device_name(torch_device)
+                    if torch_device.type == "cuda"
+                    else torch_device.type
+                ),
+                world_size=rank.world_size,
+                decode=decode,
+                channels_last=bool(channels_last),
+                precision=precision,
+                torch=torch.__version__,
+            ).to_manifest(),
+            "parameters": parameters,
+            "metrics": metrics or {},
+            "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
+            + ([PART_MAPPER] if part is not None else []),
+        }
+        weights_bytes = _state_dict_bytes(model, save_weights)
+        if weights_bytes is not None:
+            info_model["weights"] = WEIGHTS_PATH
+        with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
+            if weights_bytes is not None:
+                writer.add_bytes(WEIGHTS_PATH, weights_bytes)
+            writer.add_array(CLASS_PATHS["num_images"], np.asarray(aggregates.num_images, np.int64))
+            writer.add_array(
+                CLASS_PATHS["num_correct"], np.asarray(aggregates.num_correct, np.int64)
+            )
+            writer.add_array(
+                CLASS_PATHS["confidence_hist"], np.asarray(aggregates.confidence_hist, np.int64)
+            )
+            writer.add_array(CONFUSION_PATH, np.asarray(aggregates.confusion, np.int64))
+            for i in range(len(layers)):
+                writer.add_array(activation_counts_path(i), counts[i].astype(np.int64))
+                if i > 0:
+                    if influence[i] is None:
+                        raise BuildError(f"the pass produced no influence counts for {layers[i]!r}")
+                    for key, array in csr_parts(influence[i]).items():
+                        writer.add_array(influence_paths(i)[key], array)
+                paths = examples_paths(i)
+                writer.add_array(
+                    paths["image_index"], np.asarray(aggregates.example_index[i], np.int64)
+                )
+                writer.add_array(
+                    paths["activation"], np.asarray(aggregates.example_value[i], np.float32)
+                )
+                writer.add_array(
+                    paths["position"], np.asarray(aggregates.example_position[i], np.int32)
+                )
+                writer.add_array(embedding_path(i), np.asarray(embeddings[i], np.float32))
+            for name, relpath in GRAPH_PATHS.items():
+                writer.add_array(relpath, graphs[name])
+            if part is not None:
+                for relpath, array in part.files.items():
+                    writer.add_array(relpath, array)
+            stages.done("write arrays")
+            num_crops = 0
+            if fields is not None:
+
+                def add_crop(relpath: str, png: bytes) -> None:
+                    nonlocal num_crops
+                    writer.add_bytes(relpath, png)  # streamed: crops never pile up in memory
+                    num_crops += 1
+
+                save_example_crops(
+                    crop_source,
+                    [fields[name] for name in layers],
+                    aggregates.example_index,
+                    aggregates.example_position,
+                    crops_per_channel=crops_per_channel,
+                    preprocessing=preprocessing,
+                    num_workers=int(getattr(loader, "num_workers", 0) or 0),
+                    progress=progress,
+                    sink=add_crop,
+                )
+                stages.done("example crops")
+                if part is not None and crop_source is not None:
+                    num_crops += _save_mapper_crops(
+                        part, crop_source, fields, layers, preprocessing, loader, progress, writer
+                    )
+                    stages.done("sample crops")
+            path = writer.commit()
+        if store is not None:
+            store.remove_directory()
+        stages.done("commit")
+        correct = int(np.sum(aggregates.num_correct))
+        log.info(
+            "atlas %s: %d images (%.0f img/s), %d classes, %d layers (%d channels), "
+            "top-1 %.1f%%, %d crops; %s",
+            path,
+            num_images,
+            num_images / max(pass_seconds, 1e-9),
+            len(classes),
+            len(layers),
+            sum(s[0] for s in shapes),
+            100.0 * correct / num_images,
+            num_crops,
+            stages.summary(),
+        )
+        return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -1071,8 +1103,7 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
     from compute.models import get_model, infer_in_channels, model_name
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise BuildError(f"output {out} already exists (pass --overwrite to replace it)")
+    _check_output(out, args.overwrite)
     device = resolve_device(device_name)
     check_precision(args.precision, device)  # before loading the model or reading data
     config = SummitConfig(
@@ -1083,7 +1114,11 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         examples_per_channel=args.examples,
         aggregate_by=args.aggregate_by,
     )
-    model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    # Seeded: a model built from random weights (no --weights) is the same in every run,
+    # and on every torchrun rank (each rank builds its own copy).
+    with torch.random.fork_rng():
+        torch.manual_seed(args.seed)
+        model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
     grayscale = infer_in_channels(model) == 1
     preprocessing = Preprocessing.from_arg(
         args.normalize, image_size=args.image_size, grayscale=grayscale
@@ -1376,7 +1411,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     output = build.add_argument_group("output")
     output.add_argument("--title", help="title shown in the dashboard")
-    output.add_argument("--seed", type=int, default=0, help="recorded seed (default 0)")
+    output.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds a model built without --weights (its random initialisation) and the "
+        "Mapper sample; recorded in the atlas (default 0)",
+    )
     output.add_argument(
         "--save-weights",
         action=argparse.BooleanOptionalAction,

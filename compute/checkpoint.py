@@ -52,6 +52,12 @@ def default_checkpoint_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".checkpoint")
 
 
+def _tensor_bytes(tensor: Tensor) -> bytes:
+    """The raw bytes of a contiguous CPU tensor of any rank (0-dim ones included, such as
+    BatchNorm's ``num_batches_tracked``, which ``Tensor.view(dtype)`` refuses)."""
+    return tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """sha256 of the model's state dict (names, dtypes, shapes and bytes, in order).
 
@@ -59,12 +65,14 @@ def model_fingerprint(model: nn.Module) -> str:
         >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
         >>> model_fingerprint(a) == model_fingerprint(b)
         False
+        >>> len(model_fingerprint(nn.BatchNorm2d(3)))  # a 0-dim buffer included
+        64
     """
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():
         tensor = value.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(_tensor_bytes(tensor))
     return digest.hexdigest()
 
 
@@ -102,7 +110,7 @@ def data_fingerprint(dataset: Any, first_images: Tensor) -> str:
     digest.update(f"len={length}|".encode())
     images = first_images.detach().cpu().contiguous()
     digest.update(f"{images.dtype}|{tuple(images.shape)}|".encode())
-    digest.update(images.view(torch.uint8).numpy().tobytes())
+    digest.update(_tensor_bytes(images))
     return digest.hexdigest()
 
 

@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from compute.atlas import PART_FEATUREVIS, Atlas, AtlasError, featurevis_path, update_atlas
+from compute.checkpoint import model_fingerprint
 from compute.featurevis.param import ImageSpace
 from compute.featurevis.render import RenderConfig, invert_activations, render_channels
+from compute.models import get_model
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +52,90 @@ def default_steps(space: ImageSpace) -> int:
     return 128 if max(space.height, space.width) <= 64 else 256
 
 
-def load_model(atlas: Atlas, device: str) -> nn.Module:
-    """Rebuild the atlas' model from ``model.spec`` and ``model.weights``, in eval mode.
+def load_model(
+    atlas: Atlas,
+    device: str,
+    *,
+    weights: str | Path | None = None,
+    random_weights: bool = False,
+) -> nn.Module:
+    """Rebuild the atlas's model from ``model.spec``, with the weights it was built with.
+
+    Feature visualizations of other weights than the atlas's would silently explain another
+    model, so the weights are the atlas's own (``model.weights``), or a file checked against
+    the build's recorded digest (``model.state_sha256``), or the spec's own initialisation
+    seeded with the build's seed when that reproduces the digest (a build from random
+    weights). Anything else is refused in one line, unless ``random_weights`` asks for an
+    untrained model on purpose.
 
     Args:
         atlas: the opened atlas.
         device: where to put the model.
+        weights: a state-dict file to use when the atlas does not store its weights.
+        random_weights: render the spec's untrained model even if it is not the atlas's.
 
     Returns:
-        The model on ``device``.
+        The model on ``device``, in eval mode.
 
     Raises:
-        AtlasError: if the manifest has no ``model.spec``.
+        AtlasError: one line naming what is missing and the fix.
     """
-    from compute.models import get_model  # lazily: the model registry is heavy and optional
-
     info: dict[str, Any] = dict(atlas.manifest.get("model") or {})
     spec = info.get("spec")
     if not spec:
-        raise AtlasError(f"atlas {atlas.path} has no model.spec: cannot rebuild the model")
-    weights = info.get("weights")
-    if weights is None:
-        log.warning(
-            "atlas %s stores no model weights (model.weights): rendering %s as built by its "
-            "spec, which is untrained unless the spec loads weights itself",
-            atlas.path,
-            spec,
+        raise AtlasError(
+            f"atlas {atlas.path} has no model.spec (built from Python): call "
+            "compute.featurevis.run_featurevis(atlas, model=model) with the model it was built from"
         )
-    elif weights not in atlas.files:
-        raise AtlasError(f"model weights {weights} are not listed in the atlas {atlas.path}")
-    path = atlas.path / weights if weights is not None else None
-    return get_model(spec, weights=path).to(device).eval()
+    stored = info.get("weights")
+    if stored is not None and weights is None:
+        if stored not in atlas.files:
+            raise AtlasError(f"model weights {stored} are not listed in the atlas {atlas.path}")
+        return get_model(spec, weights=atlas.path / stored).to(device).eval()
+    if weights is not None:
+        model = get_model(spec, weights=weights)
+        check_model(atlas, model, f"weights {weights}")
+        return model.to(device).eval()
+    seed = int((atlas.manifest.get("parameters") or {}).get("seed", 0))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = get_model(spec)
+    recorded = info.get("state_sha256")
+    if recorded is not None and model_fingerprint(model) == recorded:
+        log.info(
+            "atlas %s was built from %s's seeded initialisation: rebuilt it", atlas.path.name, spec
+        )
+    elif random_weights:
+        log.warning("rendering %s with untrained weights (--random-weights)", spec)
+    else:
+        raise AtlasError(
+            f"atlas {atlas.path} does not store its model's weights: pass --weights FILE "
+            "(checked against the build's digest), or --random-weights to render an untrained "
+            "model on purpose"
+        )
+    return model.to(device).eval()
+
+
+def check_model(atlas: Atlas, model: nn.Module, what: str = "the model") -> None:
+    """Refuse a model whose state differs from the one the atlas was built with.
+
+    Atlases from before the digest was recorded (no ``model.state_sha256``) cannot be
+    checked: a warning says so.
+
+    Raises:
+        AtlasError: ``what`` is not the atlas's model.
+    """
+    recorded = (atlas.manifest.get("model") or {}).get("state_sha256")
+    if recorded is None:
+        log.warning(
+            "atlas %s records no weights digest: %s cannot be checked", atlas.path.name, what
+        )
+        return
+    if model_fingerprint(model) != recorded:
+        raise AtlasError(
+            f"{what} are not the weights atlas {atlas.path} was built with (their sha256 "
+            "differs from model.state_sha256)"
+        )
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -103,6 +159,8 @@ def run_featurevis(
     channels: bool = True,
     mapper: bool = True,
     inversion_steps: int | None = None,
+    weights: str | Path | None = None,
+    random_weights: bool = False,
 ) -> int:
     """Render and add the visualization and 4 diversity images of every channel.
 
@@ -115,11 +173,16 @@ def run_featurevis(
         config: render settings (steps, seed, batch size...); default :class:`RenderConfig`
             with :func:`default_steps` steps.
         device: ``"cpu"`` or ``"cuda"``.
-        model: the model to use instead of rebuilding it from the manifest (tests).
+        model: the model the atlas was built from, instead of rebuilding it from the
+            manifest (the way for an atlas built from Python without ``model.spec``);
+            checked against the build's weights digest.
         progress: show a tqdm progress bar.
         channels: render the channel images (``False``: only the Mapper node inversions).
         mapper: render the Mapper node inversions when the atlas has the ``mapper`` part.
         inversion_steps: Adam steps per node inversion (default ``INVERSION_STEPS``).
+        weights: a state-dict file, for an atlas that does not store its weights
+            (:func:`load_model`).
+        random_weights: render an untrained model on purpose (:func:`load_model`).
 
     Returns:
         The number of PNG files written.
@@ -138,7 +201,9 @@ def run_featurevis(
         else [atlas.layer_index(int(n) if n.isdigit() else n) for n in layers]
     )
     if model is None:
-        model = load_model(atlas, device)
+        model = load_model(atlas, device, weights=weights, random_weights=random_weights)
+    else:
+        check_model(atlas, model)
     written = 0
     if mapper and PART_MAPPER in atlas.parts:
         written += render_mapper_inversions(
@@ -215,6 +280,8 @@ def _run_featurevis(args: argparse.Namespace) -> int:
         channels=not args.mapper_only,
         mapper=not args.no_mapper,
         inversion_steps=args.inversion_steps,
+        weights=args.weights,
+        random_weights=args.random_weights,
     )
     return 0
 
@@ -229,7 +296,7 @@ def _run_invert(args: argparse.Namespace) -> int:
             f"{args.vector}: expected a vector [{layer.channels}] or vectors "
             f"[N, {layer.channels}] for layer {layer.name!r}, got shape {list(vectors.shape)}"
         )
-    model = load_model(atlas, args.device)
+    model = load_model(atlas, args.device, weights=args.weights, random_weights=args.random_weights)
     images = invert_activations(
         model,
         layer.name,
@@ -258,6 +325,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=None, help="Adam steps (default: 128 up to 64 px, else 256)"
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="state-dict file, for an atlas that does not store its weights (checked "
+        "against the build's recorded digest)",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="render the spec's untrained model on purpose (otherwise refused when the "
+        "atlas's own weights cannot be had)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0): same bytes")
     parser.add_argument(
         "--batch-channels",
@@ -325,4 +404,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     invert.set_defaults(run=_run_invert)
 
 
-__all__ = ["default_steps", "load_model", "png_bytes", "register_cli", "run_featurevis"]
+__all__ = [
+    "check_model",
+    "default_steps",
+    "load_model",
+    "png_bytes",
+    "register_cli",
+    "run_featurevis",
+]

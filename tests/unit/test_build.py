@@ -301,6 +301,59 @@ def test_build_overwrite_and_bad_labels(tmp_path: Path) -> None:
         )  # fmt: skip
 
 
+def test_overwrite_never_deletes_a_folder_that_is_not_an_atlas(tmp_path: Path) -> None:
+    """--overwrite replaces atlases only: a user's folder survives, untouched."""
+    user = tmp_path / "mine"
+    (user / "sub").mkdir(parents=True)
+    (user / "notes.txt").write_text("my notes")
+    (user / "sub" / "data.csv").write_text("1,2")
+    with pytest.raises(BuildError, match="is not an atlas") as info:
+        build_tiny(user, overwrite=True)
+    assert "\n" not in str(info.value)
+    assert (user / "notes.txt").read_text() == "my notes"
+    assert (user / "sub" / "data.csv").read_text() == "1,2"
+    (user / "manifest.json").write_text("{not json")  # a manifest that is no atlas's
+    with pytest.raises(BuildError, match="is not a readable atlas"):
+        build_tiny(user, overwrite=True)
+    assert (user / "notes.txt").exists()
+    plain_file = tmp_path / "file.txt"
+    plain_file.write_text("x")
+    with pytest.raises(BuildError, match="is not an atlas"):
+        build_tiny(plain_file, overwrite=True)
+    assert plain_file.read_text() == "x"
+
+
+def test_a_second_build_to_the_same_output_is_refused(tmp_path: Path) -> None:
+    """While one build holds the output, another is refused in one line (not both
+    "succeeding" and one silently replacing the other); the lock goes with its holder."""
+    from compute.atlas import output_lock
+
+    out = tmp_path / "atlas"
+    with output_lock(out), pytest.raises(BuildError, match="another build is writing"):
+        build_tiny(out)
+    assert not out.exists()
+    build_tiny(out)  # released: builds
+    assert Atlas.open(out).classes == ("red", "green", "blue")
+
+
+def test_stale_temporary_folders_of_a_killed_build_are_removed(tmp_path: Path) -> None:
+    """A ``kill -9`` during the write leaves ``.OUT.tmp-*``: the next build removes it, and
+    nothing else."""
+    stale = tmp_path / ".atlas.tmp-k9xyz"
+    (stale / "layers").mkdir(parents=True)
+    (stale / "layers" / "x.npy").write_bytes(b"partial")
+    old = tmp_path / ".atlas.old-1234"
+    old.mkdir()
+    other = tmp_path / ".another.tmp-abc"
+    other.mkdir()
+    build_tiny(tmp_path / "atlas", crops_per_channel=0)
+    assert not stale.exists() and not old.exists()
+    assert other.exists()  # another output's folder is not ours to remove
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".atlas.")) == [
+        ".atlas.lock"
+    ]
+
+
 def test_receptive_field_probe_failure_falls_back_to_whole_images() -> None:
     from compute.build import _receptive_fields_or_whole_image
 
