@@ -24,9 +24,11 @@ operations between them (no convolution) are refused with a one-line
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -456,6 +458,37 @@ def classify(
     return GradientConnection(source, target, reason)
 
 
+_FORWARD_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+@contextlib.contextmanager
+def _hooks_silenced(model: nn.Module) -> Iterator[None]:
+    """Trace the model itself, not whoever is listening to it.
+
+    torch.fx runs a non-leaf module's forward hooks with ``Proxy`` outputs, so a pass's own
+    hooks (which expect tensors) broke the check when it ran while a pass was hooked (rank
+    0 merging a torchrun build). The hooks are set aside for the trace and put back after.
+    """
+    saved: list[tuple[nn.Module, str, Any]] = []
+    try:
+        for module in model.modules():
+            for attr in _FORWARD_HOOK_DICTS:
+                hooks = getattr(module, attr, None)
+                if hooks:
+                    saved.append((module, attr, hooks))
+                    setattr(module, attr, OrderedDict())
+        yield
+    finally:
+        for module, attr, hooks in saved:
+            setattr(module, attr, hooks)
+
+
 def find_connections(model: nn.Module, layers: Sequence[str]) -> list[AnyConnection | None]:
     """How each chosen layer connects to the previous one.
 
@@ -486,7 +519,8 @@ def find_connections(model: nn.Module, layers: Sequence[str]) -> list[AnyConnect
         return [None] * len(layers)
     tracer = _RecordingTracer(set(layers))
     try:
-        tracer.trace(model)
+        with _hooks_silenced(model):
+            tracer.trace(model)
     except Exception as exc:  # fx raises many kinds; the user needs one line
         detail = " ".join(str(exc).split())[:200]
         raise BuildError(

@@ -260,3 +260,33 @@ def test_spatial_padding_keeps_channels_like_lucid_ports() -> None:
 
     assert find_connections(Padded(), ["a", "b"])[1] == Connection("a", "b", "b", 4, 5)
     assert find_connections(ChannelPad(), ["a", "b"])[1].kind == "gradient"
+
+
+def test_the_check_does_not_see_a_running_pass_s_hooks() -> None:
+    """Rank 0 of a torchrun build checks connections again while the pass is hooked: fx
+    runs a block's forward hooks with Proxy outputs, which a pass's hook refuses. The check
+    sets hooks aside (and puts them back)."""
+
+    class Blocks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+            self.block2 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block2(self.block1(x))
+
+    model = Blocks()
+    seen: list[type] = []
+
+    def tensors_only(_module: nn.Module, _inputs: object, output: object) -> None:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"outputs {type(output).__name__}, not a tensor")
+        seen.append(type(output))
+
+    handle = model.block1.register_forward_hook(tensors_only)
+    connections = find_connections(model, ["block1", "block2"])
+    assert connections[1] is not None and connections[1].kind == "conv"
+    model(torch.zeros(1, 3, 4, 4))  # the hook is back
+    assert seen == [torch.Tensor]
+    handle.remove()
