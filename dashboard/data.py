@@ -56,14 +56,17 @@ NODE_MAX_PX = 64.0
 EDGE_MIN_PX = 0.6
 EDGE_MAX_PX = 7.0
 
-#: How to compute each part, for the "missing part" notes.
+#: How to compute each part, for the "missing part" notes (``ATLAS`` is replaced by the
+#: atlas's name). ``build`` writes the Summit parts together; each command here exists
+#: (tests/callbacks/test_data_figures.py parses every one with the real CLI).
+_REBUILD = "python -m compute build --model ... --data ... --layers ... --out ATLAS --overwrite"
 HOW_TO_COMPUTE = {
-    PART_SUMMIT: "python -m compute build --model ... --data ... --out ATLAS",
-    PART_EXAMPLES: "python -m compute examples ATLAS",
-    PART_EMBEDDING: "python -m compute embed ATLAS",
-    PART_GRAPHS: "python -m compute graphs ATLAS",
+    PART_SUMMIT: _REBUILD,
+    PART_EXAMPLES: _REBUILD,
+    PART_EMBEDDING: _REBUILD,
+    PART_GRAPHS: _REBUILD,
     PART_FEATUREVIS: "python -m compute featurevis --atlas ATLAS",
-    PART_MAPPER: "python -m compute build --model ... --data ... --layers ... --out ATLAS",
+    PART_MAPPER: _REBUILD,
 }
 #: Diversity images per channel in the featurevis part (``div-0`` .. ``div-3``).
 DIVERSITY_IMAGES = 4
@@ -372,9 +375,9 @@ class AtlasData:
 
     def missing_note(self, part: str) -> str:
         """A friendly sentence saying that ``part`` is missing and how to compute it."""
-        return (
-            f"This atlas has no '{part}' part. Compute it with `{HOW_TO_COMPUTE[part]}` and reload."
-        )
+        # The atlas's name only: a deployment never shows its server paths.
+        command = HOW_TO_COMPUTE[part].replace("ATLAS", self.atlas.path.name)
+        return f"This atlas has no '{part}' part. Compute it with `{command}` and reload."
 
     # -- class statistics -----------------------------------------------------------------
 

@@ -321,7 +321,12 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                         + (f" (from {data.layer_names[previous]})" if previous is not None else ""),
                         ids.NEURON_PAGE_INCOMING,
                         data.incoming(li, ch, TOP_INFLUENCES),
-                        "This is the first layer: nothing before it is recorded.",
+                        (
+                            "This is the first layer: nothing before it is recorded."
+                            if previous is None
+                            else f"No channel of {data.layer_names[previous]} was ever among "
+                            "the strongest influences on this one (in any image)."
+                        ),
                         "images (of every class) in which that channel was among the "
                         "strongest influences on this one",
                         [p for p in pairs if p.target == li],

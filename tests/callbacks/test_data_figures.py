@@ -318,3 +318,24 @@ def test_browser_class_search_matches_the_server_rule(data: AtlasData) -> None:
             continue
         expected = AtlasData.class_options(fake, text.strip(), [1], np.array([], dtype=np.int64))
         assert got == expected, text
+
+
+def test_every_missing_part_command_exists(small_atlas: Path, tmp_path: Path) -> None:
+    """Each "missing part" note names a command the compute CLI really has, with the
+    atlas's name (not its server path): notes once named `python -m compute embed`."""
+    import shlex
+
+    from compute.cli import make_parser
+    from dashboard.data import HOW_TO_COMPUTE
+
+    data = atlas_data.load(str(small_atlas), str(tmp_path / "cache"))
+    parser = make_parser()
+    for part in HOW_TO_COMPUTE:
+        note = data.missing_note(part)
+        command = note.split("`")[1]
+        assert str(small_atlas.parent) not in note
+        words = shlex.split(command.replace("...", "x"))
+        assert words[:3] == ["python", "-m", "compute"], command
+        args = parser.parse_args(words[3:])  # argparse exits on an unknown command or flag
+        assert small_atlas.name in command, command
+        assert args.command in ("build", "featurevis"), command

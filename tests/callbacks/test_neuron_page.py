@@ -202,6 +202,18 @@ def test_neuron_page_parts(fv: ViewContext) -> None:
     assert "No later layer" in str(neuron_page.page(fv, layer="layer2", channel="0"))
 
 
+def test_a_later_channel_without_incoming_influence_is_not_the_first_layer(
+    fv: ViewContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel of a later layer that no earlier channel ever influenced (in the recorded
+    top-k) says so; it once said "This is the first layer"."""
+    monkeypatch.setattr(type(fv.data), "incoming", lambda self, layer, channel, top: [])
+    text = str(neuron_page.page(fv, layer="layer1", channel="3"))
+    assert "first layer" not in text
+    assert "No channel of layer0 was ever among the strongest influences" in text
+    assert "first layer" in str(neuron_page.page(fv, layer="0", channel="0"))
+
+
 @pytest.mark.parametrize(
     ("layer", "channel"),
     [("nope", "1"), ("layer1", "99"), ("layer1", "x"), (None, None), ("layer1", "-3")],
