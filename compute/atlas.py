@@ -608,6 +608,24 @@ class Atlas:
             return self._layer_index[layer]
         raise AtlasError(f"unknown layer {layer!r}; available: {', '.join(self.layer_names)}")
 
+    def featurevis_channels(self) -> list[int]:
+        """Per layer, how many channels have a feature visualization (``featurevis`` part).
+
+        ``featurevis --layers`` may render some layers only: the part is then partial, and
+        the views and ``verify`` say which layers have it (one definition: the listed files).
+
+        Examples:
+            >>> atlas.featurevis_channels()                      # doctest: +SKIP
+            [16, 0, 0, 64]
+        """
+        counts = [0] * len(self.layers)
+        for relpath in self.files:
+            if relpath.startswith("featurevis/") and relpath.endswith("-vis.png"):
+                folder = relpath.split("/")[1]
+                if folder.isdigit() and int(folder) < len(counts):
+                    counts[int(folder)] += 1
+        return counts
+
     def _require(self, part: str) -> None:
         if part not in self.parts:
             raise AtlasError(f"atlas {self.path} has no {part!r} part")

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from compute.atlas import Atlas, AtlasError
+from compute.atlas import PART_FEATUREVIS, Atlas, AtlasError
 from compute.errors import BuildError
 
 log = logging.getLogger("compute")
@@ -42,6 +42,24 @@ def _verify(args: argparse.Namespace) -> int:
         f"parts: {', '.join(sorted(atlas.parts))})"
     )
     print(f"build: {atlas.build.describe()}")
+    if PART_FEATUREVIS in atlas.parts:
+        have = atlas.featurevis_channels()
+        missing = [
+            layer.name for layer, n in zip(atlas.layers, have, strict=True) if n < layer.channels
+        ]
+        coverage = ", ".join(
+            f"{layer.name} {n}/{layer.channels}"
+            for layer, n in zip(atlas.layers, have, strict=True)
+        )
+        print(
+            f"featurevis: {'complete' if not missing else 'PARTIAL'} ({coverage} channels)"
+            + (
+                f"; add the rest: python -m compute featurevis --atlas {args.atlas} "
+                f"--layers {' '.join(missing)}"
+                if missing
+                else ""
+            )
+        )
     for layer in atlas.layers:
         if layer.influence_from is None:
             continue

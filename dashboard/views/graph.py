@@ -99,9 +99,29 @@ def featurevis_missing(data: AtlasData) -> str:
     )
 
 
+def featurevis_partial(data: AtlasData) -> str | None:
+    """The note for a ``featurevis`` part that covers some layers only (``featurevis
+    --layers``), naming them and the command that adds the rest; ``None`` when complete."""
+    have = data.atlas.featurevis_channels()
+    missing = [
+        name
+        for name, n, channels in zip(data.layer_names, have, data.channels, strict=True)
+        if n < channels
+    ]
+    if not missing:
+        return None
+    covered = [name for name, n in zip(data.layer_names, have, strict=True) if n > 0]
+    return (
+        f"Feature visualizations only for {', '.join(covered) or 'no layer'}; the nodes of "
+        f"{', '.join(missing)} show dataset crops. Add them: python -m compute featurevis "
+        f"--atlas {data.atlas.path.name} --layers {' '.join(missing)}"
+    )
+
+
 def pictures_toggle(data: AtlasData, state: ViewState) -> html.Div:
     """The radio that switches node pictures (its value is part of the URL state)."""
     has_vis = data.has(PART_FEATUREVIS)
+    partial = featurevis_partial(data) if has_vis else None
     return html.Div(
         [
             html.Label("Nodes show", htmlFor=ids.PICTURES),
@@ -116,7 +136,9 @@ def pictures_toggle(data: AtlasData, state: ViewState) -> html.Div:
                 className="pictures-toggle",
             ),
             html.Div(
-                None if has_vis else note(featurevis_missing(data), kind="missing"),
+                note(featurevis_missing(data), kind="missing")
+                if not has_vis
+                else (note(partial, kind="missing") if partial else None),
                 id=ids.PICTURES_NOTE,
             ),
         ],

@@ -311,3 +311,28 @@ def test_neuron_urls_are_served(featurevis_atlas: Path, tmp_path: Path) -> None:
     for path in ("/neuron/layer1/3", "/neuron/nope/1", "/neuron/layer1/x", "/neuron/a%2Fb/1"):
         assert client.get(path).status_code == 200, path
     assert client.get("/atlas-file/featurevis/01/3-div-2.png").status_code == 200
+
+
+def test_a_partial_featurevis_part_says_which_layers_have_it(
+    make_atlas: Any, tmp_path: Path
+) -> None:
+    """After ``featurevis --layers layer1`` the graph says the other layers show crops and
+    how to add them, and ``verify`` reports the part as partial (not complete)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import add_fake_featurevis
+
+    atlas = add_fake_featurevis(make_atlas(tmp_path / "partial"), layers=[1])
+    assert Atlas.open(atlas).featurevis_channels() == [0, 12, 0]
+    context = context_for(atlas, tmp_path)
+    text = str(graph.pictures_toggle(context.data, ViewState()))
+    assert "only for layer1" in text and "layer0, layer2 show dataset crops" in text
+    assert "featurevis --atlas partial --layers layer0 layer2" in text
+    result = subprocess.run(
+        [sys.executable, "-m", "compute", "verify", str(atlas)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "featurevis: PARTIAL (layer0 0/8, layer1 12/12, layer2 0/10 channels)" in result.stdout
+    complete = add_fake_featurevis(make_atlas(tmp_path / "complete"))
+    assert graph.featurevis_partial(context_for(complete, tmp_path / "c").data) is None
