@@ -224,7 +224,7 @@ class AtlasRegistry:
     """The deployment's atlases by key, each opened lazily and once per worker.
 
     A folder of atlases is re-scanned while serving (:meth:`refresh`); a single atlas
-    directory is not (it is the deployment's only atlas).
+    directory is watched for an update in place or a replacement (its manifest's identity).
 
     Args:
         root: an atlas directory or a folder of atlases (see :func:`discover`).
@@ -298,11 +298,11 @@ class AtlasRegistry:
             now: look at the folder even if it was looked at recently (a request naming an
                 atlas this worker does not know).
         """
-        if not self.multi:
-            return False
         started = self._clock()
         if not now and started - self._checked < RESCAN_SECONDS:
             return False
+        if not self.multi:
+            return self._refresh_single(started)
         with self._lock:
             self._checked = started
             stamp = _folder_stamp(self.root)
@@ -323,6 +323,33 @@ class AtlasRegistry:
             self._scan = self._snapshot(entries, self._scan.default)
             self._opened = {e: d for e, d in self._opened.items() if e in entries}
         log.info("atlases now served: %s", ", ".join(e.key for e in entries))
+        return True
+
+    def _refresh_single(self, started: float) -> bool:
+        """A single atlas updated in place (``featurevis`` added a part) or replaced whole
+        (a rebuild renames a new directory into place) is served anew, arrays and files
+        together: its manifest's identity (device, inode, time, size) changed."""
+        with self._lock:
+            self._checked = started
+            current = self._scan.default
+            try:
+                info = (self.root / MANIFEST).stat()
+            except OSError:
+                return False  # mid-replacement, or removed: keep serving what we have
+            if (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size) == current.stamp:
+                return False
+            try:
+                entry = _entry(self.root, current.name)
+            except (AtlasError, OSError) as exc:
+                log.warning(
+                    "atlas %s changed but cannot be read (%s): still serving the old",
+                    self.root,
+                    exc,
+                )
+                return False
+            self._scan = self._snapshot((entry,), None)
+            self._opened = {}
+        log.info("atlas %s changed on disk: serving it anew", entry.name)
         return True
 
     def find(self, value: object) -> AtlasEntry | None:

@@ -241,10 +241,11 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
     @server.before_request
     def choose_atlas() -> None:
         key = None
+        # Added, removed, rebuilt or updated atlases: a clock check here, one stat (of the
+        # folder, or of a single atlas's manifest) every few seconds per worker, manifests
+        # read only when they changed.
+        registry.refresh()
         if registry.multi:
-            # Added, removed or rebuilt atlases: a clock check here, one stat of the folder
-            # every few seconds per worker, manifests read only when the folder changed.
-            registry.refresh()
             request = flask.request
             if request.method == "POST" and request.path.endswith("_dash-update-component"):
                 body = request.get_json(silent=True)

@@ -4,6 +4,7 @@ for callbacks, file routes per atlas, the health route and friendly unknown-atla
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -476,3 +477,42 @@ def test_a_page_whose_atlas_was_removed_says_so(
         },
     )
     assert missing.status_code == 200 and "Atlas not found" in missing.text
+
+
+def test_a_single_atlas_updated_or_replaced_while_serving(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single-atlas deployment picks up ``featurevis`` added in place (it kept "no feature
+    visualizations yet" until restarted), and a rebuild renamed over its folder switches
+    whole: pages, arrays and files from the new atlas, never a mix."""
+    from tests.conftest import add_fake_featurevis
+
+    monkeypatch.setattr(atlases, "RESCAN_SECONDS", 0.0)
+    root = tmp_path / "single"
+    shutil.copytree(folder / "alpha", root)
+    app = create_app(Settings(atlas_dir=root, cache_dir=tmp_path / "cache"))
+    client = app.server.test_client()
+    assert "No feature visualizations in this atlas yet" in _pages_callback(client, "", None).text
+    assert client.get("/atlas-file/featurevis/00/0-vis.png").status_code == 404
+
+    add_fake_featurevis(root)  # the featurevis command updates the atlas in place
+    page = _pages_callback(client, "", None).text
+    assert "No feature visualizations in this atlas yet" not in page
+    assert re.search(r'"value":\s*"vis"', page)  # the nodes now show them
+    assert client.get("/atlas-file/featurevis/00/0-vis.png").status_code == 200
+
+    # Rebuilt as the writer does: a new folder (another atlas: 9 classes) renamed into place.
+    shutil.copytree(folder / "beta", tmp_path / ".single.tmp-1")
+    _retitle(tmp_path / ".single.tmp-1", "Replaced")
+    root.rename(tmp_path / ".single.old-1")
+    (tmp_path / ".single.tmp-1").rename(root)
+    shutil.rmtree(tmp_path / ".single.old-1")
+    page = _pages_callback(client, "?class=8", None).text
+    assert "Replaced" in page and "class 008" in page
+    assert client.get("/atlas-file/featurevis/00/0-vis.png").status_code == 404  # beta has none
+    context = _registered_contexts(app)[0]
+    ctx = _callback_request(app, {})
+    try:
+        assert context.data.num_classes == 9
+    finally:
+        ctx.pop()
