@@ -72,9 +72,7 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.timeout(1200)
-def test_every_topology_option_renders_on_the_base_install(
-    base_env: Path, tmp_path: Path
-) -> None:
+def test_every_topology_option_renders_on_the_base_install(base_env: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     result = subprocess.run(
         [str(base_env), "-c", SCRIPT],
