@@ -233,10 +233,6 @@ def build_demo_atlas(
     Returns:
         The atlas path.
     """
-    from compute.build import build_atlas
-    from compute.data import Preprocessing
-    from compute.summit.config import GraphConfig, SummitConfig
-
     with torch.random.fork_rng():
         started = time.perf_counter()
         splits = load_digits_splits(config.seed, config.test_fraction)
@@ -253,40 +249,7 @@ def build_demo_atlas(
             accuracy["train"],
             accuracy["test"],
         )
-        loader = DataLoader(splits.train, batch_size=256, shuffle=False)
-        path = build_atlas(
-            model,
-            loader,
-            layers=DEMO_LAYERS,
-            classes=CLASS_NAMES,
-            out=out,
-            config=SummitConfig(tau=DEMO_TAU),
-            graph_config=GraphConfig(mass=DEMO_GRAPH_MASS),
-            preprocessing=Preprocessing(
-                image_size=IMAGE_SIZE, mean=(splits.mean,), std=(splits.std,), grayscale=True
-            ),
-            crops_per_channel=10,
-            model_info={
-                "name": "Digits CNN (4 conv blocks)",
-                "spec": DEMO_SPEC,
-                "num_parameters": sum(p.numel() for p in model.parameters()),
-                "input_size": [1, IMAGE_SIZE, IMAGE_SIZE],
-            },
-            dataset_info={
-                "name": "scikit-learn digits",
-                "split": "train",
-                "num_images": len(splits.train),
-                "description": (
-                    f"1,797 8×8 digits upsampled to {IMAGE_SIZE}×{IMAGE_SIZE}; "
-                    f"{len(splits.train)} train / {len(splits.test)} test, stratified, "
-                    f"seed {config.seed}"
-                ),
-            },
-            metrics={"accuracy": accuracy},
-            title="Demo: a small CNN on handwritten digits",
-            seed=config.seed,
-            overwrite=overwrite,
-        )
+        path = build_demo_summit(model, splits, out, config, accuracy, overwrite=overwrite)
         if trace:
             add_demo_trace(path, model, result, splits, config)
         if featurevis:
@@ -301,6 +264,61 @@ def build_demo_atlas(
             finally:
                 torch.set_num_threads(threads)
         return path
+
+
+def build_demo_summit(
+    model: nn.Module,
+    splits: DigitsSplits,
+    out: str | Path,
+    config: DemoConfig,
+    accuracy: dict[str, float],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """The demo's atlas (Summit parts and Mapper) of a trained digits CNN.
+
+    Separate from the training, so the shipped atlas can be rebuilt from its own weights:
+    training in float32 follows the CPU's kernels, and another processor trains other
+    weights (tests/unit/test_demo.py rebuilds from the shipped ones).
+    """
+    from compute.build import build_atlas
+    from compute.data import Preprocessing
+    from compute.summit.config import GraphConfig, SummitConfig
+
+    loader = DataLoader(splits.train, batch_size=256, shuffle=False)
+    return build_atlas(
+        model,
+        loader,
+        layers=DEMO_LAYERS,
+        classes=CLASS_NAMES,
+        out=out,
+        config=SummitConfig(tau=DEMO_TAU),
+        graph_config=GraphConfig(mass=DEMO_GRAPH_MASS),
+        preprocessing=Preprocessing(
+            image_size=IMAGE_SIZE, mean=(splits.mean,), std=(splits.std,), grayscale=True
+        ),
+        crops_per_channel=10,
+        model_info={
+            "name": "Digits CNN (4 conv blocks)",
+            "spec": DEMO_SPEC,
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "input_size": [1, IMAGE_SIZE, IMAGE_SIZE],
+        },
+        dataset_info={
+            "name": "scikit-learn digits",
+            "split": "train",
+            "num_images": len(splits.train),
+            "description": (
+                f"1,797 8×8 digits upsampled to {IMAGE_SIZE}×{IMAGE_SIZE}; "
+                f"{len(splits.train)} train / {len(splits.test)} test, stratified, "
+                f"seed {config.seed}"
+            ),
+        },
+        metrics={"accuracy": accuracy},
+        title="Demo: a small CNN on handwritten digits",
+        seed=config.seed,
+        overwrite=overwrite,
+    )
 
 
 def add_demo_trace(
@@ -342,7 +360,63 @@ def _thumbnails(dataset: DigitsDataset, splits: DigitsSplits) -> list[bytes]:
     return out
 
 
+def rebuild_demo_from_atlas(
+    source: str | Path, out: str | Path, *, overwrite: bool = False
+) -> Path:
+    """The demo atlas built again from ``source``'s own weights, without retraining.
+
+    Training in float32 follows the CPU's kernels, so a retrained demo differs from machine
+    to machine; its build from given weights does not. This rebuilds every part that the
+    build writes (counts identical to ``source``'s, tests/unit/test_demo.py) with today's
+    code, carries over what depends only on the weights and the training run (the
+    training trace, the channels' feature visualizations: deterministic renders of the
+    same weights), and renders the Mapper nodes' inversions of the new default graphs.
+
+    Args:
+        source: a demo atlas with its weights (``model/weights.pt``).
+        out: where to write the new atlas.
+        overwrite: replace an existing atlas at ``out``.
+
+    Returns:
+        The new atlas's path.
+    """
+    from compute.atlas import PART_FEATUREVIS, PART_TRACE, Atlas, update_atlas
+    from compute.featurevis.cli import run_featurevis
+    from compute.models import load_weights
+
+    old = Atlas.open(source)
+    config = DemoConfig(seed=int(old.parameters.get("seed", 0)))
+    model = digits_cnn()
+    load_weights(model, old.path / old.manifest["model"]["weights"])
+    model.eval()
+    splits = load_digits_splits(config.seed, config.test_fraction)
+    accuracy = dict(old.manifest["metrics"]["accuracy"])
+    path = build_demo_summit(model, splits, out, config, accuracy, overwrite=overwrite)
+    carried = [p for p in (PART_TRACE, PART_FEATUREVIS) if p in old.parts]
+    with update_atlas(path, add_parts=tuple(carried)) as sink:
+        for relpath in old.files:
+            if relpath.split("/")[0] in carried:
+                sink.add_bytes(relpath, (old.path / relpath).read_bytes())
+        parameters = dict(Atlas.open(path).parameters)
+        if PART_FEATUREVIS in carried:
+            parameters["featurevis"] = old.parameters["featurevis"]
+        sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
+        if PART_TRACE in carried:
+            sink.manifest_updates["trace"] = old.manifest["trace"]  # type: ignore[attr-defined]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: see build_demo_atlas
+    try:
+        run_featurevis(path, model=model, channels=False, mapper=True)
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
 def _run_demo(args: argparse.Namespace) -> int:
+    if args.from_atlas is not None:
+        path = rebuild_demo_from_atlas(args.from_atlas, args.out, overwrite=args.overwrite)
+        print(f"demo atlas rebuilt from {args.from_atlas}'s weights into {path}")
+        return 0
     path = build_demo_atlas(
         args.out,
         config=DemoConfig(seed=args.seed, epochs=args.epochs),
@@ -375,4 +449,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="skip the feature visualizations (the slowest step)",
     )
     parser.add_argument("--no-trace", action="store_true", help="train without the training tracer")
+    parser.add_argument(
+        "--from-atlas",
+        default=None,
+        metavar="DIR",
+        help="rebuild from this demo atlas's weights instead of training (same counts on any "
+        "CPU; keeps its trace and feature visualizations, renders the Mapper inversions)",
+    )
     parser.set_defaults(run=_run_demo)

@@ -32,7 +32,7 @@ from dashboard.atlases import AtlasEntry, AtlasGone, AtlasRegistry
 from dashboard.config import Settings, assets_dir
 from dashboard.data import AtlasData
 from dashboard.links import NEURON_TEMPLATE
-from dashboard.state import ViewState
+from dashboard.state import ViewState, ignored_parameters
 from dashboard.views import neuron_page, shell
 from dashboard.views.common import ViewContext, note
 
@@ -487,7 +487,8 @@ def create_app(settings: Settings) -> Dash:
                 query, num_classes=data.num_classes, num_layers=data.num_layers,
                 channels=data.channels,
             )  # fmt: skip
-            return shell.page_layout(ctx, state.with_(atlas=atlases.current_key()))
+            ignored = ignored_parameters(query, state)
+            return shell.page_layout(ctx, state.with_(atlas=atlases.current_key()), ignored)
 
         return on_atlas(deployment, query.get("atlas"), build)
 

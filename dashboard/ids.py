@@ -14,6 +14,7 @@ STATE_URL = "state-url"  # dcc.Location(refresh=False): the state written back t
 STATE_SUMMIT = "state-summit"
 STATE_TOPOLOGY = "state-topology"
 STATE_TRAINING = "state-training"
+URL_NOTE = "url-note"  # which of the link's parameters could not be used (and were ignored)
 ROWS_LIMIT = "rows-limit"  # dcc.Store: how many sidebar rows are shown
 
 # -- header / controls ----------------------------------------------------------------

@@ -298,6 +298,36 @@ class ViewState:
         return state
 
 
+def ignored_parameters(query: Mapping[str, Any] | None, state: ViewState) -> list[str]:
+    """The query's parameters that ``state`` does not show as given, for a note on the page.
+
+    Unknown names and values that were malformed, out of range for the atlas or clamped
+    (so replaced by a default or a bound) are listed as ``name=value`` (cut to 40
+    characters), in the query's order; ``atlas`` is the atlas picker's business.
+
+    Examples:
+        >>> q = {"class": "3", "layer": "99", "colour": "red"}
+        >>> ignored_parameters(q, ViewState.from_query(q, num_classes=10, num_layers=4))
+        ['layer=99', 'colour=red']
+    """
+    fields_of = {key: field for field, key in ViewState._KEYS.items()}
+    ignored: list[str] = []
+    for key, raw in (query or {}).items():
+        if key == "atlas":
+            continue
+        given = _first(raw)
+        field = fields_of.get(key)
+        if field is not None:
+            used = getattr(state, field)
+            if isinstance(used, int) and not isinstance(used, bool):
+                if _int(given, used, used + 1) == used:
+                    continue
+            elif used is not None and str(given) == str(used):
+                continue
+        ignored.append(f"{key}={str(given)[:40]}" if given not in (None, "") else str(key)[:40])
+    return ignored
+
+
 def _topology_fields(get: Any, num_layers: int | None) -> dict[str, Any]:
     """The Topology view's fields from a query; numbers out of range are clamped."""
     default = ViewState()

@@ -1139,17 +1139,44 @@ def _knn_sample(
     pick = np.sort(rng.choice(n, size=q, replace=False))
     k = min(KNN_K, n - 1)
     out = np.full((q, KNN_K), np.inf, dtype=np.float32)
+    # The GEMM proposes candidates (a margin beyond k absorbs its rounding); their distances
+    # are then computed directly in float64. The GEMM's |x|² + |y|² - 2x·y cancels
+    # catastrophically for near neighbours: duplicate vectors came out as 0 on one CPU and
+    # ~1e-3 on another, and since zero distances are left out of the ε rule, "auto" ε
+    # moved by 10% between machines (another default graph than the atlas's inversions).
+    c = min(n - 1, 2 * k + 8)
     if device is not None:
-        out[:, :k] = _to_distance(_knn_values_torch(p, metric, pick, k, device), metric)
+        candidates = _knn_candidates_torch(p, metric, pick, c, device)
+        out[:, :k] = _direct_distances(p, metric, pick, candidates)[:, :k]
         return out
     chunk = max(1, (1 << 24) // n)
     for a in range(0, q, chunk):
         idx = pick[a : a + chunk]
         d = _query_rows(p[idx], metric) @ p.T
         d[np.arange(len(idx)), idx] = np.inf  # not its own neighbour
-        part = np.partition(d, k - 1, axis=1)[:, :k] if k < n else d
-        out[a : a + len(idx), :k] = _to_distance(np.sort(part, axis=1)[:, :k], metric)
+        candidates = np.argpartition(d, c - 1, axis=1)[:, :c] if c < n else np.argsort(d, axis=1)
+        out[a : a + len(idx), :k] = _direct_distances(p, metric, idx, candidates[:, :c])[:, :k]
     return out
+
+
+def _direct_distances(
+    p: np.ndarray, metric: Metric, rows: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
+    """float32 ``[len(rows), c]`` distances from each row to its candidates, sorted per row,
+    computed as differences in float64 (no cancellation: equal vectors are exactly 0).
+
+    Args:
+        p: ``[n, D + 2]`` augmented sorted points (:func:`_augmented`).
+        metric: ``"euclidean"`` (L2) or ``"cosine"`` (``1 - cos``, as ``|x̂ - ŷ|² / 2``).
+        rows: positions of the query points.
+        candidates: int ``[len(rows), c]`` positions of their candidate neighbours.
+    """
+    dim = p.shape[1] - 2
+    x = p[:, :dim].astype(np.float64)
+    diff = x[candidates] - x[rows][:, None, :]
+    squared = np.einsum("qcd,qcd->qc", diff, diff)
+    d = np.sqrt(squared) if metric == "euclidean" else 0.5 * squared
+    return np.sort(d, axis=1).astype(np.float32)
 
 
 def _select(
@@ -1460,12 +1487,13 @@ def _query_rows_torch(pt: Any, metric: Metric) -> Any:
     return qt
 
 
-def _knn_values_torch(
+def _knn_candidates_torch(
     p: np.ndarray, metric: Metric, pick: np.ndarray, k: int, device: str
 ) -> np.ndarray:
-    """float32 ``[len(pick), k]`` smallest GEMM values (sorted) of ``pick``'s rows, on ``device``.
+    """int64 ``[len(pick), k]`` positions of the ``k`` smallest GEMM values of ``pick``'s rows,
+    on ``device`` (the caller computes their distances exactly).
 
-    The query point itself is excluded; values, not positions, come back, so ties need no rule.
+    The query point itself is excluded.
 
     Args:
         p: ``[n, D + 2]`` augmented sorted points.
@@ -1475,13 +1503,13 @@ def _knn_values_torch(
         device: torch device.
 
     Returns:
-        float32 ``[len(pick), k]``.
+        int64 ``[len(pick), k]``.
     """
     import torch
 
     dev = torch.device(device)
     n = len(p)
-    out = np.empty((len(pick), k), dtype=np.float32)
+    out = np.empty((len(pick), k), dtype=np.int64)
     chunk = max(1, (1 << 26) // n)
     with _full_fp32(torch), torch.no_grad():
         pt = torch.from_numpy(p).to(dev)
@@ -1490,7 +1518,7 @@ def _knn_values_torch(
             q = torch.from_numpy(_query_rows(p[idx], metric)).to(dev)
             d = q @ pt.T
             d[torch.arange(len(idx), device=dev), torch.from_numpy(idx).to(dev)] = torch.inf
-            out[a : a + len(idx)] = torch.topk(d, k, dim=1, largest=False).values.cpu().numpy()
+            out[a : a + len(idx)] = torch.topk(d, k, dim=1, largest=False).indices.cpu().numpy()
     return out
 
 

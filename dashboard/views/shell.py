@@ -18,7 +18,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dashboard import ids
 from dashboard.state import ViewState, parse_node_id, view_groups
 from dashboard.views import compare, embedding, graph, neuron, sidebar, topology, training
-from dashboard.views.common import ViewContext, percent, register_class_searches
+from dashboard.views.common import ViewContext, note, percent, register_class_searches
 from dashboard.views.sidebar import ROWS_PAGE
 
 
@@ -123,10 +123,24 @@ def header(
     )
 
 
-def page_layout(context: ViewContext, state: ViewState) -> html.Div:
-    """The explorer page for ``state`` (cheap: the views fill themselves by callback)."""
+def page_layout(context: ViewContext, state: ViewState, ignored: Sequence[str] = ()) -> html.Div:
+    """The explorer page for ``state`` (cheap: the views fill themselves by callback).
+
+    ``ignored``: the link's parameters that could not be used
+    (:func:`dashboard.state.ignored_parameters`), said in a note rather than dropped quietly.
+    """
     return html.Div(
         [
+            html.Div(
+                note(
+                    f"Ignored in this link (unknown, or not valid for this atlas): "
+                    f"{', '.join(ignored[:8])}{' …' if len(ignored) > 8 else ''}.",
+                    kind="info",
+                )
+                if ignored
+                else None,
+                id=ids.URL_NOTE,
+            ),
             dcc.Store(id=ids.STATE, data=state.to_dict()),
             *[dcc.Store(id=store, data=state.to_dict()) for store in GROUP_STORES.values()],
             dcc.Store(id=ids.ROWS_LIMIT, data=ROWS_PAGE),

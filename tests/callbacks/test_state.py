@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 
-from dashboard.state import SORT_ORDERS, ViewState, node_id, parse_node_id
+from dashboard.state import SORT_ORDERS, ViewState, ignored_parameters, node_id, parse_node_id
 
 BOUNDS = {"num_classes": 10, "num_layers": 3, "channels": (8, 12, 10)}
 
@@ -163,3 +165,42 @@ def test_every_view_listens_to_its_groups_store(tmp_path) -> None:
     assert set(GROUP_STORES.values()) <= set(inputs)
     # only the clientside splitter reads the whole state as an input
     assert inputs.count(ids.STATE) == 1
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_a_link_s_own_parameters_are_never_reported_ignored(state: ViewState) -> None:
+    query = dict(parse_qsl(state.to_search().lstrip("?")))
+    assert ignored_parameters(query, ViewState.from_query(query, **BOUNDS)) == []
+    # Defaults written out, and numbers in another spelling, are used as given too.
+    spelled = {**query, "nodes": str(state.node_min), "tc": "dbscan", "class": f"0{state.cls}"}
+    assert ignored_parameters(spelled, ViewState.from_query(spelled, **BOUNDS)) == []
+
+
+def test_unknown_and_unusable_parameters_are_reported() -> None:
+    query = {
+        "class": "2", "colour": "red", "layer": "7", "node": "0-99", "sort": "random",
+        "ti": "500", "compare": "2", "flag": "", "atlas": "other@1",
+    }  # fmt: skip
+    state = ViewState.from_query(query, **BOUNDS)
+    assert ignored_parameters(query, state) == [
+        "colour=red", "layer=7", "node=0-99", "sort=random", "ti=500", "compare=2", "flag",
+    ]  # fmt: skip
+
+
+def test_the_page_says_which_parameters_it_ignored(small_atlas, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import dash
+    from plotly.utils import PlotlyJSONEncoder
+
+    from dashboard.config import Settings
+    from dashboard.factory import create_app
+
+    create_app(Settings(atlas_dir=small_atlas, cache_dir=tmp_path / "cache"))
+    explorer = dash.page_registry["explorer"]["layout"]
+    page = json.dumps(
+        explorer(**{"class": "2", "bogus": "1", "layer": "42"}), cls=PlotlyJSONEncoder
+    )
+    assert "Ignored in this link" in page and "bogus=1, layer=42" in page
+    clean = json.dumps(explorer(**{"class": "2", "layer": "1"}), cls=PlotlyJSONEncoder)
+    assert "Ignored in this link" not in clean

@@ -232,14 +232,16 @@ def test_pruned_bmm_skips_pairs_that_cannot_reach_the_top_k() -> None:
 
 
 def test_pruned_bmm_values_equal_the_batched_products_in_float32() -> None:
-    """Pruned exact values come from the same products: bit for bit in float32."""
+    """Pruned exact values come from the same products, within float32 rounding (bit for bit
+    on some CPUs; on others the BLAS picks another kernel for the pruned shapes and a few
+    values differ in the last bit), and select the same top-k."""
     g = torch.Generator().manual_seed(17)
     x = torch.relu(torch.randn(5, 40, 12, 12, generator=g))
     w = torch.randn(24, 40, 3, 3, generator=g)
     dense = influence_maxima_batched(x, w, (1, 1), (1, 1), (1, 1))
     scores = influence_maxima_pruned(x, w, (1, 1), (1, 1), (1, 1), 5, tile=4096)
     computed = torch.isfinite(scores)
-    assert torch.equal(scores[computed], dense[computed])
+    torch.testing.assert_close(scores[computed], dense[computed], rtol=1e-6, atol=0)
     for got, want in zip(topk_triples(scores, 5), topk_triples(dense, 5), strict=True):
         assert torch.equal(got, want)
 

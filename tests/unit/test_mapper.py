@@ -487,3 +487,25 @@ def test_cuda_device_path_equals_numpy(metric: str) -> None:
         )
         assert_same_index(expected, got)
     assert torch.backends.cuda.matmul.allow_tf32 == tf32  # restored after the build
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_sample_distances_are_exact_with_duplicates(metric: str) -> None:
+    """The ε rule's k-NN distances equal a plain float64 computation: duplicate vectors are
+    exactly 0 (the GEMM's cancellation gave 0 on one CPU and ~1e-3 on another, and moved
+    "auto" ε by 10% between machines)."""
+    from compute.topology.mapper import KNN_K
+
+    rng = np.random.default_rng(3)
+    base = rng.random((60, 12)).astype(np.float32) * 40 + 5  # large norms: strong cancellation
+    x = np.concatenate([base, base[:25], base[:10]])  # duplicates
+    index = MapperIndex.build(x, metric, None, max_neighbors=0, knn_queries=len(x))
+    reference = x.astype(np.float64)[index.order]
+    if metric == "cosine":
+        reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    diff = reference[:, None, :] - reference[None, :, :]
+    d = np.sqrt((diff**2).sum(-1)) if metric == "euclidean" else 0.5 * (diff**2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    expected = np.sort(d, axis=1)[:, :KNN_K].astype(np.float32)
+    np.testing.assert_allclose(index.knn_distances, expected, rtol=1e-6, atol=0)
+    assert (index.knn_distances[:, 0] == 0).sum() == 60  # every row that has a copy
