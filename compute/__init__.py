@@ -5,7 +5,7 @@ is imported lazily, so ``import compute.atlas`` stays cheap.
 
 Examples:
     >>> from compute import build_atlas                   # doctest: +SKIP
-    >>> build_atlas(model, loader, layers=["features.3", "features.6"],
+    >>> build_atlas(model, loader, layers=["features.3", "features.6"],  # doctest: +SKIP
     ...             classes=names, out="my-atlas")
 """
 

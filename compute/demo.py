@@ -7,7 +7,7 @@ training split (as Summit did on ImageNet's training set) and records accuracy o
 
 Examples:
     >>> from compute.demo import build_demo_atlas     # doctest: +SKIP
-    >>> build_demo_atlas("demo-atlas")
+    >>> build_demo_atlas("demo-atlas")  # doctest: +SKIP
 """
 
 from __future__ import annotations

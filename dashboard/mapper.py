@@ -89,8 +89,10 @@ def pie_slices(
         Slices whose percentages add up to 100 (an empty node: no slice).
 
     Examples:
-        >>> pie_slices(np.array([5, 3, 0, 2]), selected=3, max_slices=2)
-        [(0, 50.0), (3, 20.0), (-1, 30.0)]
+        >>> pie_slices(np.array([5, 3, 0, 2]), selected=3, max_slices=3)
+        [(0, 50.0), (1, 30.0), (3, 20.0)]
+        >>> pie_slices(np.array([5, 3, 0, 2]), selected=3, max_slices=2)  # the selected stays
+        [(3, 20.0), (-1, 80.0)]
     """
     counts = np.asarray(class_counts, dtype=np.int64)
     total = int(counts.sum())

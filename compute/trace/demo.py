@@ -6,7 +6,7 @@ touches no RNG and no gradient).
 
 Examples:
     >>> from compute.demo import DemoConfig, load_digits_splits          # doctest: +SKIP
-    >>> model, trace = train_demo_traced(load_digits_splits(), DemoConfig())
+    >>> model, trace = train_demo_traced(load_digits_splits(), DemoConfig())  # doctest: +SKIP
 """
 
 from __future__ import annotations

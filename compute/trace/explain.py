@@ -17,7 +17,7 @@ Everything returned is plain numpy arrays (:class:`TraceExplanation`), ready for
 
 Examples:
     >>> exp = explain(result, model, test_images)                      # doctest: +SKIP
-    >>> exp.class_share[0, -1]        # image 0, last traced layer: [C + 1] shares
+    >>> exp.class_share[0, -1]        # image 0, last traced layer: [C + 1] shares  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -465,7 +465,7 @@ def write_trace_part(
         The atlas path.
 
     Examples:
-        >>> write_trace_part("demo-atlas", exp, image_index=np.arange(360),
+        >>> write_trace_part("demo-atlas", exp, image_index=np.arange(360),  # doctest: +SKIP
         ...                  image_label=labels, train_label=result.train_labels)  # doctest: +SKIP
     """
     from compute.atlas import update_atlas
