@@ -1166,7 +1166,12 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         device=str(device),
         preprocessing=preprocessing,
         crops_per_channel=args.crops,
-        model_info={"name": model_name(args.model), "spec": args.model},
+        model_info={
+            "name": model_name(args.model),
+            "spec": args.model,
+            # rebuilding the architecture (feature visualization) needs the head's size
+            **({"num_classes": args.num_classes} if args.num_classes is not None else {}),
+        },
         dataset_info={
             "name": dataset_name,
             "split": data_path.name if is_split else None,

@@ -91,15 +91,16 @@ def load_model(
     if stored is not None and weights is None:
         if stored not in atlas.files:
             raise AtlasError(f"model weights {stored} are not listed in the atlas {atlas.path}")
-        return get_model(spec, weights=atlas.path / stored).to(device).eval()
+        model = get_model(spec, weights=atlas.path / stored, num_classes=info.get("num_classes"))
+        return model.to(device).eval()
     if weights is not None:
-        model = get_model(spec, weights=weights)
+        model = get_model(spec, weights=weights, num_classes=info.get("num_classes"))
         check_model(atlas, model, f"weights {weights}")
         return model.to(device).eval()
     seed = int((atlas.manifest.get("parameters") or {}).get("seed", 0))
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # as the build seeded it (compute.build, --seed)
         torch.manual_seed(seed)
-        model = get_model(spec)
+        model = get_model(spec, num_classes=info.get("num_classes"))
     recorded = info.get("state_sha256")
     if recorded is not None and model_fingerprint(model) == recorded:
         log.info(

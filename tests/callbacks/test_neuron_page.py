@@ -240,7 +240,8 @@ def test_neuron_page_without_featurevis_says_how(plain: ViewContext) -> None:
 def test_neuron_page_on_a_bare_atlas(make_atlas: Any, tmp_path: Path) -> None:
     context = context_for(make_atlas(tmp_path / "bare", parts=("summit",)), tmp_path)
     page = str(neuron_page.page(context, layer="layer1", channel="3"))
-    assert "python -m compute examples" in page and "python -m compute featurevis" in page
+    assert "python -m compute build" in page and "--out bare --overwrite" in page
+    assert "python -m compute featurevis" in page
 
 
 # -- the graph with featurevis --------------------------------------------------------------------
