@@ -69,7 +69,11 @@ class Settings:
         """Build settings from environment variables (see the module docstring)."""
         env = os.environ if environ is None else environ
         atlas = env.get(ENV_ATLAS) or str(DEMO_ATLAS_DIR)
-        cache = env.get(ENV_CACHE) or str(Path(tempfile.gettempdir()) / "network-atlas-cache")
+        # Per user: a cache folder is only used by the user who owns it (dashboard.data).
+        user = os.getuid() if hasattr(os, "getuid") else "user"
+        cache = env.get(ENV_CACHE) or str(
+            Path(tempfile.gettempdir()) / f"network-atlas-cache-{user}"
+        )
         try:
             port = int(env.get("PORT", "8050"))
         except ValueError:

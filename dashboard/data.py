@@ -10,15 +10,20 @@ in a ``diskcache`` directory shared by the workers of one machine.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
+import diskcache
+import diskcache.core
 import numpy as np
 import scipy.sparse as sp
 
@@ -39,7 +44,6 @@ from compute.atlas import (
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 # What the file route serves: the pictures the views show. Weights, arrays and the manifest
 # are compute-only and never leave the server.
@@ -108,12 +112,85 @@ def connection_label(kind: str | None) -> str:
     return CONNECTION_LABELS.get(kind, f"{kind} (recorded by a newer build)")
 
 
-class DerivedCache:
-    """A ``diskcache`` directory for derived results, or nothing if it cannot be used.
+#: ``diskcache`` value modes a cache row may have: bytes only (never pickle or text).
+_SAFE_MODES = frozenset({diskcache.core.MODE_RAW, diskcache.core.MODE_BINARY})
 
-    The cache object is created lazily, so gunicorn's ``--preload`` forks before any
-    SQLite connection exists. If the directory is unwritable the dashboard runs without
-    it and warns once.
+
+class ArrayDisk(diskcache.Disk):
+    """A ``diskcache`` disk that stores and returns bytes only and never calls pickle.
+
+    Whoever can write the cache directory must not run code as the server: the default
+    disk unpickles values (and non-string keys) it reads, and diskcache's ``JSONDisk``
+    still unpickles a row that the default disk wrote. Here keys must be strings, values
+    bytes, and a row in any other mode is refused on read (the caller recomputes).
+    """
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if not isinstance(key, str):
+            raise TypeError(f"cache keys are strings, not {type(key).__name__}")
+        return super().put(key)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:  # a pickled key: planted, never ours
+            raise ValueError("refusing a cache key stored with pickle")
+        return super().get(key, raw)
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if read or not isinstance(value, bytes):
+            raise TypeError(f"cache values are bytes, not {type(value).__name__}")
+        return super().store(value, read, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode not in _SAFE_MODES or read:
+            raise ValueError(f"refusing a cache row of mode {mode} (only bytes are read)")
+        return super().fetch(mode, filename, value, read)
+
+
+def encode_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """``.npz`` bytes of named arrays (numeric or unicode; object arrays are refused)."""
+    buffer = io.BytesIO()
+    for name, array in arrays.items():
+        if np.asarray(array).dtype.hasobject:
+            raise TypeError(f"array {name!r} holds Python objects: not cacheable")
+    np.savez(buffer, **{name: np.asarray(a) for name, a in arrays.items()})
+    return buffer.getvalue()
+
+
+def decode_arrays(data: bytes) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_arrays` (``allow_pickle=False``)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def _private_directory(directory: Path) -> Path:
+    """``directory`` if this user owns it and no one else may write it (created ``0700``
+    if missing); otherwise a fresh private temporary directory, with a warning."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+    except OSError as exc:
+        raise OSError(f"cannot create {directory}: {exc}") from None
+    foreign = hasattr(os, "getuid") and info.st_uid != os.getuid()
+    if foreign or info.st_mode & 0o022:
+        private = Path(tempfile.mkdtemp(prefix="network-atlas-cache-"))
+        log.warning(
+            "cache directory %s is %s: not used (others could plant entries); using %s",
+            directory,
+            "owned by another user" if foreign else "writable by others",
+            private,
+        )
+        return private
+    return directory
+
+
+class DerivedCache:
+    """A ``diskcache`` directory for derived arrays, or nothing if it cannot be used.
+
+    Values are named numpy arrays stored as ``.npz`` bytes through :class:`ArrayDisk`:
+    nothing read from the directory is ever unpickled, and a directory that another user
+    owns or others may write is not used. The cache object is created lazily, so
+    gunicorn's ``--preload`` forks before any SQLite connection exists. If the directory
+    is unusable the dashboard runs without it and warns once.
 
     Args:
         directory: the cache directory (``None``: no cache).
@@ -131,11 +208,9 @@ class DerivedCache:
         with self._lock:
             if self._cache is None and not self._failed:
                 try:
-                    import diskcache
-
                     assert self.directory is not None
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                    self._cache = diskcache.Cache(str(self.directory), size_limit=2**30)
+                    directory = _private_directory(self.directory)
+                    self._cache = diskcache.Cache(str(directory), size_limit=2**30, disk=ArrayDisk)
                 except Exception as exc:  # any failure: run uncached rather than not at all
                     self._failed = True
                     log.warning(
@@ -145,23 +220,33 @@ class DerivedCache:
                     )
         return self._cache
 
-    def get_or_compute(self, key: str, compute: Callable[[], T]) -> T:
-        """The cached value of ``key``, computing and storing it on a miss."""
+    def peek(self, key: str) -> dict[str, np.ndarray] | None:
+        """The cached arrays of ``key``, or ``None`` (a miss, or a row that is refused)."""
+        cache = self._open()
+        if cache is None:
+            return None
+        try:
+            data = cache.get(key, default=None)
+            return decode_arrays(data) if isinstance(data, bytes) else None
+        except Exception as exc:  # a corrupt or planted row must not break a view
+            log.warning("cache read of %s refused: %s", key[:120], exc)
+            return None
+
+    def get_or_compute(
+        self, key: str, compute: Callable[[], Mapping[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """The cached arrays of ``key``, computing and storing them on a miss."""
+        found = self.peek(key)
+        if found is not None:
+            return found
+        arrays = {name: np.asarray(a) for name, a in compute().items()}
         cache = self._open()
         if cache is not None:
             try:
-                value = cache.get(key, default=None)
-                if value is not None:
-                    return value
-            except Exception as exc:  # a corrupt cache must not break a view
-                log.warning("cache read of %s failed: %s", key, exc)
-        value = compute()
-        if cache is not None:
-            try:
-                cache.set(key, value)
+                cache.set(key, encode_arrays(arrays))
             except Exception as exc:
-                log.warning("cache write of %s failed: %s", key, exc)
-        return value
+                log.warning("cache write of %s failed: %s", key[:120], exc)
+        return arrays
 
 
 @dataclass(frozen=True)
@@ -455,7 +540,9 @@ class AtlasData:
                 unit = np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
                 return (unit @ unit.T).astype(np.float32)
 
-            cached = self.cache.get_or_compute(f"{self.key}:similarity:{layer}:v1", compute)
+            cached = self.cache.get_or_compute(
+                f"{self.key}:similarity:{layer}:v2", lambda: {"similarity": compute()}
+            )["similarity"]
             self._similarity[layer] = cached
         return cached
 

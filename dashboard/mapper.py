@@ -345,15 +345,14 @@ class MapperData:
         with self._lock:
             if (layer, params, True) in self._memo or (layer, params) in self._exact_done:
                 return True
-        # A miss computes nothing (None is never kept as a value).
-        found = self.data.cache.get_or_compute(self._cache_key(layer, params, True), _nothing)
+        found = self.data.cache.peek(self._cache_key(layer, params, True))
         if found is not None:
             with self._lock:
                 self._exact_done.add((layer, params))
         return found is not None
 
     def _cache_key(self, layer: int, params: MapperParams, exact: bool) -> str:
-        return f"{self.data.key}:mapper:{layer}:{params!r}:{'exact' if exact else 'index'}:v4"
+        return f"{self.data.key}:mapper:{layer}:{params!r}:{'exact' if exact else 'index'}:v5"
 
     def result(self, layer: int, params: MapperParams, exact: bool = False) -> MapperResult:
         """The Mapper graph of ``layer`` for ``params`` (memoised).
@@ -381,9 +380,11 @@ class MapperData:
             graph = index.mapper(params, vectors=vectors, exact=exact)
             return graph, layout_nodes(graph, index.lens)  # the lens does not depend on metric
 
-        graph, positions = self.data.cache.get_or_compute(
-            self._cache_key(layer, params, exact), compute
+        arrays = self.data.cache.get_or_compute(
+            self._cache_key(layer, params, exact),
+            lambda: graph_arrays(*compute()),
         )
+        graph, positions = graph_from_arrays(arrays, params)
         labels = np.asarray(sample.label)
         stats = node_statistics(graph, labels, self.norms(layer), self.data.num_classes)
         approximation = None
@@ -407,8 +408,39 @@ class MapperData:
         return result
 
 
-def _nothing() -> None:
-    return None
+#: The array fields of a :class:`MapperGraph` (the cache stores arrays only, no pickle).
+_GRAPH_ARRAYS = (
+    "node_indptr", "node_members", "node_interval", "node_cluster", "edge_source",
+    "edge_target", "edge_intersection", "edge_jaccard", "interval_bounds", "interval_counts",
+)  # fmt: skip
+
+
+def graph_arrays(graph: MapperGraph, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """A computed graph and its layout as named arrays, for the derived-result cache."""
+    arrays = {name: np.asarray(getattr(graph, name)) for name in _GRAPH_ARRAYS}
+    arrays["scalars"] = np.array(
+        [graph.num_points, graph.coverage, graph.eps, float(graph.exact), graph.seconds],
+        dtype=np.float64,
+    )
+    arrays["positions"] = np.asarray(positions, dtype=np.float64)
+    return arrays
+
+
+def graph_from_arrays(
+    arrays: dict[str, np.ndarray], params: MapperParams
+) -> tuple[MapperGraph, np.ndarray]:
+    """Inverse of :func:`graph_arrays` (the parameters are the cache key's)."""
+    num_points, coverage, eps, exact, seconds = arrays["scalars"].tolist()
+    graph = MapperGraph(
+        num_points=int(num_points),
+        **{name: arrays[name] for name in _GRAPH_ARRAYS},
+        coverage=float(coverage),
+        eps=float(eps),
+        params=params,
+        exact=bool(exact),
+        seconds=float(seconds),
+    )
+    return graph, arrays["positions"]
 
 
 def node_label(graph: MapperGraph, node: int) -> str:

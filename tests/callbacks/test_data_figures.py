@@ -119,8 +119,8 @@ def test_unwritable_cache_runs_uncached_and_warns_once(tmp_path: Path) -> None:
     logger.addHandler(handler)
     try:
         cache = DerivedCache(blocker / "cache")
-        assert cache.get_or_compute("a", lambda: 1) == 1
-        assert cache.get_or_compute("b", lambda: 2) == 2
+        assert cache.get_or_compute("a", lambda: {"x": np.arange(1)})["x"].tolist() == [0]
+        assert cache.get_or_compute("b", lambda: {"x": np.arange(2)})["x"].tolist() == [0, 1]
     finally:
         logger.removeHandler(handler)
     assert sum("running without cache" in r.getMessage() for r in records) == 1
@@ -339,3 +339,59 @@ def test_every_missing_part_command_exists(small_atlas: Path, tmp_path: Path) ->
         args = parser.parse_args(words[3:])  # argparse exits on an unknown command or flag
         assert small_atlas.name in command, command
         assert args.command in ("build", "featurevis"), command
+
+
+class _Payload:
+    """Unpickling this runs a command: what someone who can write the cache would plant."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_pickle_in_the_cache_is_never_executed(small_atlas: Path, tmp_path: Path) -> None:
+    """diskcache's default disk unpickles what it reads: a row planted by whoever can write
+    the cache folder ran code as the server. Rows are read as bytes only now; a planted
+    row is refused and the view is computed (and the page renders)."""
+    import diskcache
+
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    matrix = AtlasData(data_atlas(small_atlas), DerivedCache(directory)).similarity_matrix(0)
+    marker = tmp_path / "pwned"
+    planted = diskcache.Cache(str(directory))  # the default (pickling) disk, as an attacker
+    keys = list(planted.iterkeys())
+    assert keys  # the similarity was cached
+    for key in keys:  # every entry the dashboard will read replaced by the payload
+        planted.set(key, _Payload(marker))
+    planted.close()
+    fresh = AtlasData(data_atlas(small_atlas), DerivedCache(directory))
+    np.testing.assert_array_equal(fresh.similarity_matrix(0), matrix)  # recomputed
+    assert not marker.exists()
+    again = AtlasData(data_atlas(small_atlas), DerivedCache(directory))
+    np.testing.assert_array_equal(again.similarity_matrix(0), matrix)  # stored safely now
+    assert not marker.exists()
+
+
+def test_a_cache_folder_others_can_write_is_not_used(tmp_path: Path) -> None:
+    import os
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    cache = DerivedCache(shared)
+    cache.get_or_compute("k", lambda: {"x": np.arange(3)})
+    assert list(shared.iterdir()) == []  # nothing written into the open folder
+    if os.getuid() == 0:  # root can give a folder to another user: not used either
+        foreign = tmp_path / "foreign"
+        foreign.mkdir(mode=0o700)
+        os.chown(foreign, 65534, 65534)
+        DerivedCache(foreign).get_or_compute("k", lambda: {"x": np.arange(3)})
+        assert list(foreign.iterdir()) == []
+    own = tmp_path / "own"
+    DerivedCache(own).get_or_compute("k", lambda: {"x": np.arange(3)})
+    assert own.stat().st_mode & 0o077 == 0 and any(own.iterdir())
