@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import flask
 from dash import Dash, dcc, html, page_container, register_page, set_props
+from dash.exceptions import DependencyException
 
 from compute.atlas import SUPPORTED_VERSIONS, AtlasError
 from dashboard import atlases, auth, ids
@@ -443,6 +444,41 @@ def on_atlas(deployment: Deployment, asked: Any, build: Callable[[ViewContext], 
         return framed(deployment, entry, build(context))
 
 
+#: Renderer config keys that describe the server (exact Python version and libraries):
+#: what a deployment does not need to tell anyone; kept in debug mode (dev tools show them).
+_SERVER_FACTS = ("python_version", "dash_version", "dash_version_url", "ddk_version",
+                 "plotly_version")  # fmt: skip
+
+
+def hide_internals(dash_app: Dash, *, debug: bool) -> None:
+    """What a deployment never answers: unknown component scripts (traversal attempts
+    included) are 404, not 500; outside debug mode the page's config names no versions and
+    Dash's hot-reload route ``/_reload-hash`` does not exist."""
+    server = dash_app.server
+
+    @server.errorhandler(DependencyException)
+    def unknown_component_script(_error: Exception) -> tuple[str, int]:
+        return "Not found", 404
+
+    if debug:
+        return
+    original = dash_app._config
+
+    def config_without_versions() -> dict[str, Any]:
+        config = original()
+        for key in _SERVER_FACTS:
+            config.pop(key, None)
+        return config
+
+    dash_app._config = config_without_versions  # type: ignore[method-assign]
+    reload_path = f"{dash_app.config.routes_pathname_prefix}_reload-hash"
+
+    @server.before_request
+    def no_reload_route() -> None:
+        if flask.request.path == reload_path:
+            flask.abort(404)
+
+
 def create_app(settings: Settings) -> Dash:
     """Build the app for ``settings``.
 
@@ -541,6 +577,7 @@ def create_app(settings: Settings) -> Dash:
     register_health_route(server, registry, routes)
     register_file_route(server, deployment, routes)
     register_payload_guard(server, dash_app)
+    hide_internals(dash_app, debug=settings.debug)
     # Dash sets its server up (script registry, callback map) on the first request of each
     # process and marks that done *before* doing it, so with threaded gunicorn workers a
     # concurrent first request in a fresh worker can meet a half set-up app (a component
