@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,11 +125,18 @@ def guarded(*fallback: Any, note_at: int | None = None) -> Callable[[Callable[..
                 return function(*args, **kwargs)
             except AtlasGone:  # not this view's fault: the page-wide alert says it
                 raise
-            except Exception as exc:  # the user sees a note; the log keeps the trace
-                log.exception("callback %s failed", function.__name__)
+            except Exception:  # the user sees a short note; the log keeps the details
+                # The exception's text can name server paths and internals: it goes to the
+                # log only, under a request id the note gives for the operator.
+                request_id = secrets.token_hex(4)
+                log.exception("callback %s failed [request %s]", function.__name__, request_id)
                 outputs = list(fallback) if fallback else [no_update]
                 if note_at is not None:
-                    outputs[note_at] = note(f"Could not show this view: {exc}", kind="error")
+                    outputs[note_at] = note(
+                        f"Could not show this view (request {request_id}; the server's log "
+                        "has the details).",
+                        kind="error",
+                    )
                 return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
         return wrapper

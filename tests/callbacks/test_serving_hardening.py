@@ -68,3 +68,42 @@ def test_the_page_tells_no_versions_and_has_no_reload_route(client: Any) -> None
     assert client.get("/_reload-hash").status_code == 404
     assert client.get("/_dash-layout").status_code == 200  # what the renderer needs stays
     assert re.search(r"_dash-component-suites/dash/", page)
+
+
+def test_a_failing_view_shows_a_request_id_not_the_server_s_paths(
+    small_atlas: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged array that start-up cannot see (sizes are checked, not contents): the
+    browser gets a short note with a request id; the path and details go to the log."""
+    import shutil
+
+    from compute.atlas import embedding_path
+    from dashboard.state import ViewState
+
+    atlas = tmp_path / "copy"
+    shutil.copytree(small_atlas, atlas)
+    target = atlas / embedding_path(1)
+    target.write_bytes(b"\x00" * 12 + target.read_bytes()[12:])  # same size, bad header
+    app = create_app(Settings(atlas_dir=atlas, cache_dir=tmp_path / "cache"))
+    body = {
+        "output": "..embedding-graph.figure...embedding-layer.data...embedding-note.children..",
+        "outputs": [
+            {"id": "embedding-graph", "property": "figure"},
+            {"id": "embedding-layer", "property": "data"},
+            {"id": "embedding-note", "property": "children"},
+        ],
+        "inputs": [
+            {"id": "state-summit", "property": "data", "value": ViewState(layer=1).to_dict()}
+        ],
+        "state": [{"id": "embedding-layer", "property": "data", "value": None}],
+        "changedPropIds": ["state-summit.data"],
+    }
+    with caplog.at_level(logging.ERROR):
+        response = app.server.test_client().post("/_dash-update-component", json=body)
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    match = re.search(r"Could not show this view \(request ([0-9a-f]{8})", text)
+    assert match, text[:500]
+    assert str(tmp_path) not in text and "embedding.npy" not in text and "Traceback" not in text
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert match.group(1) in logged
