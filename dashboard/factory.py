@@ -265,31 +265,70 @@ def register_atlas_hook(server: flask.Flask, registry: AtlasRegistry) -> None:
             atlases.reset_current(token)
 
 
-def _well_formed_callback(body: Any, callback_map: dict[str, Any]) -> bool:
-    """Whether a ``_dash-update-component`` payload has the shape the Dash renderer sends.
-
-    Dash itself answers 500 to payloads no browser sends (an unknown output, inputs that
-    are not a list, Pages given a pathname that is not a path); those are bad requests.
-    """
-    if not isinstance(body, dict) or body.get("output") not in callback_map:
+def _matches(items: Any, expected: list[dict[str, Any]]) -> bool:
+    """Whether ``items`` (a payload's inputs or state) are those of ``expected`` (the
+    callback's spec), in order: the same ids and properties; a pattern-matching entry (its
+    id a JSON object) is a list of dicts or one dict."""
+    if not isinstance(items, list) or len(items) != len(expected):
         return False
-    if not isinstance(body.get("inputs"), list):
-        return False
-    for key in ("inputs", "state", "changedPropIds"):
-        if key in body and not isinstance(body[key], list):
-            return False
-    for item in [*body.get("inputs", []), *body.get("state", [])]:
-        if isinstance(item, list):  # pattern-matching inputs: a list of dicts
-            if not all(isinstance(sub, dict) for sub in item):
+    for item, want in zip(items, expected, strict=True):
+        if str(want.get("id", "")).startswith("{"):
+            entries = item if isinstance(item, list) else [item]
+            if not all(isinstance(e, dict) and isinstance(e.get("id"), dict) for e in entries):
                 return False
             continue
-        if not isinstance(item, dict) or "property" not in item:
+        if not isinstance(item, dict):
             return False
-        if item.get("id") == "_pages_location" and item["property"] == "pathname":
-            path = item.get("value")
-            if not (isinstance(path, str) and path.startswith("/")):
-                return False
+        if item.get("id") != want.get("id") or item.get("property") != want.get("property"):
+            return False
+        if item["id"] == "_pages_location" and not _page_location_ok(item):
+            return False
     return True
+
+
+def _page_location_ok(item: dict[str, Any]) -> bool:
+    """Dash Pages' location values are strings (a pathname starting with ``/``)."""
+    value = item.get("value")
+    if item["property"] == "pathname":
+        return isinstance(value, str) and value.startswith("/")
+    return value is None or isinstance(value, str)
+
+
+def _well_formed_callback(body: Any, callback_map: dict[str, Any]) -> bool:
+    """Whether a ``_dash-update-component`` payload has the shape the Dash renderer sends
+    for the callback it names.
+
+    Dash itself answers 500 to payloads no browser sends (an unknown output, inputs that
+    do not match the callback, no ``outputs``, Pages given a location that is not a
+    string, no changed input for a callback that never runs at start); those are bad
+    requests.
+    """
+    if not isinstance(body, dict):
+        return False
+    output = body.get("output")
+    if not isinstance(output, str) or output not in callback_map:
+        return False
+    spec = callback_map[output]
+    if not callable(spec.get("callback")):  # a clientside callback: runs in the browser only
+        return False
+    if not _matches(body.get("inputs"), spec.get("inputs", [])):
+        return False
+    if not _matches(body.get("state", []), spec.get("state", [])):
+        return False
+    outputs = body.get("outputs")
+    if output.startswith(".."):  # several outputs: "..a.x...b.y..", one dict each
+        count = len(output[2:-2].split("..."))
+        if not (isinstance(outputs, list) and len(outputs) == count):
+            return False
+        if not all(isinstance(o, (dict, list)) for o in outputs):
+            return False
+    elif not isinstance(outputs, (dict, list)):
+        return False
+    changed = body.get("changedPropIds", [])
+    if not isinstance(changed, list) or not all(isinstance(c, str) for c in changed):
+        return False
+    # The renderer sends no changed input only for a callback's initial call.
+    return bool(changed) or not spec.get("prevent_initial_call")
 
 
 def register_payload_guard(server: flask.Flask, dash_app: Dash) -> None:
@@ -299,7 +338,10 @@ def register_payload_guard(server: flask.Flask, dash_app: Dash) -> None:
     def refuse_malformed_callbacks() -> None:
         request = flask.request
         if request.method == "POST" and request.path.endswith("_dash-update-component"):
-            body = request.get_json(silent=True)
+            try:
+                body = request.get_json(silent=True)
+            except RecursionError:  # absurdly nested JSON: json.loads gives up
+                flask.abort(400)
             if not _well_formed_callback(body, dash_app.callback_map):
                 flask.abort(400)
 

@@ -124,13 +124,28 @@ def test_links_carry_the_current_atlas() -> None:
 
 def _callback_request(app: dash.Dash, payload: dict[str, Any]) -> Any:
     """A request context of a Dash callback POST, with the request hooks run."""
+    output, spec = next(iter(app.callback_map.items()))
+    body = {
+        "output": output,
+        "outputs": [
+            {"id": o.split(".")[0], "property": o.split(".", 1)[1]}
+            for o in output[2:-2].split("...")
+        ]
+        if output.startswith("..")
+        else {"id": output.split(".")[0], "property": output.split(".", 1)[1]},
+        "inputs": [{**item, "value": None} for item in spec["inputs"]],
+        "state": [{**item, "value": None} for item in spec.get("state", [])],
+        "changedPropIds": [f"{spec['inputs'][0]['id']}.{spec['inputs'][0]['property']}"],
+    }
     ctx = app.server.test_request_context(
-        "/_dash-update-component",
-        method="POST",
-        json={"output": next(iter(app.callback_map)), "inputs": [], **payload},
+        "/_dash-update-component", method="POST", json={**body, **payload}
     )
     ctx.push()
-    assert app.server.preprocess_request() is None
+    try:
+        assert app.server.preprocess_request() is None
+    except BaseException:
+        ctx.pop()  # a context left pushed would make every later register_page fail
+        raise
     return ctx
 
 
