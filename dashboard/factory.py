@@ -116,9 +116,12 @@ class Deployment:
         found = self._contexts.get(entry)
         if found is None:
             below = f"{quote(entry.key, safe='@')}/" if self.registry.multi else ""
+            data = self.registry.data(entry)
             found = ViewContext(
-                data=self.registry.data(entry),
-                file_prefix=f"{self.prefix}{FILE_ROUTE}{below}",
+                data=data,
+                # The manifest's digest in every picture's URL: a rebuilt atlas has new URLs,
+                # so browsers and CDNs never keep its old pictures (served immutable).
+                file_prefix=f"{self.prefix}{FILE_ROUTE}{below}{DIGEST_MARK}{data.digest}/",
                 spark_prefix=f"{self.prefix}{SPARK_ROUTE}{below}",
                 page_prefix=self.prefix,
             )
@@ -149,6 +152,10 @@ class Deployment:
         if not self.registry.multi:
             return []
         return [(e.key, f"{e.name} · {e.title}") for e in self.registry.entries]
+
+
+#: Marks the atlas-digest segment of a file URL (``/atlas-file/~DIGEST/images/...``).
+DIGEST_MARK = "~"
 
 
 def _cached_immutable(response: flask.Response) -> flask.Response:
@@ -191,10 +198,21 @@ def register_file_route(server: flask.Flask, deployment: Deployment, prefix: str
         first, slash, rest = relpath.partition("/")
         if registry.multi and slash and "@" in first:
             key, relpath = first, rest
-        path = data_of(key).file_path(relpath)
+        data = data_of(key)
+        digest = None
+        first, slash, rest = relpath.partition("/")
+        if slash and first.startswith(DIGEST_MARK):
+            digest, relpath = first[len(DIGEST_MARK) :], rest
+            if digest != data.digest:  # a page of an atlas since rebuilt: that file is gone
+                flask.abort(404)
+        path = data.file_path(relpath)
         if path is None or not path.is_file():
             flask.abort(404)
-        return _cached_immutable(flask.send_file(path, max_age=IMMUTABLE_MAX_AGE, conditional=True))
+        response = flask.send_file(path, conditional=True)
+        if digest is None:  # a URL without the atlas's digest may show other content later
+            response.headers["Cache-Control"] = "no-cache"
+            return response
+        return _cached_immutable(response)
 
     def sparkline(key: str | None, class_index: int) -> flask.Response:
         svg = data_of(key).sparkline(class_index)

@@ -150,13 +150,13 @@ def _callback_request(app: dash.Dash, payload: dict[str, Any]) -> Any:
 
 
 def test_callbacks_serve_the_atlas_named_by_the_request(app: dash.Dash) -> None:
-    context = next(c for c in _registered_contexts(app))
+    context = next(c for c in registered_contexts(app))
     for payload, classes in (({"atlas": "beta@1"}, 9), ({}, 6)):
         ctx = _callback_request(app, payload)
         try:
             assert context.data.num_classes == classes
             key = "beta@1" if classes == 9 else "alpha@1"
-            assert context.file_prefix == f"/atlas-file/{key}/"
+            assert context.file_prefix == f"/atlas-file/{key}/~{context.data.digest}/"
             assert (context.spark_url(1) or "").startswith(f"/atlas-spark/{key}/1.svg?v=")
         finally:
             ctx.pop()
@@ -170,7 +170,7 @@ def test_callbacks_serve_the_atlas_named_by_the_request(app: dash.Dash) -> None:
             ctx.pop()
 
 
-def _registered_contexts(app: dash.Dash) -> list[RequestContext]:
+def registered_contexts(app: dash.Dash) -> list[RequestContext]:
     """The RequestContext the factory registered the views with (found in the closures)."""
     found = []
     for callback in app.callback_map.values():
@@ -308,7 +308,7 @@ def test_atlases_added_and_removed_without_a_restart(
     assert beta.status_code == 200 and "Beta atlas" in beta.text and "class 008" in beta.text
     assert client.get("/atlas-file/beta@1/images/00/0-0.png").status_code == 200
     assert client.get("/atlas-spark/beta@1/8.svg").status_code == 200
-    context = _registered_contexts(app)[0]
+    context = registered_contexts(app)[0]
     ctx = _callback_request(app, {"atlas": "beta@1"})
     try:
         assert context.data.num_classes == 9
@@ -525,7 +525,7 @@ def test_a_single_atlas_updated_or_replaced_while_serving(
     page = _pages_callback(client, "?class=8", None).text
     assert "Replaced" in page and "class 008" in page
     assert client.get("/atlas-file/featurevis/00/0-vis.png").status_code == 404  # beta has none
-    context = _registered_contexts(app)[0]
+    context = registered_contexts(app)[0]
     ctx = _callback_request(app, {})
     try:
         assert context.data.num_classes == 9

@@ -220,13 +220,29 @@ def test_page_layout_from_a_junk_query(small: Any) -> None:
 # -- routes -----------------------------------------------------------------------------------
 
 
+def default_data(app: Any) -> Any:
+    """The default atlas's data of an app (through the registered view context)."""
+    from tests.callbacks.test_atlases import registered_contexts
+
+    with app.server.test_request_context("/"):
+        app.server.preprocess_request()
+        return registered_contexts(app)[0].data
+
+
 def test_file_route(small: Any, small_atlas: Path) -> None:
     app, _ = small
     client = app.server.test_client()
-    response = client.get("/atlas-file/images/00/0-0.png")
+    # Page URLs carry the atlas's manifest digest: cached for a year, immutable.
+    digest = default_data(app).digest
+    response = client.get(f"/atlas-file/~{digest}/images/00/0-0.png")
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert f"max-age={IMMUTABLE_MAX_AGE}" in response.headers["Cache-Control"]
     assert "immutable" in response.headers["Cache-Control"]
+    # Without it (an old link) the content may change under the URL: revalidated each time;
+    # another atlas's digest (a page opened before a rebuild): that file is gone.
+    plain = client.get("/atlas-file/images/00/0-0.png")
+    assert plain.status_code == 200 and plain.headers["Cache-Control"] == "no-cache"
+    assert client.get("/atlas-file/~0123456789abcdef/images/00/0-0.png").status_code == 404
     (small_atlas / "secret.txt").write_text("not listed")
     try:
         for path in (
