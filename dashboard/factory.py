@@ -644,4 +644,12 @@ def create_app(settings: Settings) -> Dash:
     # script answered 500, a partial _dash-dependencies that leaves the page blank). Set it
     # up now, once: in gunicorn's master with --preload, before any worker forks.
     dash_app._setup_server()
+    # Dash Pages builds its router on the first request of each process, drawing every
+    # page once for its validation layout: a default atlas removed (or an array gone) by
+    # then made the first request of every fresh worker, /healthz included, answer 500.
+    # Build it now, once (in the master with --preload): the workers inherit it.
+    for hook in server.before_request_funcs.get(None, []):
+        if getattr(hook, "__name__", "") in ("router_sync", "router_async"):
+            with server.test_request_context(prefix):
+                hook()
     return dash_app

@@ -200,3 +200,21 @@ def test_every_callback_with_empty_values_never_500(small_atlas: Path, tmp_path:
             assert response.status_code < 500, (key, changed, response.status_code)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
     assert statuses.get(200, 0) > 10 and statuses.get(400, 0) > 0
+
+
+def test_a_fresh_worker_s_first_request_never_draws_pages(
+    small_atlas: Path, tmp_path: Path
+) -> None:
+    """Dash Pages drew every page on each process's first request: with the default atlas
+    removed since start, a fresh worker's first request (/healthz too) answered 500. The
+    router is built at start now; /healthz opens no atlas."""
+    import shutil
+
+    atlas = tmp_path / "atlas"
+    shutil.copytree(small_atlas, atlas)
+    app = create_app(Settings(atlas_dir=atlas, cache_dir=tmp_path / "cache"))
+    shutil.rmtree(atlas)  # gone before any worker served a request
+    client = app.server.test_client()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert "_pages_location" in str(app.callback_map)  # the router exists already
