@@ -40,6 +40,7 @@ FORMAT_NAME = "network-atlas"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 MANIFEST = "manifest.json"
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 #: Parts an atlas may hold; a view whose part is missing says how to compute it.
 PART_SUMMIT = "summit"  # activation counts, influence counts, class statistics
@@ -930,6 +931,10 @@ def read_manifest(root: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise AtlasError(f"missing file {MANIFEST} in atlas {root}") from None
+    except UnicodeDecodeError:
+        raise AtlasError(f"file {MANIFEST} in atlas {root} is not UTF-8 text") from None
+    except OSError as exc:
+        raise AtlasError(f"cannot read {MANIFEST} in atlas {root}: {exc.strerror}") from None
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -949,6 +954,22 @@ def read_manifest(root: Path) -> dict[str, Any]:
     for key in ("classes", "layers", "parts"):
         if not isinstance(manifest[key], list):
             raise AtlasError(f"key {key!r} of {MANIFEST} in atlas {root} is not a list")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise AtlasError(f"key 'files' of {MANIFEST} in atlas {root} is not an object")
+    for relpath, entry in files.items():
+        well_formed = (
+            isinstance(entry, dict)
+            and type(entry.get("size")) is int
+            and entry["size"] >= 0
+            and isinstance(entry.get("sha256"), str)
+            and _SHA256_RE.fullmatch(entry["sha256"]) is not None
+        )
+        if not well_formed:
+            raise AtlasError(
+                f"file {MANIFEST} in atlas {root}: entry {str(relpath)[:80]!r} of 'files' "
+                "needs an integer 'size' and a hex 'sha256'"
+            )
     if not isinstance(manifest["files"], dict):
         raise AtlasError(f"key 'files' of {MANIFEST} in atlas {root} is not an object")
     for layer in manifest["layers"]:

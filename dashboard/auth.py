@@ -73,6 +73,8 @@ def load_users(settings: Settings) -> dict[str, str]:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"NETWORK_ATLAS_AUTH_FILE: cannot read {path}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"NETWORK_ATLAS_AUTH_FILE: {path} is not UTF-8 text") from None
         users.update(parse_users(text, separator="\n", source=f"users file {path}"))
         if not users:
             raise ConfigError(f"NETWORK_ATLAS_AUTH_FILE: {path} lists no 'user:password' line")
@@ -80,7 +82,29 @@ def load_users(settings: Settings) -> dict[str, str]:
         users.update(parse_users(settings.auth))
         if not users:
             raise ConfigError("NETWORK_ATLAS_AUTH is set but lists no 'user:password' entry")
+    for user in malformed_hashes(users):
+        log.warning(
+            "auth: the password hash of user %r is malformed: that user can never log in "
+            "(make one with werkzeug.security.generate_password_hash)",
+            user,
+        )
     return users
+
+
+def malformed_hashes(users: Mapping[str, str]) -> list[str]:
+    """Users whose stored password looks like a werkzeug hash but cannot be checked."""
+    bad = []
+    for user, stored in users.items():
+        if stored.startswith(_HASH_PREFIXES):
+            parts = stored.split("$")
+            try:
+                check_password_hash(stored, "")
+            except (ValueError, TypeError):
+                bad.append(user)
+                continue
+            if len(parts) != 3 or not parts[1] or not parts[2]:
+                bad.append(user)
+    return bad
 
 
 def password_matches(stored: str, given: str) -> bool:

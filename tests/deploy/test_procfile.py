@@ -4,6 +4,7 @@ atlas, the health check, basic auth, and one-line refusals of bad atlases and se
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,61 @@ def test_a_bad_auth_setting_refuses_to_start(env: dict[str, str], message: str) 
     code, output = run_to_exit({"HOST": "127.0.0.1", **env})
     assert code != 0 and f"network-atlas: bad setting: {message}" in output
     assert "Traceback" not in output
+
+
+def _output_lines(output: str) -> list[str]:
+    """What gunicorn printed besides its own start/stop lines."""
+    return [
+        line
+        for line in output.splitlines()
+        if line.strip() and "[INFO]" not in line and "[ERROR] Reason" not in line
+    ]
+
+
+@pytest.mark.parametrize("damage", ["manifest-not-utf8", "size-not-a-number"])
+def test_a_malformed_manifest_refuses_to_start_in_one_line(
+    small_atlas: Path, tmp_path: Path, damage: str
+) -> None:
+    """Each printed a 50-60 line traceback."""
+    atlas = Path(shutil.copytree(small_atlas, tmp_path / "atlas"))
+    manifest = atlas / "manifest.json"
+    if damage == "manifest-not-utf8":
+        manifest.write_bytes(b"\xff\xfe" + manifest.read_bytes())
+        expected = "manifest.json in atlas"
+    else:
+        data = json.loads(manifest.read_text())
+        first = next(iter(data["files"]))
+        data["files"][first]["size"] = "abc"
+        manifest.write_text(json.dumps(data))
+        expected = "needs an integer 'size'"
+    code, output = run_to_exit({"HOST": "127.0.0.1", "NETWORK_ATLAS_DIR": str(atlas)})
+    assert code != 0 and expected in output and "Traceback" not in output
+    ours = [line for line in _output_lines(output) if "network-atlas" in line]
+    assert len(ours) == 1, output[-2000:]
+
+
+def test_an_auth_file_that_is_not_utf8_refuses_to_start(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_bytes(b"\xff\xfeann:pw\n")
+    code, output = run_to_exit({"HOST": "127.0.0.1", "NETWORK_ATLAS_AUTH_FILE": str(users)})
+    assert code != 0 and "is not UTF-8 text" in output and "Traceback" not in output
+
+
+def test_a_malformed_password_hash_is_warned_at_start(tmp_path: Path) -> None:
+    """The server starts (other users may log in) but says that user never can."""
+    from dashboard.auth import load_users
+    from dashboard.config import Settings
+
+    users = tmp_path / "users"
+    users.write_text("ann:scrypt:notnum$a$b\nbob:plain\n")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("dashboard.auth").addHandler(handler)
+    try:
+        loaded = load_users(Settings(atlas_dir=tmp_path, cache_dir=tmp_path, auth_file=users))
+    finally:
+        logging.getLogger("dashboard.auth").removeHandler(handler)
+    assert set(loaded) == {"ann", "bob"}
+    assert any("'ann'" in r and "never log in" in r for r in records)
+    assert not any("'bob'" in r for r in records)
