@@ -958,6 +958,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if not isinstance(files, dict):
         raise AtlasError(f"key 'files' of {MANIFEST} in atlas {root} is not an object")
     for relpath, entry in files.items():
+        if not is_safe_relpath(relpath):
+            raise AtlasError(f"manifest.json lists an unsafe path: {str(relpath)[:80]!r}")
         well_formed = (
             isinstance(entry, dict)
             and type(entry.get("size")) is int
