@@ -176,3 +176,14 @@ def test_a_malformed_password_hash_is_warned_at_start(tmp_path: Path) -> None:
     assert set(loaded) == {"ann", "bob"}
     assert any("'ann'" in r and "never log in" in r for r in records)
     assert not any("'bob'" in r for r in records)
+
+
+def test_the_deploy_guide_shows_the_procfile_as_it_is() -> None:
+    root = Path(__file__).resolve().parents[2]
+    procfile = (root / "Procfile").read_text().strip()
+    shown = [
+        line.strip()
+        for line in (root / "docs" / "deploy.md").read_text().splitlines()
+        if line.startswith("web: ")
+    ]
+    assert shown == [procfile]
