@@ -285,6 +285,24 @@ def click_trace_tile(dash_duo: Any, rng: random.Random) -> str | None:
     return f"trace tile {row}"
 
 
+def search_class(dash_duo: Any, rng: random.Random) -> str | None:
+    """Type the start of a class name into the search box and pick the first match."""
+    boxes = dash_duo.find_elements("#class-search")
+    rows = dash_duo.find_elements("#sidebar-rows .class-row[data-class] .row-name")
+    if not boxes or not rows:
+        return None
+    name = rng.choice(rows[:12]).text
+    boxes[0].click()
+    box = wait_until(lambda: dash_duo.find_elements(".dash-dropdown-search"), timeout=5)[0]
+    box.send_keys(name[:4])
+    option = wait_until(
+        lambda: next(iter(dash_duo.find_elements(".dash-dropdown-option")), None), timeout=10
+    )
+    text = option.text
+    _click_js(dash_duo, option)
+    return f"search {name[:4]!r} -> {text}"
+
+
 def go_back(dash_duo: Any, rng: random.Random) -> str | None:
     dash_duo.driver.back()
     return "back"
@@ -296,7 +314,8 @@ def go_forward(dash_duo: Any, rng: random.Random) -> str | None:
 
 
 ACTIONS: tuple[tuple[Action, int], ...] = (
-    (click_class_row, 4),
+    (click_class_row, 3),
+    (search_class, 1),
     (pick_dropdown("#compare-select"), 2),
     (pick_dropdown("#layer-select"), 1),
     (click_mark(("#node-threshold", "#edge-threshold")), 1),
@@ -311,8 +330,10 @@ ACTIONS: tuple[tuple[Action, int], ...] = (
 )
 
 
-def run_sequences(dash_duo: Any, start_query: str, seed: int) -> list[str]:
-    """Runs ``SEQUENCES`` random sequences of ``STEPS`` actions; returns every failure."""
+def run_sequences(
+    dash_duo: Any, start_query: str, seed: int, sequences: int = SEQUENCES
+) -> list[str]:
+    """Runs ``sequences`` random sequences of ``STEPS`` actions; returns every failure."""
     rng = random.Random(seed)
     actions = [a for a, _ in ACTIONS]
     weights = [w for _, w in ACTIONS]
@@ -320,7 +341,7 @@ def run_sequences(dash_duo: Any, start_query: str, seed: int) -> list[str]:
     dash_duo.wait_for_element("#graph-header .class-name", timeout=30)
     snapshot(dash_duo)
     failures: list[str] = []
-    for sequence in range(SEQUENCES):
+    for sequence in range(sequences):
         done: list[str] = []
         for _ in range(STEPS):
             action = rng.choices(actions, weights)[0]
@@ -382,3 +403,15 @@ def test_a_class_switch_keeps_every_edge(
     edges = [e for e in clicked if "source" in e]
     assert edges and len(edges) == len([e for e in fresh if "source" in e])
     assert json.dumps(clicked, sort_keys=True) == json.dumps(fresh, sort_keys=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("seed", [101, 202, 303])
+def test_many_more_sequences(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seed: int
+) -> None:
+    """``pytest -m slow``: 12 more sequences per seed on the demo."""
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    failures = run_sequences(dash_duo, "", seed, sequences=12)
+    assert not failures, "\n".join(failures)
