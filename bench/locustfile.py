@@ -3,7 +3,8 @@
 Each user opens the explorer (page shell, callback map, page content, initial callbacks),
 then, with think times of 0.3-1.5 s, switches classes (the search box's value: the state
 reducer, then every callback listening to the state), hovers attribution-graph nodes,
-fetches node pictures and opens neuron pages. The Dash requests are the renderer's payloads,
+fetches node pictures, changes Mapper parameters, picks Training-view images and opens
+neuron pages. The Dash requests are the renderer's payloads,
 built from ``/_dash-dependencies`` by :class:`bench_serve.DashSession`; each callback is
 reported under its own name. Loopback only; start the server first (e.g. the Procfile's
 gunicorn) and run, headless and bounded in time:
@@ -21,6 +22,7 @@ import json
 import random
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import DashSession
 
 _IMAGE = re.compile(r"/atlas-file/[^\"'\s)]+")
+_TILE_ROW = re.compile(r'"data-row": "(\d+)"')
 
 
 @events.test_start.add_listener
@@ -58,6 +61,8 @@ class ExplorerUser(HttpUser):
         self.switch_class()
         self.hover_node()
         self.fetch_images()
+        self.change_mapper()
+        self.pick_training_image()
         self.open_neuron_page()
 
     def _open_explorer(self) -> None:
@@ -102,6 +107,26 @@ class ExplorerUser(HttpUser):
         found = sorted(set(_IMAGE.findall(json.dumps(self.tab.values))))
         for url in random.sample(found, min(4, len(found))):
             self.client.get(url, name="atlas file")
+
+    @task(2)
+    def change_mapper(self) -> None:
+        """Change a Topology parameter (intervals or overlap): the Mapper graph is recomputed
+        (or read from the per-worker memo and the shared cache)."""
+        if "topo-intervals" not in self.tab.values:
+            return
+        if random.random() < 0.5:
+            self.tab.change("topo-intervals", "value", random.choice((8, 10, 12, 15, 20)))
+        else:
+            self.tab.change("topo-overlap", "value", random.choice((20, 30, 40, 50)))
+
+    @task(2)
+    def pick_training_image(self) -> None:
+        """Click a test image of the Training view's grid (its explanation is drawn)."""
+        grid = json.dumps(self.tab.values.get("trace-grid", {}).get("children"))
+        rows = sorted(set(_TILE_ROW.findall(grid)))
+        if rows:
+            pick = {"row": int(random.choice(rows)), "at": int(time.time() * 1000)}
+            self.tab.change("trace-pick", "data", pick)
 
     @task(1)
     def open_neuron_page(self) -> None:

@@ -361,7 +361,7 @@ def cli_atlas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     model = digits_cnn().eval()
     _write_atlas(tmp_path / "atlas", model)
     # compute.models.get_model belongs to another module: load the same weights directly.
-    monkeypatch.setattr(fv_cli, "load_model", lambda atlas, device: model)
+    monkeypatch.setattr(fv_cli, "load_model", lambda atlas, device, **_: model)
     return tmp_path / "atlas"
 
 
