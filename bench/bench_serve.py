@@ -130,9 +130,13 @@ class Callback:
     def payload(self, values: dict[str, dict[str, Any]], changed: Iterable[str]) -> dict:
         """The request body the renderer sends, with property values from ``values``."""
 
-        def filled(pairs: list[tuple[Any, str]]) -> list[dict[str, Any]]:
+        def filled(pairs: list[tuple[Any, str]]) -> list[Any]:
+            # A pattern-matching (ALL) input is a list of the matched components, as the
+            # renderer sends it; this client tracks none of them: an empty list.
             return [
-                {"id": i, "property": p, "value": values.get(i, {}).get(p, _NO_VALUE)}
+                []
+                if isinstance(i, str) and i.startswith("{")
+                else {"id": i, "property": p, "value": values.get(i, {}).get(p, _NO_VALUE)}
                 for i, p in pairs
             ]
 

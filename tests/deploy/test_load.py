@@ -77,3 +77,5 @@ def test_simulated_users_get_no_errors(gunicorn_demo: str, tmp_path: Path) -> No
     assert "atlas file" in rows  # pictures
     assert "callback _pages_content.children +1" in rows  # page opens
     assert "page /neuron/<layer>/<channel>" in rows  # neuron pages
+    assert "callback topo-graph.elements +7" in rows  # Mapper graphs (parameter changes)
+    assert "callback trace-note.children +9" in rows  # Training view (image picks)
