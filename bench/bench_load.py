@@ -13,7 +13,7 @@ Loopback only; every loop is bounded in count and time.
 
 Examples:
     python bench/bench_load.py                       # 50 users, 60 s, 2 and 4 workers, slow
-    python bench/bench_load.py --users 20 --seconds 20 --workers 2 --slow-clients 8
+    python bench/bench_load.py --users 0 --workers 2 --slow-clients 4 8 12  # slow only
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--slow-clients", type=int, default=16)
+    parser.add_argument("--slow-clients", type=int, nargs="+", default=[6, 16])
     parser.add_argument("--slow-seconds", type=int, default=20)
     args = parser.parse_args(argv)
     print(
@@ -153,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             cache = Path(tmp) / f"cache-{workers}"
             process, base = start_gunicorn(atlas, workers, cache)
             try:
-                rows = run_users(base, args.users, args.seconds, Path(tmp) / f"load-{workers}")
-                print_users(rows, workers, worker_memory(process))
-                if workers == args.workers[0] and args.slow_clients:
-                    run_slow(base, args.slow_clients, args.slow_seconds)
+                if args.users:
+                    path = Path(tmp) / f"load-{workers}"
+                    rows = run_users(base, args.users, args.seconds, path)
+                    print_users(rows, workers, worker_memory(process))
+                if workers == args.workers[0]:
+                    for clients in args.slow_clients:
+                        run_slow(base, clients, args.slow_seconds)
             finally:
                 stop_gunicorn(process)
     return 0
