@@ -18,7 +18,10 @@ How a step's update ``ΔW`` is split (see ``docs/trace.md``):
   buffers are kept lazily (:class:`_MomentumLedger`): a step touches only its batch's rows;
   ``example_momentum="decayed"`` instead credits each gradient's momentum-decayed effect at
   its step's learning rate, ``-η (1 + μ + μ² + …)(1 - τ) g`` (a documented approximation);
-- any other optimizer (Adam, AdamW, RMSprop, …): the measured ``ΔW = W_after - W_before`` is
+- ``torch.optim.Adam`` / ``AdamW``: one first-moment buffer per class plus one for
+  regularisation, divided by the optimizer's own preconditioner at each step (exact class
+  split, momentum included); per-example credit ``-lr · g_b / d_t`` (approximate);
+- any other optimizer (RMSprop, …): the measured ``ΔW = W_after - W_before`` is
   split element-wise in proportion to each member's share of the (preconditioned) gradient
   entry, members being the batch's classes/examples and coupled weight decay; decoupled
   weight decay (AdamW) is its own exact component. Totals stay exact.
@@ -643,6 +646,8 @@ class _LayerState:
         self.acc = torch.zeros((self.c + 1, self.out, self.inp), dtype=dtype)
         self.class_acc = self.acc[: self.c]
         self.reg_acc = self.acc[self.c]
+        # Adam / AdamW: first-moment buffers per class and regularisation ([C + 1, O, I]).
+        self.adam_m: torch.Tensor | None = None
         self.class_epochs: list[torch.Tensor] = []
         self.reg_epochs: list[torch.Tensor] = []
         # SGD momentum, kept lazily: one buffer per class plus one for weight decay, and one
@@ -942,6 +947,18 @@ class _LayerState:
 # ---------------------------------------------------------------------------------------
 
 
+def _split_rule(optimizer: torch.optim.Optimizer) -> str:
+    """How the tracer splits a step of ``optimizer``: ``"sgd"`` (exact momentum buffers),
+    ``"adam"`` (Adam / AdamW: exact first-moment buffers) or ``"ratio"`` (any other
+    optimizer: the measured update split in proportion to the current gradient)."""
+    if type(optimizer) is torch.optim.SGD:
+        return "sgd"
+    adam = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
+    if adam and not any(g.get("maximize", False) for g in optimizer.param_groups):
+        return "adam"
+    return "ratio"
+
+
 class Tracer:
     """Wraps a training loop: hooks on the traced layers and on ``optimizer.step``.
 
@@ -991,7 +1008,7 @@ class Tracer:
         for state in self.states:
             if id(state.param) not in self._by_param:
                 raise ValueError(f"the optimizer does not hold the weight of {state.name!r}")
-        self.rule = "sgd" if type(optimizer) is torch.optim.SGD else "ratio"
+        self.rule = _split_rule(optimizer)
         self.train_labels = np.full(num_examples, -1, dtype=np.int64)
         self._labels: torch.Tensor | None = None
         self._indices: torch.Tensor | None = None
@@ -1125,7 +1142,7 @@ class Tracer:
                 state.reset()
                 continue
             _, group = self._by_param[id(state.param)]
-            if self.rule == "ratio" or group["weight_decay"]:
+            if self.rule != "sgd" or group["weight_decay"]:
                 state.before = state.param.detach().to("cpu", state.w0.dtype, copy=True)
             if self.rule == "sgd" and group["momentum"] != 0:
                 buf = optimizer.state.get(state.param, {}).get("momentum_buffer")
@@ -1231,7 +1248,10 @@ class Tracer:
                 after = state.param.detach().to("cpu", state.w0.dtype)
                 w_old = state.before.reshape(state.out, state.inp)
                 delta = (after - state.before).reshape(state.out, state.inp)
-                self._ratio_split(state, group, state.terms, w_old, delta)
+                if self.rule == "adam":
+                    self._adam_split(state, group, state.terms, w_old, delta)
+                else:
+                    self._ratio_split(state, group, state.terms, w_old, delta)
             state.reset()
         self._steps_in_epoch += 1
         self._labels = self._indices = None
@@ -1289,6 +1309,67 @@ class Tracer:
             factor = 1.0 + mu * (1 - tau) / (1 - mu) if nesterov else (1 - tau) / (1 - mu)
             for indices, terms in examples:
                 ex_ledger.direct(terms, -lr * sign * factor, indices)
+
+    def _adam_split(
+        self,
+        state: _LayerState,
+        group: dict[str, Any],
+        terms: _StepTerms,
+        w_old: torch.Tensor,
+        delta: torch.Tensor,
+    ) -> None:
+        """Split an Adam / AdamW step through its first moment, as it was applied.
+
+        Adam's update is ``-lr/(1-β1^t) · m_t / d_t`` with ``m_t = β1 m_{t-1} + (1-β1) g_t``
+        and the preconditioner ``d_t = sqrt(v_t / (1-β2^t)) + eps`` read from the optimizer
+        after the step. Given ``d_t``, the update is linear in the gradient history, so one
+        first-moment buffer per class plus one for regularisation (coupled weight decay, an
+        autocast remainder) sums to the optimizer's ``m_t``, and each member is credited
+        ``-lr/(1-β1^t) · m_member / d_t``: the class and epoch components are exact and
+        credit every update to the gradients that built it, momentum included. (The ratio
+        rule credited each update to the current batch only, although with β1 = 0.9 most of
+        it comes from earlier batches: on the shapes model its head proponents were at
+        chance.) Per-example credit is each gradient's whole momentum-decayed effect at this
+        step's learning rate and preconditioner, ``-lr · g_b / d_t`` (as SGD's "decayed"
+        rule; documented approximation).
+        """
+        beta1, beta2 = (float(b) for b in group["betas"])
+        lr, eps = float(group["lr"]), float(group["eps"])
+        wd = float(group.get("weight_decay", 0.0))
+        decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
+            self.optimizer, torch.optim.AdamW
+        )
+        opt_state = self.optimizer.state[state.param]
+        step = float(opt_state["step"])
+        second = opt_state["max_exp_avg_sq"] if group.get("amsgrad") else opt_state["exp_avg_sq"]
+        v = second.detach().to("cpu", state.w0.dtype).reshape(state.out, state.inp)
+        denom = (v / (1.0 - beta2**step)).sqrt() + eps
+        step_size = lr / (1.0 - beta1**step)
+        rows = torch.zeros((state.c + 1, state.out, state.inp), dtype=state.w0.dtype)
+        rows[: state.c].copy_(terms.class_g.reshape(state.c, state.out, state.inp))
+        rows[: state.c].mul_(state.scale)
+        if wd and not decoupled:
+            rows[state.c].add_(w_old, alpha=wd)
+        if state.remainder is not None:
+            rows[state.c].add_(state.remainder.reshape(state.out, state.inp))
+        if state.adam_m is None:
+            state.adam_m = torch.zeros_like(rows)
+        state.adam_m.mul_(beta1).add_(rows, alpha=1.0 - beta1)
+        updates = state.adam_m * (-step_size / denom)
+        applied = updates.sum(dim=0)
+        if wd and decoupled:
+            reg_exact = -lr * wd * w_old  # AdamW first scales W by (1 - lr·wd)
+            state.reg_acc.add_(reg_exact)
+            applied = applied + reg_exact
+        state.class_acc.add_(updates[: state.c].reshape(state.class_acc.shape))
+        regularised = bool(wd) or state.remainder is not None
+        # What the optimizer's own float arithmetic did differently (rounding) goes with
+        # regularisation when there is one; otherwise it stays out (at 1e-15 relative).
+        reg = updates[state.c] + (delta - applied) if regularised else updates[state.c]
+        state.reg_acc.add_(reg.reshape(state.reg_acc.shape))
+        per_unit = (-lr * state.scale) / denom
+        for cols, deltas, _, indices in terms.pairs:
+            state.add_example_full(indices, state.example_grads(cols, deltas) * per_unit)
 
     def _ratio_split(
         self,
