@@ -12,7 +12,9 @@
    exactly 0, beats the median image's, and beats the top example's, for each render
    setting side by side: ``off`` (no redirect, post-activation objective), ``lucid16``
    (the previous default: redirect for 16 steps, pre-activation objective) and ``fix``
-   (the default: redirect on every step, post-activation objective). Targets: >= 95%
+   (the default: redirect on every step, to each dead channel's peak unit,
+   post-activation objective); ``lucid_all`` (as ``fix`` with Lucid's redirect to every
+   unit) is there to compare, with ``--settings``. Targets: >= 95%
    above the median, >= 80% above the top example. Not part of ``all``.
 
 Examples:
@@ -117,6 +119,7 @@ def bench_googlenet(args: argparse.Namespace) -> dict[str, float]:
 QUALITY_SETTINGS: dict[str, dict[str, object]] = {
     "off": {"redirect_steps": 0, "pre_activation": False},
     "lucid16": {"redirect_steps": 16, "pre_activation": True},
+    "lucid_all": {"redirect_to_peak": False},
     "fix": {},
 }
 MEDIAN_TARGET, TOP_TARGET = 0.95, 0.80
@@ -180,11 +183,18 @@ def bench_quality(args: argparse.Namespace) -> dict[str, float]:
 
     settings = ["off"] if args.no_redirect else list(args.settings.split(","))
     started = time.perf_counter()
-    shapes_model = shapes.train_shapes_cnn()
+    if args.shapes_weights and Path(args.shapes_weights).exists():
+        shapes_model = shapes.shapes_cnn()
+        shapes_model.load_state_dict(torch.load(args.shapes_weights, weights_only=True))
+        shapes_model.eval()
+    else:
+        shapes_model = shapes.train_shapes_cnn()
+        if args.shapes_weights:
+            torch.save(shapes_model.state_dict(), args.shapes_weights)
     train_s = time.perf_counter() - started
     held_out, labels = shapes.shapes_dataset(args.images, seed=1)
     print(
-        f"shapes CNN trained in {train_s:.1f} s, held-out accuracy "
+        f"shapes CNN trained or loaded in {train_s:.1f} s, held-out accuracy "
         f"{shapes.accuracy(shapes_model, held_out, labels):.1%} ({args.images} images)"
     )
     with torch.random.fork_rng():
@@ -209,6 +219,8 @@ def bench_quality(args: argparse.Namespace) -> dict[str, float]:
         ),
     ]
     figures: dict[str, float] = {}
+    wanted = args.models.split(",")
+    cases = [case for case, name in zip(cases, ("shapes", "resnet"), strict=True) if name in wanted]
     for title, model, images, space, layers, limit in cases:
         steps = args.steps or default_steps(space)
         print(f"\n{title}, {steps} steps; per setting: zero / > median / > top (seconds)")
@@ -267,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-redirect", action="store_true", help="quality: only the 'off' setting"
     )
+    parser.add_argument("--shapes-weights", help="quality: cache the trained shapes CNN here")
+    parser.add_argument("--models", default="shapes,resnet", help="quality: shapes, resnet")
     parser.add_argument("--images", type=int, default=400, help="quality: shapes images")
     parser.add_argument(
         "--resnet-layers",

@@ -88,6 +88,9 @@ class RenderConfig:
             what the channel's top examples measure; the pre-activation mean rewards
             lifting negative regions that never show (shapes CNN, 128 steps: channels
             beating their top example's spatial max 58% -> 96% in ``block2.relu``).
+        redirect_to_peak: the redirected gradient of a dead channel raises its largest
+            unit only (``True``) or, as Lucid's, every unit (``False``); see
+            :class:`_RedirectedReLU`.
     """
 
     steps: int = 256
@@ -99,6 +102,7 @@ class RenderConfig:
     transform_fraction: float = 0.75
     redirect_steps: int | None = None
     pre_activation: bool = False
+    redirect_to_peak: bool = True
 
 
 class _StopForward(Exception):
@@ -197,12 +201,13 @@ class _RedirectedReLU(torch.autograd.Function):
     largest input only (the spatial argmax, saved in the forward): raising the whole map
     of a dead channel at once asks for a pattern that fires everywhere, often harder than
     firing at one place. (Shapes CNN, block4, 256 steps: channels beating their top
-    example 79% -> 90%; see docs/featurevis.md.) Inputs of rank 2 get Lucid's form.
+    example 79% -> 90%; see docs/featurevis.md.) Inputs of rank 2, and ``to_peak=False``,
+    get Lucid's form.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-        peak = x.detach().flatten(2).argmax(dim=2) if x.ndim > 2 else None
+    def forward(ctx: Any, x: torch.Tensor, inplace: bool, to_peak: bool = True) -> torch.Tensor:
+        peak = x.detach().flatten(2).argmax(dim=2) if to_peak and x.ndim > 2 else None
         if inplace:
             out = x.clamp_(min=0)
             ctx.mark_dirty(out)
@@ -212,14 +217,14 @@ class _RedirectedReLU(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         out, peak = ctx.saved_tensors
         off = out <= 0
         zero = torch.zeros_like(grad)
         relu_grad = torch.where(off, zero, grad)
         dead = relu_grad.flatten(1).abs().amax(dim=1) == 0  # [N]: no gradient at all
         if grad.device.type == "cpu" and not bool(dead.any()):  # (no device sync on GPUs)
-            return relu_grad, None
+            return relu_grad, None, None
         # grad > 0 on the loss lowers x: never push an off unit further down.
         redirected = torch.where(off & (grad > 0), zero, grad)
         if peak is not None:
@@ -227,7 +232,7 @@ class _RedirectedReLU(torch.autograd.Function):
             keep = keep.to(grad.device).scatter_(2, peak.unsqueeze(2), True)
             redirected = torch.where(keep.view(grad.shape), redirected, zero)
         shape = (-1,) + (1,) * (out.ndim - 1)
-        return torch.where(dead.view(shape), redirected, relu_grad), None
+        return torch.where(dead.view(shape), redirected, relu_grad), None, None
 
 
 #: The ReLU entry points a model's forward may call (``nn.ReLU`` calls ``F.relu``).
@@ -255,9 +260,10 @@ class RedirectedReLUs(TorchFunctionMode):
     Other activations (``ReLU6``, ``LeakyReLU``, ``GELU``...) are unchanged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, to_peak: bool = True) -> None:
         super().__init__()
         self.active = True
+        self.to_peak = to_peak
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
@@ -269,7 +275,7 @@ class RedirectedReLUs(TorchFunctionMode):
             if inplace is None:
                 inplace = bool(args[1] if len(args) > 1 else kwargs.get("inplace", False))
             if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
-                return _RedirectedReLU.apply(x, inplace)
+                return _RedirectedReLU.apply(x, inplace, self.to_peak)
         return func(*args, **kwargs)
 
 
@@ -365,7 +371,7 @@ def optimise(
         torch.enable_grad(),  # also when called under no_grad (e.g. from evaluation code)
         _frozen(model),
         LayerCapture(model, layer, pre_activation=config.pre_activation) as capture,
-        RedirectedReLUs() as redirect,
+        RedirectedReLUs(to_peak=config.redirect_to_peak) as redirect,
     ):
         for step in range(config.steps):
             redirect.active = config.redirect_steps is None or step < config.redirect_steps

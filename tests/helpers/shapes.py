@@ -9,7 +9,7 @@ network or downloaded weights:
   background of random tint. Image ``i`` of seed ``s`` depends on ``(s, i)`` only. The
   label is the shape (the colour is a nuisance variable, so colour channels appear too).
 - :func:`shapes_cnn`: a small ReLU CNN that is *not* the demo's: RGB input, widths
-  12-24-32-48, BatchNorm in the first two blocks only, strided convolutions instead of
+  12-24-32-32, BatchNorm in the first two blocks only, strided convolutions instead of
   pooling, ``inplace=True`` ReLUs (as torchvision's) and one ReLU module used twice (as
   torchvision's ``BasicBlock``).
 - :func:`train_shapes_cnn`: a deterministic CPU training run (a few seconds on 2 cores,
