@@ -88,9 +88,10 @@ class RenderConfig:
             what the channel's top examples measure; the pre-activation mean rewards
             lifting negative regions that never show (shapes CNN, 128 steps: channels
             beating their top example's spatial max 58% -> 96% in ``block2.relu``).
-        redirect_to_peak: the redirected gradient of a dead channel raises its largest
-            unit only (``True``) or, as Lucid's, every unit (``False``); see
-            :class:`_RedirectedReLU`.
+        redirect_to_peak: at the ReLU that produces the captured layer's output (if
+            one does), the redirected gradient of a dead channel raises its largest unit
+            only (``True``) or, as Lucid's, every unit (``False``); see
+            :class:`_RedirectedReLU`. Hidden ReLUs always use Lucid's form.
     """
 
     steps: int = 256
@@ -196,18 +197,21 @@ class _RedirectedReLU(torch.autograd.Function):
     replaces). The backward reads which units were off from the *output* (``<= 0``), as
     torch's own ReLU backward does, so the in-place form needs no copy of its input.
 
-    Lucid passes the redirected gradient at *every* off unit where it raises the input.
-    Here it goes, for each channel of a ``[N, C, ...]`` input, to the unit with the
-    largest input only (the spatial argmax, saved in the forward): raising the whole map
-    of a dead channel at once asks for a pattern that fires everywhere, often harder than
-    firing at one place. (Shapes CNN, block4, 256 steps: channels beating their top
-    example 79% -> 90%; see docs/featurevis.md.) Inputs of rank 2, and ``to_peak=False``,
-    get Lucid's form.
+    Lucid passes the redirected gradient at *every* off unit where it raises the input;
+    so does this one at hidden ReLUs. At the ReLU whose output is the objective's layer
+    (``ctx.to_peak``, set by :func:`_mark_objective_relu` after the forward), it goes,
+    for each channel of a ``[N, C, ...]`` input, to the unit with the largest input only
+    (the spatial argmax, saved in the forward): raising the whole map of a dead channel
+    at once asks for a pattern that fires everywhere, often harder than firing at one
+    place (shapes CNN, ``block4``, 256 steps: channels beating their top example 79% ->
+    90%; see docs/featurevis.md). At a hidden ReLU the incoming gradient is already a
+    spatial pattern, which a single unit per channel would mostly discard.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, inplace: bool, to_peak: bool = True) -> torch.Tensor:
-        peak = x.detach().flatten(2).argmax(dim=2) if to_peak and x.ndim > 2 else None
+    def forward(ctx: Any, x: torch.Tensor, inplace: bool, to_peak: bool = False) -> torch.Tensor:
+        ctx.to_peak = to_peak  # set on the objective's own ReLU by _mark_objective_relu
+        peak = x.detach().flatten(2).argmax(dim=2) if x.ndim > 2 else None
         if inplace:
             out = x.clamp_(min=0)
             ctx.mark_dirty(out)
@@ -227,7 +231,7 @@ class _RedirectedReLU(torch.autograd.Function):
             return relu_grad, None, None
         # grad > 0 on the loss lowers x: never push an off unit further down.
         redirected = torch.where(off & (grad > 0), zero, grad)
-        if peak is not None:
+        if peak is not None and ctx.to_peak:
             keep = torch.zeros((*grad.shape[:2], grad[0, 0].numel()), dtype=torch.bool)
             keep = keep.to(grad.device).scatter_(2, peak.unsqueeze(2), True)
             redirected = torch.where(keep.view(grad.shape), redirected, zero)
@@ -260,10 +264,9 @@ class RedirectedReLUs(TorchFunctionMode):
     Other activations (``ReLU6``, ``LeakyReLU``, ``GELU``...) are unchanged.
     """
 
-    def __init__(self, *, to_peak: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.active = True
-        self.to_peak = to_peak
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
@@ -275,8 +278,17 @@ class RedirectedReLUs(TorchFunctionMode):
             if inplace is None:
                 inplace = bool(args[1] if len(args) > 1 else kwargs.get("inplace", False))
             if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
-                return _RedirectedReLU.apply(x, inplace, self.to_peak)
+                return _RedirectedReLU.apply(x, inplace)
         return func(*args, **kwargs)
+
+
+def _mark_objective_relu(acts: torch.Tensor, to_peak: bool) -> None:
+    """If ``acts`` (the captured layer's output) comes straight out of a redirected ReLU
+    (an ``nn.ReLU`` layer, a ResNet block, a ``Sequential`` ending in a ReLU), let that
+    ReLU's redirected gradient go to each dead channel's peak unit."""
+    node = acts.grad_fn
+    if to_peak and node is not None and type(node).__name__ == "_RedirectedReLUBackward":
+        node.to_peak = True
 
 
 @contextlib.contextmanager
@@ -371,7 +383,7 @@ def optimise(
         torch.enable_grad(),  # also when called under no_grad (e.g. from evaluation code)
         _frozen(model),
         LayerCapture(model, layer, pre_activation=config.pre_activation) as capture,
-        RedirectedReLUs(to_peak=config.redirect_to_peak) as redirect,
+        RedirectedReLUs() as redirect,
     ):
         for step in range(config.steps):
             redirect.active = config.redirect_steps is None or step < config.redirect_steps
@@ -379,7 +391,9 @@ def optimise(
             pixels = param()
             if transform is not None and step < config.transform_fraction * config.steps:
                 pixels = transform(pixels, generator)
-            loss = -objective(capture(space.normalise(pixels))).sum()
+            acts = capture(space.normalise(pixels))
+            _mark_objective_relu(acts, config.redirect_to_peak)
+            loss = -objective(acts).sum()
             loss.backward()
             optimizer.step()
     with torch.no_grad():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compute.featurevis import ImageSpace, LayerCapture, RenderConfig, from_uint8, render_channels
-from compute.featurevis.render import RedirectedReLUs, _RedirectedReLU
+from compute.featurevis.render import RedirectedReLUs, _mark_objective_relu, _RedirectedReLU
 from compute.summit.activation import spatial_max
 from tests.helpers.shapes import MEAN, STD, shapes_cnn, shapes_dataset
 
@@ -88,13 +88,20 @@ def test_redirected_relu_gradient_and_in_place_form() -> None:
     # Row 0 is off everywhere: only the "raise x" gradient passes. Row 1 has a live unit:
     # the ordinary ReLU gradient.
     assert torch.equal(x.grad, torch.tensor([[-1.0, 0.0], [0.0, 1.0]]))
-    # Maps [N, C, h, w]: a dead image's gradient goes to each channel's largest input.
+    # Maps [N, C, h, w]: Lucid's form at a hidden ReLU; at the objective's own ReLU
+    # (marked by the render loop), a dead image's gradient goes to each channel's peak.
     maps = torch.tensor([[[[-3.0, -0.5], [-1.0, -2.0]]], [[[-1.0, 2.0], [0.5, -4.0]]]])
-    maps.requires_grad_(True)
     down = torch.full((2, 1, 2, 2), -1.0)
-    _RedirectedReLU.apply(maps * 1, False).backward(down)
-    expected = torch.tensor([[[[0.0, -1.0], [0.0, 0.0]]], [[[0.0, -1.0], [-1.0, 0.0]]]])
-    assert torch.equal(maps.grad, expected)
+    hidden = maps.clone().requires_grad_(True)
+    _RedirectedReLU.apply(hidden * 1, False).backward(down)
+    lucid = torch.tensor([[[[-1.0, -1.0], [-1.0, -1.0]]], [[[0.0, -1.0], [-1.0, 0.0]]]])
+    assert torch.equal(hidden.grad, lucid)
+    own = maps.clone().requires_grad_(True)
+    acts = _RedirectedReLU.apply(own * 1, False)
+    _mark_objective_relu(acts, to_peak=True)
+    acts.backward(down)
+    peak = torch.tensor([[[[0.0, -1.0], [0.0, 0.0]]], [[[0.0, -1.0], [-1.0, 0.0]]]])
+    assert torch.equal(own.grad, peak)
     # In place: same values as relu_, the input tensor is the output, gradients as relu's.
     a = torch.randn(3, 4, 5, 5, requires_grad=True)
     b = a.detach().clone().requires_grad_(True)
@@ -126,7 +133,7 @@ def test_every_relu_entry_point_is_redirected(call: Callable[[torch.Tensor], tor
         out = call(x * 1)
     assert torch.equal(out, torch.zeros(2, 3, 4, 4))
     out.sum().neg().backward()  # all off: only the redirect gives a gradient
-    assert float(x.grad.abs().sum()) == 2 * 3  # one unit per channel map
+    assert float(x.grad.abs().sum()) == 2 * 3 * 16  # every unit (a hidden ReLU: Lucid's)
     assert "_RedirectedReLU" not in type(F.relu(x * 1).grad_fn).__name__  # mode exited
 
 
