@@ -118,7 +118,7 @@ def bench_googlenet(args: argparse.Namespace) -> dict[str, float]:
 #: The render settings ``quality`` compares (``RenderConfig`` overrides).
 QUALITY_SETTINGS: dict[str, dict[str, object]] = {
     "off": {"redirect_steps": 0, "pre_activation": False},
-    "lucid16": {"redirect_steps": 16, "pre_activation": True},
+    "lucid16": {"redirect_steps": 16, "pre_activation": True, "redirect_to_peak": False},
     "lucid_all": {"redirect_to_peak": False},
     "fix": {},
 }

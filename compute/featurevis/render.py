@@ -189,7 +189,7 @@ class LayerCapture:
 
 class _RedirectedReLU(torch.autograd.Function):
     """ReLU whose backward, for an image that would get no gradient at all through it,
-    passes a gradient that *raises* the unit closest to firing (after Lucid's
+    passes the gradient where it would *raise* the input (Lucid's
     ``redirected_relu_grad``): otherwise an image where the ReLU is off everywhere (a
     channel that is off on the flat grey start, or that jitter switched off) never moves.
 
