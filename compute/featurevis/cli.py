@@ -249,7 +249,15 @@ def run_featurevis(
                 bar.update(len(chunk))
         parameters = dict(atlas.parameters)
         parameters["featurevis"] = {
-            "objective": "channel mean (pre-activation for activation layers)",
+            "objective": (
+                "channel mean (pre-activation for activation layers)"
+                if config.pre_activation
+                else "channel mean of the layer's output"
+            ),
+            "redirected_relu": {
+                "steps": "all" if config.redirect_steps is None else config.redirect_steps,
+                "to_peak": config.redirect_to_peak,
+            },
             "diversity_images": DIVERSITY_IMAGES,
             "diversity_weight": config.diversity_weight,
             "steps": config.steps,

@@ -211,11 +211,12 @@ def test_redirected_relu_gradient() -> None:
     x = torch.tensor([[-1.0, -2.0], [-1.0, 3.0]], requires_grad=True)
     # Loss gradient -1 raises x under gradient descent, +1 would lower it.
     grad = torch.tensor([[-1.0, 1.0], [-1.0, 1.0]])
-    _RedirectedReLU.apply(x).backward(grad)
+    _RedirectedReLU.apply(x, False).backward(grad)
     # Row 0 is off everywhere: only the "raise x" gradient passes. Row 1 has a live unit:
     # the ordinary ReLU gradient.
     assert torch.equal(x.grad, torch.tensor([[-1.0, 0.0], [0.0, 1.0]]))
-    assert torch.equal(_RedirectedReLU.apply(x.detach()), x.detach().clamp(min=0))
+    assert torch.equal(_RedirectedReLU.apply(x.detach(), False), x.detach().clamp(min=0))
+    # More (entry points, in place, per-channel peaks): tests/unit/test_featurevis_quality.py
 
 
 # ---------------------------------------------------------------------------------------
