@@ -1310,6 +1310,12 @@ class Tracer:
             for indices, terms in examples:
                 ex_ledger.direct(terms, -lr * sign * factor, indices)
 
+    def _decoupled(self, group: dict[str, Any]) -> bool:
+        """Whether ``group``'s weight decay scales ``W`` directly (AdamW's), not the gradient."""
+        return bool(group.get("decoupled_weight_decay", False)) or isinstance(
+            self.optimizer, torch.optim.AdamW
+        )
+
     def _adam_split(
         self,
         state: _LayerState,
@@ -1336,9 +1342,7 @@ class Tracer:
         beta1, beta2 = (float(b) for b in group["betas"])
         lr, eps = float(group["lr"]), float(group["eps"])
         wd = float(group.get("weight_decay", 0.0))
-        decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
-            self.optimizer, torch.optim.AdamW
-        )
+        decoupled = self._decoupled(group)
         opt_state = self.optimizer.state[state.param]
         step = float(opt_state["step"])
         second = opt_state["max_exp_avg_sq"] if group.get("amsgrad") else opt_state["exp_avg_sq"]
@@ -1387,9 +1391,7 @@ class Tracer:
         """
         pairs = terms.pairs
         wd = float(group.get("weight_decay", 0.0))
-        decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
-            self.optimizer, torch.optim.AdamW
-        )
+        decoupled = self._decoupled(group)
         lr = float(group["lr"])
         rest = delta
         if wd and decoupled:

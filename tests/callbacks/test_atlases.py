@@ -19,6 +19,7 @@ from dashboard.atlases import AtlasRegistry, discover, parse_key
 from dashboard.config import Settings
 from dashboard.factory import RequestContext, create_app
 from dashboard.links import class_href, neuron_href
+from tests.helpers.dash_payloads import pages_callback_body
 
 
 def _retitle(atlas: Path, title: str) -> None:
@@ -247,26 +248,10 @@ def test_dash_is_set_up_before_the_first_request(app: dash.Dash) -> None:
 # -- atlases added and removed while the app runs -------------------------------------------
 
 
-def _pages_callback_body(pathname: str, search: str) -> dict[str, Any]:
-    """The renderer's body of the Dash Pages callback for ``pathname`` and ``search``."""
-    return {
-        "output": ".._pages_content.children..._pages_store.data..",
-        "outputs": [
-            {"id": "_pages_content", "property": "children"},
-            {"id": "_pages_store", "property": "data"},
-        ],
-        "inputs": [
-            {"id": "_pages_location", "property": "pathname", "value": pathname},
-            {"id": "_pages_location", "property": "search", "value": search},
-        ],
-        "changedPropIds": ["_pages_location.pathname"],
-    }
-
-
 def _pages_callback(client: Any, search: str, atlas: str | None) -> Any:
     """The Dash Pages callback of the explorer for ``search``, as the renderer sends it
     (with the ``atlas`` its request hook copies from the page's URL)."""
-    body = _pages_callback_body("/", search)
+    body = pages_callback_body("/", search)
     if atlas is not None:
         body["atlas"] = atlas
     return client.post("/_dash-update-component", json=body)
@@ -487,7 +472,7 @@ def test_a_page_whose_atlas_was_removed_says_so(
     missing = client.post(
         "/_dash-update-component",
         json={
-            **_pages_callback_body("/no/such/page", "?atlas=beta@1"),
+            **pages_callback_body("/no/such/page", "?atlas=beta@1"),
             "atlas": "beta@1",
         },
     )

@@ -12,6 +12,7 @@ import pytest
 from compute.atlas import Atlas
 from dashboard.config import Settings
 from dashboard.factory import create_app
+from tests.helpers.dash_payloads import pages_callback_body
 
 
 @pytest.fixture
@@ -110,18 +111,7 @@ def test_a_failing_view_shows_a_request_id_not_the_server_s_paths(
 
 
 def _pages_body(search: Any) -> dict[str, Any]:
-    return {
-        "output": ".._pages_content.children..._pages_store.data..",
-        "outputs": [
-            {"id": "_pages_content", "property": "children"},
-            {"id": "_pages_store", "property": "data"},
-        ],
-        "inputs": [
-            {"id": "_pages_location", "property": "pathname", "value": "/"},
-            {"id": "_pages_location", "property": "search", "value": search},
-        ],
-        "changedPropIds": ["_pages_location.pathname"],
-    }
+    return pages_callback_body("/", search)
 
 
 def _sidebar_body(client: Any) -> dict[str, Any]:

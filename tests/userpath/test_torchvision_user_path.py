@@ -34,6 +34,7 @@ from PIL import Image
 
 from compute.atlas import Atlas
 from tests.helpers.atlas_compare import assert_same_atlas
+from tests.helpers.dash_payloads import pages_callback_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,21 +149,7 @@ def _serve_and_click(cwd: Path, atlas: str) -> None:
             assert status == 200 and body[:4] == b"\x89PNG", (relpath, status, body[:200])
         status, _ = _get(f"{base}/atlas-file/model/weights.pt")
         assert status == 404  # compute-only files are never served
-        status, body = _post(
-            base + "/_dash-update-component",
-            {
-                "output": ".._pages_content.children..._pages_store.data..",
-                "outputs": [
-                    {"id": "_pages_content", "property": "children"},
-                    {"id": "_pages_store", "property": "data"},
-                ],
-                "inputs": [
-                    {"id": "_pages_location", "property": "pathname", "value": "/"},
-                    {"id": "_pages_location", "property": "search", "value": "?class=1"},
-                ],
-                "changedPropIds": ["_pages_location.pathname"],
-            },
-        )
+        status, body = _post(base + "/_dash-update-component", pages_callback_body("/", "?class=1"))
         assert status == 200, body[:500]
         text = body.decode()
         assert "Could not show" not in text and "Traceback" not in text
