@@ -1060,13 +1060,13 @@ def check_output(out: str | os.PathLike[str], *, overwrite: bool) -> None:
     path = Path(out)
     if not path.exists() and not path.is_symlink():
         return
-    if not overwrite:
-        raise AtlasError(f"output {path} already exists (pass --overwrite to replace it)")
     if not path.is_dir() or path.is_symlink() or not (path / MANIFEST).is_file():
         raise AtlasError(
-            f"output {path} exists and is not an atlas (no {MANIFEST}): refusing to replace "
-            "it; choose another --out"
+            f"output {path} exists and is not an atlas (no {MANIFEST}): choose another --out "
+            "(only an atlas is ever replaced)"
         )
+    if not overwrite:
+        raise AtlasError(f"output {path} already exists (pass --overwrite to replace it)")
     try:
         read_manifest(path)
     except AtlasError as exc:
@@ -1170,6 +1170,11 @@ class AtlasWriter(_FileSink):
         _fsync_write(self.root / MANIFEST, _manifest_bytes(manifest))
         # Check what we wrote with the same reader users get, before it replaces anything.
         Atlas.open(self.root)
+        # mkdtemp made the folder private (0700); the atlas gets what the user's umask
+        # gives any new folder, so a server running as another user can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.root, 0o777 & ~umask)
         old = None
         if self.out.exists():
             old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"

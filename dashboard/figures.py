@@ -22,8 +22,10 @@ POINT = "#93c5fd"
 ACCENT = "#f97316"  # the selected class / node
 COMPARE = "#7c3aed"  # the compared class
 SHARED = "#0f766e"  # nodes both classes use
-ONLY_A = "#2563eb"
-ONLY_B = "#ea580c"
+# The comparison uses the classes' colours everywhere else: the selected class (A) orange,
+# the compared one (B) purple.
+ONLY_A = ACCENT
+ONLY_B = COMPARE
 EDGE = "#94a3b8"
 
 _FONT = "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif"

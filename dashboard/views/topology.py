@@ -19,7 +19,7 @@ from typing import Any
 import dash_cytoscape as cyto
 from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
-from compute.topology import Shape
+from compute.topology import MapperParams, Shape
 from dashboard import ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, AtlasData, file_url
 from dashboard.mapper import (
@@ -81,6 +81,27 @@ _HOVER_JS = """function(node, elements) {
     parts.push('mean L2 ' + Number(node.norm).toFixed(2));
     return parts.join(' · ');
 }"""
+
+
+def empty_graph_hint(params: MapperParams, fewest_intervals: int) -> str:
+    """What to change when a Mapper graph has no node: only the controls that apply to the
+    clusterer in use and that can still move in the helpful direction.
+
+    >>> hint = empty_graph_hint(MapperParams(intervals=10, clusterer="hdbscan"), 10)
+    >>> hint.startswith("No node at these parameters: try a larger overlap (HDBSCAN")
+    True
+    """
+    tips = []
+    if params.clusterer == "dbscan":
+        tips.append("a larger ε")
+    if params.intervals > fewest_intervals:
+        tips.append("fewer intervals")
+    tips.append("a larger overlap")
+    choices = f"{', '.join(tips[:-1])} or {tips[-1]}" if len(tips) > 1 else tips[0]
+    text = f"No node at these parameters: try {choices}"
+    if params.clusterer == "hdbscan":
+        text += f" (HDBSCAN needs {params.min_cluster_size} points per cluster in an interval)"
+    return text + "."
 
 
 def shape_id(rank: int) -> dict[str, Any]:
@@ -628,7 +649,7 @@ def _render_drawn(context: ViewContext, drawn: _Drawn) -> tuple[Any, ...]:
         )
     messages = [note(text) for text in notes]
     if result.graph.num_nodes == 0:
-        messages.append(note("No node at these parameters: try a larger ε or fewer intervals."))
+        messages.append(note(empty_graph_hint(result.params, TOPO_INTERVALS[0])))
     elif result.graph.num_nodes > LARGE_GRAPH:
         messages.append(
             note(

@@ -395,3 +395,16 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path: Path) -> None:
     own = tmp_path / "own"
     DerivedCache(own).get_or_compute("k", lambda: {"x": np.arange(3)})
     assert own.stat().st_mode & 0o077 == 0 and any(own.iterdir())
+
+
+def test_the_comparison_keeps_each_class_s_colour() -> None:
+    """Orange is the selected class everywhere (header, embedding ring, pies): in the
+    comparison too, and the compared class is the embedding's purple (a newcomer read the
+    orange edges as the selected class's while they were the other's)."""
+    from dashboard import figures
+
+    assert figures.ONLY_A == figures.ACCENT
+    assert figures.ONLY_B == figures.COMPARE
+    styles = {rule["selector"]: rule["style"] for rule in figures.base_stylesheet()}
+    assert styles["edge.only-a"]["line-color"] == figures.ACCENT
+    assert styles["edge.only-b"]["line-color"] == figures.COMPARE

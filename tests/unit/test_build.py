@@ -267,8 +267,8 @@ def test_build_atlas_end_to_end(tmp_path: Path) -> None:
 
 
 def test_build_refuses_before_the_pass(tmp_path: Path) -> None:
-    (tmp_path / "exists").mkdir()
-    with pytest.raises(BuildError, match="already exists"):
+    (tmp_path / "exists").mkdir()  # not an atlas: said at once (no --overwrite advice)
+    with pytest.raises(BuildError, match="exists and is not an atlas"):
         build_tiny(tmp_path / "exists")
     with pytest.raises(BuildError, match="unknown layer"):
         build_tiny(tmp_path / "a", layers=["1", "nope"])
@@ -307,6 +307,8 @@ def test_overwrite_never_deletes_a_folder_that_is_not_an_atlas(tmp_path: Path) -
     (user / "sub").mkdir(parents=True)
     (user / "notes.txt").write_text("my notes")
     (user / "sub" / "data.csv").write_text("1,2")
+    with pytest.raises(BuildError, match="is not an atlas"):
+        build_tiny(user)  # the first answer already says it, not "pass --overwrite"
     with pytest.raises(BuildError, match="is not an atlas") as info:
         build_tiny(user, overwrite=True)
     assert "\n" not in str(info.value)
@@ -321,6 +323,19 @@ def test_overwrite_never_deletes_a_folder_that_is_not_an_atlas(tmp_path: Path) -
     with pytest.raises(BuildError, match="is not an atlas"):
         build_tiny(plain_file, overwrite=True)
     assert plain_file.read_text() == "x"
+
+
+def test_a_new_atlas_is_readable_as_the_umask_says(tmp_path: Path) -> None:
+    """The writer's private temporary folder (0700) became the atlas: a server running as
+    another user could not read it. It gets what the umask gives any new folder."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        path = build_tiny(tmp_path / "atlas", crops_per_channel=0)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o755
 
 
 def test_a_second_build_to_the_same_output_is_refused(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def bad_weights(tmp_path: Path) -> str:
         (["--weights", "{tmp}/none.pt"], "weights file not found"),
         (["--normalize", "1,2,3"], "bad --normalize"),
         (["--tau", "2"], r"tau must be in \(0, 1\]"),
-        (["--out", "{data}"], "already exists"),
+        (["--out", "{data}"], "exists and is not an atlas"),
     ],
 )
 def test_bad_input_is_one_line_before_work(
