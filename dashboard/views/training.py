@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
@@ -261,8 +262,11 @@ def grid_rows(trace: TraceData, state: ViewState) -> Any:
 
 
 def picked_row(trace: TraceData, state: ViewState, rows: Any) -> int | None:
-    """The picked image: the state's row if valid, else the first row of the grid."""
-    if state.trace_row is not None and 0 <= state.trace_row < trace.num_images:
+    """The picked image: the state's row if the grid's filters keep it, else the grid's
+    first row. Selecting another class (anywhere) therefore explains one of its images,
+    not the previous class's image with the new class's grid beside it."""
+    kept = set(np.asarray(rows).tolist())
+    if state.trace_row is not None and state.trace_row in kept:
         return state.trace_row
     return int(rows[0]) if len(rows) else None
 
@@ -345,7 +349,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     if row is None:
         return (None, grid_note, grid, note("Pick an image from the grid."), None, None, *empty)
     if row not in set(shown.tolist()):
-        grid.insert(0, _tile(context, trace, row, row))  # the picked image stays visible
+        grid.insert(0, _tile(context, trace, row, row))  # picked beyond the first GRID_LIMIT
     label, pred = int(trace.label[row]), int(trace.prediction[row])
     arrays = trace.image(row, layer)
     norm = float(arrays["norms"][layer, 0])

@@ -242,3 +242,21 @@ def test_missing_trace_part_is_a_note(small_atlas: Path, tmp_path: Path) -> None
     assert "python -m compute demo" in text and "docs/trace.md" in text
     out = training.render(context, None)
     assert "no training trace" in out[0].children
+
+
+def test_a_picked_image_of_another_class_gives_way_to_the_new_class() -> None:
+    """Picked a zero, then selected class six in the sidebar: the view explained the zero
+    beside six's grid. The picked image counts only while the grid's filters keep it."""
+    import numpy as np
+
+    from dashboard.state import ViewState
+    from dashboard.views.training import picked_row
+
+    class Trace:
+        num_images = 10
+
+    rows_of_six = np.array([3, 5, 8])
+    assert picked_row(Trace(), ViewState(cls=6, trace_row=5), rows_of_six) == 5
+    assert picked_row(Trace(), ViewState(cls=6, trace_row=2), rows_of_six) == 3
+    assert picked_row(Trace(), ViewState(cls=6, trace_row=None), rows_of_six) == 3
+    assert picked_row(Trace(), ViewState(cls=6, trace_row=2), np.array([], dtype=int)) is None
