@@ -214,6 +214,7 @@ def run_featurevis(
             device=device,
             seed=config.seed,
             layers=indices,
+            progress=progress,
         )
         atlas = Atlas.open(atlas_path)
     if not channels:

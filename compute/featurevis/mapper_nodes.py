@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from torch import nn
+from tqdm import tqdm
 
 from compute.atlas import PART_MAPPER, Atlas, AtlasError, mapper_inversion_path, update_atlas
 from compute.featurevis.param import ImageSpace
@@ -78,6 +79,7 @@ def render_mapper_inversions(
     device: str = "cpu",
     seed: int = 0,
     layers: list[int] | None = None,
+    progress: bool = True,
 ) -> int:
     """Render and add the inversion image of every node of each layer's default graph.
 
@@ -88,6 +90,7 @@ def render_mapper_inversions(
         device: where to optimise.
         seed: render seed (same seed, same bytes).
         layers: layer indices (``None``: every layer).
+        progress: a progress bar over the layers (each takes seconds to minutes).
 
     Returns:
         The number of images written.
@@ -108,7 +111,7 @@ def render_mapper_inversions(
     written = 0
     counts: dict[str, int] = {}
     with update_atlas(atlas.path) as sink:
-        for i in chosen:
+        for i in tqdm(chosen, desc="Mapper node inversions", unit="layer", disable=not progress):
             layer = atlas.layers[i]
             graph = default_graph(atlas, i)
             if graph.num_nodes == 0:
