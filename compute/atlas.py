@@ -325,6 +325,10 @@ def example_crop_path(layer_index: int, channel: int, rank: int, ext: str = "png
     return f"images/{layer_index:02d}/{channel}-{rank}.{ext}"
 
 
+#: Diversity images per channel in the ``featurevis`` part (``div-0`` .. ``div-3``).
+DIVERSITY_IMAGES = 4
+
+
 def featurevis_path(layer_index: int, channel: int, kind: str = "vis") -> str:
     """Path of a channel's feature visualization (``kind="vis"``) or ``"div-0"``..``"div-3"``."""
     return f"featurevis/{layer_index:02d}/{channel}-{kind}.png"

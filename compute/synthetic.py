@@ -34,6 +34,7 @@ from PIL import Image
 from compute.atlas import (
     CLASS_PATHS,
     CONFUSION_PATH,
+    DIVERSITY_IMAGES,
     GRAPH_PATHS,
     PART_EMBEDDING,
     PART_EXAMPLES,
@@ -81,7 +82,6 @@ CROP_SIZE = 32
 #: Side of the synthetic feature visualizations (a real atlas stores them at input size;
 #: small pictures keep the synthetic atlas quick to write and light to serve).
 FEATUREVIS_SIZE = 64
-DIVERSITY_IMAGES = 4
 TRACE_EPOCHS = 6
 TRACE_TOP_K = 10
 TRACE_BINS = 20

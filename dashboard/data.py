@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from compute.atlas import (
+    DIVERSITY_IMAGES,
     MANIFEST,
     PART_EMBEDDING,
     PART_EXAMPLES,
@@ -72,8 +73,6 @@ HOW_TO_COMPUTE = {
     PART_FEATUREVIS: "python -m compute featurevis --atlas ATLAS",
     PART_MAPPER: _REBUILD,
 }
-#: Diversity images per channel in the featurevis part (``div-0`` .. ``div-3``).
-DIVERSITY_IMAGES = 4
 
 #: How a layer pair's influence counts were made, for people, by the manifest's
 #: ``connection`` kind (docs/atlas.md); ``UNKNOWN`` for atlases that do not record it.

@@ -31,16 +31,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from compute.atlas import PART_FEATUREVIS, Atlas, AtlasError, featurevis_path, update_atlas
+from compute.atlas import (
+    DIVERSITY_IMAGES,
+    PART_FEATUREVIS,
+    Atlas,
+    AtlasError,
+    featurevis_path,
+    update_atlas,
+)
 from compute.checkpoint import model_fingerprint
 from compute.featurevis.param import ImageSpace
 from compute.featurevis.render import RenderConfig, invert_activations, render_channels
 from compute.models import get_model
 
 log = logging.getLogger(__name__)
-
-#: Diversity images per channel (the atlas stores ``div-0`` .. ``div-3``).
-DIVERSITY_IMAGES = 4
 
 
 def default_steps(space: ImageSpace) -> int:
