@@ -13,8 +13,10 @@
    setting side by side: ``off`` (no redirect, post-activation objective), ``lucid16``
    (the previous default: redirect for 16 steps, pre-activation objective) and ``fix``
    (the default: redirect on every step, to each dead channel's peak unit,
-   post-activation objective); ``lucid_all`` (as ``fix`` with Lucid's redirect to every
-   unit) is there to compare, with ``--settings``. Targets: >= 95%
+   post-activation objective, channels still dead after the render retried once);
+   ``lucid_all`` (as ``fix`` with Lucid's redirect to every
+   unit) and ``fix_noretry`` (``fix`` without the retry of channels still dead after the
+   render) are there to compare, with ``--settings``. Targets: >= 95%
    above the median, >= 80% above the top example. Not part of ``all``.
 
 Examples:
@@ -117,9 +119,15 @@ def bench_googlenet(args: argparse.Namespace) -> dict[str, float]:
 
 #: The render settings ``quality`` compares (``RenderConfig`` overrides).
 QUALITY_SETTINGS: dict[str, dict[str, object]] = {
-    "off": {"redirect_steps": 0, "pre_activation": False},
-    "lucid16": {"redirect_steps": 16, "pre_activation": True, "redirect_to_peak": False},
-    "lucid_all": {"redirect_to_peak": False},
+    "off": {"redirect_steps": 0, "pre_activation": False, "retry_dead": False},
+    "lucid16": {
+        "redirect_steps": 16,
+        "pre_activation": True,
+        "redirect_to_peak": False,
+        "retry_dead": False,
+    },
+    "lucid_all": {"redirect_to_peak": False, "retry_dead": False},
+    "fix_noretry": {"retry_dead": False},
     "fix": {},
 }
 MEDIAN_TARGET, TOP_TARGET = 0.95, 0.80

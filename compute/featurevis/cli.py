@@ -263,6 +263,7 @@ def run_featurevis(
                 "steps": "all" if config.redirect_steps is None else config.redirect_steps,
                 "to_peak": config.redirect_to_peak,
             },
+            "retry_dead": config.retry_dead,
             "diversity_images": DIVERSITY_IMAGES,
             "diversity_weight": config.diversity_weight,
             "steps": config.steps,

@@ -11,6 +11,10 @@ no gradient at all. Every ReLU call of the model, module or functional, runs dur
 render with a redirected gradient after Lucid's (:class:`RedirectedReLUs`,
 :class:`_RedirectedReLU`); see ``docs/featurevis.md`` for the method and its figures.
 
+A plain visualization that still leaves its channel at exactly 0 after the render is
+re-optimised once (another seed, twice the steps) and the better image kept
+(``RenderConfig.retry_dead``, :func:`render_channels`).
+
 Determinism: the initial coefficients and every random transform come from a
 :class:`torch.Generator` seeded from ``RenderConfig.seed``, the layer and the batch, so a
 fixed seed gives the same bytes on CPU. (On CUDA, ``grid_sample``'s backward uses atomic
@@ -28,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +46,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from compute.featurevis import objectives
-from compute.featurevis.param import FourierImage, ImageSpace, to_uint8
+from compute.featurevis.param import FourierImage, ImageSpace, from_uint8, to_uint8
 from compute.featurevis.transforms import RandomAffine, TransformConfig
 
 log = logging.getLogger(__name__)
@@ -92,6 +97,12 @@ class RenderConfig:
             one does), the redirected gradient of a dead channel raises its largest unit
             only (``True``) or, as Lucid's, every unit (``False``); see
             :class:`_RedirectedReLU`. Hidden ReLUs always use Lucid's form.
+        retry_dead: in a plain feature visualization (:func:`render_channels` with
+            ``diversity=0``), re-optimise once, from another seed and with twice the
+            steps, every channel whose finished image does not activate it at all
+            (spatial max of the layer's output <= 0), and keep whichever of the two
+            images activates it more. Costs one extra forward pass per batch when no
+            channel is dead. See :func:`render_channels`.
     """
 
     steps: int = 256
@@ -104,6 +115,7 @@ class RenderConfig:
     redirect_steps: int | None = None
     pre_activation: bool = False
     redirect_to_peak: bool = True
+    retry_dead: bool = True
 
 
 class _StopForward(Exception):
@@ -405,6 +417,94 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[start : start + max(1, size)])
 
 
+def own_activation(
+    model: nn.Module,
+    layer: str,
+    images: np.ndarray,
+    channels: Sequence[int],
+    space: ImageSpace,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """How much each image activates its own channel: the spatial max of the layer's output.
+
+    The statistic of Summit's top examples (``compute.summit.activation.spatial_max``,
+    post-activation) and of ``bench/bench_featurevis.py quality``, measured on the
+    ``uint8`` images as they are stored. One forward pass, model in eval mode.
+
+    Args:
+        model: the network, on ``device``.
+        layer: module name.
+        images: ``uint8[N, H, W, C]``, e.g. :func:`render_channels`' output.
+        channels: ``N`` channels, one per image.
+        space: the model's input space.
+        device: where to run the model.
+
+    Returns:
+        ``float[N]`` on CPU (``<= 0``: the image does not activate its channel at all).
+    """
+    pixels = from_uint8(images).to(device)
+    with torch.no_grad(), _frozen(model), LayerCapture(model, layer) as capture:
+        acts = capture(space.normalise(pixels))
+    peaks = acts.flatten(2).amax(dim=2) if acts.ndim > 2 else acts
+    index = torch.as_tensor(list(channels), dtype=torch.int64, device=peaks.device)
+    return peaks.gather(1, index[:, None])[:, 0].float().cpu()
+
+
+def _retry_dead(
+    model: nn.Module,
+    layer: str,
+    chunk: list[int],
+    images: np.ndarray,
+    space: ImageSpace,
+    config: RenderConfig,
+    seed: int,
+    device: str | torch.device,
+) -> np.ndarray:
+    """Re-optimise the channels of a finished batch whose image leaves them at <= 0.
+
+    One retry per dead channel, all of a batch's dead channels together, from the seed
+    ``batch_seed(seed, "retry", 1)`` and with ``2 * config.steps`` steps; each keeps the
+    image (first or retry) that activates it more (the first on a tie). Deterministic:
+    the retry's seed and batch follow from the first batch's seed and result.
+    """
+    own = own_activation(model, layer, images, chunk, space, device).nan_to_num(nan=-np.inf)
+    dead = [i for i in range(len(chunk)) if not own[i] > 0]
+    if not dead:
+        return images
+    channels = [chunk[i] for i in dead]
+    targets = torch.tensor(channels, dtype=torch.int64, device=device)
+
+    def objective(acts: torch.Tensor) -> torch.Tensor:
+        return objectives.channel(acts, targets)
+
+    retry = dataclasses.replace(config, steps=2 * config.steps)
+    again = optimise(
+        model,
+        layer,
+        objective,
+        len(dead),
+        space,
+        retry,
+        seed=batch_seed(seed, "retry", 1),
+        device=device,
+    )
+    own_again = own_activation(model, layer, again, channels, space, device)
+    images = images.copy()
+    rescued = 0
+    for j, i in enumerate(dead):
+        if own_again[j] > own[i]:
+            images[i] = again[j]
+            rescued += int(own_again[j] > 0)
+    log.debug(
+        "%s: %d dead channels re-optimised (%d steps), %d now fire",
+        layer,
+        len(dead),
+        retry.steps,
+        rescued,
+    )
+    return images
+
+
 def render_channels(
     model: nn.Module,
     layer: str,
@@ -421,7 +521,14 @@ def render_channels(
     The channel objective is the spatial mean of the channel's activation (the layer's
     output; its input for an activation module with ``config.pre_activation``); every
     ReLU of the model has the redirected gradient (:class:`RedirectedReLUs`), so a
-    channel that is off on the start image still moves. For diversity,
+    channel that is off on the start image still moves. A plain visualization
+    (``diversity=0``, ``config.retry_dead``) that still leaves its channel at exactly 0
+    when the batch is done (:func:`own_activation` ``<= 0``: the redirect gave it a
+    gradient, but not enough steps) is optimised once more, with the batch's other dead
+    channels, from the seed ``batch_seed(seed, "retry", 1)`` and with twice the steps;
+    the image that activates the channel more is kept (shapes CNN, ``block4``, 256
+    steps: no blank channel instead of 1 of 29; see docs/featurevis.md). A batch with
+    no dead channel costs one extra forward pass. For diversity,
     each channel's ``K = diversity`` images form a group whose Gram-matrix similarity is
     penalised (Lucid's ``diversity``), weighted relative to the group's mean activation.
 
@@ -465,6 +572,8 @@ def render_channels(
         images = optimise(
             model, layer, objective, len(chunk) * k, space, config, seed=seed, device=device
         )
+        if diversity == 0 and config.retry_dead:
+            images = _retry_dead(model, layer, chunk, images, space, config, seed, device)
         results.append(
             images if diversity == 0 else images.reshape(len(chunk), k, *images.shape[1:])
         )

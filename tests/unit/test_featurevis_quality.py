@@ -9,6 +9,7 @@ quality`` measures the rates on the trained shapes CNN and ResNet-18.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from compute.featurevis import ImageSpace, LayerCapture, RenderConfig, from_uint8, render_channels
-from compute.featurevis.render import RedirectedReLUs, _mark_objective_relu, _RedirectedReLU
+from compute.featurevis.render import (
+    RedirectedReLUs,
+    _mark_objective_relu,
+    _RedirectedReLU,
+    own_activation,
+)
 from compute.summit.activation import spatial_max
 from tests.helpers.shapes import MEAN, STD, shapes_cnn, shapes_dataset
 
@@ -185,3 +191,45 @@ def test_render_with_redirect_is_deterministic() -> None:
     a = render_channels(functional, "1", [1, 2], SPACE, RenderConfig(steps=8))
     b = render_channels(functional, "1", [1, 2], SPACE, RenderConfig(steps=8))
     assert a.tobytes() == b.tobytes()
+
+
+def test_retry_rescues_channels_still_dead_after_a_short_render(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A channel whose image leaves it at 0 is re-optimised (other seed, twice the steps)
+    and the better image kept; channels that fire keep their first image, byte for byte.
+    Fails without the retry: at 4 steps several channels of this model are still off."""
+    model = functional_cnn()
+    images, _ = shapes_dataset(200, seed=5)
+    firing = [int(c) for c in (layer_maxima(model, "1", images) > 0).any(dim=0).nonzero()[:, 0]]
+    plain = render_channels(model, "1", firing, SPACE, RenderConfig(steps=4, retry_dead=False))
+    retried = render_channels(model, "1", firing, SPACE, RenderConfig(steps=4))
+    before = own_activation(model, "1", plain, firing, SPACE)
+    after = own_activation(model, "1", retried, firing, SPACE)
+    dead = before <= 0
+    assert int(dead.sum()) >= 4
+    assert int((after <= 0).sum()) <= int(dead.sum()) // 2  # most dead ones rescued
+    assert bool((after >= before).all())  # the better image is kept
+    assert np.array_equal(retried[~dead.numpy()], plain[~dead.numpy()])
+    again = render_channels(model, "1", firing, SPACE, RenderConfig(steps=4))
+    assert again.tobytes() == retried.tobytes()  # deterministic
+    # A batch without a dead channel is not optimised again (one forward to check).
+    from compute.featurevis import render
+
+    config = RenderConfig(steps=4, batch_channels=2)
+    first = render_channels(
+        model, "1", firing, SPACE, dataclasses.replace(config, retry_dead=False)
+    )
+    off = (own_activation(model, "1", first, firing, SPACE) <= 0).view(-1, 2).any(dim=1)
+    assert 0 < int(off.sum()) < len(off)
+
+    calls: list[int] = []
+    original = render.optimise
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(render, "optimise", counting)
+    render_channels(model, "1", firing, SPACE, config)
+    assert len(calls) == len(off) + int(off.sum())
