@@ -834,5 +834,7 @@ def register(app: Dash, context: ViewContext) -> None:
             patch["data"][0]["selectedpoints"] = picked
             patch["data"][0]["unselected"] = {"marker": {"opacity": 0.15}}
         else:
+            # Both keys back to what a fresh figure has: a clicked view equals its link's.
             patch["data"][0]["selectedpoints"] = None
+            patch["data"][0]["unselected"] = None
         return patch
