@@ -523,9 +523,6 @@ def topology_node_elements(
 ) -> list[dict[str, Any]]:
     """The node elements of :func:`topology_elements` for ``nodes`` only (same arguments).
 
-    A class switch redraws only the nodes holding the old or the new class
-    (:func:`class_switch_nodes`); every other node's element does not depend on the class.
-
     Args:
         result: the computed graph (with at least one node).
         nodes: node indices, in the order wanted.
@@ -599,19 +596,6 @@ def topology_node_elements(
             }
         )
     return elements
-
-
-def class_switch_nodes(result: MapperResult, old: int | None, new: int | None) -> list[int]:
-    """Nodes whose element changes when the selected class goes from ``old`` to ``new``:
-    those holding either class (ascending). Every other node's pie, colour and ring do not
-    depend on the selected class (a pie shows the selected class only if the node holds it).
-    """
-    counts = result.stats.class_counts
-    held = np.zeros(counts.shape[0], dtype=bool)
-    for c in (old, new):
-        if c is not None and 0 <= c < counts.shape[1]:
-            held |= np.asarray(counts[:, c]) > 0
-    return np.flatnonzero(held).tolist()
 
 
 def topology_stylesheet() -> list[dict[str, Any]]:

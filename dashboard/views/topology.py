@@ -26,13 +26,11 @@ from dashboard.mapper import (
     MapperData,
     MapperResult,
     class_colour,
-    class_switch_nodes,
     class_table,
     node_classes,
     node_label,
     shape_summary,
     topology_elements,
-    topology_node_elements,
     topology_stylesheet,
 )
 from dashboard.state import (
@@ -570,11 +568,7 @@ class _Drawn:
     shape: Shape | None
 
     def key(self, digest: str) -> dict[str, Any]:
-        """What the drawn elements depend on (JSON-able, no server path); ``cls`` apart.
-
-        Two renders with equal keys but another ``cls`` differ only in the nodes holding
-        either class (:func:`class_switch_nodes`).
-        """
+        """What the drawn elements depend on (JSON-able, no server path); ``cls`` apart."""
         graph = self.result.graph
         return {
             "atlas": digest,
@@ -679,10 +673,12 @@ def update(context: ViewContext, stored: Any, shown: Any, exact: bool = False) -
     """The view's callback: :func:`render`'s outputs plus the key of what is drawn.
 
     ``shown`` is the key of what the browser draws (the ``TOPO_SHOWN`` store). When the new
-    state draws the same graph the same way, nothing is sent; when only the selected class
-    changed, the elements are patched (the nodes holding the old or the new class) and only
-    the status and an opened node's panel are rebuilt. The Summit views' changes (a class
-    switch above all) thus cost a few kilobytes here instead of the whole graph.
+    state draws the same graph the same way (another view's change), nothing is sent;
+    otherwise the whole graph is. A class switch used to send a patch of the nodes holding
+    either class, addressed by list index: with a slow recomputation still in flight the
+    browser's list was not the one the patch assumed, and the graph lost nodes and edges
+    (clicks during a metric change; tests/e2e/test_topology_e2e.py). Whole renders cannot
+    be applied to the wrong list.
 
     Args:
         context: the view context.
@@ -699,47 +695,9 @@ def update(context: ViewContext, stored: Any, shown: Any, exact: bool = False) -
         same = {k: v for k, v in shown.items() if k != "cls"} == {
             k: v for k, v in key.items() if k != "cls"
         }
-        old = shown.get("cls")
-        if same and old == key["cls"]:
+        if same and shown.get("cls") == key["cls"]:
             return (no_update,) * 8
-        if same and isinstance(old, int) and not isinstance(old, bool):
-            return (*_class_switch(context, drawn, old), key)
     return (*_render_drawn(context, drawn), key)
-
-
-def _class_switch(context: ViewContext, drawn: _Drawn, old: int) -> tuple[Any, ...]:
-    """:func:`render`'s outputs after a class switch from ``old``: Patch and no_update."""
-    data = context.data
-    state, result = drawn.state, drawn.result
-    patch: Any = no_update
-    nodes = class_switch_nodes(result, old, state.cls)
-    if nodes:
-        patch = Patch()
-        changed = topology_node_elements(
-            result,
-            nodes,
-            selected=state.cls,
-            colour=state.topo_colour,
-            picked=drawn.node,
-            shape=drawn.shape,
-            names=data.names,
-        )
-        for k, element in zip(nodes, changed, strict=True):
-            patch[k] = element
-    panel = (
-        no_update
-        if drawn.node is None
-        else node_panel(context, drawn.mapper, result, drawn.node, state.cls)
-    )
-    return (
-        patch,
-        _status(result, state.cls, data.names[state.cls]),
-        no_update,
-        no_update,
-        panel,
-        no_update,
-        no_update,
-    )
 
 
 def register(app: Dash, context: ViewContext) -> None:

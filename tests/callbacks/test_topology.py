@@ -225,41 +225,23 @@ def apply_patch(value: list[Any], patch: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("colour", ["pie", "share", "norm"])
-def test_class_switch_patch_equals_a_full_render(
+def test_a_class_switch_sends_the_whole_graph(
     topo_atlas: Path, tmp_path: Path, colour: str
 ) -> None:
-    """Every switch between two classes: the old elements with the patch applied are the
-    new state's full render (reference: :func:`topology.render`), and so are status and
-    panel; outputs that do not depend on the class are not sent."""
+    """Every switch between two classes redraws the whole graph, equal to a full render of
+    the new state: a patch addressed by list index was applied to another list while a
+    slow recomputation was in flight (tests/e2e/test_topology_e2e.py)."""
     context = context_for(topo_atlas, tmp_path)
     base = ViewState.from_query(
         f"?{SHAPES_QUERY}&tlayer=0&tnode=0&tshape=1&tcol={colour}", num_classes=6, num_layers=3
     )
-    sizes = []
     for old, new in itertools.permutations(range(6), 2):
-        before = topology.update(context, base.with_(cls=old).to_dict(), None)
-        shown = before[-1]
-        assert shown["cls"] == old
+        shown = topology.update(context, base.with_(cls=old).to_dict(), None)[-1]
         after = topology.update(context, base.with_(cls=new).to_dict(), shown)
         full = topology.render(context, base.with_(cls=new).to_dict())
-        elements = before[0] if after[0] is no_update else apply_patch(before[0], after[0])
-        assert elements == full[0], (old, new)
-        assert str(after[1]) == str(full[1])  # the status names the class
-        assert str(after[4]) == str(full[4])  # the opened node's table marks the class
-        assert after[2] is no_update and after[3] is no_update  # notes and shapes
-        assert after[5] is no_update and after[6] is no_update  # node classes, exact button
+        assert after[0] == full[0], (old, new)
+        assert str(after[1]) == str(full[1]) and str(after[4]) == str(full[4])
         assert after[7] == {**shown, "cls": new}
-        patched = len(after[0].to_plotly_json()["operations"]) if after[0] is not no_update else 0
-        sizes.append(patched)
-    # Only the nodes holding either class are sent, not the whole graph each time.
-    assert max(sizes) > 0 and min(sizes) < result_nodes(context, base)
-
-
-def result_nodes(context: ViewContext, state: ViewState) -> int:
-    """Nodes of the graph ``state`` shows."""
-    mapper = topology.mapper_data(context.data)
-    layer = topology.topo_layer(context, state)
-    return mapper.result(layer, mapper.params(state, layer)[0]).graph.num_nodes
 
 
 def test_topology_update_sends_nothing_or_everything(topo_atlas: Path, tmp_path: Path) -> None:

@@ -115,8 +115,8 @@ def test_topology_parameters_node_and_shapes(
     row.click()
     wait_until(lambda: query(dash_duo).get("class") == picked, message="class not selected")
     dash_duo.wait_for_contains_text("#topo-status", ": ")
-    # The class switch patches the drawn graph (only nodes holding either class are sent):
-    # the browser's nodes are those of a full render for the new state.
+    # The class switch redraws the graph: the browser's nodes are those of a full render
+    # for the new state.
     expected = reference_nodes(topo_atlas, tmp_path, query(dash_duo))
     wait_until(
         lambda: browser_nodes(dash_duo) == expected, message="graph not redrawn for the class"
@@ -242,3 +242,51 @@ def test_a_view_hears_only_the_state_it_reads(
         message="a class switch must reach the Summit and Topology views",
     )
     assert dash_duo.get_logs() == []
+
+
+def test_clicks_during_a_slow_recomputation_leave_the_right_graph(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Switch the metric (a new index: a slow recomputation), then click two classes at
+    once: the graph on screen equals a fresh load of the URL. A class switch used to patch
+    elements by list index, and applied to another list lost 14 nodes and 27 edges."""
+    from tests.e2e.browser import serve_app
+
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=1&compare=3&ti=10")
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
+    time.sleep(1.0)
+
+    def click(selector: str) -> None:
+        element = dash_duo.find_element(selector)
+        dash_duo.driver.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", element
+        )
+
+    click("#topo-metric input[value='cosine']")
+    time.sleep(0.3)
+    click("#sidebar-rows .class-row[data-class='0']")
+    time.sleep(0.3)
+    click("#sidebar-rows .class-row[data-class='1']")
+    wait_until(
+        lambda: query(dash_duo).get("tm") == "cosine" and query(dash_duo).get("class") == "1"
+    )
+
+    def drawn() -> tuple[int, int]:
+        return (cy_count(dash_duo, "topo-graph", "node"), cy_count(dash_duo, "topo-graph", "edge"))
+
+    stable: list[tuple[int, int]] = []
+
+    def settled() -> bool:
+        stable.append(drawn())
+        return len(stable) >= 6 and len(set(stable[-6:])) == 1
+
+    wait_until(settled, timeout=40, message="the graph never settled")
+    clicked = stable[-1]
+    url = dash_duo.driver.current_url
+    dash_duo.driver.get("about:blank")
+    dash_duo.driver.get(url)
+    wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
+    stable.clear()
+    wait_until(settled, timeout=40, message="the fresh graph never settled")
+    assert clicked == stable[-1], (clicked, stable[-1], url)
