@@ -39,6 +39,8 @@ import scipy.sparse as sp
 FORMAT_NAME = "network-atlas"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -976,8 +978,6 @@ def read_manifest(root: Path) -> dict[str, Any]:
                 f"file {MANIFEST} in atlas {root}: entry {str(relpath)[:80]!r} of 'files' "
                 "needs an integer 'size' and a hex 'sha256'"
             )
-    if not isinstance(manifest["files"], dict):
-        raise AtlasError(f"key 'files' of {MANIFEST} in atlas {root} is not an object")
     for layer in manifest["layers"]:
         if not isinstance(layer, dict) or not {"name", "channels", "height", "width"} <= set(layer):
             raise AtlasError(f"a layer entry of {MANIFEST} in atlas {root} is malformed")
@@ -1044,9 +1044,6 @@ class _FileSink:
 
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode("utf-8")
-
-
-log = logging.getLogger(__name__)
 
 
 def check_output(out: str | os.PathLike[str], *, overwrite: bool) -> None:

@@ -697,6 +697,11 @@ def build_atlas(
         stages.done("validate")
 
         dataset = getattr(loader, "dataset", None)
+        # The model's state digest: the checkpoints' fingerprint and the manifest's
+        # model.state_sha256 (hashed once; the pass changes no weight or buffer).
+        weights_digest = (
+            model_fingerprint(model) if checkpoint_every is not None or rank.is_main else None
+        )
         store = None
         resumed = None
         if checkpoint_every is not None:
@@ -714,7 +719,7 @@ def build_atlas(
                 "shard": [shard.start, shard.stop] if shard is not None else None,
             }
             print_now = Fingerprint(
-                model_fingerprint(model), data_fingerprint(dataset, images), parameters_now
+                weights_digest, data_fingerprint(dataset, images), parameters_now
             )
             directory = (
                 checkpoint_dir if checkpoint_dir is not None else default_checkpoint_dir(out)
@@ -857,7 +862,7 @@ def build_atlas(
             "num_parameters": num_parameters(model),
             "input_size": list(input_size),
             # what later steps (feature visualization) check a rebuilt model against
-            "state_sha256": model_fingerprint(model),
+            "state_sha256": weights_digest,
             **(model_info or {}),
         }
         info_dataset = {
@@ -1116,9 +1121,9 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
     )
     # Seeded: a model built from random weights (no --weights) is the same in every run,
     # and on every torchrun rank (each rank builds its own copy).
-    with torch.random.fork_rng():
-        torch.manual_seed(args.seed)
-        model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    model = get_model(
+        args.model, weights=args.weights, num_classes=args.num_classes, seed=args.seed
+    )
     grayscale = infer_in_channels(model) == 1
     preprocessing = Preprocessing.from_arg(
         args.normalize, image_size=args.image_size, grayscale=grayscale

@@ -209,7 +209,11 @@ def model_name(spec: str) -> str:
 
 
 def get_model(
-    spec: str, *, weights: str | Path | None = None, num_classes: int | None = None
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
     """Build a model from a spec, optionally loading a state dict, in eval mode on CPU.
 
@@ -221,6 +225,9 @@ def get_model(
             and the weights differ from the default model only in the shape of the
             classifier head (a checkpoint fine-tuned to other classes), the model is
             rebuilt with the checkpoint's number of outputs.
+        seed: build the architecture's random initialisation from this seed (a forked RNG:
+            the caller's stream is untouched), so a model without weights is the same in
+            every run and process (``build --seed``, and feature visualization rebuilding it).
 
     Returns:
         The model, in eval mode.
@@ -235,7 +242,12 @@ def get_model(
         False
     """
     kind, target = parse_spec(spec)
-    model = _construct(spec, kind, target, num_classes)
+    if seed is None:
+        model = _construct(spec, kind, target, num_classes)
+    else:  # the same random initialisation in every run and process; the caller's RNG untouched
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = _construct(spec, kind, target, num_classes)
     if weights is None:
         return model.eval()
     state = read_state_dict(weights)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from compute.atlas import (
@@ -102,9 +101,7 @@ def load_model(
         check_model(atlas, model, f"weights {weights}")
         return model.to(device).eval()
     seed = int((atlas.manifest.get("parameters") or {}).get("seed", 0))
-    with torch.random.fork_rng():  # as the build seeded it (compute.build, --seed)
-        torch.manual_seed(seed)
-        model = get_model(spec, num_classes=info.get("num_classes"))
+    model = get_model(spec, num_classes=info.get("num_classes"), seed=seed)  # as the build
     recorded = info.get("state_sha256")
     if recorded is not None and model_fingerprint(model) == recorded:
         log.info(
