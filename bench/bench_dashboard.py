@@ -1,6 +1,7 @@
 """Time the class-switch callbacks of the dashboard on a 1,000-class synthetic atlas.
 
-A class switch runs, on the server, the state reducer and then every view's render
+A class switch runs the state reducer (in the browser; here its Python reference) and then
+every view's render
 callback (embedding, sidebar rows, the two selectors' options, attribution graph, neuron
 panel, compare graph, Topology view (after the first switch a patch of the nodes holding
 the old or the new class), training view). This calls
@@ -81,6 +82,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
     """Time ``switches`` random class switches; returns milliseconds per callback."""
     data = atlas_data.load(str(atlas_dir), None)
     context = ViewContext(data=data, file_prefix="/atlas-file/")
+    bounds = context.bounds()
     rng = np.random.default_rng(seed)
     state = ViewState(cls=0, compare=1, node="4-0")
     # One warm-up pass over every layer's arrays, as a worker has after its first requests.
@@ -101,7 +103,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
     for _ in range(switches):
         target = int(rng.integers(data.num_classes))
         start = time.perf_counter()
-        new = apply_event(state, ids.SEARCH, target)
+        new = apply_event(state, ids.SEARCH, target, bounds)
         new = context.state(new.to_dict())
         stored = new.to_dict()
         times["reducer"].append((time.perf_counter() - start) * 1000.0)

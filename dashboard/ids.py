@@ -7,6 +7,10 @@ from __future__ import annotations
 
 # -- page plumbing --------------------------------------------------------------------
 STATE = "state"  # dcc.Store: the ViewState as a dict (ids and indices only)
+#: Namespace of the browser's state reducers (``assets/state.js``).
+REDUCERS = "network_atlas_state"
+#: dcc.Store: what the browser's reducers need (``dashboard.views.shell.state_rules``)
+STATE_RULES = "state-rules"
 STATE_URL = "state-url"  # dcc.Location(refresh=False): the state written back to the URL
 #: dcc.Stores: copies of STATE per group of views (``dashboard.state.VIEW_GROUPS``), written
 #: in the browser only when a field that group reads changed, so a Topology control does not

@@ -123,6 +123,36 @@ def _hex(colours: tuple[str, ...], t: float) -> str:
     return "#" + "".join(f"{v:02x}" for v in rgb)
 
 
+def legend_classes(
+    class_counts: np.ndarray, selected: int | None, limit: int = 10
+) -> list[tuple[int, str]]:
+    """The classes a pie legend names: ``[(class, colour), ...]``, the selected class
+    first (if the graph holds it), then the classes with the most members over all nodes
+    (ties: lowest index), at most ``limit``; ``(-1, OTHER)`` last when classes are left out.
+
+    Args:
+        class_counts: int ``[nodes, classes]`` members of each class per node.
+        selected: the selected class.
+        limit: classes named.
+
+    Examples:
+        >>> legend_classes(np.array([[5, 0, 2], [1, 0, 9]]), selected=0, limit=2)
+        [(0, '#f97316'), (2, '#9333ea')]
+        >>> legend_classes(np.array([[5, 1, 2]]), selected=None, limit=1)
+        [(0, '#2563eb'), (-1, '#e2e8f0')]
+    """
+    totals = np.asarray(class_counts, dtype=np.int64).sum(axis=0)
+    held = [int(c) for c in np.argsort(-totals, kind="stable") if totals[c] > 0]
+    named: list[int] = []
+    if selected is not None and selected in held:
+        named.append(selected)
+    named += [c for c in held if c != selected][: max(limit - len(named), 0)]
+    legend = [(c, class_colour(c, selected)) for c in named]
+    if len(named) < len(held):
+        legend.append((-1, OTHER))
+    return legend
+
+
 def norm_colour(value: float, lo: float, hi: float) -> str:
     """Sequential colour of a mean L2 norm in ``[lo, hi]``."""
     return _hex(_NORM_SCALE, 0.5 if hi <= lo else (value - lo) / (hi - lo))
@@ -566,15 +596,17 @@ def topology_node_elements(
         # The selected class's share, for the hover line. Always present (0 included):
         # a class switch patches this element, and a key left out would keep its old value.
         data["share"] = round(share, 4)
+        # The pie's slices whatever the colouring (only ``node.pie`` draws them): a colouring
+        # switch patches these elements, and slice keys left out would keep old values.
+        slices = pie_slices(stats.class_counts[k], selected)
+        for i in range(MAX_SLICES):
+            c, pct = slices[i] if i < len(slices) else (-1, 0.0)
+            data[f"c{i + 1}"] = class_colour(c, selected)
+            data[f"p{i + 1}"] = round(pct, 3)
         classes = []
         if colour == "pie":
             classes.append("pie")
             data["colour"] = "#ffffff"
-            slices = pie_slices(stats.class_counts[k], selected)
-            for i in range(MAX_SLICES):
-                c, pct = slices[i] if i < len(slices) else (-1, 0.0)
-                data[f"c{i + 1}"] = class_colour(c, selected)
-                data[f"p{i + 1}"] = round(pct, 3)
         elif colour == "share":
             data["colour"] = share_colour(share)
         else:

@@ -96,6 +96,66 @@ def clamp(value: Any, lo: float, hi: float, *, integer: bool = True) -> float | 
 
 
 @dataclass(frozen=True)
+class StateBounds:
+    """What an event may select in one atlas: the reducers ignore anything outside.
+
+    Attributes:
+        num_classes: classes of the atlas (``cls`` and ``compare`` are below it).
+        num_layers: layers of the Summit part (``layer``, ``topo_layer``, a node's layer).
+        channels: channels per layer (a node's channel is below its layer's).
+        trace_images: explained images of the trace part (``None``: no trace part).
+        trace_layers: traced layers (``None``: no trace part).
+    """
+
+    num_classes: int
+    num_layers: int
+    channels: tuple[int, ...]
+    trace_images: int | None = None
+    trace_layers: int | None = None
+
+    def is_class(self, value: Any) -> bool:
+        """Whether ``value`` is a class index of the atlas."""
+        return is_index(value, self.num_classes)
+
+    def is_layer(self, value: Any) -> bool:
+        """Whether ``value`` is a layer index of the atlas."""
+        return is_index(value, self.num_layers)
+
+    def is_node(self, value: Any) -> bool:
+        """Whether ``value`` is a node id (``"layer-channel"``) of the atlas."""
+        parsed = parse_node_id(value) if isinstance(value, str) else None
+        if parsed is None:
+            return False
+        layer, channel = parsed
+        return layer < min(self.num_layers, len(self.channels)) and channel < self.channels[layer]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the browser's reducers read it)."""
+        return {**asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StateBounds:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "channels": tuple(data["channels"])})
+
+
+def is_index(value: Any, size: int | None) -> bool:
+    """Whether ``value`` is an ``int`` (not a ``bool``) in ``[0, size)`` (``size=None``:
+    any ``int >= 0``).
+
+    Examples:
+        >>> is_index(2, 3), is_index(3, 3), is_index(True, 3), is_index(7, None)
+        (True, False, False, True)
+    """
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= 0
+        and (size is None or value < size)
+    )
+
+
+@dataclass(frozen=True)
 class ViewState:
     """Everything that defines what the dashboard shows.
 
@@ -268,6 +328,12 @@ class ViewState:
             if value is not None and value != getattr(default, field):
                 params.append((self._KEYS[field], str(value)))
         return "?" + urlencode(params, safe="@")
+
+    @classmethod
+    def url_rules(cls) -> dict[str, Any]:
+        """How :meth:`to_search` writes a state, for the browser's reducers: the query key
+        of each field, the fields after ``class`` and the defaults left out."""
+        return {"keys": dict(cls._KEYS), "fields": list(cls._URL_FIELDS), "defaults": asdict(cls())}
 
     # -- dcc.Store ---------------------------------------------------------------------
 

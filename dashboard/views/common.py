@@ -15,7 +15,8 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dashboard import ids
 from dashboard.atlases import AtlasGone
 from dashboard.data import AtlasData, LayerPair
-from dashboard.state import ViewState
+from dashboard.state import StateBounds, ViewState
+from dashboard.trace import trace_data
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,21 @@ class ViewContext:
             num_classes=self.data.num_classes,
             num_layers=self.data.num_layers,
             channels=self.data.channels,
+        )
+
+    def bounds(self) -> StateBounds:
+        """What an event may select in this atlas (the reducers' bounds)."""
+        data = self.data
+        try:
+            trace = trace_data(data)
+        except (OSError, ValueError, KeyError):  # a broken trace part: its view says so
+            trace = None
+        return StateBounds(
+            num_classes=data.num_classes,
+            num_layers=data.num_layers,
+            channels=tuple(int(c) for c in data.channels),
+            trace_images=None if trace is None else trace.num_images,
+            trace_layers=None if trace is None else trace.num_layers,
         )
 
     def layer(self, state: ViewState) -> int:

@@ -1,22 +1,31 @@
-"""The page around the views: its layout and the one state reducer (which writes the URL).
+"""The page around the views: its layout and the state reducers' wiring.
 
-Data flow (no cycles): every control is an *input* of :func:`apply_event`'s callback,
-which writes the single ``ViewState`` store; every view renders *from* that store. The
-reducers (this one, Topology's and Training's) also write the new state into the URL (a
-``dcc.Location(refresh=False)``, so the page is not reloaded). The URL is read once, by
-the Dash Pages layout function.
+Data flow (no cycles): every control is an *input* of one of three reducers (Summit,
+Topology, Training), which run in the browser (``assets/state.js``) so that events apply in
+the order they happen; each writes the single ``ViewState`` store and the URL (a
+``dcc.Location(refresh=False)``, so the page is not reloaded). Every view renders *from*
+that store (through its group's copy). The URL is read once, by the Dash Pages layout
+function. The Python ``apply_*event`` functions are the reducers' reference
+implementation; the script gets every id, bound and choice from :func:`state_rules`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 
 from dashboard import ids
-from dashboard.state import ViewState, parse_node_id, view_groups
+from dashboard.state import (
+    PICTURES,
+    SORT_ORDERS,
+    StateBounds,
+    ViewState,
+    view_groups,
+)
 from dashboard.views import compare, embedding, graph, neuron, sidebar, topology, training
 from dashboard.views.common import ViewContext, note, percent, register_class_searches
 from dashboard.views.sidebar import ROWS_PAGE
@@ -142,6 +151,7 @@ def page_layout(context: ViewContext, state: ViewState, ignored: Sequence[str] =
                 id=ids.URL_NOTE,
             ),
             dcc.Store(id=ids.STATE, data=state.to_dict()),
+            dcc.Store(id=ids.STATE_RULES, data=state_rules(context)),
             *[dcc.Store(id=store, data=state.to_dict()) for store in GROUP_STORES.values()],
             dcc.Store(id=ids.ROWS_LIMIT, data=ROWS_PAGE),
             dcc.Store(id=ids.ROW_CLICK, data=None),
@@ -173,110 +183,118 @@ def page_layout(context: ViewContext, state: ViewState, ignored: Sequence[str] =
 def _class_from_click(value: Any) -> int | None:
     """The class index carried in ``customdata`` of a Plotly click, if any."""
     try:
-        point = value["points"][0]
-        custom = point["customdata"]
-        return int(custom[0] if isinstance(custom, list) else custom)
-    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+        custom = value["points"][0]["customdata"]
+    except (KeyError, IndexError, TypeError):
         return None
+    if isinstance(custom, list):
+        custom = custom[0] if custom else None
+    return _as_int(custom)
 
 
 def _as_int(value: Any) -> int | None:
-    """``value`` as an int, or ``None`` when it is not a finite number (hostile payloads)."""
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
+    """``value`` as an int: an int, an integral float or a string of digits; else ``None``
+    (booleans, fractions, NaN, Infinity, anything else a hostile payload may hold)."""
+    if isinstance(value, bool):
         return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,9}\s*", value):
+        return int(value)
+    return None
 
 
-def apply_event(state: ViewState, trigger: Any, value: Any) -> ViewState:
-    """The state after one user event (pure; bounds are checked by the caller).
+#: The events of the Summit views: ``(component, property, kind)``. The browser's reducer
+#: (``assets/state.js``) is told each component's kind; :func:`apply_event` is the reference.
+_EVENTS: tuple[tuple[str, str, str], ...] = (
+    (ids.EMBEDDING, "clickData", "plot-class"),
+    (ids.ROW_CLICK, "data", "row"),
+    (ids.SEARCH, "value", "class"),
+    (ids.NEURON_BARS, "clickData", "plot-class"),
+    (ids.COMPARE, "value", "compare"),
+    (ids.LAYER, "value", "layer"),
+    (ids.NODE_THRESHOLD, "value", "node-min"),
+    (ids.EDGE_THRESHOLD, "value", "edge-min"),
+    (ids.SORT, "value", "sort"),
+    (ids.GRAPH, "tapNodeData", "node"),
+    (ids.COMPARE_GRAPH, "tapNodeData", "node"),
+    (ids.NEURON_CLOSE, "n_clicks", "close"),
+    (ids.PICTURES, "value", "pictures"),
+)
+_KINDS: dict[str, str] = {component: kind for component, _, kind in _EVENTS}
 
-    A value that is not what the control sends (a string, NaN, Infinity, a list) leaves
+
+def apply_event(state: ViewState, trigger: Any, value: Any, bounds: StateBounds) -> ViewState:
+    """The state after one event of the Summit views (pure).
+
+    The reference of the browser's reducer (``assets/state.js``, which must agree with it
+    on every event: ``tests/e2e/test_reducers_e2e.py``). A value that is not what the
+    control sends (a string, NaN, Infinity, a list) or that is outside the atlas leaves
     the state as it was.
 
     Args:
         state: the current state.
-        trigger: the id of the component that fired (``ctx.triggered_id``).
+        trigger: the id of the component that fired.
         value: the new value of its property.
+        bounds: what the atlas holds.
     """
-    if trigger == ids.ROW_CLICK:
+    kind = _KINDS.get(trigger) if isinstance(trigger, str) else None
+    if kind == "row":
         picked = _as_int(value.get("cls")) if isinstance(value, dict) else None
-        return state if picked is None else state.with_(cls=picked)
-    if trigger in (ids.EMBEDDING, ids.NEURON_BARS):
+        return state.with_(cls=picked) if bounds.is_class(picked) else state
+    if kind == "plot-class":
         picked = _class_from_click(value)
-        return state if picked is None else state.with_(cls=picked)
-    if trigger == ids.COMPARE and value is None:
+        return state.with_(cls=picked) if bounds.is_class(picked) else state
+    if kind == "compare" and value is None:
         return state.with_(compare=None)
-    number_fields = {
-        ids.SEARCH: "cls",
-        ids.COMPARE: "compare",
-        ids.LAYER: "layer",
-        ids.NODE_THRESHOLD: "node_min",
-        ids.EDGE_THRESHOLD: "edge_min",
-    }
-    if isinstance(trigger, str) and trigger in number_fields:
+    if kind in ("class", "compare"):
         number = _as_int(value)
-        return state if number is None else state.with_(**{number_fields[trigger]: number})
-    if trigger == ids.SORT and value is not None:
-        return state.with_(sort=str(value))
-    if trigger in (ids.GRAPH, ids.COMPARE_GRAPH):
-        node = (value or {}).get("id") if isinstance(value, dict) else None
-        return state.with_(node=node) if parse_node_id(node or "") else state
-    if trigger == ids.NEURON_CLOSE:
+        field = "cls" if kind == "class" else "compare"
+        return state.with_(**{field: number}) if bounds.is_class(number) else state
+    if kind == "layer":
+        number = _as_int(value)
+        return state.with_(layer=number) if bounds.is_layer(number) else state
+    if kind in ("node-min", "edge-min"):
+        number = _as_int(value)
+        field = "node_min" if kind == "node-min" else "edge_min"
+        valid = number is not None and 0 <= number <= 100
+        return state.with_(**{field: number}) if valid else state
+    if kind == "sort":
+        return state.with_(sort=value) if value in SORT_ORDERS else state
+    if kind == "node":
+        node = value.get("id") if isinstance(value, dict) else None
+        return state.with_(node=node) if bounds.is_node(node) else state
+    if kind == "close":
         return state.with_(node=None)
-    if trigger == ids.PICTURES and value is not None:
-        return state.with_(pics=str(value))
+    if kind == "pictures":
+        return state.with_(pics=value) if value in PICTURES else state
     return state
 
 
-_EVENTS: list[tuple[Any, str]] = [
-    (ids.EMBEDDING, "clickData"),
-    (ids.ROW_CLICK, "data"),
-    (ids.SEARCH, "value"),
-    (ids.NEURON_BARS, "clickData"),
-    (ids.COMPARE, "value"),
-    (ids.LAYER, "value"),
-    (ids.NODE_THRESHOLD, "value"),
-    (ids.EDGE_THRESHOLD, "value"),
-    (ids.SORT, "value"),
-    (ids.GRAPH, "tapNodeData"),
-    (ids.COMPARE_GRAPH, "tapNodeData"),
-    (ids.NEURON_CLOSE, "n_clicks"),
-    (ids.PICTURES, "value"),
-]
+def state_rules(context: ViewContext) -> dict[str, Any]:
+    """What the browser's reducers (``assets/state.js``) need to apply an event: the
+    atlas's bounds, the URL's keys and defaults, and each view's events and choices (every
+    fact defined here in Python, none repeated in the script)."""
+    return {
+        "bounds": context.bounds().to_dict(),
+        "url": ViewState.url_rules(),
+        "summit": {"events": dict(_KINDS), "sort": list(SORT_ORDERS), "pictures": list(PICTURES)},
+        "topology": topology.reducer_rules(),
+        "training": training.reducer_rules(),
+    }
 
 
-def update_state(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
-    """Body of the reducer callback: apply the triggering event to the stored state.
-
-    Returns:
-        The new stored state, the search box's and the compare dropdown's values, and the
-        URL query (``no_update`` where nothing changes).
-    """
-    state = context.state(stored)
-    triggered = ctx.triggered[0] if ctx.triggered else {}
-    trigger = ctx.triggered_id
-    value = triggered.get("value")
-    try:
-        new = apply_event(state, trigger, value)
-    except (TypeError, ValueError):  # junk from a hand-crafted request: ignore it
-        new = state
-    new = context.state(new.to_dict())  # bounds-check whatever the client sent
-    if new == state:
-        # e.g. comparing a class with itself: keep the dropdown honest.
-        if trigger == ids.COMPARE and value != new.compare:
-            return no_update, no_update, new.compare, no_update
-        return no_update, no_update, no_update, no_update
-    return (
-        new.to_dict(),
-        new.cls if trigger != ids.SEARCH else no_update,
-        new.compare if new.compare != state.compare or trigger == ids.COMPARE else no_update,
-        new.to_search(),
-    )
+def apply_any_event(state: ViewState, trigger: Any, value: Any, bounds: StateBounds) -> ViewState:
+    """The state after any event of the page: what the browser's three reducers do (for
+    clients that are not a browser: ``bench/``, load tests)."""
+    if isinstance(trigger, str) and trigger in _KINDS:
+        return apply_event(state, trigger, value, bounds)
+    if isinstance(trigger, str) and trigger in training.EVENT_KINDS:
+        return training.apply_training_event(state, trigger, value, bounds)
+    return topology.apply_topology_event(state, trigger, value, bounds)[0]
 
 
-#: Opens the chosen atlas: a full page load, as a link to it would (the views, their state
-#: and the header all belong to one atlas).
 #: The state copy each group of views listens to (groups: :func:`dashboard.state.view_groups`).
 GROUP_STORES: dict[str, str] = {
     "summit": ids.STATE_SUMMIT,
@@ -298,6 +316,8 @@ _SPLIT_STATE_JS = """function(state, ...held) {
 }"""
 
 
+#: Opens the chosen atlas: a full page load, as a link to it would (the views, their state
+#: and the header all belong to one atlas).
 _OPEN_ATLAS_JS = """function(key) {
     if (!key) { return; }
     const url = new URL(window.location.href);
@@ -316,22 +336,24 @@ def register_atlas_picker(app: Dash, page_prefix: str) -> None:
 
 
 def register(app: Dash, context: ViewContext) -> None:
-    """Register the reducer (it also writes the URL), the copy-link, every view's callbacks
-    and the class dropdowns' options."""
+    """Register the Summit reducer (it also writes the URL), the copy-link, every view's
+    callbacks and the class dropdowns' options."""
 
-    # Every reducer writes the URL with the state it writes (``to_search``): no callback
-    # listens to the state just to write the URL back, one request fewer per event.
-    @app.callback(
+    # The reducers run in the browser (``assets/state.js``): each event applies, in the
+    # order it happened, to the state the previous one wrote, and writes the URL. (Server
+    # reducers reading ``State(STATE)`` raced: Dash drops a request still in flight when
+    # the same callback fires again, and two reducers' requests each overwrote the other.)
+    app.clientside_callback(
+        ClientsideFunction(ids.REDUCERS, "reduceSummit"),
         Output(ids.STATE, "data"),
         Output(ids.SEARCH, "value"),
         Output(ids.COMPARE, "value"),
         Output(ids.STATE_URL, "search", allow_duplicate=True),
-        *[Input(component, prop) for component, prop in _EVENTS],
+        *[Input(component, prop) for component, prop, _ in _EVENTS],
         State(ids.STATE, "data"),
+        State(ids.STATE_RULES, "data"),
         prevent_initial_call=True,
     )
-    def reduce_state(*args: Any) -> tuple[Any, Any, Any, Any]:
-        return update_state(context, args[-1])
 
     # Each group of views hears only the state changes it reads (no request otherwise).
     groups = view_groups()

@@ -17,16 +17,30 @@ from functools import lru_cache
 from typing import Any
 
 import dash_cytoscape as cyto
-from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+from dash import (
+    ALL,
+    ClientsideFunction,
+    Dash,
+    Input,
+    Output,
+    Patch,
+    State,
+    ctx,
+    dcc,
+    html,
+    no_update,
+)
 
 from compute.topology import MapperParams, Shape
 from dashboard import ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, AtlasData, file_url
 from dashboard.mapper import (
+    PALETTE,
     MapperData,
     MapperResult,
     class_colour,
     class_table,
+    legend_classes,
     node_classes,
     node_label,
     shape_summary,
@@ -40,8 +54,10 @@ from dashboard.state import (
     TOPO_INTERVALS,
     TOPO_METRICS,
     TOPO_OVERLAP,
+    StateBounds,
     ViewState,
     clamp,
+    is_index,
 )
 from dashboard.views.common import (
     ViewContext,
@@ -307,86 +323,91 @@ def _index_metric(data: AtlasData) -> str:
 
 # -- the state reducer of this view ---------------------------------------------------------
 
-#: Parameters whose change makes a new graph (so the opened node and shape are dropped).
-_GRAPH_FIELDS = {
-    ids.TOPO_LAYER: "topo_layer",
-    ids.TOPO_INTERVALS: "topo_intervals",
-    ids.TOPO_OVERLAP: "topo_overlap",
-    ids.TOPO_EPS: "topo_eps",
-    ids.TOPO_CLUSTER: "topo_cluster",
-    ids.TOPO_METRIC: "topo_metric",
+#: Fields whose change makes a new graph (so the opened node and shape are dropped).
+_GRAPH_FIELDS: tuple[str, ...] = (
+    "topo_layer",
+    "topo_intervals",
+    "topo_overlap",
+    "topo_eps",
+    "topo_cluster",
+    "topo_metric",
+)
+#: Number controls: ``component -> (field, (lo, hi), label)``; values outside are clamped.
+_BOUNDS: dict[str, tuple[str, tuple[int, int], str]] = {
+    ids.TOPO_INTERVALS: ("topo_intervals", TOPO_INTERVALS, "intervals"),
+    ids.TOPO_OVERLAP: ("topo_overlap", TOPO_OVERLAP, "overlap"),
+    ids.TOPO_EPS: ("topo_eps", TOPO_EPS, "ε"),
+    ids.TOPO_JACCARD: ("topo_jaccard", (0, 100), "Jaccard threshold"),
 }
-_BOUNDS = {
-    ids.TOPO_INTERVALS: (TOPO_INTERVALS, "intervals"),
-    ids.TOPO_OVERLAP: (TOPO_OVERLAP, "overlap"),
-    ids.TOPO_EPS: (TOPO_EPS, "ε"),
-    ids.TOPO_JACCARD: ((0, 100), "Jaccard threshold"),
+#: Choice controls: ``component -> (field, options)``.
+_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    ids.TOPO_CLUSTER: ("topo_cluster", TOPO_CLUSTERERS),
+    ids.TOPO_METRIC: ("topo_metric", TOPO_METRICS),
+    ids.TOPO_COLOUR: ("topo_colour", TOPO_COLOURS),
 }
-_CHOICES = {
-    ids.TOPO_CLUSTER: TOPO_CLUSTERERS,
-    ids.TOPO_METRIC: TOPO_METRICS,
-    ids.TOPO_COLOUR: TOPO_COLOURS,
-}
+
+
+def reducer_rules() -> dict[str, Any]:
+    """This view's events for the browser's reducer (``assets/state.js``)."""
+    return {
+        "shape_type": _SHAPE_TYPE,
+        "graph": ids.TOPO_GRAPH,
+        "layer": ids.TOPO_LAYER,
+        "intervals": ids.TOPO_INTERVALS,
+        "bounds": {k: [field, lo, hi, label] for k, (field, (lo, hi), label) in _BOUNDS.items()},
+        "choices": {k: [field, list(options)] for k, (field, options) in _CHOICES.items()},
+        "graph_fields": list(_GRAPH_FIELDS),
+    }
 
 
 def apply_topology_event(
-    state: ViewState, trigger: Any, value: Any, num_layers: int
+    state: ViewState, trigger: Any, value: Any, bounds: StateBounds
 ) -> tuple[ViewState, str | None]:
     """The state after one Topology control event, and a message if a value was refused.
 
-    Numbers outside their range are clamped (the message says so); junk is refused and
-    leaves the state unchanged. A new graph drops the opened node and shape.
+    The reference of the browser's reducer (``assets/state.js``). Numbers outside their
+    range are clamped (the message says so); junk is refused and leaves the state
+    unchanged. A new graph drops the opened node and shape.
 
     Args:
         state: the current state.
         trigger: the id of the component that fired.
         value: its new value.
-        num_layers: layers of the atlas.
+        bounds: what the atlas holds.
     """
-    if isinstance(trigger, dict) and trigger.get("type") == _SHAPE_TYPE:
+    if isinstance(trigger, dict):
         rank = trigger.get("index")
-        if not isinstance(rank, int) or not value:
+        if trigger.get("type") != _SHAPE_TYPE or not is_index(rank, None) or not value:
             return state, None
         return state.with_(topo_shape=None if state.topo_shape == rank else rank), None
     if trigger == ids.TOPO_GRAPH:
         node = value.get("node") if isinstance(value, dict) else None
-        if not isinstance(node, int) or node < 0:
-            return state, None
-        return state.with_(topo_node=node), None
+        return (state.with_(topo_node=node) if is_index(node, None) else state), None
+    message: str | None = None
     if trigger == ids.TOPO_LAYER:
-        if not isinstance(value, int) or not 0 <= value < num_layers:
+        if not bounds.is_layer(value):
             return state, "Unknown layer: ignored."
-        changes: dict[str, Any] = {"topo_layer": value}
+        field, new = "topo_layer", value
     elif trigger in _BOUNDS:
-        (lo, hi), label = _BOUNDS[trigger]
-        number = clamp(value, lo, hi)
+        field, (lo, hi), label = _BOUNDS[trigger]
+        # (``clamp`` reads a list as its first item, as a repeated URL key: not here.)
+        number = None if isinstance(value, (list, dict)) else clamp(value, lo, hi)
         if number is None:
             return state, f"{label} must be a number from {lo} to {hi}: value ignored."
-        field = "topo_jaccard" if trigger == ids.TOPO_JACCARD else _GRAPH_FIELDS[trigger]
-        changes = {field: int(number)}
-        message = None
-        try:
-            exact = float(value) == number
-        except (TypeError, ValueError):
-            exact = False
-        if not exact:
-            message = f"{label} {value} is outside {lo}–{hi}: using {int(number)}."
-        if getattr(state, field) == changes[field]:
-            return state, message
-        if field != "topo_jaccard":
-            changes.update(topo_node=None, topo_shape=None)
-        return state.with_(**changes), message
+        new = int(number)
+        if float(value) != number:
+            message = f"{label} {value} is outside {lo}–{hi}: using {new}."
     elif trigger in _CHOICES:
-        if value not in _CHOICES[trigger]:
-            return state, f"Unknown choice {value!r}: ignored."
-        if trigger == ids.TOPO_COLOUR:
-            return state.with_(topo_colour=value), None
-        changes = {_GRAPH_FIELDS[trigger]: value}
+        field, options = _CHOICES[trigger]
+        if value not in options:
+            return state, "Unknown choice: ignored."
+        new = value
     else:
         return state, None
-    if all(getattr(state, field) == v for field, v in changes.items()):
-        return state, None
-    return state.with_(**changes, topo_node=None, topo_shape=None), None
+    if getattr(state, field) == new:
+        return state, message
+    resets = {"topo_node": None, "topo_shape": None} if field in _GRAPH_FIELDS else {}
+    return state.with_(**{field: new}, **resets), message
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -419,6 +440,50 @@ def _status(result: MapperResult, selected: int, name: str) -> list[Any]:
         ),
     ]
     return pills
+
+
+def colour_legend(result: MapperResult, colour: str, selected: int, names: tuple[str, ...]) -> Any:
+    """What the node colours mean: the classes of the pies (colour by class), or the ends
+    of the norm or share scale."""
+    if result.graph.num_nodes == 0:
+        return None
+    if colour == "norm":
+        return html.Div(
+            "colour: mean L2 norm of a node's activation vectors, dark blue (lowest) to "
+            "yellow (highest)",
+            className="topo-legend",
+        )
+    if colour == "share":
+        return html.Div(
+            f"colour: share of {names[selected]} among a node's images, white (none) to "
+            "orange (all)",
+            className="topo-legend",
+        )
+    items = [
+        html.Span(
+            [
+                html.Span(className="swatch", style={"background": swatch}),
+                " " + (names[c] if c >= 0 else "other classes"),
+            ],
+            className="topo-legend-item" + (" selected" if c == selected else ""),
+        )
+        for c, swatch in legend_classes(result.stats.class_counts, selected)
+    ]
+    repeat = len(names) > len(PALETTE)
+    return html.Div(
+        [
+            html.Span("pie slices: ", className="topo-legend-label"),
+            *items,
+            html.Span(
+                f" (colours repeat every {len(PALETTE)} classes: hover a node for its "
+                "largest class)"
+                if repeat
+                else "",
+                className="topo-legend-label",
+            ),
+        ],
+        className="topo-legend",
+    )
 
 
 def node_panel(
@@ -660,7 +725,10 @@ def _render_drawn(context: ViewContext, drawn: _Drawn) -> tuple[Any, ...]:
         panel = note("Click a node to see its classes and images.")
     return (
         elements,
-        _status(result, state.cls, data.names[state.cls]),
+        [
+            *_status(result, state.cls, data.names[state.cls]),
+            colour_legend(result, state.topo_colour, state.cls, data.names),
+        ],
         messages or None,
         shape_list(result, data.names, drawn.shape_rank if drawn.shape is not None else None),
         panel,
@@ -715,7 +783,9 @@ def register(app: Dash, context: ViewContext) -> None:
         prevent_initial_call=True,
     )
 
-    @app.callback(
+    # The reducer runs in the browser, in event order (``dashboard.views.shell.register``).
+    app.clientside_callback(
+        ClientsideFunction(ids.REDUCERS, "reduceTopology"),
         Output(ids.STATE, "data", allow_duplicate=True),
         Output(ids.TOPO_MESSAGE, "children"),
         Output(ids.TOPO_INTERVALS, "value"),
@@ -731,22 +801,9 @@ def register(app: Dash, context: ViewContext) -> None:
         Input(ids.TOPO_GRAPH, "tapNodeData"),
         Input({"type": _SHAPE_TYPE, "index": ALL}, "n_clicks"),
         State(ids.STATE, "data"),
+        State(ids.STATE_RULES, "data"),
         prevent_initial_call=True,
     )
-    def reduce_topology(*args: Any) -> tuple[Any, Any, Any, Any]:
-        state = context.state(args[-1])
-        trigger = ctx.triggered_id
-        value = ctx.triggered[0].get("value") if ctx.triggered else None
-        try:
-            new, message = apply_topology_event(state, trigger, value, context.data.num_layers)
-        except (TypeError, ValueError):
-            new, message = state, None
-        new = context.state(new.to_dict())
-        shown = note(message, kind="missing") if message else None
-        echo = new.topo_intervals if trigger == ids.TOPO_INTERVALS else no_update
-        if new == state:
-            return no_update, shown, echo, no_update
-        return new.to_dict(), shown, echo, new.to_search()
 
     @app.callback(
         Output(ids.TOPO_GRAPH, "elements"),

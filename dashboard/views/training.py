@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.data import file_url
 from dashboard.links import compare_href
-from dashboard.state import TRACE_FILTERS, ViewState
+from dashboard.state import TRACE_FILTERS, StateBounds, ViewState, is_index
 from dashboard.trace import (
     GRID_LIMIT,
     Example,
@@ -233,22 +233,38 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
 # -- the state reducer of this view -----------------------------------------------------------
 
 
+#: This view's events: ``(component, property, kind)`` (the browser's reducer is told the
+#: kinds; :func:`apply_training_event` is the reference).
+_EVENTS: tuple[tuple[str, str, str], ...] = (
+    (ids.TRACE_PICK, "data", "pick"),
+    (ids.TRACE_LAYER, "value", "layer"),
+    (ids.TRACE_FILTER, "value", "filter"),
+    (ids.TRACE_ALL, "value", "all"),
+)
+EVENT_KINDS: dict[str, str] = {component: kind for component, _, kind in _EVENTS}
+
+
+def reducer_rules() -> dict[str, Any]:
+    """This view's events for the browser's reducer (``assets/state.js``)."""
+    return {"events": dict(EVENT_KINDS), "filters": list(TRACE_FILTERS)}
+
+
 def apply_training_event(
-    state: ViewState, trigger: Any, value: Any, num_images: int, num_layers: int
+    state: ViewState, trigger: Any, value: Any, bounds: StateBounds
 ) -> ViewState:
-    """The state after one Training control event (junk leaves the state unchanged)."""
-    if trigger == ids.TRACE_PICK:
+    """The state after one Training control event (junk, and any event on an atlas without
+    a trace part, leaves the state unchanged). The reference of ``assets/state.js``."""
+    kind = EVENT_KINDS.get(trigger) if isinstance(trigger, str) else None
+    if bounds.trace_images is None:
+        return state
+    if kind == "pick":
         row = value.get("row") if isinstance(value, dict) else None
-        if isinstance(row, int) and not isinstance(row, bool) and 0 <= row < num_images:
-            return state.with_(trace_row=row)
-        return state
-    if trigger == ids.TRACE_LAYER:
-        if isinstance(value, int) and 0 <= value < num_layers:
-            return state.with_(trace_layer=value)
-        return state
-    if trigger == ids.TRACE_FILTER:
+        return state.with_(trace_row=row) if is_index(row, bounds.trace_images) else state
+    if kind == "layer":
+        return state.with_(trace_layer=value) if is_index(value, bounds.trace_layers) else state
+    if kind == "filter":
         return state.with_(trace_filter=value) if value in TRACE_FILTERS else state
-    if trigger == ids.TRACE_ALL:
+    if kind == "all":
         return state.with_(trace_all=1 if value else 0)
     return state
 
@@ -428,29 +444,16 @@ def register(app: Dash, context: ViewContext) -> None:
     atlas, and an atlas without a trace shows a note (no Training controls to fire).
     """
 
-    @app.callback(
+    # The reducer runs in the browser, in event order (``dashboard.views.shell.register``).
+    app.clientside_callback(
+        ClientsideFunction(ids.REDUCERS, "reduceTraining"),
         Output(ids.STATE, "data", allow_duplicate=True),
         Output(ids.STATE_URL, "search", allow_duplicate=True),
-        Input(ids.TRACE_PICK, "data"),
-        Input(ids.TRACE_LAYER, "value"),
-        Input(ids.TRACE_FILTER, "value"),
-        Input(ids.TRACE_ALL, "value"),
+        *[Input(component, prop) for component, prop, _ in _EVENTS],
         State(ids.STATE, "data"),
+        State(ids.STATE_RULES, "data"),
         prevent_initial_call=True,
     )
-    def reduce_training(*args: Any) -> tuple[Any, Any]:
-        trace = trace_data(context.data)
-        if trace is None:
-            return no_update, no_update
-        state = context.state(args[-1])
-        trigger = ctx.triggered_id
-        value = ctx.triggered[0].get("value") if ctx.triggered else None
-        try:
-            new = apply_training_event(state, trigger, value, trace.num_images, trace.num_layers)
-        except (TypeError, ValueError):
-            new = state
-        new = context.state(new.to_dict())
-        return (no_update, no_update) if new == state else (new.to_dict(), new.to_search())
 
     @app.callback(
         Output(ids.TRACE_NOTE, "children"),

@@ -19,7 +19,7 @@ from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.config import Settings
 from dashboard.factory import IMMUTABLE_MAX_AGE, create_app
-from dashboard.state import ViewState
+from dashboard.state import StateBounds, ViewState
 from dashboard.views import compare, embedding, graph, neuron, shell, sidebar
 from dashboard.views.common import ViewContext, guarded
 
@@ -67,6 +67,9 @@ def run_with_trigger(prop_id: str, value: Any, function: Any, *args: Any) -> Any
 # -- the state reducer ------------------------------------------------------------------------
 
 
+BOUNDS = StateBounds(num_classes=10, num_layers=3, channels=(8, 8, 8))
+
+
 @pytest.mark.parametrize(
     ("trigger", "value", "expected"),
     [
@@ -88,29 +91,26 @@ def run_with_trigger(prop_id: str, value: Any, function: Any, *args: Any) -> Any
 )
 def test_apply_event(trigger: str, value: Any, expected: dict[str, Any]) -> None:
     state = ViewState(cls=0, node="0-1")
-    assert shell.apply_event(state, trigger, value) == state.with_(**expected)
+    assert shell.apply_event(state, trigger, value, BOUNDS) == state.with_(**expected)
 
 
 def test_close_button_clears_the_node() -> None:
-    assert shell.apply_event(ViewState(node="0-1"), ids.NEURON_CLOSE, 1).node is None
+    assert shell.apply_event(ViewState(node="0-1"), ids.NEURON_CLOSE, 1, BOUNDS).node is None
 
 
-def test_reducer_keeps_the_search_box_and_compare_dropdown_in_sync(small: Any) -> None:
-    _, context = small
-    stored = ViewState(cls=0, compare=3).to_dict()
-    data, search, compare_value, url = run_with_trigger(
-        f"{ids.ROW_CLICK}.data", {"cls": 3}, shell.update_state, context, stored
-    )
-    # Selecting the compared class drops the comparison and clears its dropdown.
-    assert data["cls"] == 3 and data["compare"] is None
-    assert search == 3 and compare_value is None
-    # The URL is written with the state: the link reproduces it.
-    assert url == ViewState.from_dict(data).to_search() and "class=3" in url
-    assert ViewState.from_query(url) == ViewState.from_dict(data)
-    # Out-of-range input from the client is refused.
-    for junk in (99, "abc", [1], {"x": 1}):
-        out = run_with_trigger(f"{ids.SEARCH}.value", junk, shell.update_state, context, stored)
-        assert out == (dash.no_update,) * 4
+def test_reducer_refuses_what_the_atlas_lacks() -> None:
+    """Out-of-range and malformed values leave the state as it was (the browser's reducer
+    agrees: tests/e2e/test_reducers_e2e.py); selecting the compared class drops the
+    comparison."""
+    state = ViewState(cls=0, compare=3)
+    for junk in (99, -1, "abc", [1], {"x": 1}, True, 2.5, None):
+        assert shell.apply_event(state, ids.SEARCH, junk, BOUNDS) == state
+    assert shell.apply_event(state, ids.LAYER, 3, BOUNDS) == state
+    assert shell.apply_event(state, ids.GRAPH, {"id": "0-8"}, BOUNDS) == state
+    assert shell.apply_event(state, ids.NODE_THRESHOLD, 101, BOUNDS) == state
+    assert shell.apply_event(state, ids.SORT, "bogus", BOUNDS) == state
+    picked = shell.apply_event(state, ids.ROW_CLICK, {"cls": 3}, BOUNDS)
+    assert picked.cls == 3 and picked.compare is None
 
 
 # -- views ------------------------------------------------------------------------------------

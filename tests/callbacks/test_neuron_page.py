@@ -15,7 +15,7 @@ from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.data import AtlasData, incoming_counts, outgoing_counts, top_entries
 from dashboard.links import class_href, neuron_href, parse_neuron_path
-from dashboard.state import ViewState
+from dashboard.state import StateBounds, ViewState
 from dashboard.views import graph, neuron, neuron_page, shell
 from dashboard.views.common import ViewContext
 
@@ -88,6 +88,9 @@ def test_class_href_is_an_explorer_state() -> None:
     assert ViewState.from_query(href[1:]) == ViewState(cls=3, node="1-7")
 
 
+BOUNDS = StateBounds(num_classes=10, num_layers=3, channels=(8, 8, 8))
+
+
 def test_pictures_in_the_url_state() -> None:
     assert ViewState.from_query("?pics=vis").pics == "vis"
     assert ViewState.from_query("?pics=crop").pics == "crop"
@@ -95,7 +98,8 @@ def test_pictures_in_the_url_state() -> None:
     state = ViewState(cls=2, pics="crop")
     assert ViewState.from_query(state.to_search()) == state
     assert "pics" not in ViewState(cls=2).to_search()
-    assert shell.apply_event(ViewState(), ids.PICTURES, "crop").pics == "crop"
+    assert shell.apply_event(ViewState(), ids.PICTURES, "crop", BOUNDS).pics == "crop"
+    assert shell.apply_event(ViewState(), ids.PICTURES, "junk", BOUNDS).pics is None
 
 
 # -- influence sums against plain dense loops ----------------------------------------------------

@@ -13,8 +13,14 @@ from dash import no_update
 
 from dashboard import data as atlas_data
 from dashboard import ids
-from dashboard.mapper import MAX_SLICES, pie_slices, topology_elements
-from dashboard.state import ViewState, clamp
+from dashboard.mapper import (
+    MAX_SLICES,
+    SELECTED,
+    legend_classes,
+    pie_slices,
+    topology_elements,
+)
+from dashboard.state import StateBounds, ViewState, clamp
 from dashboard.views import topology
 from dashboard.views.common import ViewContext
 from tests.topology_atlas import CAPPED_LAYER, SHAPES_QUERY, write_topology_atlas
@@ -65,30 +71,58 @@ def test_elements_pies_sizes_and_jaccard_filter(topo_atlas: Path, tmp_path: Path
     assert all(e["data"]["jaccard"] >= 0.5 for e in kept) and len(kept) < len(edges)
     norm = topology_elements(result, selected=1, colour="norm")
     assert all(e["data"]["colour"].startswith("#") for e in norm if "source" not in e["data"])
+    # Every colouring carries the same data keys (only the classes differ): a colouring
+    # switch patches the elements, and a key left out would keep the pie's old value.
+    for colour in ("norm", "share"):
+        other = topology_elements(result, selected=1, colour=colour)
+        assert [sorted(e["data"]) for e in other] == [sorted(e["data"]) for e in elements]
+
+
+def test_colour_legend_names_what_the_colours_mean(topo_atlas: Path, tmp_path: Path) -> None:
+    context = context_for(topo_atlas, tmp_path)
+    names = context.data.names
+    base = f"?{SHAPES_QUERY}&tlayer=0&class=1"
+    pies = ViewState.from_query(base, num_classes=6, num_layers=3)
+    status = str(topology.render(context, pies.to_dict())[1])
+    mapper = topology.mapper_data(context.data)
+    result = mapper.result(0, mapper.params(pies, 0)[0])
+    named = legend_classes(result.stats.class_counts, 1)
+    assert named[0] == (1, SELECTED)  # the selected class first, in orange
+    totals = result.stats.class_counts.sum(axis=0)
+    assert [c for c, _ in named[1:] if c >= 0] == sorted(
+        (c for c in range(6) if c != 1 and totals[c] > 0), key=lambda c: (-totals[c], c)
+    )[: len(named) - 1]
+    for c, colour in named:
+        if c >= 0:
+            assert names[c] in status and colour in status
+    for colour, words in (("norm", "mean L2 norm"), ("share", f"share of {names[1]}")):
+        state = ViewState.from_query(f"{base}&tcol={colour}", num_classes=6, num_layers=3)
+        assert words in str(topology.render(context, state.to_dict())[1])
 
 
 # -- parameters and URL --------------------------------------------------------------------
 
 
 def test_clamp_and_events() -> None:
+    bounds = StateBounds(num_classes=10, num_layers=3, channels=(8, 8, 8))
     assert clamp("250", 10, 100) == 100 and clamp(-3, 0, 100) == 0 and clamp("x", 0, 1) is None
     state = ViewState(topo_node=3, topo_shape=1)
-    new, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, 500, 3)
+    new, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, 500, bounds)
     assert new.topo_intervals == 100 and "using 100" in (message or "")
     assert new.topo_node is None and new.topo_shape is None  # a new graph
-    same, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, "abc", 3)
+    same, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, "abc", bounds)
     assert same == state and "must be a number" in (message or "")
-    kept, _ = topology.apply_topology_event(state, ids.TOPO_JACCARD, 40, 3)
+    kept, _ = topology.apply_topology_event(state, ids.TOPO_JACCARD, 40, bounds)
     assert kept.topo_jaccard == 40 and kept.topo_node == 3  # same graph, fewer edges
-    bad, message = topology.apply_topology_event(state, ids.TOPO_METRIC, "manhattan", 3)
+    bad, message = topology.apply_topology_event(state, ids.TOPO_METRIC, "manhattan", bounds)
     assert bad == state and message
-    picked, _ = topology.apply_topology_event(state, ids.TOPO_GRAPH, {"node": 7}, 3)
+    picked, _ = topology.apply_topology_event(state, ids.TOPO_GRAPH, {"node": 7}, bounds)
     assert picked.topo_node == 7
-    shape, _ = topology.apply_topology_event(state, {"type": "topo-shape", "index": 2}, 1, 3)
+    shape, _ = topology.apply_topology_event(state, {"type": "topo-shape", "index": 2}, 1, bounds)
     assert shape.topo_shape == 2
-    cleared, _ = topology.apply_topology_event(shape, {"type": "topo-shape", "index": 2}, 2, 3)
+    cleared, _ = topology.apply_topology_event(shape, {"type": "topo-shape", "index": 2}, 2, bounds)
     assert cleared.topo_shape is None  # clicking the selected shape again clears it
-    layer, message = topology.apply_topology_event(state, ids.TOPO_LAYER, 9, 3)
+    layer, message = topology.apply_topology_event(state, ids.TOPO_LAYER, 9, bounds)
     assert layer == state and message
 
 

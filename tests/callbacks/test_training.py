@@ -12,7 +12,7 @@ import pytest
 from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.config import DEMO_ATLAS_DIR
-from dashboard.state import ViewState
+from dashboard.state import StateBounds, ViewState
 from dashboard.trace import (
     GRID_LIMIT,
     epoch_figure,
@@ -172,15 +172,21 @@ def test_url_round_trip_and_junk_falls_back() -> None:
 def test_reducer_events() -> None:
     state = ViewState()
     apply = training.apply_training_event
-    assert apply(state, ids.TRACE_PICK, {"row": 4, "at": 1}, 10, 3).trace_row == 4
-    assert apply(state, ids.TRACE_PICK, {"row": 99}, 10, 3) == state
-    assert apply(state, ids.TRACE_PICK, "junk", 10, 3) == state
-    assert apply(state, ids.TRACE_LAYER, 2, 10, 3).trace_layer == 2
-    assert apply(state, ids.TRACE_LAYER, 3, 10, 3) == state
-    assert apply(state, ids.TRACE_FILTER, "uncertain", 10, 3).trace_filter == "uncertain"
-    assert apply(state, ids.TRACE_FILTER, "nope", 10, 3) == state
-    assert apply(state, ids.TRACE_ALL, [1], 10, 3).trace_all == 1
-    assert apply(state.with_(trace_all=1), ids.TRACE_ALL, [], 10, 3).trace_all == 0
+    bounds = StateBounds(
+        num_classes=10, num_layers=3, channels=(8,) * 3, trace_images=10, trace_layers=3
+    )
+    no_trace = StateBounds(num_classes=10, num_layers=3, channels=(8,) * 3)
+    assert apply(state, ids.TRACE_PICK, {"row": 4, "at": 1}, bounds).trace_row == 4
+    assert apply(state, ids.TRACE_PICK, {"row": 99}, bounds) == state
+    assert apply(state, ids.TRACE_PICK, "junk", bounds) == state
+    assert apply(state, ids.TRACE_LAYER, 2, bounds).trace_layer == 2
+    assert apply(state, ids.TRACE_LAYER, 3, bounds) == state
+    assert apply(state, ids.TRACE_FILTER, "uncertain", bounds).trace_filter == "uncertain"
+    assert apply(state, ids.TRACE_FILTER, "nope", bounds) == state
+    assert apply(state, ids.TRACE_ALL, [1], bounds).trace_all == 1
+    assert apply(state.with_(trace_all=1), ids.TRACE_ALL, [], bounds).trace_all == 0
+    assert apply(state, ids.TRACE_PICK, {"row": 4}, no_trace) == state  # no trace part
+    assert apply(state, ids.TRACE_LAYER, True, bounds) == state  # a bool is not a layer
 
 
 # -- render on the shipped demo atlas ---------------------------------------------------------

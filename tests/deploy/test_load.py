@@ -72,7 +72,7 @@ def test_simulated_users_get_no_errors(gunicorn_demo: str, tmp_path: Path) -> No
     assert result.returncode == 0, log
     # Every kind of user action ran (each user tries each once when it starts).
     assert requests >= 50, log
-    assert "callback state.data +3" in rows, sorted(rows)  # class switches (the reducer)
+    assert "callback sidebar-rows.children +1" in rows, sorted(rows)  # class switches
     assert "callback attribution-graph.stylesheet +1" in rows  # node hovers
     assert "atlas file" in rows  # pictures
     assert "callback _pages_content.children +1" in rows  # page opens

@@ -305,6 +305,11 @@ def search_class(dash_duo: Any, rng: random.Random) -> str | None:
 
 def go_back(dash_duo: Any, rng: random.Random) -> str | None:
     dash_duo.driver.back()
+    if not dash_duo.driver.current_url.startswith(dash_duo.server_url):
+        # Back past the app's first page (the browser's start page): not a view to check.
+        dash_duo.driver.forward()
+        dash_duo.wait_for_element("#graph-header .class-name", timeout=30)
+        return None
     return "back"
 
 
@@ -328,6 +333,28 @@ ACTIONS: tuple[tuple[Action, int], ...] = (
     (go_back, 1),
     (go_forward, 1),
 )
+
+
+def fresh_load(dash_duo: Any, url: str) -> tuple[dict[str, Any], str | None]:
+    """What a fresh load of ``url`` draws, in a new tab (the clicked tab keeps its history,
+    so a later "back" stays inside the app); the second item says why the load failed."""
+    clicked_tab = dash_duo.driver.current_window_handle
+    dash_duo.driver.switch_to.new_window("tab")
+    try:
+        dash_duo.driver.get(url)
+        try:
+            dash_duo.wait_for_element("#graph-header .class-name", timeout=30)
+        except WebDriverException:
+            logs = [e.get("message", "")[:300] for e in dash_duo.get_logs() or []]
+            text = dash_duo.driver.execute_script("return document.body.innerText")[:600]
+            return {}, (
+                f"a fresh load of {url} never drew the graph header; page text {text!r};"
+                f" browser log {logs}"
+            )
+        return snapshot(dash_duo), None
+    finally:
+        dash_duo.driver.close()
+        dash_duo.driver.switch_to.window(clicked_tab)
 
 
 def run_sequences(
@@ -354,10 +381,10 @@ def run_sequences(
             snapshot(dash_duo)
         clicked = snapshot(dash_duo)
         url = dash_duo.driver.current_url
-        dash_duo.driver.get("about:blank")
-        dash_duo.driver.get(url)
-        dash_duo.wait_for_element("#graph-header .class-name", timeout=30)
-        fresh = snapshot(dash_duo)
+        fresh, broken = fresh_load(dash_duo, url)
+        if broken:
+            failures.append(f"sequence {sequence} ({' / '.join(done)}): {broken}")
+            break
         found = differences(clicked, fresh)
         if found:
             failures.append(
