@@ -15,7 +15,6 @@ Examples:
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,6 +29,7 @@ from torch import nn
 from compute.atlas import example_crop_path
 from compute.data import Preprocessing
 from compute.errors import BuildError
+from compute.png import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -323,9 +323,7 @@ def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
         new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         resample = Image.Resampling.NEAREST if longest < size else Image.Resampling.BOX
         image = image.resize(new, resample)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(image)
 
 
 def _model_input_pixels(

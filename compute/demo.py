@@ -13,7 +13,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import time
 from collections import OrderedDict
@@ -26,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from compute.png import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -349,15 +350,8 @@ def add_demo_trace(
 
 def _thumbnails(dataset: DigitsDataset, splits: DigitsSplits) -> list[bytes]:
     """Each image of ``dataset`` as a small grey PNG (un-normalised)."""
-    from PIL import Image
-
     pixels = (dataset.images[:, 0] * splits.std + splits.mean).clamp(0, 1) * 255
-    out = []
-    for image in pixels.round().to(torch.uint8).numpy():
-        buffer = io.BytesIO()
-        Image.fromarray(image, mode="L").save(buffer, format="PNG", optimize=True)
-        out.append(buffer.getvalue())
-    return out
+    return [png_bytes(image, optimize=True) for image in pixels.round().to(torch.uint8).numpy()]
 
 
 def rebuild_demo_from_atlas(

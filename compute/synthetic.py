@@ -19,7 +19,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import time
 from collections.abc import Sequence
@@ -29,7 +28,6 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from PIL import Image
 
 from compute.atlas import (
     CLASS_PATHS,
@@ -57,6 +55,7 @@ from compute.atlas import (
     trace_thumbnail_path,
 )
 from compute.errors import BuildError
+from compute.png import png_bytes
 from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
 from compute.summit.embedding import class_embeddings, pca_embeddings
 from compute.summit.graph import attribution_graphs
@@ -342,10 +341,7 @@ def _crop_png(rng: np.random.Generator, depth: float, size: int = CROP_SIZE) -> 
     colours = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
     rgb = colours[0] + (colours[1] - colours[0]) * pattern[..., None]
     rgb += rng.normal(0, 8.0, size=rgb.shape)
-    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
+    return png_bytes(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
 def _mapper(

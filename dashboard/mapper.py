@@ -15,7 +15,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -341,17 +341,22 @@ class MapperData:
                 f"showing DBSCAN with the stored {index.metric} index instead."
             )
             metric, clusterer = index.metric, "dbscan"
+        # The atlas's default graph is the base (every field, ``min_samples`` included, and
+        # the numbers unrounded): with no parameter in the state this is the graph the
+        # featurevis inversions were rendered for (``compute.featurevis.mapper_nodes``).
         intervals, overlap, eps = self.settings(state)
-        params = MapperParams(
-            intervals=intervals,
-            overlap=overlap / 100.0,
-            lens=index.lens_kind,
-            metric=metric,  # type: ignore[arg-type]
-            clusterer=clusterer,  # type: ignore[arg-type]
-            eps="auto",
-            eps_scale=eps / 100.0,
-        )
-        return params, notes
+        changes: dict[str, Any] = {
+            "lens": index.lens_kind,
+            "metric": metric,
+            "clusterer": clusterer,
+        }
+        if state.topo_intervals is not None:
+            changes["intervals"] = intervals
+        if state.topo_overlap is not None:
+            changes["overlap"] = overlap / 100.0
+        if state.topo_eps is not None:
+            changes["eps_scale"] = eps / 100.0
+        return replace(self.defaults(), **changes), notes
 
     def is_exact(self, layer: int, params: MapperParams) -> bool:
         """Whether the graph of ``params`` is exact without asking (small sample or index)."""

@@ -21,7 +21,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from compute.checkpoint import model_fingerprint
 from compute.featurevis.param import ImageSpace
 from compute.featurevis.render import RenderConfig, invert_activations, render_channels
 from compute.models import get_model
+from compute.png import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +146,6 @@ def check_model(atlas: Atlas, model: nn.Module, what: str = "the model") -> None
             f"{what} are not the weights atlas {atlas.path} was built with (their sha256 "
             "differs from model.state_sha256)"
         )
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG encoding of ``uint8[H, W, 1|3]`` (grey or RGB); the same array gives the same bytes."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    array = image[..., 0] if image.shape[-1] == 1 else image
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def run_featurevis(
@@ -428,7 +418,6 @@ __all__ = [
     "check_model",
     "default_steps",
     "load_model",
-    "png_bytes",
     "register_cli",
     "run_featurevis",
 ]

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from compute.atlas import PART_MAPPER, Atlas, AtlasError, mapper_inversion_path, update_atlas
 from compute.featurevis.param import ImageSpace
 from compute.featurevis.render import RenderConfig, invert_activations
+from compute.png import png_bytes
 from compute.topology.mapper import (
     EXACT_POINTS,
     MapperGraph,
@@ -98,7 +99,6 @@ def render_mapper_inversions(
     Raises:
         AtlasError: the atlas has no ``mapper`` part.
     """
-    from compute.featurevis.cli import png_bytes
 
     atlas = Atlas.open(atlas_path)
     if PART_MAPPER not in atlas.parts:

@@ -42,9 +42,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from compute.summit.conv_geometry import Pair, conv_output_hw, zero_padded
+
 logger = logging.getLogger(__name__)
 
-Pair = tuple[int, int]
 
 #: Floats per vector in the kernel (one AVX-512 register).
 WIDTH = 16
@@ -348,10 +349,8 @@ def influence_topk_fused(
     if k == 0 or batch == 0 or c_out == 0:
         return empty, empty, empty
     # the same geometry helpers as the other paths (imported here: influence imports us)
-    from compute.summit.influence import _output_hw, _padded
-
-    ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
-    padded = _padded(x, padding)
+    ho, wo = conv_output_hw(x, (kh, kw), stride, padding, dilation)
+    padded = zero_padded(x, padding)
     hp, wp = padded.shape[2:]
     if ho <= 0 or wo <= 0:
         return empty, empty, empty

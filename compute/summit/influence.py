@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compute.summit.activation import intra_op_threads, topk_mask
+from compute.summit.conv_geometry import Pair, conv_output_hw, conv_output_size, zero_padded
 from compute.summit.fused import fused_applies, influence_topk_fused
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ logger = logging.getLogger(__name__)
 #: Default bound on the elements of any intermediate tensor (64M, 256 MB in float32).
 DEFAULT_BUDGET = 64 * 1024 * 1024
 
-Pair = tuple[int, int]
 
 #: Whether ``"auto"`` runs k×k layers through the compiled kernel of
 #: :mod:`compute.summit.fused` where it applies (float32 on the CPU, finite values):
@@ -86,10 +86,6 @@ def conv_geometry(conv: nn.Conv2d) -> tuple[Pair, Pair, Pair]:
         (int(padding[0]), int(padding[1])),
         (int(conv.dilation[0]), int(conv.dilation[1])),
     )
-
-
-def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _sampled_1x1(x: Tensor, stride: Pair, padding: Pair) -> Tensor:
@@ -148,8 +144,8 @@ def influence_maxima(
     if (kh, kw) == (1, 1):
         return influence_maxima_1x1(x, weight, stride, padding)
     b, _, h, w = x.shape
-    ho = _output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = _output_size(w, kw, stride[1], padding[1], dilation[1])
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
     weight = weight.to(x.dtype)
     out = torch.empty((b, c_out, c_in), dtype=x.dtype, device=x.device)
     batch_step = max(1, min(b, budget // max(1, c_in * ho * wo)))
@@ -291,11 +287,11 @@ def influence_maxima_input_major(
     batch = x.shape[0]
     taps = kh * kw
     kernels = weight.to(x.dtype).permute(1, 2, 3, 0).reshape(c_in, taps, c_out).contiguous()
-    ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
+    ho, wo = conv_output_hw(x, (kh, kw), stride, padding, dilation)
     positions = ho * wo
     out = torch.empty((c_in, batch, c_out), dtype=x.dtype, device=x.device)
     step = max(1, min(batch, tile // max(1, c_in * positions * c_out)))
-    padded = _padded(x, padding)  # once: each block's columns are then one strided copy
+    padded = zero_padded(x, padding)  # once: each block's columns are then one strided copy
     for b0 in range(0, batch, step):
         n = min(step, batch - b0)
         taps_view = _tap_view(padded[b0 : b0 + n], (kh, kw), stride, dilation, (ho, wo), True)
@@ -328,7 +324,7 @@ def _gemm_fill(
     taps = kh * kw
     # per input channel: [T, C_out], contiguous for the right-hand side of the product
     kernels = weight.to(x.dtype).permute(1, 2, 3, 0).reshape(c_in, taps, c_out).contiguous()
-    ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
+    ho, wo = conv_output_hw(x, (kh, kw), stride, padding, dilation)
     positions = ho * wo
     group = max(1, min(c_in, budget // (taps * batch * positions)))
     images_per_tile = max(1, min(batch, tile // max(1, c_out * positions)))
@@ -366,22 +362,6 @@ def _gemm_fill(
                 out[b, :, j] = best
 
 
-def _output_hw(
-    x: Tensor, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair
-) -> tuple[int, int]:
-    return (
-        _output_size(x.shape[2], kernel[0], stride[0], padding[0], dilation[0]),
-        _output_size(x.shape[3], kernel[1], stride[1], padding[1], dilation[1]),
-    )
-
-
-def _padded(x: Tensor, padding: Pair) -> Tensor:
-    """``x`` zero-padded and contiguous (one copy at most)."""
-    if padding != (0, 0):
-        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    return x.contiguous()
-
-
 def _tap_view(
     padded: Tensor, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair, taps_first: bool
 ) -> Tensor:
@@ -417,8 +397,8 @@ def _columns(x: Tensor, kernel: Pair, stride: Pair, padding: Pair, dilation: Pai
     contiguous, so ``cols[c]`` views as ``[T, B*Ho*Wo]``.
     """
     batch, channels = x.shape[:2]
-    ho, wo = _output_hw(x, kernel, stride, padding, dilation)
-    view = _tap_view(_padded(x, padding), kernel, stride, dilation, (ho, wo), True)
+    ho, wo = conv_output_hw(x, kernel, stride, padding, dilation)
+    view = _tap_view(zero_padded(x, padding), kernel, stride, dilation, (ho, wo), True)
     # reshape copies unless the taps happen to be a plain view (1×1, stride 1): then the
     # view may still be strided, and callers need it contiguous
     return view.reshape(channels, kernel[0] * kernel[1], batch, ho, wo).contiguous()
@@ -456,8 +436,8 @@ def pair_maxima(
     """
     _, _, h, w = x.shape
     kh, kw = weight.shape[2:]
-    ho = _output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = _output_size(w, kw, stride[1], padding[1], dilation[1])
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
     total = b.shape[0]
     out = torch.empty(total, dtype=x.dtype, device=x.device)
     step = max(1, budget // (h * w + ho * wo))
@@ -516,8 +496,8 @@ def _columns_by_image(
 ) -> Tensor:
     """im2col with images first: ``[B, C, T, Ho*Wo]`` from ``x [B, C, H, W]`` (one copy)."""
     batch, channels = x.shape[:2]
-    ho, wo = _output_hw(x, kernel, stride, padding, dilation)
-    view = _tap_view(_padded(x, padding), kernel, stride, dilation, (ho, wo), False)
+    ho, wo = conv_output_hw(x, kernel, stride, padding, dilation)
+    view = _tap_view(zero_padded(x, padding), kernel, stride, dilation, (ho, wo), False)
     return view.reshape(batch, channels, kernel[0] * kernel[1], ho * wo).contiguous()
 
 
@@ -570,7 +550,7 @@ def influence_maxima_pruned(
     chosen = torch.zeros_like(bound, dtype=torch.bool).scatter_(-1, first, True)
     chosen &= bound > 0
     kernels = weight.to(x.dtype).permute(1, 2, 3, 0).reshape(c_in, kh * kw, c_out).contiguous()
-    ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
+    ho, wo = conv_output_hw(x, (kh, kw), stride, padding, dilation)
     step = max(1, min(batch, columns // max(1, c_in * kh * kw * ho * wo)))
     for b0 in range(0, batch, step):
         xb = x[b0 : b0 + step]
@@ -829,7 +809,7 @@ def influence_topk(
     c_out, c_in, kh, kw = weight.shape
     batch = x.shape[0]
     per_image = max(1, c_out * c_in)
-    ho, wo = _output_hw(x, (kh, kw), stride, padding, dilation)
+    ho, wo = conv_output_hw(x, (kh, kw), stride, padding, dilation)
     positions = ho * wo
     # Chunk images so the [b, C_out, C_in] score tensors stay within budget / 4.
     step = max(1, min(batch, budget // (4 * per_image)))

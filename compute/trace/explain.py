@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from compute.atlas import PART_TRACE, TRACE_PATHS
-from compute.trace.tracer import LayerTrace, TraceResult, _patches
+from compute.trace.tracer import LayerTrace, TraceResult, input_patches
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _layer_scores(
     e, c = layer.class_epoch.shape[:2]
     o, i_dim = prep["w0"].shape
     m = e * (c + 1)
-    cols = _patches(module, a.to(dtype))  # [n, I, L]
+    cols = input_patches(module, a.to(dtype))  # [n, I, L]
     n, _, length = cols.shape
     init = torch.einsum("oi,nil->nol", prep["w0"], cols)
     r = torch.einsum("oi,nil->nol", prep["delta"], cols)  # [n, O, L]
@@ -395,7 +395,7 @@ def example_scores(
     inputs, _ = capture_inputs(model, (layer,), images)
     dtype = trace.w0.dtype
     o = trace.w0.shape[0]
-    cols = _patches(module, inputs[layer].to(dtype))
+    cols = input_patches(module, inputs[layer].to(dtype))
     r = torch.einsum("oi,nil->nol", (trace.wt - trace.w0).reshape(o, -1), cols)
     safe = r.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
     g = torch.einsum("nol,nil->noi", r, cols)
@@ -422,7 +422,7 @@ def exact_projections(
     module = dict(model.named_modules())[layer]
     inputs, _ = capture_inputs(model, (layer,), images)
     dtype = trace.w0.dtype
-    cols = _patches(module, inputs[layer].to(dtype))
+    cols = input_patches(module, inputs[layer].to(dtype))
     o = trace.w0.shape[0]
     e, c = trace.class_epoch.shape[:2]
     comps = torch.cat(

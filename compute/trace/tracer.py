@@ -360,7 +360,7 @@ class TraceResult:
 # ---------------------------------------------------------------------------------------
 
 
-def _patches(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
+def input_patches(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     """``[B, I, L]`` layer input as columns: ``I = in·kh·kw`` (conv) or ``in`` (linear).
 
     Same layout as ``F.unfold`` (channel, then kernel row, then kernel column), built from
@@ -404,7 +404,7 @@ def _scatter_add(
 
 
 def _deltas(module: nn.Module, d: torch.Tensor) -> torch.Tensor:
-    """``[B, O, L]`` output gradients laid out like :func:`_patches`."""
+    """``[B, O, L]`` output gradients laid out like :func:`input_patches`."""
     if isinstance(module, nn.Conv2d):
         return d.reshape(d.shape[0], d.shape[1], -1)
     return d.reshape(d.shape[0], -1, d.shape[-1]).transpose(1, 2)
@@ -419,7 +419,7 @@ def _rows(
     permutation of the batch, gathered in the same copy) or as given. For a conv the columns
     are in channels-last order (kernel row, kernel column, channel; :func:`_rows_to_weight`
     restores the weight's order): one copy out of a channels-last padded input reads
-    contiguous channel runs, several times faster on CPU than :func:`_patches` or
+    contiguous channel runs, several times faster on CPU than :func:`input_patches` or
     ``F.unfold`` for small images.
     """
     if isinstance(module, nn.Conv2d):
@@ -770,7 +770,7 @@ class _LayerState:
             if a.shape[0] * self.out * self.inp > self.per_example_budget:
                 self._grad_cache[key] = None
             else:
-                cols = _patches(self.module, a)
+                cols = input_patches(self.module, a)
                 self._grad_cache[key] = torch.bmm(_deltas(self.module, d), cols.transpose(1, 2))
         return self._grad_cache[key]
 
@@ -800,7 +800,7 @@ class _LayerState:
         """``[B, O, I]`` per-example gradients (trace dtype)."""
         full = self._example_grads_raw(a, d)
         if full is None:
-            cols = _patches(self.module, a)
+            cols = input_patches(self.module, a)
             full = torch.bmm(_deltas(self.module, d), cols.transpose(1, 2))
         return full.to(self.w0.dtype)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import numpy as np
 import pytest
 from dash import no_update
 
+from compute.atlas import Atlas, update_atlas
+from compute.featurevis.mapper_nodes import default_graph
 from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.mapper import (
@@ -303,3 +307,35 @@ def test_topology_update_sends_nothing_or_everything(topo_atlas: Path, tmp_path:
     # "Recompute exactly" always redraws.
     exact = topology.update(context, state.to_dict(), shown, exact=True)
     assert isinstance(exact[0], list)
+
+
+def test_the_default_graph_is_the_one_featurevis_inverted(topo_atlas: Path, tmp_path: Path) -> None:
+    """With no Mapper parameter in the URL the view draws the atlas's default graph, every
+    stored field included (``min_samples`` and unrounded numbers): the graph whose nodes
+    ``compute featurevis --mapper-only`` renders inversions for. The view used to rebuild
+    the parameters from rounded percentages and the class's own ``min_samples``."""
+    atlas = tmp_path / "atlas"
+    shutil.copytree(topo_atlas, atlas)
+    defaults = {"intervals": 13, "overlap": 0.333, "eps_scale": 1.25, "min_samples": 5}
+    with update_atlas(atlas) as sink:
+        parameters = json.loads((atlas / "manifest.json").read_text())["parameters"]
+        parameters["mapper"]["defaults"] = defaults
+        sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
+    context = context_for(atlas, tmp_path)
+    mapper = topology.mapper_data(context.data)
+    for layer in range(3):
+        params, _ = mapper.params(ViewState(), layer)
+        assert (params.intervals, params.overlap, params.eps_scale, params.min_samples) == (
+            13,
+            0.333,
+            1.25,
+            5,
+        )
+        shown = mapper.result(layer, params).graph
+        inverted = default_graph(Atlas.open(atlas), layer)
+        assert [shown.node_key(k) for k in range(shown.num_nodes)] == [
+            inverted.node_key(k) for k in range(inverted.num_nodes)
+        ]
+    # A parameter in the URL changes that field only.
+    moved, _ = mapper.params(ViewState(topo_intervals=20), 0)
+    assert (moved.intervals, moved.overlap, moved.min_samples) == (20, 0.333, 5)
