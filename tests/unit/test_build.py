@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from compute.atlas import Atlas, example_crop_path
-from compute.build import _check_loader_order, check_classes, check_layers, resolve_device
+from compute.build import check_classes, check_layers, check_loader_order, resolve_device
 from compute.crops import (
     ReceptiveField,
     crop_box,
@@ -183,9 +183,9 @@ def test_check_classes_and_device() -> None:
 
 def test_shuffled_loader_without_indices_is_refused() -> None:
     data = TensorDataset(torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
-    _check_loader_order(DataLoader(data, batch_size=2))
+    check_loader_order(DataLoader(data, batch_size=2))
     with pytest.raises(BuildError, match="shuffles but yields no dataset indices"):
-        _check_loader_order(DataLoader(data, batch_size=2, shuffle=True))
+        check_loader_order(DataLoader(data, batch_size=2, shuffle=True))
 
 
 # -- the build ----------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_stale_temporary_folders_of_a_killed_build_are_removed(tmp_path: Path) -
 
 
 def test_receptive_field_probe_failure_falls_back_to_whole_images() -> None:
-    from compute.build import _receptive_fields_or_whole_image
+    from compute.build import receptive_fields_or_whole_image
 
     class DoubleShy(nn.Module):
         """Refuses float64, as some custom ops do: the probe cannot run it."""
@@ -384,11 +384,11 @@ def test_receptive_field_probe_failure_falls_back_to_whole_images() -> None:
                 raise RuntimeError("no float64 here")
             return self.relu(self.conv(x)).mean((2, 3))
 
-    fields = _receptive_fields_or_whole_image(DoubleShy(), ["relu"], (3, 8, 8))
+    fields = receptive_fields_or_whole_image(DoubleShy(), ["relu"], (3, 8, 8))
     assert crop_box(fields["relu"], 7, 7, 8) == (0, 0, 8, 8)
     assert crop_box(fields["relu"], 0, 0, 8) == (0, 0, 8, 8)
     with pytest.raises(BuildError, match="unknown layer"):
-        _receptive_fields_or_whole_image(DoubleShy(), ["nope"], (3, 8, 8))
+        receptive_fields_or_whole_image(DoubleShy(), ["nope"], (3, 8, 8))
 
 
 # So little data can give identical rows of A; the PCA embedding then divides by a zero
@@ -476,17 +476,17 @@ def test_build_mapper_part_ignores_batch_size_and_order(tmp_path: Path) -> None:
 
 
 def test_cli_passes_the_mapper_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import compute.build
+    import compute.build.cli
     from compute.cli import main
     from tests.unit.test_cli import base_args, make_image_folder
 
     seen: dict[str, object] = {}
 
-    def fake_build(*_args: object, **kwargs: object) -> Path:
-        seen.update(kwargs)
+    def fake_build(_model: object, _loader: object, options: object) -> Path:
+        seen.update(vars(options))
         return tmp_path / "out"
 
-    monkeypatch.setattr(compute.build, "build_atlas", fake_build)
+    monkeypatch.setattr(compute.build.cli, "build_atlas", fake_build)
     data = make_image_folder(tmp_path / "data")
     argv = base_args(data, tmp_path / "out")
     assert main([*argv, "--no-mapper", "--mapper-capacity", "50", "--mapper-mode", "mean",

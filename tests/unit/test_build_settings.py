@@ -163,17 +163,18 @@ def test_cli_refuses_fp16_on_the_cpu_before_any_work(
 
 
 def test_cli_passes_precision_and_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import compute.build
+    import compute.build.cli
+    from compute.build import BuildOptions
     from compute.cli import main
     from tests.unit.test_cli import base_args, make_image_folder
 
     seen: dict[str, object] = {}
 
-    def fake_build(*_args: object, **kwargs: object) -> Path:
-        seen.update(kwargs)
+    def fake_build(_model: object, _loader: object, options: BuildOptions) -> Path:
+        seen.update(vars(options))
         return tmp_path / "out"
 
-    monkeypatch.setattr(compute.build, "build_atlas", fake_build)
+    monkeypatch.setattr(compute.build.cli, "build_atlas", fake_build)
     argv = base_args(make_image_folder(tmp_path / "data"), tmp_path / "out")
     assert main(argv) == 0
     assert (seen["precision"], seen["decode"]) == ("fp32", "pil")

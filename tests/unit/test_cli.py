@@ -67,12 +67,12 @@ def data(tmp_path: Path) -> Path:
 @pytest.fixture
 def no_long_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the CLI gets as far as the build (the long part)."""
-    import compute.build
+    import compute.build.cli
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("build_atlas was called: the error came too late")
 
-    monkeypatch.setattr(compute.build, "build_atlas", refuse)
+    monkeypatch.setattr(compute.build.cli, "build_atlas", refuse)
 
 
 def base_args(data: Path, out: Path) -> list[str]:

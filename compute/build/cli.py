@@ -1,0 +1,490 @@
+"""The ``build`` and ``layers`` commands of ``python -m compute``: arguments → options.
+
+Everything a command line can get wrong (the data folders, every image header, the
+model spec and weights, the precision on this device) is refused here in one line before
+the long pass; :func:`compute.build.pipeline.build_atlas` then runs the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from compute.atlas import PRECISIONS
+from compute.build.checks import check_layers, check_output_path, check_precision, resolve_device
+from compute.build.options import MAPPER_MODES, BuildOptions
+from compute.build.pipeline import build_atlas
+from compute.connect import connection_kinds
+from compute.data import (
+    DECODE_MODES,
+    JpegBatchDecoder,
+    Preprocessing,
+    check_images,
+    collate_encoded,
+    open_image_folder,
+)
+from compute.distributed import Rank, init_from_env, shard_range, shutdown
+from compute.featurevis.cli import run_featurevis
+from compute.models import count_outputs, describe_layers, get_model, infer_in_channels, model_name
+from compute.summit.config import SummitConfig
+
+_BUILD_EPILOG = """\
+examples:
+  # list the layers of a model (names to paste into --layers)
+  python -m compute layers --model torchvision:vgg11 --image-size 224
+
+  # a torchvision model with your trained weights, on an ImageFolder (DIR/CLASS/IMAGE)
+  python -m compute build --model torchvision:vgg11 --weights vgg11.pth --device cuda \\
+      --data imagenet/val --layers features.11,features.13,features.16,features.18 \\
+      --out vgg11-atlas
+
+  # your own model class, 28x28 grayscale, 10 folders = 10 outputs
+  python -m compute build --model mypkg.nets:make_cnn --weights cnn.pt --data mnist/train \\
+      --image-size 28 --normalize 0.1307,0.3081 --layers features.1,features.4 \\
+      --top-k 5 --out mnist-atlas
+
+  # a subset of ImageNet classes: map folders to the model's 1000 outputs
+  python -m compute build --model torchvision:vgg16 --weights vgg16.pt --data subset \\
+      --class-index folders.json --layers features.25,features.27,features.29 --out vgg-atlas
+
+  # 8 GPUs on one machine (or M machines: run the same command on each, adding
+  # --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT --rdzv-id JOB);
+  # rank 0 writes the atlas
+  torchrun --nproc-per-node 8 -m compute build --model torchvision:vgg11 \\
+      --weights vgg11.pth --data imagenet/train --layers features.13,features.16 \\
+      --out vgg11-atlas --device cuda
+
+  # resumable: checkpoint every 500 batches; after a crash run the same command again
+  python -m compute build ... --checkpoint-every 500
+
+--normalize: imagenet | cifar10 | mnist | none | MEAN,STD (one value for every channel)
+             | M1,M2,M3/S1,S2,S3 (per channel). Images are resized to --image-size
+             squared, without cropping. A model whose first convolution takes 1 channel
+             gets grayscale input.
+--class-index: JSON {"folder name": output index, ...}; without it the sorted class
+             folders must be exactly the model's outputs, in order.
+--layers:    each layer must depend on the previous one. One convolution between them
+             (through channel-wise ops: ReLU, BatchNorm, pooling) gives exact influence;
+             an Inception block gives exact per-branch influence and the widest path
+             through its bottlenecks; anything else (residual blocks, depthwise-separable
+             blocks, several convolutions) uses gradient x activation attribution
+             (docs/summit.md). `python -m compute layers` shows which each pair gets.
+Weights are never downloaded: --weights FILE is a torch.save()d state dict (or a dict
+holding it under "state_dict" or "model"), loaded strictly.
+"""
+
+
+_SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    """Parse a command-line integer that must be ``>= minimum`` (argparse errors otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _layer_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    rank, device_name = init_from_env(args.device)
+    try:
+        return _build_command(args, rank, device_name)
+    finally:
+        shutdown()
+
+
+def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
+    out = Path(args.out)
+    check_output_path(out, args.overwrite)
+    device = resolve_device(device_name)
+    check_precision(args.precision, device)  # before loading the model or reading data
+    config = SummitConfig(
+        selection="topk" if args.top_k is not None else "mass",
+        tau=args.tau if args.tau is not None else SummitConfig.tau,
+        top_k=args.top_k if args.top_k is not None else SummitConfig.top_k,
+        influence_top_k=args.influence_top_k,
+        examples_per_channel=args.examples,
+        aggregate_by=args.aggregate_by,
+    )
+    # Seeded: a model built from random weights (no --weights) is the same in every run,
+    # and on every torchrun rank (each rank builds its own copy).
+    model = get_model(
+        args.model, weights=args.weights, num_classes=args.num_classes, seed=args.seed
+    )
+    grayscale = infer_in_channels(model) == 1
+    preprocessing = Preprocessing.from_arg(
+        args.normalize, image_size=args.image_size, grayscale=grayscale
+    )
+    num_outputs = count_outputs(model, preprocessing.input_size)
+    check_layers(model, args.layers, preprocessing.input_size)
+    dataset, class_map = open_image_folder(
+        args.data,
+        preprocessing,
+        num_outputs=num_outputs,
+        class_index=args.class_index,
+        check=not args.no_check_images and not rank.distributed,
+        progress=not args.no_progress,
+        decode=args.decode,
+        encoded=args.decode == "jpeg-device" and device.type == "cuda",
+    )
+    if rank.distributed and not args.no_check_images:  # each process checks its own shard
+        shard = shard_range(len(dataset), rank.rank, rank.world_size)
+        check_images([dataset.samples[i][0] for i in shard], progress=False)
+    encoded = args.decode == "jpeg-device" and device.type == "cuda"
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=collate_encoded if encoded else None,
+        # Pinned host memory: the pass copies batches with non_blocking=True. Not
+        # persistent_workers: the loader is iterated once, and on resume the first
+        # loader's workers are meant to stop (they would stay up idle for the whole pass).
+        pin_memory=device.type == "cuda",
+    )
+    decoder = JpegBatchDecoder(preprocessing, str(device)) if encoded else None
+    data_path = Path(args.data).resolve()
+    # DIR/imagenet/val -> name "imagenet", split "val"; otherwise the folder's own name.
+    is_split = data_path.name.lower() in _SPLIT_NAMES
+    dataset_name = data_path.parent.name if is_split and data_path.parent.name else data_path.name
+    options = BuildOptions(
+        layers=args.layers,
+        classes=dataset.classes,
+        out=out,
+        config=config,
+        class_map=class_map,
+        device=str(device),
+        preprocessing=preprocessing,
+        crops_per_channel=args.crops,
+        model_info={
+            "name": model_name(args.model),
+            "spec": args.model,
+            # rebuilding the architecture (feature visualization) needs the head's size
+            **({"num_classes": args.num_classes} if args.num_classes is not None else {}),
+        },
+        dataset_info={
+            "name": dataset_name,
+            "split": data_path.name if is_split else None,
+            "description": f"ImageFolder {args.data}",
+        },
+        title=args.title,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        save_weights=args.save_weights,
+        mapper=args.mapper,
+        mapper_capacity=args.mapper_capacity,
+        mapper_mode=args.mapper_mode,
+        mapper_crops=args.mapper_crops,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=args.checkpoint_dir,
+        restart=args.restart,
+        channels_last=args.channels_last,
+        decoder=decoder,
+        precision=args.precision,
+        decode=args.decode,
+    )
+    path = build_atlas(model, loader, options)
+    if not rank.is_main:
+        return 0
+    if args.featurevis:
+        run_featurevis(path, model=model, device=str(device), progress=not args.no_progress)
+    print(f"atlas written to {path}")
+    return 0
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    input_size = (infer_in_channels(model), args.image_size, args.image_size)
+    rows = describe_layers(model, input_size)
+    if not args.all:
+        rows = [row for row in rows if row.spatial]
+    kinds = connection_kinds(model, [row.name for row in rows if row.spatial])
+    kind_of = dict(zip([row.name for row in rows if row.spatial], kinds, strict=True))
+    width = max([len("name"), *(len(row.name) for row in rows)])
+    type_width = max([len("type"), *(len(row.type) for row in rows)])
+    print(f"# {args.model}, input {input_size[0]}x{input_size[1]}x{input_size[2]}")
+    print(f"{'name':<{width}}  {'type':<{type_width}}  {'channels':>8}  {'map':>7}  from previous")
+    for row in rows:
+        size = f"{row.height}x{row.width}" if row.spatial else "-"
+        channels = "-" if row.channels is None else str(row.channels)
+        kind = kind_of.get(row.name) or "-"
+        print(f"{row.name:<{width}}  {row.type:<{type_width}}  {channels:>8}  {size:>7}  {kind}")
+    if not args.all:
+        print(
+            "# only layers with [N, C, H, W] outputs (usable in --layers); --all for every module"
+        )
+    print(
+        "# 'from previous': how influence from the layer listed above would be computed if both"
+        " were chosen: conv (exact, one convolution), inception (exact per branch + widest"
+        " path), gradient (gradient x activation), none (cannot be chosen together)"
+    )
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``build`` and ``layers`` subcommands to ``python -m compute``."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    build = subparsers.add_parser(
+        "build",
+        help="build an atlas of an image classifier over an ImageFolder dataset",
+        description=(
+            "Build an atlas: one streaming pass of the model over the data aggregates "
+            "Summit's activation and influence counts for every chosen layer at once, then "
+            "the attribution graphs, the class embedding and the receptive-field crops of "
+            "each channel's top examples are derived and written atomically to --out. "
+            "Bad input (unknown layer, class folders that do not map to the model's "
+            "outputs, an unreadable image, weights that do not fit) is reported in one "
+            "line before the pass starts."
+        ),
+        epilog=_BUILD_EPILOG,
+        formatter_class=formatter,
+    )
+    required = build.add_argument_group("required")
+    required.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="torchvision:NAME, package.module:callable, file.py:callable or a registered "
+        "name (simple_cnn)",
+    )
+    required.add_argument(
+        "--data", required=True, metavar="DIR", help="ImageFolder directory: DIR/CLASS/IMAGE"
+    )
+    required.add_argument(
+        "--layers",
+        required=True,
+        type=_layer_list,
+        metavar="L1,L2,...",
+        help="module names to map, input to output, each depending on the previous one "
+        "(see `python -m compute layers` and below)",
+    )
+    required.add_argument("--out", required=True, metavar="DIR", help="atlas directory to write")
+    model_group = build.add_argument_group("model and data")
+    model_group.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="state dict to load (strict; a checkpoint whose classifier head has another "
+        "number of outputs rebuilds the model with that many)",
+    )
+    model_group.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        metavar="N",
+        help="pass num_classes=N to the model factory (default: the factory's own, or the "
+        "checkpoint's head)",
+    )
+    model_group.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=224,
+        metavar="N",
+        help="resize images to N x N, no crop (default 224)",
+    )
+    model_group.add_argument(
+        "--normalize",
+        default="imagenet",
+        metavar="MEAN,STD|imagenet|none",
+        help="input normalisation (default imagenet; syntax below)",
+    )
+    model_group.add_argument(
+        "--class-index", metavar="FILE", help='JSON {"folder": model output index}'
+    )
+    model_group.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="B", help="default 64"
+    )
+    model_group.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=_default_workers(),
+        metavar="N",
+        help=f"data-loading worker processes (default {_default_workers()})",
+    )
+    model_group.add_argument(
+        "--device", default="cpu", metavar="cpu|cuda", help="where the model runs (default cpu)"
+    )
+    model_group.add_argument(
+        "--decode",
+        choices=DECODE_MODES,
+        default="pil",
+        help="pil (default): PIL in the loader's workers; jpeg-device: JPEG files only, "
+        "decoded by torchvision.io, in batches on the GPU with --device cuda (in the "
+        "workers on the CPU); resized pixels differ from PIL's by at most 1/255",
+    )
+    model_group.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="model and batches in channels-last memory format (faster on GPUs; same results)",
+    )
+    model_group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default): exact counts. bf16, fp16 (fp16 on CUDA only): APPROXIMATE mode, the "
+        "pass runs under torch.autocast; counts near a threshold may differ from fp32's, "
+        "and the atlas records that it is approximate",
+    )
+    summit = build.add_argument_group("Summit aggregation")
+    selection = summit.add_mutually_exclusive_group()
+    selection.add_argument(
+        "--tau",
+        type=float,
+        metavar="T",
+        help=f"per image, keep the channels holding this share of the layer's max-activation "
+        f"mass (default {SummitConfig.tau}; small layers need larger values)",
+    )
+    selection.add_argument(
+        "--top-k", type=_positive_int, metavar="K", help="per image, keep the K strongest channels"
+    )
+    summit.add_argument(
+        "--influence-top-k",
+        type=_positive_int,
+        default=SummitConfig.influence_top_k,
+        metavar="K",
+        help=f"input channels counted per output channel and image "
+        f"(default {SummitConfig.influence_top_k})",
+    )
+    summit.add_argument(
+        "--examples",
+        type=_positive_int,
+        default=SummitConfig.examples_per_channel,
+        metavar="N",
+        help=f"top dataset examples kept per channel (default {SummitConfig.examples_per_channel})",
+    )
+    summit.add_argument(
+        "--crops",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+        help="receptive-field crops saved per channel (default 3; 0: none)",
+    )
+    summit.add_argument(
+        "--aggregate-by",
+        choices=("label", "prediction"),
+        default="label",
+        help="count each image under its true label or the model's prediction (default label)",
+    )
+    build.add_argument(
+        "--featurevis",
+        action="store_true",
+        help="also render every channel's feature visualization and diversity images "
+        "(slow on CPU; same as running `python -m compute featurevis --atlas OUT` afterwards)",
+    )
+    topology = build.add_argument_group("TopoAct Mapper (collected in the same pass)")
+    topology.add_argument(
+        "--no-mapper",
+        dest="mapper",
+        action="store_false",
+        help="do not sample activation vectors nor store the mapper part",
+    )
+    topology.add_argument(
+        "--mapper-capacity",
+        type=_positive_int,
+        default=100_000,
+        metavar="N",
+        help="images sampled at most, the same for every layer (default 100000)",
+    )
+    topology.add_argument(
+        "--mapper-mode",
+        choices=MAPPER_MODES,
+        default="position",
+        help="vector per image: the channels at one hashed spatial position (TopoAct, "
+        "default) or their spatial mean",
+    )
+    topology.add_argument(
+        "--mapper-crops",
+        type=_non_negative_int,
+        default=2_000,
+        metavar="N",
+        help="sample points cropped per layer, plus 12 per node of the default graph "
+        "(default 2000; 0: none)",
+    )
+    output = build.add_argument_group("output")
+    output.add_argument("--title", help="title shown in the dashboard")
+    output.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds a model built without --weights (its random initialisation) and the "
+        "Mapper sample; recorded in the atlas (default 0)",
+    )
+    output.add_argument(
+        "--save-weights",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store the state dict in the atlas (model/weights.pt) for later steps such as "
+        "feature visualization (default: only when at most 64 MB)",
+    )
+    output.add_argument("--overwrite", action="store_true", help="replace an existing atlas")
+    output.add_argument(
+        "--no-check-images",
+        action="store_true",
+        help="skip opening every image header before the pass (a bad image then stops the "
+        "pass when it is reached)",
+    )
+    output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    resume = build.add_argument_group("resumable builds")
+    resume.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="checkpoint the partial aggregates every N batches (atomically); rerunning the "
+        "same command after a crash resumes and writes exactly the same atlas",
+    )
+    resume.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="where checkpoints go (default: OUT.checkpoint beside --out; removed when the "
+        "atlas is written)",
+    )
+    resume.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an existing checkpoint instead of resuming (a checkpoint of another "
+        "model, data or parameters is otherwise refused)",
+    )
+    build.set_defaults(run=_run_build)
+
+    layers = subparsers.add_parser(
+        "layers",
+        help="list a model's layers (names, types, channels, map sizes) for --layers",
+        description=(
+            "Run one dummy image through the model and list every module whose output is a "
+            "[N, C, H, W] map, with its channel count and map size at --image-size. Paste "
+            "the names, comma-separated and input to output, into `build --layers`."
+        ),
+        epilog="example:\n  python -m compute layers --model torchvision:vgg11 --image-size 224",
+        formatter_class=formatter,
+    )
+    layers.add_argument("--model", required=True, metavar="SPEC", help="as for build")
+    layers.add_argument("--weights", metavar="FILE", help="state dict to load (checks it fits)")
+    layers.add_argument(
+        "--num-classes", type=_positive_int, metavar="N", help="num_classes=N for the factory"
+    )
+    layers.add_argument(
+        "--image-size", type=_positive_int, default=224, metavar="N", help="default 224"
+    )
+    layers.add_argument("--all", action="store_true", help="also list non-spatial modules")
+    layers.set_defaults(run=_run_layers)

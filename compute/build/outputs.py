@@ -1,0 +1,353 @@
+"""From the pass's aggregates to the atlas on disk: the derived parts (attribution graphs,
+class embedding, Mapper index), the manifest, and the one commit that writes them with
+the weights and the crops."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compute.atlas import (
+    MAPPER_SAMPLE_PATHS,
+    PART_EMBEDDING,
+    PART_EXAMPLES,
+    PART_GRAPHS,
+    PART_MAPPER,
+    PART_SUMMIT,
+    AtlasWriter,
+    BuildSettings,
+    manifest_layers,
+    mapper_crop_path,
+    mapper_paths,
+)
+from compute.build.options import BuildOptions
+from compute.build.stream import PassResult, Stream
+from compute.crops import (
+    ReceptiveField,
+    receptive_fields,
+    receptive_fields_manifest,
+    save_example_crops,
+    save_position_crops,
+)
+from compute.distributed import Rank
+from compute.errors import BuildError
+from compute.models import num_parameters
+from compute.summit.embedding import class_embeddings
+from compute.summit.graph import attribution_graphs
+from compute.summit.part import SummitArrays, write_summit_parts
+from compute.topology.part import MapperPart, mapper_part
+from compute.topology.sample import ActivationSampler
+
+log = logging.getLogger(__name__)
+
+#: Where a build stores the model's state dict inside the atlas (docs/atlas.md).
+WEIGHTS_PATH = "model/weights.pt"
+#: ``save_weights=None`` stores state dicts up to this size.
+AUTO_WEIGHTS_LIMIT = 64 * 1024 * 1024
+#: Members of each default-graph node cropped besides the sample rows in hash order.
+CROPS_PER_NODE = 12
+
+
+@dataclass
+class Derived:
+    """The parts derived from the aggregates."""
+
+    graphs: dict[str, np.ndarray]
+    embeddings: list[np.ndarray]
+    mapper: MapperPart | None
+
+
+def derive(result: PassResult, options: BuildOptions, device: torch.device) -> Derived:
+    """Attribution graphs and class embedding from the counts; the Mapper index from the
+    sample (on the build's CUDA device if it has one)."""
+    counts = [np.asarray(a) for a in result.aggregates.activation_counts]
+    influence = list(result.aggregates.influence_counts)
+    graphs = attribution_graphs(counts, influence, options.graph_config, progress=options.progress)
+    embeddings = class_embeddings(counts, options.embedding_config)
+    part = build_mapper_part(
+        result.sampler, options, str(device) if device.type == "cuda" else None
+    )
+    return Derived(graphs.arrays(), list(embeddings), part)
+
+
+def build_mapper_part(
+    sampler: ActivationSampler | None, options: BuildOptions, device: str | None = None
+) -> MapperPart | None:
+    """The ``mapper`` part from the pass's sample (``None`` without a sampler or points)."""
+    if sampler is None:
+        return None
+    layers = list(options.layers)
+    samples = sampler.result()
+    first = samples[layers[0]]
+    if len(first.image_index) < 2:
+        log.warning("no mapper part: only %d image(s) sampled", len(first.image_index))
+        return None
+    return mapper_part(
+        first.image_index,
+        first.label,
+        [samples[name].vectors for name in layers],
+        [samples[name].position for name in layers],
+        seed=options.seed,
+        capacity=options.mapper_capacity,
+        mode=options.mapper_mode,
+        crop_points=options.mapper_crops,
+        crops_per_node=CROPS_PER_NODE if options.mapper_crops else 0,
+        device=device,
+    )
+
+
+def receptive_fields_or_whole_image(
+    model: nn.Module, layers: Sequence[str], input_size: tuple[int, int, int]
+) -> dict[str, Any]:
+    """Receptive fields of the layers; whole-image crops if the probe cannot run."""
+    try:
+        return receptive_fields(model, layers, input_size)
+    except BuildError:
+        raise
+    except Exception as exc:  # e.g. a model that cannot be deep-copied or run in float64
+        log.warning(
+            "cannot measure receptive fields (%s: %s); example crops show whole images",
+            type(exc).__name__,
+            exc,
+        )
+        whole = ReceptiveField((10 * input_size[1], 10 * input_size[2]), (1.0, 1.0), (0.0, 0.0))
+        return dict.fromkeys(layers, whole)
+
+
+def crop_dataset(loader: Any) -> Any | None:
+    """The loader's dataset if crops can be cut from it, else ``None`` (with a warning).
+
+    Crops need ``dataset[index]`` to return the model input, a ``[C, H, W]`` tensor, first;
+    a dataset of encoded files offers that as its ``decoded`` view
+    (:class:`compute.data.EncodedImageFolder`).
+    """
+    dataset = getattr(loader, "dataset", None)
+    dataset = getattr(dataset, "decoded", dataset)
+    try:
+        item = dataset[0]  # type: ignore[index]
+    except Exception as exc:  # not indexable (an iterable dataset, a plain list of batches)
+        log.warning("no example crops: the loader's dataset cannot be indexed (%s)", exc)
+        return None
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        log.warning("no example crops: dataset items do not start with a [C, H, W] tensor")
+        return None
+    return dataset
+
+
+def state_dict_bytes(model: nn.Module, save: bool | None) -> bytes | None:
+    """The model's state dict as ``torch.save`` bytes, if it is to be stored."""
+    if save is False:
+        return None
+    # contiguous: a channels-last model stores the same bytes as a plain one
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    size = sum(value.numel() * value.element_size() for value in state.values())
+    if save is None and size > AUTO_WEIGHTS_LIMIT:
+        log.info("not storing the %.0f MB state dict in the atlas", size / 1e6)
+        return None
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def atlas_manifest(
+    model: nn.Module,
+    stream: Stream,
+    result: PassResult,
+    derived: Derived,
+    options: BuildOptions,
+    device: torch.device,
+    rank: Rank,
+    fields: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest of the atlas (docs/atlas.md); ``model.weights`` is added by the writer."""
+    aggregates = result.aggregates
+    num_images = int(np.sum(aggregates.num_images))
+    dataset = stream.dataset
+    info_model = {
+        "name": type(model).__name__,
+        "spec": None,
+        "num_parameters": num_parameters(model),
+        "input_size": list(stream.input_size),
+        # what later steps (feature visualization) check a rebuilt model against
+        "state_sha256": stream.weights_digest,
+        **(options.model_info or {}),
+    }
+    info_dataset = {
+        "name": type(dataset).__name__ if dataset is not None else "dataset",
+        "split": None,
+        "num_images": num_images,
+        "description": "",
+        **(options.dataset_info or {}),
+    }
+    info_dataset["num_images"] = num_images  # what was aggregated, whatever was claimed
+    if options.preprocessing is not None:
+        info_pre = options.preprocessing.to_manifest()
+    else:
+        # The loader's own transform: unknown normalisation, recorded as such.
+        info_pre = {
+            "image_size": stream.input_size[1],
+            "mean": None,
+            "std": None,
+            "grayscale": stream.input_size[0] == 1,
+        }
+    parameters: dict[str, Any] = {
+        **options.config.to_manifest(),
+        **options.graph_config.to_manifest(),
+        **options.embedding_config.to_manifest(),
+        "seed": options.seed,
+        "crops_per_channel": options.crops_per_channel,
+    }
+    if options.class_map is not None:
+        parameters["class_map"] = list(options.class_map)
+    if derived.mapper is not None:
+        parameters["mapper"] = derived.mapper.parameters
+    if fields is not None:
+        parameters["receptive_fields"] = receptive_fields_manifest(fields)
+    shapes = layer_shapes(result)
+    return {
+        "title": options.title or f"{info_model['name']} on {info_dataset['name']}",
+        "model": info_model,
+        "dataset": info_dataset,
+        "preprocessing": info_pre,
+        "classes": list(options.classes),
+        "layers": manifest_layers(list(options.layers), shapes, result.kinds),
+        "build": BuildSettings(
+            device=device.type,
+            device_name=(
+                torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+            ),
+            world_size=rank.world_size,
+            decode=str(options.decode),
+            channels_last=bool(options.channels_last),
+            precision=options.precision,
+            torch=torch.__version__,
+        ).to_manifest(),
+        "parameters": parameters,
+        "metrics": options.metrics or {},
+        "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
+        + ([PART_MAPPER] if derived.mapper is not None else []),
+    }
+
+
+def layer_shapes(result: PassResult) -> list[tuple[int, ...]]:
+    """``(channels, height, width)`` of each layer as the pass saw it."""
+    return [tuple(int(v) for v in shape) for shape in result.aggregates.layer_shapes]
+
+
+def summit_arrays(result: PassResult, derived: Derived) -> SummitArrays:
+    """The Summit parts' arrays of a build."""
+    aggregates = result.aggregates
+    return SummitArrays(
+        num_images=aggregates.num_images,
+        num_correct=aggregates.num_correct,
+        confidence_hist=aggregates.confidence_hist,
+        confusion=aggregates.confusion,
+        activation_counts=list(aggregates.activation_counts),
+        influence=list(aggregates.influence_counts),
+        examples=[
+            {"image_index": index, "activation": value, "position": position}
+            for index, value, position in zip(
+                aggregates.example_index,
+                aggregates.example_value,
+                aggregates.example_position,
+                strict=True,
+            )
+        ],
+        embeddings=derived.embeddings,
+        graphs=derived.graphs,
+    )
+
+
+@dataclass
+class CropPlan:
+    """What the crops are cut from: the dataset and each layer's receptive field (either
+    ``None``: no crops), and the loader's worker count to cut them with."""
+
+    dataset: Any | None
+    fields: dict[str, Any] | None
+    workers: int
+
+
+def write_atlas(
+    manifest: dict[str, Any],
+    result: PassResult,
+    derived: Derived,
+    options: BuildOptions,
+    weights: bytes | None,
+    crops: CropPlan,
+    stage_done: Callable[[str], None],
+) -> tuple[Path, int]:
+    """Write the atlas in one commit: weights, the Summit parts, the Mapper part, example
+    and sample crops. Returns the atlas path and the number of crops."""
+    if weights is not None:
+        manifest["model"]["weights"] = WEIGHTS_PATH
+    layers = list(options.layers)
+    with AtlasWriter(options.path, manifest, overwrite=options.overwrite) as writer:
+        if weights is not None:
+            writer.add_bytes(WEIGHTS_PATH, weights)
+        try:
+            write_summit_parts(writer, summit_arrays(result, derived))
+        except ValueError as exc:
+            raise BuildError(f"the pass produced incomplete counts: {exc}") from None
+        if derived.mapper is not None:
+            for relpath, array in derived.mapper.files.items():
+                writer.add_array(relpath, array)
+        stage_done("write arrays")
+        num_crops = 0
+        if crops.fields is not None and crops.dataset is not None:
+
+            def add_crop(relpath: str, png: bytes) -> None:
+                nonlocal num_crops
+                writer.add_bytes(relpath, png)  # streamed: crops never pile up in memory
+                num_crops += 1
+
+            aggregates = result.aggregates
+            save_example_crops(
+                crops.dataset,
+                [crops.fields[name] for name in layers],
+                aggregates.example_index,
+                aggregates.example_position,
+                crops_per_channel=options.crops_per_channel,
+                preprocessing=options.preprocessing,
+                num_workers=crops.workers,
+                progress=options.progress,
+                sink=add_crop,
+            )
+            stage_done("example crops")
+            if derived.mapper is not None:
+                num_crops += save_mapper_crops(derived.mapper, crops, options, writer)
+                stage_done("sample crops")
+        return writer.commit(), num_crops
+
+
+def save_mapper_crops(
+    part: MapperPart, crops: CropPlan, options: BuildOptions, writer: AtlasWriter
+) -> int:
+    """Crops around the sampled positions of the part's chosen rows; returns how many."""
+    if crops.fields is None or crops.dataset is None:
+        return 0
+    image_index = part.files[MAPPER_SAMPLE_PATHS["image_index"]]
+    jobs: dict[int, list[tuple[int, int, int, str]]] = {}
+    for i, rows in enumerate(part.crop_rows):
+        position = part.files[mapper_paths(i)["position"]]
+        for row in rows.tolist():
+            r, c = (int(v) for v in position[row])
+            jobs.setdefault(int(image_index[row]), []).append((i, r, c, mapper_crop_path(i, row)))
+    return save_position_crops(
+        crops.dataset,
+        [crops.fields[name] for name in options.layers],
+        jobs,
+        preprocessing=options.preprocessing,
+        num_workers=crops.workers,
+        progress=options.progress,
+        sink=writer.add_bytes,
+    )

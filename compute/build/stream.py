@@ -1,0 +1,344 @@
+"""The one streaming pass: read (and decode) the batches, resume from a checkpoint, run the
+model once per batch with every pass's hooks, and merge the ranks' aggregates.
+
+:func:`open_stream` reads the first batch and runs the checks that need it (classes
+against the model's outputs, the layers, the loader's order) and positions the stream
+after what a checkpoint already holds; :func:`run_pass` then aggregates the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from compute.build.checks import (
+    autocast_context,
+    check_classes,
+    check_labels,
+    check_layers,
+    check_loader_order,
+    unpack_batch,
+)
+from compute.build.options import BuildOptions
+from compute.capture import HookSet, resolve_modules
+from compute.checkpoint import (
+    CheckpointStore,
+    Fingerprint,
+    data_fingerprint,
+    default_checkpoint_dir,
+    model_fingerprint,
+)
+from compute.distributed import Rank, combine_states, reload_range, shard_loader
+from compute.errors import BuildError
+from compute.models import LayerDescription, count_outputs
+from compute.summit.aggregate import SummitAggregates, SummitPass
+from compute.topology.sample import ActivationSampler
+
+log = logging.getLogger(__name__)
+
+
+def read_batches(
+    loader: Any, decoder: Callable[[Any], Any] | None = None
+) -> Generator[Any, None, None]:
+    """Iterate ``loader`` (each batch through ``decoder`` if given), turning an image that
+    fails to decode into a one-line error."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, SyntaxError) as exc:  # PIL decode errors name the file
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            # A DataLoader worker re-raises with its traceback; the cause is the last line.
+            detail = lines[-1] if lines else type(exc).__name__
+            raise BuildError(f"reading the data failed: {detail}") from None
+        yield decoder(batch) if decoder is not None else batch
+
+
+@dataclass
+class Stream:
+    """A loader opened for the pass: checked on its first batch, positioned after what a
+    checkpoint holds.
+
+    Attributes:
+        loader: this process's shard of the loader (the whole loader on one process).
+        shard: the dataset range of this process (``None``: one process).
+        batches: the batches still to aggregate.
+        input_size: ``(channels, height, width)`` of one input.
+        batch_size: images in the first batch.
+        described: the chosen layers' descriptions.
+        weights_digest: sha256 of the model's state (checkpoint fingerprint, manifest).
+        store: the checkpoint store (``None``: no checkpoints).
+        resumed: the checkpoint resumed from (``None``: a fresh pass).
+        total: images this process aggregates, if known.
+        done: images already aggregated (from the checkpoint).
+        batches_done: batches already aggregated.
+        counter: dataset index of the next image when batches carry no indices.
+    """
+
+    loader: Any
+    shard: range | None
+    batches: Iterator[Any]
+    input_size: tuple[int, int, int]
+    batch_size: int
+    described: list[LayerDescription]
+    weights_digest: str | None
+    store: CheckpointStore | None
+    resumed: Any | None
+    total: int | None
+    done: int
+    batches_done: int
+    counter: int
+
+    @property
+    def dataset(self) -> Any:
+        """The loader's dataset (``None`` for a plain iterable of batches)."""
+        return getattr(self.loader, "dataset", None)
+
+
+def open_stream(model: nn.Module, loader: Any, options: BuildOptions, rank: Rank) -> Stream:
+    """Shard ``loader`` for this process, read its first batch, check the classes, layers
+    and order against it, and resume from a checkpoint made by the same inputs."""
+    loader, shard = shard_loader(loader, rank)
+    batches = read_batches(loader, options.decoder)
+    try:
+        first = next(batches)
+    except StopIteration:
+        raise BuildError("the loader yields no images") from None
+    start = shard.start if shard is not None else 0
+    images, _, _ = unpack_batch(first, start)
+    if len(first) == 2 and shard is None:
+        check_loader_order(loader)
+    input_size = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    check_classes(options.classes, count_outputs(model, input_size), options.class_map)
+    described = check_layers(model, options.layers, input_size)
+    dataset = getattr(loader, "dataset", None)
+    # The model's state digest: the checkpoints' fingerprint and the manifest's
+    # model.state_sha256 (hashed once; the pass changes no weight or buffer).
+    wants_digest = options.checkpoint_every is not None or rank.is_main
+    weights_digest = model_fingerprint(model) if wants_digest else None
+    store, resumed = None, None
+    if options.checkpoint_every is not None:
+        store = CheckpointStore(
+            options.checkpoint_dir or default_checkpoint_dir(options.path),
+            rank.rank,
+            rank.world_size,
+            Fingerprint(
+                weights_digest,
+                data_fingerprint(dataset, images),
+                _fingerprint_parameters(options, input_size, int(images.shape[0]), rank, shard),
+            ),
+        )
+        resumed = store.load(restart=options.restart)
+    total = None
+    if shard is not None:
+        total = len(shard)
+    elif dataset is not None and hasattr(dataset, "__len__"):
+        total = len(dataset)
+    done, batches_done = 0, 0
+    remaining: Iterator[Any] = itertools.chain([first], batches)
+    if resumed is not None:
+        done, batches_done = resumed.images_done, resumed.batches_done
+        if resumed.complete:
+            batches.close()
+            remaining = iter(())
+        elif shard is not None:
+            batches.close()  # stop the first loader's workers; read only what is left
+            remaining = read_batches(
+                reload_range(loader, shard.start + done, shard.stop), options.decoder
+            )
+        else:  # a loader we cannot restart mid-way: read and skip what is done
+            remaining = itertools.islice(remaining, batches_done, None)
+    return Stream(
+        loader=loader,
+        shard=shard,
+        batches=remaining,
+        input_size=input_size,
+        batch_size=int(images.shape[0]),
+        described=described,
+        weights_digest=weights_digest,
+        store=store,
+        resumed=resumed,
+        total=total,
+        done=done,
+        batches_done=batches_done,
+        counter=start + done,
+    )
+
+
+def _fingerprint_parameters(
+    options: BuildOptions,
+    input_size: tuple[int, int, int],
+    batch_size: int,
+    rank: Rank,
+    shard: range | None,
+) -> dict[str, Any]:
+    """What a checkpoint must have been made with to be resumed (docs/performance.md)."""
+    return {
+        "layers": list(options.layers),
+        "classes": list(options.classes),
+        "class_map": list(options.class_map) if options.class_map is not None else None,
+        "summit": options.config.to_manifest(),
+        "preprocessing": options.preprocessing.to_manifest() if options.preprocessing else None,
+        "input_size": list(input_size),
+        "mapper": [options.mapper, options.mapper_capacity, options.mapper_mode, options.seed],
+        "precision": options.precision,
+        "batch_size": batch_size,
+        "processes": [rank.rank, rank.world_size],
+        "shard": [shard.start, shard.stop] if shard is not None else None,
+    }
+
+
+@dataclass
+class PassResult:
+    """What the pass aggregated (on rank 0, every process's share merged).
+
+    Attributes:
+        aggregates: Summit's counts, statistics and top examples.
+        sampler: the TopoAct sample (``None`` without ``options.mapper``).
+        kinds: how each consecutive layer pair connects (conv, inception, gradient).
+        images: images this process aggregated.
+        seconds: wall time of the pass.
+    """
+
+    aggregates: SummitAggregates
+    sampler: ActivationSampler | None
+    kinds: list[str | None]
+    images: int
+    seconds: float
+
+
+def run_pass(
+    model: nn.Module,
+    stream: Stream,
+    options: BuildOptions,
+    device: torch.device,
+    rank: Rank,
+) -> PassResult | None:
+    """Aggregate every remaining batch of ``stream`` in one forward each; ``None`` on a
+    process other than rank 0 once it has sent its share."""
+    start = time.perf_counter()
+    layers = list(options.layers)
+    sampler = None
+    if options.mapper:
+        sampler = ActivationSampler(
+            layers,
+            [(int(d.channels), int(d.height), int(d.width)) for d in stream.described],  # type: ignore[arg-type]
+            capacity=options.mapper_capacity,
+            seed=options.seed,
+            mode=options.mapper_mode,  # type: ignore[arg-type]
+        )
+    new_pass = partial(
+        SummitPass,
+        model,
+        layers,
+        len(options.classes),
+        options.config,
+        device=str(device),
+        class_map=list(options.class_map) if options.class_map is not None else None,
+    )
+    done, batches_done, counter = stream.done, stream.batches_done, stream.counter
+    every = options.checkpoint_every
+    sampler_hooks = HookSet()
+    with (
+        new_pass() as summit,
+        tqdm(
+            total=stream.total,
+            initial=done,
+            desc="summit pass" + (f" (rank 0 of {rank.world_size})" if rank.distributed else ""),
+            unit="img",
+            unit_scale=True,
+            smoothing=0.05,
+            disable=not (options.progress and rank.is_main),
+        ) as bar,
+        sampler_hooks,
+    ):
+        kinds = [c.kind if c is not None else None for c in summit.connections]
+        if stream.resumed is not None:
+            summit.merge_state_dict(stream.resumed.summit)
+            if sampler is not None and stream.resumed.sampler is not None:
+                sampler.merge_state_dict(stream.resumed.sampler)
+        if sampler is not None:
+            # Registered after SummitPass's hooks on the same modules: each layer's output
+            # is reduced inside the forward, before any later in-place operation.
+            for name, module in zip(layers, resolve_modules(model, layers), strict=True):
+                sampler_hooks.on_output(module, partial(sampler.add_layer, name))
+        for batch in stream.batches:
+            images, labels, indices = unpack_batch(batch, counter)
+            counter += int(images.shape[0])
+            check_labels(labels, len(options.classes))
+            if sampler is not None:
+                sampler.begin_batch(labels, indices)
+            images = images.to(device, non_blocking=True)
+            if options.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(options.precision, device):  # approximate unless fp32
+                summit.update(images, labels, indices)
+            bar.update(int(images.shape[0]))
+            done, batches_done = done + int(images.shape[0]), batches_done + 1
+            if stream.store is not None and batches_done % int(every or 1) == 0:
+                stream.store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done)
+        if stream.store is not None:
+            state, sample = summit.state_dict(), _sampler_state(sampler)
+            stream.store.save(state, sample, done, batches_done, True)
+        if rank.distributed:
+            merged = _merge_ranks(summit, sampler, new_pass, rank, device)
+            if merged is None:
+                log.info("rank %d: %d images aggregated, sent to rank 0", rank.rank, done)
+                return None
+            aggregates, sampler = merged
+        else:
+            aggregates = summit.result()
+    return PassResult(aggregates, sampler, kinds, done, time.perf_counter() - start)
+
+
+def _sampler_state(sampler: ActivationSampler | None) -> dict[str, torch.Tensor] | None:
+    return sampler.state_dict() if sampler is not None else None
+
+
+def _merge_ranks(
+    summit: SummitPass,
+    sampler: ActivationSampler | None,
+    new_pass: Callable[[], SummitPass],
+    rank: Rank,
+    device: torch.device,
+) -> tuple[SummitAggregates, ActivationSampler | None] | None:
+    """On rank 0, the aggregates and Mapper sampler of every rank merged; else ``None``."""
+    combined = combine_states(summit.state_dict(), _sampler_state(sampler), rank, device)
+    if combined is None:
+        return None
+    summit_states, sampler_states = combined
+    with new_pass() as merged:
+        for state in summit_states:
+            merged.merge_state_dict(state)
+        aggregates = merged.result()
+    merged_sampler = None
+    if sampler is not None:
+        merged_sampler = ActivationSampler(
+            sampler.layer_names, sampler.layer_shapes, sampler.capacity, sampler.seed, sampler.mode
+        )
+        for state in sampler_states:
+            merged_sampler.merge_state_dict(state)
+    log.info("merged the aggregates of %d processes", rank.world_size)
+    return aggregates, merged_sampler
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far in MB (``None`` where unknown)."""
+    try:
+        import resource  # POSIX only: optional
+    except ImportError:  # Windows
+        return None
+    peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0)
