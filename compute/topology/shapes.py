@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compute.topology.mapper import MapperGraph
+from compute.topology.graph import MapperGraph
 
 logger = logging.getLogger(__name__)
 

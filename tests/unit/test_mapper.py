@@ -131,15 +131,15 @@ def test_parameter_changes_reuse_the_index() -> None:
 
 def test_threaded_parameter_change_equals_serial(monkeypatch: pytest.MonkeyPatch) -> None:
     """Big indexes cluster intervals in threads: same graph as one thread, node for node."""
-    import compute.topology.mapper as mapper_module
+    import compute.topology.index as index_module
 
     x, _ = activations(1500)
     index = MapperIndex.build(x, max_window=0.3, max_neighbors=0)
     params = MapperParams(intervals=8, overlap=0.5, eps_scale=1.5)
-    monkeypatch.setattr(mapper_module, "PARALLEL_MIN_ENTRIES", 10**12)
+    monkeypatch.setattr(index_module, "PARALLEL_MIN_ENTRIES", 10**12)
     serial = index.mapper(params)
-    monkeypatch.setattr(mapper_module, "PARALLEL_MIN_ENTRIES", 0)
-    monkeypatch.setattr(mapper_module, "MAPPER_THREADS", 3)
+    monkeypatch.setattr(index_module, "PARALLEL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(index_module, "MAPPER_THREADS", 3)
     threaded = index.mapper(params)
     assert serial.num_nodes > 8
     assert nodes_of(threaded) == nodes_of(serial)
@@ -364,7 +364,8 @@ def test_index_graph_equals_brute_force_with_ties_and_duplicates(
 ) -> None:
     """Small-integer vectors: float32 distances are exact, so ties and duplicate points
     (distance 0) are real ties; the selection must keep the lowest positions."""
-    import compute.topology.mapper as mapper_module
+    import compute.topology.index as index_module
+    import compute.topology.kernels as kernels_module
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 3, (260, 4)).astype(np.float32)
@@ -379,11 +380,11 @@ def test_index_graph_equals_brute_force_with_ties_and_duplicates(
         (32, 0, 2, 1 << 23),
         (256, 1 << 25, 2, 2_000),
     ]:
-        monkeypatch.setattr(mapper_module, "ROW_BLOCK", row_block)
-        monkeypatch.setattr(mapper_module, "BLOCK_BUDGET", budget)
-        monkeypatch.setattr(mapper_module, "RETAIN_BUDGET", retain)
-        monkeypatch.setattr(mapper_module, "BUILD_THREADS", threads)
-        monkeypatch.setattr(mapper_module, "PARALLEL_MIN_PAIRS", 0)
+        monkeypatch.setattr(kernels_module, "ROW_BLOCK", row_block)
+        monkeypatch.setattr(kernels_module, "BLOCK_BUDGET", budget)
+        monkeypatch.setattr(kernels_module, "RETAIN_BUDGET", retain)
+        monkeypatch.setattr(index_module, "BUILD_THREADS", threads)
+        monkeypatch.setattr(index_module, "PARALLEL_MIN_PAIRS", 0)
         index = MapperIndex.build(x, max_radius=2.5, max_window=window, max_neighbors=cap)
         got = index_edges(index)
         if expected is None:
@@ -398,9 +399,9 @@ def test_index_graph_equals_brute_force_with_ties_and_duplicates(
 
 @pytest.mark.parametrize("cap", [0, 6])
 def test_cosine_index_graph_equals_brute_force(cap: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    import compute.topology.mapper as mapper_module
+    import compute.topology.kernels as kernels_module
 
-    monkeypatch.setattr(mapper_module, "ROW_BLOCK", 32)
+    monkeypatch.setattr(kernels_module, "ROW_BLOCK", 32)
     x, _ = activations(300, dim=6, seed=4)
     x[250:260] = x[:10]  # duplicates: cosine distance 0 up to rounding
     index = MapperIndex.build(x, "cosine", max_radius=0.2, max_window=0.15, max_neighbors=cap)
@@ -442,7 +443,7 @@ def test_torch_device_path_equals_numpy(
     metric: str, cap: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("torch")
-    import compute.topology.mapper as mapper_module
+    import compute.topology.kernels as kernels_module
 
     x = exact_data(metric)
     radius, window = (3.0, 0.3) if metric == "euclidean" else (1.0, 0.5)
@@ -452,8 +453,8 @@ def test_torch_device_path_equals_numpy(
     # Default device blocks (one block here), small ones, and ones shrunk by the budget:
     # the same index each time.
     for row_block, budget in [(4096, 1 << 26), (16, 1 << 26), (64, 500)]:
-        monkeypatch.setattr(mapper_module, "DEVICE_ROW_BLOCK", row_block)
-        monkeypatch.setattr(mapper_module, "DEVICE_BLOCK_BUDGET", budget)
+        monkeypatch.setattr(kernels_module, "DEVICE_ROW_BLOCK", row_block)
+        monkeypatch.setattr(kernels_module, "DEVICE_BLOCK_BUDGET", budget)
         got = MapperIndex.build(
             x, metric, radius, max_window=window, max_neighbors=cap, device="cpu"
         )

@@ -6,7 +6,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from compute.topology.mapper import MapperParams, _assemble, compute_mapper, cover_bounds
+from compute.topology.clustering import assemble
+from compute.topology.mapper import MapperParams, compute_mapper, cover_bounds
 from compute.topology.shapes import find_flares, find_loops, find_shapes
 
 PARAMS = MapperParams(intervals=10, overlap=0.3, eps_scale=3.0)
@@ -71,7 +72,7 @@ def graph_from_edges(edges: list[tuple[int, int]], n: int, labels_per_node: list
         members[b].append(10 * n + e)
     labels = np.concatenate([np.full(10, c) for c in labels_per_node] + [np.zeros(len(edges))])
     nodes = [np.array(sorted(m)) for m in members]
-    graph = _assemble(
+    graph = assemble(
         True,
         10 * n + len(edges),
         nodes,
