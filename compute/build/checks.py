@@ -235,7 +235,6 @@ def check_loader_order(loader: Any) -> None:
         )
 
 
-
 def check_labels(labels: torch.Tensor, num_classes: int) -> None:
     """Check that a batch's labels index the classes.
 
@@ -251,4 +250,3 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
             f"the loader yields label {bad}, but labels index the "
             f"{num_classes} classes (0..{num_classes - 1})"
         )
-
