@@ -36,10 +36,10 @@ from compute.demo import (
     DemoConfig,
     evaluate,
     load_digits_splits,
+    train_demo_traced,
     train_digits_cnn,
 )
 from compute.trace import Explainer, capture_inputs, example_scores, explain
-from compute.trace.demo import train_demo_traced
 
 log = logging.getLogger("bench_trace")
 

@@ -648,7 +648,10 @@ class Atlas:
         if relpath not in self.files:
             raise AtlasError(f"file {relpath} is not listed in the manifest of {self.path}")
         try:
-            return np.load(self.path / relpath, mmap_mode="r" if mmap else None, allow_pickle=False)
+            array: np.ndarray = np.load(
+                self.path / relpath, mmap_mode="r" if mmap else None, allow_pickle=False
+            )
+            return array
         except (ValueError, OSError, EOFError) as exc:
             raise AtlasError(
                 f"file {relpath} in atlas {self.path} is not a valid array: {exc}"

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from compute.png import png_bytes
+from compute.trace.tracer import TraceConfig, Tracer, TraceResult
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,65 @@ def train_digits_cnn(
     return model
 
 
+#: Every weight layer of the demo CNN, input to output.
+DEMO_TRACE_LAYERS = (
+    "features.conv1",
+    "features.conv2",
+    "features.conv3",
+    "features.conv4",
+    "head",
+)
+
+
+def train_demo_traced(
+    splits: DigitsSplits,
+    config: DemoConfig | None = None,
+    *,
+    layers: tuple[str, ...] = DEMO_TRACE_LAYERS,
+    projection_dim: int = 64,
+    checkpoint_dir: str | Path | None = None,
+    example_momentum: str = "exact",
+) -> tuple[nn.Module, TraceResult]:
+    """Train the demo CNN exactly as :func:`train_digits_cnn` does, with the tracer as its
+    observer: the final weights are bit-identical to the untraced demo's (the tracer
+    touches no RNG and no gradient).
+
+    Args:
+        splits: the digits splits.
+        config: training settings (default settings if ``None``).
+        layers: modules to trace.
+        projection_dim: sketch size per example for layers above ``exact_max_weights``.
+        checkpoint_dir: where to save epoch-end checkpoints (for TracIn), or ``None``.
+        example_momentum: per-example momentum credit, ``"exact"`` or ``"decayed"``
+            (see :class:`compute.trace.TraceConfig`).
+
+    Returns:
+        ``(model in eval mode, trace)``.
+    """
+    config = DemoConfig() if config is None else config
+    tracers: list[Tracer] = []
+
+    def make_tracer(model: nn.Module, optimizer: torch.optim.Optimizer) -> Tracer:
+        tracer = Tracer(
+            model,
+            optimizer,
+            TraceConfig(
+                layers=layers,
+                num_classes=len(CLASS_NAMES),
+                projection_dim=projection_dim,
+                seed=config.seed,
+                checkpoint_dir=checkpoint_dir,
+                example_momentum=example_momentum,
+            ),
+            num_examples=len(splits.train),
+        )
+        tracers.append(tracer)
+        return tracer
+
+    model = train_digits_cnn(splits, config, observe=make_tracer)
+    return model, tracers[0].finish()
+
+
 def build_demo_atlas(
     out: str | Path,
     *,
@@ -238,8 +298,6 @@ def build_demo_atlas(
         started = time.perf_counter()
         splits = load_digits_splits(config.seed, config.test_fraction)
         if trace:
-            from compute.trace.demo import train_demo_traced
-
             model, result = train_demo_traced(splits, config)
         else:
             model = train_digits_cnn(splits, config)

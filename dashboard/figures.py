@@ -14,21 +14,16 @@ from typing import Any
 import numpy as np
 
 from dashboard.data import ROW_PX, SLOT_PX, STAGGER_PX, ClassGraph, file_url
+from dashboard.theme import ACCENT, COMPARE, FONT, INK, MUTED
 
 # A small, colour-blind-safe palette used across views and the CSS.
-INK = "#1f2937"
-MUTED = "#94a3b8"
 POINT = "#93c5fd"
-ACCENT = "#f97316"  # the selected class / node
-COMPARE = "#7c3aed"  # the compared class
 SHARED = "#0f766e"  # nodes both classes use
 # The comparison uses the classes' colours everywhere else: the selected class (A) orange,
 # the compared one (B) purple.
 ONLY_A = ACCENT
 ONLY_B = COMPARE
 EDGE = "#94a3b8"
-
-_FONT = "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,7 +155,7 @@ def embedding_figure(
             "margin": {"l": 6, "r": 6, "t": 6, "b": 6},
             "paper_bgcolor": "white",
             "plot_bgcolor": "white",
-            "font": {"family": _FONT, "size": 11, "color": INK},
+            "font": {"family": FONT, "size": 11, "color": INK},
             "xaxis": {"visible": False},
             "yaxis": {"visible": False, "scaleanchor": "x"},
             "showlegend": False,
@@ -190,7 +185,7 @@ def base_stylesheet() -> list[dict[str, Any]]:
                 "border-color": "#64748b",
                 "label": "data(label)",
                 "font-size": 13,
-                "font-family": _FONT,
+                "font-family": FONT,
                 "color": "#475569",
                 "text-valign": "bottom",
                 "text-margin-y": 3,
@@ -557,7 +552,7 @@ def neuron_bar_figure(
             "height": max(160, 24 * len(classes) + 50),
             "paper_bgcolor": "white",
             "plot_bgcolor": "white",
-            "font": {"family": _FONT, "size": 11, "color": INK},
+            "font": {"family": FONT, "size": 11, "color": INK},
             "xaxis": {
                 "title": {"text": "images of the class that use this channel"},
                 "gridcolor": "#e2e8f0",

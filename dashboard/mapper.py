@@ -30,9 +30,10 @@ from compute.topology import (
     find_shapes,
     node_statistics,
 )
-from compute.topology.mapper import EXACT_POINTS, stored_default_params
+from compute.topology.mapper import EXACT_POINTS, default_graph_params, stored_default_params
 from dashboard.data import AtlasData
 from dashboard.state import TOPO_EPS, TOPO_INTERVALS, TOPO_OVERLAP, ViewState
+from dashboard.theme import ACCENT
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ EDGE_MIN_PX, EDGE_MAX_PX = 0.8, 6.0
 #: Layout canvas (px).
 WIDTH_PX, HEIGHT_PX = 1000.0, 560.0
 
-SELECTED = "#f97316"  # the selected class (same orange as the Summit views)
+SELECTED = ACCENT  # the selected class (the same orange as every view)
 OTHER = "#e2e8f0"  # the "other classes" slice
 #: Class colours of the pies (no orange: that is the selected class).
 PALETTE = (
@@ -345,18 +346,15 @@ class MapperData:
         # the numbers unrounded): with no parameter in the state this is the graph the
         # featurevis inversions were rendered for (``compute.featurevis.mapper_nodes``).
         intervals, overlap, eps = self.settings(state)
-        changes: dict[str, Any] = {
-            "lens": index.lens_kind,
-            "metric": metric,
-            "clusterer": clusterer,
-        }
+        changes: dict[str, Any] = {"metric": metric, "clusterer": clusterer}
         if state.topo_intervals is not None:
             changes["intervals"] = intervals
         if state.topo_overlap is not None:
             changes["overlap"] = overlap / 100.0
         if state.topo_eps is not None:
             changes["eps_scale"] = eps / 100.0
-        return replace(self.defaults(), **changes), notes
+        base = default_graph_params(self.data.atlas.parameters.get("mapper"), index)
+        return replace(base, **changes), notes
 
     def is_exact(self, layer: int, params: MapperParams) -> bool:
         """Whether the graph of ``params`` is exact without asking (small sample or index)."""

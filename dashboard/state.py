@@ -14,6 +14,15 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode
 
+from compute.topology.params import (
+    UI_MAX_EPS_SCALE,
+    UI_MAX_INTERVALS,
+    UI_MAX_OVERLAP,
+    UI_MIN_EPS_SCALE,
+    UI_MIN_INTERVALS,
+    UI_MIN_OVERLAP,
+)
+
 STATE_VERSION = 1
 
 SortOrder = Literal["similarity", "acc-asc", "acc-desc"]
@@ -21,10 +30,11 @@ SORT_ORDERS: tuple[str, ...] = ("similarity", "acc-asc", "acc-desc")
 #: What graph nodes show: the feature visualization or the top dataset crop.
 PICTURES: tuple[str, ...] = ("vis", "crop")
 
-#: Topology (Mapper) view: limits of its parameters (docs/topology.md §6) and choices.
-TOPO_INTERVALS = (10, 100)
-TOPO_OVERLAP = (10, 60)  # percent
-TOPO_EPS = (50, 200)  # percent of the "auto" ε
+#: Topology (Mapper) view: limits of its parameters (docs/topology.md §6), the ones the
+#: Mapper index is built for (``compute.topology.params``), in the view's units.
+TOPO_INTERVALS = (UI_MIN_INTERVALS, UI_MAX_INTERVALS)
+TOPO_OVERLAP = (round(100 * UI_MIN_OVERLAP), round(100 * UI_MAX_OVERLAP))  # percent
+TOPO_EPS = (round(100 * UI_MIN_EPS_SCALE), round(100 * UI_MAX_EPS_SCALE))  # % of "auto" ε
 TOPO_CLUSTERERS: tuple[str, ...] = ("dbscan", "hdbscan")
 TOPO_METRICS: tuple[str, ...] = ("euclidean", "cosine")
 TOPO_COLOURS: tuple[str, ...] = ("pie", "norm", "share")

@@ -16,6 +16,7 @@ import numpy as np
 
 from compute.atlas import PART_TRACE
 from dashboard.data import AtlasData
+from dashboard.theme import ACCENT, FONT
 
 #: An image is "uncertain" when its predicted class's share lead over the runner-up (at the
 #: last traced layer) is among the lowest this fraction of the explained images. The trace
@@ -28,11 +29,9 @@ GRID_LIMIT = 120
 #: traces per figure: a second of server time and a frozen browser tab).
 MAX_SHOWN_CLASSES = 12
 
-ACCENT = "#f97316"  # the predicted class (as the selected class elsewhere)
 TRUE = "#2563eb"  # the true class when it differs
 OTHER = "#cbd5e1"
 REG = "#64748b"  # regularisation (weight decay)
-_FONT = "Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 # 10 distinct colours for the stacked area chart (tab10), cycled beyond 10 classes.
 _PALETTE = (
     "#1f77b4",
@@ -223,7 +222,7 @@ def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
         "title": {"text": title, "font": {"size": 13}, "x": 0.01},
         "height": height,
         "margin": {"l": 90, "r": 12, "t": 32, "b": 36},
-        "font": {"family": _FONT, "size": 11},
+        "font": {"family": FONT, "size": 11},
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",
         "showlegend": False,

@@ -32,7 +32,7 @@ from compute.topology.mapper import (
     EXACT_POINTS,
     MapperGraph,
     MapperIndex,
-    stored_default_params,
+    default_graph_params,
 )
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,8 @@ def default_graph(atlas: Atlas, layer: int) -> MapperGraph:
     Small samples (up to ``EXACT_POINTS``) are clustered exactly, larger ones from the
     stored index (the dashboard's first view).
     """
-    settings = atlas.parameters.get("mapper") or {}
-    params = stored_default_params(settings)
     index = MapperIndex.from_arrays(atlas.mapper_index_arrays(layer))
+    params = default_graph_params(atlas.parameters.get("mapper"), index)
     vectors = np.asarray(atlas.mapper_sample(layer).vectors)
     return index.mapper(params, vectors=vectors, exact=index.num_points <= EXACT_POINTS)
 

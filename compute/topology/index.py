@@ -14,7 +14,8 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +34,7 @@ from compute.topology.params import (
     LensKind,
     MapperParams,
     Metric,
+    stored_default_params,
 )
 
 logger = logging.getLogger(__name__)
@@ -548,6 +550,17 @@ class MapperIndex:
                 border, at = np.unique(b_row[by], return_index=True)
                 labels[border] = b_label[by][at]
         return labels
+
+
+def default_graph_params(settings: dict[str, Any] | None, index: MapperIndex) -> MapperParams:
+    """The parameters of a layer's default Mapper graph: the atlas's stored defaults
+    (``parameters.mapper``, every field) on its stored index's lens and metric.
+
+    The one definition both halves use: the graph the dashboard draws with no Mapper
+    parameter in its URL, and the graph ``compute featurevis --mapper-only`` renders node
+    inversions for (docs/topology.md).
+    """
+    return replace(stored_default_params(settings), lens=index.lens_kind, metric=index.metric)
 
 
 def eps_rule(knn: np.ndarray, rule: EpsRule, min_samples: int) -> float:

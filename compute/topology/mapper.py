@@ -52,6 +52,7 @@ from compute.topology.index import (
     PARALLEL_MIN_PAIRS,
     MapperIndex,
     compute_mapper,
+    default_graph_params,
     eps_rule,
     knee_point,
 )
@@ -123,6 +124,7 @@ __all__ = [
     "compute_lens",
     "compute_mapper",
     "cover_bounds",
+    "default_graph_params",
     "default_params",
     "eps_rule",
     "hdbscan",

@@ -8,7 +8,7 @@ Also the type aliases of the parameter values (``LensKind``, ``Metric``, ``Cover
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -147,7 +147,7 @@ def default_params(num_points: int) -> MapperParams:
     return MapperParams(intervals=intervals, overlap=0.5, eps_scale=1.5)
 
 
-def stored_default_params(settings: dict | None) -> MapperParams:
+def stored_default_params(settings: dict[str, Any] | None) -> MapperParams:
     """The default parameters an atlas records (``parameters.mapper``), validated.
 
     ``settings["defaults"]`` holds the :class:`MapperParams` fields the build used; missing

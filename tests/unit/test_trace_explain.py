@@ -135,8 +135,7 @@ def test_atlas_part_round_trip(small, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def demo():
-    from compute.demo import DemoConfig, load_digits_splits
-    from compute.trace.demo import train_demo_traced
+    from compute.demo import DemoConfig, load_digits_splits, train_demo_traced
 
     # One torch thread: on the shared 2-core test machine two threads contend with other jobs
     # and ran this fixture several times slower (320 s vs ~60 s).
