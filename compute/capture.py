@@ -114,6 +114,16 @@ class HookSet(ClosingContext):
 
         self._handles.append(module.register_forward_pre_hook(hook))
 
+    def on_forward(self, module: nn.Module, hook: Callable[..., object]) -> None:
+        """Register ``hook(module, inputs, output)`` after every forward of ``module``; what
+        it returns (not ``None``) replaces the module's output, as in PyTorch."""
+        self._handles.append(module.register_forward_hook(hook))
+
+    def adopt(self, handle: torch.utils.hooks.RemovableHandle) -> None:
+        """Remove ``handle`` (any removable hook: an optimizer's step hook, a tensor's
+        gradient hook) with the others."""
+        self._handles.append(handle)
+
     def close(self) -> None:
         """Remove every hook (idempotent)."""
         for handle in self._handles:

@@ -14,6 +14,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -25,8 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from compute.atlas import example_crop_path
+from compute.capture import HookSet
 from compute.data import Preprocessing
 from compute.errors import BuildError
 from compute.png import png_bytes
@@ -156,23 +159,20 @@ def _probe_once(
     outputs: dict[str, torch.Tensor] = {}
     wanted = set(layers)
 
-    def hook(name: str) -> Any:
-        def keep(_module: nn.Module, _inputs: Any, out: Any) -> None:
+    def hook(name: str) -> Callable[[torch.Tensor], None]:
+        def keep(out: torch.Tensor) -> None:
             outputs[name] = out
             if wanted <= outputs.keys():
                 raise _StopForward
 
         return keep
 
-    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
     x = torch.ones(1, channels, *size, dtype=torch.float64, device=device).requires_grad_()
-    try:
-        probe(x)
-    except _StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with HookSet() as hooks:
+        for name in layers:
+            hooks.on_output(modules[name], hook(name))
+        with contextlib.suppress(_StopForward):  # every layer seen: the rest need not run
+            probe(x)
     fields: dict[str, tuple[ReceptiveField, bool]] = {}
     for name in layers:
         out = outputs.get(name)
@@ -393,7 +393,6 @@ def save_example_crops(
         >>> sorted(crops)[0]                                              # doctest: +SKIP
         'images/00/0-0.png'
     """
-    from tqdm import tqdm
 
     jobs: dict[int, list[tuple[int, int, int, int, int]]] = {}
     for layer_i, (indices, positions) in enumerate(
@@ -472,7 +471,6 @@ def save_position_crops(
     Returns:
         The number of crops made.
     """
-    from tqdm import tqdm
 
     order = sorted(jobs)
     if not order:

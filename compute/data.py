@@ -24,6 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import datasets, transforms
+from tqdm import tqdm
 
 from compute.errors import BuildError
 
@@ -338,9 +340,6 @@ def check_images(
     Examples:
         >>> check_images([])
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
 
     paths = list(paths)
     chunk = 256

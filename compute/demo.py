@@ -26,7 +26,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from compute.atlas import PART_FEATUREVIS, PART_TRACE, Atlas, trace_thumbnail_path, update_atlas
+from compute.build import build_atlas
+from compute.data import Preprocessing
+from compute.featurevis.cli import run_featurevis
+from compute.models import load_weights
 from compute.png import png_bytes
+from compute.summit.config import GraphConfig, SummitConfig
+from compute.trace.explain import explain, write_trace_part
 from compute.trace.tracer import TraceConfig, Tracer, TraceResult
 
 log = logging.getLogger(__name__)
@@ -312,8 +319,6 @@ def build_demo_atlas(
         if trace:
             add_demo_trace(path, model, result, splits, config)
         if featurevis:
-            from compute.featurevis.cli import run_featurevis
-
             # 32×32 images make every op tiny: thread synchronisation then costs more than it
             # saves (measured 4–5× slower with 2 threads on a busy 2-core machine).
             threads = torch.get_num_threads()
@@ -340,10 +345,6 @@ def build_demo_summit(
     training in float32 follows the CPU's kernels, and another processor trains other
     weights (tests/unit/test_demo.py rebuilds from the shipped ones).
     """
-    from compute.build import build_atlas
-    from compute.data import Preprocessing
-    from compute.summit.config import GraphConfig, SummitConfig
-
     loader = DataLoader(splits.train, batch_size=256, shuffle=False)
     return build_atlas(
         model,
@@ -384,9 +385,6 @@ def add_demo_trace(
     path: str | Path, model: nn.Module, result: Any, splits: DigitsSplits, config: DemoConfig
 ) -> None:
     """Explain every test image with the training trace and add the atlas's trace part."""
-    from compute.atlas import trace_thumbnail_path, update_atlas
-    from compute.trace.explain import explain, write_trace_part
-
     started = time.perf_counter()
     explanations = explain(result, model, splits.test.images)
     write_trace_part(
@@ -432,10 +430,6 @@ def rebuild_demo_from_atlas(
     Returns:
         The new atlas's path.
     """
-    from compute.atlas import PART_FEATUREVIS, PART_TRACE, Atlas, update_atlas
-    from compute.featurevis.cli import run_featurevis
-    from compute.models import load_weights
-
     old = Atlas.open(source)
     config = DemoConfig(seed=int(old.parameters.get("seed", 0)))
     model = digits_cnn()

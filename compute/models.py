@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, TypeVar
 import torch
 from torch import nn
 
+from compute.capture import HookSet
 from compute.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -476,7 +477,6 @@ def describe_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[
         LayerDescription(name='features.1', type='ReLU', channels=16, height=32, width=32)
     """
     shapes: dict[str, tuple[int | None, int | None, int | None]] = {}
-    handles = []
 
     def make_hook(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -497,13 +497,10 @@ def describe_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[
         return hook
 
     names = [(name, module) for name, module in model.named_modules() if name]
-    for name, module in names:
-        handles.append(module.register_forward_hook(make_hook(name)))
-    try:
+    with HookSet() as hooks:
+        for name, module in names:
+            hooks.on_forward(module, make_hook(name))
         _probe(model, input_size)
-    finally:
-        for handle in handles:
-            handle.remove()
     rows = []
     for name, module in names:
         if name in shapes:

@@ -139,6 +139,8 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
     )
     num_outputs = count_outputs(model, preprocessing.input_size)
     check_layers(model, args.layers, preprocessing.input_size)
+    # JPEG bytes decoded on the GPU in batches (the loader then carries encoded files).
+    encoded = args.decode == "jpeg-device" and device.type == "cuda"
     dataset, class_map = open_image_folder(
         args.data,
         preprocessing,
@@ -147,12 +149,11 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         check=not args.no_check_images and not rank.distributed,
         progress=not args.no_progress,
         decode=args.decode,
-        encoded=args.decode == "jpeg-device" and device.type == "cuda",
+        encoded=encoded,
     )
     if rank.distributed and not args.no_check_images:  # each process checks its own shard
         shard = shard_range(len(dataset), rank.rank, rank.world_size)
         check_images([dataset.samples[i][0] for i in shard], progress=False)
-    encoded = args.decode == "jpeg-device" and device.type == "cuda"
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,

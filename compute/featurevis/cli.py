@@ -28,16 +28,19 @@ from typing import Any
 
 import numpy as np
 from torch import nn
+from tqdm import tqdm
 
 from compute.atlas import (
     DIVERSITY_IMAGES,
     PART_FEATUREVIS,
+    PART_MAPPER,
     Atlas,
     AtlasError,
     featurevis_path,
     update_atlas,
 )
 from compute.checkpoint import model_fingerprint
+from compute.featurevis.mapper_nodes import INVERSION_STEPS, render_mapper_inversions
 from compute.featurevis.param import ImageSpace
 from compute.featurevis.render import RenderConfig, invert_activations, render_channels
 from compute.models import get_model
@@ -187,10 +190,6 @@ def run_featurevis(
     Returns:
         The number of PNG files written.
     """
-    from tqdm import tqdm
-
-    from compute.atlas import PART_MAPPER
-    from compute.featurevis.mapper_nodes import INVERSION_STEPS, render_mapper_inversions
 
     atlas = Atlas.open(atlas_path)
     space = ImageSpace.from_manifest(atlas.manifest)

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from compute.capture import HookSet
 from compute.featurevis import objectives
 from compute.featurevis.param import FourierImage, ImageSpace, from_uint8, to_uint8
 from compute.featurevis.transforms import RandomAffine, TransformConfig
@@ -165,25 +166,23 @@ class LayerCapture:
         self.pre = pre_activation and isinstance(self.module, PRE_ACTIVATION_MODULES)
         self.output: torch.Tensor | None = None
         self._running = False
-        self._handle: torch.utils.hooks.RemovableHandle | None = None
+        self._hooks = HookSet()
 
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], *output: object) -> None:
+    def _keep(self, tensor: torch.Tensor) -> None:
         if not self._running:  # another forward pass (e.g. a render inside this block)
             return
-        self.output = inputs[0] if self.pre else output[0]  # type: ignore[assignment]
+        self.output = tensor
         raise _StopForward
 
     def __enter__(self) -> LayerCapture:
         if self.pre:
-            self._handle = self.module.register_forward_pre_hook(self._hook)
+            self._hooks.on_input(self.module, self._keep)
         else:
-            self._handle = self.module.register_forward_hook(self._hook)
+            self._hooks.on_output(self.module, self._keep)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self._hooks.close()
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         """Args: ``inputs`` ``float[N, C, H, W]``. Returns: the layer's ``float[N, C', h, w]``."""

@@ -303,14 +303,12 @@ class SummitPass(ClosingContext):
             for index, c in enumerate(self.connections)
             if isinstance(c, GradientConnection)
         }
-        self._grad_handles: list[torch.utils.hooks.RemovableHandle] = []
+        # Registered after the layer hooks: these replace the layer's output.
         for index, module in enumerate(modules):
             if index in self._gradient:
-                handle = module.register_forward_hook(partial(self._on_gradient_target, index))
-                self._grad_handles.append(handle)
+                self._hooks.on_forward(module, partial(self._on_gradient_target, index))
             if index + 1 in self._gradient:
-                handle = module.register_forward_hook(partial(self._on_gradient_source, index))
-                self._grad_handles.append(handle)
+                self._hooks.on_forward(module, partial(self._on_gradient_source, index))
         self._grad_sources: dict[int, Tensor] = {}
         self._states: list[_LayerState | None] = [None] * len(self.layers)
         bins = config.confidence_bins
@@ -864,6 +862,3 @@ class SummitPass(ClosingContext):
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-        for handle in self._grad_handles:
-            handle.remove()
-        self._grad_handles.clear()

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from compute.atlas import PART_TRACE, TRACE_PATHS
+from compute.atlas import PART_TRACE, TRACE_PATHS, Atlas, update_atlas
+from compute.capture import HookSet
 from compute.trace.tracer import LayerTrace, TraceResult, input_patches
 
 log = logging.getLogger(__name__)
@@ -122,22 +123,16 @@ def capture_inputs(
     """
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    handles = [
-        modules[name].register_forward_hook(
-            lambda _m, inputs, _o, name=name: store[name].append(inputs[0].detach())
-        )
-        for name in layers
-    ]
     was_training = model.training
     model.eval()
     logits = []
     try:
-        with torch.no_grad():
+        with HookSet() as hooks, torch.no_grad():
+            for name in layers:
+                hooks.on_input(modules[name], lambda x, name=name: store[name].append(x.detach()))
             for start in range(0, images.shape[0], batch_size):
                 logits.append(model(images[start : start + batch_size]))
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     return {name: torch.cat(v) for name, v in store.items()}, torch.cat(logits)
 
@@ -468,8 +463,6 @@ def write_trace_part(
         >>> write_trace_part("demo-atlas", exp, image_index=np.arange(360),  # doctest: +SKIP
         ...                  image_label=labels, train_label=result.train_labels)  # doctest: +SKIP
     """
-    from compute.atlas import update_atlas
-
     n = explanations.num_images
     image_index = np.asarray(image_index, dtype=np.int64)
     image_label = np.asarray(image_label, dtype=np.int64)
@@ -522,6 +515,4 @@ def load_trace_part(atlas_path: str | Path) -> tuple[dict[str, Any], dict[str, n
     Raises:
         compute.atlas.AtlasError: if the part is missing or an array has the wrong shape.
     """
-    from compute.atlas import Atlas
-
     return Atlas.open(atlas_path).trace()

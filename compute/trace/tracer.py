@@ -65,6 +65,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compute.capture import HookSet
+
 log = logging.getLogger(__name__)
 
 
@@ -1017,11 +1019,11 @@ class Tracer:
         self.epoch_steps: list[int] = []
         self.learning_rates: list[float] = []
         self.checkpoints: list[Path] = []
-        self._handles = [
-            state.module.register_forward_hook(self._forward_hook(state)) for state in self.states
-        ]
-        self._handles.append(optimizer.register_step_pre_hook(self._pre_step))
-        self._handles.append(optimizer.register_step_post_hook(self._post_step))
+        self._hooks = HookSet()
+        for state in self.states:
+            self._hooks.on_forward(state.module, self._forward_hook(state))
+        self._hooks.adopt(optimizer.register_step_pre_hook(self._pre_step))
+        self._hooks.adopt(optimizer.register_step_post_hook(self._post_step))
         log.debug("tracing %s with the %r rule", list(config.layers), self.rule)
 
     # -- user calls ------------------------------------------------------------------
@@ -1072,9 +1074,7 @@ class Tracer:
         """
         if self._steps_in_epoch or not self.epoch_steps:
             self.end_epoch()
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.close()
         result = TraceResult(
             layers=[state.finish() for state in self.states],
             train_labels=self.train_labels.copy(),
@@ -1427,6 +1427,4 @@ class Tracer:
 
     def remove(self) -> None:
         """Remove the hooks without producing a result."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.close()
