@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Atlas", "AtlasError", "BuildError", "build_atlas"]
+__all__ = ["Atlas", "AtlasError", "BuildError", "BuildOptions", "build_atlas"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,8 +25,8 @@ def __getattr__(name: str) -> Any:
         from compute.errors import BuildError
 
         return BuildError
-    if name == "build_atlas":
-        from compute.build import build_atlas
+    if name in ("build_atlas", "BuildOptions"):
+        from compute import build
 
-        return build_atlas
+        return getattr(build, name)
     raise AttributeError(f"module 'compute' has no attribute {name!r}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compute.atlas import PRECISIONS
 from compute.data import Preprocessing
 from compute.errors import BuildError
 from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
@@ -94,14 +95,23 @@ class BuildOptions:
     decode: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("layers", "classes"):
+            if isinstance(getattr(self, name), str):
+                raise BuildError(
+                    f"{name} must be a list of names, not the string {getattr(self, name)!r}"
+                )
+        if self.precision not in PRECISIONS:
+            raise BuildError(
+                f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"
+            )
         if self.crops_per_channel < 0:
-            raise BuildError("crops_per_channel must be >= 0")
+            raise BuildError(f"crops_per_channel must be >= 0, not {self.crops_per_channel}")
         if self.mapper and self.mapper_capacity < 2:
             raise BuildError(f"mapper_capacity must be >= 2, not {self.mapper_capacity}")
         if self.mapper_mode not in MAPPER_MODES:
             raise BuildError(f"mapper_mode must be 'position' or 'mean', not {self.mapper_mode!r}")
         if self.mapper_crops < 0:
-            raise BuildError("mapper_crops must be >= 0")
+            raise BuildError(f"mapper_crops must be >= 0, not {self.mapper_crops}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise BuildError(f"checkpoint_every must be >= 1, not {self.checkpoint_every}")
         # Normalised once: every later stage reads the same types.

@@ -49,7 +49,7 @@ class _Stages:
 
 
 def build_atlas(
-    model: nn.Module, loader: Any, options: BuildOptions | None = None, /, **fields: Any
+    model: nn.Module, loader: Any, options: BuildOptions | None = None, **fields: Any
 ) -> Path:
     """Build a complete atlas (Summit counts, examples, embedding, graphs, and the TopoAct
     sample's Mapper part) of an image classifier.
@@ -85,13 +85,13 @@ def build_atlas(
         >>> Atlas.open(path).layer_names                                   # doctest: +SKIP
         ('features.1', 'features.4')
     """
-    try:
-        if options is None:
-            options = BuildOptions(**fields)
-        elif fields:
-            options = BuildOptions(**{**vars(options), **fields})
-    except TypeError as exc:  # an unknown or missing option: say which
-        raise BuildError(f"build options: {exc}") from None
+    if options is not None and not isinstance(options, BuildOptions):
+        raise TypeError(f"options must be a BuildOptions, not {type(options).__name__}")
+    # An unknown or missing field is a TypeError, as for any Python call.
+    if options is None:
+        options = BuildOptions(**fields)
+    elif fields:
+        options = BuildOptions(**{**vars(options), **fields})
     stages = _Stages()
     check_output_path(options.path, options.overwrite)
     device = resolve_device(options.device)

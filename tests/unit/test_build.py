@@ -507,3 +507,46 @@ def test_layer_order_ranks_a_container_after_its_children(
     with caplog.at_level("WARNING", logger="compute.build"):
         check_layers(model, ["0.1", "0"], (3, 12, 12))
     assert "module order" not in caplog.text
+
+
+def test_build_atlas_takes_options_or_their_fields(tmp_path: Path) -> None:
+    """The Python API: the fields as keywords (``model=`` and ``loader=`` included), a
+    ``BuildOptions`` positionally or as ``options=``, or both (the keywords win); all give
+    the same counts. Mistakes are refused as Python's or as one-line build errors."""
+    from compute.build import BuildOptions, build_atlas
+
+    def model() -> nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return tiny_cnn()
+
+    def loader() -> DataLoader:
+        return DataLoader(class_dataset(), batch_size=4)
+
+    fields: dict[str, object] = {
+        "layers": ["1", "4"],
+        "classes": ["red", "green", "blue"],
+        "config": SummitConfig(selection="topk", top_k=2, examples_per_channel=4),
+        "crops_per_channel": 0,
+        "mapper": False,
+        "progress": False,
+    }
+    given = BuildOptions(out=tmp_path / "x", **fields)  # type: ignore[arg-type]
+    paths = [
+        build_atlas(model=model(), loader=loader(), out=tmp_path / "a", **fields),
+        build_atlas(model(), loader(), BuildOptions(out=tmp_path / "b", **fields)),  # type: ignore[arg-type]
+        build_atlas(model(), loader(), options=given, out=tmp_path / "c"),
+    ]
+    assert [p.name for p in paths] == ["a", "b", "c"] and not (tmp_path / "x").exists()
+    counts = [Atlas.open(p).activation_counts(1) for p in paths]
+    assert all(np.array_equal(counts[0], c) for c in counts[1:])
+    with pytest.raises(TypeError, match="layer"):
+        build_atlas(model(), loader(), layer=["1"], classes=["r", "g", "b"], out=tmp_path / "d")
+    with pytest.raises(TypeError, match="BuildOptions"):
+        build_atlas(model(), loader(), {"layers": ["1"]})  # type: ignore[arg-type]
+    with pytest.raises(BuildError, match="list of names"):
+        BuildOptions(layers="1", classes=["r", "g", "b"], out=tmp_path / "e")
+    with pytest.raises(BuildError, match="unknown precision 'fp8'"):
+        BuildOptions(layers=["1"], classes=["r"], out=tmp_path / "f", precision="fp8")
+    with pytest.raises(BuildError, match="crops_per_channel must be >= 0, not -1"):
+        BuildOptions(layers=["1"], classes=["r"], out=tmp_path / "g", crops_per_channel=-1)
