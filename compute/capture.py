@@ -8,9 +8,9 @@ kept). :class:`TensorRecorder` keeps full copies instead; tests and small tools 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import torch
 from torch import Tensor, nn
@@ -129,6 +129,78 @@ class HookSet(ClosingContext):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+class BatchRider(Protocol):
+    """A pass that rides on the one forward of each batch of a build.
+
+    The build's stream runs the model once per batch (Summit's pass drives it); a rider
+    sees the batch's labels and dataset indices first (:meth:`begin_batch`), then what its
+    hooks capture during that forward. Its state is a dict of tensors that merges
+    exactly: a resumed checkpoint and the other ranks' shares are merged into it. The
+    TopoAct sample (:class:`compute.topology.sample.ActivationSampler`) is one; per-image
+    records are the next.
+
+    Attributes:
+        name: the rider's key in checkpoints and merged states (unique per build).
+    """
+
+    name: str
+
+    def attach(self, hooks: HookSet, modules: Mapping[str, nn.Module]) -> None:
+        """Register the rider's hooks on the chosen layers' ``modules`` (by name)."""
+        ...
+
+    def begin_batch(self, labels: Tensor, indices: Tensor) -> None:
+        """The next forward's labels ``int[B]`` and dataset indices ``int[B]``."""
+        ...
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Everything the rider holds, as tensors (checkpoints, rank merges)."""
+        ...
+
+    def merge_state_dict(self, state: Mapping[str, Tensor]) -> object:
+        """Merge a state of the same kind (a checkpoint's or another rank's) into this one."""
+        ...
+
+    def empty_copy(self) -> BatchRider:
+        """A rider with the same settings and nothing aggregated (to merge ranks into)."""
+        ...
+
+
+def rider_states(riders: Sequence[BatchRider]) -> dict[str, Tensor] | None:
+    """The riders' states as one dict, each key prefixed by its rider's name (``None``
+    without riders).
+
+    Examples:
+        >>> class Count:
+        ...     name = "count"
+        ...     def state_dict(self): return {"n": torch.tensor(3)}
+        >>> rider_states([Count()])
+        {'count/n': tensor(3)}
+    """
+    if not riders:
+        return None
+    return {f"{r.name}/{key}": value for r in riders for key, value in r.state_dict().items()}
+
+
+def merge_rider_states(riders: Sequence[BatchRider], state: Mapping[str, Tensor]) -> None:
+    """Merge a :func:`rider_states` dict into ``riders``, each its own keys.
+
+    Raises:
+        BuildError: the state holds a rider this build does not have (a checkpoint of
+            another build would be refused by its fingerprint first).
+    """
+    by_name = {r.name: r for r in riders}
+    parts: dict[str, dict[str, Tensor]] = {name: {} for name in by_name}
+    for key, value in state.items():
+        name, _, inner = key.partition("/")
+        if name not in parts:
+            raise BuildError(f"a saved state holds rider {name!r}, which this build does not run")
+        parts[name][inner] = value
+    for name, part in parts.items():
+        if part:
+            by_name[name].merge_state_dict(part)
 
 
 class TensorRecorder(HookSet):

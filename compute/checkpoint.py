@@ -38,7 +38,7 @@ from compute.errors import BuildError
 log = logging.getLogger(__name__)
 
 #: Bumped when the checkpoint layout changes (an older one is then refused).
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the riders' states (the Mapper sample's keys prefixed)
 
 
 def default_checkpoint_dir(out: str | Path) -> Path:
@@ -164,14 +164,15 @@ class Resumed:
 
     Attributes:
         summit: the Summit state (merge into a fresh pass).
-        sampler: the Mapper sampler state, or ``None``.
+        riders: the states of the passes riding on the forward (:class:`compute.capture.BatchRider`,
+            keys prefixed by each rider's name), or ``None``.
         images_done: images of this process's range already aggregated.
         batches_done: batches already aggregated.
         complete: the pass over this range had finished.
     """
 
     summit: dict[str, Tensor]
-    sampler: dict[str, Tensor] | None
+    riders: dict[str, Tensor] | None
     images_done: int
     batches_done: int
     complete: bool
@@ -244,7 +245,7 @@ class CheckpointStore:
             )
         resumed = Resumed(
             summit=payload["summit"],
-            sampler=payload.get("sampler"),
+            riders=payload.get("riders"),
             images_done=int(payload["images_done"]),
             batches_done=int(payload["batches_done"]),
             complete=bool(payload["complete"]),
@@ -261,7 +262,7 @@ class CheckpointStore:
     def save(
         self,
         summit: dict[str, Tensor],
-        sampler: dict[str, Tensor] | None,
+        riders: dict[str, Tensor] | None,
         images_done: int,
         batches_done: int,
         complete: bool = False,
@@ -270,7 +271,7 @@ class CheckpointStore:
 
         Args:
             summit: :meth:`SummitPass.state_dict`.
-            sampler: :meth:`ActivationSampler.state_dict`, or ``None``.
+            riders: the riders' states (:func:`compute.capture.rider_states`), or ``None``.
             images_done: images of this process's range aggregated so far.
             batches_done: batches aggregated so far.
             complete: whether the pass over the range has finished.
@@ -284,8 +285,8 @@ class CheckpointStore:
             "batches_done": batches_done,
             "complete": complete,
         }
-        if sampler is not None:
-            payload["sampler"] = sampler
+        if riders is not None:
+            payload["riders"] = riders
         handle, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".pt")
         try:
             with os.fdopen(handle, "wb") as file:

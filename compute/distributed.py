@@ -325,35 +325,37 @@ def gather_to_main(obj: Any, rank: Rank) -> list[Any] | None:
 
 def combine_states(
     summit_state: dict[str, Tensor],
-    sampler_state: dict[str, Tensor] | None,
+    rider_state: dict[str, Tensor] | None,
     rank: Rank,
     device: torch.device,
 ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]] | None:
     """Bring every rank's partial aggregates to rank 0, ready to merge.
 
     Dense counts (:func:`dense_keys`) are summed by an integer all-reduce; everything else
-    (influence keys and counts, top-example tables, the Mapper sample) is gathered.
+    (influence keys and counts, top-example tables, the riders' states such as the Mapper
+    sample) is gathered.
 
     Args:
         summit_state: this rank's :meth:`SummitPass.state_dict`.
-        sampler_state: this rank's :meth:`ActivationSampler.state_dict`, or ``None``.
+        rider_state: this rank's riders' states (:func:`compute.capture.rider_states`), or
+            ``None``.
         rank: this process's rank.
         device: where collectives run.
 
     Returns:
-        On rank 0, ``(summit_states, sampler_states)``: merging all of them into fresh
+        On rank 0, ``(summit_states, rider_states)``: merging all of them into fresh
         objects gives the aggregates of one pass over every image (the first Summit state
         carries the summed dense counts, the others zeros). ``None`` on other ranks.
     """
     keys = dense_keys(summit_state)
     sums = all_reduce_sum([summit_state[k] for k in keys], device)
     sparse = {k: v for k, v in summit_state.items() if k not in keys}
-    gathered = gather_to_main((sparse, sampler_state), rank)
+    gathered = gather_to_main((sparse, rider_state), rank)
     if gathered is None:
         return None
     states: list[dict[str, Tensor]] = []
     for i, (part, _) in enumerate(gathered):
         dense = sums if i == 0 else [torch.zeros_like(s) for s in sums]
         states.append({**part, **dict(zip(keys, dense, strict=True))})
-    samplers = [s for _, s in gathered if s is not None]
-    return states, samplers
+    riders = [s for _, s in gathered if s is not None]
+    return states, riders

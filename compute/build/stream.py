@@ -30,7 +30,13 @@ from compute.build.checks import (
     unpack_batch,
 )
 from compute.build.options import BuildOptions
-from compute.capture import HookSet, resolve_modules
+from compute.capture import (
+    BatchRider,
+    HookSet,
+    merge_rider_states,
+    resolve_modules,
+    rider_states,
+)
 from compute.checkpoint import (
     CheckpointStore,
     Fingerprint,
@@ -206,17 +212,41 @@ class PassResult:
 
     Attributes:
         aggregates: Summit's counts, statistics and top examples.
-        sampler: the TopoAct sample (``None`` without ``options.mapper``).
+        riders: the passes that rode on the forward, by name (``"mapper"``: the TopoAct
+            sample, with ``options.mapper``).
         kinds: how each consecutive layer pair connects (conv, inception, gradient).
         images: images this process aggregated.
         seconds: wall time of the pass.
     """
 
     aggregates: SummitAggregates
-    sampler: ActivationSampler | None
+    riders: dict[str, BatchRider]
     kinds: list[str | None]
     images: int
     seconds: float
+
+    @property
+    def sampler(self) -> ActivationSampler | None:
+        """The TopoAct sample (``None`` without ``options.mapper``)."""
+        rider = self.riders.get(ActivationSampler.name)
+        return rider if isinstance(rider, ActivationSampler) else None
+
+
+def make_riders(options: BuildOptions, stream: Stream) -> list[BatchRider]:
+    """The passes that ride on Summit's forward for these options (each a
+    :class:`~compute.capture.BatchRider`), in hook order."""
+    riders: list[BatchRider] = []
+    if options.mapper:
+        riders.append(
+            ActivationSampler(
+                list(options.layers),
+                [(int(d.channels), int(d.height), int(d.width)) for d in stream.described],  # type: ignore[arg-type]
+                capacity=options.mapper_capacity,
+                seed=options.seed,
+                mode=options.mapper_mode,  # type: ignore[arg-type]
+            )
+        )
+    return riders
 
 
 def run_pass(
@@ -226,19 +256,11 @@ def run_pass(
     device: torch.device,
     rank: Rank,
 ) -> PassResult | None:
-    """Aggregate every remaining batch of ``stream`` in one forward each; ``None`` on a
-    process other than rank 0 once it has sent its share."""
+    """Aggregate every remaining batch of ``stream`` in one forward each (Summit's pass
+    and its riders); ``None`` on a process other than rank 0 once it has sent its share."""
     start = time.perf_counter()
     layers = list(options.layers)
-    sampler = None
-    if options.mapper:
-        sampler = ActivationSampler(
-            layers,
-            [(int(d.channels), int(d.height), int(d.width)) for d in stream.described],  # type: ignore[arg-type]
-            capacity=options.mapper_capacity,
-            seed=options.seed,
-            mode=options.mapper_mode,  # type: ignore[arg-type]
-        )
+    riders = make_riders(options, stream)
     new_pass = partial(
         SummitPass,
         model,
@@ -250,7 +272,7 @@ def run_pass(
     )
     done, batches_done, counter = stream.done, stream.batches_done, stream.counter
     every = options.checkpoint_every
-    sampler_hooks = HookSet()
+    rider_hooks = HookSet()
     with (
         new_pass() as summit,
         tqdm(
@@ -262,24 +284,23 @@ def run_pass(
             smoothing=0.05,
             disable=not (options.progress and rank.is_main),
         ) as bar,
-        sampler_hooks,
+        rider_hooks,
     ):
         kinds = [c.kind if c is not None else None for c in summit.connections]
         if stream.resumed is not None:
             summit.merge_state_dict(stream.resumed.summit)
-            if sampler is not None and stream.resumed.sampler is not None:
-                sampler.merge_state_dict(stream.resumed.sampler)
-        if sampler is not None:
-            # Registered after SummitPass's hooks on the same modules: each layer's output
-            # is reduced inside the forward, before any later in-place operation.
-            for name, module in zip(layers, resolve_modules(model, layers), strict=True):
-                sampler_hooks.on_output(module, partial(sampler.add_layer, name))
+            if stream.resumed.riders is not None:
+                merge_rider_states(riders, stream.resumed.riders)
+        # Registered after SummitPass's hooks on the same modules.
+        modules = dict(zip(layers, resolve_modules(model, layers), strict=True))
+        for rider in riders:
+            rider.attach(rider_hooks, modules)
         for batch in stream.batches:
             images, labels, indices = unpack_batch(batch, counter)
             counter += int(images.shape[0])
             check_labels(labels, len(options.classes))
-            if sampler is not None:
-                sampler.begin_batch(labels, indices)
+            for rider in riders:
+                rider.begin_batch(labels, indices)
             images = images.to(device, non_blocking=True)
             if options.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -288,50 +309,48 @@ def run_pass(
             bar.update(int(images.shape[0]))
             done, batches_done = done + int(images.shape[0]), batches_done + 1
             if stream.store is not None and batches_done % int(every or 1) == 0:
-                stream.store.save(summit.state_dict(), _sampler_state(sampler), done, batches_done)
+                stream.store.save(summit.state_dict(), rider_states(riders), done, batches_done)
         if stream.store is not None:
-            state, sample = summit.state_dict(), _sampler_state(sampler)
-            stream.store.save(state, sample, done, batches_done, True)
+            state, ridden = summit.state_dict(), rider_states(riders)
+            stream.store.save(state, ridden, done, batches_done, True)
         if rank.distributed:
-            merged = _merge_ranks(summit, sampler, new_pass, rank, device)
+            merged = _merge_ranks(summit, riders, new_pass, rank, device)
             if merged is None:
                 log.info("rank %d: %d images aggregated, sent to rank 0", rank.rank, done)
                 return None
-            aggregates, sampler = merged
+            aggregates, riders = merged
         else:
             aggregates = summit.result()
-    return PassResult(aggregates, sampler, kinds, done, time.perf_counter() - start)
-
-
-def _sampler_state(sampler: ActivationSampler | None) -> dict[str, torch.Tensor] | None:
-    return sampler.state_dict() if sampler is not None else None
+    return PassResult(
+        aggregates,
+        {rider.name: rider for rider in riders},
+        kinds,
+        done,
+        time.perf_counter() - start,
+    )
 
 
 def _merge_ranks(
     summit: SummitPass,
-    sampler: ActivationSampler | None,
+    riders: list[BatchRider],
     new_pass: Callable[[], SummitPass],
     rank: Rank,
     device: torch.device,
-) -> tuple[SummitAggregates, ActivationSampler | None] | None:
-    """On rank 0, the aggregates and Mapper sampler of every rank merged; else ``None``."""
-    combined = combine_states(summit.state_dict(), _sampler_state(sampler), rank, device)
+) -> tuple[SummitAggregates, list[BatchRider]] | None:
+    """On rank 0, the aggregates and riders of every rank merged; else ``None``."""
+    combined = combine_states(summit.state_dict(), rider_states(riders), rank, device)
     if combined is None:
         return None
-    summit_states, sampler_states = combined
+    summit_states, rider_parts = combined
     with new_pass() as merged:
         for state in summit_states:
             merged.merge_state_dict(state)
         aggregates = merged.result()
-    merged_sampler = None
-    if sampler is not None:
-        merged_sampler = ActivationSampler(
-            sampler.layer_names, sampler.layer_shapes, sampler.capacity, sampler.seed, sampler.mode
-        )
-        for state in sampler_states:
-            merged_sampler.merge_state_dict(state)
+    fresh = [rider.empty_copy() for rider in riders]
+    for state in rider_parts:
+        merge_rider_states(fresh, state)
     log.info("merged the aggregates of %d processes", rank.world_size)
-    return aggregates, merged_sampler
+    return aggregates, fresh
 
 
 def peak_rss_mb() -> float | None:

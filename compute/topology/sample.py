@@ -25,11 +25,14 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from compute.capture import HookSet
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +316,24 @@ class ActivationSampler:
         self._vectors[name][slots] = vec.float().cpu().numpy()
         self._position[name][slots] = pos
         self._pending.discard(name)
+
+    #: :class:`compute.capture.BatchRider` name (checkpoint and rank-merge key).
+    name = "mapper"
+
+    def attach(self, hooks: HookSet, modules: Mapping[str, nn.Module]) -> None:
+        """Sample each chosen layer's output during the forward (``BatchRider``).
+
+        Register after the Summit pass's hooks on the same modules: each layer's output is
+        reduced inside the forward, before any later in-place operation.
+        """
+        for layer in self.layer_names:
+            hooks.on_output(modules[layer], partial(self.add_layer, layer))
+
+    def empty_copy(self) -> ActivationSampler:
+        """A sampler with the same settings and nothing sampled (``BatchRider``)."""
+        return ActivationSampler(
+            self.layer_names, self.layer_shapes, self.capacity, self.seed, self.mode
+        )
 
     def merge(self, other: ActivationSampler) -> ActivationSampler:
         """Fold another sampler (same layers, shapes, capacity, seed, mode) into this one.

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from compute.capture import HookSet, merge_rider_states, rider_states
+from compute.errors import BuildError
 from compute.topology.sample import (
     ActivationSampler,
     image_hash,
@@ -181,3 +183,36 @@ def test_state_dict_refuses_other_settings() -> None:
         new(capacity=41).merge_state_dict(state)
     with pytest.raises(ValueError, match="same layers"):
         new(capacity=40, seed=4).merge_state_dict(state)
+
+
+def test_as_a_rider_its_prefixed_states_merge_to_one_pass() -> None:
+    """The sampler as a :class:`BatchRider`: the shards' prefixed states (checkpoints, rank
+    merges) merged into an empty copy equal one pass; a state of a rider the build does not
+    run is refused."""
+    whole = feed(new(), np.arange(NUM_IMAGES), 32)
+    merged = new().empty_copy()
+    assert merged.name == "mapper" and merged.count == 0
+    for shard in np.array_split(np.arange(NUM_IMAGES), 3):
+        state = rider_states([feed(new(), shard, 17)])
+        assert state is not None and all(key.startswith("mapper/") for key in state)
+        merge_rider_states([merged], state)
+    _same(merged, whole)
+    assert rider_states([]) is None
+    with pytest.raises(BuildError, match="rider 'records'"):
+        merge_rider_states([merged], {"records/x": torch.zeros(1)})
+
+
+def test_attach_samples_the_layers_in_the_forward() -> None:
+    """``attach`` registers one output hook per layer: a forward through those modules
+    after ``begin_batch`` samples as ``update`` does."""
+    outputs, labels, indices = dataset()
+    modules = {name: torch.nn.Identity() for name in SHAPES}
+    rider = new()
+    with HookSet() as hooks:
+        rider.attach(hooks, modules)
+        for start in range(0, NUM_IMAGES, 32):
+            rows = slice(start, start + 32)
+            rider.begin_batch(labels[rows], indices[rows])
+            for name, module in modules.items():
+                module(outputs[name][rows])
+    _same(rider, feed(new(), np.arange(NUM_IMAGES), 32))
