@@ -50,10 +50,9 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from compute.build.cli import make_loader as build_loader  # noqa: E402
 from compute.data import (  # noqa: E402
-    JpegBatchDecoder,
     Preprocessing,
-    collate_encoded,
     open_image_folder,
 )
 from compute.models import get_model  # noqa: E402
@@ -167,21 +166,13 @@ def precision_context(precision: str, device: torch.device) -> contextlib.Abstra
 def make_loader(
     root: Path, pre: Preprocessing, args: argparse.Namespace
 ) -> tuple[DataLoader, Callable[[Any], Any] | None]:
-    """The build's loader (as ``python -m compute build`` makes it) and its decoder."""
-    cuda = args.device.startswith("cuda")
-    encoded = args.decode == "jpeg-device" and cuda
+    """The build's loader and decoder, made as ``python -m compute build`` makes them."""
+    device = torch.device(args.device)
+    encoded = args.decode == "jpeg-device" and device.type == "cuda"
     dataset, _ = open_image_folder(
         root, pre, check=False, progress=False, decode=args.decode, encoded=encoded
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=False,
-        num_workers=args.workers,
-        collate_fn=collate_encoded if encoded else None,
-        pin_memory=cuda,
-    )
-    return loader, JpegBatchDecoder(pre, args.device) if encoded else None
+    return build_loader(dataset, pre, device, batch_size=args.batch_size, workers=args.workers)
 
 
 def batches(

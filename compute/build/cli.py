@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from compute.atlas import PRECISIONS
@@ -20,6 +23,7 @@ from compute.build.pipeline import build_atlas
 from compute.connect import connection_kinds
 from compute.data import (
     DECODE_MODES,
+    EncodedImageFolder,
     JpegBatchDecoder,
     Preprocessing,
     check_images,
@@ -154,18 +158,9 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
     if rank.distributed and not args.no_check_images:  # each process checks its own shard
         shard = shard_range(len(dataset), rank.rank, rank.world_size)
         check_images([dataset.samples[i][0] for i in shard], progress=False)
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=False,
-        num_workers=args.workers,
-        collate_fn=collate_encoded if encoded else None,
-        # Pinned host memory: the pass copies batches with non_blocking=True. Not
-        # persistent_workers: the loader is iterated once, and on resume the first
-        # loader's workers are meant to stop (they would stay up idle for the whole pass).
-        pin_memory=device.type == "cuda",
+    loader, decoder = make_loader(
+        dataset, preprocessing, device, batch_size=args.batch_size, workers=args.workers
     )
-    decoder = JpegBatchDecoder(preprocessing, str(device)) if encoded else None
     data_path = Path(args.data).resolve()
     # DIR/imagenet/val -> name "imagenet", split "val"; otherwise the folder's own name.
     is_split = data_path.name.lower() in _SPLIT_NAMES
@@ -214,6 +209,35 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         run_featurevis(path, model=model, device=str(device), progress=not args.no_progress)
     print(f"atlas written to {path}")
     return 0
+
+
+def make_loader(
+    dataset: Any,
+    preprocessing: Preprocessing,
+    device: torch.device,
+    *,
+    batch_size: int,
+    workers: int,
+) -> tuple[DataLoader, Callable[[Any], Any] | None]:
+    """The build's loader over an opened image folder, and the batch decoder it needs.
+
+    A dataset of encoded JPEG files (``--decode jpeg-device`` on CUDA) is collated as
+    bytes and decoded in batches on the device; any other is decoded by the workers.
+    ``bench/`` builds its loaders here too, so its figures are the command's.
+    """
+    encoded = isinstance(dataset, EncodedImageFolder) and dataset.encoded
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_encoded if encoded else None,
+        # Pinned host memory: the pass copies batches with non_blocking=True. Not
+        # persistent_workers: the loader is iterated once, and on resume the first
+        # loader's workers are meant to stop (they would stay up idle for the whole pass).
+        pin_memory=device.type == "cuda",
+    )
+    return loader, JpegBatchDecoder(preprocessing, str(device)) if encoded else None
 
 
 def _run_layers(args: argparse.Namespace) -> int:
