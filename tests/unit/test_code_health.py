@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -46,7 +44,6 @@ def test_ruff_format() -> None:
 
 
 def test_mypy_strict_on_the_contract() -> None:
-    pytest.importorskip("mypy", reason="mypy is in the [test] extras")
     result = run("mypy", "--strict", *STRICT)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
