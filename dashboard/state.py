@@ -38,6 +38,21 @@ TOPO_EPS = (round(100 * UI_MIN_EPS_SCALE), round(100 * UI_MAX_EPS_SCALE))  # % o
 TOPO_CLUSTERERS: tuple[str, ...] = ("dbscan", "hdbscan")
 TOPO_METRICS: tuple[str, ...] = ("euclidean", "cosine")
 TOPO_COLOURS: tuple[str, ...] = ("pie", "norm", "share")
+#: The Topology view's number parameters, ``field -> ((lo, hi), label)``: the one table the
+#: URL parser clamps with, the reducer clamps the controls' values with (its message names
+#: the label) and the controls show.
+TOPO_NUMBERS: dict[str, tuple[tuple[int, int], str]] = {
+    "topo_intervals": (TOPO_INTERVALS, "intervals"),
+    "topo_overlap": (TOPO_OVERLAP, "overlap"),
+    "topo_eps": (TOPO_EPS, "ε"),
+    "topo_jaccard": ((0, 100), "Jaccard threshold"),
+}
+#: Its choice parameters, ``field -> options``.
+TOPO_CHOICES: dict[str, tuple[str, ...]] = {
+    "topo_cluster": TOPO_CLUSTERERS,
+    "topo_metric": TOPO_METRICS,
+    "topo_colour": TOPO_COLOURS,
+}
 #: Training view: grid filters (``dashboard/trace.py`` TRACE_FILTERS).
 TRACE_FILTERS: tuple[str, ...] = ("all", "wrong", "uncertain")
 
@@ -416,18 +431,17 @@ def _topology_fields(get: Any, num_layers: int | None) -> dict[str, Any]:
         value = _first(get(key))
         return value if value in options else fallback
 
-    return {
-        "topo_layer": _int(get("tlayer"), 0, num_layers),
-        "topo_intervals": number("ti", TOPO_INTERVALS, default.topo_intervals),
-        "topo_overlap": number("to", TOPO_OVERLAP, default.topo_overlap),
-        "topo_eps": number("te", TOPO_EPS, default.topo_eps),
-        "topo_cluster": choice("tc", TOPO_CLUSTERERS, default.topo_cluster),
-        "topo_metric": choice("tm", TOPO_METRICS, None),
-        "topo_jaccard": number("tj", (0, 100), default.topo_jaccard),
-        "topo_colour": choice("tcol", TOPO_COLOURS, default.topo_colour),
-        "topo_node": _int(get("tnode"), 0, None),
-        "topo_shape": _int(get("tshape"), 0, None),
+    keys = ViewState._KEYS
+    fields: dict[str, Any] = {
+        "topo_layer": _int(get(keys["topo_layer"]), 0, num_layers),
+        "topo_node": _int(get(keys["topo_node"]), 0, None),
+        "topo_shape": _int(get(keys["topo_shape"]), 0, None),
     }
+    for field, (bounds, _) in TOPO_NUMBERS.items():
+        fields[field] = number(keys[field], bounds, getattr(default, field))
+    for field, options in TOPO_CHOICES.items():
+        fields[field] = choice(keys[field], options, getattr(default, field))
+    return fields
 
 
 def _trace_fields(get: Any) -> dict[str, Any]:

@@ -48,11 +48,13 @@ from dashboard.mapper import (
     topology_stylesheet,
 )
 from dashboard.state import (
+    TOPO_CHOICES,
     TOPO_CLUSTERERS,
     TOPO_COLOURS,
     TOPO_EPS,
     TOPO_INTERVALS,
     TOPO_METRICS,
+    TOPO_NUMBERS,
     TOPO_OVERLAP,
     StateBounds,
     ViewState,
@@ -332,18 +334,25 @@ _GRAPH_FIELDS: tuple[str, ...] = (
     "topo_cluster",
     "topo_metric",
 )
-#: Number controls: ``component -> (field, (lo, hi), label)``; values outside are clamped.
+#: Number controls: ``component -> (field, (lo, hi), label)``; values outside are clamped
+#: (the bounds and labels: ``dashboard.state.TOPO_NUMBERS``).
 _BOUNDS: dict[str, tuple[str, tuple[int, int], str]] = {
-    ids.TOPO_INTERVALS: ("topo_intervals", TOPO_INTERVALS, "intervals"),
-    ids.TOPO_OVERLAP: ("topo_overlap", TOPO_OVERLAP, "overlap"),
-    ids.TOPO_EPS: ("topo_eps", TOPO_EPS, "ε"),
-    ids.TOPO_JACCARD: ("topo_jaccard", (0, 100), "Jaccard threshold"),
+    component: (field, *TOPO_NUMBERS[field])
+    for component, field in (
+        (ids.TOPO_INTERVALS, "topo_intervals"),
+        (ids.TOPO_OVERLAP, "topo_overlap"),
+        (ids.TOPO_EPS, "topo_eps"),
+        (ids.TOPO_JACCARD, "topo_jaccard"),
+    )
 }
-#: Choice controls: ``component -> (field, options)``.
+#: Choice controls: ``component -> (field, options)`` (``dashboard.state.TOPO_CHOICES``).
 _CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
-    ids.TOPO_CLUSTER: ("topo_cluster", TOPO_CLUSTERERS),
-    ids.TOPO_METRIC: ("topo_metric", TOPO_METRICS),
-    ids.TOPO_COLOUR: ("topo_colour", TOPO_COLOURS),
+    component: (field, TOPO_CHOICES[field])
+    for component, field in (
+        (ids.TOPO_CLUSTER, "topo_cluster"),
+        (ids.TOPO_METRIC, "topo_metric"),
+        (ids.TOPO_COLOUR, "topo_colour"),
+    )
 }
 
 
