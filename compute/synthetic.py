@@ -676,6 +676,42 @@ def _write_pictures(
                     )
 
 
+def _embeddings(
+    counts: list[np.ndarray], method: str, seed: int
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The class embeddings (UMAP as a build does, or PCA) and their manifest entry."""
+    if method == "umap":
+        config = EmbeddingConfig()
+        return list(class_embeddings(counts, config)), config.to_manifest()
+    layouts = list(pca_embeddings(counts, seed=seed))
+    return layouts, {"embedding": {"method": "pca", "metric": "cosine", "seed": seed}}
+
+
+def _examples_and_crops(
+    rng: np.random.Generator,
+    counts: list[np.ndarray],
+    num_images: np.ndarray,
+    layers: list[tuple[str, int]],
+    examples_per_channel: int,
+    crops_per_channel: int,
+) -> tuple[list[dict[str, np.ndarray]], list[tuple[str, bytes]]]:
+    """Each layer's top-example table and the example crops.
+
+    Drawn in the order the generator always drew them (per layer: the examples, then the
+    crops), so a seed gives the same atlas.
+    """
+    tables: list[dict[str, np.ndarray]] = []
+    crops: list[tuple[str, bytes]] = []
+    for t, (name, size) in enumerate(layers):
+        tables.append(_examples(rng, counts[t], num_images, examples_per_channel, size))
+        depth = t / max(1, len(layers) - 1)
+        for channel in range(counts[t].shape[1]):
+            for rank in range(crops_per_channel):
+                crops.append((example_crop_path(t, channel, rank), _crop_png(rng, depth)))
+        log.debug("generated layer %s", name)
+    return tables, crops
+
+
 def write_synthetic_atlas(
     out: str | Path,
     *,
@@ -754,13 +790,7 @@ def write_synthetic_atlas(
     graphs = attribution_graphs(counts, influence, graph_config, progress=progress)
     log.info("synthetic graphs ready (%.1f s)", time.perf_counter() - started)
 
-    embedding_config = EmbeddingConfig()
-    if embedding == "umap":
-        layouts = class_embeddings(counts, embedding_config)
-        embedding_parameters = embedding_config.to_manifest()
-    else:
-        layouts = pca_embeddings(counts, seed=seed)
-        embedding_parameters = {"embedding": {"method": "pca", "metric": "cosine", "seed": seed}}
+    layouts, embedding_parameters = _embeddings(counts, embedding, seed)
     log.info("synthetic embedding ready (%.1f s)", time.perf_counter() - started)
 
     summit_config = SummitConfig(examples_per_channel=examples_per_channel)
@@ -801,17 +831,9 @@ def write_synthetic_atlas(
         seed, classes, layers, channels, stats, parameters, mapper is not None, featurevis, trace
     )
 
-    # Drawn in the order the generator always drew them (per layer: the examples, then the
-    # crops), so a seed gives the same atlas.
-    tables: list[dict[str, np.ndarray]] = []
-    crops: list[tuple[str, bytes]] = []
-    for t, (name, size) in enumerate(layers):
-        tables.append(_examples(rng, counts[t], num_images, examples_per_channel, size))
-        depth = t / max(1, len(layers) - 1)
-        for channel in range(channels[t]):
-            for rank in range(crops_per_channel):
-                crops.append((example_crop_path(t, channel, rank), _crop_png(rng, depth)))
-        log.debug("generated layer %s", name)
+    tables, crops = _examples_and_crops(
+        rng, counts, num_images, layers, examples_per_channel, crops_per_channel
+    )
     summit = SummitArrays(
         num_images=stats["num_images"],
         num_correct=stats["num_correct"],
