@@ -41,6 +41,19 @@ def typed_array(values: np.ndarray, dtype: str = "f4") -> dict[str, str]:
     return {"dtype": dtype, "bdata": base64.b64encode(array.tobytes()).decode("ascii")}
 
 
+#: Up to this many classes the embedding names every class beside its point.
+LABEL_ALL_CLASSES = 30
+
+
+def _label_sides(xy: np.ndarray) -> list[str]:
+    """Each point's label beside it, on the side with room: left of the points in the
+    rightmost third (the colour bar stands at the right edge), right of the others."""
+    x = xy[:, 0].astype(np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    cut = lo + (hi - lo) * 2 / 3
+    return ["middle left" if value > cut else "middle right" for value in x.tolist()]
+
+
 def embedding_points(xy: np.ndarray, names: Sequence[str], accuracy: np.ndarray) -> dict[str, Any]:
     """The scatter trace of every class (depends on the layer only, so callers cache it).
 
@@ -67,11 +80,19 @@ def embedding_points(xy: np.ndarray, names: Sequence[str], accuracy: np.ndarray)
     else:
         marker["color"] = POINT
     acc_text = [("n/a" if a != a else f"{100 * a:.1f}%") for a in acc.tolist()]
+    # Few classes: every point names its class (beside it, small and grey; the selected and
+    # compared classes' labels stand above theirs). Many classes: names on hover only.
+    labelled = xy.shape[0] <= LABEL_ALL_CLASSES
     return {
         "type": "scattergl",
         "x": typed_array(xy[:, 0]),
         "y": typed_array(xy[:, 1]),
-        "mode": "markers",
+        "mode": "markers+text" if labelled else "markers",
+        **(
+            {"textposition": _label_sides(xy), "textfont": {"color": MUTED, "size": 9}}
+            if labelled
+            else {}
+        ),
         "marker": marker,
         "customdata": typed_array(np.arange(xy.shape[0]), "i4"),
         "text": list(names),

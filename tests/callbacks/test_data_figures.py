@@ -18,6 +18,7 @@ from compute.atlas import AtlasError
 from dashboard import data as atlas_data
 from dashboard.data import AtlasData, ClassGraph, DerivedCache, sparkline_svg
 from dashboard.figures import (
+    LABEL_ALL_CLASSES,
     base_stylesheet,
     compare_elements,
     embedding_figure,
@@ -408,3 +409,16 @@ def test_the_comparison_keeps_each_class_s_colour() -> None:
     styles = {rule["selector"]: rule["style"] for rule in figures.base_stylesheet()}
     assert styles["edge.only-a"]["line-color"] == figures.ACCENT
     assert styles["edge.only-b"]["line-color"] == figures.COMPARE
+
+
+def test_embedding_names_every_class_only_when_there_are_few() -> None:
+    """A newcomer sees which dot is which class on a small atlas; on a large one the names
+    would cover the plot, so they are on hover only."""
+    few = np.random.default_rng(0).random((10, 2)).astype(np.float32)
+    names = [f"class {i}" for i in range(10)]
+    points = go.Figure(embedding_figure(few, names, np.full(10, 0.5), 0)).data[0]
+    assert points.mode == "markers+text" and list(points.text) == names
+    many = np.random.default_rng(0).random((LABEL_ALL_CLASSES + 1, 2)).astype(np.float32)
+    names = [f"c{i}" for i in range(LABEL_ALL_CLASSES + 1)]
+    points = go.Figure(embedding_figure(many, names, np.full(len(names), 0.5), 0)).data[0]
+    assert points.mode == "markers"
