@@ -881,6 +881,76 @@ class Atlas:
             weight=np.asarray(a["edge_weight"][e0:e1]),
         )
 
+    def graph_data(self, class_index: int) -> dict[str, Any]:
+        """One class's attribution graph as node-link data (``networkx.node_link_data``'s
+        layout, JSON-able): what ``python -m compute export`` writes.
+
+        A node is one channel (id ``"{layer index}-{channel}"``, as in the dashboard) with
+        ``layer`` (name), ``layer_index``, ``channel``, the class's activation ``count`` and
+        its ``pagerank``; an edge goes from the lower to the upper layer with the class's
+        influence count as ``weight``. ``graph`` names the atlas and the class.
+        """
+        self._require(PART_GRAPHS)
+        graph = self.graph(class_index)
+        names = self.layer_names
+        counts = [self.activation_counts(i)[class_index] for i in range(len(names))]
+        ids = [
+            f"{int(layer)}-{int(channel)}"
+            for layer, channel in zip(graph.layer, graph.channel, strict=True)
+        ]
+        nodes = [
+            {
+                "id": node,
+                "layer": names[int(layer)],
+                "layer_index": int(layer),
+                "channel": int(channel),
+                "count": int(counts[int(layer)][int(channel)]),
+                "pagerank": float(pagerank),
+            }
+            for node, layer, channel, pagerank in zip(
+                ids, graph.layer, graph.channel, graph.pagerank, strict=True
+            )
+        ]
+        edges = [
+            {"source": ids[int(s)], "target": ids[int(t)], "weight": int(w)}
+            for s, t, w in zip(graph.source, graph.target, graph.weight, strict=True)
+        ]
+        return {
+            "directed": True,
+            "multigraph": False,
+            "graph": {
+                "atlas": self.path.name,
+                "class_index": int(class_index),
+                "class": self.classes[class_index],
+            },
+            "nodes": nodes,
+            "edges": edges,
+        }
+
+    def to_networkx(self, class_index: int) -> Any:
+        """One class's attribution graph as a ``networkx.DiGraph`` (attributes as in
+        :meth:`graph_data`).
+
+        Raises:
+            AtlasError: networkx is not installed (it is optional: ``pip install networkx``).
+
+        Examples:
+            >>> g = Atlas.open("demo-atlas").to_networkx(3)                # doctest: +SKIP
+            >>> sorted(g.nodes["2-24"])                                     # doctest: +SKIP
+            ['channel', 'count', 'layer', 'layer_index', 'pagerank']
+        """
+        try:
+            import networkx as nx  # optional dependency
+        except ImportError:
+            raise AtlasError("Atlas.to_networkx needs networkx: pip install networkx") from None
+        data = self.graph_data(class_index)
+        graph = nx.DiGraph(**data["graph"])
+        for node in data["nodes"]:
+            graph.add_node(node["id"], **{k: v for k, v in node.items() if k != "id"})
+        for edge in data["edges"]:
+            graph.add_edge(edge["source"], edge["target"], weight=edge["weight"])
+        return graph
+
     def trace(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The training-trace part: ``(manifest["trace"], {name: array})``, shape-checked.
 

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "compute.demo",  # demo
     "compute.synthetic",  # synthetic
     "compute.featurevis.cli",  # featurevis, invert
+    "compute.export",  # export
 )
 
 

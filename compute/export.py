@@ -1,0 +1,155 @@
+"""Take an atlas away: class graphs as node-link JSON and GraphML, the class table as CSV.
+
+Torch-free (the atlas reader and the standard library; GraphML and
+:func:`class_graph_networkx` need ``networkx``, an optional dependency named when it is
+missing). ``python -m compute export ATLAS --what graphs|classes`` writes the files;
+:meth:`compute.atlas.Atlas.to_networkx` gives one class's graph in a notebook, and
+:meth:`~compute.atlas.Atlas.graph_data` its node-link data.
+
+A node is one channel of one layer (id ``"{layer index}-{channel}"``, as in the
+dashboard) with its layer's name, its channel, the class's activation count **A** and its
+PageRank; an edge carries the class's influence count **I** (``weight``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from compute.atlas import PART_SUMMIT, Atlas, AtlasError
+
+#: What ``--what`` can export.
+EXPORTS = ("graphs", "classes")
+#: Graph file formats.
+GRAPH_FORMATS = ("json", "graphml")
+
+
+def _networkx() -> Any:
+    try:
+        import networkx  # optional dependency
+    except ImportError:
+        raise AtlasError("exporting GraphML needs networkx: pip install networkx") from None
+    return networkx
+
+
+def class_rows(atlas: Atlas) -> list[dict[str, Any]]:
+    """The class table: index, name, images, correct (top-1) and accuracy per class."""
+    if PART_SUMMIT not in atlas.parts:
+        raise AtlasError(f"{atlas.path} has no class statistics (part 'summit')")
+    stats = atlas.class_stats()
+    rows = []
+    for c, name in enumerate(atlas.classes):
+        images, correct = int(stats["num_images"][c]), int(stats["num_correct"][c])
+        rows.append(
+            {
+                "class_index": c,
+                "class": name,
+                "images": images,
+                "correct": correct,
+                "accuracy": round(correct / images, 6) if images else "",
+            }
+        )
+    return rows
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe form of a class name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "class"
+
+
+def export_graphs(
+    atlas: Atlas, out: Path, classes: Sequence[int], formats: Sequence[str] = GRAPH_FORMATS
+) -> list[Path]:
+    """Write each class's graph, ``{atlas}-graph-{index}-{name}.{json,graphml}``."""
+    written = []
+    for c in classes:
+        if not 0 <= c < atlas.num_classes:
+            raise AtlasError(f"class index {c} is outside 0..{atlas.num_classes - 1}")
+        stem = out / f"{atlas.path.name}-graph-{c:04d}-{_slug(atlas.classes[c])}"
+        if "json" in formats:
+            path = stem.with_suffix(".json")
+            path.write_text(json.dumps(atlas.graph_data(c), indent=1) + "\n")
+            written.append(path)
+        if "graphml" in formats:
+            path = stem.with_suffix(".graphml")
+            _networkx().write_graphml(atlas.to_networkx(c), path)
+            written.append(path)
+    return written
+
+
+def export_classes(atlas: Atlas, out: Path) -> Path:
+    """Write the class table, ``{atlas}-classes.csv``."""
+    path = out / f"{atlas.path.name}-classes.csv"
+    rows = class_rows(atlas)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _class_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of class indices: {text!r}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    atlas = Atlas.open(args.atlas)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise AtlasError(f"--out {out} exists and is not a folder")
+    formats = GRAPH_FORMATS if args.format == "both" else (args.format,)
+    if "graphml" in formats and "graphs" in args.what:
+        _networkx()  # say it before any work
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if "classes" in args.what:
+        written.append(export_classes(atlas, out))
+    if "graphs" in args.what:
+        classes = args.classes if args.classes is not None else list(range(atlas.num_classes))
+        written += export_graphs(atlas, out, classes, formats)
+    print(f"{len(written)} file(s) written to {out}")
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand to ``python -m compute``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write an atlas's class graphs (node-link JSON, GraphML) or class table (CSV)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("atlas", help="atlas directory")
+    parser.add_argument(
+        "--what",
+        nargs="+",
+        choices=EXPORTS,
+        default=list(EXPORTS),
+        help="what to export (default: both)",
+    )
+    parser.add_argument(
+        "--classes", type=_class_list, default=None, help="class indices, e.g. 0,3 (default all)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=(*GRAPH_FORMATS, "both"),
+        default="both",
+        help="graph file format (GraphML needs networkx)",
+    )
+    parser.add_argument("--out", default=".", help="folder to write into (default: here)")
+    parser.set_defaults(run=_run)
+
+
+__all__ = [
+    "class_rows",
+    "export_classes",
+    "export_graphs",
+    "register_cli",
+]
