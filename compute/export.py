@@ -1,8 +1,9 @@
-"""Take an atlas away: class graphs as node-link JSON and GraphML, the class table as CSV.
+"""Take an atlas away: class graphs as node-link JSON and GraphML, the class table and the
+default Mapper graphs' node members as CSV.
 
 Torch-free (the atlas reader and the standard library; GraphML and
 :func:`class_graph_networkx` need ``networkx``, an optional dependency named when it is
-missing). ``python -m compute export ATLAS --what graphs|classes`` writes the files;
+missing). ``python -m compute export ATLAS --what graphs classes mapper`` writes the files;
 :meth:`compute.atlas.Atlas.to_networkx` gives one class's graph in a notebook, and
 :meth:`~compute.atlas.Atlas.graph_data` its node-link data.
 
@@ -21,10 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compute.atlas import PART_SUMMIT, Atlas, AtlasError
+from compute.atlas import PART_MAPPER, PART_SUMMIT, Atlas, AtlasError
+from compute.topology.part import default_graph
 
 #: What ``--what`` can export.
-EXPORTS = ("graphs", "classes")
+EXPORTS = ("graphs", "classes", "mapper")
 #: Graph file formats.
 GRAPH_FORMATS = ("json", "graphml")
 
@@ -93,6 +95,40 @@ def export_classes(atlas: Atlas, out: Path) -> Path:
     return path
 
 
+def export_mapper(atlas: Atlas, out: Path, layers: Sequence[int] | None = None) -> list[Path]:
+    """Write the members of every node of each layer's default Mapper graph (the graph the
+    Topology view draws with no parameter in its URL), one CSV per layer:
+    ``{atlas}-mapper-{layer}-i{intervals}-o{overlap %}-e{eps %}.csv`` with columns
+    ``node, sample_row, image_index, label, class`` (one row per member; a sampled image in
+    several overlapping nodes has a row in each)."""
+    if PART_MAPPER not in atlas.parts:
+        raise AtlasError(f"{atlas.path} has no Mapper part (build it without --no-mapper)")
+    chosen = range(len(atlas.layer_names)) if layers is None else layers
+    written = []
+    for layer in chosen:
+        if not 0 <= layer < len(atlas.layer_names):
+            raise AtlasError(f"layer index {layer} is outside 0..{len(atlas.layer_names) - 1}")
+        graph = default_graph(atlas, layer)
+        sample = atlas.mapper_sample(layer)
+        params = graph.params
+        name = (
+            f"{atlas.path.name}-mapper-{_slug(atlas.layer_names[layer])}-i{params.intervals}"
+            f"-o{round(100 * params.overlap)}-e{round(100 * params.eps_scale)}.csv"
+        )
+        path = out / name
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["node", "sample_row", "image_index", "label", "class"])
+            for node in range(graph.num_nodes):
+                for row in graph.members(node).tolist():
+                    label = int(sample.label[row])
+                    writer.writerow(
+                        [node, row, int(sample.image_index[row]), label, atlas.classes[label]]
+                    )
+        written.append(path)
+    return written
+
+
 def _class_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -112,6 +148,8 @@ def _run(args: argparse.Namespace) -> int:
     written: list[Path] = []
     if "classes" in args.what:
         written.append(export_classes(atlas, out))
+    if "mapper" in args.what:
+        written += export_mapper(atlas, out)
     if "graphs" in args.what:
         classes = args.classes if args.classes is not None else list(range(atlas.num_classes))
         written += export_graphs(atlas, out, classes, formats)
@@ -131,8 +169,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--what",
         nargs="+",
         choices=EXPORTS,
-        default=list(EXPORTS),
-        help="what to export (default: both)",
+        default=["graphs", "classes"],
+        help="what to export: class graphs, the class table, Mapper node members "
+        "(default: graphs classes)",
     )
     parser.add_argument(
         "--classes", type=_class_list, default=None, help="class indices, e.g. 0,3 (default all)"
@@ -151,5 +190,6 @@ __all__ = [
     "class_rows",
     "export_classes",
     "export_graphs",
+    "export_mapper",
     "register_cli",
 ]

@@ -29,11 +29,9 @@ from compute.featurevis.param import ImageSpace
 from compute.featurevis.render import RenderConfig, invert_activations
 from compute.png import png_bytes
 from compute.topology.mapper import (
-    EXACT_POINTS,
     MapperGraph,
-    MapperIndex,
-    default_graph_params,
 )
+from compute.topology.part import default_graph
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +55,6 @@ def node_means(graph: MapperGraph, vectors: np.ndarray) -> np.ndarray:
     if graph.num_nodes == 0:
         return np.zeros((0, x.shape[1]), dtype=np.float32)
     return (sums / graph.node_sizes[:, None]).astype(np.float32)
-
-
-def default_graph(atlas: Atlas, layer: int) -> MapperGraph:
-    """The layer's Mapper graph at the atlas's default parameters, as the dashboard shows it.
-
-    Small samples (up to ``EXACT_POINTS``) are clustered exactly, larger ones from the
-    stored index (the dashboard's first view).
-    """
-    index = MapperIndex.from_arrays(atlas.mapper_index_arrays(layer))
-    params = default_graph_params(atlas.parameters.get("mapper"), index)
-    vectors = np.asarray(atlas.mapper_sample(layer).vectors)
-    return index.mapper(params, vectors=vectors, exact=index.num_points <= EXACT_POINTS)
 
 
 def render_mapper_inversions(
@@ -138,4 +124,4 @@ def render_mapper_inversions(
     return written
 
 
-__all__ = ["INVERSION_STEPS", "default_graph", "node_means", "render_mapper_inversions"]
+__all__ = ["INVERSION_STEPS", "node_means", "render_mapper_inversions"]

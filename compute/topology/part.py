@@ -16,8 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from compute.atlas import MAPPER_SAMPLE_PATHS, mapper_files
-from compute.topology.mapper import EXACT_POINTS, MapperIndex, MapperParams, default_params
+from compute.atlas import (
+    MAPPER_SAMPLE_PATHS,
+    PART_MAPPER,
+    Atlas,
+    AtlasError,
+    mapper_files,
+    update_atlas,
+)
+from compute.topology.mapper import (
+    EXACT_POINTS,
+    MapperGraph,
+    MapperIndex,
+    MapperParams,
+    default_graph_params,
+    default_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +207,6 @@ def refresh_default_params(atlas_path: str | Path) -> MapperParams:
     Raises:
         AtlasError: the atlas has no ``mapper`` part.
     """
-    from compute.atlas import PART_MAPPER, Atlas, AtlasError, update_atlas
-
     atlas = Atlas.open(atlas_path)
     if PART_MAPPER not in atlas.parts:
         raise AtlasError(f"atlas {atlas.path} has no 'mapper' part")
@@ -210,3 +222,16 @@ def refresh_default_params(atlas_path: str | Path) -> MapperParams:
         parameters["mapper"] = settings
         sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
     return params
+
+
+def default_graph(atlas: Atlas, layer: int) -> MapperGraph:
+    """The layer's Mapper graph at the atlas's default parameters, as the dashboard shows it
+    with no Mapper parameter in its URL: the graph featurevis inverts and ``export`` writes.
+
+    Small samples (up to ``EXACT_POINTS``) are clustered exactly, larger ones from the
+    stored index (the dashboard's first view).
+    """
+    index = MapperIndex.from_arrays(atlas.mapper_index_arrays(layer))
+    params = default_graph_params(atlas.parameters.get("mapper"), index)
+    vectors = np.asarray(atlas.mapper_sample(layer).vectors)
+    return index.mapper(params, vectors=vectors, exact=index.num_points <= EXACT_POINTS)

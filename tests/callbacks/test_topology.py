@@ -14,7 +14,7 @@ import pytest
 from dash import no_update
 
 from compute.atlas import Atlas, update_atlas
-from compute.featurevis.mapper_nodes import default_graph
+from compute.topology.part import default_graph
 from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.mapper import (

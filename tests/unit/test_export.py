@@ -14,7 +14,8 @@ import pytest
 
 from compute.atlas import Atlas, AtlasError
 from compute.cli import main
-from compute.export import export_classes, export_graphs
+from compute.export import export_classes, export_graphs, export_mapper
+from compute.topology.part import default_graph
 from dashboard import data as atlas_data
 from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.state import ViewState
@@ -98,3 +99,23 @@ def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["export", str(tmp_path / "none"), "--out", str(out)]) == 2
     with pytest.raises(AtlasError, match="out of range"):
         Atlas.open(DEMO_ATLAS_DIR).to_networkx(10)
+
+
+def test_mapper_members_are_the_default_graphs_nodes(demo: Atlas, tmp_path: Path) -> None:
+    """One row per member of every node of each layer's default graph (the Topology view
+    with no parameter in its URL), with its image index and class."""
+    paths = export_mapper(demo, tmp_path, [2])
+    assert len(paths) == 1 and paths[0].name.startswith("demo_atlas-mapper-features.relu3-i")
+    rows = list(csv.DictReader(paths[0].open()))
+    graph = default_graph(demo, 2)
+    sample = demo.mapper_sample(2)
+    assert len(rows) == int(graph.node_sizes.sum())
+    for node in (0, graph.num_nodes - 1):
+        members = [int(r["sample_row"]) for r in rows if int(r["node"]) == node]
+        assert members == graph.members(node).tolist()
+    first = rows[0]
+    row = int(first["sample_row"])
+    assert int(first["image_index"]) == int(sample.image_index[row])
+    assert first["class"] == demo.classes[int(sample.label[row])]
+    with pytest.raises(AtlasError, match="layer index 9"):
+        export_mapper(demo, tmp_path, [9])

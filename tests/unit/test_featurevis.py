@@ -439,7 +439,8 @@ def _add_mapper_part(path: Path, model: nn.Module, n: int = 300) -> None:
 def test_mapper_node_inversions(cli_atlas: Path) -> None:
     """Every node of each layer's default graph gets the inversion of its mean vector."""
     from compute.atlas import mapper_inversion_path
-    from compute.featurevis.mapper_nodes import default_graph, node_means
+    from compute.featurevis.mapper_nodes import node_means
+    from compute.topology.part import default_graph
 
     model = fv_cli.load_model(Atlas.open(cli_atlas), "cpu")  # the fixture's model
     _add_mapper_part(cli_atlas, model)

@@ -300,8 +300,8 @@ def test_shipped_demo_has_readable_defaults_and_node_inversions() -> None:
     from pathlib import Path
 
     from compute.atlas import Atlas
-    from compute.featurevis.mapper_nodes import default_graph
     from compute.topology.mapper import default_params, stored_default_params
+    from compute.topology.part import default_graph
 
     demo = Atlas.open(Path(__file__).resolve().parents[2] / "dashboard" / "demo_atlas")
     settings = demo.parameters["mapper"]
