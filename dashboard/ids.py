@@ -48,6 +48,8 @@ ROW_CLICK = "row-click"
 # -- (C) attribution graph --------------------------------------------------------------
 GRAPH = "attribution-graph"
 GRAPH_PNG = "attribution-graph-png"  # button: download the graph as a PNG image
+GRAPH_JSON = "attribution-graph-json"  # button: download the graph as shown, node-link JSON
+GRAPH_DOWNLOAD = "attribution-graph-download"  # dcc.Download of that file
 GRAPH_HEADER = "graph-header"
 GRAPH_NOTE = "graph-note"
 HOVER_PANEL = "hover-panel"

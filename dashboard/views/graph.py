@@ -11,6 +11,8 @@ on remounting).
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import dash_cytoscape as cyto
@@ -18,7 +20,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
-from dashboard.figures import base_stylesheet, graph_elements, hover_stylesheet
+from dashboard.figures import base_stylesheet, graph_elements, graph_node_link, hover_stylesheet
 from dashboard.links import compare_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
@@ -156,6 +158,15 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     html.H2([html.Span("C", className="view-tag"), "Attribution graph"]),
                     html.Div(id=ids.GRAPH_HEADER, className="class-header"),
+                    html.Button(
+                        "JSON",
+                        id=ids.GRAPH_JSON,
+                        n_clicks=0,
+                        className="png-export",
+                        title="Download this graph as shown (the sliders' thresholds applied) "
+                        "as node-link JSON (networkx.node_link_graph reads it)",
+                    ),
+                    dcc.Download(id=ids.GRAPH_DOWNLOAD),
                     png_button(ids.GRAPH_PNG),
                 ],
                 className="card-head",
@@ -368,10 +379,46 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
     return hover_stylesheet(BASE_STYLESHEET, node_id, neighbours), panel
 
 
+def graph_download(context: ViewContext, stored: Any) -> dict[str, Any] | None:
+    """The selected class's graph as shown, as a node-link JSON download named after the
+    atlas, the class and the thresholds (``None`` without graphs)."""
+    data = context.data
+    if not data.has(PART_GRAPHS):
+        return None
+    state = context.state(stored)
+    name = data.names[state.cls]
+    content = graph_node_link(
+        data.graph(state.cls),
+        node_min_pct=state.node_min,
+        edge_min_pct=state.edge_min,
+        layer_names=data.layer_names,
+        meta={"atlas": data.atlas.path.name, "class_index": state.cls, "class": name},
+    )
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "class"
+    filename = (
+        f"{data.atlas.path.name}-graph-{state.cls:04d}-{slug}"
+        f"-nodes{state.node_min}-edges{state.edge_min}.json"
+    )
+    return {
+        "content": json.dumps(content, indent=1),
+        "filename": filename,
+        "type": "application/json",
+    }
+
+
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the graph view."""
 
     register_png_export(app, ids.GRAPH_PNG, ids.GRAPH, "attribution-graph")
+
+    @app.callback(
+        Output(ids.GRAPH_DOWNLOAD, "data"),
+        Input(ids.GRAPH_JSON, "n_clicks"),
+        State(ids.STATE_SUMMIT, "data"),
+        prevent_initial_call=True,
+    )
+    def download_graph(_clicks: Any, stored: Any) -> Any:
+        return graph_download(context, stored)
 
     # A state change redraws the graph and resets the hover highlight in the same
     # request (one request fewer per class switch than a hover callback listening to the

@@ -20,7 +20,7 @@ from dashboard import data as atlas_data
 from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext
-from dashboard.views.graph import render_graph
+from dashboard.views.graph import graph_download, render_graph
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,31 @@ def test_mapper_members_are_the_default_graphs_nodes(demo: Atlas, tmp_path: Path
     assert first["class"] == demo.classes[int(sample.label[row])]
     with pytest.raises(AtlasError, match="layer index 9"):
         export_mapper(demo, tmp_path, [9])
+
+
+def test_the_views_json_download_is_the_graph_as_shown(demo: Atlas, tmp_path: Path) -> None:
+    """The attribution graph's JSON button: the nodes and edges the view draws at the
+    state's thresholds, read back by networkx; at 0 % the whole stored graph, as
+    ``compute export`` writes it."""
+    context = ViewContext(
+        data=atlas_data.load(str(DEMO_ATLAS_DIR), str(tmp_path / "cache")),
+        file_prefix="/atlas-file/",
+    )
+    for state in (ViewState(cls=3), ViewState(cls=3, node_min=40, edge_min=25)):
+        download = graph_download(context, state.to_dict())
+        assert download is not None
+        assert download["filename"] == (
+            f"demo_atlas-graph-0003-three-nodes{state.node_min}-edges{state.edge_min}.json"
+        )
+        graph = nx.node_link_graph(json.loads(download["content"]))
+        elements, _, _ = render_graph(context, state.to_dict())
+        drawn = {e["data"]["id"] for e in elements if re.fullmatch(r"\d+-\d+", e["data"]["id"])}
+        lines = {
+            (e["data"]["source"], e["data"]["target"]) for e in elements if "source" in e["data"]
+        }
+        assert set(graph.nodes) == drawn and set(graph.edges) == lines
+    whole = nx.node_link_graph(
+        json.loads(graph_download(context, ViewState(cls=3).to_dict())["content"])
+    )
+    assert edges_of(whole) == edges_of(demo.to_networkx(3))
+    assert graph.number_of_nodes() < whole.number_of_nodes()  # the thresholds hid some
