@@ -158,16 +158,21 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     html.H2([html.Span("C", className="view-tag"), "Attribution graph"]),
                     html.Div(id=ids.GRAPH_HEADER, className="class-header"),
-                    html.Button(
-                        "JSON",
-                        id=ids.GRAPH_JSON,
-                        n_clicks=0,
-                        className="png-export",
-                        title="Download this graph as shown (the sliders' thresholds applied) "
-                        "as node-link JSON (networkx.node_link_graph reads it)",
+                    html.Div(
+                        [
+                            html.Button(
+                                "JSON",
+                                id=ids.GRAPH_JSON,
+                                n_clicks=0,
+                                className="png-export",
+                                title="Download this graph as shown (the sliders' thresholds "
+                                "applied) as node-link JSON (networkx.node_link_graph reads it)",
+                            ),
+                            dcc.Download(id=ids.GRAPH_DOWNLOAD),
+                            png_button(ids.GRAPH_PNG),
+                        ],
+                        className="card-actions",
                     ),
-                    dcc.Download(id=ids.GRAPH_DOWNLOAD),
-                    png_button(ids.GRAPH_PNG),
                 ],
                 className="card-head",
             ),
