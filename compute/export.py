@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compute.atlas import PART_MAPPER, PART_SUMMIT, Atlas, AtlasError
+from compute.atlas import PART_MAPPER, PART_SUMMIT, Atlas, AtlasError, MapperSampleArrays
+from compute.topology.mapper import MapperGraph, MapperParams
 from compute.topology.part import default_graph
 
 #: What ``--what`` can export.
@@ -59,8 +61,13 @@ def class_rows(atlas: Atlas) -> list[dict[str, Any]]:
     return rows
 
 
-def _slug(text: str) -> str:
-    """A file-name-safe form of a class name."""
+def file_slug(text: str) -> str:
+    """A file-name-safe form of a name (letters, digits, ``._-``; at most 60 characters).
+
+    Examples:
+        >>> file_slug("tabby cat / tiger?")
+        'tabby_cat_tiger'
+    """
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "class"
 
 
@@ -72,7 +79,7 @@ def export_graphs(
     for c in classes:
         if not 0 <= c < atlas.num_classes:
             raise AtlasError(f"class index {c} is outside 0..{atlas.num_classes - 1}")
-        stem = out / f"{atlas.path.name}-graph-{c:04d}-{_slug(atlas.classes[c])}"
+        stem = out / f"{atlas.path.name}-graph-{c:04d}-{file_slug(atlas.classes[c])}"
         if "json" in formats:
             path = stem.with_suffix(".json")
             path.write_text(json.dumps(atlas.graph_data(c), indent=1) + "\n")
@@ -95,36 +102,59 @@ def export_classes(atlas: Atlas, out: Path) -> Path:
     return path
 
 
+#: Columns of a Mapper members table.
+MAPPER_COLUMNS = ("node", "sample_row", "image_index", "label", "class")
+
+
+def mapper_member_rows(
+    graph: MapperGraph, sample: MapperSampleArrays, classes: Sequence[str]
+) -> list[tuple[int, int, int, int, str]]:
+    """One row per member of every node (``MAPPER_COLUMNS``): a sampled image in several
+    overlapping nodes has a row in each."""
+    rows = []
+    for node in range(graph.num_nodes):
+        for row in graph.members(node).tolist():
+            label = int(sample.label[row])
+            rows.append((node, row, int(sample.image_index[row]), label, classes[label]))
+    return rows
+
+
+def mapper_file_name(atlas_name: str, layer_name: str, params: MapperParams) -> str:
+    """``{atlas}-mapper-{layer}-i{intervals}-o{overlap %}-e{ε %}.csv``; ``-hdbscan`` or the
+    metric are added when they are not the defaults."""
+    extra = "" if params.clusterer == "dbscan" else f"-{params.clusterer}"
+    extra += "" if params.metric == "euclidean" else f"-{params.metric}"
+    return (
+        f"{file_slug(atlas_name)}-mapper-{file_slug(layer_name)}-i{params.intervals}"
+        f"-o{round(100 * params.overlap)}-e{round(100 * params.eps_scale)}{extra}.csv"
+    )
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A CSV file's text (RFC 4180 quoting)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 def export_mapper(atlas: Atlas, out: Path, layers: Sequence[int] | None = None) -> list[Path]:
     """Write the members of every node of each layer's default Mapper graph (the graph the
-    Topology view draws with no parameter in its URL), one CSV per layer:
-    ``{atlas}-mapper-{layer}-i{intervals}-o{overlap %}-e{eps %}.csv`` with columns
-    ``node, sample_row, image_index, label, class`` (one row per member; a sampled image in
-    several overlapping nodes has a row in each)."""
+    Topology view draws with no parameter in its URL), one CSV per layer named by
+    :func:`mapper_file_name`, columns ``MAPPER_COLUMNS``."""
     if PART_MAPPER not in atlas.parts:
         raise AtlasError(f"{atlas.path} has no Mapper part (build it without --no-mapper)")
-    chosen = range(len(atlas.layer_names)) if layers is None else layers
+    num_layers = len(atlas.layer_names)
+    chosen = range(num_layers) if layers is None else layers
     written = []
     for layer in chosen:
-        if not 0 <= layer < len(atlas.layer_names):
-            raise AtlasError(f"layer index {layer} is outside 0..{len(atlas.layer_names) - 1}")
+        if not 0 <= layer < num_layers:
+            raise AtlasError(f"layer index {layer} is outside 0..{num_layers - 1}")
         graph = default_graph(atlas, layer)
-        sample = atlas.mapper_sample(layer)
-        params = graph.params
-        name = (
-            f"{atlas.path.name}-mapper-{_slug(atlas.layer_names[layer])}-i{params.intervals}"
-            f"-o{round(100 * params.overlap)}-e{round(100 * params.eps_scale)}.csv"
-        )
-        path = out / name
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["node", "sample_row", "image_index", "label", "class"])
-            for node in range(graph.num_nodes):
-                for row in graph.members(node).tolist():
-                    label = int(sample.label[row])
-                    writer.writerow(
-                        [node, row, int(sample.image_index[row]), label, atlas.classes[label]]
-                    )
+        rows = mapper_member_rows(graph, atlas.mapper_sample(layer), atlas.classes)
+        path = out / mapper_file_name(atlas.path.name, atlas.layer_names[layer], graph.params)
+        path.write_text(csv_text(MAPPER_COLUMNS, rows))
         written.append(path)
     return written
 
@@ -187,9 +217,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 __all__ = [
+    "MAPPER_COLUMNS",
     "class_rows",
+    "csv_text",
     "export_classes",
     "export_graphs",
     "export_mapper",
+    "file_slug",
+    "mapper_file_name",
+    "mapper_member_rows",
     "register_cli",
 ]

@@ -87,6 +87,8 @@ COMPARE_LEGEND = "compare-legend"
 # -- (E) topology (TopoAct Mapper) ------------------------------------------------------
 TOPO_GRAPH = "topo-graph"
 TOPO_PNG = "topo-graph-png"
+TOPO_CSV = "topo-graph-csv"  # button: download the members of every node as CSV
+TOPO_DOWNLOAD = "topo-graph-download"  # dcc.Download of that file
 TOPO_HOVER = "topo-hover"  # one line about the node under the pointer (drawn in the browser)
 TOPO_NOTE = "topo-note"  # missing part / refused parameters / errors
 TOPO_STATUS = "topo-status"  # nodes, edges, coverage, exact or approximate

@@ -12,12 +12,12 @@ on remounting).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import dash_cytoscape as cyto
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
+from compute.export import file_slug
 from dashboard import ids
 from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
 from dashboard.figures import base_stylesheet, graph_elements, graph_node_link, hover_stylesheet
@@ -399,9 +399,8 @@ def graph_download(context: ViewContext, stored: Any) -> dict[str, Any] | None:
         layer_names=data.layer_names,
         meta={"atlas": data.atlas.path.name, "class_index": state.cls, "class": name},
     )
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "class"
     filename = (
-        f"{data.atlas.path.name}-graph-{state.cls:04d}-{slug}"
+        f"{data.atlas.path.name}-graph-{state.cls:04d}-{file_slug(name)}"
         f"-nodes{state.node_min}-edges{state.edge_min}.json"
     )
     return {

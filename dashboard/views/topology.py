@@ -31,6 +31,7 @@ from dash import (
     no_update,
 )
 
+from compute.export import MAPPER_COLUMNS, csv_text, mapper_file_name, mapper_member_rows
 from compute.topology import MapperParams, Shape
 from dashboard import ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, AtlasData, file_url
@@ -258,7 +259,21 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         ),
                         style={"display": "none"},
                     ),
-                    png_button(ids.TOPO_PNG),
+                    html.Div(
+                        [
+                            html.Button(
+                                "CSV",
+                                id=ids.TOPO_CSV,
+                                n_clicks=0,
+                                className="png-export",
+                                title="Download the members of every node of this graph as CSV "
+                                "(node, sample row, image index, label, class)",
+                            ),
+                            dcc.Download(id=ids.TOPO_DOWNLOAD),
+                            png_button(ids.TOPO_PNG),
+                        ],
+                        className="card-actions",
+                    ),
                 ],
                 className="card-head",
             ),
@@ -777,6 +792,25 @@ def update(context: ViewContext, stored: Any, shown: Any, exact: bool = False) -
     return (*_render_drawn(context, drawn), key)
 
 
+def members_download(context: ViewContext, stored: Any) -> dict[str, Any] | None:
+    """The members of every node of the graph the state shows (its layer and parameters),
+    as a CSV download named after them; the same table as ``compute export --what
+    mapper`` writes for the default graph (``None`` without the Mapper part)."""
+    data = context.data
+    if not data.has(PART_MAPPER):
+        return None
+    drawn = _draw(context, stored, exact=False)
+    layer = drawn.result.layer
+    rows = mapper_member_rows(drawn.result.graph, drawn.mapper.sample(layer), data.names)
+    return {
+        "content": csv_text(MAPPER_COLUMNS, rows),
+        "filename": mapper_file_name(
+            data.atlas.path.name, data.layer_names[layer], drawn.result.params
+        ),
+        "type": "text/csv",
+    }
+
+
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the Topology view: its reducer, the render, the embedding highlight.
 
@@ -784,6 +818,16 @@ def register(app: Dash, context: ViewContext) -> None:
     """
 
     register_png_export(app, ids.TOPO_PNG, ids.TOPO_GRAPH, "mapper-graph")
+
+    @app.callback(
+        Output(ids.TOPO_DOWNLOAD, "data"),
+        Input(ids.TOPO_CSV, "n_clicks"),
+        State(ids.STATE_TOPOLOGY, "data"),
+        prevent_initial_call=True,
+    )
+    def download_members(_clicks: Any, stored: Any) -> Any:
+        return members_download(context, stored)
+
     app.clientside_callback(
         _HOVER_JS % json.dumps(HOVER_HINT),
         Output(ids.TOPO_HOVER, "children"),

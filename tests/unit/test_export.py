@@ -5,6 +5,7 @@ table matches the class statistics; the command refuses bad input in one line.""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext
 from dashboard.views.graph import graph_download, render_graph
+from dashboard.views.topology import members_download
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +149,22 @@ def test_the_views_json_download_is_the_graph_as_shown(demo: Atlas, tmp_path: Pa
     )
     assert edges_of(whole) == edges_of(demo.to_networkx(3))
     assert graph.number_of_nodes() < whole.number_of_nodes()  # the thresholds hid some
+
+
+def test_the_topology_csv_download_is_the_graph_shown(demo: Atlas, tmp_path: Path) -> None:
+    """The Topology view's CSV button: the members of the graph the state shows; with no
+    Mapper parameter in the state, the same file as ``compute export --what mapper``."""
+    context = ViewContext(
+        data=atlas_data.load(str(DEMO_ATLAS_DIR), str(tmp_path / "cache")),
+        file_prefix="/atlas-file/",
+    )
+    default = members_download(context, ViewState(topo_layer=2).to_dict())
+    assert default is not None
+    exported = export_mapper(demo, tmp_path, [2])[0]
+    assert default["filename"] == exported.name
+    assert default["content"] == exported.read_text()
+    other = members_download(context, ViewState(topo_layer=2, topo_intervals=20).to_dict())
+    assert other is not None and "-i20-" in other["filename"]
+    rows = list(csv.DictReader(io.StringIO(other["content"])))
+    assert rows and rows[0].keys() == {"node", "sample_row", "image_index", "label", "class"}
+    assert other["content"] != default["content"]
