@@ -299,45 +299,6 @@ def graph_masks(
     return nodes, edges
 
 
-def graph_node_link(
-    graph: ClassGraph,
-    *,
-    node_min_pct: int = 0,
-    edge_min_pct: int = 0,
-    layer_names: Sequence[str] = (),
-    meta: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The graph as the view shows it (the sliders' thresholds applied), as node-link data
-    (``networkx.node_link_graph`` reads it): nodes with ``layer``, ``layer_index``,
-    ``channel`` and the class's activation ``count``; edges with the influence ``weight``.
-    ``python -m compute export`` writes the same layout for the whole stored graph."""
-    nodes, edges = graph_masks(graph, node_min_pct, edge_min_pct)
-    ids = graph.ids.tolist()
-    return {
-        "directed": True,
-        "multigraph": False,
-        "graph": {**(meta or {}), "node_min_pct": node_min_pct, "edge_min_pct": edge_min_pct},
-        "nodes": [
-            {
-                "id": ids[k],
-                "layer": layer_names[int(graph.layer[k])] if layer_names else int(graph.layer[k]),
-                "layer_index": int(graph.layer[k]),
-                "channel": int(graph.channel[k]),
-                "count": int(graph.count[k]),
-            }
-            for k in np.flatnonzero(nodes).tolist()
-        ],
-        "edges": [
-            {
-                "source": ids[int(graph.source[j])],
-                "target": ids[int(graph.target[j])],
-                "weight": int(graph.weight[j]),
-            }
-            for j in np.flatnonzero(edges).tolist()
-        ],
-    }
-
-
 def _row_labels(
     layers: np.ndarray, y: np.ndarray, left: float, layer_names: Sequence[str]
 ) -> list[dict[str, Any]]:

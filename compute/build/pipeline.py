@@ -124,7 +124,8 @@ def build_atlas(
         num_images = int(np.sum(result.aggregates.num_images))
         if num_images == 0:
             raise BuildError("the loader yielded no images")
-        _warn_on_shape_change(stream.described, layer_shapes(result))
+        shapes = layer_shapes(result)
+        _warn_on_shape_change(stream.described, shapes)
 
         derived = derive(result, options, device)
         stages.done("derived parts")
@@ -139,7 +140,6 @@ def build_atlas(
         stream.store.remove_directory()
     stages.done("commit")
     correct = int(np.sum(result.aggregates.num_correct))
-    shapes = layer_shapes(result)
     log.info(
         "atlas %s: %d images (%.0f img/s), %d classes, %d layers (%d channels), "
         "top-1 %.1f%%, %d crops; %s",

@@ -305,6 +305,19 @@ def png_button(button_id: str) -> html.Button:
     )
 
 
+def card_actions(label: str, button_id: str, download_id: str, title: str, png_id: str) -> html.Div:
+    """A card's export buttons, together at its right end: ``label`` downloads a file
+    (a ``dcc.Download`` the view's callback fills), PNG the card's graph as an image."""
+    return html.Div(
+        [
+            html.Button(label, id=button_id, n_clicks=0, className="png-export", title=title),
+            dcc.Download(id=download_id),
+            png_button(png_id),
+        ],
+        className="card-actions",
+    )
+
+
 def register_png_export(
     app: Dash,
     button_id: str,

@@ -20,17 +20,17 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from compute.export import file_slug
 from dashboard import ids
 from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
-from dashboard.figures import base_stylesheet, graph_elements, graph_node_link, hover_stylesheet
+from dashboard.figures import base_stylesheet, graph_elements, graph_masks, hover_stylesheet
 from dashboard.links import compare_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
     ViewContext,
+    card_actions,
     guarded,
     how_to_read,
     influence_methods,
     note,
     percent,
-    png_button,
     register_png_export,
 )
 
@@ -158,20 +158,13 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     html.H2([html.Span("C", className="view-tag"), "Attribution graph"]),
                     html.Div(id=ids.GRAPH_HEADER, className="class-header"),
-                    html.Div(
-                        [
-                            html.Button(
-                                "JSON",
-                                id=ids.GRAPH_JSON,
-                                n_clicks=0,
-                                className="png-export",
-                                title="Download this graph as shown (the sliders' thresholds "
-                                "applied) as node-link JSON (networkx.node_link_graph reads it)",
-                            ),
-                            dcc.Download(id=ids.GRAPH_DOWNLOAD),
-                            png_button(ids.GRAPH_PNG),
-                        ],
-                        className="card-actions",
+                    card_actions(
+                        "JSON",
+                        ids.GRAPH_JSON,
+                        ids.GRAPH_DOWNLOAD,
+                        "Download this graph as shown (the sliders' thresholds "
+                        "applied) as node-link JSON (networkx.node_link_graph reads it)",
+                        ids.GRAPH_PNG,
                     ),
                 ],
                 className="card-head",
@@ -385,22 +378,22 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
 
 
 def graph_download(context: ViewContext, stored: Any) -> dict[str, Any] | None:
-    """The selected class's graph as shown, as a node-link JSON download named after the
-    atlas, the class and the thresholds (``None`` without graphs)."""
+    """The selected class's graph as shown (the sliders' thresholds applied), as a
+    node-link JSON download named after the atlas, the class and the thresholds: the
+    layout ``python -m compute export`` writes (:meth:`compute.atlas.Atlas.graph_data`),
+    without the nodes and edges the view hides (``None`` without graphs)."""
     data = context.data
     if not data.has(PART_GRAPHS):
         return None
     state = context.state(stored)
-    name = data.names[state.cls]
-    content = graph_node_link(
-        data.graph(state.cls),
-        node_min_pct=state.node_min,
-        edge_min_pct=state.edge_min,
-        layer_names=data.layer_names,
-        meta={"atlas": data.atlas.path.name, "class_index": state.cls, "class": name},
-    )
+    # The drawable graph keeps the stored graph's node and edge order.
+    nodes, edges = graph_masks(data.graph(state.cls), state.node_min, state.edge_min)
+    content = data.atlas.graph_data(state.cls)
+    content["nodes"] = [n for n, kept in zip(content["nodes"], nodes, strict=True) if kept]
+    content["edges"] = [e for e, kept in zip(content["edges"], edges, strict=True) if kept]
+    content["graph"].update(node_min_pct=state.node_min, edge_min_pct=state.edge_min)
     filename = (
-        f"{data.atlas.path.name}-graph-{state.cls:04d}-{file_slug(name)}"
+        f"{data.atlas.path.name}-graph-{state.cls:04d}-{file_slug(data.names[state.cls])}"
         f"-nodes{state.node_min}-edges{state.edge_min}.json"
     )
     return {

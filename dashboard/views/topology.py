@@ -64,11 +64,11 @@ from dashboard.state import (
 )
 from dashboard.views.common import (
     ViewContext,
+    card_actions,
     guarded,
     how_to_read,
     labelled,
     note,
-    png_button,
     register_png_export,
 )
 
@@ -259,20 +259,13 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         ),
                         style={"display": "none"},
                     ),
-                    html.Div(
-                        [
-                            html.Button(
-                                "CSV",
-                                id=ids.TOPO_CSV,
-                                n_clicks=0,
-                                className="png-export",
-                                title="Download the members of every node of this graph as CSV "
-                                "(node, sample row, image index, label, class)",
-                            ),
-                            dcc.Download(id=ids.TOPO_DOWNLOAD),
-                            png_button(ids.TOPO_PNG),
-                        ],
-                        className="card-actions",
+                    card_actions(
+                        "CSV",
+                        ids.TOPO_CSV,
+                        ids.TOPO_DOWNLOAD,
+                        "Download the members of every node of this graph as CSV "
+                        "(node, sample row, image index, label, class)",
+                        ids.TOPO_PNG,
                     ),
                 ],
                 className="card-head",
