@@ -18,7 +18,7 @@
   // -- values ------------------------------------------------------------------------------
 
   /* An int from an int, an integral float or a string of digits; else null
-   * (dashboard.views.shell._as_int). */
+   * (dashboard/views/summit/state.py as_int). */
   function asInt(value) {
     if (typeof value === "number") {
       return Number.isInteger(value) ? value : null;
@@ -151,7 +151,7 @@
 
   // -- the reducers (pure) -----------------------------------------------------------------
 
-  /* The state after one event of the Summit views (dashboard.views.shell.apply_event). */
+  /* The state after one event of the Summit views (dashboard/views/summit/state.py apply_event). */
   function applySummit(state, trigger, value, rules) {
     const b = bounds(rules);
     const kind = typeof trigger === "string" ? rules.summit.events[trigger] : undefined;
@@ -206,7 +206,7 @@
     return state;
   }
 
-  /* [state, message] after one Topology event (dashboard.views.topology.apply_topology_event). */
+  /* [state, message] after one Topology event (dashboard/views/topology/state.py apply_topology_event). */
   function applyTopology(state, trigger, value, rules) {
     const t = rules.topology;
     if (isPlainObject(trigger)) {
@@ -261,7 +261,7 @@
     return [withChanges(state, changes), message];
   }
 
-  /* The state after one Training event (dashboard.views.training.apply_training_event). */
+  /* The state after one Training event (dashboard/views/training/state.py apply_training_event). */
   function applyTraining(state, trigger, value, rules) {
     const b = bounds(rules);
     const kind = typeof trigger === "string" ? rules.training.events[trigger] : undefined;

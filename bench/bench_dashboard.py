@@ -35,20 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dashboard import data as atlas_data  # noqa: E402
-from dashboard import ids  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
-from dashboard.views import (  # noqa: E402
-    compare,
-    embedding,
-    graph,
-    neuron,
-    sidebar,
-    topology,
-    training,
-)
 from dashboard.views.common import ViewContext  # noqa: E402
-from dashboard.views.shell import apply_event  # noqa: E402
-from dashboard.views.sidebar import ROWS_PAGE  # noqa: E402
+from dashboard.views.summit import compare, embedding, graph, neuron, sidebar  # noqa: E402
+from dashboard.views.summit import ids as summit_ids  # noqa: E402
+from dashboard.views.summit.sidebar import ROWS_PAGE  # noqa: E402
+from dashboard.views.summit.state import apply_event  # noqa: E402
+from dashboard.views.topology import callbacks as topology_callbacks  # noqa: E402
+from dashboard.views.training import callbacks as training_callbacks  # noqa: E402
 
 # The callbacks a class switch fires, in the order the table prints them.
 CALLBACKS = (
@@ -95,7 +89,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
     topo_shown: list[Any] = [None]  # what the browser's Mapper graph draws (its store)
 
     def topology_update(stored: dict[str, Any]) -> Any:
-        out = topology.update(context, stored, topo_shown[0])
+        out = topology_callbacks.update(context, stored, topo_shown[0])
         if out[-1] is not no_update:
             topo_shown[0] = out[-1]
         return out
@@ -103,7 +97,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
     for _ in range(switches):
         target = int(rng.integers(data.num_classes))
         start = time.perf_counter()
-        new = apply_event(state, ids.SEARCH, target, bounds)
+        new = apply_event(state, summit_ids.SEARCH, target, bounds)
         new = context.state(new.to_dict())
         stored = new.to_dict()
         times["reducer"].append((time.perf_counter() - start) * 1000.0)
@@ -116,7 +110,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
             ("neuron", partial(neuron.render, context, stored)),
             ("compare", partial(compare.render, context, stored)),
             ("topology", partial(topology_update, stored)),
-            ("training", partial(training.render, context, stored)),
+            ("training", partial(training_callbacks.render, context, stored)),
         ]
         for name, function in calls:
             ms, size = _timed(function)

@@ -34,8 +34,9 @@ from dashboard.config import Settings, assets_dir
 from dashboard.data import AtlasData
 from dashboard.links import NEURON_TEMPLATE
 from dashboard.state import ViewState, ignored_parameters
-from dashboard.views import neuron_page, shell
+from dashboard.views import shell
 from dashboard.views.common import ViewContext, note
+from dashboard.views.summit import neuron_page
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from dashboard import ids
 from dashboard.atlases import AtlasGone
 from dashboard.data import AtlasData, LayerPair
 from dashboard.state import StateBounds, ViewState
-from dashboard.trace import trace_data
+from dashboard.views.summit import ids as summit_ids
+from dashboard.views.training.data import trace_data
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +324,7 @@ def register_png_export(
     button_id: str,
     graph_id: str,
     stem: str,
-    names: str = f"#{ids.GRAPH_HEADER} .class-name",
+    names: str = f"#{summit_ids.GRAPH_HEADER} .class-name",
 ) -> None:
     """Clicking ``button_id`` downloads cytoscape ``graph_id`` as ``{stem}-{class}.png``
     (drawn in the browser: no request to the server).

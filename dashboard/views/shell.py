@@ -12,23 +12,24 @@ implementation; the script gets every id, bound and choice from :func:`state_rul
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 
 from dashboard import ids
-from dashboard.state import (
-    PICTURES,
-    SORT_ORDERS,
-    StateBounds,
-    ViewState,
-    view_groups,
-)
-from dashboard.views import compare, embedding, graph, neuron, sidebar, topology, training
+from dashboard.state import StateBounds, ViewState, view_groups
 from dashboard.views.common import ViewContext, note, percent, register_class_searches
-from dashboard.views.sidebar import ROWS_PAGE
+from dashboard.views.summit import compare, embedding, graph, neuron, sidebar
+from dashboard.views.summit import ids as summit_ids
+from dashboard.views.summit import state as summit_state
+from dashboard.views.summit.sidebar import ROWS_PAGE
+from dashboard.views.topology import callbacks as topology_callbacks
+from dashboard.views.topology import layout as topology_layout
+from dashboard.views.topology import state as topology_state
+from dashboard.views.training import callbacks as training_callbacks
+from dashboard.views.training import layout as training_layout
+from dashboard.views.training import state as training_state
 
 
 def atlas_picker(choices: Sequence[tuple[str, str]], current: str | None) -> html.Div | None:
@@ -153,7 +154,7 @@ def page_layout(context: ViewContext, state: ViewState, ignored: Sequence[str] =
             dcc.Store(id=ids.STATE, data=state.to_dict()),
             dcc.Store(id=ids.STATE_RULES, data=state_rules(context)),
             *[dcc.Store(id=store, data=state.to_dict()) for store in GROUP_STORES.values()],
-            dcc.Store(id=ids.ROWS_LIMIT, data=ROWS_PAGE),
+            dcc.Store(id=summit_ids.ROWS_LIMIT, data=ROWS_PAGE),
             dcc.Store(id=ids.ROW_CLICK, data=None),
             dcc.Location(id=ids.STATE_URL, refresh=False),
             html.Div(
@@ -173,103 +174,11 @@ def page_layout(context: ViewContext, state: ViewState, ignored: Sequence[str] =
                 ],
                 className="columns",
             ),
-            topology.layout(context, state),
-            training.layout(context, state),
+            topology_layout.layout(context, state),
+            training_layout.layout(context, state),
         ],
         className="page",
     )
-
-
-def _class_from_click(value: Any) -> int | None:
-    """The class index carried in ``customdata`` of a Plotly click, if any."""
-    try:
-        custom = value["points"][0]["customdata"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    if isinstance(custom, list):
-        custom = custom[0] if custom else None
-    return _as_int(custom)
-
-
-def _as_int(value: Any) -> int | None:
-    """``value`` as an int: an int, an integral float or a string of digits; else ``None``
-    (booleans, fractions, NaN, Infinity, anything else a hostile payload may hold)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,9}\s*", value):
-        return int(value)
-    return None
-
-
-#: The events of the Summit views: ``(component, property, kind)``. The browser's reducer
-#: (``assets/state.js``) is told each component's kind; :func:`apply_event` is the reference.
-_EVENTS: tuple[tuple[str, str, str], ...] = (
-    (ids.EMBEDDING, "clickData", "plot-class"),
-    (ids.ROW_CLICK, "data", "row"),
-    (ids.SEARCH, "value", "class"),
-    (ids.NEURON_BARS, "clickData", "plot-class"),
-    (ids.COMPARE, "value", "compare"),
-    (ids.LAYER, "value", "layer"),
-    (ids.NODE_THRESHOLD, "value", "node-min"),
-    (ids.EDGE_THRESHOLD, "value", "edge-min"),
-    (ids.SORT, "value", "sort"),
-    (ids.GRAPH, "tapNodeData", "node"),
-    (ids.COMPARE_GRAPH, "tapNodeData", "node"),
-    (ids.NEURON_CLOSE, "n_clicks", "close"),
-    (ids.PICTURES, "value", "pictures"),
-)
-_KINDS: dict[str, str] = {component: kind for component, _, kind in _EVENTS}
-
-
-def apply_event(state: ViewState, trigger: Any, value: Any, bounds: StateBounds) -> ViewState:
-    """The state after one event of the Summit views (pure).
-
-    The reference of the browser's reducer (``assets/state.js``, which must agree with it
-    on every event: ``tests/e2e/test_reducers_e2e.py``). A value that is not what the
-    control sends (a string, NaN, Infinity, a list) or that is outside the atlas leaves
-    the state as it was.
-
-    Args:
-        state: the current state.
-        trigger: the id of the component that fired.
-        value: the new value of its property.
-        bounds: what the atlas holds.
-    """
-    kind = _KINDS.get(trigger) if isinstance(trigger, str) else None
-    if kind == "row":
-        picked = _as_int(value.get("cls")) if isinstance(value, dict) else None
-        return state.with_(cls=picked) if bounds.is_class(picked) else state
-    if kind == "plot-class":
-        picked = _class_from_click(value)
-        return state.with_(cls=picked) if bounds.is_class(picked) else state
-    if kind == "compare" and value is None:
-        return state.with_(compare=None)
-    if kind in ("class", "compare"):
-        number = _as_int(value)
-        field = "cls" if kind == "class" else "compare"
-        return state.with_(**{field: number}) if bounds.is_class(number) else state
-    if kind == "layer":
-        number = _as_int(value)
-        return state.with_(layer=number) if bounds.is_layer(number) else state
-    if kind in ("node-min", "edge-min"):
-        number = _as_int(value)
-        field = "node_min" if kind == "node-min" else "edge_min"
-        valid = number is not None and 0 <= number <= 100
-        return state.with_(**{field: number}) if valid else state
-    if kind == "sort":
-        return state.with_(sort=value) if value in SORT_ORDERS else state
-    if kind == "node":
-        node = value.get("id") if isinstance(value, dict) else None
-        return state.with_(node=node) if bounds.is_node(node) else state
-    if kind == "close":
-        return state.with_(node=None)
-    if kind == "pictures":
-        return state.with_(pics=value) if value in PICTURES else state
-    return state
 
 
 def state_rules(context: ViewContext) -> dict[str, Any]:
@@ -279,20 +188,20 @@ def state_rules(context: ViewContext) -> dict[str, Any]:
     return {
         "bounds": context.bounds().to_dict(),
         "url": ViewState.url_rules(),
-        "summit": {"events": dict(_KINDS), "sort": list(SORT_ORDERS), "pictures": list(PICTURES)},
-        "topology": topology.reducer_rules(),
-        "training": training.reducer_rules(),
+        "summit": summit_state.reducer_rules(),
+        "topology": topology_state.reducer_rules(),
+        "training": training_state.reducer_rules(),
     }
 
 
 def apply_any_event(state: ViewState, trigger: Any, value: Any, bounds: StateBounds) -> ViewState:
     """The state after any event of the page: what the browser's three reducers do (for
     clients that are not a browser: ``bench/``, load tests)."""
-    if isinstance(trigger, str) and trigger in _KINDS:
-        return apply_event(state, trigger, value, bounds)
-    if isinstance(trigger, str) and trigger in training.EVENT_KINDS:
-        return training.apply_training_event(state, trigger, value, bounds)
-    return topology.apply_topology_event(state, trigger, value, bounds)[0]
+    if isinstance(trigger, str) and trigger in summit_state.EVENT_KINDS:
+        return summit_state.apply_event(state, trigger, value, bounds)
+    if isinstance(trigger, str) and trigger in training_state.EVENT_KINDS:
+        return training_state.apply_training_event(state, trigger, value, bounds)
+    return topology_state.apply_topology_event(state, trigger, value, bounds)[0]
 
 
 #: The state copy each group of views listens to (groups: :func:`dashboard.state.view_groups`).
@@ -346,10 +255,10 @@ def register(app: Dash, context: ViewContext) -> None:
     app.clientside_callback(
         ClientsideFunction(ids.REDUCERS, "reduceSummit"),
         Output(ids.STATE, "data"),
-        Output(ids.SEARCH, "value"),
-        Output(ids.COMPARE, "value"),
+        Output(summit_ids.SEARCH, "value"),
+        Output(summit_ids.COMPARE, "value"),
         Output(ids.STATE_URL, "search", allow_duplicate=True),
-        *[Input(component, prop) for component, prop, _ in _EVENTS],
+        *[Input(component, prop) for component, prop, _ in summit_state.EVENTS],
         State(ids.STATE, "data"),
         State(ids.STATE_RULES, "data"),
         prevent_initial_call=True,
@@ -373,11 +282,22 @@ def register(app: Dash, context: ViewContext) -> None:
         prevent_initial_call=True,
     )
 
-    for view in (embedding, sidebar, graph, neuron, compare, topology, training):
-        view.register(app, context)
+    for register_view in (
+        embedding.register,
+        sidebar.register,
+        graph.register,
+        neuron.register,
+        compare.register,
+        topology_callbacks.register,
+        training_callbacks.register,
+    ):
+        register_view(app, context)
     # Both class dropdowns' options in one request per state change.
     register_class_searches(
         app,
         context,
-        [(ids.SEARCH, sidebar.search_options), (ids.COMPARE, compare.compare_options)],
+        [
+            (summit_ids.SEARCH, sidebar.search_options),
+            (summit_ids.COMPARE, compare.compare_options),
+        ],
     )

@@ -25,8 +25,10 @@ from dashboard import ids
 from dashboard.config import Settings
 from dashboard.factory import create_app
 from dashboard.state import ViewState
-from dashboard.views import graph, neuron_page, shell
+from dashboard.views import shell
 from dashboard.views.common import ViewContext
+from dashboard.views.summit import graph, neuron_page
+from dashboard.views.summit import ids as summit_ids
 
 LAYERS = ("layer0", "layer1", "layer2", "layer3")
 
@@ -135,7 +137,7 @@ def test_the_served_page_shows_the_badge(atlases_dir: Path, tmp_path: Path) -> N
 
 def test_graph_note_names_each_kind_once(atlases_dir: Path) -> None:
     layout = graph.layout(context_of(atlases_dir, "bf16"), ViewState())
-    kinds = find(layout, ids.GRAPH_INFLUENCE_KINDS)
+    kinds = find(layout, summit_ids.GRAPH_INFLUENCE_KINDS)
     assert kinds is not None
     assert lines(kinds) == [
         "exact, through one convolution: layer0 → layer1",
@@ -147,7 +149,7 @@ def test_graph_note_names_each_kind_once(atlases_dir: Path) -> None:
 
 def test_graph_note_groups_pairs_of_one_kind(atlases_dir: Path) -> None:
     kinds = find(
-        graph.layout(context_of(atlases_dir, "fp32"), ViewState()), ids.GRAPH_INFLUENCE_KINDS
+        graph.layout(context_of(atlases_dir, "fp32"), ViewState()), summit_ids.GRAPH_INFLUENCE_KINDS
     )
     assert lines(kinds) == [
         "exact, through one convolution: layer0 → layer1, layer1 → layer2, layer2 → layer3"
@@ -156,7 +158,8 @@ def test_graph_note_groups_pairs_of_one_kind(atlases_dir: Path) -> None:
 
 def test_graph_note_of_an_older_atlas_says_unknown(atlases_dir: Path) -> None:
     kinds = find(
-        graph.layout(context_of(atlases_dir, "older"), ViewState()), ids.GRAPH_INFLUENCE_KINDS
+        graph.layout(context_of(atlases_dir, "older"), ViewState()),
+        summit_ids.GRAPH_INFLUENCE_KINDS,
     )
     assert lines(kinds) == [
         "unknown (the atlas does not record it): layer0 → layer1, layer1 → layer2, layer2 → layer3"
@@ -166,7 +169,7 @@ def test_graph_note_of_an_older_atlas_says_unknown(atlases_dir: Path) -> None:
 def test_one_layer_atlas_has_no_influence_note(make_atlas: Any, tmp_path: Path) -> None:
     atlas = make_atlas(tmp_path / "one", layer_channels=(5,))
     context = ViewContext(data=atlas_data.load(str(atlas), None), file_prefix="/f/")
-    assert find(graph.layout(context, ViewState()), ids.GRAPH_INFLUENCE_KINDS) is None
+    assert find(graph.layout(context, ViewState()), summit_ids.GRAPH_INFLUENCE_KINDS) is None
 
 
 # -- how influence was computed: the neuron page ---------------------------------------------
@@ -175,8 +178,8 @@ def test_one_layer_atlas_has_no_influence_note(make_atlas: Any, tmp_path: Path) 
 def test_neuron_page_cards_say_how_their_pairs_were_computed(atlases_dir: Path) -> None:
     context = context_of(atlases_dir, "bf16")
     page = neuron_page.page(context, layer="layer1", channel="2")
-    incoming = find(page, ids.NEURON_PAGE_INCOMING_KINDS)
-    outgoing = find(page, ids.NEURON_PAGE_OUTGOING_KINDS)
+    incoming = find(page, summit_ids.NEURON_PAGE_INCOMING_KINDS)
+    outgoing = find(page, summit_ids.NEURON_PAGE_OUTGOING_KINDS)
     assert lines(incoming) == ["exact, through one convolution: layer0 → layer1"]
     assert lines(outgoing) == [
         "gradient × activation (approximate attribution through a residual or other "
@@ -184,16 +187,21 @@ def test_neuron_page_cards_say_how_their_pairs_were_computed(atlases_dir: Path) 
     ]
     # The first layer has nothing incoming, the last nothing outgoing.
     first = neuron_page.page(context, layer="layer0", channel="0")
-    assert find(first, ids.NEURON_PAGE_INCOMING_KINDS) is None
-    assert lines(find(first, ids.NEURON_PAGE_OUTGOING_KINDS))[0].startswith("exact, through")
+    assert find(first, summit_ids.NEURON_PAGE_INCOMING_KINDS) is None
+    assert lines(find(first, summit_ids.NEURON_PAGE_OUTGOING_KINDS))[0].startswith("exact, through")
     last = neuron_page.page(context, layer="layer3", channel="0")
-    assert lines(find(last, ids.NEURON_PAGE_INCOMING_KINDS))[0].startswith("exact per branch")
-    assert find(last, ids.NEURON_PAGE_OUTGOING_KINDS) is None
+    assert lines(find(last, summit_ids.NEURON_PAGE_INCOMING_KINDS))[0].startswith(
+        "exact per branch"
+    )
+    assert find(last, summit_ids.NEURON_PAGE_OUTGOING_KINDS) is None
 
 
 def test_neuron_page_of_an_older_atlas_says_unknown(atlases_dir: Path) -> None:
     page = neuron_page.page(context_of(atlases_dir, "older"), layer="layer2", channel="1")
-    for component_id in (ids.NEURON_PAGE_INCOMING_KINDS, ids.NEURON_PAGE_OUTGOING_KINDS):
+    for component_id in (
+        summit_ids.NEURON_PAGE_INCOMING_KINDS,
+        summit_ids.NEURON_PAGE_OUTGOING_KINDS,
+    ):
         assert lines(find(page, component_id))[0].startswith("unknown")
 
 

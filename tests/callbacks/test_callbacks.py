@@ -20,8 +20,11 @@ from dashboard import ids
 from dashboard.config import Settings
 from dashboard.factory import IMMUTABLE_MAX_AGE, create_app
 from dashboard.state import StateBounds, ViewState
-from dashboard.views import compare, embedding, graph, neuron, shell, sidebar
+from dashboard.views import shell
 from dashboard.views.common import ViewContext, guarded
+from dashboard.views.summit import compare, embedding, graph, neuron, sidebar
+from dashboard.views.summit import ids as summit_ids
+from dashboard.views.summit import state as summit_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,29 +76,32 @@ BOUNDS = StateBounds(num_classes=10, num_layers=3, channels=(8, 8, 8))
 @pytest.mark.parametrize(
     ("trigger", "value", "expected"),
     [
-        (ids.SEARCH, 4, {"cls": 4}),
+        (summit_ids.SEARCH, 4, {"cls": 4}),
         (ids.ROW_CLICK, {"cls": 5, "at": 1}, {"cls": 5}),
-        (ids.EMBEDDING, {"points": [{"customdata": 3}]}, {"cls": 3}),
-        (ids.NEURON_BARS, {"points": [{"customdata": 1, "y": "x"}]}, {"cls": 1}),
-        (ids.COMPARE, 2, {"compare": 2}),
-        (ids.LAYER, 0, {"layer": 0}),
-        (ids.NODE_THRESHOLD, 40, {"node_min": 40}),
-        (ids.EDGE_THRESHOLD, 15, {"edge_min": 15}),
-        (ids.SORT, "acc-desc", {"sort": "acc-desc"}),
-        (ids.GRAPH, {"id": "1-4", "label": "4"}, {"node": "1-4"}),
-        (ids.COMPARE_GRAPH, {"id": "2-3"}, {"node": "2-3"}),
-        (ids.GRAPH, {"id": "row-1"}, {}),  # a row label is not a channel
-        (ids.EMBEDDING, {"points": []}, {}),
+        (summit_ids.EMBEDDING, {"points": [{"customdata": 3}]}, {"cls": 3}),
+        (summit_ids.NEURON_BARS, {"points": [{"customdata": 1, "y": "x"}]}, {"cls": 1}),
+        (summit_ids.COMPARE, 2, {"compare": 2}),
+        (summit_ids.LAYER, 0, {"layer": 0}),
+        (summit_ids.NODE_THRESHOLD, 40, {"node_min": 40}),
+        (summit_ids.EDGE_THRESHOLD, 15, {"edge_min": 15}),
+        (summit_ids.SORT, "acc-desc", {"sort": "acc-desc"}),
+        (summit_ids.GRAPH, {"id": "1-4", "label": "4"}, {"node": "1-4"}),
+        (summit_ids.COMPARE_GRAPH, {"id": "2-3"}, {"node": "2-3"}),
+        (summit_ids.GRAPH, {"id": "row-1"}, {}),  # a row label is not a channel
+        (summit_ids.EMBEDDING, {"points": []}, {}),
         (ids.ROW_CLICK, {"junk": 1}, {}),
     ],
 )
 def test_apply_event(trigger: str, value: Any, expected: dict[str, Any]) -> None:
     state = ViewState(cls=0, node="0-1")
-    assert shell.apply_event(state, trigger, value, BOUNDS) == state.with_(**expected)
+    assert summit_state.apply_event(state, trigger, value, BOUNDS) == state.with_(**expected)
 
 
 def test_close_button_clears_the_node() -> None:
-    assert shell.apply_event(ViewState(node="0-1"), ids.NEURON_CLOSE, 1, BOUNDS).node is None
+    assert (
+        summit_state.apply_event(ViewState(node="0-1"), summit_ids.NEURON_CLOSE, 1, BOUNDS).node
+        is None
+    )
 
 
 def test_reducer_refuses_what_the_atlas_lacks() -> None:
@@ -104,12 +110,12 @@ def test_reducer_refuses_what_the_atlas_lacks() -> None:
     comparison."""
     state = ViewState(cls=0, compare=3)
     for junk in (99, -1, "abc", [1], {"x": 1}, True, 2.5, None):
-        assert shell.apply_event(state, ids.SEARCH, junk, BOUNDS) == state
-    assert shell.apply_event(state, ids.LAYER, 3, BOUNDS) == state
-    assert shell.apply_event(state, ids.GRAPH, {"id": "0-8"}, BOUNDS) == state
-    assert shell.apply_event(state, ids.NODE_THRESHOLD, 101, BOUNDS) == state
-    assert shell.apply_event(state, ids.SORT, "bogus", BOUNDS) == state
-    picked = shell.apply_event(state, ids.ROW_CLICK, {"cls": 3}, BOUNDS)
+        assert summit_state.apply_event(state, summit_ids.SEARCH, junk, BOUNDS) == state
+    assert summit_state.apply_event(state, summit_ids.LAYER, 3, BOUNDS) == state
+    assert summit_state.apply_event(state, summit_ids.GRAPH, {"id": "0-8"}, BOUNDS) == state
+    assert summit_state.apply_event(state, summit_ids.NODE_THRESHOLD, 101, BOUNDS) == state
+    assert summit_state.apply_event(state, summit_ids.SORT, "bogus", BOUNDS) == state
+    picked = summit_state.apply_event(state, ids.ROW_CLICK, {"cls": 3}, BOUNDS)
     assert picked.cls == 3 and picked.compare is None
 
 
@@ -150,7 +156,7 @@ def test_graph_view(small: Any) -> None:
     assert header[0].children == "class 001"
     node = next(e["data"]["id"] for e in elements if "size" in e["data"])
     sheet, panel = run_with_trigger(
-        f"{ids.GRAPH}.mouseoverNodeData",
+        f"{summit_ids.GRAPH}.mouseoverNodeData",
         {"id": node},
         graph.render_hover,
         context,

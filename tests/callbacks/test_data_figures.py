@@ -17,7 +17,8 @@ import pytest
 from compute.atlas import AtlasError
 from dashboard import data as atlas_data
 from dashboard.data import AtlasData, ClassGraph, DerivedCache, sparkline_svg
-from dashboard.figures import (
+from dashboard.views.common import _SEARCH_JS
+from dashboard.views.summit.figures import (
     LABEL_ALL_CLASSES,
     base_stylesheet,
     compare_elements,
@@ -27,7 +28,6 @@ from dashboard.figures import (
     hover_stylesheet,
     neuron_bar_figure,
 )
-from dashboard.views.common import _SEARCH_JS
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +402,7 @@ def test_the_comparison_keeps_each_class_s_colour() -> None:
     """Orange is the selected class everywhere (header, embedding ring, pies): in the
     comparison too, and the compared class is the embedding's purple (a newcomer read the
     orange edges as the selected class's while they were the other's)."""
-    from dashboard import figures
+    from dashboard.views.summit import figures
 
     assert figures.ONLY_A == figures.ACCENT
     assert figures.ONLY_B == figures.COMPARE

@@ -16,16 +16,10 @@ from plotly.utils import PlotlyJSONEncoder
 
 from dashboard.config import Settings
 from dashboard.factory import create_app
-from dashboard.state import (
-    PICTURES,
-    SORT_ORDERS,
-    TOPO_CLUSTERERS,
-    TOPO_COLOURS,
-    TOPO_EPS,
-    TOPO_METRICS,
-    TRACE_FILTERS,
-    ViewState,
-)
+from dashboard.state import ViewState
+from dashboard.views.summit.state import PICTURES, SORT_ORDERS
+from dashboard.views.topology.state import TOPO_CLUSTERERS, TOPO_COLOURS, TOPO_EPS, TOPO_METRICS
+from dashboard.views.training.state import TRACE_FILTERS
 
 NUM_CLASSES, CHANNELS = 6, (8, 12, 10)
 KEYS = [*sorted(ViewState._KEYS.values()), "whatever", ""]

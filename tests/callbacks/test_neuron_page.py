@@ -12,12 +12,13 @@ import scipy.sparse as sp
 
 from compute.atlas import Atlas
 from dashboard import data as atlas_data
-from dashboard import ids
 from dashboard.data import AtlasData, incoming_counts, outgoing_counts, top_entries
 from dashboard.links import class_href, neuron_href, parse_neuron_path
 from dashboard.state import StateBounds, ViewState
-from dashboard.views import graph, neuron, neuron_page, shell
 from dashboard.views.common import ViewContext
+from dashboard.views.summit import graph, neuron, neuron_page
+from dashboard.views.summit import ids as summit_ids
+from dashboard.views.summit import state as summit_state
 
 NAMES = ("conv1", "features.3", "a/b", "3")
 CHANNELS = (8, 12, 10, 5)
@@ -98,8 +99,8 @@ def test_pictures_in_the_url_state() -> None:
     state = ViewState(cls=2, pics="crop")
     assert ViewState.from_query(state.to_search()) == state
     assert "pics" not in ViewState(cls=2).to_search()
-    assert shell.apply_event(ViewState(), ids.PICTURES, "crop", BOUNDS).pics == "crop"
-    assert shell.apply_event(ViewState(), ids.PICTURES, "junk", BOUNDS).pics is None
+    assert summit_state.apply_event(ViewState(), summit_ids.PICTURES, "crop", BOUNDS).pics == "crop"
+    assert summit_state.apply_event(ViewState(), summit_ids.PICTURES, "junk", BOUNDS).pics is None
 
 
 # -- influence sums against plain dense loops ----------------------------------------------------
@@ -180,25 +181,25 @@ def _find(component: Any, component_id: str) -> Any:
 
 def test_neuron_page_parts(fv: ViewContext) -> None:
     page = neuron_page.page(fv, layer="layer1", channel="3")
-    assert page.id == ids.NEURON_PAGE
+    assert page.id == summit_ids.NEURON_PAGE
     text = str(page)
     assert "/atlas-file/featurevis/01/3-vis.png" in text
     for k in range(4):
         assert f"/atlas-file/featurevis/01/3-div-{k}.png" in text
     assert "/atlas-file/images/01/3-0.png" in text
     for part in (
-        ids.NEURON_PAGE_VIS,
-        ids.NEURON_PAGE_DIVERSITY,
-        ids.NEURON_PAGE_EXAMPLES,
-        ids.NEURON_PAGE_CLASSES,
-        ids.NEURON_PAGE_INCOMING,
-        ids.NEURON_PAGE_OUTGOING,
+        summit_ids.NEURON_PAGE_VIS,
+        summit_ids.NEURON_PAGE_DIVERSITY,
+        summit_ids.NEURON_PAGE_EXAMPLES,
+        summit_ids.NEURON_PAGE_CLASSES,
+        summit_ids.NEURON_PAGE_INCOMING,
+        summit_ids.NEURON_PAGE_OUTGOING,
     ):
         assert _find(page, part) is not None, part
-    incoming = str(_find(page, ids.NEURON_PAGE_INCOMING))
+    incoming = str(_find(page, summit_ids.NEURON_PAGE_INCOMING))
     for layer, channel, _ in fv.data.incoming(1, 3, neuron_page.TOP_INFLUENCES):
         assert neuron_href(fv.data.layer_names[layer], channel) in incoming
-    classes = str(_find(page, ids.NEURON_PAGE_CLASSES))
+    classes = str(_find(page, summit_ids.NEURON_PAGE_CLASSES))
     top, _ = fv.data.top_classes(1, 3, 3)
     assert class_href(int(top[0]), "/", (1, 3)) in classes
     # The first layer has no incoming influences, the last no outgoing: a note, no error.
@@ -224,13 +225,13 @@ def test_a_later_channel_without_incoming_influence_is_not_the_first_layer(
 )
 def test_unknown_neuron_is_a_friendly_page(fv: ViewContext, layer: Any, channel: Any) -> None:
     page = neuron_page.page(fv, layer=layer, channel=channel)
-    assert page.id == ids.NEURON_NOT_FOUND and "Neuron not found" in str(page)
+    assert page.id == summit_ids.NEURON_NOT_FOUND and "Neuron not found" in str(page)
     assert neuron_page.title(fv, layer=layer, channel=channel).startswith("Neuron not found")
 
 
 def test_any_other_unknown_path_is_a_friendly_page(fv: ViewContext) -> None:
     page = neuron_page.page_not_found(fv)
-    assert page.id == ids.PAGE_NOT_FOUND and "/neuron/" in str(page)
+    assert page.id == summit_ids.PAGE_NOT_FOUND and "/neuron/" in str(page)
 
 
 def test_neuron_page_without_featurevis_says_how(plain: ViewContext) -> None:
@@ -261,7 +262,7 @@ def test_graph_nodes_show_featurevis_by_default(fv: ViewContext) -> None:
     assert images and all("/featurevis/" in i and i.endswith("-vis.png") for i in images)
     elements, _, _ = graph.render_graph(fv, ViewState(cls=1, pics="crop").to_dict())
     assert all("/images/" in i for i in _images(elements))
-    toggle = _find(graph.pictures_toggle(fv.data, ViewState()), ids.PICTURES)
+    toggle = _find(graph.pictures_toggle(fv.data, ViewState()), summit_ids.PICTURES)
     assert toggle.value == "vis" and not toggle.options[0]["disabled"]
 
 
@@ -269,9 +270,9 @@ def test_graph_without_featurevis_explains(plain: ViewContext) -> None:
     elements, _, _ = graph.render_graph(plain, ViewState(cls=1, pics="vis").to_dict())
     assert all("/images/" in i for i in _images(elements))
     block = graph.pictures_toggle(plain.data, ViewState(pics="vis"))
-    toggle = _find(block, ids.PICTURES)
+    toggle = _find(block, summit_ids.PICTURES)
     assert toggle.value == "crop" and toggle.options[0]["disabled"]
-    assert "python -m compute featurevis --atlas" in str(_find(block, ids.PICTURES_NOTE))
+    assert "python -m compute featurevis --atlas" in str(_find(block, summit_ids.PICTURES_NOTE))
 
 
 def test_hover_shows_diversity_and_examples(fv: ViewContext) -> None:
@@ -282,7 +283,7 @@ def test_hover_shows_diversity_and_examples(fv: ViewContext) -> None:
 
     def run() -> Any:
         context_value.set(
-            AttributeDict(triggered_inputs=[{"prop_id": f"{ids.GRAPH}.mouseoverNodeData"}])
+            AttributeDict(triggered_inputs=[{"prop_id": f"{summit_ids.GRAPH}.mouseoverNodeData"}])
         )
         return graph.render_hover(fv, {"id": "1-3"}, ViewState(cls=1).to_dict())
 
@@ -293,12 +294,12 @@ def test_hover_shows_diversity_and_examples(fv: ViewContext) -> None:
 
 def test_neuron_panel_links_to_the_page(fv: ViewContext) -> None:
     _, _, body, _ = neuron.render(fv, ViewState(cls=1, node="1-3").to_dict())
-    link = _find(body, ids.NEURON_OPEN)
+    link = _find(body, summit_ids.NEURON_OPEN)
     assert link is not None and link.href == "/neuron/layer1/3"
 
 
 def test_compare_follows_the_picture_toggle(fv: ViewContext) -> None:
-    from dashboard.views import compare
+    from dashboard.views.summit import compare
 
     elements, _, _ = compare.render(fv, ViewState(cls=1, compare=2).to_dict())
     assert all("/featurevis/" in i for i in _images(elements))

@@ -6,7 +6,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from dashboard.state import SORT_ORDERS, ViewState, ignored_parameters, node_id, parse_node_id
+from dashboard.state import ViewState, ignored_parameters, node_id, parse_node_id
+from dashboard.views.summit.state import SORT_ORDERS
 
 BOUNDS = {"num_classes": 10, "num_layers": 3, "channels": (8, 12, 10)}
 

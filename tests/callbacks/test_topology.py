@@ -16,17 +16,20 @@ from dash import no_update
 from compute.atlas import Atlas, update_atlas
 from compute.topology.part import default_graph
 from dashboard import data as atlas_data
-from dashboard import ids
-from dashboard.mapper import (
+from dashboard.state import StateBounds, ViewState, clamp
+from dashboard.views.common import ViewContext
+from dashboard.views.topology import callbacks as topology_callbacks
+from dashboard.views.topology import data as topology_data
+from dashboard.views.topology import ids as topology_ids
+from dashboard.views.topology import layout as topology_layout
+from dashboard.views.topology import state as topology_state
+from dashboard.views.topology.data import (
     MAX_SLICES,
     SELECTED,
     legend_classes,
     pie_slices,
     topology_elements,
 )
-from dashboard.state import StateBounds, ViewState, clamp
-from dashboard.views import topology
-from dashboard.views.common import ViewContext
 from tests.topology_atlas import CAPPED_LAYER, SHAPES_QUERY, write_topology_atlas
 
 
@@ -57,7 +60,7 @@ def test_pie_slices_top_classes_other_and_selected() -> None:
 
 def test_elements_pies_sizes_and_jaccard_filter(topo_atlas: Path, tmp_path: Path) -> None:
     context = context_for(topo_atlas, tmp_path)
-    mapper = topology.mapper_data(context.data)
+    mapper = topology_data.mapper_data(context.data)
     state = ViewState.from_query("?" + SHAPES_QUERY, num_classes=6, num_layers=3)
     result = mapper.result(0, mapper.params(state, 0)[0])
     elements = topology_elements(result, selected=1, jaccard_min=0.0)
@@ -87,8 +90,8 @@ def test_colour_legend_names_what_the_colours_mean(topo_atlas: Path, tmp_path: P
     names = context.data.names
     base = f"?{SHAPES_QUERY}&tlayer=0&class=1"
     pies = ViewState.from_query(base, num_classes=6, num_layers=3)
-    status = str(topology.render(context, pies.to_dict())[1])
-    mapper = topology.mapper_data(context.data)
+    status = str(topology_callbacks.render(context, pies.to_dict())[1])
+    mapper = topology_data.mapper_data(context.data)
     result = mapper.result(0, mapper.params(pies, 0)[0])
     named = legend_classes(result.stats.class_counts, 1)
     assert named[0] == (1, SELECTED)  # the selected class first, in orange
@@ -101,7 +104,7 @@ def test_colour_legend_names_what_the_colours_mean(topo_atlas: Path, tmp_path: P
             assert names[c] in status and colour in status
     for colour, words in (("norm", "mean L2 norm"), ("share", f"share of {names[1]}")):
         state = ViewState.from_query(f"{base}&tcol={colour}", num_classes=6, num_layers=3)
-        assert words in str(topology.render(context, state.to_dict())[1])
+        assert words in str(topology_callbacks.render(context, state.to_dict())[1])
 
 
 # -- parameters and URL --------------------------------------------------------------------
@@ -111,22 +114,34 @@ def test_clamp_and_events() -> None:
     bounds = StateBounds(num_classes=10, num_layers=3, channels=(8, 8, 8))
     assert clamp("250", 10, 100) == 100 and clamp(-3, 0, 100) == 0 and clamp("x", 0, 1) is None
     state = ViewState(topo_node=3, topo_shape=1)
-    new, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, 500, bounds)
+    new, message = topology_state.apply_topology_event(
+        state, topology_ids.TOPO_INTERVALS, 500, bounds
+    )
     assert new.topo_intervals == 100 and "using 100" in (message or "")
     assert new.topo_node is None and new.topo_shape is None  # a new graph
-    same, message = topology.apply_topology_event(state, ids.TOPO_INTERVALS, "abc", bounds)
+    same, message = topology_state.apply_topology_event(
+        state, topology_ids.TOPO_INTERVALS, "abc", bounds
+    )
     assert same == state and "must be a number" in (message or "")
-    kept, _ = topology.apply_topology_event(state, ids.TOPO_JACCARD, 40, bounds)
+    kept, _ = topology_state.apply_topology_event(state, topology_ids.TOPO_JACCARD, 40, bounds)
     assert kept.topo_jaccard == 40 and kept.topo_node == 3  # same graph, fewer edges
-    bad, message = topology.apply_topology_event(state, ids.TOPO_METRIC, "manhattan", bounds)
+    bad, message = topology_state.apply_topology_event(
+        state, topology_ids.TOPO_METRIC, "manhattan", bounds
+    )
     assert bad == state and message
-    picked, _ = topology.apply_topology_event(state, ids.TOPO_GRAPH, {"node": 7}, bounds)
+    picked, _ = topology_state.apply_topology_event(
+        state, topology_ids.TOPO_GRAPH, {"node": 7}, bounds
+    )
     assert picked.topo_node == 7
-    shape, _ = topology.apply_topology_event(state, {"type": "topo-shape", "index": 2}, 1, bounds)
+    shape, _ = topology_state.apply_topology_event(
+        state, {"type": "topo-shape", "index": 2}, 1, bounds
+    )
     assert shape.topo_shape == 2
-    cleared, _ = topology.apply_topology_event(shape, {"type": "topo-shape", "index": 2}, 2, bounds)
+    cleared, _ = topology_state.apply_topology_event(
+        shape, {"type": "topo-shape", "index": 2}, 2, bounds
+    )
     assert cleared.topo_shape is None  # clicking the selected shape again clears it
-    layer, message = topology.apply_topology_event(state, ids.TOPO_LAYER, 9, bounds)
+    layer, message = topology_state.apply_topology_event(state, topology_ids.TOPO_LAYER, 9, bounds)
     assert layer == state and message
 
 
@@ -155,7 +170,7 @@ def test_render_node_panel_shapes_and_embedding_classes(topo_atlas: Path, tmp_pa
     state = ViewState.from_query(
         f"?{SHAPES_QUERY}&tlayer=0&tnode=0&tshape=1&class=1", num_classes=6, num_layers=3
     )
-    elements, status, message, shapes, panel, classes, button = topology.render(
+    elements, status, message, shapes, panel, classes, button = topology_callbacks.render(
         context, state.to_dict()
     )
     assert button == {"display": "none"}  # exact: no recompute button
@@ -170,10 +185,10 @@ def test_render_node_panel_shapes_and_embedding_classes(topo_atlas: Path, tmp_pa
     shape_nodes = [e for e in elements if "in-shape" in e.get("classes", "")]
     assert len(shape_nodes) >= 3
     loop = ViewState.from_query(f"?{SHAPES_QUERY}&tlayer=1", num_classes=6, num_layers=3)
-    assert "loop 1" in str(topology.render(context, loop.to_dict())[3])
+    assert "loop 1" in str(topology_callbacks.render(context, loop.to_dict())[3])
     # Layer 1 has no inversion images: the panel says which nodes have them.
     other = ViewState.from_query(f"?{SHAPES_QUERY}&tlayer=1&tnode=0", num_classes=6, num_layers=3)
-    panel = str(topology.render(context, other.to_dict())[4])
+    panel = str(topology_callbacks.render(context, other.to_dict())[4])
     assert "mapper/inversions/" not in panel and "not one of them" in panel
 
 
@@ -181,13 +196,13 @@ def test_missing_part_note_and_refused_direct_clustering(
     small_atlas: Path, topo_atlas: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     context = context_for(small_atlas, tmp_path)
-    page = str(topology.layout(context, ViewState()))
+    page = str(topology_layout.layout(context, ViewState()))
     assert "no 'mapper' part" in page and "python -m compute build" in page
-    assert topology.render(context, ViewState().to_dict())[0] == []
+    assert topology_callbacks.render(context, ViewState().to_dict())[0] == []
     topo = context_for(topo_atlas, tmp_path)
-    monkeypatch.setattr("dashboard.mapper.DIRECT_LIMIT", 100)
+    monkeypatch.setattr("dashboard.views.topology.data.DIRECT_LIMIT", 100)
     state = ViewState(topo_cluster="hdbscan", topo_layer=2)
-    _, _, message, *_ = topology.render(topo, state.to_dict())
+    _, _, message, *_ = topology_callbacks.render(topo, state.to_dict())
     assert "limit 100" in str(message) and "DBSCAN" in str(message)
 
 
@@ -197,21 +212,23 @@ def test_approximate_graph_note_and_exact_recompute(
     """A capped index gives an approximate graph, said so, until "Recompute exactly"."""
     context = context_for(topo_atlas, tmp_path)
     # Samples this small are always clustered exactly; pretend the sample is large.
-    monkeypatch.setattr("dashboard.mapper.EXACT_POINTS", 100)
+    monkeypatch.setattr("dashboard.views.topology.data.EXACT_POINTS", 100)
     state = ViewState(topo_layer=CAPPED_LAYER, topo_intervals=10, topo_overlap=30)
-    _, status, message, _, _, _, button = topology.render(context, state.to_dict())
+    _, status, message, _, _, _, button = topology_callbacks.render(context, state.to_dict())
     assert "approximate" in str(status)
     assert "Approximate graph" in str(message) and "the 4 nearest" in str(message)
     assert button is None  # shown
-    mapper = topology.mapper_data(context.data)
+    mapper = topology_data.mapper_data(context.data)
     params = mapper.params(state, CAPPED_LAYER)[0]
     approximate = mapper.result(CAPPED_LAYER, params)
     # Too many pairs for an exact recomputation: refused with a message, nothing breaks.
-    monkeypatch.setattr("dashboard.mapper.EXACT_MAX_PAIRS", 10)
-    _, status, message, _, _, _, _ = topology.render(context, state.to_dict(), exact=True)
+    monkeypatch.setattr("dashboard.views.topology.data.EXACT_MAX_PAIRS", 10)
+    _, status, message, _, _, _, _ = topology_callbacks.render(context, state.to_dict(), exact=True)
     assert "would compare" in str(message) and "approximate" in str(status)
-    monkeypatch.setattr("dashboard.mapper.EXACT_MAX_PAIRS", 10**9)
-    _, status, message, _, _, _, button = topology.render(context, state.to_dict(), exact=True)
+    monkeypatch.setattr("dashboard.views.topology.data.EXACT_MAX_PAIRS", 10**9)
+    _, status, message, _, _, _, button = topology_callbacks.render(
+        context, state.to_dict(), exact=True
+    )
     assert "exact" in str(status) and "approximate" not in str(status)
     assert button == {"display": "none"}
     assert message is None
@@ -234,7 +251,7 @@ def test_atlas_defaults_fill_unset_parameters(topo_atlas: Path, tmp_path: Path) 
     from compute.topology.mapper import default_params
 
     context = context_for(topo_atlas, tmp_path)
-    mapper = topology.mapper_data(context.data)
+    mapper = topology_data.mapper_data(context.data)
     unset = replace(ViewState(), topo_intervals=None, topo_overlap=None, topo_eps=None)
     expected = default_params(600)  # the test atlas stores no defaults: its sample size
     assert mapper.settings(unset) == (
@@ -274,9 +291,9 @@ def test_a_class_switch_sends_the_whole_graph(
         f"?{SHAPES_QUERY}&tlayer=0&tnode=0&tshape=1&tcol={colour}", num_classes=6, num_layers=3
     )
     for old, new in itertools.permutations(range(6), 2):
-        shown = topology.update(context, base.with_(cls=old).to_dict(), None)[-1]
-        after = topology.update(context, base.with_(cls=new).to_dict(), shown)
-        full = topology.render(context, base.with_(cls=new).to_dict())
+        shown = topology_callbacks.update(context, base.with_(cls=old).to_dict(), None)[-1]
+        after = topology_callbacks.update(context, base.with_(cls=new).to_dict(), shown)
+        full = topology_callbacks.render(context, base.with_(cls=new).to_dict())
         assert after[0] == full[0], (old, new)
         assert str(after[1]) == str(full[1]) and str(after[4]) == str(full[4])
         assert after[7] == {**shown, "cls": new}
@@ -287,10 +304,13 @@ def test_topology_update_sends_nothing_or_everything(topo_atlas: Path, tmp_path:
     parameter, the colour, an opened node) or a missing/junk key: a full render."""
     context = context_for(topo_atlas, tmp_path)
     state = ViewState.from_query(f"?{SHAPES_QUERY}&tlayer=0&class=2", num_classes=6, num_layers=3)
-    first = topology.update(context, state.to_dict(), None)
+    first = topology_callbacks.update(context, state.to_dict(), None)
     shown = first[-1]
-    assert first[0] == topology.render(context, state.to_dict())[0]
-    assert topology.update(context, state.with_(node_min=40).to_dict(), shown) == (no_update,) * 8
+    assert first[0] == topology_callbacks.render(context, state.to_dict())[0]
+    assert (
+        topology_callbacks.update(context, state.with_(node_min=40).to_dict(), shown)
+        == (no_update,) * 8
+    )
     for changed in (
         state.with_(topo_colour="norm"),
         state.with_(topo_node=1),
@@ -298,14 +318,14 @@ def test_topology_update_sends_nothing_or_everything(topo_atlas: Path, tmp_path:
         state.with_(topo_layer=1),
         state.with_(topo_intervals=12),
     ):
-        out = topology.update(context, changed.to_dict(), shown)
-        assert out[0] == topology.render(context, changed.to_dict())[0]
+        out = topology_callbacks.update(context, changed.to_dict(), shown)
+        assert out[0] == topology_callbacks.render(context, changed.to_dict())[0]
         assert out[-1] != shown
     for junk in ({"cls": "x"}, {**shown, "cls": True}, [1], "shown", {**shown, "layer": 9}):
-        out = topology.update(context, state.with_(cls=3).to_dict(), junk)
-        assert out[0] == topology.render(context, state.with_(cls=3).to_dict())[0]
+        out = topology_callbacks.update(context, state.with_(cls=3).to_dict(), junk)
+        assert out[0] == topology_callbacks.render(context, state.with_(cls=3).to_dict())[0]
     # "Recompute exactly" always redraws.
-    exact = topology.update(context, state.to_dict(), shown, exact=True)
+    exact = topology_callbacks.update(context, state.to_dict(), shown, exact=True)
     assert isinstance(exact[0], list)
 
 
@@ -322,7 +342,7 @@ def test_the_default_graph_is_the_one_featurevis_inverted(topo_atlas: Path, tmp_
         parameters["mapper"]["defaults"] = defaults
         sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
     context = context_for(atlas, tmp_path)
-    mapper = topology.mapper_data(context.data)
+    mapper = topology_data.mapper_data(context.data)
     for layer in range(3):
         params, _ = mapper.params(ViewState(), layer)
         assert (params.intervals, params.overlap, params.eps_scale, params.min_samples) == (

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from dashboard import data as atlas_data
-from dashboard import ids
 from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.state import StateBounds, ViewState
-from dashboard.trace import (
+from dashboard.views.common import ViewContext
+from dashboard.views.training import callbacks as training_callbacks
+from dashboard.views.training import ids as training_ids
+from dashboard.views.training import layout as training_layout
+from dashboard.views.training import state as training_state
+from dashboard.views.training.data import (
     GRID_LIMIT,
     epoch_figure,
     filter_rows,
@@ -25,8 +29,6 @@ from dashboard.trace import (
     trace_data,
     uncertain_rows,
 )
-from dashboard.views import training
-from dashboard.views.common import ViewContext
 
 NAMES = ("a", "b", "c", "d")
 
@@ -171,22 +173,22 @@ def test_url_round_trip_and_junk_falls_back() -> None:
 
 def test_reducer_events() -> None:
     state = ViewState()
-    apply = training.apply_training_event
+    apply = training_state.apply_training_event
     bounds = StateBounds(
         num_classes=10, num_layers=3, channels=(8,) * 3, trace_images=10, trace_layers=3
     )
     no_trace = StateBounds(num_classes=10, num_layers=3, channels=(8,) * 3)
-    assert apply(state, ids.TRACE_PICK, {"row": 4, "at": 1}, bounds).trace_row == 4
-    assert apply(state, ids.TRACE_PICK, {"row": 99}, bounds) == state
-    assert apply(state, ids.TRACE_PICK, "junk", bounds) == state
-    assert apply(state, ids.TRACE_LAYER, 2, bounds).trace_layer == 2
-    assert apply(state, ids.TRACE_LAYER, 3, bounds) == state
-    assert apply(state, ids.TRACE_FILTER, "uncertain", bounds).trace_filter == "uncertain"
-    assert apply(state, ids.TRACE_FILTER, "nope", bounds) == state
-    assert apply(state, ids.TRACE_ALL, [1], bounds).trace_all == 1
-    assert apply(state.with_(trace_all=1), ids.TRACE_ALL, [], bounds).trace_all == 0
-    assert apply(state, ids.TRACE_PICK, {"row": 4}, no_trace) == state  # no trace part
-    assert apply(state, ids.TRACE_LAYER, True, bounds) == state  # a bool is not a layer
+    assert apply(state, training_ids.TRACE_PICK, {"row": 4, "at": 1}, bounds).trace_row == 4
+    assert apply(state, training_ids.TRACE_PICK, {"row": 99}, bounds) == state
+    assert apply(state, training_ids.TRACE_PICK, "junk", bounds) == state
+    assert apply(state, training_ids.TRACE_LAYER, 2, bounds).trace_layer == 2
+    assert apply(state, training_ids.TRACE_LAYER, 3, bounds) == state
+    assert apply(state, training_ids.TRACE_FILTER, "uncertain", bounds).trace_filter == "uncertain"
+    assert apply(state, training_ids.TRACE_FILTER, "nope", bounds) == state
+    assert apply(state, training_ids.TRACE_ALL, [1], bounds).trace_all == 1
+    assert apply(state.with_(trace_all=1), training_ids.TRACE_ALL, [], bounds).trace_all == 0
+    assert apply(state, training_ids.TRACE_PICK, {"row": 4}, no_trace) == state  # no trace part
+    assert apply(state, training_ids.TRACE_LAYER, True, bounds) == state  # a bool is not a layer
 
 
 # -- render on the shipped demo atlas ---------------------------------------------------------
@@ -197,7 +199,7 @@ def test_render_demo_atlas(tmp_path: Path) -> None:
     trace = trace_data(context.data)
     assert trace is not None and trace.layer(None) == trace.num_layers - 1
     assert trace.layer(99) == trace.default_layer
-    out = training.render(context, ViewState(cls=3).to_dict())
+    out = training_callbacks.render(context, ViewState(cls=3).to_dict())
     note, grid_note, grid, header, props, opps, share, ridge, epochs, norms = out
     assert note is None
     rows = trace.rows("all", 3)
@@ -216,12 +218,12 @@ def test_render_demo_atlas(tmp_path: Path) -> None:
     )
     json.dumps([share, ridge, epochs, norms])
     # Every class: the grid is capped; an out-of-range row or layer falls back.
-    out = training.render(
+    out = training_callbacks.render(
         context, ViewState(trace_all=1, trace_row=10_000, trace_layer=50).to_dict()
     )
     assert len(out[2]) == GRID_LIMIT and "first" in out[1]
     # Misclassified only, every class: only wrong tiles.
-    out = training.render(context, ViewState(trace_all=1, trace_filter="wrong").to_dict())
+    out = training_callbacks.render(context, ViewState(trace_all=1, trace_filter="wrong").to_dict())
     assert out[2] and all("wrong" in tile.className for tile in out[2])
     # A misclassified image links to the comparison of its label and the prediction; a
     # correct one does not.
@@ -230,23 +232,25 @@ def test_render_demo_atlas(tmp_path: Path) -> None:
     assert len(wrong) > 0
     row = int(wrong[0])
     label, pred = int(trace.label[row]), int(trace.prediction[row])
-    out = training.render(context, ViewState(cls=label, trace_all=1, trace_row=row).to_dict())
+    out = training_callbacks.render(
+        context, ViewState(cls=label, trace_all=1, trace_row=row).to_dict()
+    )
     header = json.dumps(out[3], **encode)
     assert f"compare {context.data.names[label]} with {context.data.names[pred]}" in header
     assert f"class={label}" in header and f"compare={pred}" in header
     every = trace.rows("all", None)
     right = int(every[trace.label[every] == trace.prediction[every]][0])
-    out = training.render(context, ViewState(trace_all=1, trace_row=right).to_dict())
+    out = training_callbacks.render(context, ViewState(trace_all=1, trace_row=right).to_dict())
     assert "compare " not in json.dumps(out[3], **encode)
 
 
 def test_missing_trace_part_is_a_note(small_atlas: Path, tmp_path: Path) -> None:
     context = context_for(small_atlas, tmp_path)
     assert trace_data(context.data) is None
-    section = training.layout(context, ViewState())
+    section = training_layout.layout(context, ViewState())
     text = json.dumps(section.to_plotly_json(), default=str)
     assert "python -m compute demo" in text and "docs/trace.md" in text
-    out = training.render(context, None)
+    out = training_callbacks.render(context, None)
     assert "no training trace" in out[0].children
 
 
@@ -256,7 +260,7 @@ def test_a_picked_image_of_another_class_gives_way_to_the_new_class() -> None:
     import numpy as np
 
     from dashboard.state import ViewState
-    from dashboard.views.training import picked_row
+    from dashboard.views.training.callbacks import picked_row
 
     class Trace:
         num_images = 10

@@ -27,8 +27,9 @@ SCRIPT = textwrap.dedent(
     assert "site-packages" in dashboard.__file__, dashboard.__file__
     from dashboard import data as atlas_data
     from dashboard.config import DEMO_ATLAS_DIR
-    from dashboard.state import TOPO_CLUSTERERS, TOPO_COLOURS, TOPO_METRICS, ViewState
-    from dashboard.views import topology
+    from dashboard.state import ViewState
+    from dashboard.views.topology.state import TOPO_CLUSTERERS, TOPO_COLOURS, TOPO_METRICS
+    from dashboard.views.topology import callbacks as topology_callbacks
     from dashboard.views.common import ViewContext
 
     data = atlas_data.load(str(DEMO_ATLAS_DIR), tempfile.mkdtemp())
@@ -41,7 +42,7 @@ SCRIPT = textwrap.dedent(
         state = ViewState.from_query(
             query, num_classes=data.num_classes, num_layers=data.num_layers
         )
-        elements, status, note = topology.render(context, state.to_dict())[:3]
+        elements, status, note = topology_callbacks.render(context, state.to_dict())[:3]
         nodes = [e for e in elements if "source" not in e["data"]]
         assert nodes, (query, note)
         assert "error" not in str(note).lower() and "could not" not in str(note).lower(), (

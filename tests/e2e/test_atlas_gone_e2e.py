@@ -13,6 +13,7 @@ import pytest
 
 from compute.atlas import MANIFEST, BuildSettings, manifest_layers
 from dashboard import atlases, ids
+from dashboard.views.summit import ids as summit_ids
 from tests.e2e.browser import save_full_page, serve_app, wait_until
 
 pytestmark = [
@@ -47,11 +48,14 @@ def test_build_facts_and_a_removed_atlas(
     badge = dash_duo.find_element(f"#{ids.APPROXIMATE_BADGE}")
     assert badge.text == "approximate: bf16" and "mixed-precision" in badge.get_attribute("title")
     dash_duo.find_element(".card-graph details.help summary").click()
-    dash_duo.wait_for_contains_text(f"#{ids.GRAPH_INFLUENCE_KINDS}", "layer0 → layer1")
-    assert "gradient × activation" in dash_duo.find_element(f"#{ids.GRAPH_INFLUENCE_KINDS}").text
+    dash_duo.wait_for_contains_text(f"#{summit_ids.GRAPH_INFLUENCE_KINDS}", "layer0 → layer1")
+    assert (
+        "gradient × activation"
+        in dash_duo.find_element(f"#{summit_ids.GRAPH_INFLUENCE_KINDS}").text
+    )
 
     shutil.rmtree(root / "beta")
-    dash_duo.select_dcc_dropdown(f"#{ids.LAYER}", index=0)  # any interaction
+    dash_duo.select_dcc_dropdown(f"#{summit_ids.LAYER}", index=0)  # any interaction
     dash_duo.wait_for_contains_text(
         f"#{ids.ATLAS_ALERT}", "The atlas beta@1 is no longer served here", timeout=15
     )

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from selenium.webdriver.common.by import By
 
-from dashboard.views.sidebar import ROWS_PAGE
+from dashboard.views.summit.sidebar import ROWS_PAGE
 from tests.e2e.browser import CY_INSTANCE, save_full_page, serve_app, wait_until
 
 pytestmark = [

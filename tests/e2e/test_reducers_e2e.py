@@ -21,18 +21,18 @@ import pytest
 from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.config import DEMO_ATLAS_DIR
-from dashboard.state import (
-    PICTURES,
-    SORT_ORDERS,
-    TOPO_CLUSTERERS,
-    TOPO_COLOURS,
-    TOPO_METRICS,
-    TRACE_FILTERS,
-    StateBounds,
-    ViewState,
-)
-from dashboard.views import shell, topology, training
+from dashboard.state import StateBounds, ViewState
+from dashboard.views import shell
 from dashboard.views.common import ViewContext
+from dashboard.views.summit import ids as summit_ids
+from dashboard.views.summit import state as summit_state
+from dashboard.views.summit.state import PICTURES, SORT_ORDERS
+from dashboard.views.topology import ids as topology_ids
+from dashboard.views.topology import state as topology_state
+from dashboard.views.topology.state import TOPO_CLUSTERERS, TOPO_COLOURS, TOPO_METRICS
+from dashboard.views.training import ids as training_ids
+from dashboard.views.training import state as training_state
+from dashboard.views.training.state import TRACE_FILTERS
 from tests.e2e.browser import serve_app, wait_until
 
 pytestmark = [
@@ -90,36 +90,43 @@ def random_event(rng: random.Random, b: StateBounds) -> tuple[str, Any, Any]:
     node = f"{layer}-{rng.randrange(b.channels[layer])}"
     summit: dict[str, list[Any]] = {
         ids.ROW_CLICK: [{"cls": v, "at": 1} for v in numbers(b.num_classes)] + [None, [1]],
-        ids.EMBEDDING: [{"points": [{"customdata": v}]} for v in numbers(b.num_classes)]
+        summit_ids.EMBEDDING: [{"points": [{"customdata": v}]} for v in numbers(b.num_classes)]
         + [{"points": [{"customdata": [2, "x"]}]}, {"points": []}, {"points": [{}]}, None],
-        ids.NEURON_BARS: [{"points": [{"customdata": rng.randrange(b.num_classes)}]}],
-        ids.SEARCH: numbers(b.num_classes),
-        ids.COMPARE: numbers(b.num_classes),
-        ids.LAYER: numbers(b.num_layers),
-        ids.NODE_THRESHOLD: numbers(101),
-        ids.EDGE_THRESHOLD: numbers(101),
-        ids.SORT: [*SORT_ORDERS, "bogus", None, 1],
-        ids.GRAPH: [{"id": node}, {"id": f"{b.num_layers}-0"}, {"id": "row-1"}, {"id": 3}, None],
-        ids.COMPARE_GRAPH: [{"id": node}, {"id": f"{layer}-{10**5}"}],
-        ids.NEURON_CLOSE: [1, None],
-        ids.PICTURES: [*PICTURES, "x", None],
+        summit_ids.NEURON_BARS: [{"points": [{"customdata": rng.randrange(b.num_classes)}]}],
+        summit_ids.SEARCH: numbers(b.num_classes),
+        summit_ids.COMPARE: numbers(b.num_classes),
+        summit_ids.LAYER: numbers(b.num_layers),
+        summit_ids.NODE_THRESHOLD: numbers(101),
+        summit_ids.EDGE_THRESHOLD: numbers(101),
+        summit_ids.SORT: [*SORT_ORDERS, "bogus", None, 1],
+        summit_ids.GRAPH: [
+            {"id": node},
+            {"id": f"{b.num_layers}-0"},
+            {"id": "row-1"},
+            {"id": 3},
+            None,
+        ],
+        summit_ids.COMPARE_GRAPH: [{"id": node}, {"id": f"{layer}-{10**5}"}],
+        summit_ids.NEURON_CLOSE: [1, None],
+        summit_ids.PICTURES: [*PICTURES, "x", None],
     }
     topo: dict[Any, list[Any]] = {
-        ids.TOPO_LAYER: numbers(b.num_layers),
-        ids.TOPO_INTERVALS: [*numbers(101), 5, 250, "250", 10.5, 11.5],
-        ids.TOPO_OVERLAP: [*numbers(61), 5, 70.5],
-        ids.TOPO_EPS: [*numbers(201), 12, 300, "150"],
-        ids.TOPO_JACCARD: numbers(101),
-        ids.TOPO_CLUSTER: [*TOPO_CLUSTERERS, "kmeans", None, 1],
-        ids.TOPO_METRIC: [*TOPO_METRICS, "manhattan", None],
-        ids.TOPO_COLOUR: [*TOPO_COLOURS, "red", None],
-        ids.TOPO_GRAPH: [{"node": v} for v in (0, 7, -1, "3", True, 2.5)] + [None, {}],
+        topology_ids.TOPO_LAYER: numbers(b.num_layers),
+        topology_ids.TOPO_INTERVALS: [*numbers(101), 5, 250, "250", 10.5, 11.5],
+        topology_ids.TOPO_OVERLAP: [*numbers(61), 5, 70.5],
+        topology_ids.TOPO_EPS: [*numbers(201), 12, 300, "150"],
+        topology_ids.TOPO_JACCARD: numbers(101),
+        topology_ids.TOPO_CLUSTER: [*TOPO_CLUSTERERS, "kmeans", None, 1],
+        topology_ids.TOPO_METRIC: [*TOPO_METRICS, "manhattan", None],
+        topology_ids.TOPO_COLOUR: [*TOPO_COLOURS, "red", None],
+        topology_ids.TOPO_GRAPH: [{"node": v} for v in (0, 7, -1, "3", True, 2.5)] + [None, {}],
     }
     train: dict[str, list[Any]] = {
-        ids.TRACE_PICK: [{"row": v, "at": 1} for v in numbers(b.trace_images or 1)] + [None],
-        ids.TRACE_LAYER: numbers(b.trace_layers or 1),
-        ids.TRACE_FILTER: [*TRACE_FILTERS, "odd", None],
-        ids.TRACE_ALL: [[], [1], None, 0, 1, {}, {"a": 1}, ""],
+        training_ids.TRACE_PICK: [{"row": v, "at": 1} for v in numbers(b.trace_images or 1)]
+        + [None],
+        training_ids.TRACE_LAYER: numbers(b.trace_layers or 1),
+        training_ids.TRACE_FILTER: [*TRACE_FILTERS, "odd", None],
+        training_ids.TRACE_ALL: [[], [1], None, 0, 1, {}, {"a": 1}, ""],
     }
     reducer = rng.choice(["summit", "summit", "topology", "training"])
     if reducer == "topology" and rng.random() < 0.15:
@@ -134,10 +141,10 @@ def python_reduce(
     reducer: str, state: ViewState, trigger: Any, value: Any, b: StateBounds
 ) -> tuple[ViewState, str | None]:
     if reducer == "summit":
-        return shell.apply_event(state, trigger, value, b), None
+        return summit_state.apply_event(state, trigger, value, b), None
     if reducer == "topology":
-        return topology.apply_topology_event(state, trigger, value, b)
-    return training.apply_training_event(state, trigger, value, b), None
+        return topology_state.apply_topology_event(state, trigger, value, b)
+    return training_state.apply_training_event(state, trigger, value, b), None
 
 
 BROWSER_REDUCE = """
@@ -205,11 +212,11 @@ def test_controls_echo_what_the_reducer_kept(dash_duo: Any, demo_page: ViewConte
     wait_until(lambda: "class=3" in driver.current_url)
     assert "compare=" not in driver.current_url
     names = demo_page.data.names
-    wait_until(lambda: names[3] in dash_duo.find_element(f"#{ids.SEARCH}").text)
-    wait_until(lambda: not dash_duo.find_elements(f"#{ids.COMPARE} .Select-value-label"))
-    box = dash_duo.find_element(f"#{ids.TOPO_INTERVALS}")
+    wait_until(lambda: names[3] in dash_duo.find_element(f"#{summit_ids.SEARCH}").text)
+    wait_until(lambda: not dash_duo.find_elements(f"#{summit_ids.COMPARE} .Select-value-label"))
+    box = dash_duo.find_element(f"#{topology_ids.TOPO_INTERVALS}")
     box.clear()
     box.send_keys("250\n")
     wait_until(lambda: "ti=100" in driver.current_url)
-    wait_until(lambda: "using 100" in dash_duo.find_element(f"#{ids.TOPO_MESSAGE}").text)
+    wait_until(lambda: "using 100" in dash_duo.find_element(f"#{topology_ids.TOPO_MESSAGE}").text)
     assert dash_duo.get_logs() == []

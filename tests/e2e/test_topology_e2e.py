@@ -16,8 +16,8 @@ from selenium.webdriver.common.keys import Keys
 
 from dashboard import data as atlas_data
 from dashboard.state import ViewState
-from dashboard.views import topology
 from dashboard.views.common import ViewContext
+from dashboard.views.topology import callbacks as topology_callbacks
 from tests.e2e.browser import SCREENSHOTS, wait_until
 from tests.e2e.test_dashboard_e2e import CY_INSTANCE, cy_count, cy_emit, query, start
 from tests.topology_atlas import CAPPED_LAYER, SHAPES_QUERY, write_topology_atlas
@@ -63,7 +63,7 @@ def reference_nodes(atlas: Path, tmp_path: Path, url: dict[str, str]) -> dict[st
     data = atlas_data.load(str(atlas), str(tmp_path / "reference-cache"))
     context = ViewContext(data=data, file_prefix="/atlas-file/")
     state = ViewState.from_query(url, num_classes=data.num_classes, num_layers=data.num_layers)
-    elements = topology.render(context, state.to_dict())[0]
+    elements = topology_callbacks.render(context, state.to_dict())[0]
     return {
         e["data"]["id"]: (
             sorted(e["classes"].split()),
@@ -150,7 +150,9 @@ def test_topology_recompute_exactly(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, topo_atlas: Path, tmp_path: Path
 ) -> None:
     """A capped index's graph is flagged approximate; the button recomputes it exactly."""
-    monkeypatch.setattr("dashboard.mapper.EXACT_POINTS", 100)  # treat the sample as large
+    monkeypatch.setattr(
+        "dashboard.views.topology.data.EXACT_POINTS", 100
+    )  # treat the sample as large
     start(dash_duo, monkeypatch, topo_atlas, tmp_path, query=f"?tlayer={CAPPED_LAYER}&ti=10")
     wait_until(lambda: cy_count(dash_duo, "topo-graph", "node") > 0, timeout=30)
     dash_duo.wait_for_contains_text("#topo-status", "approximate")

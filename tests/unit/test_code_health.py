@@ -23,6 +23,10 @@ STRICT = (
     "compute/summit/conv_geometry.py",
     "compute/topology/params.py",
     "dashboard/state.py",
+    "dashboard/state_kit.py",
+    "dashboard/views/summit/state.py",
+    "dashboard/views/topology/state.py",
+    "dashboard/views/training/state.py",
 )
 CODE = ("compute", "dashboard", "tests", "bench")
 

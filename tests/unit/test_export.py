@@ -21,8 +21,8 @@ from dashboard import data as atlas_data
 from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext
-from dashboard.views.graph import graph_download, render_graph
-from dashboard.views.topology import members_download
+from dashboard.views.summit.graph import graph_download, render_graph
+from dashboard.views.topology.callbacks import members_download
 
 
 @pytest.fixture(scope="module")

@@ -130,9 +130,9 @@ def test_trace_part_shapes_and_invariants(small_atlas: Atlas) -> None:
 
 def test_parts_load_in_the_dashboard_data_layer(small_atlas: Atlas) -> None:
     from dashboard import data as atlas_data
-    from dashboard.mapper import MapperData
     from dashboard.state import ViewState
-    from dashboard.trace import trace_data
+    from dashboard.views.topology.data import MapperData
+    from dashboard.views.training.data import trace_data
 
     data = atlas_data.load(str(small_atlas.path), None)
     assert data.featurevis(1, 3) == featurevis_path(1, 3)

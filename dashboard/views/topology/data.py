@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,9 @@ from compute.topology import (
 )
 from compute.topology.mapper import EXACT_POINTS, default_graph_params, stored_default_params
 from dashboard.data import AtlasData
-from dashboard.state import TOPO_EPS, TOPO_INTERVALS, TOPO_OVERLAP, ViewState
+from dashboard.state import ViewState
 from dashboard.theme import ACCENT
+from dashboard.views.topology.state import TOPO_EPS, TOPO_INTERVALS, TOPO_OVERLAP
 
 log = logging.getLogger(__name__)
 
@@ -692,3 +694,15 @@ def node_classes(result: MapperResult, node: int, limit: int = 50) -> list[int]:
     return [
         c for c, *_ in class_table(result, node, ("",) * result.stats.class_counts.shape[1], limit)
     ]
+
+
+@lru_cache(maxsize=8)
+def mapper_data(data: AtlasData) -> MapperData:
+    """The memoised Mapper graphs of an atlas (one per worker)."""
+    return MapperData(data)
+
+
+def index_metric(data: AtlasData) -> str:
+    """The metric the atlas's Mapper index was built with (the view's default)."""
+    settings = data.atlas.parameters.get("mapper") or {}
+    return str(settings.get("metric", "euclidean"))

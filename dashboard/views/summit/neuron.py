@@ -1,5 +1,5 @@
 """Neuron panel: the clicked channel's dataset examples, the classes that use it most and a
-link to its own page (:mod:`dashboard.views.neuron_page`)."""
+link to its own page (:mod:`dashboard.views.summit.neuron_page`)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from typing import Any
 
 from dash import Dash, Input, Output, dcc, html, no_update
 
-from dashboard import ids
+from dashboard import ids as page_ids
 from dashboard.data import PART_SUMMIT
-from dashboard.figures import neuron_bar_figure
 from dashboard.links import neuron_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import ViewContext, guarded, how_to_read, note
-from dashboard.views.graph import example_strip
+from dashboard.views.summit import ids
+from dashboard.views.summit.figures import neuron_bar_figure
+from dashboard.views.summit.graph import example_strip
 
 HIDDEN = {"display": "none"}
 TOP_CLASSES = 10
@@ -93,7 +94,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.NEURON_TITLE, "children"),
         Output(ids.NEURON_BODY, "children"),
         Output(ids.NEURON_BARS, "figure"),
-        Input(ids.STATE_SUMMIT, "data"),
+        Input(page_ids.STATE_SUMMIT, "data"),
     )
     @guarded({}, no_update, None, no_update, note_at=2)
     def update_neuron(stored: Any) -> tuple[Any, Any, Any, Any]:

@@ -6,9 +6,8 @@ from typing import Any
 
 from dash import Dash, Input, Output, dcc, html, no_update
 
-from dashboard import ids
+from dashboard import ids as page_ids
 from dashboard.data import PART_GRAPHS
-from dashboard.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.state import ViewState
 from dashboard.views.common import (
     ViewContext,
@@ -19,7 +18,9 @@ from dashboard.views.common import (
     png_button,
     register_png_export,
 )
-from dashboard.views.graph import attribution_cytoscape, pictures_mode
+from dashboard.views.summit import ids
+from dashboard.views.summit.figures import ONLY_A, ONLY_B, SHARED, compare_elements
+from dashboard.views.summit.graph import attribution_cytoscape, pictures_mode
 
 PICK_NOTE = "Pick a class to compare with the selected one."
 
@@ -137,7 +138,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.COMPARE_GRAPH, "elements"),
         Output(ids.COMPARE_LEGEND, "children"),
         Output(ids.COMPARE_NOTE, "children"),
-        Input(ids.STATE_SUMMIT, "data"),
+        Input(page_ids.STATE_SUMMIT, "data"),
     )
     @guarded([], None, None, note_at=2)
     def update_compare(stored: Any) -> tuple[Any, Any, Any]:

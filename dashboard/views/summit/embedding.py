@@ -7,11 +7,12 @@ from typing import Any
 
 from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 
-from dashboard import ids
+from dashboard import ids as page_ids
 from dashboard.data import PART_EMBEDDING, AtlasData
-from dashboard.figures import embedding_figure, embedding_highlights, embedding_points
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.summit import ids
+from dashboard.views.summit.figures import embedding_figure, embedding_highlights, embedding_points
 
 
 def layout(context: ViewContext, state: ViewState) -> html.Section:
@@ -110,7 +111,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.EMBEDDING, "figure"),
         Output(ids.EMBEDDING_LAYER, "data"),
         Output(ids.EMBEDDING_NOTE, "children"),
-        Input(ids.STATE_SUMMIT, "data"),
+        Input(page_ids.STATE_SUMMIT, "data"),
         State(ids.EMBEDDING_LAYER, "data"),
     )
     @guarded(no_update, None, None, note_at=2)

@@ -1,10 +1,10 @@
-"""(E) Activation topology: TopoAct's Mapper graph of a layer, recomputed live.
+"""(E) Activation topology: TopoAct's Mapper graph of a layer, recomputed live (callbacks).
 
 Nodes are clusters of sampled activation vectors (one per image) that share a slice of
 the L2-norm lens; edges join clusters sharing images. Nodes are pies of their class
 composition (or coloured by mean L2 norm / share of the selected class), sized by member
 count. Parameters live in the URL; a change recomputes the graph from the stored index
-(:mod:`dashboard.mapper`). The selected class (from the Summit views) rings the nodes that
+(``data.py``). The selected class (from the Summit views) rings the nodes that
 hold it; opening a node shows its class table and member crops, and highlights its
 classes in the class embedding. Flares and loops are listed, ranked, and clickable.
 """
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import dash_cytoscape as cyto
 from dash import (
     ALL,
     ClientsideFunction,
@@ -26,64 +24,41 @@ from dash import (
     Patch,
     State,
     ctx,
-    dcc,
     html,
     no_update,
 )
 
 from compute.export import MAPPER_COLUMNS, csv_text, mapper_file_name, mapper_member_rows
 from compute.topology import MapperParams, Shape
-from dashboard import ids
-from dashboard.data import PART_EMBEDDING, PART_MAPPER, AtlasData, file_url
-from dashboard.mapper import (
+from dashboard import ids as page_ids
+from dashboard.data import PART_EMBEDDING, PART_MAPPER, file_url
+from dashboard.state import ViewState
+from dashboard.views.common import ViewContext, guarded, note, register_png_export
+from dashboard.views.summit import ids as summit_ids
+from dashboard.views.topology import ids
+from dashboard.views.topology.data import (
     PALETTE,
     MapperData,
     MapperResult,
     class_colour,
     class_table,
     legend_classes,
+    mapper_data,
     node_classes,
     node_label,
     shape_summary,
     topology_elements,
-    topology_stylesheet,
 )
-from dashboard.state import (
-    TOPO_CHOICES,
-    TOPO_CLUSTERERS,
-    TOPO_COLOURS,
-    TOPO_EPS,
-    TOPO_INTERVALS,
-    TOPO_METRICS,
-    TOPO_NUMBERS,
-    TOPO_OVERLAP,
-    StateBounds,
-    ViewState,
-    clamp,
-    is_index,
-)
-from dashboard.views.common import (
-    ViewContext,
-    card_actions,
-    guarded,
-    how_to_read,
-    labelled,
-    note,
-    register_png_export,
-)
+from dashboard.views.topology.layout import HOVER_HINT, topo_layer
+from dashboard.views.topology.state import EVENTS, SHAPE_TYPE, TOPO_INTERVALS
 
-STYLESHEET = topology_stylesheet()
 #: Member crops shown for an opened node.
 CROPS_SHOWN = 12
 #: Above this many nodes the view suggests coarser parameters (the browser slows down).
 LARGE_GRAPH = 1_500
 #: Shapes listed (each kind is ranked largest first).
 SHAPES_SHOWN = 12
-_SHAPE_TYPE = "topo-shape"
 
-_COLOUR_LABELS = {"pie": "class pies", "norm": "mean L2 norm", "share": "share of class"}
-#: The hover line when no node is under the pointer.
-HOVER_HINT = "Hover a node for its size, main class and mean norm."
 
 # The hover line: node name, images, main class and its share, the selected class's share
 # and the mean L2 norm, from the element's data (no request). New elements (a parameter
@@ -123,308 +98,7 @@ def empty_graph_hint(params: MapperParams, fewest_intervals: int) -> str:
 
 def shape_id(rank: int) -> dict[str, Any]:
     """Pattern-matching id of the ``rank``-th shape button."""
-    return {"type": _SHAPE_TYPE, "index": rank}
-
-
-@lru_cache(maxsize=8)
-def mapper_data(data: AtlasData) -> MapperData:
-    """The memoised Mapper graphs of an atlas (one per worker)."""
-    return MapperData(data)
-
-
-def topo_layer(context: ViewContext, state: ViewState) -> int:
-    """The Topology view's layer (default: the atlas's default layer)."""
-    return context.data.default_layer if state.topo_layer is None else state.topo_layer
-
-
-def layout(context: ViewContext, state: ViewState) -> html.Section:
-    """The Topology card: parameters, Mapper graph, node panel, shape list."""
-    data = context.data
-    available = data.has(PART_MAPPER)
-    options = [{"label": f"{i + 1}. {name}", "value": i} for i, name in enumerate(data.layer_names)]
-    radio = {"inline": True, "className": "topo-radio"}
-    intervals, overlap, eps = (
-        mapper_data(data).settings(state)
-        if available
-        else (state.topo_intervals, state.topo_overlap, state.topo_eps)
-    )
-    controls = html.Div(
-        [
-            labelled(
-                "Layer",
-                dcc.Dropdown(
-                    id=ids.TOPO_LAYER,
-                    options=options,
-                    value=topo_layer(context, state),
-                    clearable=False,
-                    searchable=False,
-                ),
-            ),
-            labelled(
-                f"Intervals ({TOPO_INTERVALS[0]}–{TOPO_INTERVALS[1]})",
-                dcc.Input(
-                    id=ids.TOPO_INTERVALS,
-                    type="number",
-                    value=intervals,
-                    step=1,
-                    debounce=True,
-                    className="topo-number",
-                ),
-                "number of overlapping slices of the L2-norm lens",
-            ),
-            labelled(
-                "Overlap",
-                dcc.Slider(
-                    id=ids.TOPO_OVERLAP,
-                    min=TOPO_OVERLAP[0],
-                    max=TOPO_OVERLAP[1],
-                    step=5,
-                    value=overlap,
-                    marks={v: f"{v}%" for v in (10, 30, 60)},
-                    updatemode="mouseup",
-                ),
-                "share of an interval shared with its neighbour",
-            ),
-            labelled(
-                "ε (× auto)",
-                dcc.Slider(
-                    id=ids.TOPO_EPS,
-                    min=TOPO_EPS[0],
-                    max=TOPO_EPS[1],
-                    step=10,
-                    value=eps,
-                    marks={50: "0.5×", 100: "auto", 200: "2×"},
-                    updatemode="mouseup",
-                ),
-                "DBSCAN radius, relative to the automatic one",
-            ),
-            labelled(
-                "Edges: Jaccard ≥",
-                dcc.Slider(
-                    id=ids.TOPO_JACCARD,
-                    min=0,
-                    max=100,
-                    step=5,
-                    value=state.topo_jaccard,
-                    marks={0: "0", 50: "0.5", 100: "1"},
-                    updatemode="mouseup",
-                ),
-                "hide edges whose nodes share fewer images (|a∩b| / |a∪b|)",
-            ),
-            labelled(
-                "Clusterer",
-                dcc.RadioItems(
-                    id=ids.TOPO_CLUSTER,
-                    options=[{"label": c.upper(), "value": c} for c in TOPO_CLUSTERERS],
-                    value=state.topo_cluster,
-                    **radio,
-                ),
-            ),
-            labelled(
-                "Metric",
-                dcc.RadioItems(
-                    id=ids.TOPO_METRIC,
-                    options=[{"label": m, "value": m} for m in TOPO_METRICS],
-                    value=state.topo_metric or _index_metric(data),
-                    **radio,
-                ),
-            ),
-            labelled(
-                "Colour",
-                dcc.RadioItems(
-                    id=ids.TOPO_COLOUR,
-                    options=[{"label": _COLOUR_LABELS[c], "value": c} for c in TOPO_COLOURS],
-                    value=state.topo_colour,
-                    **radio,
-                ),
-            ),
-        ],
-        className="controls topo-controls",
-        style=None if available else {"display": "none"},
-    )
-    return html.Section(
-        [
-            html.Div(
-                [
-                    html.H2([html.Span("E", className="view-tag"), "Activation topology"]),
-                    html.Div(id=ids.TOPO_STATUS, className="topo-status"),
-                    html.Button(
-                        "Recompute exactly",
-                        id=ids.TOPO_EXACT,
-                        n_clicks=0,
-                        className="topo-exact",
-                        title=(
-                            "cluster every interval with exact DBSCAN from the sampled "
-                            "vectors (slower: a fresh neighbour search for these parameters)"
-                        ),
-                        style={"display": "none"},
-                    ),
-                    card_actions(
-                        "CSV",
-                        ids.TOPO_CSV,
-                        ids.TOPO_DOWNLOAD,
-                        "Download the members of every node of this graph as CSV "
-                        "(node, sample row, image index, label, class)",
-                        ids.TOPO_PNG,
-                    ),
-                ],
-                className="card-head",
-            ),
-            controls,
-            html.Div(id=ids.TOPO_MESSAGE),
-            html.Div(
-                None if available else note(data.missing_note(PART_MAPPER), kind="missing"),
-                id=ids.TOPO_NOTE,
-            ),
-            dcc.Store(id=ids.TOPO_CLASSES, data=None),
-            dcc.Store(id=ids.TOPO_SHOWN, data=None),
-            html.Div(
-                [
-                    html.Div(HOVER_HINT, id=ids.TOPO_HOVER, className="topo-hover"),
-                    cyto.Cytoscape(
-                        id=ids.TOPO_GRAPH,
-                        elements=[],
-                        layout={"name": "preset", "fit": True, "padding": 20},
-                        stylesheet=STYLESHEET,
-                        minZoom=0.1,
-                        maxZoom=5,
-                        autoungrabify=True,
-                        boxSelectionEnabled=False,
-                        clearOnUnhover=True,
-                        className="cytoscape topo-cytoscape",
-                        style={"height": "560px", "width": "100%"}
-                        if available
-                        else {"display": "none"},
-                    ),
-                    html.Aside(
-                        [
-                            html.Div(id=ids.TOPO_PANEL, className="topo-panel"),
-                            html.Div(id=ids.TOPO_SHAPES, className="topo-shapes"),
-                        ],
-                        className="hover-panel topo-side",
-                    ),
-                ],
-                className="graph-area topo-area",
-                style=None if available else {"display": "none"},
-            ),
-            how_to_read(
-                "TopoAct's Mapper graph of the layer: every sampled image contributes one "
-                "activation vector (at one spatial position); vectors are sliced by their "
-                "L2 norm into overlapping intervals, each slice is clustered (DBSCAN), and "
-                "each cluster is a node. Nodes sharing images are joined; edge width is "
-                "their Jaccard index. Norms grow from left to right.",
-                "Each node is a pie of the classes of its images (the selected class in "
-                "orange; nodes holding it have an orange ring), sized by image count. "
-                "Branches (flares) that end in one class and loops are found automatically "
-                "and listed; click one to highlight it, or click a node to see its classes, "
-                "images and the activation inversion of its mean vector (its classes are "
-                "also highlighted in the class embedding).",
-            ),
-        ],
-        className="card card-topology",
-        id="topology",
-    )
-
-
-def _index_metric(data: AtlasData) -> str:
-    settings = data.atlas.parameters.get("mapper") or {}
-    return str(settings.get("metric", "euclidean"))
-
-
-# -- the state reducer of this view ---------------------------------------------------------
-
-#: Fields whose change makes a new graph (so the opened node and shape are dropped).
-_GRAPH_FIELDS: tuple[str, ...] = (
-    "topo_layer",
-    "topo_intervals",
-    "topo_overlap",
-    "topo_eps",
-    "topo_cluster",
-    "topo_metric",
-)
-#: Number controls: ``component -> (field, (lo, hi), label)``; values outside are clamped
-#: (the bounds and labels: ``dashboard.state.TOPO_NUMBERS``).
-_BOUNDS: dict[str, tuple[str, tuple[int, int], str]] = {
-    component: (field, *TOPO_NUMBERS[field])
-    for component, field in (
-        (ids.TOPO_INTERVALS, "topo_intervals"),
-        (ids.TOPO_OVERLAP, "topo_overlap"),
-        (ids.TOPO_EPS, "topo_eps"),
-        (ids.TOPO_JACCARD, "topo_jaccard"),
-    )
-}
-#: Choice controls: ``component -> (field, options)`` (``dashboard.state.TOPO_CHOICES``).
-_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
-    component: (field, TOPO_CHOICES[field])
-    for component, field in (
-        (ids.TOPO_CLUSTER, "topo_cluster"),
-        (ids.TOPO_METRIC, "topo_metric"),
-        (ids.TOPO_COLOUR, "topo_colour"),
-    )
-}
-
-
-def reducer_rules() -> dict[str, Any]:
-    """This view's events for the browser's reducer (``assets/state.js``)."""
-    return {
-        "shape_type": _SHAPE_TYPE,
-        "graph": ids.TOPO_GRAPH,
-        "layer": ids.TOPO_LAYER,
-        "intervals": ids.TOPO_INTERVALS,
-        "bounds": {k: [field, lo, hi, label] for k, (field, (lo, hi), label) in _BOUNDS.items()},
-        "choices": {k: [field, list(options)] for k, (field, options) in _CHOICES.items()},
-        "graph_fields": list(_GRAPH_FIELDS),
-    }
-
-
-def apply_topology_event(
-    state: ViewState, trigger: Any, value: Any, bounds: StateBounds
-) -> tuple[ViewState, str | None]:
-    """The state after one Topology control event, and a message if a value was refused.
-
-    The reference of the browser's reducer (``assets/state.js``). Numbers outside their
-    range are clamped (the message says so); junk is refused and leaves the state
-    unchanged. A new graph drops the opened node and shape.
-
-    Args:
-        state: the current state.
-        trigger: the id of the component that fired.
-        value: its new value.
-        bounds: what the atlas holds.
-    """
-    if isinstance(trigger, dict):
-        rank = trigger.get("index")
-        if trigger.get("type") != _SHAPE_TYPE or not is_index(rank, None) or not value:
-            return state, None
-        return state.with_(topo_shape=None if state.topo_shape == rank else rank), None
-    if trigger == ids.TOPO_GRAPH:
-        node = value.get("node") if isinstance(value, dict) else None
-        return (state.with_(topo_node=node) if is_index(node, None) else state), None
-    message: str | None = None
-    if trigger == ids.TOPO_LAYER:
-        if not bounds.is_layer(value):
-            return state, "Unknown layer: ignored."
-        field, new = "topo_layer", value
-    elif trigger in _BOUNDS:
-        field, (lo, hi), label = _BOUNDS[trigger]
-        # (``clamp`` reads a list as its first item, as a repeated URL key: not here.)
-        number = None if isinstance(value, (list, dict)) else clamp(value, lo, hi)
-        if number is None:
-            return state, f"{label} must be a number from {lo} to {hi}: value ignored."
-        new = int(number)
-        if float(value) != number:
-            message = f"{label} {value} is outside {lo}–{hi}: using {new}."
-    elif trigger in _CHOICES:
-        field, options = _CHOICES[trigger]
-        if value not in options:
-            return state, "Unknown choice: ignored."
-        new = value
-    else:
-        return state, None
-    if getattr(state, field) == new:
-        return state, message
-    resets = {"topo_node": None, "topo_shape": None} if field in _GRAPH_FIELDS else {}
-    return state.with_(**{field: new}, **resets), message
+    return {"type": SHAPE_TYPE, "index": rank}
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -815,7 +489,7 @@ def register(app: Dash, context: ViewContext) -> None:
     @app.callback(
         Output(ids.TOPO_DOWNLOAD, "data"),
         Input(ids.TOPO_CSV, "n_clicks"),
-        State(ids.STATE_TOPOLOGY, "data"),
+        State(page_ids.STATE_TOPOLOGY, "data"),
         prevent_initial_call=True,
     )
     def download_members(_clicks: Any, stored: Any) -> Any:
@@ -831,23 +505,15 @@ def register(app: Dash, context: ViewContext) -> None:
 
     # The reducer runs in the browser, in event order (``dashboard.views.shell.register``).
     app.clientside_callback(
-        ClientsideFunction(ids.REDUCERS, "reduceTopology"),
-        Output(ids.STATE, "data", allow_duplicate=True),
+        ClientsideFunction(page_ids.REDUCERS, "reduceTopology"),
+        Output(page_ids.STATE, "data", allow_duplicate=True),
         Output(ids.TOPO_MESSAGE, "children"),
         Output(ids.TOPO_INTERVALS, "value"),
-        Output(ids.STATE_URL, "search", allow_duplicate=True),
-        Input(ids.TOPO_LAYER, "value"),
-        Input(ids.TOPO_INTERVALS, "value"),
-        Input(ids.TOPO_OVERLAP, "value"),
-        Input(ids.TOPO_EPS, "value"),
-        Input(ids.TOPO_CLUSTER, "value"),
-        Input(ids.TOPO_METRIC, "value"),
-        Input(ids.TOPO_JACCARD, "value"),
-        Input(ids.TOPO_COLOUR, "value"),
-        Input(ids.TOPO_GRAPH, "tapNodeData"),
-        Input({"type": _SHAPE_TYPE, "index": ALL}, "n_clicks"),
-        State(ids.STATE, "data"),
-        State(ids.STATE_RULES, "data"),
+        Output(page_ids.STATE_URL, "search", allow_duplicate=True),
+        *[Input(component, prop) for component, prop in EVENTS],
+        Input({"type": SHAPE_TYPE, "index": ALL}, "n_clicks"),
+        State(page_ids.STATE, "data"),
+        State(page_ids.STATE_RULES, "data"),
         prevent_initial_call=True,
     )
 
@@ -860,7 +526,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.TOPO_CLASSES, "data"),
         Output(ids.TOPO_EXACT, "style"),
         Output(ids.TOPO_SHOWN, "data"),
-        Input(ids.STATE_TOPOLOGY, "data"),
+        Input(page_ids.STATE_TOPOLOGY, "data"),
         Input(ids.TOPO_EXACT, "n_clicks"),
         State(ids.TOPO_SHOWN, "data"),
     )
@@ -871,9 +537,9 @@ def register(app: Dash, context: ViewContext) -> None:
         return update(context, stored, shown, exact=ctx.triggered_id == ids.TOPO_EXACT)
 
     @app.callback(
-        Output(ids.EMBEDDING, "figure", allow_duplicate=True),
+        Output(summit_ids.EMBEDDING, "figure", allow_duplicate=True),
         Input(ids.TOPO_CLASSES, "data"),
-        Input(ids.EMBEDDING_LAYER, "data"),
+        Input(summit_ids.EMBEDDING_LAYER, "data"),
         prevent_initial_call=True,
     )
     def highlight_embedding(classes: Any, shown_layer: Any) -> Any:
@@ -881,7 +547,7 @@ def register(app: Dash, context: ViewContext) -> None:
         data = context.data
         if not data.has(PART_EMBEDDING) or shown_layer is None:
             return no_update
-        if ctx.triggered_id == ids.EMBEDDING_LAYER and not classes:
+        if ctx.triggered_id == summit_ids.EMBEDDING_LAYER and not classes:
             return no_update
         patch = Patch()
         if classes:

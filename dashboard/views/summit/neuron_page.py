@@ -17,11 +17,11 @@ from typing import Any
 
 from dash import dcc, html
 
-from dashboard import ids
 from dashboard.data import PART_FEATUREVIS, PART_SUMMIT, LayerPair, file_url
 from dashboard.links import class_href, neuron_href, parse_neuron_path
 from dashboard.views.common import ViewContext, how_to_read, influence_methods, note, percent
-from dashboard.views.graph import example_strip, featurevis_missing
+from dashboard.views.summit import ids
+from dashboard.views.summit.graph import example_strip, featurevis_missing
 
 #: Rows of the class bar chart and of each influence list.
 TOP_CLASSES = 15

@@ -18,9 +18,8 @@ import dash_cytoscape as cyto
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from compute.export import file_slug
-from dashboard import ids
+from dashboard import ids as page_ids
 from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
-from dashboard.figures import base_stylesheet, graph_elements, graph_masks, hover_stylesheet
 from dashboard.links import compare_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
@@ -32,6 +31,13 @@ from dashboard.views.common import (
     note,
     percent,
     register_png_export,
+)
+from dashboard.views.summit import ids
+from dashboard.views.summit.figures import (
+    base_stylesheet,
+    graph_elements,
+    graph_masks,
+    hover_stylesheet,
 )
 
 _SLIDER_MARKS = {v: f"{v}%" for v in (0, 25, 50, 75, 100)}
@@ -349,7 +355,7 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
     placeholder = hover_placeholder()
     node_id = node.get("id") if isinstance(node, dict) else None
     parsed = parse_node_id(node_id or "")
-    if ctx.triggered_id == ids.STATE or parsed is None:
+    if ctx.triggered_id == page_ids.STATE or parsed is None:
         return BASE_STYLESHEET, placeholder
     data = context.data
     state = context.state(stored)
@@ -411,7 +417,7 @@ def register(app: Dash, context: ViewContext) -> None:
     @app.callback(
         Output(ids.GRAPH_DOWNLOAD, "data"),
         Input(ids.GRAPH_JSON, "n_clicks"),
-        State(ids.STATE_SUMMIT, "data"),
+        State(page_ids.STATE_SUMMIT, "data"),
         prevent_initial_call=True,
     )
     def download_graph(_clicks: Any, stored: Any) -> Any:
@@ -426,7 +432,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.GRAPH_NOTE, "children"),
         Output(ids.GRAPH, "stylesheet"),
         Output(ids.HOVER_PANEL, "children"),
-        Input(ids.STATE_SUMMIT, "data"),
+        Input(page_ids.STATE_SUMMIT, "data"),
     )
     @guarded(no_update, no_update, None, no_update, no_update, note_at=2)
     def update_graph(stored: Any) -> tuple[Any, ...]:
@@ -436,7 +442,7 @@ def register(app: Dash, context: ViewContext) -> None:
         Output(ids.GRAPH, "stylesheet", allow_duplicate=True),
         Output(ids.HOVER_PANEL, "children", allow_duplicate=True),
         Input(ids.GRAPH, "mouseoverNodeData"),
-        State(ids.STATE, "data"),
+        State(page_ids.STATE, "data"),
         prevent_initial_call=True,
     )
     @guarded(BASE_STYLESHEET, None, note_at=1)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from dashboard import ids
+from dashboard import ids as page_ids
 from dashboard.data import PART_SUMMIT
 from dashboard.state import ViewState
 from dashboard.views.common import (
@@ -25,6 +25,7 @@ from dashboard.views.common import (
     note,
     percent,
 )
+from dashboard.views.summit import ids
 
 #: Rows sent at first and added per "show more" (Summit showed 250; fewer keep a class
 #: switch snappy in the browser, since every switch re-sends and re-parses the rows).
@@ -150,7 +151,7 @@ def register(app: Dash, context: ViewContext) -> None:
     @app.callback(
         Output(ids.SIDEBAR_ROWS, "children"),
         Output(ids.SHOW_MORE, "style"),
-        Input(ids.STATE_SUMMIT, "data"),
+        Input(page_ids.STATE_SUMMIT, "data"),
         Input(ids.ROWS_LIMIT, "data"),
     )
     @guarded("*Could not list the classes (see the server log).*", no_update)
