@@ -205,3 +205,25 @@ def test_the_page_says_which_parameters_it_ignored(small_atlas, tmp_path) -> Non
     assert "Ignored in this link" in page and "bogus=1, layer=42" in page
     clean = json.dumps(explorer(**{"class": "2", "layer": "1"}), cls=PlotlyJSONEncoder)
     assert "Ignored in this link" not in clean
+
+
+def test_the_state_is_composed_of_the_slices() -> None:
+    """Each view group's slice declares its fields, one URL key per field (unique across
+    the page) and a parser that returns exactly its fields, at their defaults for an empty
+    link; the composed state holds the shared fields and every slice's, nothing else."""
+    from dataclasses import fields
+
+    from dashboard.state import SHARED_FIELDS, SLICES
+    from dashboard.state_kit import QueryBounds
+
+    composed = [f.name for f in fields(ViewState)]
+    from_slices = [f.name for part in SLICES for f in fields(part.fields)]
+    assert composed == [*SHARED_FIELDS, *from_slices]
+    url_keys = [key for part in SLICES for key in part.keys.values()]
+    assert len(set(url_keys)) == len(url_keys)
+    assert not set(url_keys) & {"v", "class", "atlas"}
+    for part in SLICES:
+        names = {f.name for f in fields(part.fields)}
+        assert set(part.keys) == names, part.name
+        parsed = part.parse(lambda key: None, QueryBounds())
+        assert parsed == {name: getattr(part.fields(), name) for name in names}, part.name
