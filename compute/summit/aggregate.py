@@ -25,7 +25,7 @@ Examples:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +58,17 @@ from compute.summit.examples import RunningTopExamples
 from compute.summit.gradient import attribution_topk, gradient_attribution, gradient_seeds
 from compute.summit.inception import direct_limits, widest_path
 from compute.summit.influence import DEFAULT_BUDGET, conv_geometry, influence_topk
+from compute.summit.subsets import (
+    SUBSET_KINDS,
+    SubsetCounts,
+    class_of_pair,
+    dense_counts,
+    keys_matrix,
+    pair_space,
+    regroup,
+    row_of_pair,
+    select_pairs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +92,8 @@ class SummitAggregates:
         example_index: per layer ``int64 [channels, n]``, ``-1`` = empty.
         example_value: per layer ``float32 [channels, n]``.
         example_position: per layer ``int32 [channels, n, 2]`` (row, col).
+        subsets: the correct / mistaken / confusion-pair counts (``None``: not counted,
+            ``SummitConfig.subsets`` off).
     """
 
     layers: list[str]
@@ -94,7 +107,12 @@ class SummitAggregates:
     example_index: list[np.ndarray]
     example_value: list[np.ndarray]
     example_position: list[np.ndarray]
+    subsets: SubsetCounts | None = None
 
+
+#: Counter names of the subset counts: ``SUBSET_PREFIX + name`` of each influence counter,
+#: ``subset.layer.{i}`` (activation) and ``subset.images``, all keyed by confusion pair.
+SUBSET_PREFIX = "subset."
 
 _MIN_FLUSH = 1 << 18
 
@@ -298,6 +316,15 @@ class SummitPass(ClosingContext):
                 conv = named[conv_name]
                 assert isinstance(conv, nn.Conv2d)
                 self._hooks.on_input(conv, partial(self._on_conv_input, conv, where))
+        if config.subsets:  # the same counts again for wrong images, by confusion pair
+            for name in list(self._counters):
+                self._counters[SUBSET_PREFIX + name] = SparseCounter(self.device)
+            for index in range(len(self.layers)):
+                self._counters[f"{SUBSET_PREFIX}layer.{index}"] = SparseCounter(self.device)
+            self._counters[f"{SUBSET_PREFIX}images"] = SparseCounter(self.device)
+            self._counters[f"{SUBSET_PREFIX}images"].use_dense(pair_space(num_classes))
+        #: Per image of the batch: its confusion pair if it is wrong, else -1.
+        self._batch_pairs: Tensor | None = None
         self._gradient: dict[int, GradientConnection] = {
             index: c
             for index, c in enumerate(self.connections)
@@ -464,8 +491,9 @@ class SummitPass(ClosingContext):
             cap = STATISTICS_THREADS if self.device.type == "cpu" else None
             with torch.inference_mode(), intra_op_threads(cap):  # small ops: one thread
                 pending = self._start_deferred(workers)
-                classes = self._class_statistics(logits, labels)
+                classes, other = self._class_statistics(logits, labels)
                 valid = classes >= 0
+                self._batch_pairs = self._pairs(classes, other, valid)
                 for index in range(len(self.layers)):
                     self._aggregate_layer(index, classes, valid, indices)
                 for where, b0, found in pending:
@@ -481,6 +509,7 @@ class SummitPass(ClosingContext):
             self._batch_influence = []
             self._deferred, self._deferred_size = [], 0
             self._grad_sources = {}
+            self._batch_pairs = None
         self._images_seen += batch
         return logits
 
@@ -560,8 +589,22 @@ class SummitPass(ClosingContext):
         where = _ConvCount(f"influence.{index}", 0, target.shape[1], source.shape[1])
         self._batch_influence.append((where, b, i, j))
 
-    def _class_statistics(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Update per-class statistics; returns the class each image is aggregated under."""
+    def _pairs(self, classes: Tensor, other: Tensor, valid: Tensor) -> Tensor | None:
+        """Each image's confusion pair ``c * (C + 1) + d`` if it is wrong, else -1 (and
+        the wrong images counted per pair); ``None`` when subsets are not counted."""
+        if not self.config.subsets:
+            return None
+        n = self.num_classes
+        wrong = valid & (other != classes)
+        pair = classes * (n + 1) + torch.where(other < 0, n, other)
+        pairs = torch.where(wrong, pair, torch.full_like(classes, -1))
+        self._counters[f"{SUBSET_PREFIX}images"].add(pairs[wrong])
+        return pairs
+
+    def _class_statistics(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Update per-class statistics; returns the class each image is aggregated under
+        and its other class (the prediction when aggregated by label, -1 outside the
+        classes; the label when aggregated by prediction)."""
         batch = labels.shape[0]
         if logits.dim() != 2 or logits.shape[0] != batch:
             raise BuildError(f"model output {tuple(logits.shape)} is not logits [B, classes]")
@@ -590,7 +633,9 @@ class SummitPass(ClosingContext):
         self._confusion.index_add_(
             0, labels[known] * self.num_classes + predicted[known], torch.ones_like(labels[known])
         )
-        return labels if self.config.aggregate_by == "label" else predicted
+        if self.config.aggregate_by == "label":
+            return labels, predicted
+        return predicted, labels
 
     def _aggregate_layer(self, index: int, classes: Tensor, valid: Tensor, indices: Tensor) -> None:
         captured = self._batch_layers[index]
@@ -617,6 +662,12 @@ class SummitPass(ClosingContext):
         selected = self._select(values)
         state.counts.index_add_(0, classes[valid], selected[valid].to(torch.int64))
         state.examples.update(values, positions, indices)
+        pairs = self._batch_pairs
+        if pairs is not None:
+            b, channel = torch.nonzero(selected & (pairs >= 0)[:, None], as_tuple=True)
+            counter = self._counters[f"{SUBSET_PREFIX}layer.{index}"]
+            counter.use_dense(pair_space(self.num_classes) * channels)
+            counter.add(pairs[b] * channels + channel)
 
     def _check_channels(self, index: int) -> None:
         """The connecting conv must map the previous layer's channels onto this layer's."""
@@ -661,6 +712,14 @@ class SummitPass(ClosingContext):
         counter = self._counters[where.counter]
         counter.use_dense(self.num_classes * where.rows * where.cols)
         counter.add(keys)
+        pairs = self._batch_pairs
+        if pairs is not None:
+            pair = pairs[b]
+            wrong = pair >= 0
+            keys = (pair[wrong] * where.rows + where.offset + i[wrong]) * where.cols + j[wrong]
+            counter = self._counters[SUBSET_PREFIX + where.counter]
+            counter.use_dense(pair_space(self.num_classes) * where.rows * where.cols)
+            counter.add(keys)
 
     # -- state: checkpoints and merging shards ------------------------------------------
 
@@ -761,6 +820,11 @@ class SummitPass(ClosingContext):
             layer.examples.merge(other)
         for name, counter in self._counters.items():
             if f"{name}.keys" not in state:
+                if name.startswith(SUBSET_PREFIX):
+                    raise BuildError(
+                        "state has no subset counts (a checkpoint of an older version, or "
+                        "of a build with subsets off): remove the checkpoint to start over"
+                    )
                 continue
             counter.add_counts(
                 state[f"{name}.keys"].to(self.device), state[f"{name}.counts"].to(self.device)
@@ -776,18 +840,10 @@ class SummitPass(ClosingContext):
             raise BuildError("no images were aggregated (empty dataset?)")
         states = [s for s in self._states if s is not None]
         assert len(states) == len(self.layers)
-        influence: list[sp.csr_array | None] = []
-        for index, connection in enumerate(self.connections):
-            if connection is None:
-                influence.append(None)
-                continue
-            c_out, c_in = states[index].channels, states[index - 1].channels
-            matrix = self._matrix(f"influence.{index}", c_out, c_in)
-            if isinstance(connection, InceptionConnection):
-                matrix = self._inception_matrix(index, connection, matrix)
-            influence.append(matrix)
+        influence = self._influence_matrices(self.num_classes, self._counter_matrix)
         tables = [s.examples.result(s.width) for s in states]
         bins = self.config.confidence_bins
+        classes = self.num_classes
         return SummitAggregates(
             layers=list(self.layers),
             layer_shapes=[(s.channels, s.height, s.width) for s in states],
@@ -795,32 +851,114 @@ class SummitPass(ClosingContext):
             influence_counts=influence,
             num_images=self._num_images.cpu().numpy().astype(np.int64),
             num_correct=self._num_correct.cpu().numpy().astype(np.int64),
-            confidence_hist=self._hist.view(self.num_classes, bins).cpu().numpy().astype(np.int64),
-            confusion=self._confusion.view(self.num_classes, self.num_classes)
-            .cpu()
-            .numpy()
-            .astype(np.int64),
+            confidence_hist=self._hist.view(classes, bins).cpu().numpy().astype(np.int64),
+            confusion=self._confusion.view(classes, classes).cpu().numpy().astype(np.int64),
             example_index=[t[0] for t in tables],
             example_value=[t[1] for t in tables],
             example_position=[t[2] for t in tables],
+            subsets=self._subset_result(influence) if self.config.subsets else None,
         )
 
-    def _matrix(self, name: str, rows: int, cols: int) -> sp.csr_array:
-        """Counter ``name`` as a ``(classes * rows, cols)`` int64 CSR array."""
+    def _counter_entries(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         counter = self._counters[name]
         counter.flush()
-        keys = counter.keys.cpu().numpy()
-        counts = counter.counts.cpu().numpy().astype(np.int64)
-        r, c = np.divmod(keys, cols)
-        matrix = sp.coo_array((counts, (r, c)), shape=(self.num_classes * rows, cols)).tocsr()
-        matrix.sort_indices()
-        return matrix
+        return counter.keys.cpu().numpy(), counter.counts.cpu().numpy().astype(np.int64)
+
+    def _counter_matrix(self, name: str, rows: int, cols: int) -> sp.csr_array:
+        """Counter ``name`` as a ``(classes * rows, cols)`` int64 CSR array."""
+        return keys_matrix(*self._counter_entries(name), self.num_classes, rows, cols)
+
+    def _influence_matrices(
+        self, groups: int, matrix: Callable[[str, int, int], sp.csr_array]
+    ) -> list[sp.csr_array | None]:
+        """Per layer, the influence counts of ``groups`` groups (classes or subsets) from the
+        raw counters ``matrix(name, rows, cols)`` gives (Inception blocks: widest paths)."""
+        states = [s for s in self._states if s is not None]
+        influence: list[sp.csr_array | None] = []
+        for index, connection in enumerate(self.connections):
+            if connection is None:
+                influence.append(None)
+                continue
+            c_out, c_in = states[index].channels, states[index - 1].channels
+            direct = matrix(f"influence.{index}", c_out, c_in)
+            if isinstance(connection, InceptionConnection):
+                direct = self._inception_matrix(index, connection, direct, groups, matrix)
+            influence.append(direct)
+        return influence
+
+    def _counter_shapes(self) -> dict[str, tuple[int, int]]:
+        """``rows, cols`` of each influence counter's block."""
+        states = [s for s in self._states if s is not None]
+        shapes: dict[str, tuple[int, int]] = {}
+        for index, connection in enumerate(self.connections):
+            if connection is None:
+                continue
+            shapes[f"influence.{index}"] = (states[index].channels, states[index - 1].channels)
+            for _, where in self._conv_counts(index, connection):
+                shapes.setdefault(where.counter, (where.rows, where.cols))
+        return shapes
+
+    def _subset_result(self, class_influence: list[sp.csr_array | None]) -> SubsetCounts:
+        """The mistaken, correct and confusion-pair counts (``compute.summit.subsets``)."""
+        n = self.num_classes
+        images_keys, images_counts = self._counter_entries(f"{SUBSET_PREFIX}images")
+        images = np.zeros(pair_space(n), dtype=np.int64)
+        np.add.at(images, images_keys, images_counts)
+        kept = select_pairs(images, n, self.config.confusion_min, self.config.confusion_pairs)
+        group_of = {"mistaken": (class_of_pair(n), n), "pairs": (row_of_pair(n, kept), len(kept))}
+        shapes = self._counter_shapes()
+        activation: dict[str, list[np.ndarray]] = {kind: [] for kind in group_of}
+        for index, state in enumerate(self._states):
+            assert state is not None
+            keys, counts = self._counter_entries(f"{SUBSET_PREFIX}layer.{index}")
+            for kind, (groups_of, groups) in group_of.items():
+                moved = regroup(keys, counts, state.channels, groups_of, groups)
+                activation[kind].append(dense_counts(*moved, groups, state.channels))
+
+        def raw(kind: str) -> Callable[[str, int, int], sp.csr_array]:
+            groups_of, groups = group_of[kind]
+
+            def matrix(name: str, rows: int, cols: int) -> sp.csr_array:
+                assert shapes[name] == (rows, cols)
+                keys, counts = self._counter_entries(SUBSET_PREFIX + name)
+                moved = regroup(keys, counts, rows * cols, groups_of, groups)
+                return keys_matrix(*moved, groups, rows, cols)
+
+            return matrix
+
+        def correct(name: str, rows: int, cols: int) -> sp.csr_array:
+            difference = self._counter_matrix(name, rows, cols) - raw("mistaken")(name, rows, cols)
+            difference.eliminate_zeros()
+            return sp.csr_array(difference)
+
+        influence = {
+            "correct": self._influence_matrices(n, correct),
+            "mistaken": self._influence_matrices(n, raw("mistaken")),
+            "pairs": self._influence_matrices(len(kept), raw("pairs")),
+        }
+        assert set(SUBSET_KINDS) <= set(influence)
+        return SubsetCounts(
+            mistaken_images=np.bincount(class_of_pair(n), weights=images, minlength=n).astype(
+                np.int64
+            ),
+            pairs=np.stack(np.divmod(kept, n + 1), axis=1).astype(np.int64).reshape(-1, 2),
+            pair_images=images[kept],
+            activation=activation,
+            influence=influence,
+        )
 
     def _inception_matrix(
-        self, index: int, connection: InceptionConnection, direct: sp.csr_array
+        self,
+        index: int,
+        connection: InceptionConnection,
+        direct: sp.csr_array,
+        groups: int,
+        matrix: Callable[[str, int, int], sp.csr_array],
     ) -> sp.csr_array:
         """Direct-branch counts plus the widest-path counts of each bottleneck branch."""
         c_out, c_in = connection.out_channels, connection.in_channels
+        if groups == 0:  # e.g. no confusion pair stored
+            return direct
         direct_rows = np.array(
             [
                 row
@@ -830,31 +968,29 @@ class SummitPass(ClosingContext):
             ],
             dtype=np.int64,
         )
-        limits = direct_limits(direct, self.num_classes, direct_rows)
+        limits = direct_limits(direct, groups, direct_rows)
         parts = [direct.tocoo()]
         rows: list[np.ndarray] = [parts[0].row.astype(np.int64)]
         for k, branch in enumerate(connection.branches):
             if branch.bottleneck is None:
                 continue
             name = f"influence.{index}.branch{k}"
-            top = self._matrix(f"{name}.top", branch.channels, branch.bottleneck_channels)
-            bottom = self._matrix(f"{name}.bottom", branch.bottleneck_channels, c_in)
-            paths = widest_path(
-                top, bottom, self.num_classes, limits, self.device, self.budget
-            ).tocoo()
+            top = matrix(f"{name}.top", branch.channels, branch.bottleneck_channels)
+            bottom = matrix(f"{name}.bottom", branch.bottleneck_channels, c_in)
+            paths = widest_path(top, bottom, groups, limits, self.device, self.budget).tocoo()
             parts.append(paths)
             c, i = np.divmod(paths.row.astype(np.int64), branch.channels)
             rows.append(c * c_out + branch.offset + i)
-        matrix = sp.coo_array(
+        combined = sp.coo_array(
             (
                 np.concatenate([p.data for p in parts]).astype(np.int64),
                 (np.concatenate(rows), np.concatenate([p.col for p in parts])),
             ),
-            shape=(self.num_classes * c_out, c_in),
+            shape=(groups * c_out, c_in),
         ).tocsr()
-        matrix.eliminate_zeros()
-        matrix.sort_indices()
-        return matrix
+        combined.eliminate_zeros()
+        combined.sort_indices()
+        return combined
 
     def close(self) -> None:
         """Remove the hooks (the model is usable again as before), stop the workers."""

@@ -26,6 +26,12 @@ class SummitConfig:
         examples_per_channel: top dataset examples kept per channel.
         aggregate_by: count an image under its true ``label`` or its ``prediction``.
         confidence_bins: bins of the per-class top-softmax confidence histogram.
+        subsets: also count each class's wrongly classified images apart, keyed by their
+            confusion pair (``compute.summit.subsets``): the correct, mistaken and
+            confusion-pair graphs.
+        confusion_min: fewest images of a confusion pair ``(c, d)`` that gets its own
+            counts and graph.
+        confusion_pairs: most confusion pairs stored per class (the most frequent).
     """
 
     selection: SelectionMode = "mass"
@@ -35,6 +41,9 @@ class SummitConfig:
     examples_per_channel: int = 10
     aggregate_by: AggregateBy = "label"
     confidence_bins: int = 20
+    subsets: bool = True
+    confusion_min: int = 3
+    confusion_pairs: int = 3
 
     def __post_init__(self) -> None:
         if self.selection not in ("mass", "topk"):
@@ -49,6 +58,8 @@ class SummitConfig:
             )
         if self.confidence_bins < 1:
             raise BuildError("confidence_bins must be >= 1")
+        if self.confusion_min < 1 or self.confusion_pairs < 0:
+            raise BuildError("confusion_min must be >= 1 and confusion_pairs >= 0")
 
     def to_manifest(self) -> dict[str, Any]:
         """The ``parameters`` entries of the atlas manifest for this pass."""
@@ -64,6 +75,16 @@ class SummitConfig:
             "examples_per_channel": values["examples_per_channel"],
             "aggregate_by": values["aggregate_by"],
             "confidence_bins": values["confidence_bins"],
+            **(
+                {
+                    "subsets": {
+                        "confusion_min": self.confusion_min,
+                        "confusion_pairs": self.confusion_pairs,
+                    }
+                }
+                if self.subsets
+                else {}
+            ),
         }
 
 
