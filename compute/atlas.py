@@ -52,6 +52,7 @@ PART_GRAPHS = "graphs"  # attribution graphs for every class
 PART_FEATUREVIS = "featurevis"  # feature visualization and diversity images per channel
 PART_TRACE = "trace"  # training-trace explanations of a split's images (docs/trace.md)
 PART_MAPPER = "mapper"  # TopoAct: sampled activation vectors and a Mapper index per layer
+PART_SUBSETS = "subsets"  # each class's correct / mistaken images and confusion pairs
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
 
@@ -365,6 +366,29 @@ GRAPH_PATHS = {
     )
 }
 
+#: Subsets part: wrong images per class, the stored confusion pairs ``(c, d)`` and their images.
+SUBSET_PATHS = {
+    "mistaken_images": "subsets/mistaken_images.npy",
+    "pairs": "subsets/pairs.npy",
+    "pair_images": "subsets/pair_images.npy",
+}
+#: The subsets of a class: its correctly and its wrongly classified images (and, within
+#: the latter, a confusion pair: ``Atlas.graph(c, "mistaken", other=d)``).
+SUBSETS: tuple[str, ...] = ("correct", "mistaken")
+#: The graph sets of the subsets part: one graph per class for each subset, one per pair.
+SUBSET_GRAPH_SETS: tuple[str, ...] = (*SUBSETS, "pairs")
+
+
+def subset_activation_path(kind: str, layer_index: int) -> str:
+    """Activation counts of the wrong images (``mistaken``: per class; ``pairs``: per pair)."""
+    return f"subsets/{kind}/{layer_dir(layer_index)}/activation_counts.npy"
+
+
+def subset_graph_paths(kind: str) -> dict[str, str]:
+    """The graph files of one subset graph set (``SUBSET_GRAPH_SETS``), as ``GRAPH_PATHS``."""
+    return {name: f"subsets/{kind}/{path}" for name, path in GRAPH_PATHS.items()}
+
+
 #: Mapper part: the sampled images, the same for every layer (stored once).
 MAPPER_SAMPLE_PATHS = {
     "image_index": "mapper/image_index.npy",
@@ -464,6 +488,13 @@ def is_safe_relpath(relpath: str) -> bool:
 # ---------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------
+
+
+def _check_subset(subset: str, other: int | None) -> None:
+    if subset != "all" and subset not in SUBSETS:
+        raise AtlasError(f"unknown subset {subset!r}; use 'all', {', '.join(map(repr, SUBSETS))}")
+    if other is not None and subset != "mistaken":
+        raise AtlasError("a confusion pair (other class) is a subset of 'mistaken' images")
 
 
 class Atlas:
@@ -568,6 +599,12 @@ class Atlas:
             expected += [embedding_path(i) for i in range(len(self.layers))]
         if PART_GRAPHS in self.parts:
             expected += list(GRAPH_PATHS.values())
+        if PART_SUBSETS in self.parts:
+            expected += list(SUBSET_PATHS.values())
+            for kind in SUBSET_GRAPH_SETS:
+                expected += list(subset_graph_paths(kind).values())
+            for i in range(len(self.layers)):
+                expected += [subset_activation_path(k, i) for k in ("mistaken", "pairs")]
         if PART_TRACE in self.parts:
             if not isinstance(self.manifest.get("trace"), dict):
                 raise AtlasError("manifest.json has a 'trace' part but no 'trace' description")
@@ -849,51 +886,145 @@ class Atlas:
     @cached_property
     def _graph_arrays(self) -> dict[str, np.ndarray]:
         self._require(PART_GRAPHS)
-        arrays = {name: self.load_array(path) for name, path in GRAPH_PATHS.items()}
-        n = self.num_classes
+        return self._graph_set(GRAPH_PATHS, self.num_classes)
+
+    @cached_property
+    def _subset_graph_arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        self._require(PART_SUBSETS)
+        groups = {kind: self.num_classes for kind in SUBSETS}
+        groups["pairs"] = int(self.subset_pairs()[0].shape[0])
+        return {
+            kind: self._graph_set(subset_graph_paths(kind), groups[kind])
+            for kind in SUBSET_GRAPH_SETS
+        }
+
+    def _graph_set(self, paths: dict[str, str], groups: int) -> dict[str, np.ndarray]:
+        """The arrays of one set of graphs (``groups`` graphs), shape-checked."""
+        arrays = {name: self.load_array(path) for name, path in paths.items()}
         for key in ("node_offsets", "edge_offsets"):
-            if arrays[key].shape != (n + 1,):
-                raise AtlasError(f"file {GRAPH_PATHS[key]} has shape {arrays[key].shape}")
+            if arrays[key].shape != (groups + 1,):
+                raise AtlasError(f"file {paths[key]} has shape {arrays[key].shape}")
         n_nodes = int(arrays["node_offsets"][-1])
         n_edges = int(arrays["edge_offsets"][-1])
         for key in ("node_layer", "node_channel", "node_pagerank", "node_x"):
             if arrays[key].shape != (n_nodes,):
-                raise AtlasError(f"file {GRAPH_PATHS[key]} does not hold {n_nodes} nodes")
+                raise AtlasError(f"file {paths[key]} does not hold {n_nodes} nodes")
         for key in ("edge_source", "edge_target", "edge_weight"):
             if arrays[key].shape != (n_edges,):
-                raise AtlasError(f"file {GRAPH_PATHS[key]} does not hold {n_edges} edges")
+                raise AtlasError(f"file {paths[key]} does not hold {n_edges} edges")
         return arrays
 
-    def graph(self, class_index: int) -> AttributionGraph:
-        """The attribution graph of one class (node rows local to this class)."""
-        if not 0 <= class_index < self.num_classes:
-            raise AtlasError(f"class index {class_index} out of range 0..{self.num_classes - 1}")
-        a = self._graph_arrays
-        n0, n1 = int(a["node_offsets"][class_index]), int(a["node_offsets"][class_index + 1])
-        e0, e1 = int(a["edge_offsets"][class_index]), int(a["edge_offsets"][class_index + 1])
-        return AttributionGraph(
-            layer=np.asarray(a["node_layer"][n0:n1]),
-            channel=np.asarray(a["node_channel"][n0:n1]),
-            pagerank=np.asarray(a["node_pagerank"][n0:n1]),
-            x=np.asarray(a["node_x"][n0:n1]),
-            source=np.asarray(a["edge_source"][e0:e1]) - n0,
-            target=np.asarray(a["edge_target"][e0:e1]) - n0,
-            weight=np.asarray(a["edge_weight"][e0:e1]),
+    def subset_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The stored confusion pairs: ``int64 [P, 2]`` ``(c, d)`` (sorted) and their images
+        ``int64 [P]``: images counted under class ``c`` whose other class is ``d`` (their
+        prediction when counted by label), at least ``parameters.subsets.confusion_min``."""
+        self._require(PART_SUBSETS)
+        pairs = self.load_array(SUBSET_PATHS["pairs"])
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind != "i":
+            raise AtlasError(f"file {SUBSET_PATHS['pairs']} has shape {pairs.shape}")
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= self.num_classes):
+            raise AtlasError(f"file {SUBSET_PATHS['pairs']} names a class out of range")
+        images = self._checked(SUBSET_PATHS["pair_images"], (pairs.shape[0],), "i")
+        return pairs, images
+
+    def mistaken_images(self) -> np.ndarray:
+        """``int64 [classes]``: wrongly classified images counted under each class."""
+        self._require(PART_SUBSETS)
+        return self._checked(SUBSET_PATHS["mistaken_images"], (self.num_classes,), "i")
+
+    def pair_row(self, class_index: int, other: int) -> int | None:
+        """The row of the confusion pair ``(class_index, other)``, ``None`` if not stored."""
+        pairs, _ = self.subset_pairs()
+        found = np.flatnonzero((pairs[:, 0] == class_index) & (pairs[:, 1] == other))
+        return int(found[0]) if found.size else None
+
+    def subset_counts(self, layer: str | int, subset: str = "all") -> np.ndarray:
+        """``int64 [classes, channels]`` activation counts of a subset of each class's
+        images: ``"all"`` (:meth:`activation_counts`), ``"correct"`` or ``"mistaken"``."""
+        _check_subset(subset, None)
+        counts = self.activation_counts(layer)
+        if subset == "all":
+            return counts
+        self._require(PART_SUBSETS)
+        i = self.layer_index(layer)
+        shape = (self.num_classes, self.layers[i].channels)
+        mistaken = self._checked(subset_activation_path("mistaken", i), shape, "i")
+        return mistaken if subset == "mistaken" else counts - mistaken
+
+    def pair_counts(self, layer: str | int) -> np.ndarray:
+        """``int64 [pairs, channels]`` activation counts of each stored confusion pair's
+        images (rows as :meth:`subset_pairs`)."""
+        self._require(PART_SUBSETS)
+        i = self.layer_index(layer)
+        rows = int(self.subset_pairs()[0].shape[0])
+        return self._checked(
+            subset_activation_path("pairs", i), (rows, self.layers[i].channels), "i"
         )
 
-    def graph_data(self, class_index: int) -> dict[str, Any]:
+    def graph(
+        self, class_index: int, subset: str = "all", other: int | None = None
+    ) -> AttributionGraph:
+        """The attribution graph of one class (node rows local to this class).
+
+        Args:
+            class_index: the class.
+            subset: ``"all"`` its images, ``"correct"`` or ``"mistaken"`` (the
+                ``subsets`` part; the same PageRank selection on that subset's counts).
+            other: with ``"mistaken"``: the graph of the images mistaken for class
+                ``other`` (a stored confusion pair, :meth:`subset_pairs`).
+
+        Raises:
+            AtlasError: a class out of range, an unknown subset, or a pair not stored.
+        """
+        if not 0 <= class_index < self.num_classes:
+            raise AtlasError(f"class index {class_index} out of range 0..{self.num_classes - 1}")
+        _check_subset(subset, other)
+        row = class_index
+        if subset == "all":
+            arrays = self._graph_arrays
+        elif other is None:
+            arrays = self._subset_graph_arrays[subset]
+        else:
+            found = self.pair_row(class_index, other)
+            if found is None:
+                raise AtlasError(
+                    f"no graph of class {class_index} mistaken for class {other}: too few "
+                    "images (see Atlas.subset_pairs)"
+                )
+            arrays, row = self._subset_graph_arrays["pairs"], found
+        n0, n1 = int(arrays["node_offsets"][row]), int(arrays["node_offsets"][row + 1])
+        e0, e1 = int(arrays["edge_offsets"][row]), int(arrays["edge_offsets"][row + 1])
+        return AttributionGraph(
+            layer=np.asarray(arrays["node_layer"][n0:n1]),
+            channel=np.asarray(arrays["node_channel"][n0:n1]),
+            pagerank=np.asarray(arrays["node_pagerank"][n0:n1]),
+            x=np.asarray(arrays["node_x"][n0:n1]),
+            source=np.asarray(arrays["edge_source"][e0:e1]) - n0,
+            target=np.asarray(arrays["edge_target"][e0:e1]) - n0,
+            weight=np.asarray(arrays["edge_weight"][e0:e1]),
+        )
+
+    def graph_data(
+        self, class_index: int, subset: str = "all", other: int | None = None
+    ) -> dict[str, Any]:
         """One class's attribution graph as node-link data (``networkx.node_link_data``'s
         layout, JSON-able): what ``python -m compute export`` writes.
 
         A node is one channel (id ``"{layer index}-{channel}"``, as in the dashboard) with
-        ``layer`` (name), ``layer_index``, ``channel``, the class's activation ``count`` and
-        its ``pagerank``; an edge goes from the lower to the upper layer with the class's
-        influence count as ``weight``. ``graph`` names the atlas and the class.
+        ``layer`` (name), ``layer_index``, ``channel``, the activation ``count`` (of the
+        subset's images) and its ``pagerank``; an edge goes from the lower to the upper
+        layer with the influence count as ``weight``. ``graph`` names the atlas, the class
+        and the subset (``subset``, ``other``: as :meth:`graph`).
         """
         self._require(PART_GRAPHS)
-        graph = self.graph(class_index)
+        graph = self.graph(class_index, subset, other)
         names = self.layer_names
-        counts = [self.activation_counts(i)[class_index] for i in range(len(names))]
+        if other is None:
+            counts = [self.subset_counts(i, subset)[class_index] for i in range(len(names))]
+        else:
+            row = self.pair_row(class_index, other)
+            assert row is not None  # graph() refused a pair that is not stored
+            counts = [self.pair_counts(i)[row] for i in range(len(names))]
         ids = [
             f"{int(layer)}-{int(channel)}"
             for layer, channel in zip(graph.layer, graph.channel, strict=True)
@@ -922,14 +1053,20 @@ class Atlas:
                 "atlas": self.path.name,
                 "class_index": int(class_index),
                 "class": self.classes[class_index],
+                "subset": subset,
+                **(
+                    {"other_index": int(other), "other": self.classes[other]}
+                    if other is not None
+                    else {}
+                ),
             },
             "nodes": nodes,
             "edges": edges,
         }
 
-    def to_networkx(self, class_index: int) -> Any:
-        """One class's attribution graph as a ``networkx.DiGraph`` (attributes as in
-        :meth:`graph_data`).
+    def to_networkx(self, class_index: int, subset: str = "all", other: int | None = None) -> Any:
+        """One class's attribution graph as a ``networkx.DiGraph`` (attributes and the
+        ``subset`` and ``other`` arguments as in :meth:`graph_data`).
 
         Raises:
             AtlasError: networkx is not installed (it is optional: ``pip install networkx``).
@@ -943,7 +1080,7 @@ class Atlas:
             import networkx as nx  # optional dependency
         except ImportError:
             raise AtlasError("Atlas.to_networkx needs networkx: pip install networkx") from None
-        data = self.graph_data(class_index)
+        data = self.graph_data(class_index, subset, other)
         graph = nx.DiGraph(**data["graph"])
         for node in data["nodes"]:
             graph.add_node(node["id"], **{k: v for k, v in node.items() if k != "id"})
