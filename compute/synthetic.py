@@ -50,7 +50,7 @@ from compute.errors import BuildError
 from compute.png import png_bytes
 from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
 from compute.summit.embedding import class_embeddings, pca_embeddings
-from compute.summit.graph import attribution_graphs
+from compute.summit.graph import GraphArrays, attribution_graphs
 from compute.summit.part import SummitArrays, write_summit_parts
 from compute.topology.part import MapperPart, mapper_part
 
@@ -376,6 +376,183 @@ def _mapper(
     )  # fmt: skip
 
 
+def _trace_predictions(
+    rng: np.random.Generator,
+    train_label: np.ndarray,
+    accuracy: np.ndarray,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The explained images and the model's (made-up) predictions of them.
+
+    Args:
+        rng: generator (draws the sample, then the errors).
+        train_label: ``int64[N]`` class of every training image.
+        accuracy: ``float[classes]`` top-1 accuracy of each class.
+        n: explained images (at most ``N``).
+
+    Returns:
+        ``(image_index, label, prediction, wrong)``: ``int64[n]`` sorted training rows, their
+        classes and predicted classes, and ``bool[n]`` which predictions are wrong.
+    """
+    num_classes = len(accuracy)
+    image_index = np.sort(rng.choice(len(train_label), size=n, replace=False)).astype(np.int64)
+    label = train_label[image_index]
+    wrong = rng.random(n) > accuracy[label]
+    # A wrong prediction is any other class.
+    other = (label + rng.integers(1, num_classes, size=n)) % num_classes
+    prediction = np.where(wrong, other, label).astype(np.int64)
+    return image_index, label, prediction, wrong
+
+
+def _trace_shares(
+    rng: np.random.Generator,
+    label: np.ndarray,
+    prediction: np.ndarray,
+    wrong: np.ndarray,
+    num_classes: int,
+    num_layers: int,
+    epochs: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Final and per-epoch class shares of the refinement, and the epochs' cosines.
+
+    Args:
+        rng: generator.
+        label, prediction, wrong: from :func:`_trace_predictions` (``[n]``).
+        num_classes: ``C``.
+        num_layers: traced layers ``T``.
+        epochs: ``E``.
+
+    Returns:
+        ``(class_share [n, T, C + 1], epoch_share [n, T, E, C + 1], epoch_cosine [n, T, E])``
+        (float64): each class-share row sums to 1 with the regularisation column; the
+        cumulative epoch shares reach the final shares, and the cosine 1, at the last epoch.
+    """
+    n, t, e, c = len(label), num_layers, epochs, num_classes
+    # Class shares: a little signed noise on every class, a lead for the label (and the
+    # prediction), a small regularisation share; normalised so each row sums to 1.
+    share = rng.normal(0.0, 0.3 / np.sqrt(c), size=(n, t, c + 1))
+    rows = np.arange(n)
+    depth = np.linspace(0.4, 1.0, t)[None, :]
+    share[rows, :, label] += rng.uniform(0.3, 1.0, size=(n, 1)) * depth
+    share[rows, :, prediction] += np.where(wrong, rng.uniform(0.4, 1.2, n), 0.0)[:, None] * depth
+    share[:, :, -1] = rng.uniform(-0.05, 0.1, size=(n, t))
+    share /= share.sum(axis=2, keepdims=True)
+    # Cumulative epoch shares: a growing fraction of the final shares, plus fading noise.
+    grown = np.sort(rng.uniform(0.2, 1.0, size=(n, t, e)), axis=2)
+    grown[:, :, -1] = 1.0
+    fade = (1.0 - np.arange(1, e + 1) / e)[None, None, :, None]
+    epoch_share = share[:, :, None, :] * grown[..., None]
+    epoch_share += rng.normal(0.0, 0.05 / np.sqrt(c), size=epoch_share.shape) * fade
+    epoch_cosine = 1.0 - np.sort(rng.uniform(0.0, 0.3, size=(n, t, e)), axis=2)[:, :, ::-1]
+    epoch_cosine = epoch_cosine * (1.0 - fade[..., 0] * 0.5)
+    epoch_cosine[:, :, -1] = 1.0
+    return share, epoch_share, epoch_cosine
+
+
+def _trace_norms(rng: np.random.Generator, n: int, num_layers: int) -> np.ndarray:
+    """``float64[n, T, 3]``: ``||r||``, ``||W_0 a||`` and ``||W_T a||`` per image and layer,
+    with the triangle inequality ``||W_T a|| <= ||W_0 a|| + ||r||``."""
+    refinement = rng.lognormal(3.0, 0.5, size=(n, num_layers))
+    initial = rng.lognormal(3.0, 0.6, size=(n, num_layers))
+    final = np.abs(initial - refinement) + rng.random((n, num_layers)) * 2.0 * np.minimum(
+        initial, refinement
+    )
+    return np.stack([refinement, initial, final], axis=2)
+
+
+def _trace_ridges(
+    rng: np.random.Generator, share: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge histograms: mass near cosine +1 for the leading classes, around 0 elsewhere.
+
+    Args:
+        rng: generator.
+        share: ``[n, T, C + 1]`` class shares (:func:`_trace_shares`).
+        bins: ``B``.
+
+    Returns:
+        ``(ridge_hist float64[n, T, C, B], ridge_edges float64[B + 1])`` over ``[-1, 1]``.
+    """
+    n, t, c = share.shape[0], share.shape[1], share.shape[2] - 1
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    centre = np.clip(share[:, :, :c] * 3.0, -0.9, 0.9)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    ridge = np.exp(-((centres[None, None, None, :] - centre[..., None]) ** 2) / 0.08)
+    ridge *= rng.uniform(0.5, 1.5, size=(n, t, c, 1)) * (np.abs(share[:, :, :c, None]) + 0.01)
+    return ridge, edges
+
+
+def _trace_citations(
+    rng: np.random.Generator,
+    label: np.ndarray,
+    num_images: np.ndarray,
+    refinement: np.ndarray,
+    top_k: int,
+) -> dict[str, np.ndarray]:
+    """Proponents (mostly training images of the explained image's class, descending
+    positive scores) and opponents (other classes, ascending negative scores).
+
+    Args:
+        rng: generator.
+        label: ``int64[n]`` classes of the explained images.
+        num_images: ``int64[classes]`` training images of each class (numbered class by
+            class).
+        refinement: ``[n, T]`` refinement norms; the scores scale with them.
+        top_k: ``k``.
+
+    Returns:
+        ``proponent_index``, ``proponent_score``, ``opponent_index``, ``opponent_score``
+        (``[n, T, k]``; indices int64, scores float32).
+    """
+    (n, t), c, k = refinement.shape, len(num_images), top_k
+    total = int(num_images.sum())
+    starts = np.concatenate([[0], np.cumsum(num_images)[:-1]]).astype(np.int64)
+    own = rng.random((n, t, k)) < 0.8
+    pick = starts[label][:, None, None] + (
+        rng.random((n, t, k)) * num_images[label][:, None, None]
+    ).astype(np.int64)
+    proponent_index = np.where(own, pick, rng.integers(0, total, size=(n, t, k)))
+    opponent_class = (label[:, None, None] + rng.integers(1, c, size=(n, t, k))) % c
+    opponent_index = starts[opponent_class] + (
+        rng.random((n, t, k)) * num_images[opponent_class]
+    ).astype(np.int64)
+    scale = refinement[..., None] * 0.05
+    proponent_score = np.sort(rng.exponential(1.0, (n, t, k)), axis=2)[..., ::-1] * scale
+    opponent_score = -np.sort(rng.exponential(0.6, (n, t, k)), axis=2)[..., ::-1] * scale
+    return {
+        "proponent_index": proponent_index.astype(np.int64),
+        "proponent_score": np.ascontiguousarray(proponent_score, dtype=np.float32),
+        "opponent_index": opponent_index.astype(np.int64),
+        "opponent_score": np.ascontiguousarray(opponent_score, dtype=np.float32),
+    }
+
+
+def _trace_meta(
+    n: int, num_train: int, layer_names: Sequence[str], epochs: int, top_k: int, bins: int
+) -> dict[str, Any]:
+    """The ``manifest["trace"]`` description of a synthetic trace part (the last traced
+    layer is explained exactly per example, the others by projection)."""
+    last = len(layer_names) - 1
+    return {
+        "split": "synthetic",
+        "num_images": n,
+        "num_train": num_train,
+        "num_epochs": epochs,
+        "top_k": top_k,
+        "bins": bins,
+        "layers": [
+            {
+                "name": name,
+                "per_example": "exact" if i == last else "projected",
+                "ridge_unit": "example" if i == last else "epoch-class",
+            }
+            for i, name in enumerate(layer_names)
+        ],
+        "optimizer": "synthetic (no training happened)",
+        "epochs": epochs,
+    }
+
+
 def _trace(
     rng: np.random.Generator,
     num_images: np.ndarray,
@@ -408,62 +585,17 @@ def _trace(
     Returns:
         ``(manifest["trace"] description, {name: array})`` keyed like ``TRACE_PATHS``.
     """
-    num_classes = len(num_images)
-    total = int(num_images.sum())
-    starts = np.concatenate([[0], np.cumsum(num_images)[:-1]]).astype(np.int64)
+    num_classes, num_layers = len(num_images), len(layer_names)
     train_label = np.repeat(np.arange(num_classes, dtype=np.int64), num_images)
-    n = min(n, total)
-    t, e, c = len(layer_names), epochs, num_classes
-    image_index = np.sort(rng.choice(total, size=n, replace=False)).astype(np.int64)
-    label = train_label[image_index]
-    wrong = rng.random(n) > accuracy[label]
-    other = (label + rng.integers(1, num_classes, size=n)) % num_classes
-    prediction = np.where(wrong, other, label).astype(np.int64)
-
-    # Class shares: a little signed noise on every class, a lead for the label (and the
-    # prediction), a small regularisation share; normalised so each row sums to 1.
-    share = rng.normal(0.0, 0.3 / np.sqrt(c), size=(n, t, c + 1))
-    rows = np.arange(n)
-    depth = np.linspace(0.4, 1.0, t)[None, :]
-    share[rows, :, label] += rng.uniform(0.3, 1.0, size=(n, 1)) * depth
-    share[rows, :, prediction] += np.where(wrong, rng.uniform(0.4, 1.2, n), 0.0)[:, None] * depth
-    share[:, :, -1] = rng.uniform(-0.05, 0.1, size=(n, t))
-    share /= share.sum(axis=2, keepdims=True)
-    # Cumulative epoch shares: a growing fraction of the final shares, plus fading noise.
-    grown = np.sort(rng.uniform(0.2, 1.0, size=(n, t, e)), axis=2)
-    grown[:, :, -1] = 1.0
-    fade = (1.0 - np.arange(1, e + 1) / e)[None, None, :, None]
-    epoch_share = share[:, :, None, :] * grown[..., None]
-    epoch_share += rng.normal(0.0, 0.05 / np.sqrt(c), size=epoch_share.shape) * fade
-    epoch_cosine = 1.0 - np.sort(rng.uniform(0.0, 0.3, size=(n, t, e)), axis=2)[:, :, ::-1]
-    epoch_cosine = epoch_cosine * (1.0 - fade[..., 0] * 0.5)
-    epoch_cosine[:, :, -1] = 1.0
-    # Norms: ||r||, ||W_0 a||, ||W_T a|| with the triangle inequality ||W_T a|| <= sum.
-    refinement = rng.lognormal(3.0, 0.5, size=(n, t))
-    initial = rng.lognormal(3.0, 0.6, size=(n, t))
-    final = np.abs(initial - refinement) + rng.random((n, t)) * 2.0 * np.minimum(
-        initial, refinement
+    n = min(n, len(train_label))
+    # The helpers draw from ``rng`` in turn: their order is part of what a seed gives.
+    image_index, label, prediction, wrong = _trace_predictions(rng, train_label, accuracy, n)
+    share, epoch_share, epoch_cosine = _trace_shares(
+        rng, label, prediction, wrong, num_classes, num_layers, epochs
     )
-    norms = np.stack([refinement, initial, final], axis=2)
-    # Ridge histograms: mass near cosine +1 for the leading classes, around 0 elsewhere.
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    centre = np.clip(share[:, :, :c] * 3.0, -0.9, 0.9)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    ridge = np.exp(-((centres[None, None, None, :] - centre[..., None]) ** 2) / 0.08)
-    ridge *= rng.uniform(0.5, 1.5, size=(n, t, c, 1)) * (np.abs(share[:, :, :c, None]) + 0.01)
-    # Proponents: mostly training images of the explained image's class; opponents: others.
-    own = rng.random((n, t, top_k)) < 0.8
-    pick = starts[label][:, None, None] + (
-        rng.random((n, t, top_k)) * num_images[label][:, None, None]
-    ).astype(np.int64)
-    proponent_index = np.where(own, pick, rng.integers(0, total, size=(n, t, top_k)))
-    opponent_class = (label[:, None, None] + rng.integers(1, c, size=(n, t, top_k))) % c
-    opponent_index = starts[opponent_class] + (
-        rng.random((n, t, top_k)) * num_images[opponent_class]
-    ).astype(np.int64)
-    scale = refinement[..., None] * 0.05
-    proponent_score = np.sort(rng.exponential(1.0, (n, t, top_k)), axis=2)[..., ::-1] * scale
-    opponent_score = -np.sort(rng.exponential(0.6, (n, t, top_k)), axis=2)[..., ::-1] * scale
+    norms = _trace_norms(rng, n, num_layers)
+    ridge, edges = _trace_ridges(rng, share, bins)
+    citations = _trace_citations(rng, label, num_images, norms[:, :, 0], top_k)
     arrays = {
         "image_index": image_index,
         "image_label": label,
@@ -475,30 +607,9 @@ def _trace(
         "epoch_cosine": epoch_cosine.astype(np.float32),
         "ridge_hist": ridge.astype(np.float32),
         "ridge_edges": edges.astype(np.float32),
-        "proponent_index": proponent_index.astype(np.int64),
-        "proponent_score": np.ascontiguousarray(proponent_score, dtype=np.float32),
-        "opponent_index": opponent_index.astype(np.int64),
-        "opponent_score": np.ascontiguousarray(opponent_score, dtype=np.float32),
+        **citations,
     }
-    meta = {
-        "split": "synthetic",
-        "num_images": n,
-        "num_train": total,
-        "num_epochs": e,
-        "top_k": top_k,
-        "bins": bins,
-        "layers": [
-            {
-                "name": name,
-                "per_example": "exact" if i == t - 1 else "projected",
-                "ridge_unit": "example" if i == t - 1 else "epoch-class",
-            }
-            for i, name in enumerate(layer_names)
-        ],
-        "optimizer": "synthetic (no training happened)",
-        "epochs": e,
-    }
-    return meta, arrays
+    return _trace_meta(n, len(train_label), layer_names, epochs, top_k, bins), arrays
 
 
 def _write_trace(
@@ -712,6 +823,198 @@ def _examples_and_crops(
     return tables, crops
 
 
+def _graphs_and_embeddings(
+    counts: list[np.ndarray],
+    influence: list[sp.csr_array | None],
+    method: str,
+    seed: int,
+    *,
+    progress: bool,
+    started: float,
+) -> tuple[GraphArrays, list[np.ndarray], dict[str, Any]]:
+    """The attribution graphs and class embeddings, computed as a real build does.
+
+    Args:
+        counts: per layer ``int64[classes, C_l]`` activation counts.
+        influence: per layer ``None`` (layer 0) or csr influence counts.
+        method: ``"umap"`` or ``"pca"`` (:func:`_embeddings`).
+        seed: the embedding's seed.
+        progress: show the graph layout's progress bar.
+        started: ``time.perf_counter()`` at the start of the build (for the log).
+
+    Returns:
+        ``(graphs, layouts, parameters)``: the parameters are the graph configuration's
+        manifest entries, then the embedding's.
+    """
+    graph_config = GraphConfig()
+    graphs = attribution_graphs(counts, influence, graph_config, progress=progress)
+    log.info("synthetic graphs ready (%.1f s)", time.perf_counter() - started)
+    layouts, embedding_parameters = _embeddings(counts, method, seed)
+    log.info("synthetic embedding ready (%.1f s)", time.perf_counter() - started)
+    return graphs, layouts, {**graph_config.to_manifest(), **embedding_parameters}
+
+
+def _optional_parts(
+    seed: int,
+    stats: dict[str, np.ndarray],
+    layers: list[tuple[str, int]],
+    channels: list[int],
+    *,
+    mapper_points: int,
+    trace_images: int,
+    started: float,
+) -> tuple[MapperPart | None, tuple[dict[str, Any], dict[str, np.ndarray]] | None]:
+    """The ``mapper`` part (``None`` for 0 points) and the ``trace`` part (``None`` for 0
+    images), each drawn from its own seeded stream so neither shifts the other parts.
+
+    Returns:
+        ``(mapper, trace)``; ``trace`` is ``(manifest["trace"], arrays)`` (:func:`_trace`).
+    """
+    mapper = None
+    if mapper_points:
+        mapper = _mapper(
+            np.random.default_rng([seed, 4]), stats, layers, channels, mapper_points, seed
+        )
+        log.info("synthetic mapper part ready (%.1f s)", time.perf_counter() - started)
+    trace = None
+    if trace_images:
+        num_images = stats["num_images"]
+        accuracy = stats["num_correct"] / np.maximum(num_images, 1)
+        # Traced layers: the atlas's last layer and the logits, as a real trace records.
+        trace = _trace(
+            np.random.default_rng([seed, 6]),
+            num_images,
+            accuracy,
+            [layers[-1][0], "logits"],
+            trace_images,
+        )
+    return mapper, trace
+
+
+def _parameters(
+    seed: int,
+    examples_per_channel: int,
+    images_per_class: int,
+    build_parameters: dict[str, Any],
+    layers: list[tuple[str, int]],
+    mapper: MapperPart | None,
+    featurevis: bool,
+) -> dict[str, Any]:
+    """The manifest's ``parameters``: the Summit build's (as a real build records them),
+    the generator's, then those of the optional ``mapper`` and ``featurevis`` parts.
+
+    Args:
+        seed: the generator's seed.
+        examples_per_channel: top examples stored per channel.
+        images_per_class: images of a typical class.
+        build_parameters: the graph and embedding entries (:func:`_graphs_and_embeddings`).
+        layers: ``(name, size)`` of every layer.
+        mapper: the ``mapper`` part, if any.
+        featurevis: whether the ``featurevis`` part is written.
+
+    Returns:
+        The parameters, keys in the order the manifest lists them.
+    """
+    parameters: dict[str, Any] = {
+        **SummitConfig(examples_per_channel=examples_per_channel).to_manifest(),
+        "seed": seed,
+        **build_parameters,
+        "synthetic": True,
+        "images_per_class": images_per_class,
+    }
+    if mapper is not None:
+        parameters["mapper"] = mapper.parameters
+    if featurevis:
+        parameters["featurevis"] = {
+            "objective": "synthetic (generated patterns, no model)",
+            "diversity_images": DIVERSITY_IMAGES,
+            "size": FEATUREVIS_SIZE,
+            "seed": seed,
+            "layers": [name for name, _ in layers],
+        }
+    return parameters
+
+
+def _summit_arrays(
+    rng: np.random.Generator,
+    counts: list[np.ndarray],
+    influence: list[sp.csr_array | None],
+    stats: dict[str, np.ndarray],
+    graphs: GraphArrays,
+    layouts: list[np.ndarray],
+    layers: list[tuple[str, int]],
+    examples_per_channel: int,
+    crops_per_channel: int,
+) -> tuple[SummitArrays, list[tuple[str, bytes]]]:
+    """The Summit part's arrays, with the top examples and their crops drawn from ``rng``
+    (after the counts: the generator's order, so a seed gives the same atlas).
+
+    Returns:
+        ``(arrays, crops)``: crops as ``(atlas path, PNG bytes)``.
+    """
+    tables, crops = _examples_and_crops(
+        rng, counts, stats["num_images"], layers, examples_per_channel, crops_per_channel
+    )
+    summit = SummitArrays(
+        num_images=stats["num_images"],
+        num_correct=stats["num_correct"],
+        confidence_hist=stats["confidence_hist"],
+        confusion=stats["confusion"],
+        activation_counts=counts,
+        influence=influence,
+        examples=tables,
+        embeddings=layouts,
+        graphs=graphs.arrays(),
+    )
+    return summit, crops
+
+
+def _write_atlas(
+    out: str | Path,
+    manifest: dict[str, Any],
+    summit: SummitArrays,
+    crops: list[tuple[str, bytes]],
+    *,
+    seed: int,
+    channels: list[int],
+    mapper: MapperPart | None,
+    featurevis: bool,
+    trace_arrays: dict[str, np.ndarray] | None,
+    overwrite: bool,
+    started: float,
+) -> Path:
+    """Write every file of the atlas and commit it.
+
+    Files are added in a fixed order (Summit arrays, example crops, Mapper crops, feature
+    visualizations, trace), the generated pictures of each kind from their own seeded
+    stream, so a seed always gives the same bytes.
+
+    Returns:
+        The atlas path.
+    """
+    with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
+        write_summit_parts(writer, summit)
+        for relpath, png in crops:
+            writer.add_bytes(relpath, png)
+        _write_pictures(writer, seed, channels, mapper, featurevis)
+        if featurevis:
+            log.info(
+                "synthetic feature visualizations written (%.1f s)", time.perf_counter() - started
+            )
+        if trace_arrays is not None:
+            _write_trace(writer, trace_arrays, np.random.default_rng([seed, 8]))
+        path = writer.commit()
+    log.info(
+        "synthetic atlas %s: %d classes, %d layers, %d files (%.1f s)",
+        path,
+        len(manifest["classes"]),
+        len(channels),
+        len(writer.files),
+        time.perf_counter() - started,
+    )
+    return path
+
+
 def write_synthetic_atlas(
     out: str | Path,
     *,
@@ -765,17 +1068,12 @@ def write_synthetic_atlas(
         True
     """
     _check_arguments(
-        num_classes,
-        layer_channels,
-        images_per_class,
-        examples_per_channel,
-        crops_per_channel,
-        embedding,
-        mapper_points,
-        trace_images,
-    )
-
+        num_classes, layer_channels, images_per_class, examples_per_channel,
+        crops_per_channel, embedding, mapper_points, trace_images,
+    )  # fmt: skip
     started = time.perf_counter()
+    # One stream for the counts and then the examples (the Summit part); the other parts
+    # draw from streams of their own (seeded ``[seed, k]``).
     rng = np.random.default_rng(seed)
     channels = [int(c) for c in layer_channels]
     layers = _layer_names_and_sizes(channels)
@@ -783,89 +1081,29 @@ def write_synthetic_atlas(
     counts, influence, stats = synthetic_counts(
         num_classes, channels, images_per_class=images_per_class, rng=rng
     )
-    num_images = stats["num_images"]
     log.info("synthetic counts ready (%.1f s)", time.perf_counter() - started)
-
-    graph_config = GraphConfig()
-    graphs = attribution_graphs(counts, influence, graph_config, progress=progress)
-    log.info("synthetic graphs ready (%.1f s)", time.perf_counter() - started)
-
-    layouts, embedding_parameters = _embeddings(counts, embedding, seed)
-    log.info("synthetic embedding ready (%.1f s)", time.perf_counter() - started)
-
-    summit_config = SummitConfig(examples_per_channel=examples_per_channel)
-    parameters: dict[str, Any] = {
-        **summit_config.to_manifest(),
-        "seed": seed,
-        **graph_config.to_manifest(),
-        **embedding_parameters,
-        "synthetic": True,
-        "images_per_class": images_per_class,
-    }
-    mapper = None
-    if mapper_points:
-        mapper = _mapper(
-            np.random.default_rng([seed, 4]), stats, layers, channels, mapper_points, seed
-        )
-        parameters["mapper"] = mapper.parameters
-        log.info("synthetic mapper part ready (%.1f s)", time.perf_counter() - started)
-    trace = None
-    if trace_images:
-        accuracy = stats["num_correct"] / np.maximum(num_images, 1)
-        trace = _trace(
-            np.random.default_rng([seed, 6]),
-            num_images,
-            accuracy,
-            [layers[-1][0], "logits"],
-            trace_images,
-        )
-    if featurevis:
-        parameters["featurevis"] = {
-            "objective": "synthetic (generated patterns, no model)",
-            "diversity_images": DIVERSITY_IMAGES,
-            "size": FEATUREVIS_SIZE,
-            "seed": seed,
-            "layers": [name for name, _ in layers],
-        }
+    graphs, layouts, build_parameters = _graphs_and_embeddings(
+        counts, influence, embedding, seed, progress=progress, started=started
+    )
+    mapper, trace = _optional_parts(
+        seed, stats, layers, channels, mapper_points=mapper_points,
+        trace_images=trace_images, started=started,
+    )  # fmt: skip
+    parameters = _parameters(
+        seed, examples_per_channel, images_per_class, build_parameters, layers, mapper, featurevis
+    )
     manifest = _manifest(
         seed, classes, layers, channels, stats, parameters, mapper is not None, featurevis, trace
     )
-
-    tables, crops = _examples_and_crops(
-        rng, counts, num_images, layers, examples_per_channel, crops_per_channel
-    )
-    summit = SummitArrays(
-        num_images=stats["num_images"],
-        num_correct=stats["num_correct"],
-        confidence_hist=stats["confidence_hist"],
-        confusion=stats["confusion"],
-        activation_counts=counts,
-        influence=influence,
-        examples=tables,
-        embeddings=layouts,
-        graphs=graphs.arrays(),
-    )
-    with AtlasWriter(out, manifest, overwrite=overwrite) as writer:
-        write_summit_parts(writer, summit)
-        for relpath, png in crops:
-            writer.add_bytes(relpath, png)
-        _write_pictures(writer, seed, channels, mapper, featurevis)
-        if featurevis:
-            log.info(
-                "synthetic feature visualizations written (%.1f s)", time.perf_counter() - started
-            )
-        if trace is not None:
-            _write_trace(writer, trace[1], np.random.default_rng([seed, 8]))
-        path = writer.commit()
-    log.info(
-        "synthetic atlas %s: %d classes, %d layers, %d files (%.1f s)",
-        path,
-        num_classes,
-        len(layers),
-        len(writer.files),
-        time.perf_counter() - started,
-    )
-    return path
+    summit, crops = _summit_arrays(
+        rng, counts, influence, stats, graphs, layouts, layers,
+        examples_per_channel, crops_per_channel,
+    )  # fmt: skip
+    return _write_atlas(
+        out, manifest, summit, crops, seed=seed, channels=channels, mapper=mapper,
+        featurevis=featurevis, trace_arrays=None if trace is None else trace[1],
+        overwrite=overwrite, started=started,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -540,40 +540,14 @@ def hide_internals(dash_app: Dash, *, debug: bool) -> None:
             flask.abort(404)
 
 
-def create_app(settings: Settings) -> Dash:
-    """Build the app for ``settings``.
+def register_pages(deployment: Deployment, title: str) -> None:
+    """Register the app's Dash Pages: the explorer (``/``), a neuron's page and the
+    not-found page, each drawn for the atlas its URL names (:func:`on_atlas`).
 
-    Raises:
-        AtlasError: a missing or corrupt atlas (the message names the file).
-        ConfigError: a malformed auth setting.
+    Args:
+        deployment: the deployment's atlases.
+        title: the app's title (the not-found page's, and a neuron page's fallback).
     """
-    registry = AtlasRegistry(settings.atlas_dir, settings.cache_dir, settings.default_atlas)
-    # The default atlas is opened now (in gunicorn's master with --preload): a damaged one
-    # stops the start; the others open on first use in each worker.
-    registry.data(registry.default)
-    default_title = registry.data(registry.default).header()["title"]
-    title = "Network Atlas" if registry.multi else f"{default_title} · Network Atlas"
-    deployment: Deployment | None = None  # set below: the error handler needs the prefix
-
-    def on_error(error: Exception) -> None:
-        assert deployment is not None
-        return callback_error_handler(deployment)(error)
-
-    dash_app = Dash(
-        __name__,
-        use_pages=True,
-        on_error=on_error,
-        pages_folder="",
-        assets_folder=str(assets_dir()),
-        title=title,
-        update_title=None,
-        serve_locally=True,
-    )
-    if registry.multi:
-        dash_app.renderer = RENDERER_WITH_ATLAS
-    prefix = dash_app.config.requests_pathname_prefix
-    deployment = Deployment(registry, prefix)
-    context = RequestContext(deployment.current, page_prefix=prefix)
 
     def explorer(**query: object) -> html.Div:
         """Dash Pages calls this with the URL query: the link is the view."""
@@ -627,18 +601,19 @@ def create_app(settings: Settings) -> Dash:
     register_page(
         "not_found_404", path="/404", layout=page_not_found, title=f"Page not found · {title}"
     )
-    dash_app.layout = html.Div([page_container], className="app")
-    shell.register(dash_app, context)
-    if registry.multi:
-        shell.register_atlas_picker(dash_app, prefix)
+
+
+def set_up_before_fork(dash_app: Dash, prefix: str) -> None:
+    """Do now, once, what Dash does lazily on the first request of each process.
+
+    Called by :func:`create_app` last: with gunicorn's ``--preload`` it runs in the master,
+    before any worker forks, so every worker inherits a set-up app.
+
+    Args:
+        dash_app: the app, with every page, callback and route registered.
+        prefix: the app's requests prefix (the router's validation request).
+    """
     server = dash_app.server
-    routes = dash_app.config.routes_pathname_prefix
-    auth.protect(dash_app, settings)  # first: nothing below runs for a refused request
-    register_atlas_hook(server, registry)
-    register_health_route(server, registry, routes)
-    register_file_route(server, deployment, routes)
-    register_payload_guard(server, dash_app)
-    hide_internals(dash_app, debug=settings.debug)
     # Dash sets its server up (script registry, callback map) on the first request of each
     # process and marks that done *before* doing it, so with threaded gunicorn workers a
     # concurrent first request in a fresh worker can meet a half set-up app (a component
@@ -653,4 +628,55 @@ def create_app(settings: Settings) -> Dash:
         if getattr(hook, "__name__", "") in ("router_sync", "router_async"):
             with server.test_request_context(prefix):
                 hook()
+
+
+def create_app(settings: Settings) -> Dash:
+    """Build the app for ``settings``.
+
+    Raises:
+        AtlasError: a missing or corrupt atlas (the message names the file).
+        ConfigError: a malformed auth setting.
+    """
+    registry = AtlasRegistry(settings.atlas_dir, settings.cache_dir, settings.default_atlas)
+    # The default atlas is opened now (in gunicorn's master with --preload): a damaged one
+    # stops the start; the others open on first use in each worker.
+    registry.data(registry.default)
+    default_title = registry.data(registry.default).header()["title"]
+    title = "Network Atlas" if registry.multi else f"{default_title} · Network Atlas"
+    deployment: Deployment | None = None  # set below: the error handler needs the prefix
+
+    def on_error(error: Exception) -> None:
+        assert deployment is not None
+        return callback_error_handler(deployment)(error)
+
+    dash_app = Dash(
+        __name__,
+        use_pages=True,
+        on_error=on_error,
+        pages_folder="",
+        assets_folder=str(assets_dir()),
+        title=title,
+        update_title=None,
+        serve_locally=True,
+    )
+    if registry.multi:
+        dash_app.renderer = RENDERER_WITH_ATLAS
+    prefix = dash_app.config.requests_pathname_prefix
+    deployment = Deployment(registry, prefix)
+    context = RequestContext(deployment.current, page_prefix=prefix)
+
+    register_pages(deployment, title)
+    dash_app.layout = html.Div([page_container], className="app")
+    shell.register(dash_app, context)
+    if registry.multi:
+        shell.register_atlas_picker(dash_app, prefix)
+    server = dash_app.server
+    routes = dash_app.config.routes_pathname_prefix
+    auth.protect(dash_app, settings)  # first: nothing below runs for a refused request
+    register_atlas_hook(server, registry)
+    register_health_route(server, registry, routes)
+    register_file_route(server, deployment, routes)
+    register_payload_guard(server, dash_app)
+    hide_internals(dash_app, debug=settings.debug)
+    set_up_before_fork(dash_app, prefix)
     return dash_app

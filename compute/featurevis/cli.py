@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from compute.atlas import (
     PART_MAPPER,
     Atlas,
     AtlasError,
+    LayerInfo,
     featurevis_path,
     update_atlas,
 )
@@ -151,6 +152,86 @@ def check_model(atlas: Atlas, model: nn.Module, what: str = "the model") -> None
         )
 
 
+def _layer_indices(atlas: Atlas, layers: Sequence[str] | None) -> list[int]:
+    """The atlas indices of ``layers`` (names, or indices written as strings, as the
+    command line gives them); every layer for ``None`` or none listed."""
+    if not layers:
+        return list(range(len(atlas.layers)))
+    return [atlas.layer_index(int(n) if n.isdigit() else n) for n in layers]
+
+
+def _channel_pictures(
+    model: nn.Module,
+    index: int,
+    layer: LayerInfo,
+    space: ImageSpace,
+    config: RenderConfig,
+    device: str,
+) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
+    """Render the visualization and diversity images of every channel of one layer.
+
+    Batch by batch (``config.batch_channels`` channels), so that a caller writing each
+    batch before asking for the next keeps one batch of images in memory.
+
+    Args:
+        model: the model.
+        index: the layer's index in the atlas (the pictures' paths).
+        layer: the layer.
+        space: the input image space.
+        config: render settings.
+        device: where to render.
+
+    Yields:
+        ``(channels in the batch, [(atlas path, PNG bytes)])``, per channel its
+        visualization then its ``DIVERSITY_IMAGES`` diversity images.
+    """
+    for start in range(0, layer.channels, config.batch_channels):
+        chunk = list(range(start, min(start + config.batch_channels, layer.channels)))
+        vis = render_channels(model, layer.name, chunk, space, config, device=device)
+        div = render_channels(
+            model, layer.name, chunk, space, config, diversity=DIVERSITY_IMAGES, device=device
+        )
+        pictures: list[tuple[str, bytes]] = []
+        for row, channel in enumerate(chunk):
+            pictures.append((featurevis_path(index, channel, "vis"), png_bytes(vis[row])))
+            pictures.extend(
+                (featurevis_path(index, channel, f"div-{k}"), png_bytes(div[row, k]))
+                for k in range(DIVERSITY_IMAGES)
+            )
+        yield len(chunk), pictures
+
+
+def _featurevis_parameters(config: RenderConfig, layers: list[str]) -> dict[str, Any]:
+    """The manifest's ``parameters["featurevis"]``: how the pictures were rendered.
+
+    Args:
+        config: the render settings.
+        layers: names of the layers rendered.
+
+    Returns:
+        The entry (docs/atlas.md).
+    """
+    return {
+        "objective": (
+            "channel mean (pre-activation for activation layers)"
+            if config.pre_activation
+            else "channel mean of the layer's output"
+        ),
+        "redirected_relu": {
+            "steps": "all" if config.redirect_steps is None else config.redirect_steps,
+            "to_peak": config.redirect_to_peak,
+        },
+        "retry_dead": config.retry_dead,
+        "diversity_images": DIVERSITY_IMAGES,
+        "diversity_weight": config.diversity_weight,
+        "steps": config.steps,
+        "learning_rate": config.learning_rate,
+        "transform_fraction": config.transform_fraction if config.transforms else 0.0,
+        "seed": config.seed,
+        "layers": layers,
+    }
+
+
 def run_featurevis(
     atlas_path: str | Path,
     *,
@@ -194,11 +275,7 @@ def run_featurevis(
     atlas = Atlas.open(atlas_path)
     space = ImageSpace.from_manifest(atlas.manifest)
     config = config or RenderConfig(steps=default_steps(space))
-    indices = (
-        list(range(len(atlas.layers)))
-        if not layers
-        else [atlas.layer_index(int(n) if n.isdigit() else n) for n in layers]
-    )
+    indices = _layer_indices(atlas, layers)
     if model is None:
         model = load_model(atlas, device, weights=weights, random_weights=random_weights)
     else:
@@ -225,47 +302,15 @@ def run_featurevis(
         for index in indices:
             layer = atlas.layers[index]
             bar.set_postfix_str(layer.name)
-            # Render a batch of channels, then write it: memory stays one batch of images.
-            for start in range(0, layer.channels, config.batch_channels):
-                chunk = list(range(start, min(start + config.batch_channels, layer.channels)))
-                vis = render_channels(model, layer.name, chunk, space, config, device=device)
-                div = render_channels(
-                    model,
-                    layer.name,
-                    chunk,
-                    space,
-                    config,
-                    diversity=DIVERSITY_IMAGES,
-                    device=device,
-                )
-                for row, channel in enumerate(chunk):
-                    sink.add_bytes(featurevis_path(index, channel, "vis"), png_bytes(vis[row]))
-                    for k in range(DIVERSITY_IMAGES):
-                        sink.add_bytes(
-                            featurevis_path(index, channel, f"div-{k}"), png_bytes(div[row, k])
-                        )
-                    written += 1 + DIVERSITY_IMAGES
-                bar.update(len(chunk))
+            for batch, pictures in _channel_pictures(model, index, layer, space, config, device):
+                for relpath, png in pictures:
+                    sink.add_bytes(relpath, png)
+                written += len(pictures)
+                bar.update(batch)
         parameters = dict(atlas.parameters)
-        parameters["featurevis"] = {
-            "objective": (
-                "channel mean (pre-activation for activation layers)"
-                if config.pre_activation
-                else "channel mean of the layer's output"
-            ),
-            "redirected_relu": {
-                "steps": "all" if config.redirect_steps is None else config.redirect_steps,
-                "to_peak": config.redirect_to_peak,
-            },
-            "retry_dead": config.retry_dead,
-            "diversity_images": DIVERSITY_IMAGES,
-            "diversity_weight": config.diversity_weight,
-            "steps": config.steps,
-            "learning_rate": config.learning_rate,
-            "transform_fraction": config.transform_fraction if config.transforms else 0.0,
-            "seed": config.seed,
-            "layers": [atlas.layers[i].name for i in indices],
-        }
+        parameters["featurevis"] = _featurevis_parameters(
+            config, [atlas.layers[i].name for i in indices]
+        )
         sink.manifest_updates["parameters"] = parameters  # type: ignore[attr-defined]
     log.info("wrote %d feature visualization images to %s", written, atlas.path)
     return written

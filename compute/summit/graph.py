@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -689,6 +689,166 @@ def _pagerank_layers(
     return [pagerank[:, offsets[i] : offsets[i + 1]] for i in range(len(channels))]
 
 
+@dataclass(frozen=True)
+class _KeptEdges:
+    """Kept edges (both ends selected) between layer ``l`` and ``l - 1``, sorted by class:
+    class ``c``'s are entries ``bounds[c]:bounds[c + 1]``."""
+
+    bounds: np.ndarray  # int64 [classes + 1]
+    lower: np.ndarray  # int64 channel in layer l - 1
+    upper: np.ndarray  # int64 channel in layer l
+    weight: np.ndarray  # int64 count
+
+
+def _kept_edges(
+    pairs: Sequence[_LayerPair | None], kept: Sequence[np.ndarray], num_classes: int
+) -> list[_KeptEdges | None]:
+    """The influence entries whose two channels were both selected, per layer pair.
+
+    Args:
+        pairs: per layer ``None`` (layer 0) or its influence entries, sorted by class.
+        kept: per layer ``bool[classes, C_l]`` selected nodes (:func:`select_nodes`).
+        num_classes: number of classes.
+
+    Returns:
+        Per layer ``None`` (layer 0) or the kept entries, still sorted by class.
+    """
+    edge_sets: list[_KeptEdges | None] = [None]
+    for layer in range(1, len(pairs)):
+        pair = pairs[layer]
+        assert pair is not None
+        both = kept[layer][pair.cls, pair.upper] & kept[layer - 1][pair.cls, pair.lower]
+        # Class c's entries start where the first class >= c would be inserted.
+        bounds = np.searchsorted(pair.cls[both], np.arange(num_classes + 1))
+        edge_sets.append(_KeptEdges(bounds, pair.lower[both], pair.upper[both], pair.weight[both]))
+    return edge_sets
+
+
+@dataclass
+class _GraphPieces:
+    """The node and edge columns of :class:`GraphArrays` as pieces (one per class and
+    layer), concatenated once by :meth:`arrays` rather than grown class by class."""
+
+    node_layer: list[np.ndarray] = field(default_factory=list)
+    node_channel: list[np.ndarray] = field(default_factory=list)
+    node_pagerank: list[np.ndarray] = field(default_factory=list)
+    node_x: list[np.ndarray] = field(default_factory=list)
+    edge_source: list[np.ndarray] = field(default_factory=list)
+    edge_target: list[np.ndarray] = field(default_factory=list)
+    edge_weight: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def num_nodes(self) -> int:
+        return sum(len(piece) for piece in self.node_layer)
+
+    @property
+    def num_edges(self) -> int:
+        return sum(len(piece) for piece in self.edge_source)
+
+    def extend(self, other: _GraphPieces) -> None:
+        """Append ``other``'s pieces after this one's."""
+        for column in fields(self):
+            getattr(self, column.name).extend(getattr(other, column.name))
+
+    def arrays(self, node_counts: np.ndarray, edge_counts: np.ndarray) -> GraphArrays:
+        """The concatenated columns, with the offsets of ``[classes]`` node and edge counts."""
+
+        def cat(parts: list[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+        return GraphArrays(
+            node_offsets=np.concatenate([[0], np.cumsum(node_counts)]).astype(np.int64),
+            node_layer=cat(self.node_layer, np.int16),
+            node_channel=cat(self.node_channel, np.int32),
+            node_pagerank=cat(self.node_pagerank, np.float32),
+            node_x=cat(self.node_x, np.float32),
+            edge_offsets=np.concatenate([[0], np.cumsum(edge_counts)]).astype(np.int64),
+            edge_source=cat(self.edge_source, np.int64),
+            edge_target=cat(self.edge_target, np.int64),
+            edge_weight=cat(self.edge_weight, np.int64),
+        )
+
+
+def _class_links(
+    c: int, chans: Sequence[np.ndarray], edge_sets: Sequence[_KeptEdges | None]
+) -> tuple[list[tuple[np.ndarray, np.ndarray] | None], list[np.ndarray]]:
+    """Class ``c``'s kept edges in the local node numbering of each layer.
+
+    Args:
+        c: the class.
+        chans: per layer the class's kept channels, ascending.
+        edge_sets: the kept edges of every class (:func:`_kept_edges`).
+
+    Returns:
+        ``(links, weights)``: per layer ``None`` (layer 0) or ``(lower index, upper
+        index)`` into ``chans``, as :func:`barycentre_order` takes them, and the edges'
+        counts (empty for layer 0).
+    """
+    links: list[tuple[np.ndarray, np.ndarray] | None] = [None]
+    weights: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    for layer in range(1, len(chans)):
+        edges = edge_sets[layer]
+        assert edges is not None
+        s = slice(edges.bounds[c], edges.bounds[c + 1])
+        # Kept channels are sorted, so searchsorted maps a channel to its local index.
+        links.append(
+            (
+                np.searchsorted(chans[layer - 1], edges.lower[s]),
+                np.searchsorted(chans[layer], edges.upper[s]),
+            )
+        )
+        weights.append(edges.weight[s])
+    return links, weights
+
+
+def _class_graph(
+    c: int,
+    kept: Sequence[np.ndarray],
+    pagerank: Sequence[np.ndarray],
+    edge_sets: Sequence[_KeptEdges | None],
+    first_row: int,
+) -> _GraphPieces:
+    """Class ``c``'s laid-out graph.
+
+    Args:
+        c: the class.
+        kept: per layer ``bool[classes, C_l]`` selected nodes.
+        pagerank: per layer ``float64[classes, C_l]``.
+        edge_sets: the kept edges of every class (:func:`_kept_edges`).
+        first_row: global row of the class's first node (the nodes of the classes before).
+
+    Returns:
+        Its nodes layer by layer, left to right in the barycentre order (centred ``x``),
+        and its edges, as global node rows, by layer then source then target.
+    """
+    num_layers = len(kept)
+    chans = [np.nonzero(kept[layer][c])[0] for layer in range(num_layers)]
+    links, weights = _class_links(c, chans, edge_sets)
+    slots = barycentre_order([len(ch) for ch in chans], links, keys=chans)
+    pieces = _GraphPieces()
+    row_of: list[np.ndarray] = []  # per layer: the global row of each local node
+    count = 0
+    for layer in range(num_layers):
+        n = len(chans[layer])
+        order = np.argsort(slots[layer], kind="stable")
+        rows = np.empty(n, dtype=np.int64)
+        rows[order] = first_row + count + np.arange(n)
+        row_of.append(rows)
+        pieces.node_layer.append(np.full(n, layer, dtype=np.int16))
+        pieces.node_channel.append(chans[layer][order])
+        pieces.node_pagerank.append(pagerank[layer][c, chans[layer][order]])
+        pieces.node_x.append(np.arange(n, dtype=np.float64) - (n - 1) / 2.0)
+        count += n
+    for layer in range(1, num_layers):
+        lower, upper = links[layer]  # type: ignore[misc]
+        src, dst = row_of[layer - 1][lower], row_of[layer][upper]
+        order = np.lexsort((dst, src))
+        pieces.edge_source.append(src[order])
+        pieces.edge_target.append(dst[order])
+        pieces.edge_weight.append(weights[layer][order])
+    return pieces
+
+
 def attribution_graphs(
     activation_counts: Sequence[np.ndarray],
     influence: Sequence[sp.csr_array | sp.csr_matrix | None],
@@ -720,89 +880,30 @@ def attribution_graphs(
         ([0, 1], [5])
     """
     num_classes, channels = _check_inputs(activation_counts, influence)
-    num_layers = len(channels)
     started = time.perf_counter()
     pairs: list[_LayerPair | None] = [None] + [
         _layer_pair(influence[layer], channels[layer])  # type: ignore[arg-type]
-        for layer in range(1, num_layers)
+        for layer in range(1, len(channels))
     ]
     pagerank = _pagerank_layers(activation_counts, pairs, channels, num_classes, config)
     timings = {"pagerank": time.perf_counter() - started}
     kept = select_nodes(pagerank, pairs, config)
     timings["selection"] = time.perf_counter() - started - timings["pagerank"]
 
-    # Kept edges per layer pair, still sorted by class; slice them per class below.
-    edge_sets: list[tuple[np.ndarray, ...] | None] = [None]
-    for layer in range(1, num_layers):
-        pair = pairs[layer]
-        assert pair is not None
-        both = kept[layer][pair.cls, pair.upper] & kept[layer - 1][pair.cls, pair.lower]
-        cls = pair.cls[both]
-        bounds = np.searchsorted(cls, np.arange(num_classes + 1))
-        edge_sets.append((bounds, pair.lower[both], pair.upper[both], pair.weight[both]))
-
-    node_layer, node_channel, node_pr, node_x = [], [], [], []
-    edge_source, edge_target, edge_weight = [], [], []
+    edge_sets = _kept_edges(pairs, kept, num_classes)
+    pieces = _GraphPieces()
     node_counts = np.zeros(num_classes, dtype=np.int64)
     edge_counts = np.zeros(num_classes, dtype=np.int64)
     start = 0
     from tqdm.auto import tqdm  # lazy: a compute extra; keep the module importable without it
 
     for c in tqdm(range(num_classes), desc="graph layout", unit="class", disable=not progress):
-        chans = [np.nonzero(kept[layer][c])[0] for layer in range(num_layers)]
-        links: list[tuple[np.ndarray, np.ndarray] | None] = [None]
-        weights: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-        for layer in range(1, num_layers):
-            bounds, lower, upper, weight = edge_sets[layer]  # type: ignore[misc]
-            s = slice(bounds[c], bounds[c + 1])
-            # Kept channels are sorted, so searchsorted maps a channel to its local index.
-            links.append(
-                (
-                    np.searchsorted(chans[layer - 1], lower[s]),
-                    np.searchsorted(chans[layer], upper[s]),
-                )
-            )
-            weights.append(weight[s])
-        slots = barycentre_order([len(ch) for ch in chans], links, keys=chans)
-        # Node rows of this class: layer by layer, left to right.
-        row_of: list[np.ndarray] = []
-        count = 0
-        for layer in range(num_layers):
-            n = len(chans[layer])
-            order = np.argsort(slots[layer], kind="stable")
-            rows = np.empty(n, dtype=np.int64)
-            rows[order] = start + count + np.arange(n)
-            row_of.append(rows)
-            node_layer.append(np.full(n, layer, dtype=np.int16))
-            node_channel.append(chans[layer][order])
-            node_pr.append(pagerank[layer][c, chans[layer][order]])
-            node_x.append(np.arange(n, dtype=np.float64) - (n - 1) / 2.0)
-            count += n
-        for layer in range(1, num_layers):
-            lower, upper = links[layer]  # type: ignore[misc]
-            src, dst = row_of[layer - 1][lower], row_of[layer][upper]
-            order = np.lexsort((dst, src))
-            edge_source.append(src[order])
-            edge_target.append(dst[order])
-            edge_weight.append(weights[layer][order])
-            edge_counts[c] += len(order)
-        node_counts[c] = count
-        start += count
+        graph = _class_graph(c, kept, pagerank, edge_sets, first_row=start)
+        pieces.extend(graph)
+        node_counts[c], edge_counts[c] = graph.num_nodes, graph.num_edges
+        start += graph.num_nodes
+    graphs = pieces.arrays(node_counts, edge_counts)
 
-    def cat(parts: list[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
-
-    graphs = GraphArrays(
-        node_offsets=np.concatenate([[0], np.cumsum(node_counts)]).astype(np.int64),
-        node_layer=cat(node_layer, np.int16),
-        node_channel=cat(node_channel, np.int32),
-        node_pagerank=cat(node_pr, np.float32),
-        node_x=cat(node_x, np.float32),
-        edge_offsets=np.concatenate([[0], np.cumsum(edge_counts)]).astype(np.int64),
-        edge_source=cat(edge_source, np.int64),
-        edge_target=cat(edge_target, np.int64),
-        edge_weight=cat(edge_weight, np.int64),
-    )
     total = time.perf_counter() - started
     timings["layout"] = total - timings["pagerank"] - timings["selection"]
     log.info(

@@ -185,13 +185,7 @@ class MapperIndex:
             200
         """
         start = time.perf_counter()
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        if x.ndim != 2 or len(x) < 2:
-            raise ValueError(f"vectors must be [n >= 2, D], got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError("vectors contain NaN or infinite values")
-        if metric not in ("euclidean", "cosine"):
-            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+        x = _checked_vectors(vectors, metric)
         n = len(x)
         clock = BuildClock()
         t = clock.add("checks", start)
@@ -202,33 +196,15 @@ class MapperIndex:
         p = augmented(x, order, metric)
         t = clock.add("sort", t)
         knn = knn_sample(p, metric, knn_queries, seed, device)
-        t = clock.add("knn sample", t)
-        if max_radius is None and eps_for is not None:
-            base = (
-                eps_rule(knn, eps_for.eps, eps_for.min_samples)
-                if isinstance(eps_for.eps, str)
-                else float(eps_for.eps)
-            )
-            max_radius = base * float(eps_for.eps_scale)
-        elif max_radius is None:
-            max_radius = UI_MAX_EPS_SCALE * eps_rule(knn, "auto", min_samples)
-        if max_window is None:
-            max_window = DEFAULT_MAX_WINDOW
-        band = float(max_window)
-        if metric == "euclidean" and raw_range > 0:
-            # |lens(a) - lens(b)| <= |a - b| / raw_range: farther-apart lens values can't be
-            # within max_radius, whatever the cover.
-            band = min(band, float(max_radius) / raw_range)
-        # A hair wider than the band, so that rounding in the cover bounds can never leave
-        # out a pair of one interval of length max_window (a few extra pairs at most).
-        band = band * (1 + 1e-9) + 1e-12
-        ends = np.searchsorted(keys, keys + band, side="right")
-        np.maximum(ends, np.arange(1, n + 1), out=ends)
+        clock.add("knn sample", t)
+        max_radius = _index_radius(knn, max_radius, eps_for, min_samples)
+        max_window = float(DEFAULT_MAX_WINDOW if max_window is None else max_window)
+        ends, band = _band_ends(keys, max_window, max_radius, metric, raw_range)
         threads = BUILD_THREADS if (ends - np.arange(n)).sum() >= PARALLEL_MIN_PAIRS else 1
         indptr, indices, distances, truncated, steps = radius_graph(
-            p, ends, float(max_radius), metric, max_neighbors, threads, device
+            p, ends, max_radius, metric, max_neighbors, threads, device
         )
-        del p
+        del p  # the augmented copy of the points: free it before the index is assembled
         clock.steps.update(steps)
         seconds = time.perf_counter() - start
         logger.info(
@@ -249,8 +225,8 @@ class MapperIndex:
             knn_distances=knn,
             lens_kind=lens,
             metric=metric,
-            max_radius=float(max_radius),
-            max_window=float(max_window),
+            max_radius=max_radius,
+            max_window=max_window,
             max_neighbors=int(max_neighbors),
             truncated=int(truncated),
             seconds=seconds,
@@ -586,6 +562,86 @@ def eps_rule(knn: np.ndarray, rule: EpsRule, min_samples: int) -> float:
     if rule == "knee":
         return KNEE_EPS_FACTOR * knee_point(d)
     raise ValueError(f"eps rule must be 'auto' or 'knee', got {rule!r}")
+
+
+def _checked_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """The points of :meth:`MapperIndex.build`, checked.
+
+    Args:
+        vectors: ``[n, D]`` of any float dtype.
+        metric: the metric asked for.
+
+    Returns:
+        ``vectors`` as a C-contiguous float32 array.
+
+    Raises:
+        ValueError: fewer than 2 points, not 2-D, NaN or infinite values, or an unknown
+            metric.
+    """
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"vectors must be [n >= 2, D], got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("vectors contain NaN or infinite values")
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    return x
+
+
+def _index_radius(
+    knn: np.ndarray, max_radius: float | None, eps_for: MapperParams | None, min_samples: int
+) -> float:
+    """The largest ε an index answers exactly (:meth:`MapperIndex.build`'s rule).
+
+    Args:
+        knn: float ``[q, K]`` sampled k-NN distances.
+        max_radius: the radius asked for, if any: it wins.
+        eps_for: else these parameters' own ε (the smallest index that answers them).
+        min_samples: else ``UI_MAX_EPS_SCALE`` × the ``"auto"`` ε for this ``min_samples``
+            (the largest ε the UI's slider reaches).
+
+    Returns:
+        The radius.
+    """
+    if max_radius is not None:
+        return float(max_radius)
+    if eps_for is not None:
+        base = (
+            eps_rule(knn, eps_for.eps, eps_for.min_samples)
+            if isinstance(eps_for.eps, str)
+            else float(eps_for.eps)
+        )
+        return float(base * float(eps_for.eps_scale))
+    return float(UI_MAX_EPS_SCALE * eps_rule(knn, "auto", min_samples))
+
+
+def _band_ends(
+    keys: np.ndarray, max_window: float, max_radius: float, metric: Metric, raw_range: float
+) -> tuple[np.ndarray, float]:
+    """The lens band within which neighbours are searched, and each point's candidates.
+
+    Args:
+        keys: float64 ``[n]`` lens values in sorted order.
+        max_window: widest cover interval (lens units) to answer exactly.
+        max_radius: largest ε to answer exactly.
+        metric: the metric.
+        raw_range: range of the unscaled lens (:func:`compute_lens`).
+
+    Returns:
+        ``(ends, band)``: int ``[n]``, the candidates of sorted point ``i`` are ``i < j <
+        ends[i]``; and the band (lens units).
+    """
+    band = max_window
+    if metric == "euclidean" and raw_range > 0:
+        # |lens(a) - lens(b)| <= |a - b| / raw_range: farther-apart lens values can't be
+        # within max_radius, whatever the cover.
+        band = min(band, max_radius / raw_range)
+    # A hair wider than the band, so that rounding in the cover bounds can never leave
+    # out a pair of one interval of length max_window (a few extra pairs at most).
+    band = band * (1 + 1e-9) + 1e-12
+    ends = np.searchsorted(keys, keys + band, side="right")
+    np.maximum(ends, np.arange(1, len(keys) + 1), out=ends)
+    return ends, band
 
 
 def compute_mapper(
