@@ -916,7 +916,7 @@ def _parameters(
         The parameters, keys in the order the manifest lists them.
     """
     parameters: dict[str, Any] = {
-        **SummitConfig(examples_per_channel=examples_per_channel).to_manifest(),
+        **SummitConfig(examples_per_channel=examples_per_channel, subsets=False).to_manifest(),
         "seed": seed,
         **build_parameters,
         "synthetic": True,

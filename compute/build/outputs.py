@@ -21,6 +21,7 @@ from compute.atlas import (
     PART_EXAMPLES,
     PART_GRAPHS,
     PART_MAPPER,
+    PART_SUBSETS,
     PART_SUMMIT,
     AtlasWriter,
     BuildSettings,
@@ -42,7 +43,8 @@ from compute.errors import BuildError
 from compute.models import num_parameters
 from compute.summit.embedding import class_embeddings
 from compute.summit.graph import attribution_graphs
-from compute.summit.part import SummitArrays, write_summit_parts
+from compute.summit.part import SubsetArrays, SummitArrays, write_summit_parts
+from compute.summit.subsets import SubsetCounts, subset_graphs
 from compute.topology.part import MapperPart, mapper_part
 from compute.topology.sample import ActivationSampler
 
@@ -63,6 +65,7 @@ class Derived:
     graphs: dict[str, np.ndarray]
     embeddings: list[np.ndarray]
     mapper: MapperPart | None
+    subset_graphs: dict[str, dict[str, np.ndarray]] | None = None
 
 
 def derive(result: PassResult, options: BuildOptions, device: torch.device) -> Derived:
@@ -71,11 +74,20 @@ def derive(result: PassResult, options: BuildOptions, device: torch.device) -> D
     counts = [np.asarray(a) for a in result.aggregates.activation_counts]
     influence = list(result.aggregates.influence_counts)
     graphs = attribution_graphs(counts, influence, options.graph_config, progress=options.progress)
+    subsets = result.aggregates.subsets
+    subset_arrays = (
+        {
+            kind: graph.arrays()
+            for kind, graph in subset_graphs(subsets, counts, options.graph_config).items()
+        }
+        if subsets is not None
+        else None
+    )
     embeddings = class_embeddings(counts, options.embedding_config)
     part = build_mapper_part(
         result.sampler, options, str(device) if device.type == "cuda" else None
     )
-    return Derived(graphs.arrays(), list(embeddings), part)
+    return Derived(graphs.arrays(), list(embeddings), part, subset_arrays)
 
 
 def build_mapper_part(
@@ -234,6 +246,7 @@ def atlas_manifest(
         "parameters": parameters,
         "metrics": options.metrics or {},
         "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
+        + ([PART_SUBSETS] if derived.subset_graphs is not None else [])
         + ([PART_MAPPER] if derived.mapper is not None else []),
     }
 
@@ -264,6 +277,22 @@ def summit_arrays(result: PassResult, derived: Derived) -> SummitArrays:
         ],
         embeddings=derived.embeddings,
         graphs=derived.graphs,
+        subsets=subset_arrays(aggregates.subsets, derived.subset_graphs),
+    )
+
+
+def subset_arrays(
+    subsets: SubsetCounts | None, graphs: dict[str, dict[str, np.ndarray]] | None
+) -> SubsetArrays | None:
+    """The ``subsets`` part's arrays of a build (``None`` without subset counts)."""
+    if subsets is None or graphs is None:
+        return None
+    return SubsetArrays(
+        mistaken_images=subsets.mistaken_images,
+        pairs=subsets.pairs,
+        pair_images=subsets.pair_images,
+        activation=subsets.activation,
+        graphs=graphs,
     )
 
 

@@ -1,4 +1,5 @@
-"""The one writer of the Summit parts: ``summit``, ``examples``, ``embedding``, ``graphs``.
+"""The one writer of the Summit parts: ``summit``, ``examples``, ``embedding``, ``graphs``
+and (optional) ``subsets``.
 
 A build (the streaming pass) and the synthetic atlas (generated counts) both hand their
 arrays to :func:`write_summit_parts`, so the files, their dtypes and the checks on them
@@ -17,12 +18,16 @@ from compute.atlas import (
     CLASS_PATHS,
     CONFUSION_PATH,
     GRAPH_PATHS,
+    SUBSET_GRAPH_SETS,
+    SUBSET_PATHS,
     AtlasWriter,
     activation_counts_path,
     csr_parts,
     embedding_path,
     examples_paths,
     influence_paths,
+    subset_activation_path,
+    subset_graph_paths,
 )
 
 #: dtype of each array of a layer's ``examples`` table.
@@ -31,6 +36,27 @@ EXAMPLE_DTYPES: dict[str, type] = {
     "activation": np.float32,
     "position": np.int32,
 }
+
+
+@dataclass(frozen=True)
+class SubsetArrays:
+    """What the ``subsets`` part holds (docs/atlas.md).
+
+    Attributes:
+        mistaken_images: int ``[classes]`` wrong images of each class.
+        pairs: int ``[pairs, 2]`` the stored confusion pairs ``(c, d)``.
+        pair_images: int ``[pairs]`` their images.
+        activation: ``{"mistaken": per layer [classes, channels], "pairs": per layer
+            [pairs, channels]}`` activation counts.
+        graphs: per ``SUBSET_GRAPH_SETS`` key (``correct``, ``mistaken``, ``pairs``), the
+            graphs' arrays by ``GRAPH_PATHS`` key.
+    """
+
+    mistaken_images: np.ndarray
+    pairs: np.ndarray
+    pair_images: np.ndarray
+    activation: Mapping[str, Sequence[np.ndarray]]
+    graphs: Mapping[str, Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,7 @@ class SummitArrays:
             channel's top examples.
         embeddings: per layer, float ``[classes, 2]`` class embedding.
         graphs: the attribution graphs' arrays by ``GRAPH_PATHS`` key.
+        subsets: the ``subsets`` part (``None``: the atlas has none).
     """
 
     num_images: np.ndarray
@@ -61,6 +88,7 @@ class SummitArrays:
     examples: Sequence[Mapping[str, np.ndarray]]
     embeddings: Sequence[np.ndarray]
     graphs: Mapping[str, np.ndarray]
+    subsets: SubsetArrays | None = None
 
 
 def write_summit_parts(writer: AtlasWriter, arrays: SummitArrays) -> None:
@@ -102,3 +130,26 @@ def write_summit_parts(writer: AtlasWriter, arrays: SummitArrays) -> None:
         writer.add_array(embedding_path(i), np.asarray(arrays.embeddings[i], np.float32))
     for name, relpath in GRAPH_PATHS.items():
         writer.add_array(relpath, arrays.graphs[name])
+    if arrays.subsets is not None:
+        _write_subsets(writer, arrays.subsets, layers)
+
+
+def _write_subsets(writer: AtlasWriter, subsets: SubsetArrays, layers: int) -> None:
+    """Add the ``subsets`` part's files."""
+    columns = {
+        "mistaken_images": subsets.mistaken_images,
+        "pairs": np.asarray(subsets.pairs).reshape(-1, 2),
+        "pair_images": subsets.pair_images,
+    }
+    for key, relpath in SUBSET_PATHS.items():
+        writer.add_array(relpath, np.asarray(columns[key], np.int64))
+    for kind in ("mistaken", "pairs"):
+        if len(subsets.activation[kind]) != layers:
+            raise ValueError(f"subset counts {kind!r} disagree on the number of layers")
+        for i in range(layers):
+            writer.add_array(
+                subset_activation_path(kind, i), np.asarray(subsets.activation[kind][i], np.int64)
+            )
+    for kind in SUBSET_GRAPH_SETS:
+        for name, relpath in subset_graph_paths(kind).items():
+            writer.add_array(relpath, subsets.graphs[kind][name])

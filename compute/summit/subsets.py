@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from compute.summit.config import GraphConfig
+from compute.summit.graph import GraphArrays, attribution_graphs
+
 #: The names of the subsets of a class, as the atlas and the dashboard call them.
 SUBSET_KINDS: tuple[str, ...] = ("correct", "mistaken")
 
@@ -151,3 +154,31 @@ def dense_counts(keys: np.ndarray, counts: np.ndarray, groups: int, channels: in
     table = np.zeros(groups * channels, dtype=np.int64)
     np.add.at(table, np.asarray(keys, np.int64), np.asarray(counts, np.int64))
     return table.reshape(groups, channels)
+
+
+def subset_graphs(
+    subsets: SubsetCounts,
+    class_counts: list[np.ndarray],
+    config: GraphConfig,
+    *,
+    progress: bool = False,
+) -> dict[str, GraphArrays]:
+    """The attribution graphs of every class's correct and mistaken images and of every
+    stored confusion pair: the same PageRank selection and layout as the class graphs,
+    on the subset's counts (``compute.atlas.SUBSET_GRAPH_SETS`` keys).
+
+    Args:
+        subsets: the pass's subset counts.
+        class_counts: per layer, the class activation counts ``[C, C_l]``.
+        config: the class graphs' parameters.
+        progress: show the layout's progress bars.
+    """
+    activation = {
+        "correct": subsets.correct_activation(class_counts),
+        "mistaken": subsets.activation["mistaken"],
+        "pairs": subsets.activation["pairs"],
+    }
+    return {
+        kind: attribution_graphs(counts, subsets.influence[kind], config, progress=progress)
+        for kind, counts in activation.items()
+    }

@@ -10,12 +10,16 @@ import pytest
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
+from compute.atlas import Atlas, AtlasError
+from compute.build import build_atlas
 from compute.errors import BuildError
 from compute.summit.aggregate import SummitAggregates, SummitPass
 from compute.summit.config import SummitConfig
 from compute.summit.subsets import SUBSET_KINDS, select_pairs
 from tests.unit import test_aggregate, test_inception
+from tests.unit.test_build import class_dataset, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -205,3 +209,60 @@ def test_select_pairs_keeps_the_most_frequent_per_class_ties_to_the_lower_class(
     assert [divmod(int(p), classes + 1) for p in kept] == [(0, 1), (1, 0)]
     kept = select_pairs(table.reshape(-1), classes, 1, 3)
     assert [divmod(int(p), classes + 1) for p in kept] == [(0, 1), (0, 2), (1, 0), (1, 2)]
+
+
+def test_a_built_atlas_holds_the_graphs_of_its_subsets(tmp_path) -> None:
+    """The mistaken / correct / pair graphs of a build are the class graphs of a build over
+    only those images; the reader and the node-link export give them."""
+
+    def build(out, dataset, **config):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = tiny_cnn()
+        config = SummitConfig(selection="topk", top_k=2, influence_top_k=2, **config)
+        loader = DataLoader(dataset, batch_size=4)
+        return model, Atlas.open(
+            build_atlas(
+                model, loader, layers=["1", "4"], classes=["r", "g", "b"], out=out,
+                config=config, crops_per_channel=0, progress=False, mapper=False,
+            )
+        )  # fmt: skip
+
+    data = class_dataset(per_class=8)
+    model, atlas = build(tmp_path / "all", data, confusion_min=1)
+    with torch.no_grad():
+        predicted = model(data.tensors[0]).argmax(dim=1)
+    labels = data.tensors[1]
+    wrong = (predicted != labels).nonzero().view(-1).tolist()
+    right = (predicted == labels).nonzero().view(-1).tolist()
+    assert wrong and right
+    assert "subsets" in atlas.parts
+    assert atlas.mistaken_images().tolist() == np.bincount(labels[wrong], minlength=3).tolist()
+    _, only_wrong = build(tmp_path / "wrong", Subset(data, wrong))
+    _, only_right = build(tmp_path / "right", Subset(data, right))
+
+    def same(a, b) -> None:
+        for name in ("layer", "channel", "pagerank", "x", "source", "target", "weight"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+    for c in range(3):
+        same(atlas.graph(c, "mistaken"), only_wrong.graph(c))
+        same(atlas.graph(c, "correct"), only_right.graph(c))
+        for layer in atlas.layer_names:
+            np.testing.assert_array_equal(
+                atlas.subset_counts(layer, "mistaken")[c], only_wrong.activation_counts(layer)[c]
+            )
+    pairs, images = atlas.subset_pairs()
+    assert len(pairs) > 0
+    for (c, d), n in zip(pairs.tolist(), images.tolist(), strict=True):
+        members = [i for i in wrong if labels[i] == c and predicted[i] == d]
+        assert n == len(members)
+        _, only_pair = build(tmp_path / f"pair{c}{d}", Subset(data, members))
+        same(atlas.graph(c, "mistaken", other=d), only_pair.graph(c))
+        exported = atlas.graph_data(c, "mistaken", other=d)
+        assert exported["graph"]["other_index"] == d and exported["graph"]["subset"] == "mistaken"
+        assert exported == {**only_pair.graph_data(c), "graph": exported["graph"]}
+    with pytest.raises(AtlasError, match="mistaken for"):
+        atlas.graph(0, "mistaken", other=0)
+    with pytest.raises(AtlasError, match="unknown subset"):
+        atlas.graph(0, "wrong")
