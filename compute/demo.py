@@ -46,6 +46,9 @@ DEMO_SPEC = "compute.demo:digits_cnn"
 # With 16-64 channels per layer the original τ = 0.01 would keep one channel per image;
 # 0.15 keeps a handful (see docs/summit.md).
 DEMO_TAU = 0.15
+# The model gets a handful of its training images wrong: a confusion pair gets its own
+# graph from one image (the default, 3, would store none).
+DEMO_CONFUSION_MIN = 1
 # On 16-64-channel layers the original 10% of PageRank mass keeps 1-3 nodes per layer;
 # 30% gives graphs of ~20 nodes, closer to what the original showed for InceptionV1.
 DEMO_GRAPH_MASS = 0.3
@@ -352,7 +355,7 @@ def build_demo_summit(
         layers=DEMO_LAYERS,
         classes=CLASS_NAMES,
         out=out,
-        config=SummitConfig(tau=DEMO_TAU),
+        config=SummitConfig(tau=DEMO_TAU, confusion_min=DEMO_CONFUSION_MIN),
         graph_config=GraphConfig(mass=DEMO_GRAPH_MASS),
         preprocessing=Preprocessing(
             image_size=IMAGE_SIZE, mean=(splits.mean,), std=(splits.std,), grayscale=True

@@ -131,6 +131,9 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         influence_top_k=args.influence_top_k,
         examples_per_channel=args.examples,
         aggregate_by=args.aggregate_by,
+        subsets=args.subsets,
+        confusion_min=args.confusion_min,
+        confusion_pairs=args.confusion_pairs,
     )
     # Seeded: a model built from random weights (no --weights) is the same in every run,
     # and on every torchrun rank (each rank builds its own copy).
@@ -410,6 +413,29 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         choices=("label", "prediction"),
         default="label",
         help="count each image under its true label or the model's prediction (default label)",
+    )
+    summit.add_argument(
+        "--no-subsets",
+        dest="subsets",
+        action="store_false",
+        help="do not count each class's wrong images apart (no correct / mistaken / "
+        "confusion-pair graphs: the subsets part)",
+    )
+    summit.add_argument(
+        "--confusion-min",
+        type=_positive_int,
+        default=SummitConfig.confusion_min,
+        metavar="N",
+        help="fewest images of a confusion pair (class c mistaken for d) that gets its own "
+        f"graph (default {SummitConfig.confusion_min})",
+    )
+    summit.add_argument(
+        "--confusion-pairs",
+        type=_non_negative_int,
+        default=SummitConfig.confusion_pairs,
+        metavar="N",
+        help="most confusion-pair graphs per class, the most frequent "
+        f"(default {SummitConfig.confusion_pairs})",
     )
     build.add_argument(
         "--featurevis",

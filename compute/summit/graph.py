@@ -867,7 +867,8 @@ def attribution_graphs(
 
     Returns:
         :class:`GraphArrays`, nodes of a class ordered by layer then slot, edges by layer
-        then source then target.
+        then source then target. A class without images (no activation nor influence
+        count at all) has an empty graph.
 
     Raises:
         BuildError: if the shapes of the inputs disagree.
@@ -895,9 +896,16 @@ def attribution_graphs(
     node_counts = np.zeros(num_classes, dtype=np.int64)
     edge_counts = np.zeros(num_classes, dtype=np.int64)
     start = 0
+    # Without images a class's PageRank is uniform and would keep every channel.
+    has_images = np.any([np.asarray(a).sum(axis=1) > 0 for a in activation_counts], axis=0)
+    for matrix, c_l in zip(influence[1:], channels[1:], strict=True):
+        rows = np.diff(sp.csr_array(matrix).indptr).reshape(num_classes, c_l)
+        has_images |= rows.sum(axis=1) > 0
     from tqdm.auto import tqdm  # lazy: a compute extra; keep the module importable without it
 
     for c in tqdm(range(num_classes), desc="graph layout", unit="class", disable=not progress):
+        if not has_images[c]:
+            continue
         graph = _class_graph(c, kept, pagerank, edge_sets, first_row=start)
         pieces.extend(graph)
         node_counts[c], edge_counts[c] = graph.num_nodes, graph.num_edges

@@ -165,7 +165,8 @@ def subset_graphs(
 ) -> dict[str, GraphArrays]:
     """The attribution graphs of every class's correct and mistaken images and of every
     stored confusion pair: the same PageRank selection and layout as the class graphs,
-    on the subset's counts (``compute.atlas.SUBSET_GRAPH_SETS`` keys).
+    on the subset's counts (``compute.atlas.SUBSET_GRAPH_SETS`` keys). A subset without
+    images has an empty graph.
 
     Args:
         subsets: the pass's subset counts.

@@ -250,3 +250,27 @@ def test_shape_errors() -> None:
         attribution_graphs(counts, [*influence[:2], None], progress=False)
     with pytest.raises(BuildError, match="activation counts of layer 1"):
         attribution_graphs([counts[0], counts[1][:2], counts[2]], influence, progress=False)
+
+
+def test_a_class_without_images_has_an_empty_graph_and_leaves_the_others_alone() -> None:
+    """No activation and no influence count (a class, or a class's mistaken images, with no
+    image): an empty graph, not the uniform prior's every channel."""
+    counts, influence = random_summit(2, classes=4, channels=(6, 8, 7))
+    empty_counts = [a.copy() for a in counts]
+    empty_influence: list[sp.csr_array | None] = [None]
+    for layer, a in enumerate(empty_counts):
+        a[2] = 0
+        if layer:
+            dense = influence[layer].toarray()  # type: ignore[union-attr]
+            dense.reshape(4, a.shape[1], -1)[2] = 0
+            empty_influence.append(sp.csr_array(dense))
+    config = GraphConfig(mass=0.3)
+    before = attribution_graphs(counts, influence, config, progress=False)
+    after = attribution_graphs(empty_counts, empty_influence, config, progress=False)
+    assert np.diff(after.node_offsets)[2] == 0 and np.diff(after.edge_offsets)[2] == 0
+    assert np.diff(before.node_offsets)[2] > 0
+    for c in (0, 1, 3):  # PageRank is per class: the others are unchanged
+        n0, n1 = before.node_offsets[c : c + 2]
+        m0, m1 = after.node_offsets[c : c + 2]
+        np.testing.assert_array_equal(before.node_channel[n0:n1], after.node_channel[m0:m1])
+        np.testing.assert_array_equal(before.node_x[n0:n1], after.node_x[m0:m1])
