@@ -203,6 +203,11 @@
     if (kind === "pictures") {
       return rules.summit.pictures.includes(value) ? withChanges(state, {pics: value}) : state;
     }
+    if (kind === "subset") {  // the radio: a whole subset (a confusion pair comes by link)
+      return rules.summit.subsets.includes(value)
+        ? withChanges(state, {subset: value, mistaken_for: null})
+        : state;
+    }
     return state;
   }
 

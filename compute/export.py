@@ -23,7 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compute.atlas import PART_MAPPER, PART_SUMMIT, Atlas, AtlasError, MapperSampleArrays
+from compute.atlas import (
+    PART_MAPPER,
+    PART_SUBSETS,
+    PART_SUMMIT,
+    Atlas,
+    AtlasError,
+    MapperSampleArrays,
+)
 from compute.topology.mapper import MapperGraph, MapperParams
 from compute.topology.part import default_graph
 
@@ -71,23 +78,51 @@ def file_slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "class"
 
 
+def graph_file_stem(
+    atlas: Atlas, class_index: int, subset: str = "all", other: int | None = None
+) -> str:
+    """``{atlas}-graph-{index}-{name}``, then ``-correct``, ``-mistaken`` or
+    ``-mistaken-for-{index}-{name}`` for a subset's graph (the dashboard's downloads add
+    the sliders' thresholds)."""
+    stem = f"{atlas.path.name}-graph-{class_index:04d}-{file_slug(atlas.classes[class_index])}"
+    if other is not None:
+        return f"{stem}-mistaken-for-{other:04d}-{file_slug(atlas.classes[other])}"
+    return stem if subset == "all" else f"{stem}-{subset}"
+
+
 def export_graphs(
-    atlas: Atlas, out: Path, classes: Sequence[int], formats: Sequence[str] = GRAPH_FORMATS
+    atlas: Atlas,
+    out: Path,
+    classes: Sequence[int],
+    formats: Sequence[str] = GRAPH_FORMATS,
+    subsets: bool = False,
 ) -> list[Path]:
-    """Write each class's graph, ``{atlas}-graph-{index}-{name}.{json,graphml}``."""
+    """Write each class's graph (:func:`graph_file_stem` ``.json`` / ``.graphml``); with
+    ``subsets``, also its correct and mistaken images' graphs and those of its stored
+    confusion pairs (the ``subsets`` part)."""
+    if subsets and PART_SUBSETS not in atlas.parts:
+        raise AtlasError(f"{atlas.path} has no subsets part (build it without --no-subsets)")
     written = []
     for c in classes:
         if not 0 <= c < atlas.num_classes:
             raise AtlasError(f"class index {c} is outside 0..{atlas.num_classes - 1}")
-        stem = out / f"{atlas.path.name}-graph-{c:04d}-{file_slug(atlas.classes[c])}"
-        if "json" in formats:
-            path = stem.with_suffix(".json")
-            path.write_text(json.dumps(atlas.graph_data(c), indent=1) + "\n")
-            written.append(path)
-        if "graphml" in formats:
-            path = stem.with_suffix(".graphml")
-            _networkx().write_graphml(atlas.to_networkx(c), path)
-            written.append(path)
+        wanted: list[tuple[str, int | None]] = [("all", None)]
+        if subsets:
+            pairs = atlas.subset_pairs()[0]
+            others = [int(d) for d in pairs[pairs[:, 0] == c, 1]]
+            wanted += [("correct", None), ("mistaken", None)]
+            wanted += [("mistaken", d) for d in others]
+        for subset, other in wanted:
+            stem = out / graph_file_stem(atlas, c, subset, other)
+            if "json" in formats:
+                path = stem.with_suffix(".json")
+                data = atlas.graph_data(c, subset, other)
+                path.write_text(json.dumps(data, indent=1) + "\n")
+                written.append(path)
+            if "graphml" in formats:
+                path = stem.with_suffix(".graphml")
+                _networkx().write_graphml(atlas.to_networkx(c, subset, other), path)
+                written.append(path)
     return written
 
 
@@ -182,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         written += export_mapper(atlas, out)
     if "graphs" in args.what:
         classes = args.classes if args.classes is not None else list(range(atlas.num_classes))
-        written += export_graphs(atlas, out, classes, formats)
+        written += export_graphs(atlas, out, classes, formats, subsets=args.subsets)
     print(f"{len(written)} file(s) written to {out}")
     return 0
 
@@ -212,6 +247,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default="both",
         help="graph file format (GraphML needs networkx)",
     )
+    parser.add_argument(
+        "--subsets",
+        action="store_true",
+        help="with graphs: also each class's correct and mistaken images' graphs and its "
+        "stored confusion pairs' (class c mistaken for d)",
+    )
     parser.add_argument("--out", default=".", help="folder to write into (default: here)")
     parser.set_defaults(run=_run)
 
@@ -224,6 +265,7 @@ __all__ = [
     "export_graphs",
     "export_mapper",
     "file_slug",
+    "graph_file_stem",
     "mapper_file_name",
     "mapper_member_rows",
     "register_cli",

@@ -35,6 +35,7 @@ from compute.atlas import (
     PART_FEATUREVIS,
     PART_GRAPHS,
     PART_MAPPER,
+    PART_SUBSETS,
     PART_SUMMIT,
     UNKNOWN,
     Atlas,
@@ -72,6 +73,7 @@ HOW_TO_COMPUTE = {
     PART_GRAPHS: _REBUILD,
     PART_FEATUREVIS: "python -m compute featurevis --atlas ATLAS",
     PART_MAPPER: _REBUILD,
+    PART_SUBSETS: _REBUILD,
 }
 
 #: How a layer pair's influence counts were made, for people, by the manifest's
@@ -402,7 +404,7 @@ class AtlasData:
         #: Identifies this atlas content in the shared cache (path + manifest digest).
         self.digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]
         self.key = f"{atlas.path.resolve()}:{self.digest}"
-        self._graphs: dict[int, ClassGraph] = {}
+        self._graphs: dict[tuple[int, str, int | None], ClassGraph] = {}
         self._similarity: dict[int, np.ndarray] = {}
         self._counts: dict[int, np.ndarray] = {}
 
@@ -485,6 +487,25 @@ class AtlasData:
         if not self.has(PART_SUMMIT):
             return None
         return self.atlas.confusion()
+
+    def subset_images(self, cls: int, subset: str, other: int | None) -> int | None:
+        """Images of ``cls`` in a subset (``None``: unknown, or no ``subsets`` part)."""
+        if not self.has(PART_SUBSETS) or not 0 <= cls < self.num_classes:
+            return None
+        mistaken = int(self.atlas.mistaken_images()[cls])
+        if other is not None:
+            row = self.atlas.pair_row(cls, other)
+            return None if row is None else int(self.atlas.subset_pairs()[1][row])
+        # The images counted under the class: by label, or by prediction (a column of the
+        # confusion counts: predictions outside the classes are not counted).
+        by_label = self.atlas.parameters.get("aggregate_by", "label") == "label"
+        if by_label:
+            counted = int(self.num_images[cls])
+        elif self.confusion is not None:
+            counted = int(self.confusion[:, cls].sum())
+        else:
+            return None
+        return {"mistaken": mistaken, "correct": counted - mistaken}.get(subset, counted)
 
     def mistaken_for(self, cls: int, k: int = 3) -> list[tuple[int, float]]:
         """The ``k`` classes the model most often predicts for images of ``cls``, with the
@@ -706,19 +727,33 @@ class AtlasData:
 
     # -- attribution graphs ---------------------------------------------------------------
 
-    def graph(self, class_index: int) -> ClassGraph:
-        """The drawable attribution graph of one class (cached per worker)."""
-        cached = self._graphs.get(class_index)
+    def graph(self, class_index: int, subset: str = "all", other: int | None = None) -> ClassGraph:
+        """The drawable attribution graph of one class (cached per worker): of all its
+        images, or of a subset (``Atlas.graph``'s ``subset`` and ``other``; node sizes are
+        the subset's counts).
+
+        Raises:
+            AtlasError: a subset without the ``subsets`` part, or a pair not stored.
+        """
+        key = (class_index, subset, other)
+        cached = self._graphs.get(key)
         if cached is not None:
             return cached
-        raw = self.atlas.graph(class_index)
+        raw = self.atlas.graph(class_index, subset, other)
         layer = raw.layer.astype(np.int64)
         channel = raw.channel.astype(np.int64)
         count = np.zeros(layer.shape[0], dtype=np.float32)
         if self.has(PART_SUMMIT):
+            row = class_index if other is None else self.atlas.pair_row(class_index, other)
             for li in np.unique(layer):
                 mask = layer == li
-                count[mask] = self.counts(int(li))[class_index, channel[mask]]
+                if subset == "all":
+                    counts = self.counts(int(li))
+                elif other is None:
+                    counts = self.atlas.subset_counts(int(li), subset)
+                else:
+                    counts = self.atlas.pair_counts(int(li))
+                count[mask] = counts[row, channel[mask]]
         slot = raw.x.astype(np.float32)
         # Alternate nodes of a row (in slot order) are nudged up/down a few px.
         order = np.lexsort((slot, layer))
@@ -756,7 +791,7 @@ class AtlasData:
                 weight, float(weight.max()) if weight.size else 0.0, EDGE_MIN_PX, EDGE_MAX_PX
             ),
         )
-        self._graphs[class_index] = graph
+        self._graphs[key] = graph
         return graph
 
     # -- files ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dashboard.views import shell
 from dashboard.views.common import ViewContext
 from dashboard.views.summit import ids as summit_ids
 from dashboard.views.summit import state as summit_state
-from dashboard.views.summit.state import PICTURES, SORT_ORDERS
+from dashboard.views.summit.state import GRAPH_SUBSETS, PICTURES, SORT_ORDERS
 from dashboard.views.topology import ids as topology_ids
 from dashboard.views.topology import state as topology_state
 from dashboard.views.topology.state import TOPO_CLUSTERERS, TOPO_COLOURS, TOPO_METRICS
@@ -66,6 +66,8 @@ def random_state(rng: random.Random, b: StateBounds) -> ViewState:
         sort=rng.choice(SORT_ORDERS),
         node=maybe(f"{layer}-{rng.randrange(b.channels[layer])}"),
         pics=maybe(rng.choice(PICTURES)),
+        subset=rng.choice(GRAPH_SUBSETS),
+        mistaken_for=maybe(rng.randrange(b.num_classes)),
         topo_layer=maybe(rng.randrange(b.num_layers)),
         topo_intervals=maybe(rng.choice([10, 20, 100])),
         topo_overlap=maybe(rng.choice([10, 30, 60])),
@@ -109,6 +111,7 @@ def random_event(rng: random.Random, b: StateBounds) -> tuple[str, Any, Any]:
         summit_ids.COMPARE_GRAPH: [{"id": node}, {"id": f"{layer}-{10**5}"}],
         summit_ids.NEURON_CLOSE: [1, None],
         summit_ids.PICTURES: [*PICTURES, "x", None],
+        summit_ids.SUBSET: [*GRAPH_SUBSETS, "wrong", None, 1, ["all"]],
     }
     topo: dict[Any, list[Any]] = {
         topology_ids.TOPO_LAYER: numbers(b.num_layers),

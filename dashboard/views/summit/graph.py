@@ -17,9 +17,18 @@ from typing import Any
 import dash_cytoscape as cyto
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-from compute.export import file_slug
+from compute.atlas import AtlasError
+from compute.export import graph_file_stem
 from dashboard import ids as page_ids
-from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_GRAPHS, AtlasData, file_url
+from dashboard.data import (
+    PART_EXAMPLES,
+    PART_FEATUREVIS,
+    PART_GRAPHS,
+    PART_SUBSETS,
+    AtlasData,
+    ClassGraph,
+    file_url,
+)
 from dashboard.links import compare_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
@@ -154,6 +163,36 @@ def pictures_toggle(data: AtlasData, state: ViewState) -> html.Div:
     )
 
 
+#: The subset radio's labels (``GRAPH_SUBSETS`` values).
+_SUBSET_LABELS = {"all": "all", "correct": "correct", "mistaken": "mistaken"}
+
+
+def subset_toggle(data: AtlasData, state: ViewState) -> html.Div:
+    """The radio choosing whose graph is shown: all the class's images, the correctly or
+    the wrongly classified ones (disabled without the ``subsets`` part)."""
+    has_subsets = data.has(PART_SUBSETS)
+    return html.Div(
+        [
+            html.Label("Images", htmlFor=ids.SUBSET),
+            dcc.RadioItems(
+                id=ids.SUBSET,
+                options=[
+                    {"label": label, "value": value, "disabled": not has_subsets}
+                    for value, label in _SUBSET_LABELS.items()
+                ],
+                value=state.subset,
+                inline=True,
+                className="pictures-toggle",
+            ),
+        ],
+        className="slider-block pictures-block",
+        title="the graph of all the class's images, or only of those the model classifies "
+        "correctly or wrongly (same selection on that subset's counts)"
+        if has_subsets
+        else "this atlas has no 'subsets' part",
+    )
+
+
 def layout(context: ViewContext, state: ViewState) -> html.Section:
     """The graph card: class header, sliders, graph, hover panel."""
     data = context.data
@@ -190,6 +229,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         "percent of the class's strongest connection",
                     ),
                     pictures_toggle(data, state),
+                    subset_toggle(data, state),
                 ],
                 className="controls",
             ),
@@ -249,13 +289,17 @@ def confusions(context: ViewContext, state: ViewState) -> html.Span | None:
     for k, (other, share) in enumerate(found):
         if k:
             links.append(", ")
+        # With the pair's graph stored, the link also shows the images mistaken for it.
+        pair = data.has(PART_SUBSETS) and data.atlas.pair_row(state.cls, other) is not None
+        linked = state.with_(subset="mistaken", mistaken_for=other) if pair else state
         links.append(
             dcc.Link(
                 f"{data.names[other]} {percent(share)}",
-                href=compare_href(state, state.cls, other, context.page_prefix),
+                href=compare_href(linked, state.cls, other, context.page_prefix),
                 className="confusion-link",
-                title=f"compare with {data.names[other]}: share of this class's images "
-                f"the model predicts as {data.names[other]}",
+                title=f"compare with {data.names[other]}"
+                + (", and show the graph of the images mistaken for it" if pair else "")
+                + f": share of this class's images the model predicts as {data.names[other]}",
             )
         )
     return html.Span(links, className="pill confusions")
@@ -269,6 +313,9 @@ def class_header(context: ViewContext, state: ViewState) -> list[Any]:
     if data.num_images[c] > 0:
         parts.append(html.Span(f"{int(data.num_images[c]):,} images", className="pill"))
         parts.append(html.Span(f"accuracy {percent(data.accuracy[c])}", className="pill"))
+    shown = subset_label(context, state)
+    if shown is not None:
+        parts.append(html.Span(shown, className="pill pill-subset"))
     mistakes = confusions(context, state)
     if mistakes is not None:
         parts.append(mistakes)
@@ -285,6 +332,28 @@ def class_header(context: ViewContext, state: ViewState) -> list[Any]:
     return parts
 
 
+def subset_label(context: ViewContext, state: ViewState) -> str | None:
+    """The header's words for the subset shown (``None``: all the class's images)."""
+    if state.subset == "all":
+        return None
+    data = context.data
+    images = data.subset_images(state.cls, state.subset, state.mistaken_for)
+    what = (
+        f"mistaken for {data.names[state.mistaken_for]}"
+        if state.mistaken_for is not None
+        else f"{state.subset} only"
+    )
+    return what if images is None else f"{what}: {images:,} image{'' if images == 1 else 's'}"
+
+
+def shown_graph(data: AtlasData, state: ViewState) -> ClassGraph:
+    """The graph the view shows: the class's, or its subset's (``AtlasError``: a subset
+    the atlas does not hold)."""
+    if state.subset != "all" and not data.has(PART_SUBSETS):
+        raise AtlasError(data.missing_note(PART_SUBSETS))
+    return data.graph(state.cls, state.subset, state.mistaken_for)
+
+
 def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     """Elements, class header and note for the stored state."""
     data = context.data
@@ -292,7 +361,10 @@ def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     header = class_header(context, state)
     if not data.has(PART_GRAPHS):
         return [], header, no_update
-    graph = data.graph(state.cls)
+    try:
+        graph = shown_graph(data, state)
+    except AtlasError:
+        return [], header, note(missing_subset(data, state), kind="missing")
     elements = graph_elements(
         graph,
         node_min_pct=state.node_min,
@@ -304,10 +376,32 @@ def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     )
     message = None
     if graph.num_nodes == 0:
-        message = note("This class has no attribution graph (no channel passed selection).")
+        message = note(
+            "This class has no attribution graph (no channel passed selection)."
+            if state.subset == "all"
+            else f"No image of this class is {state.subset}ly classified: no graph."
+            if state.subset == "correct"
+            else "The model classifies every image of this class correctly: no graph of "
+            "its mistakes."
+        )
     elif not any("source" in e["data"] for e in elements) and graph.num_edges:
         message = note("Every connection is below the threshold; lower the slider.")
     return elements, header, message
+
+
+def missing_subset(data: AtlasData, state: ViewState) -> str:
+    """Why the subset's graph is not there, and what to do."""
+    if not data.has(PART_SUBSETS):
+        return data.missing_note(PART_SUBSETS)
+    settings = data.atlas.parameters.get("subsets") or {}
+    other = state.mistaken_for
+    name = data.names[other] if other is not None and 0 <= other < data.num_classes else "?"
+    return (
+        f"No graph of the images of {data.names[state.cls]} mistaken for {name}: a "
+        f"confusion gets its graph with at least {settings.get('confusion_min', '?')} "
+        f"images (at most {settings.get('confusion_pairs', '?')} per class). Choose "
+        "'mistaken' for the graph of all its mistakes."
+    )
 
 
 def example_strip(context: ViewContext, layer: int, channel: int, limit: int = 10) -> list[Any]:
@@ -362,7 +456,10 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
     layer, channel = parsed
     if layer >= data.num_layers or channel >= data.channels[layer]:
         return BASE_STYLESHEET, placeholder
-    neighbours = data.graph(state.cls).neighbours(node_id) if data.has(PART_GRAPHS) else []
+    try:
+        neighbours = shown_graph(data, state).neighbours(node_id) if data.has(PART_GRAPHS) else []
+    except AtlasError:
+        neighbours = []
     count = int(data.counts(layer)[state.cls, channel]) if data.num_images[state.cls] else None
     facts = f"{data.layer_names[layer]} · channel {channel}"
     usage = (
@@ -384,24 +481,27 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
 
 
 def graph_download(context: ViewContext, stored: Any) -> dict[str, Any] | None:
-    """The selected class's graph as shown (the sliders' thresholds applied), as a
-    node-link JSON download named after the atlas, the class and the thresholds: the
+    """The selected class's graph as shown (its subset, the sliders' thresholds applied),
+    as a node-link JSON download named after the atlas, the class, the subset and the
+    thresholds: the
     layout ``python -m compute export`` writes (:meth:`compute.atlas.Atlas.graph_data`),
     without the nodes and edges the view hides (``None`` without graphs)."""
     data = context.data
     if not data.has(PART_GRAPHS):
         return None
     state = context.state(stored)
+    try:
+        shown = shown_graph(data, state)
+    except AtlasError:
+        return None  # no graph is shown: nothing to download
     # The drawable graph keeps the stored graph's node and edge order.
-    nodes, edges = graph_masks(data.graph(state.cls), state.node_min, state.edge_min)
-    content = data.atlas.graph_data(state.cls)
+    nodes, edges = graph_masks(shown, state.node_min, state.edge_min)
+    content = data.atlas.graph_data(state.cls, state.subset, state.mistaken_for)
     content["nodes"] = [n for n, kept in zip(content["nodes"], nodes, strict=True) if kept]
     content["edges"] = [e for e, kept in zip(content["edges"], edges, strict=True) if kept]
     content["graph"].update(node_min_pct=state.node_min, edge_min_pct=state.edge_min)
-    filename = (
-        f"{data.atlas.path.name}-graph-{state.cls:04d}-{file_slug(data.names[state.cls])}"
-        f"-nodes{state.node_min}-edges{state.edge_min}.json"
-    )
+    stem = graph_file_stem(data.atlas, state.cls, state.subset, state.mistaken_for)
+    filename = f"{stem}-nodes{state.node_min}-edges{state.edge_min}.json"
     return {
         "content": json.dumps(content, indent=1),
         "filename": filename,

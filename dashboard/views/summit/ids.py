@@ -34,6 +34,7 @@ GRAPH_NOTE = "graph-note"
 HOVER_PANEL = "hover-panel"
 PICTURES = "graph-pictures"  # radio: feature visualization or dataset crop in the nodes
 PICTURES_NOTE = "graph-pictures-note"
+SUBSET = "graph-subset"  # radio: the graph of all, the correctly or the wrongly classified images
 GRAPH_INFLUENCE_KINDS = "graph-influence-kinds"  # how each layer pair's edges were computed
 
 # -- neuron panel -----------------------------------------------------------------------

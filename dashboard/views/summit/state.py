@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 SORT_ORDERS: tuple[str, ...] = ("similarity", "acc-asc", "acc-desc")
 #: What graph nodes show: the feature visualization or the top dataset crop.
 PICTURES: tuple[str, ...] = ("vis", "crop")
+#: Whose graph the attribution graph view shows: all the class's images, the correctly or
+#: the wrongly classified ones (``compute.atlas.SUBSETS``; the ``subsets`` part).
+GRAPH_SUBSETS: tuple[str, ...] = ("all", "correct", "mistaken")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class SummitState:
         node: the node opened in the neuron panel (``"layer-channel"``), or ``None``.
         pics: what graph nodes show, ``"vis"`` (feature visualization) or ``"crop"``
             (top dataset crop); ``None``: the visualization if the atlas has it.
+        subset: the attribution graph of the class's ``all``, ``correct`` or ``mistaken``
+            images.
+        mistaken_for: with ``subset="mistaken"``: only the images mistaken for this class
+            (a confusion pair's graph); ``None``: all the mistaken images.
     """
 
     compare: int | None = None
@@ -56,6 +63,8 @@ class SummitState:
     sort: str = "similarity"
     node: str | None = None
     pics: str | None = None
+    subset: str = "all"
+    mistaken_for: int | None = None
 
 
 _KEYS: dict[str, str] = {
@@ -66,6 +75,8 @@ _KEYS: dict[str, str] = {
     "sort": "sort",
     "node": "node",
     "pics": "pics",
+    "subset": "sub",
+    "mistaken_for": "for",
 }
 
 
@@ -77,6 +88,9 @@ def _parse(get: QueryGet, bounds: QueryBounds) -> dict[str, Any]:
     node_min = query_int(value["node_min"], 0, 101)
     edge_min = query_int(value["edge_min"], 0, 101)
     sort, node, pics = first(value["sort"]), first(value["node"]), first(value["pics"])
+    subset = first(value["subset"])
+    subset = subset if subset in GRAPH_SUBSETS else default.subset
+    mistaken_for = query_int(value["mistaken_for"], 0, bounds.num_classes)
     return {
         "compare": query_int(value["compare"], 0, bounds.num_classes),
         "layer": query_int(value["layer"], 0, bounds.num_layers),
@@ -85,6 +99,9 @@ def _parse(get: QueryGet, bounds: QueryBounds) -> dict[str, Any]:
         "sort": sort if sort in SORT_ORDERS else default.sort,
         "node": node if bounds.is_node(node) else None,
         "pics": pics if pics in PICTURES else None,
+        # "mistaken for d" is a subset of the mistaken images: it implies them.
+        "subset": "mistaken" if mistaken_for is not None else subset,
+        "mistaken_for": mistaken_for,
     }
 
 
@@ -109,6 +126,7 @@ EVENTS: tuple[tuple[str, str, str], ...] = (
     (ids.COMPARE_GRAPH, "tapNodeData", "node"),
     (ids.NEURON_CLOSE, "n_clicks", "close"),
     (ids.PICTURES, "value", "pictures"),
+    (ids.SUBSET, "value", "subset"),
 )
 EVENT_KINDS: dict[str, str] = {component: kind for component, _, kind in EVENTS}
 
@@ -187,9 +205,17 @@ def apply_event(state: ViewState, trigger: Any, value: Any, bounds: StateBounds)
         return state.with_(node=None)
     if kind == "pictures":
         return state.with_(pics=value) if value in PICTURES else state
+    if kind == "subset":  # the radio: a whole subset (a confusion pair comes by link)
+        valid = value in GRAPH_SUBSETS
+        return state.with_(subset=value, mistaken_for=None) if valid else state
     return state
 
 
 def reducer_rules() -> dict[str, Any]:
     """The Summit events and choices for the browser's reducer (``assets/state.js``)."""
-    return {"events": dict(EVENT_KINDS), "sort": list(SORT_ORDERS), "pictures": list(PICTURES)}
+    return {
+        "events": dict(EVENT_KINDS),
+        "sort": list(SORT_ORDERS),
+        "pictures": list(PICTURES),
+        "subsets": list(GRAPH_SUBSETS),
+    }
