@@ -286,3 +286,57 @@ def test_mistaken_for_link_compares_the_two_classes(
     dash_duo.wait_for_contains_text("#compare-legend", "shared", timeout=20)
     wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
     assert dash_duo.get_logs() == []
+
+
+def test_a_class_goes_to_its_mistakes_and_to_one_confusion(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """From class six: its mistaken images' graph (the radio), then the images mistaken for
+    zero (the header's link: the pair's graph beside the comparison), then back to all; the
+    graph drawn each time is the stored one of that subset, and the JSON button downloads
+    it."""
+    from compute.atlas import Atlas
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    atlas = Atlas.open(DEMO_ATLAS_DIR)
+
+    def stored_ids(subset: str, other: int | None = None) -> list[str]:
+        graph = atlas.graph(6, subset, other)
+        return sorted(f"{a}-{b}" for a, b in zip(graph.layer, graph.channel, strict=True))
+
+    def drawn() -> list[str]:
+        return sorted(cy_ids(dash_duo, "attribution-graph", "node[size]"))
+
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=6")
+    dash_duo.wait_for_contains_text("#graph-header .class-name", "six", timeout=20)
+    wait_until(lambda: drawn() == stored_ids("all"), message="class graph")
+    radio = dash_duo.find_element("#graph-subset input[value='mistaken']")
+    radio.location_once_scrolled_into_view  # noqa: B018
+    radio.click()
+    wait_until(lambda: query(dash_duo).get("sub") == "mistaken", message="no sub in the URL")
+    wait_until(lambda: drawn() == stored_ids("mistaken"), message="mistaken graph")
+    dash_duo.wait_for_contains_text("#graph-header", "mistaken only: 3 images", timeout=10)
+    link = next(
+        a for a in dash_duo.find_elements("#graph-header .confusion-link") if "zero" in a.text
+    )
+    link.click()
+    wait_until(lambda: query(dash_duo).get("for") == "0", message="no pair in the URL")
+    assert query(dash_duo).get("compare") == "0"
+    wait_until(lambda: drawn() == stored_ids("mistaken", 0), message="pair graph")
+    dash_duo.wait_for_contains_text("#graph-header", "mistaken for zero: 1 image", timeout=10)
+    wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
+    button = dash_duo.find_element("#attribution-graph-json")
+    button.location_once_scrolled_into_view  # noqa: B018
+    button.click()
+    path = Path(dash_duo.download_path) / (
+        "demo_atlas-graph-0006-six-mistaken-for-0000-zero-nodes0-edges0.json"
+    )
+    wait_until(lambda: path.exists() and path.stat().st_size > 0, message="no JSON download")
+    time.sleep(0.3)
+    nodes = sorted(node["id"] for node in json.loads(path.read_text())["nodes"])
+    assert nodes == stored_ids("mistaken", 0)
+    dash_duo.find_element("#graph-subset input[value='all']").click()
+    wait_until(lambda: drawn() == stored_ids("all"), message="back to the class graph")
+    assert "for" not in query(dash_duo) and "sub" not in query(dash_duo)
+    assert dash_duo.get_logs() == []

@@ -239,6 +239,18 @@ def click_radio(selectors: tuple[str, ...]) -> Action:
     return act
 
 
+def click_confusion_link(dash_duo: Any, rng: random.Random) -> str | None:
+    """A "mistaken for" link of the class header (the comparison, and the graph of the
+    images mistaken for that class where the atlas stores it)."""
+    links = dash_duo.find_elements("#graph-header a.confusion-link")
+    if not links:
+        return None
+    link = rng.choice(links)
+    text = link.text
+    _click_js(dash_duo, link)
+    return f"mistaken for {text}"
+
+
 def set_intervals(dash_duo: Any, rng: random.Random) -> str | None:
     boxes = dash_duo.find_elements("#topo-intervals")
     if not boxes:
@@ -325,6 +337,8 @@ ACTIONS: tuple[tuple[Action, int], ...] = (
     (pick_dropdown("#layer-select"), 1),
     (click_mark(("#node-threshold", "#edge-threshold")), 1),
     (tap_node("attribution-graph", "node[size]"), 2),
+    (click_radio(("#graph-subset", "#graph-pictures")), 1),
+    (click_confusion_link, 1),
     (click_radio(("#topo-cluster", "#topo-colour", "#topo-metric")), 1),
     (click_mark(("#topo-overlap", "#topo-eps", "#topo-jaccard")), 1),
     (set_intervals, 1),

@@ -66,8 +66,11 @@ def random_state(rng: random.Random, b: StateBounds) -> ViewState:
         sort=rng.choice(SORT_ORDERS),
         node=maybe(f"{layer}-{rng.randrange(b.channels[layer])}"),
         pics=maybe(rng.choice(PICTURES)),
-        subset=rng.choice(GRAPH_SUBSETS),
-        mistaken_for=maybe(rng.randrange(b.num_classes)),
+        # (a URL with "for" holds the mistaken images: ViewState.from_query)
+        **rng.choice(
+            [{"subset": s} for s in GRAPH_SUBSETS]
+            + [{"subset": "mistaken", "mistaken_for": rng.randrange(b.num_classes)}]
+        ),
         topo_layer=maybe(rng.randrange(b.num_layers)),
         topo_intervals=maybe(rng.choice([10, 20, 100])),
         topo_overlap=maybe(rng.choice([10, 30, 60])),
