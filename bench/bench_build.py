@@ -13,7 +13,9 @@ for each model (torchvision, random weights, 224 px input):
   model's Summit layers (default settings), i.e. the streaming pass of a build without
   the TopoAct sample;
 - with ``--full``: the whole :func:`compute.build.build_atlas` (pass, Mapper sample,
-  graphs, embedding, crops, writing), wall time.
+  graphs, embedding, crops, writing), wall time;
+- with ``--subsets-overhead``: the pass without the subset counts too, and how much
+  longer the default pass (with them) takes (issue 17: within 10%).
 
 It prints images/s of each and the ratio forward/pass (issue 6 targets on one GPU: at
 most 1.5 for GoogLeNet, whose Inception layers are connected by convolutions and counted
@@ -208,13 +210,20 @@ def time_forward(model: torch.nn.Module, loader: DataLoader, decoder: Any, args:
 
 
 def time_pass(
-    model: torch.nn.Module, layers: list[str], loader: DataLoader, decoder: Any, args: Any
+    model: torch.nn.Module,
+    layers: list[str],
+    loader: DataLoader,
+    decoder: Any,
+    args: Any,
+    subsets: bool = True,
 ) -> float:
-    """Images/s of the loader plus the Summit streaming pass."""
+    """Images/s of the loader plus the Summit streaming pass (``subsets``: with the subset
+    counts, the default; random-weight models get most images wrong, so this is their
+    worst case: nearly every image is counted twice)."""
     device = torch.device(args.device)
     classes = len(loader.dataset.classes)  # type: ignore[attr-defined]
     class_map = list(range(classes))
-    config = SummitConfig()
+    config = SummitConfig(subsets=subsets)
     new_pass = partial(
         SummitPass, model, layers, classes, config, device=args.device, class_map=class_map
     )
@@ -287,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="googlenet,resnet50")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--full", action="store_true", help="also time the whole build_atlas")
+    parser.add_argument(
+        "--subsets-overhead",
+        action="store_true",
+        help="also time the pass without the subset counts (SummitConfig(subsets=False))",
+    )
     parser.add_argument("--keep", type=Path, help="write the JPEG files here and keep them")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -320,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(loader.dataset.classes)} classes"  # type: ignore[attr-defined]
         )
         print(f"{'model':<10} {'forward img/s':>14} {'pass img/s':>11} {'ratio':>6}", end="")
+        print(f" {'no-subsets img/s':>17} {'overhead':>9}" if args.subsets_overhead else "", end="")
         print(f" {'build img/s':>12}" if args.full else "")
         for model_name in args.models.split(","):
             model = get_model(f"torchvision:{model_name}").to(device).eval()
@@ -329,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             forward = time_forward(model, loader, decoder, args)
             summit = time_pass(model, layers, loader, decoder, args)
             line = f"{model_name:<10} {forward:>14.1f} {summit:>11.1f} {forward / summit:>6.2f}"
+            if args.subsets_overhead:
+                plain = time_pass(model, layers, loader, decoder, args, subsets=False)
+                line += f" {plain:>17.1f} {plain / summit - 1:>+9.1%}"
             if args.full:
                 line += f" {time_build(model, layers, loader, decoder, args):>12.1f}"
             print(line, flush=True)
