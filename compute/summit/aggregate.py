@@ -58,6 +58,7 @@ from compute.summit.examples import RunningTopExamples
 from compute.summit.gradient import attribution_topk, gradient_attribution, gradient_seeds
 from compute.summit.inception import direct_limits, widest_path
 from compute.summit.influence import DEFAULT_BUDGET, conv_geometry, influence_topk
+from compute.summit.instances import InstanceArrays, InstanceConfig, InstanceRecorder
 from compute.summit.subsets import (
     SUBSET_KINDS,
     SubsetCounts,
@@ -94,6 +95,7 @@ class SummitAggregates:
         example_position: per layer ``int32 [channels, n, 2]`` (row, col).
         subsets: the correct / mistaken / confusion-pair counts (``None``: not counted,
             ``SummitConfig.subsets`` off).
+        instances: the instance records (``None``: none asked for).
     """
 
     layers: list[str]
@@ -108,6 +110,7 @@ class SummitAggregates:
     example_value: list[np.ndarray]
     example_position: list[np.ndarray]
     subsets: SubsetCounts | None = None
+    instances: InstanceArrays | None = None
 
 
 #: Counter names of the subset counts: ``SUBSET_PREFIX + name`` of each influence counter,
@@ -274,6 +277,8 @@ class SummitPass(ClosingContext):
         class_map: optional model output index of each class (length ``num_classes``); a
             prediction outside the map counts as wrong and is not aggregated by prediction.
         budget: bound on the elements of any influence intermediate.
+        instances: which inputs get an instance record (``compute.summit.instances``;
+            ``None``: none).
     """
 
     def __init__(
@@ -285,6 +290,7 @@ class SummitPass(ClosingContext):
         device: torch.device | str = "cpu",
         class_map: Sequence[int] | None = None,
         budget: int = DEFAULT_BUDGET,
+        instances: InstanceConfig | None = None,
     ) -> None:
         if num_classes < 1:
             raise BuildError(f"num_classes must be >= 1, not {num_classes}")
@@ -325,6 +331,13 @@ class SummitPass(ClosingContext):
             self._counters[f"{SUBSET_PREFIX}images"].use_dense(pair_space(num_classes))
         #: Per image of the batch: its confusion pair if it is wrong, else -1.
         self._batch_pairs: Tensor | None = None
+        self._recorder = None if instances is None else InstanceRecorder(instances, len(layers))
+        #: The batch's inputs that may get an instance record (``None``: none), and per
+        #: layer their maxima's positions and every image's selected channels.
+        self._batch_candidates: Tensor | None = None
+        self._batch_positions: dict[int, Tensor] = {}
+        self._batch_selected: dict[int, Tensor] = {}
+        self._batch_predicted: Tensor | None = None
         self._gradient: dict[int, GradientConnection] = {
             index: c
             for index, c in enumerate(self.connections)
@@ -399,6 +412,10 @@ class SummitPass(ClosingContext):
         else:  # positions only for maps that may enter the top examples
             values, positions = spatial_max_above(output.detach(), state.examples.floor())
         self._batch_layers[index] = (values, positions, tuple(output.shape[1:]))
+        if self._batch_candidates is not None:  # where each candidate's maxima are
+            _, flat = spatial_max(output.detach()[self._batch_candidates])
+            width = output.shape[3]
+            self._batch_positions[index] = torch.stack([flat // width, flat % width], dim=2)
 
     def _on_conv_input(self, conv: nn.Conv2d, where: _ConvCount, x: Tensor) -> None:
         if self.device.type == "cpu" and self._deferred_size + x.numel() <= DEFER_LIMIT:
@@ -477,6 +494,10 @@ class SummitPass(ClosingContext):
             raise BuildError(f"labels must be in [0, {self.num_classes}), got {labels.tolist()}")
         self._batch_layers = [None] * len(self.layers)
         self._batch_influence = []
+        if self._recorder is not None:
+            wanted = self._recorder.candidates(indices.cpu().numpy())
+            if wanted.any():
+                self._batch_candidates = torch.from_numpy(wanted).to(self.device)
         try:
             if self._gradient:
                 with torch.enable_grad(), _frozen_parameters(self.model):
@@ -501,6 +522,8 @@ class SummitPass(ClosingContext):
                     self._batch_influence.append((where, b + b0, i, j))
                 for where, b, i, j in self._batch_influence:
                     self._aggregate_influence(where, b, i, j, classes, valid)
+                if self._batch_candidates is not None:
+                    self._record_instances(indices, labels)
         finally:
             if self._futures:  # after an error: no task may outlive this batch
                 wait(self._futures)
@@ -510,6 +533,8 @@ class SummitPass(ClosingContext):
             self._deferred, self._deferred_size = [], 0
             self._grad_sources = {}
             self._batch_pairs = None
+            self._batch_candidates, self._batch_predicted = None, None
+            self._batch_positions, self._batch_selected = {}, {}
         self._images_seen += batch
         return logits
 
@@ -564,6 +589,39 @@ class SummitPass(ClosingContext):
             torch.autocast("cpu", dtype=dtype, enabled=enabled),
         ):
             return self._influence(conv, x)
+
+    def _record_instances(self, indices: Tensor, labels: Tensor) -> None:
+        """Hand the batch's candidates to the instance recorder: their selected channels,
+        maxima and positions per layer, and their influence triples through each
+        connection's main counter (convolutions, gradient connections, Inception direct
+        branches: the same triples the class counts add up)."""
+        assert self._recorder is not None and self._batch_candidates is not None
+        assert self._batch_predicted is not None
+        wanted = self._batch_candidates
+        row_of = torch.cumsum(wanted.to(torch.int64), 0) - 1
+        layers = []
+        for index in range(len(self.layers)):
+            captured = self._batch_layers[index]
+            assert captured is not None
+            values = captured[0][wanted]
+            layers.append(
+                (self._batch_selected[index][wanted], values, self._batch_positions[index])
+            )
+        edges: list[tuple[Tensor, Tensor, Tensor] | None] = [None] * len(self.layers)
+        found: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
+        for where, b, i, j in self._batch_influence:
+            name = where.counter.split(".")
+            if len(name) != 2:  # an Inception bottleneck branch: not recorded per input
+                continue
+            mine = wanted[b]
+            found.setdefault(int(name[1]), []).append(
+                (row_of[b[mine]], where.offset + i[mine], j[mine])
+            )
+        for index, parts in found.items():
+            edges[index] = tuple(torch.cat([p[k] for p in parts]) for k in range(3))  # type: ignore[assignment]
+        self._recorder.add(
+            indices[wanted], labels[wanted], self._batch_predicted[wanted], layers, edges
+        )
 
     def _select(self, values: Tensor) -> Tensor:
         """``bool [B, C]`` channels chosen by the activation rule."""
@@ -624,6 +682,7 @@ class SummitPass(ClosingContext):
             inverse[self._class_map] = torch.arange(self.num_classes, device=self.device)
             predicted = inverse[predicted]
         correct = (predicted == labels).to(torch.int64)
+        self._batch_predicted = predicted
         bins = self.config.confidence_bins
         which = torch.clamp((confidence * bins).floor().to(torch.int64), 0, bins - 1)
         self._num_images.index_add_(0, labels, torch.ones_like(labels))
@@ -660,6 +719,8 @@ class SummitPass(ClosingContext):
                 f"{(state.channels, state.height, state.width)} to {(channels, height, width)}"
             )
         selected = self._select(values)
+        if self._batch_candidates is not None:
+            self._batch_selected[index] = selected
         state.counts.index_add_(0, classes[valid], selected[valid].to(torch.int64))
         state.examples.update(values, positions, indices)
         pairs = self._batch_pairs
@@ -755,6 +816,8 @@ class SummitPass(ClosingContext):
             counter.flush()
             state[f"{name}.keys"] = counter.keys.cpu().clone()
             state[f"{name}.counts"] = counter.counts.cpu().clone()
+        if self._recorder is not None:
+            state.update(self._recorder.state_dict())
         return state
 
     def merge_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -829,6 +892,8 @@ class SummitPass(ClosingContext):
             counter.add_counts(
                 state[f"{name}.keys"].to(self.device), state[f"{name}.counts"].to(self.device)
             )
+        if self._recorder is not None:
+            self._recorder.merge_state_dict(state)
 
     def result(self) -> SummitAggregates:
         """The aggregates so far (can be called again after more updates).
@@ -857,6 +922,7 @@ class SummitPass(ClosingContext):
             example_value=[t[1] for t in tables],
             example_position=[t[2] for t in tables],
             subsets=self._subset_result(influence) if self.config.subsets else None,
+            instances=None if self._recorder is None else self._recorder.result(),
         )
 
     def _counter_entries(self, name: str) -> tuple[np.ndarray, np.ndarray]:
