@@ -53,6 +53,7 @@ PART_FEATUREVIS = "featurevis"  # feature visualization and diversity images per
 PART_TRACE = "trace"  # training-trace explanations of a split's images (docs/trace.md)
 PART_MAPPER = "mapper"  # TopoAct: sampled activation vectors and a Mapper index per layer
 PART_SUBSETS = "subsets"  # each class's correct / mistaken images and confusion pairs
+PART_INSTANCES = "instances"  # instance records: some inputs' own channels and edges
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
 
@@ -389,6 +390,69 @@ def subset_graph_paths(kind: str) -> dict[str, str]:
     return {name: f"subsets/{kind}/{path}" for name, path in GRAPH_PATHS.items()}
 
 
+#: Instances part: the recorded inputs (``InstanceArrays`` names -> files).
+INSTANCE_PATHS = {
+    name: f"instances/{name}.npy" for name in ("image_index", "label", "prediction", "reason")
+}
+#: Per-layer instance files: ``InstanceArrays`` list names.
+INSTANCE_LAYER_ARRAYS = ("channel_indptr", "channel", "value", "position", "edge_indptr", "edge")
+
+
+def instance_layer_paths(layer_index: int) -> dict[str, str]:
+    """The instance records' files of one layer."""
+    return {
+        name: f"instances/{layer_dir(layer_index)}/{name}.npy" for name in INSTANCE_LAYER_ARRAYS
+    }
+
+
+@dataclass(frozen=True)
+class InstanceArrays:
+    """Instance records: some inputs' own selected channels and influence edges (the
+    ``instances`` part; ``compute.summit.instances`` records them). ``n`` inputs sorted by
+    index; per layer, ragged rows in CSR form.
+
+    Attributes:
+        image_index: ``int64 [n]`` input indices, ascending.
+        label: ``int64 [n]`` true classes.
+        prediction: ``int64 [n]`` predicted classes (``-1``: outside the classes).
+        reason: ``int64 [n]`` why recorded: bits 1 (the hash sample), 2 (a mistake kept by
+            the same hash), 4 (a user's list).
+        channel_indptr: per layer ``int64 [n + 1]`` rows of the next three arrays.
+        channel: per layer ``int32 [m]`` the input's selected channels, ascending.
+        value: per layer ``float32 [m]`` their spatial maxima.
+        position: per layer ``int32 [m, 2]`` ``(row, col)`` of the maximum.
+        edge_indptr: per layer ``int64 [n + 1]`` (layer 0: all zero).
+        edge: per layer ``int32 [e, 2]`` ``(target channel, source channel)``, sorted: the
+            input's own top-k influences among its selected channels of this layer and the
+            previous one.
+    """
+
+    image_index: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    reason: np.ndarray
+    channel_indptr: list[np.ndarray]
+    channel: list[np.ndarray]
+    value: list[np.ndarray]
+    position: list[np.ndarray]
+    edge_indptr: list[np.ndarray]
+    edge: list[np.ndarray]
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.image_index.shape[0])
+
+    def channels(self, row: int, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(channels, values, positions)`` of record ``row`` in ``layer``."""
+        a, b = (int(v) for v in self.channel_indptr[layer][row : row + 2])
+        return self.channel[layer][a:b], self.value[layer][a:b], self.position[layer][a:b]
+
+    def edges(self, row: int, layer: int) -> np.ndarray:
+        """``int32 [e, 2]`` ``(target, source)`` edges of record ``row`` into ``layer``."""
+        a, b = (int(v) for v in self.edge_indptr[layer][row : row + 2])
+        return self.edge[layer][a:b]
+
+
 #: Mapper part: the sampled images, the same for every layer (stored once).
 MAPPER_SAMPLE_PATHS = {
     "image_index": "mapper/image_index.npy",
@@ -599,6 +663,10 @@ class Atlas:
             expected += [embedding_path(i) for i in range(len(self.layers))]
         if PART_GRAPHS in self.parts:
             expected += list(GRAPH_PATHS.values())
+        if PART_INSTANCES in self.parts:
+            expected += list(INSTANCE_PATHS.values())
+            for i in range(len(self.layers)):
+                expected += list(instance_layer_paths(i).values())
         if PART_SUBSETS in self.parts:
             expected += list(SUBSET_PATHS.values())
             for kind in SUBSET_GRAPH_SETS:
@@ -931,6 +999,53 @@ class Atlas:
         """``int64 [classes]``: wrongly classified images counted under each class."""
         self._require(PART_SUBSETS)
         return self._checked(SUBSET_PATHS["mistaken_images"], (self.num_classes,), "i")
+
+    @cached_property
+    def _instances(self) -> InstanceArrays:
+        self._require(PART_INSTANCES)
+        index = self.load_array(INSTANCE_PATHS["image_index"])
+        if index.ndim != 1 or index.dtype.kind != "i":
+            raise AtlasError(f"file {INSTANCE_PATHS['image_index']} has shape {index.shape}")
+        n = int(index.shape[0])
+        columns = {
+            name: self._checked(INSTANCE_PATHS[name], (n,), "i")
+            for name in ("label", "prediction", "reason")
+        }
+        layers: dict[str, list[np.ndarray]] = {name: [] for name in INSTANCE_LAYER_ARRAYS}
+        for i in range(len(self.layers)):
+            paths = instance_layer_paths(i)
+            channel_indptr = self._checked(paths["channel_indptr"], (n + 1,), "i")
+            m = int(channel_indptr[-1]) if n else 0
+            edge_indptr = self._checked(paths["edge_indptr"], (n + 1,), "i")
+            e = int(edge_indptr[-1]) if n else 0
+            layers["channel_indptr"].append(channel_indptr)
+            layers["channel"].append(self._checked(paths["channel"], (m,), "i"))
+            layers["value"].append(self._checked(paths["value"], (m,), "f"))
+            layers["position"].append(self._checked(paths["position"], (m, 2), "i"))
+            layers["edge_indptr"].append(edge_indptr)
+            layers["edge"].append(self._checked(paths["edge"], (e, 2), "i"))
+        return InstanceArrays(
+            image_index=index,
+            label=columns["label"],
+            prediction=columns["prediction"],
+            reason=columns["reason"],
+            channel_indptr=layers["channel_indptr"],
+            channel=layers["channel"],
+            value=layers["value"],
+            position=layers["position"],
+            edge_indptr=layers["edge_indptr"],
+            edge=layers["edge"],
+        )
+
+    def instances(self) -> InstanceArrays:
+        """The instance records (the ``instances`` part), shape-checked."""
+        return self._instances
+
+    def instance_row(self, image_index: int) -> int | None:
+        """The record row of input ``image_index``, ``None`` if it has no record."""
+        index = self._instances.image_index
+        row = int(np.searchsorted(index, image_index))
+        return row if row < index.shape[0] and int(index[row]) == image_index else None
 
     def pair_row(self, class_index: int, other: int) -> int | None:
         """The row of the confusion pair ``(class_index, other)``, ``None`` if not stored."""

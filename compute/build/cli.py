@@ -31,9 +31,11 @@ from compute.data import (
     open_image_folder,
 )
 from compute.distributed import Rank, init_from_env, shard_range, shutdown
+from compute.errors import BuildError
 from compute.featurevis.cli import run_featurevis
 from compute.models import count_outputs, describe_layers, get_model, infer_in_channels, model_name
 from compute.summit.config import SummitConfig
+from compute.summit.instances import InstanceConfig
 
 _BUILD_EPILOG = """\
 examples:
@@ -119,9 +121,51 @@ def _run_build(args: argparse.Namespace) -> int:
         shutdown()
 
 
+def read_indices(path: str) -> tuple[int, ...]:
+    """Input indices from a text file: integers separated by spaces, commas or newlines
+    (``#`` starts a comment).
+
+    Raises:
+        BuildError: the file cannot be read, or a line holds something else (named).
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"--instances-from {path}: cannot read it ({exc})") from None
+    found: list[int] = []
+    for number, line in enumerate(lines, start=1):
+        for word in line.split("#", 1)[0].replace(",", " ").split():
+            if not word.isdigit():
+                raise BuildError(
+                    f"--instances-from {path}, line {number}: {word!r} is not an input index"
+                )
+            found.append(int(word))
+    if not found:
+        raise BuildError(f"--instances-from {path}: no input index in the file")
+    return tuple(found)
+
+
+def instance_config(args: argparse.Namespace, dataset_size: int) -> InstanceConfig | None:
+    """Which inputs get an instance record (``None``: none), checked against the data."""
+    if args.instances_from is not None:
+        indices = read_indices(args.instances_from)
+        beyond = [i for i in indices if i >= dataset_size]
+        if beyond:
+            raise BuildError(
+                f"--instances-from {args.instances_from}: index {beyond[0]} is beyond the "
+                f"data's {dataset_size} inputs"
+            )
+        return InstanceConfig(seed=args.seed, indices=indices)
+    if args.instances == 0 and args.instance_mistakes == 0:
+        return None
+    return InstanceConfig(sample=args.instances, mistakes=args.instance_mistakes, seed=args.seed)
+
+
 def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
     out = Path(args.out)
     check_output_path(out, args.overwrite)
+    if args.instances_from is not None:
+        read_indices(args.instances_from)  # a bad list is refused before any long work
     device = resolve_device(device_name)
     check_precision(args.precision, device)  # before loading the model or reading data
     config = SummitConfig(
@@ -168,6 +212,7 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
     # DIR/imagenet/val -> name "imagenet", split "val"; otherwise the folder's own name.
     is_split = data_path.name.lower() in _SPLIT_NAMES
     dataset_name = data_path.parent.name if is_split and data_path.parent.name else data_path.name
+    instances = instance_config(args, len(dataset))
     options = BuildOptions(
         layers=args.layers,
         classes=dataset.classes,
@@ -204,6 +249,7 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         decoder=decoder,
         precision=args.precision,
         decode=args.decode,
+        instances=instances,
     )
     path = build_atlas(model, loader, options)
     if not rank.is_main:
@@ -436,6 +482,29 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="most confusion-pair graphs per class, the most frequent "
         f"(default {SummitConfig.confusion_pairs})",
+    )
+    records = build.add_argument_group("instance records (kept in the same pass)")
+    records.add_argument(
+        "--instances",
+        type=_non_negative_int,
+        default=InstanceConfig.sample,
+        metavar="N",
+        help="inputs whose own channels and edges are recorded, a sample by hash of "
+        f"(seed, index) (default {InstanceConfig.sample}; 0 and --instance-mistakes 0: none)",
+    )
+    records.add_argument(
+        "--instance-mistakes",
+        type=_non_negative_int,
+        default=InstanceConfig.mistakes,
+        metavar="N",
+        help="misclassified inputs recorded besides the sample, by the same hash "
+        f"(default {InstanceConfig.mistakes})",
+    )
+    records.add_argument(
+        "--instances-from",
+        metavar="FILE",
+        help="record exactly these inputs: a text file of input indices (spaces, commas "
+        "or newlines); replaces --instances and --instance-mistakes",
     )
     build.add_argument(
         "--featurevis",

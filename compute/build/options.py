@@ -11,6 +11,7 @@ from compute.atlas import PRECISIONS
 from compute.data import Preprocessing
 from compute.errors import BuildError
 from compute.summit.config import EmbeddingConfig, GraphConfig, SummitConfig
+from compute.summit.instances import InstanceConfig
 
 #: TopoAct sample modes: one hashed spatial position per image and layer, or the mean.
 MAPPER_MODES = ("position", "mean")
@@ -62,6 +63,8 @@ class BuildOptions:
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` (approximate: autocast).
         decode: how images were decoded, for the manifest; ``None``: ``"jpeg-device"``
             with a ``decoder``, else ``"loader"``.
+        instances: which inputs get an instance record (the ``instances`` part;
+            ``None``: none).
     """
 
     layers: Sequence[str]
@@ -93,6 +96,7 @@ class BuildOptions:
     decoder: Callable[[Any], Any] | None = None
     precision: str = "fp32"
     decode: str | None = None
+    instances: InstanceConfig | None = InstanceConfig()
 
     def __post_init__(self) -> None:
         for name in ("layers", "classes"):

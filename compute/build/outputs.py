@@ -20,6 +20,7 @@ from compute.atlas import (
     PART_EMBEDDING,
     PART_EXAMPLES,
     PART_GRAPHS,
+    PART_INSTANCES,
     PART_MAPPER,
     PART_SUBSETS,
     PART_SUMMIT,
@@ -43,6 +44,7 @@ from compute.errors import BuildError
 from compute.models import num_parameters
 from compute.summit.embedding import class_embeddings
 from compute.summit.graph import attribution_graphs
+from compute.summit.instances import instances_manifest
 from compute.summit.part import SubsetArrays, SummitArrays, write_summit_parts
 from compute.summit.subsets import SubsetCounts, subset_graphs
 from compute.topology.part import MapperPart, mapper_part
@@ -220,6 +222,8 @@ def atlas_manifest(
     }
     if options.class_map is not None:
         parameters["class_map"] = list(options.class_map)
+    if aggregates.instances is not None:
+        parameters["instances"] = instances_manifest(options.instances)
     if derived.mapper is not None:
         parameters["mapper"] = derived.mapper.parameters
     if fields is not None:
@@ -247,6 +251,7 @@ def atlas_manifest(
         "metrics": options.metrics or {},
         "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
         + ([PART_SUBSETS] if derived.subset_graphs is not None else [])
+        + ([PART_INSTANCES] if aggregates.instances is not None else [])
         + ([PART_MAPPER] if derived.mapper is not None else []),
     }
 
@@ -278,6 +283,7 @@ def summit_arrays(result: PassResult, derived: Derived) -> SummitArrays:
         embeddings=derived.embeddings,
         graphs=derived.graphs,
         subsets=subset_arrays(aggregates.subsets, derived.subset_graphs),
+        instances=aggregates.instances,
     )
 
 

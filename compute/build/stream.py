@@ -48,6 +48,7 @@ from compute.distributed import Rank, combine_states, reload_range, shard_loader
 from compute.errors import BuildError
 from compute.models import LayerDescription, count_outputs
 from compute.summit.aggregate import SummitAggregates, SummitPass
+from compute.summit.instances import instances_manifest
 from compute.topology.sample import ActivationSampler
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ def _fingerprint_parameters(
         "classes": list(options.classes),
         "class_map": list(options.class_map) if options.class_map is not None else None,
         "summit": options.config.to_manifest(),
+        "instances": instances_manifest(options.instances),
         "preprocessing": options.preprocessing.to_manifest() if options.preprocessing else None,
         "input_size": list(input_size),
         "mapper": [options.mapper, options.mapper_capacity, options.mapper_mode, options.seed],
@@ -269,6 +271,7 @@ def run_pass(
         options.config,
         device=str(device),
         class_map=list(options.class_map) if options.class_map is not None else None,
+        instances=options.instances,
     )
     done, batches_done, counter = stream.done, stream.batches_done, stream.counter
     every = options.checkpoint_every

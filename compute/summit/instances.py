@@ -18,11 +18,13 @@ per input, because the class counts take a widest path over those).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from compute.atlas import InstanceArrays
 from compute.errors import BuildError
 from compute.topology.sample import image_hash
 
@@ -54,6 +56,15 @@ class InstanceConfig:
             raise BuildError("instance indices must be >= 0")
 
 
+def instances_manifest(config: InstanceConfig | None) -> dict[str, Any] | None:
+    """The manifest's ``parameters.instances`` (``None``: no records)."""
+    if config is None:
+        return None
+    if config.indices is not None:
+        return {"listed": len(set(config.indices)), "seed": config.seed}
+    return {"sample": config.sample, "mistakes": config.mistakes, "seed": config.seed}
+
+
 @dataclass
 class _Record:
     label: int
@@ -64,35 +75,6 @@ class _Record:
     values: list[np.ndarray] = field(default_factory=list)  # per layer, float32 [s]
     positions: list[np.ndarray] = field(default_factory=list)  # per layer, int32 [s, 2]
     edges: list[np.ndarray] = field(default_factory=list)  # per layer, int32 [e, 2]
-
-
-@dataclass(frozen=True)
-class InstanceArrays:
-    """The instance records, ready for the atlas (``n`` inputs sorted by index).
-
-    Attributes:
-        image_index: ``int64 [n]`` input indices, ascending.
-        label: ``int64 [n]`` true classes.
-        prediction: ``int64 [n]`` predicted classes (``-1``: outside the classes).
-        reason: ``int64 [n]`` bits ``REASON_SAMPLE | REASON_MISTAKE | REASON_LISTED``.
-        channel_indptr: per layer ``int64 [n + 1]`` rows of the next three arrays.
-        channel: per layer ``int32 [m]`` selected channels, ascending per input.
-        value: per layer ``float32 [m]`` their spatial maxima.
-        position: per layer ``int32 [m, 2]`` ``(row, col)`` of the maximum.
-        edge_indptr: per layer ``int64 [n + 1]`` (layer 0: all zero).
-        edge: per layer ``int32 [e, 2]`` ``(target channel, source channel)`` sorted.
-    """
-
-    image_index: np.ndarray
-    label: np.ndarray
-    prediction: np.ndarray
-    reason: np.ndarray
-    channel_indptr: list[np.ndarray]
-    channel: list[np.ndarray]
-    value: list[np.ndarray]
-    position: list[np.ndarray]
-    edge_indptr: list[np.ndarray]
-    edge: list[np.ndarray]
 
 
 class InstanceRecorder:

@@ -1,5 +1,5 @@
 """The one writer of the Summit parts: ``summit``, ``examples``, ``embedding``, ``graphs``
-and (optional) ``subsets``.
+and (optional) ``subsets`` and ``instances``.
 
 A build (the streaming pass) and the synthetic atlas (generated counts) both hand their
 arrays to :func:`write_summit_parts`, so the files, their dtypes and the checks on them
@@ -18,14 +18,18 @@ from compute.atlas import (
     CLASS_PATHS,
     CONFUSION_PATH,
     GRAPH_PATHS,
+    INSTANCE_LAYER_ARRAYS,
+    INSTANCE_PATHS,
     SUBSET_GRAPH_SETS,
     SUBSET_PATHS,
     AtlasWriter,
+    InstanceArrays,
     activation_counts_path,
     csr_parts,
     embedding_path,
     examples_paths,
     influence_paths,
+    instance_layer_paths,
     subset_activation_path,
     subset_graph_paths,
 )
@@ -77,6 +81,7 @@ class SummitArrays:
         embeddings: per layer, float ``[classes, 2]`` class embedding.
         graphs: the attribution graphs' arrays by ``GRAPH_PATHS`` key.
         subsets: the ``subsets`` part (``None``: the atlas has none).
+        instances: the ``instances`` part (``None``: the atlas has none).
     """
 
     num_images: np.ndarray
@@ -89,6 +94,7 @@ class SummitArrays:
     embeddings: Sequence[np.ndarray]
     graphs: Mapping[str, np.ndarray]
     subsets: SubsetArrays | None = None
+    instances: InstanceArrays | None = None
 
 
 def write_summit_parts(writer: AtlasWriter, arrays: SummitArrays) -> None:
@@ -132,6 +138,36 @@ def write_summit_parts(writer: AtlasWriter, arrays: SummitArrays) -> None:
         writer.add_array(relpath, arrays.graphs[name])
     if arrays.subsets is not None:
         _write_subsets(writer, arrays.subsets, layers)
+    if arrays.instances is not None:
+        _write_instances(writer, arrays.instances, layers)
+
+
+#: dtype of each instance file.
+_INSTANCE_DTYPES: dict[str, type] = {
+    "image_index": np.int64,
+    "label": np.int64,
+    "prediction": np.int64,
+    "reason": np.int64,
+    "channel_indptr": np.int64,
+    "channel": np.int32,
+    "value": np.float32,
+    "position": np.int32,
+    "edge_indptr": np.int64,
+    "edge": np.int32,
+}
+
+
+def _write_instances(writer: AtlasWriter, instances: InstanceArrays, layers: int) -> None:
+    """Add the ``instances`` part's files."""
+    for name, relpath in INSTANCE_PATHS.items():
+        writer.add_array(relpath, np.asarray(getattr(instances, name), _INSTANCE_DTYPES[name]))
+    for name in INSTANCE_LAYER_ARRAYS:
+        if len(getattr(instances, name)) != layers:
+            raise ValueError(f"instance records {name!r} disagree on the number of layers")
+    for i in range(layers):
+        for name, relpath in instance_layer_paths(i).items():
+            array: np.ndarray = np.asarray(getattr(instances, name)[i], _INSTANCE_DTYPES[name])
+            writer.add_array(relpath, array)
 
 
 def _write_subsets(writer: AtlasWriter, subsets: SubsetArrays, layers: int) -> None:

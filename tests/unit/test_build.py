@@ -232,7 +232,9 @@ def test_build_atlas_end_to_end(tmp_path: Path) -> None:
         ("4", 6, 4, 4),
     ]
     assert [layer.influence_from for layer in atlas.layers] == [None, "1"]
-    assert atlas.parts == {"summit", "examples", "embedding", "graphs", "subsets", "mapper"}
+    assert atlas.parts == {
+        *("summit", "examples", "embedding", "graphs", "subsets", "instances", "mapper")
+    }
     manifest = atlas.manifest
     assert manifest["title"] == "Tiny"
     assert manifest["model"]["input_size"] == [3, 8, 8]

@@ -131,6 +131,9 @@ def bad_weights(tmp_path: Path) -> str:
         (["--normalize", "1,2,3"], "bad --normalize"),
         (["--tau", "2"], r"tau must be in \(0, 1\]"),
         (["--out", "{data}"], "exists and is not an atlas"),
+        (["--instances-from", "{tmp}/none.txt"], r"none\.txt: cannot read it"),
+        (["--instances-from", "{indices_bad}"], r"bad\.txt, line 2: 'x7' is not an input index"),
+        (["--instances-from", "{indices_far}"], r"index 99 is beyond the data's 12 inputs"),
     ],
 )
 def test_bad_input_is_one_line_before_work(
@@ -139,6 +142,12 @@ def test_bad_input_is_one_line_before_work(
     import re
 
     places = {"data": str(data), "tmp": str(tmp_path)}
+    (tmp_path / "bad.txt").write_text("1, 2\nx7\n")
+    (tmp_path / "far.txt").write_text("# inputs to explain\n3 99\n")
+    places["indices_bad"], places["indices_far"] = (
+        str(tmp_path / "bad.txt"),
+        str(tmp_path / "far.txt"),
+    )
     if "{bad_weights}" in extra:
         places["bad_weights"] = bad_weights(tmp_path)
     argv = [*base_args(data, tmp_path / "atlas"), *(arg.format(**places) for arg in extra)]

@@ -10,19 +10,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from compute.atlas import Atlas, InstanceArrays
 from compute.capture import TensorRecorder
 from compute.connect import InceptionConnection
 from compute.errors import BuildError
 from compute.summit.aggregate import SummitAggregates, SummitPass
 from compute.summit.config import SummitConfig
-from compute.summit.instances import (
-    REASON_MISTAKE,
-    REASON_SAMPLE,
-    InstanceArrays,
-    InstanceConfig,
-)
+from compute.summit.instances import REASON_MISTAKE, REASON_SAMPLE, InstanceConfig
 from compute.topology.sample import image_hash
 from tests.unit import test_aggregate, test_inception
+from tests.unit.test_build import build_tiny, class_dataset, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -193,3 +190,38 @@ def test_a_users_list_records_exactly_those_inputs() -> None:
     assert result.instances.image_index.tolist() == [7, 52, 142]
     with pytest.raises(BuildError):
         InstanceConfig(sample=-1)
+
+
+def test_a_built_atlas_holds_the_passs_records(tmp_path) -> None:
+    """The build writes the records the pass keeps; the reader gives them back checked."""
+    config = InstanceConfig(sample=4, mistakes=3, seed=2)
+    path = build_tiny(tmp_path / "atlas", instances=config)
+    atlas = Atlas.open(path, verify_hashes=True)
+    assert "instances" in atlas.parts
+    assert atlas.parameters["instances"] == {"sample": 4, "mistakes": 3, "seed": 2}
+    records = atlas.instances()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = tiny_cnn()
+    dataset = class_dataset()
+    loader_config = SummitConfig(
+        selection="topk", top_k=2, influence_top_k=2, examples_per_channel=4
+    )
+    with SummitPass(model, ["1", "4"], 3, loader_config, instances=config) as summit:
+        for start in range(0, len(dataset), 4):
+            images, labels = (
+                dataset.tensors[0][start : start + 4],
+                dataset.tensors[1][start : start + 4],
+            )
+            summit.update(images, labels, torch.arange(start, start + images.shape[0]))
+        want = summit.result().instances
+    assert want is not None
+    same_records(records, want)
+    row = 2
+    assert atlas.instance_row(int(records.image_index[row])) == row
+    assert atlas.instance_row(10**6) is None
+    channels, values, positions = records.channels(row, 1)
+    assert channels.shape == values.shape == positions.shape[:1] and channels.size
+    assert records.edges(row, 1).shape[1] == 2
+    none = build_tiny(tmp_path / "none", instances=None)
+    assert "instances" not in Atlas.open(none).parts
