@@ -34,6 +34,7 @@ from compute.atlas import (
     PART_EXAMPLES,
     PART_FEATUREVIS,
     PART_GRAPHS,
+    PART_INSTANCES,
     PART_MAPPER,
     PART_SUBSETS,
     PART_SUMMIT,
@@ -74,6 +75,7 @@ HOW_TO_COMPUTE = {
     PART_FEATUREVIS: "python -m compute featurevis --atlas ATLAS",
     PART_MAPPER: _REBUILD,
     PART_SUBSETS: _REBUILD,
+    PART_INSTANCES: _REBUILD,
 }
 
 #: How a layer pair's influence counts were made, for people, by the manifest's
@@ -754,7 +756,30 @@ class AtlasData:
                 else:
                     counts = self.atlas.pair_counts(int(li))
                 count[mask] = counts[row, channel[mask]]
-        slot = raw.x.astype(np.float32)
+        graph = self.drawable(
+            layer, channel, count, raw.x, raw.source, raw.target, raw.weight.astype(np.float32)
+        )
+        self._graphs[key] = graph
+        return graph
+
+    def drawable(
+        self,
+        layer: np.ndarray,
+        channel: np.ndarray,
+        count: np.ndarray,
+        slot: np.ndarray,
+        source: np.ndarray,
+        target: np.ndarray,
+        weight: np.ndarray,
+    ) -> ClassGraph:
+        """A graph ready to draw from its nodes (layer, channel, size-giving count, slot in
+        the layer's row) and edges (node rows, width-giving weight): preset positions, node
+        and edge sizes, each node's crop and feature visualization."""
+        layer = np.asarray(layer, dtype=np.int64)
+        channel = np.asarray(channel, dtype=np.int64)
+        count = np.asarray(count, dtype=np.float32)
+        slot = np.asarray(slot).astype(np.float32)
+        weight = np.asarray(weight, dtype=np.float32)
         # Alternate nodes of a row (in slot order) are nudged up/down a few px.
         order = np.lexsort((slot, layer))
         rank_in_row = np.empty_like(order)
@@ -763,7 +788,6 @@ class AtlasData:
         top_layer = int(layer.max()) if layer.size else 0
         x = (slot * SLOT_PX).astype(np.float32)
         y = ((top_layer - layer) * ROW_PX + stagger).astype(np.float32)
-        weight = raw.weight.astype(np.float32)
         ids = np.array([f"{li}-{ch}" for li, ch in zip(layer, channel, strict=True)], dtype=object)
         images = tuple(
             self.crop(int(li), int(ch), 0) for li, ch in zip(layer, channel, strict=True)
@@ -773,7 +797,7 @@ class AtlasData:
             if self.has(PART_FEATUREVIS)
             else ()
         )
-        graph = ClassGraph(
+        return ClassGraph(
             vis=vis,
             ids=ids,
             layer=layer,
@@ -784,15 +808,13 @@ class AtlasData:
             y=y,
             size=_scale(count, float(count.max()) if count.size else 0.0, NODE_MIN_PX, NODE_MAX_PX),
             image=images,
-            source=raw.source.astype(np.int64),
-            target=raw.target.astype(np.int64),
+            source=np.asarray(source, dtype=np.int64),
+            target=np.asarray(target, dtype=np.int64),
             weight=weight,
             width=_scale(
                 weight, float(weight.max()) if weight.size else 0.0, EDGE_MIN_PX, EDGE_MAX_PX
             ),
         )
-        self._graphs[key] = graph
-        return graph
 
     # -- files ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ STATE_URL = "state-url"  # dcc.Location(refresh=False): the state written back t
 STATE_SUMMIT = "state-summit"
 STATE_TOPOLOGY = "state-topology"
 STATE_TRAINING = "state-training"
+STATE_INSTANCE = "state-instance"
 URL_NOTE = "url-note"  # which of the link's parameters could not be used (and were ignored)
 #: dcc.Store written by assets/rows.js, topology.js and training.js when a class row (the
 #: sidebar's, a Mapper node's class table) is clicked: {"cls": int, "at": ms}. (Rows carry

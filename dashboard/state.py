@@ -29,6 +29,8 @@ from dashboard.state_kit import (
     parse_node_id,
     query_int,
 )
+from dashboard.views.instance.state import SLICE as INSTANCE_SLICE
+from dashboard.views.instance.state import InstanceState
 from dashboard.views.summit.state import SLICE as SUMMIT_SLICE
 from dashboard.views.summit.state import SummitState
 from dashboard.views.topology.state import SLICE as TOPOLOGY_SLICE
@@ -57,7 +59,7 @@ STATE_VERSION = 1
 ATLAS_KEY_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:@(\d{1,6}))?$")
 
 #: The views' slices, in the order the URL writes their fields.
-SLICES: tuple[StateSlice, ...] = (SUMMIT_SLICE, TOPOLOGY_SLICE, TRAINING_SLICE)
+SLICES: tuple[StateSlice, ...] = (SUMMIT_SLICE, TOPOLOGY_SLICE, TRAINING_SLICE, INSTANCE_SLICE)
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,11 @@ class SharedState:
 
 
 @dataclass(frozen=True)
-class ViewState(TrainingState, TopologyState, SummitState, SharedState):
+class ViewState(InstanceState, TrainingState, TopologyState, SummitState, SharedState):
     """Everything that defines what the dashboard shows: the shared fields
     (:class:`SharedState`) and every view's slice (:class:`SummitState`,
-    :class:`TopologyState`, :class:`TrainingState`; their attributes are documented there).
+    :class:`TopologyState`, :class:`TrainingState`, :class:`InstanceState`; their
+    attributes are documented there).
     """
 
     # -- URL ---------------------------------------------------------------------------

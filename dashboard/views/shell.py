@@ -20,6 +20,8 @@ from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 from dashboard import ids
 from dashboard.state import StateBounds, ViewState, view_groups
 from dashboard.views.common import ViewContext, note, percent, register_class_searches
+from dashboard.views.instance import callbacks as instance_callbacks
+from dashboard.views.instance import layout as instance_layout
 from dashboard.views.summit import compare, embedding, graph, neuron, sidebar
 from dashboard.views.summit import ids as summit_ids
 from dashboard.views.summit import state as summit_state
@@ -168,6 +170,7 @@ def page_layout(context: ViewContext, state: ViewState, ignored: Sequence[str] =
                             graph.layout(context, state),
                             neuron.layout(context, state),
                             compare.layout(context, state),
+                            instance_layout.layout(context, state),
                         ],
                         className="column-right",
                     ),
@@ -209,6 +212,7 @@ GROUP_STORES: dict[str, str] = {
     "summit": ids.STATE_SUMMIT,
     "topology": ids.STATE_TOPOLOGY,
     "training": ids.STATE_TRAINING,
+    "instance": ids.STATE_INSTANCE,
 }
 
 # Copies the state into each group's store only where a field of that group changed
@@ -290,6 +294,7 @@ def register(app: Dash, context: ViewContext) -> None:
         compare.register,
         topology_callbacks.register,
         training_callbacks.register,
+        instance_callbacks.register,
     ):
         register_view(app, context)
     # Both class dropdowns' options in one request per state change.

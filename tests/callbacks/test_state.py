@@ -133,25 +133,26 @@ def test_atlas_key_is_checked(value: str, kept: str | None) -> None:
 
 
 def test_view_groups_cover_every_field_and_keep_views_apart() -> None:
-    """Every field is read by some group; Topology and Training controls reach only their
-    own views; the class, the atlas and the schema version reach every view."""
+    """Every field is read by some group; a view's own fields reach only its group's views;
+    the class, the atlas and the schema version reach every view."""
     from dataclasses import fields
 
-    from dashboard.state import SHARED_FIELDS, view_groups
+    from dashboard.state import SHARED_FIELDS, SLICES, view_groups
 
     groups = view_groups()
     names = {f.name for f in fields(ViewState)}
     assert set().union(*groups.values()) == names
+    assert set(groups) == {"summit", "topology", "training", "instance"}
+    owner = {f.name: part.name for part in SLICES for f in fields(part.fields)}
     for name in names:
         owners = {g for g, watched in groups.items() if name in watched}
         if name in SHARED_FIELDS:
             assert owners == set(groups), name
-        elif name.startswith("topo_"):
-            assert owners == {"topology"}, name
-        elif name.startswith("trace_"):
-            assert owners == {"training"}, name
         else:
-            assert owners == {"summit"}, name
+            assert owners == {owner[name]}, name
+    assert {n for n, g in owner.items() if g == "topology"} == {
+        n for n in names if n.startswith("topo_")
+    }
 
 
 def test_every_view_listens_to_its_groups_store(tmp_path) -> None:

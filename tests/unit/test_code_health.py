@@ -25,6 +25,7 @@ STRICT = (
     "compute/topology/params.py",
     "dashboard/state.py",
     "dashboard/state_kit.py",
+    "dashboard/views/instance/state.py",
     "dashboard/views/summit/state.py",
     "dashboard/views/topology/state.py",
     "dashboard/views/training/state.py",

@@ -224,6 +224,8 @@ def base_stylesheet() -> list[dict[str, Any]]:
         {"selector": "node.shared", "style": {"border-color": SHARED, "border-width": 3}},
         {"selector": "node.only-a", "style": {"border-color": ONLY_A, "border-width": 3}},
         {"selector": "node.only-b", "style": {"border-color": ONLY_B, "border-width": 3}},
+        # an input's channel its class rarely uses (the Instance view)
+        {"selector": "node.rare", "style": {"border-style": "dashed", "border-width": 4}},
         {
             "selector": "node.rowlabel",
             "style": {

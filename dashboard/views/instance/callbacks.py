@@ -1,0 +1,164 @@
+"""(G) Instance view callbacks: the picker, the header and the graph of the input the
+state names (or the picker's first), drawn over its class's graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from dash import Dash, Input, Output, dcc, html, no_update
+
+from dashboard import ids as page_ids
+from dashboard.data import PART_GRAPHS, PART_INSTANCES, PART_SUBSETS
+from dashboard.links import compare_href
+from dashboard.state import ViewState
+from dashboard.views.common import ViewContext, guarded, note, percent
+from dashboard.views.instance import ids
+from dashboard.views.instance.data import PICKER_LIMIT, input_graph, picked_row, picker_rows
+from dashboard.views.instance.state import INSTANCE_FILTERS
+from dashboard.views.summit.compare import legend_item
+from dashboard.views.summit.figures import ONLY_A, ONLY_B, SHARED, compare_elements
+from dashboard.views.summit.graph import pictures_mode
+
+_FILTER_LABELS = {"all": "all recorded", "wrong": "misclassified"}
+
+
+def _href(context: ViewContext, state: ViewState) -> str:
+    return f"{context.page_prefix}{state.to_search()}"
+
+
+def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int | None) -> Any:
+    """Links to the class's recorded inputs (the shown one marked) and the filter links."""
+    data = context.data
+    records = data.atlas.instances()
+    filters = [
+        dcc.Link(
+            _FILTER_LABELS[mode],
+            href=_href(context, state.with_(inst_filter=mode, inst_index=None)),
+            className="pill" + (" pill-on" if mode == state.inst_filter else ""),
+        )
+        for mode in INSTANCE_FILTERS
+    ]
+    chips = []
+    for row in rows[:PICKER_LIMIT].tolist():
+        index, pred = int(records.image_index[row]), int(records.prediction[row])
+        wrong = pred != int(records.label[row])
+        name = data.names[pred] if 0 <= pred < data.num_classes else "?"
+        chips.append(
+            dcc.Link(
+                f"#{index}" + (f" → {name}" if wrong else ""),
+                href=_href(context, state.with_(inst_index=index)),
+                className="pill instance-chip"
+                + (" instance-wrong" if wrong else "")
+                + (" pill-on" if row == shown else ""),
+                title=f"input {index}" + (f", predicted {name}" if wrong else ""),
+            )
+        )
+    more = len(rows) - PICKER_LIMIT
+    return [
+        html.Div(filters, className="instance-filters"),
+        html.Div(chips, className="instance-chips"),
+        html.Span(f"and {more} more", className="muted") if more > 0 else None,
+    ]
+
+
+def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
+    """The input, its label and prediction, its overlap, and links to its mistake's views."""
+    data = context.data
+    label, pred = graph.label, graph.prediction
+    parts: list[Any] = [
+        html.Span(f"input #{graph.image_index}", className="class-name"),
+        html.Span(f"label {data.names[label]}", className="pill"),
+    ]
+    if pred != label:
+        name = data.names[pred] if 0 <= pred < data.num_classes else "outside the classes"
+        parts.append(html.Span(f"predicted {name}", className="pill pill-wrong"))
+    else:
+        parts.append(html.Span("classified correctly", className="pill"))
+    layers = ", ".join(
+        f"{name} {percent(v)}"
+        for name, v in zip(data.layer_names, graph.layer_overlap, strict=True)
+        if not np.isnan(v)
+    )
+    parts.append(
+        html.Span(
+            f"{percent(graph.overlap)} on {data.names[label]}'s graph",
+            className="pill pill-subset",
+            title=f"share of the input's attribution mass on its class's graph, per layer: "
+            f"{layers}",
+        )
+    )
+    if pred != label and 0 <= pred < data.num_classes:
+        linked = state.with_(node=None, cls=label)
+        pair = data.has(PART_SUBSETS) and data.atlas.pair_row(label, pred) is not None
+        if pair:
+            linked = linked.with_(subset="mistaken", mistaken_for=pred)
+        parts.append(
+            dcc.Link(
+                f"compare {data.names[label]} with {data.names[pred]}",
+                href=compare_href(linked, label, pred, context.page_prefix),
+                className="pill confusion-link",
+                title="the two classes' graphs side by side"
+                + (", and the graph of the images mistaken this way" if pair else ""),
+            )
+        )
+    return parts
+
+
+def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """Note, picker, header, legend and elements of the Instance view."""
+    data = context.data
+    state = context.state(stored)
+    if not data.has(PART_INSTANCES) or not data.has(PART_GRAPHS):
+        missing = PART_INSTANCES if not data.has(PART_INSTANCES) else PART_GRAPHS
+        return note(data.missing_note(missing), kind="missing"), None, None, None, []
+    rows = picker_rows(data, state.cls, state.inst_filter)
+    row = picked_row(data, state.inst_index, rows)
+    choices = picker(context, state, rows, row)
+    if row is None:
+        empty = (
+            "No misclassified input of this class was recorded."
+            if state.inst_filter == "wrong"
+            else "No input of this class was recorded."
+        )
+        return note(empty), choices, None, None, []
+    graph, drawn = input_graph(data, row)
+    elements, counts = compare_elements(
+        data.graph(graph.label),
+        drawn,
+        url_prefix=context.file_prefix,
+        layer_names=data.layer_names,
+        pictures=pictures_mode(data, state),
+    )
+    rare_nodes = zip(graph.layer[graph.rare], graph.channel[graph.rare], strict=True)
+    rare = {f"{layer}-{channel}" for layer, channel in rare_nodes}
+    for element in elements:
+        if element["data"].get("id") in rare:
+            element["classes"] = element.get("classes", "") + " rare"
+    class_name = data.names[graph.label]
+    legend = [
+        legend_item(ONLY_A, f"only {class_name}'s graph", counts["a"]),
+        legend_item(SHARED, "both", counts["shared"]),
+        legend_item(ONLY_B, "only this input", counts["b"]),
+        html.Span(f"dashed: rare in {class_name} ({int(graph.rare.sum())})", className="muted"),
+    ]
+    message = None
+    if state.inst_index is not None and data.atlas.instance_row(state.inst_index) is None:
+        message = note(f"Input {state.inst_index} has no record; showing the picker's first.")
+    return message, choices, header(context, state, graph), legend, elements
+
+
+def register(app: Dash, context: ViewContext) -> None:
+    """The Instance view's one callback (inputs are picked by links: no reducer)."""
+
+    @app.callback(
+        Output(ids.INSTANCE_NOTE, "children"),
+        Output(ids.INSTANCE_PICKER, "children"),
+        Output(ids.INSTANCE_HEADER, "children"),
+        Output(ids.INSTANCE_LEGEND, "children"),
+        Output(ids.INSTANCE_GRAPH, "elements"),
+        Input(page_ids.STATE_INSTANCE, "data"),
+    )
+    @guarded(None, no_update, no_update, no_update, no_update, note_at=0)
+    def update_instance(stored: Any) -> tuple[Any, ...]:
+        return render(context, stored)

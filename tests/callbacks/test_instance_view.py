@@ -1,0 +1,119 @@
+"""The Instance view on the demo atlas (every training image recorded): the picker lists
+the class's records, the graph is the input's on its class's graph, the header gives the
+overlap and the mistake's links; an atlas without records says how to add them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compute.atlas import Atlas
+from compute.summit.instance_graph import instance_graph
+from dashboard import data as atlas_data
+from dashboard.config import DEMO_ATLAS_DIR
+from dashboard.state import ViewState
+from dashboard.views.common import ViewContext
+from dashboard.views.instance.callbacks import render
+from dashboard.views.instance.data import PICKER_LIMIT
+
+
+@pytest.fixture(scope="module")
+def demo() -> Atlas:
+    return Atlas.open(DEMO_ATLAS_DIR)
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> ViewContext:
+    return ViewContext(
+        data=atlas_data.load(str(DEMO_ATLAS_DIR), str(tmp_path / "cache")),
+        file_prefix="/atlas-file/",
+    )
+
+
+def text_of(component: object) -> str:
+    return json.dumps(component, default=lambda c: c.to_plotly_json())
+
+
+def hrefs(component: object) -> list[str]:
+    return re.findall(r'"href": "([^"]+)"', text_of(component))
+
+
+def test_the_url_holds_the_input_and_the_filter() -> None:
+    state = ViewState.from_query("?class=6&inst=401&ifl=wrong", num_classes=10)
+    assert (state.inst_index, state.inst_filter) == (401, "wrong")
+    assert ViewState.from_query(state.to_search(), num_classes=10) == state
+    junk = ViewState.from_query("?inst=-3&ifl=odd", num_classes=10)
+    assert (junk.inst_index, junk.inst_filter) == (None, "all")
+
+
+def test_the_picker_lists_the_classs_records(demo: Atlas, context: ViewContext) -> None:
+    records = demo.instances()
+    for mode in ("all", "wrong"):
+        _, picker, _, _, _ = render(context, ViewState(cls=6, inst_filter=mode).to_dict())
+        links = [h for h in hrefs(picker) if "inst=" in h]
+        keep = records.label == 6
+        if mode == "wrong":
+            keep &= records.prediction != records.label
+        want = records.image_index[keep][:PICKER_LIMIT].tolist()
+        assert [int(re.search(r"inst=(\d+)", h).group(1)) for h in links] == want
+        assert len(links) == (3 if mode == "wrong" else PICKER_LIMIT)
+
+
+def test_the_graph_is_the_inputs_over_its_class_graph(demo: Atlas, context: ViewContext) -> None:
+    records = demo.instances()
+    row = int(np.flatnonzero((records.label == 6) & (records.prediction == 0))[0])
+    index = int(records.image_index[row])
+    state = ViewState(cls=6, inst_index=index)
+    message, _, header, legend, elements = render(context, state.to_dict())
+    assert message is None
+    graph = instance_graph(demo, row)
+    mine = {f"{a}-{b}" for a, b in zip(graph.layer, graph.channel, strict=True)}
+    theirs = demo.graph(6)
+    classes = {f"{a}-{b}" for a, b in zip(theirs.layer, theirs.channel, strict=True)}
+    drawn = {
+        e["data"]["id"]: e.get("classes", "")
+        for e in elements
+        if re.fullmatch(r"\d+-\d+", e["data"]["id"])
+    }
+    assert set(drawn) == mine | classes
+    for node, kinds in drawn.items():
+        want = "shared" if node in mine & classes else ("only-b" if node in mine else "only-a")
+        assert kinds.split()[0] == want, node
+    rare = {
+        f"{a}-{b}" for a, b in zip(graph.layer[graph.rare], graph.channel[graph.rare], strict=True)
+    }
+    assert {n for n, k in drawn.items() if "rare" in k.split()} == rare
+    words = text_of(header)
+    assert f"input #{index}" in words and "predicted zero" in words
+    assert f"{100 * graph.overlap:.1f}% on six" in words
+    assert "/?v=1&class=6&compare=0&sub=mistaken&for=0&inst=" in " ".join(hrefs(header))
+    legend_text = text_of(legend)
+    assert f'"only this input", " ({(~graph.on_class_graph).sum()})"' in legend_text
+
+
+def test_an_input_without_a_record_falls_back_and_says_so(context: ViewContext) -> None:
+    message, _, header, _, _ = render(context, ViewState(cls=6, inst_index=10**6).to_dict())
+    assert "has no record" in text_of(message) and "input #" in text_of(header)
+    message, _, _, _, elements = render(context, ViewState(cls=0, inst_filter="wrong").to_dict())
+    assert "No misclassified input of this class" in text_of(message) and not elements
+
+
+def test_an_atlas_without_records_says_how_to_add_them(tmp_path: Path) -> None:
+    copy = tmp_path / "plain"
+    shutil.copytree(DEMO_ATLAS_DIR, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["parts"].remove("instances")
+    manifest["files"] = {
+        k: v for k, v in manifest["files"].items() if not k.startswith("instances/")
+    }
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    context = ViewContext(
+        data=atlas_data.load(str(copy), str(tmp_path / "cache")), file_prefix="/atlas-file/"
+    )
+    message, _, _, _, elements = render(context, ViewState(cls=6).to_dict())
+    assert "no 'instances' part" in text_of(message) and not elements
