@@ -340,3 +340,47 @@ def test_a_class_goes_to_its_mistakes_and_to_one_confusion(
     wait_until(lambda: drawn() == stored_ids("all"), message="back to the class graph")
     assert "for" not in query(dash_duo) and "sub" not in query(dash_duo)
     assert dash_duo.get_logs() == []
+
+
+def test_pick_a_misclassified_input_and_see_its_own_graph(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Instance view: the class's misclassified inputs, one picked, its graph drawn over its
+    class's (the drawn nodes are the union of both) and its overlap in the header; its
+    'compare' link opens the comparison with the graph of the images mistaken that way."""
+    import numpy as np
+
+    from compute.atlas import Atlas
+    from compute.summit.instance_graph import instance_graph
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    atlas = Atlas.open(DEMO_ATLAS_DIR)
+    records = atlas.instances()
+    row = int(np.flatnonzero((records.label == 6) & (records.prediction == 0))[0])
+    index = int(records.image_index[row])
+    graph = instance_graph(atlas, row)
+    theirs = atlas.graph(6)
+    want = sorted(
+        {f"{a}-{b}" for a, b in zip(graph.layer, graph.channel, strict=True)}
+        | {f"{a}-{b}" for a, b in zip(theirs.layer, theirs.channel, strict=True)}
+    )
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=6&ifl=wrong")
+    dash_duo.wait_for_contains_text("#instance-header", "input #", timeout=20)
+    chip = next(
+        a for a in dash_duo.find_elements("#instance-picker a") if a.text.startswith(f"#{index}")
+    )
+    chip.location_once_scrolled_into_view  # noqa: B018
+    chip.click()
+    wait_until(lambda: query(dash_duo).get("inst") == str(index), message="no inst in the URL")
+    dash_duo.wait_for_contains_text("#instance-header", f"input #{index}", timeout=10)
+    dash_duo.wait_for_contains_text("#instance-header", f"{100 * graph.overlap:.1f}% on six")
+    wait_until(
+        lambda: sorted(cy_ids(dash_duo, "instance-graph", "node[size]")) == want,
+        message="the input's graph over its class's",
+    )
+    link = dash_duo.find_element("#instance-header a.confusion-link")
+    link.click()
+    wait_until(lambda: query(dash_duo).get("for") == "0", message="no pair in the URL")
+    assert query(dash_duo).get("compare") == "0" and query(dash_duo).get("inst") == str(index)
+    assert dash_duo.get_logs() == []

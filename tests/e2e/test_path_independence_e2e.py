@@ -36,7 +36,7 @@ SEQUENCES = int(os.environ.get("NETWORK_ATLAS_PATH_SEQUENCES", "4"))
 STEPS = int(os.environ.get("NETWORK_ATLAS_PATH_STEPS", "4"))
 SEED = int(os.environ.get("NETWORK_ATLAS_PATH_SEED", "13"))
 
-GRAPHS = ("attribution-graph", "compare-graph", "topo-graph")
+GRAPHS = ("attribution-graph", "compare-graph", "topo-graph", "instance-graph")
 TEXTS = (
     "graph-header",
     "graph-note",
@@ -46,6 +46,8 @@ TEXTS = (
     "topo-note",
     "trace-header",
     "trace-note",
+    "instance-header",
+    "instance-note",
 )
 
 # Everything the page draws, as one JSON-able value. Cytoscape draws on a canvas, so its
@@ -251,6 +253,17 @@ def click_confusion_link(dash_duo: Any, rng: random.Random) -> str | None:
     return f"mistaken for {text}"
 
 
+def click_instance_link(dash_duo: Any, rng: random.Random) -> str | None:
+    """A link of the Instance view: an input, a filter, or a mistake's comparison."""
+    links = dash_duo.find_elements("#instance-picker a, #instance-header a")
+    if not links:
+        return None
+    link = rng.choice(links[:20])
+    text = link.text
+    _click_js(dash_duo, link)
+    return f"instance link {text}"
+
+
 def set_intervals(dash_duo: Any, rng: random.Random) -> str | None:
     boxes = dash_duo.find_elements("#topo-intervals")
     if not boxes:
@@ -339,6 +352,7 @@ ACTIONS: tuple[tuple[Action, int], ...] = (
     (tap_node("attribution-graph", "node[size]"), 2),
     (click_radio(("#graph-subset", "#graph-pictures")), 1),
     (click_confusion_link, 1),
+    (click_instance_link, 1),
     (click_radio(("#topo-cluster", "#topo-colour", "#topo-metric")), 1),
     (click_mark(("#topo-overlap", "#topo-eps", "#topo-jaccard")), 1),
     (set_intervals, 1),
