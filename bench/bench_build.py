@@ -14,8 +14,8 @@ for each model (torchvision, random weights, 224 px input):
   the TopoAct sample;
 - with ``--full``: the whole :func:`compute.build.build_atlas` (pass, Mapper sample,
   graphs, embedding, crops, writing), wall time;
-- with ``--subsets-overhead``: the pass without the subset counts too, and how much
-  longer the default pass (with them) takes (issue 17: within 10%).
+- with ``--drilldown-overhead``: the pass without the subset counts and instance records
+  too, and how much longer the default pass (with them) takes (issue 17: within 10%).
 
 It prints images/s of each and the ratio forward/pass (issue 6 targets on one GPU: at
 most 1.5 for GoogLeNet, whose Inception layers are connected by convolutions and counted
@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from compute.atlas import Atlas  # noqa: E402
 from compute.build.cli import make_loader as build_loader  # noqa: E402
 from compute.data import (  # noqa: E402
     Preprocessing,
@@ -60,6 +61,7 @@ from compute.data import (  # noqa: E402
 from compute.models import get_model  # noqa: E402
 from compute.summit.aggregate import SummitPass  # noqa: E402
 from compute.summit.config import SummitConfig  # noqa: E402
+from compute.summit.instances import InstanceConfig  # noqa: E402
 
 #: Summit layers per model: consecutive Inception blocks (exact counts) / residual stages
 #: (gradient x activation).
@@ -215,17 +217,25 @@ def time_pass(
     loader: DataLoader,
     decoder: Any,
     args: Any,
-    subsets: bool = True,
+    drilldown: bool = True,
 ) -> float:
-    """Images/s of the loader plus the Summit streaming pass (``subsets``: with the subset
-    counts, the default; random-weight models get most images wrong, so this is their
-    worst case: nearly every image is counted twice)."""
+    """Images/s of the loader plus the Summit streaming pass (``drilldown``: with the
+    subset counts and the instance records, as a build by default; random-weight models get
+    most images wrong, so this is their worst case: nearly every image is counted twice,
+    and the first few thousand are all recorded)."""
     device = torch.device(args.device)
     classes = len(loader.dataset.classes)  # type: ignore[attr-defined]
     class_map = list(range(classes))
-    config = SummitConfig(subsets=subsets)
+    config = SummitConfig(subsets=drilldown)
     new_pass = partial(
-        SummitPass, model, layers, classes, config, device=args.device, class_map=class_map
+        SummitPass,
+        model,
+        layers,
+        classes,
+        config,
+        device=args.device,
+        class_map=class_map,
+        instances=InstanceConfig() if drilldown else None,
     )
     autocast = partial(precision_context, args.precision, device)
     with new_pass() as scratch, autocast():  # warm-up batch, uncounted (kernels, caches)
@@ -245,7 +255,8 @@ def time_pass(
 def time_build(
     model: torch.nn.Module, layers: list[str], loader: DataLoader, decoder: Any, args: Any
 ) -> float:
-    """Images/s of the whole ``build_atlas`` (wall time, everything included)."""
+    """Images/s of the whole ``build_atlas`` (wall time, everything included); prints the
+    instance records' storage per recorded input."""
     from compute.build import build_atlas
 
     classes = list(loader.dataset.classes)  # type: ignore[attr-defined]
@@ -268,6 +279,14 @@ def time_build(
             decode=args.decode,
         )
         seconds = time.perf_counter() - start
+        records = Path(out) / "atlas" / "instances"
+        stored = sum(f.stat().st_size for f in records.rglob("*.npy"))
+        count = Atlas.open(Path(out) / "atlas").instances().num_instances
+        print(
+            f"# {model.__class__.__name__}: {count} instance records, {stored / 1e6:.2f} MB, "
+            f"{stored / max(count, 1) / 1e3:.1f} kB per input",
+            flush=True,
+        )
     return len(loader.dataset) / seconds  # type: ignore[arg-type]
 
 
@@ -297,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--full", action="store_true", help="also time the whole build_atlas")
     parser.add_argument(
-        "--subsets-overhead",
+        "--drilldown-overhead",
         action="store_true",
-        help="also time the pass without the subset counts (SummitConfig(subsets=False))",
+        help="also time the pass without the subset counts and instance records",
     )
     parser.add_argument("--keep", type=Path, help="write the JPEG files here and keep them")
     args = parser.parse_args(argv)
@@ -334,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(loader.dataset.classes)} classes"  # type: ignore[attr-defined]
         )
         print(f"{'model':<10} {'forward img/s':>14} {'pass img/s':>11} {'ratio':>6}", end="")
-        print(f" {'no-subsets img/s':>17} {'overhead':>9}" if args.subsets_overhead else "", end="")
+        print(f" {'plain img/s':>12} {'overhead':>9}" if args.drilldown_overhead else "", end="")
         print(f" {'build img/s':>12}" if args.full else "")
         for model_name in args.models.split(","):
             model = get_model(f"torchvision:{model_name}").to(device).eval()
@@ -344,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             forward = time_forward(model, loader, decoder, args)
             summit = time_pass(model, layers, loader, decoder, args)
             line = f"{model_name:<10} {forward:>14.1f} {summit:>11.1f} {forward / summit:>6.2f}"
-            if args.subsets_overhead:
-                plain = time_pass(model, layers, loader, decoder, args, subsets=False)
-                line += f" {plain:>17.1f} {plain / summit - 1:>+9.1%}"
+            if args.drilldown_overhead:
+                plain = time_pass(model, layers, loader, decoder, args, drilldown=False)
+                line += f" {plain:>12.1f} {plain / summit - 1:>+9.1%}"
             if args.full:
                 line += f" {time_build(model, layers, loader, decoder, args):>12.1f}"
             print(line, flush=True)
