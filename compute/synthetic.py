@@ -22,6 +22,7 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -31,15 +32,18 @@ import scipy.sparse as sp
 
 from compute.atlas import (
     DIVERSITY_IMAGES,
+    INSTANCE_LAYER_ARRAYS,
     PART_EMBEDDING,
     PART_EXAMPLES,
     PART_FEATUREVIS,
     PART_GRAPHS,
+    PART_INSTANCES,
     PART_MAPPER,
     PART_SUMMIT,
     PART_TRACE,
     TRACE_PATHS,
     AtlasWriter,
+    InstanceArrays,
     example_crop_path,
     featurevis_path,
     manifest_layers,
@@ -969,6 +973,79 @@ def _summit_arrays(
     return summit, crops
 
 
+def synthetic_instances(
+    rng: np.random.Generator,
+    counts: list[np.ndarray],
+    stats: dict[str, np.ndarray],
+    layers: list[tuple[str, int]],
+    num_instances: int,
+    per_layer: int = 12,
+    top_k: int = 2,
+) -> InstanceArrays:
+    """Instance records drawn to agree with the counts: an input of a class selects
+    ``per_layer`` channels of each layer, drawn with the weights of the class's counts (a
+    real selection keeps a handful per image), is misclassified with the class's error
+    rate, and joins each selected channel to ``top_k`` of the previous layer's.
+
+    Args:
+        rng: the part's own random stream.
+        counts: per layer, the class activation counts.
+        stats: ``num_images`` and ``num_correct`` per class.
+        layers: ``(name, map size)`` per layer.
+        num_instances: records drawn.
+        per_layer: channels each input selects per layer (at most the layer's).
+        top_k: sources per target channel.
+    """
+    images = stats["num_images"].astype(np.float64)
+    classes = images.shape[0]
+    total = int(images.sum())
+    n = min(num_instances, total)
+    index = np.sort(rng.choice(total, size=n, replace=False)).astype(np.int64)
+    label = rng.choice(classes, size=n, p=images / images.sum()).astype(np.int64)
+    error = 1.0 - stats["num_correct"] / np.maximum(images, 1)
+    wrong = rng.random(n) < error[label]
+    other = (label + rng.integers(1, classes, size=n)) % classes
+    prediction = np.where(wrong, other, label).astype(np.int64)
+    arrays: dict[str, list[np.ndarray]] = {name: [] for name in INSTANCE_LAYER_ARRAYS}
+    below: np.ndarray | None = None
+    for layer, (_, size) in enumerate(layers):
+        k = min(per_layer, counts[layer].shape[1])
+        # Weighted sampling without replacement: the k largest of weight * Exp keys.
+        keys = (counts[layer][label] + 1e-9) / rng.exponential(size=counts[layer][label].shape)
+        picked = np.sort(np.argpartition(-keys, k - 1, axis=1)[:, :k], axis=1).astype(np.int32)
+        arrays["channel_indptr"].append(np.arange(n + 1, dtype=np.int64) * k)
+        arrays["channel"].append(picked.reshape(-1))
+        arrays["value"].append(rng.gamma(2.0, 1.0, size=n * k).astype(np.float32))
+        arrays["position"].append(rng.integers(0, size, size=(n * k, 2)).astype(np.int32))
+        if below is None:
+            arrays["edge_indptr"].append(np.zeros(n + 1, dtype=np.int64))
+            arrays["edge"].append(np.zeros((0, 2), dtype=np.int32))
+        else:
+            sources = np.take_along_axis(
+                below, rng.integers(0, below.shape[1], size=(n, k * top_k)), axis=1
+            )
+            edges = [
+                np.unique(np.stack([np.repeat(picked[r], top_k), sources[r]], 1), axis=0)
+                for r in range(n)
+            ]
+            sizes = np.array([e.shape[0] for e in edges], dtype=np.int64)
+            arrays["edge_indptr"].append(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+            arrays["edge"].append(np.concatenate(edges).astype(np.int32).reshape(-1, 2))
+        below = picked
+    return InstanceArrays(
+        image_index=index,
+        label=label,
+        prediction=prediction,
+        reason=np.ones(n, dtype=np.int64),
+        channel_indptr=arrays["channel_indptr"],
+        channel=arrays["channel"],
+        value=arrays["value"],
+        position=arrays["position"],
+        edge_indptr=arrays["edge_indptr"],
+        edge=arrays["edge"],
+    )
+
+
 def _write_atlas(
     out: str | Path,
     manifest: dict[str, Any],
@@ -1030,6 +1107,7 @@ def write_synthetic_atlas(
     mapper_points: int = 2_000,
     featurevis: bool = True,
     trace_images: int = 200,
+    instances: int = 2_000,
 ) -> Path:
     """Write a complete synthetic atlas (every part of the format) shaped like ImageNet's.
 
@@ -1054,6 +1132,8 @@ def write_synthetic_atlas(
         trace_images: explained images of the ``trace`` part (traced layers: the last atlas
             layer and ``logits``; thumbnails of them and of every proponent and opponent);
             0: no trace part.
+        instances: instance records drawn to agree with the counts
+            (:func:`synthetic_instances`); 0: no instances part.
 
     Returns:
         The atlas path.
@@ -1099,6 +1179,13 @@ def write_synthetic_atlas(
         rng, counts, influence, stats, graphs, layouts, layers,
         examples_per_channel, crops_per_channel,
     )  # fmt: skip
+    if instances:
+        records = synthetic_instances(
+            np.random.default_rng([seed, 9]), counts, stats, layers, instances
+        )
+        summit = replace(summit, instances=records)
+        manifest["parts"].append(PART_INSTANCES)
+        manifest["parameters"]["instances"] = {"sample": instances, "mistakes": 0, "seed": seed}
     return _write_atlas(
         out, manifest, summit, crops, seed=seed, channels=channels, mapper=mapper,
         featurevis=featurevis, trace_arrays=None if trace is None else trace[1],

@@ -40,6 +40,7 @@ def test_manifest_and_shapes(small_atlas: Atlas) -> None:
         "mapper",
         "featurevis",
         "trace",
+        "instances",
     }
     assert atlas.parameters["synthetic"] is True
     assert atlas.manifest["dataset"]["split"] == "synthetic"
@@ -152,7 +153,12 @@ def test_parts_load_in_the_dashboard_data_layer(small_atlas: Atlas) -> None:
 
 def test_parts_can_be_left_out(tmp_path: Path) -> None:
     path = write_synthetic_atlas(
-        tmp_path / "bare", featurevis=False, trace_images=0, mapper_points=0, **SMALL
+        tmp_path / "bare",
+        featurevis=False,
+        trace_images=0,
+        mapper_points=0,
+        instances=0,
+        **SMALL,
     )
     assert Atlas.open(path).parts == {"summit", "examples", "embedding", "graphs"}
     with pytest.raises(BuildError):
@@ -238,3 +244,24 @@ def test_confusion_is_consistent_with_accuracy(small_atlas: Atlas) -> None:
     np.testing.assert_array_equal(np.diag(confusion), stats["num_correct"])
     off = confusion - np.diag(np.diag(confusion))
     assert ((off > 0).sum(axis=1) <= 5).all() and off.sum() > 0
+
+
+def test_synthetic_instance_records_agree_with_the_atlas(small_atlas: Atlas) -> None:
+    """Records of inputs of real classes, channels within each layer, edges between the
+    input's own selected channels, and an Instance graph that reads them."""
+    from compute.summit.instance_graph import instance_graph
+
+    records = small_atlas.instances()
+    assert records.num_instances > 0
+    assert np.all(np.diff(records.image_index) > 0)
+    assert np.all((records.label >= 0) & (records.label < small_atlas.num_classes))
+    for row in (0, records.num_instances - 1):
+        for layer, info in enumerate(small_atlas.layers):
+            channels, _, positions = records.channels(row, layer)
+            assert np.all(channels < info.channels) and channels.size
+            assert np.all((positions >= 0) & (positions < info.height))
+            if layer:
+                below = set(records.channels(row, layer - 1)[0].tolist())
+                for target, source in records.edges(row, layer).tolist():
+                    assert target in channels and source in below
+        assert 0 <= instance_graph(small_atlas, row).overlap <= 1
