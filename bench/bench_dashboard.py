@@ -4,7 +4,8 @@ A class switch runs the state reducer (in the browser; here its Python reference
 every view's render
 callback (embedding, sidebar rows, the two selectors' options, attribution graph, neuron
 panel, compare graph, Topology view (after the first switch a patch of the nodes holding
-the old or the new class), training view). This calls
+the old or the new class), training view, Instance view). "instance pick" times picking a
+random recorded input in the Instance view (issue 17: p95 <= 100 ms). This calls
 the same Python functions the callbacks call, plus Dash's JSON serialisation of their
 outputs, over random switches, and prints p50/p95 per callback and for their sum (the
 sum is pessimistic: the browser sends the view callbacks in parallel).
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from dashboard import data as atlas_data  # noqa: E402
 from dashboard.state import ViewState  # noqa: E402
 from dashboard.views.common import ViewContext  # noqa: E402
+from dashboard.views.instance import callbacks as instance_callbacks  # noqa: E402
 from dashboard.views.summit import compare, embedding, graph, neuron, sidebar  # noqa: E402
 from dashboard.views.summit import ids as summit_ids  # noqa: E402
 from dashboard.views.summit.sidebar import ROWS_PAGE  # noqa: E402
@@ -55,6 +57,7 @@ CALLBACKS = (
     "compare",
     "topology",
     "training",
+    "instance",
 )
 
 
@@ -111,6 +114,7 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
             ("compare", partial(compare.render, context, stored)),
             ("topology", partial(topology_update, stored)),
             ("training", partial(training_callbacks.render, context, stored)),
+            ("instance", partial(instance_callbacks.render, context, stored)),
         ]
         for name, function in calls:
             ms, size = _timed(function)
@@ -120,6 +124,20 @@ def run(atlas_dir: Path, switches: int, seed: int) -> dict[str, np.ndarray]:
         shown_layer = context.layer(state)
     result = {name: np.array(values) for name, values in times.items()}
     result["total"] = np.sum([result[name] for name in times], axis=0)
+    # Picking inputs in the Instance view (a link: the input and its class), each new.
+    if data.has("instances"):
+        records = data.atlas.instances()
+        picks: list[float] = []
+        picked_sizes: list[int] = []
+        for row in rng.choice(records.num_instances, size=switches, replace=False).tolist():
+            stored = ViewState(
+                cls=int(records.label[row]), inst_index=int(records.image_index[row])
+            ).to_dict()
+            ms, size = _timed(partial(instance_callbacks.render, context, stored))
+            picks.append(ms)
+            picked_sizes.append(size)
+        result["instance pick"] = np.array(picks)
+        result["bytes:instance pick"] = np.array(picked_sizes)
     for name, values in sizes.items():
         result[f"bytes:{name}"] = np.array(values)
     return result
@@ -153,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.switches} random class switches (compare class and neuron panel open)"
     )
     print(f"{'callback':<10} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'payload kB':>11}")
-    for name in (*CALLBACKS, "total"):
+    for name in (*CALLBACKS, "total", "instance pick"):
+        if name not in result:
+            continue
         values = result[name]
         size = result.get(f"bytes:{name}")
         kb = f"{np.median(size) / 1024:.1f}" if size is not None else ""
