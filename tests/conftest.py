@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import shutil
 import time
@@ -302,6 +303,33 @@ def featurevis_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_atlas() -> Callable[..., Path]:
     """The atlas writer itself, for tests that need a particular atlas (e.g. lacking a part)."""
     return write_test_atlas
+
+
+@pytest.fixture(scope="session")
+def demo() -> Atlas:
+    """The shipped demo atlas (every part; its model gets five training images wrong)."""
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    return Atlas.open(DEMO_ATLAS_DIR)
+
+
+@pytest.fixture
+def demo_without(tmp_path: Path) -> Callable[[str], Path]:
+    """A copy of the demo atlas whose manifest lacks a part (as a build that did not write
+    it lists it): ``demo_without("subsets")``."""
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    def copy(part: str) -> Path:
+        path = Path(shutil.copytree(DEMO_ATLAS_DIR, tmp_path / f"without-{part}"))
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["parts"].remove(part)
+        manifest["files"] = {
+            k: v for k, v in manifest["files"].items() if not k.startswith(f"{part}/")
+        }
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        return path
+
+    return copy
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,6 @@ from dashboard.state import ViewState
 from dashboard.views.common import ViewContext
 from dashboard.views.instance.callbacks import render
 from dashboard.views.instance.data import PICKER_LIMIT
-
-
-@pytest.fixture(scope="module")
-def demo() -> Atlas:
-    return Atlas.open(DEMO_ATLAS_DIR)
 
 
 @pytest.fixture
@@ -103,15 +98,10 @@ def test_an_input_without_a_record_falls_back_and_says_so(context: ViewContext) 
     assert "No misclassified input of this class" in text_of(message) and not elements
 
 
-def test_an_atlas_without_records_says_how_to_add_them(tmp_path: Path) -> None:
-    copy = tmp_path / "plain"
-    shutil.copytree(DEMO_ATLAS_DIR, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["parts"].remove("instances")
-    manifest["files"] = {
-        k: v for k, v in manifest["files"].items() if not k.startswith("instances/")
-    }
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+def test_an_atlas_without_records_says_how_to_add_them(
+    tmp_path: Path, demo_without: Callable[[str], Path]
+) -> None:
+    copy = demo_without("instances")
     context = ViewContext(
         data=atlas_data.load(str(copy), str(tmp_path / "cache")), file_prefix="/atlas-file/"
     )

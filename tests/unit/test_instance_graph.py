@@ -10,12 +10,6 @@ import pytest
 
 from compute.atlas import Atlas, AtlasError
 from compute.summit.instance_graph import RARE_SHARE, instance_graph
-from dashboard.config import DEMO_ATLAS_DIR
-
-
-@pytest.fixture(scope="module")
-def demo() -> Atlas:
-    return Atlas.open(DEMO_ATLAS_DIR)
 
 
 def plain_overlap(demo: Atlas, row: int) -> float:
