@@ -24,6 +24,7 @@ STRICT = (
     "compute/summit/part.py",
     "compute/summit/conv_geometry.py",
     "compute/topology/params.py",
+    "dashboard/notebook.py",
     "dashboard/state.py",
     "dashboard/state_kit.py",
     "dashboard/views/summit/state.py",
