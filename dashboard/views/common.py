@@ -12,6 +12,7 @@ from typing import Any
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
+from compute.export import graphml_text, json_text
 from dashboard import ids
 from dashboard.atlases import AtlasGone
 from dashboard.data import AtlasData, LayerPair
@@ -306,17 +307,69 @@ def png_button(button_id: str) -> html.Button:
     )
 
 
-def card_actions(label: str, button_id: str, download_id: str, title: str, png_id: str) -> html.Div:
-    """A card's export buttons, together at its right end: ``label`` downloads a file
-    (a ``dcc.Download`` the view's callback fills), PNG the card's graph as an image."""
+@dataclass(frozen=True)
+class FileButton:
+    """A card's button that downloads a file (the card's ``dcc.Download``, filled by the
+    view's callback).
+
+    Attributes:
+        label: the button's text (the format, e.g. ``"CSV"``).
+        button_id: the button's id.
+        title: its tooltip: what the file holds.
+    """
+
+    label: str
+    button_id: str
+    title: str
+
+
+def card_actions(
+    files: Sequence[FileButton], download_id: str, png_id: str | None = None
+) -> html.Div:
+    """A card's export buttons, together at its right end: each of ``files`` downloads a
+    file through the one ``dcc.Download`` ``download_id``; ``png_id`` (if given) the card's
+    graph as an image (:func:`png_button`)."""
     return html.Div(
         [
-            html.Button(label, id=button_id, n_clicks=0, className="png-export", title=title),
+            *[
+                html.Button(
+                    f.label, id=f.button_id, n_clicks=0, className="png-export", title=f.title
+                )
+                for f in files
+            ],
             dcc.Download(id=download_id),
-            png_button(png_id),
+            None if png_id is None else png_button(png_id),
         ],
         className="card-actions",
     )
+
+
+#: Media types of the graph downloads, by format (``compute.export.GRAPH_FORMATS``).
+GRAPH_MEDIA_TYPES = {"json": "application/json", "graphml": "application/graphml+xml"}
+
+
+def graph_file(data: dict[str, Any], stem: str, fmt: str) -> dict[str, Any]:
+    """A ``dcc.Download`` value: node-link ``data`` as ``{stem}.json`` or ``{stem}.graphml``
+    (``fmt``), the text ``python -m compute export`` writes."""
+    text = graphml_text(data) if fmt == "graphml" else json_text(data)
+    return {"content": text, "filename": f"{stem}.{fmt}", "type": GRAPH_MEDIA_TYPES[fmt]}
+
+
+def graph_buttons(json_id: str, graphml_id: str, what: str) -> list[FileButton]:
+    """A graph card's JSON and GraphML buttons; ``what`` names the graph in their
+    tooltips."""
+    return [
+        FileButton(
+            "JSON",
+            json_id,
+            f"Download {what} as node-link JSON (networkx.node_link_graph reads it)",
+        ),
+        FileButton(
+            "GraphML",
+            graphml_id,
+            f"Download {what} as GraphML (Gephi, Cytoscape desktop, networkx.read_graphml)",
+        ),
+    ]
 
 
 def register_png_export(

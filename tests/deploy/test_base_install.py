@@ -3,8 +3,9 @@
 A fresh virtual environment gets the project's base dependencies only (no torch, no test
 extras), and outside the repository (so nothing of the source tree is imported) every
 Topology option (clusterer × metric × colour, on every layer of the demo atlas) and every
-other view renders without an error note. HDBSCAN once failed there with
-``ModuleNotFoundError: sklearn`` while every test in the full environment passed.
+other view renders without an error note, and every download button gives its file.
+HDBSCAN once failed there with ``ModuleNotFoundError: sklearn`` while every test in the
+full environment passed.
 """
 
 from __future__ import annotations
@@ -48,9 +49,17 @@ SCRIPT = textwrap.dedent(
         assert "error" not in str(note).lower() and "could not" not in str(note).lower(), (
             query, note)
         combos += 1
+    # Every download button's file (GraphML through networkx, a base dependency).
+    from dashboard.views.summit import compare, graph, sidebar
+    shown = ViewState(cls=3, compare=8).to_dict()
+    files = [sidebar.classes_download(context)]
+    for fmt in ("json", "graphml"):
+        files += [graph.graph_download(context, shown, fmt), compare.compare_download(
+            context, shown, fmt)]
+    assert all(f and f["content"] for f in files), files
     bad = [m for m in ("torch", "torchvision", "umap") if m in sys.modules]
     assert not bad, bad
-    print(f"rendered {combos} topology combinations")
+    print(f"rendered {combos} topology combinations, downloaded {len(files)} files")
     """
 )
 
@@ -85,4 +94,4 @@ def test_every_topology_option_renders_on_the_base_install(base_env: Path, tmp_p
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "rendered 48 topology combinations" in result.stdout
+    assert "rendered 48 topology combinations, downloaded 5 files" in result.stdout

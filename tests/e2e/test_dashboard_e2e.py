@@ -383,4 +383,66 @@ def test_pick_a_misclassified_input_and_see_its_own_graph(
     link.click()
     wait_until(lambda: query(dash_duo).get("for") == "0", message="no pair in the URL")
     assert query(dash_duo).get("compare") == "0" and query(dash_duo).get("inst") == str(index)
+
+
+def test_every_table_and_graph_downloads_where_it_is_shown(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The class card's CSV, the attribution graph's GraphML, the comparison's JSON and
+    GraphML and a neuron page's examples CSV: each click downloads its file, named after
+    the atlas, the view and its parameters, holding what the page shows and what
+    ``python -m compute export`` writes."""
+    import networkx as nx
+
+    from compute.atlas import Atlas
+    from compute.export import EXAMPLE_COLUMNS, class_table_csv, csv_text, example_rows
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    atlas = Atlas.open(DEMO_ATLAS_DIR)
+    folder = Path(dash_duo.download_path)
+
+    def download(button: str, name: str) -> Path:
+        element = dash_duo.find_element(f"#{button}")
+        element.location_once_scrolled_into_view  # noqa: B018
+        element.click()
+        path = folder / name
+        wait_until(
+            lambda: path.exists() and path.stat().st_size > 0,
+            message=f"{name} not downloaded: {sorted(f.name for f in folder.iterdir())}",
+        )
+        time.sleep(0.3)  # let the browser close the file
+        return path
+
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=3&compare=8")
+    dash_duo.wait_for_contains_text("#graph-header .class-name", "three", timeout=20)
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
+    wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
+
+    classes = download("classes-csv", "demo_atlas-classes.csv")
+    assert classes.read_text() == class_table_csv(atlas)
+
+    graphml = download(
+        "attribution-graph-graphml", "demo_atlas-graph-0003-three-nodes0-edges0.graphml"
+    )
+    drawn = sorted(cy_ids(dash_duo, "attribution-graph", "node[size]"))
+    assert sorted(nx.read_graphml(graphml).nodes) == drawn
+
+    stem = "demo_atlas-compare-0003-three-vs-0008-eight-nodes0-edges0"
+    script = CY_INSTANCE + "return cy.nodes('[group]').map(n => [n.id(), n.data('group')]);"
+    groups = dict(dash_duo.driver.execute_script(script, "compare-graph"))
+    from_json = nx.node_link_graph(
+        json.loads(download("compare-graph-json", f"{stem}.json").read_text())
+    )
+    assert dict(from_json.nodes(data="group")) == groups
+    from_graphml = nx.read_graphml(download("compare-graph-graphml", f"{stem}.graphml"))
+    assert dict(from_graphml.nodes(data="group")) == groups
+    assert sorted(from_graphml.edges) == sorted(from_json.edges)
+
+    dash_duo.driver.get(dash_duo.server_url + "/neuron/features.relu3/5")
+    dash_duo.wait_for_element("#neuron-page-examples img.crop", timeout=20)
+    examples = download(
+        "neuron-page-examples-csv", "demo_atlas-examples-features.relu3-channel-0005.csv"
+    )
+    assert examples.read_text() == csv_text(EXAMPLE_COLUMNS, example_rows(atlas, 2, 5))
     assert dash_duo.get_logs() == []

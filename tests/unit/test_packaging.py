@@ -19,6 +19,13 @@ def test_base_install_needs_no_torch() -> None:
     )
 
 
+def test_graphml_downloads_need_only_the_base_install() -> None:
+    """The dashboard's GraphML buttons write through networkx: a base dependency (pure
+    Python, nothing of its own to install), not a test extra only."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("networkx") for dep in project["dependencies"])
+
+
 def test_dashboard_imports_no_torch() -> None:
     code = (
         "import sys, dashboard.app; "

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import Dash, Input, Output, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
+from compute.export import compare_data, compare_file_stem
 from dashboard import ids as page_ids
 from dashboard.data import PART_GRAPHS
 from dashboard.state import ViewState
 from dashboard.views.common import (
     ViewContext,
+    card_actions,
     class_search_stores,
+    graph_buttons,
+    graph_file,
     guarded,
     how_to_read,
     note,
-    png_button,
     register_png_export,
 )
 from dashboard.views.summit import ids
@@ -44,7 +47,17 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         searchable=True,
                         className="compare-select",
                     ),
-                    png_button(ids.COMPARE_PNG),
+                    card_actions(
+                        graph_buttons(
+                            ids.COMPARE_JSON,
+                            ids.COMPARE_GRAPHML,
+                            "this comparison as shown (both graphs at the sliders' "
+                            "thresholds, each node and connection in its group, both "
+                            "classes' counts)",
+                        ),
+                        ids.COMPARE_DOWNLOAD,
+                        ids.COMPARE_PNG,
+                    ),
                 ],
                 className="card-head",
             ),
@@ -127,12 +140,39 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     return elements, legend, None
 
 
+def compare_download(context: ViewContext, stored: Any, fmt: str = "json") -> dict[str, Any] | None:
+    """The comparison as shown (both classes' graphs at the sliders' thresholds) as a
+    node-link JSON or GraphML (``fmt``) download named after the atlas, the two classes
+    and the thresholds: :func:`compute.export.compare_data`, what ``python -m compute
+    export --compare`` writes at thresholds 0 (``None`` without graphs or a compared
+    class)."""
+    data = context.data
+    state = context.state(stored)
+    if not data.has(PART_GRAPHS) or state.compare is None:
+        return None
+    content = compare_data(data.atlas, state.cls, state.compare, state.node_min, state.edge_min)
+    stem = compare_file_stem(data.atlas, state.cls, state.compare)
+    return graph_file(content, f"{stem}-nodes{state.node_min}-edges{state.edge_min}", fmt)
+
+
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the compare view (its selector's options are kept current together
     with the search box's: :func:`dashboard.views.shell.register`)."""
 
     names = f"#{ids.COMPARE_LEGEND} .legend-class"
     register_png_export(app, ids.COMPARE_PNG, ids.COMPARE_GRAPH, "comparison", names)
+
+    @app.callback(
+        Output(ids.COMPARE_DOWNLOAD, "data"),
+        Input(ids.COMPARE_JSON, "n_clicks"),
+        Input(ids.COMPARE_GRAPHML, "n_clicks"),
+        State(page_ids.STATE_SUMMIT, "data"),
+        prevent_initial_call=True,
+    )
+    @guarded(no_update)
+    def download_compare(_json: Any, _graphml: Any, stored: Any) -> Any:
+        fmt = "graphml" if ctx.triggered_id == ids.COMPARE_GRAPHML else "json"
+        return compare_download(context, stored, fmt)
 
     @app.callback(
         Output(ids.COMPARE_GRAPH, "elements"),

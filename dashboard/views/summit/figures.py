@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from compute.export import COMPARE_GROUPS, compare_group, threshold_masks
 from dashboard.data import ROW_PX, SLOT_PX, STAGGER_PX, ClassGraph, file_url
 from dashboard.theme import ACCENT, COMPARE, FONT, INK, MUTED
 
@@ -284,21 +285,11 @@ def hover_stylesheet(
 def graph_masks(
     graph: ClassGraph, node_min_pct: int, edge_min_pct: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of the nodes and edges kept by the two threshold sliders.
-
-    A node is kept if its count is at least ``node_min_pct`` % of the class's largest
-    count; an edge if its weight is at least ``edge_min_pct`` % of the largest weight and
-    both its ends are kept.
-    """
-    top_count = float(graph.count.max()) if graph.num_nodes else 0.0
-    nodes = graph.count >= (node_min_pct / 100.0) * top_count
-    top_weight = float(graph.weight.max()) if graph.num_edges else 0.0
-    edges = (
-        (graph.weight >= (edge_min_pct / 100.0) * top_weight)
-        & nodes[graph.source]
-        & nodes[graph.target]
+    """Boolean masks of the nodes and edges kept by the two threshold sliders
+    (:func:`compute.export.threshold_masks`, the rule the downloads and exports apply)."""
+    return threshold_masks(
+        graph.count, graph.weight, graph.source, graph.target, node_min_pct, edge_min_pct
     )
-    return nodes, edges
 
 
 def _row_labels(
@@ -454,10 +445,9 @@ def compare_elements(
             entry["sides"].add(side)
             entry["size"] = max(entry["size"], float(graph.size[i]))
     group_of = {
-        node_id: "shared" if len(e["sides"]) == 2 else ("only-a" if "a" in e["sides"] else "only-b")
-        for node_id, e in info.items()
+        node_id: compare_group("a" in e["sides"], "b" in e["sides"]) for node_id, e in info.items()
     }
-    rank = {"only-a": 0, "shared": 1, "only-b": 2}
+    rank = {group: k for k, group in enumerate(COMPARE_GROUPS)}  # left to right
     top_layer = max((e["layer"] for e in info.values()), default=0)
     elements: list[dict[str, Any]] = []
     positions: dict[str, tuple[float, float]] = {}
@@ -497,11 +487,7 @@ def compare_elements(
             entry["sides"].add(side)
             entry["w"] = max(entry["w"], float(graph.width[j]))
     for (source, target), entry in edge_sides.items():
-        group = (
-            "shared"
-            if len(entry["sides"]) == 2
-            else ("only-a" if "a" in entry["sides"] else "only-b")
-        )
+        group = compare_group("a" in entry["sides"], "b" in entry["sides"])
         elements.append(
             {
                 "data": {

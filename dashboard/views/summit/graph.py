@@ -11,7 +11,6 @@ on remounting).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import dash_cytoscape as cyto
@@ -34,6 +33,8 @@ from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
     ViewContext,
     card_actions,
+    graph_buttons,
+    graph_file,
     guarded,
     how_to_read,
     influence_methods,
@@ -204,11 +205,12 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     html.H2([html.Span("C", className="view-tag"), "Attribution graph"]),
                     html.Div(id=ids.GRAPH_HEADER, className="class-header"),
                     card_actions(
-                        "JSON",
-                        ids.GRAPH_JSON,
+                        graph_buttons(
+                            ids.GRAPH_JSON,
+                            ids.GRAPH_GRAPHML,
+                            "this graph as shown (the sliders' thresholds applied)",
+                        ),
                         ids.GRAPH_DOWNLOAD,
-                        "Download this graph as shown (the sliders' thresholds "
-                        "applied) as node-link JSON (networkx.node_link_graph reads it)",
                         ids.GRAPH_PNG,
                     ),
                 ],
@@ -480,12 +482,12 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
     return hover_stylesheet(BASE_STYLESHEET, node_id, neighbours), panel
 
 
-def graph_download(context: ViewContext, stored: Any) -> dict[str, Any] | None:
+def graph_download(context: ViewContext, stored: Any, fmt: str = "json") -> dict[str, Any] | None:
     """The selected class's graph as shown (its subset, the sliders' thresholds applied),
-    as a node-link JSON download named after the atlas, the class, the subset and the
-    thresholds: the
-    layout ``python -m compute export`` writes (:meth:`compute.atlas.Atlas.graph_data`),
-    without the nodes and edges the view hides (``None`` without graphs)."""
+    as a node-link JSON or GraphML (``fmt``) download named after the atlas, the class,
+    the subset and the thresholds: the layout ``python -m compute export`` writes
+    (:meth:`compute.atlas.Atlas.graph_data`), without the nodes and edges the view hides
+    (``None`` without graphs)."""
     data = context.data
     if not data.has(PART_GRAPHS):
         return None
@@ -501,12 +503,7 @@ def graph_download(context: ViewContext, stored: Any) -> dict[str, Any] | None:
     content["edges"] = [e for e, kept in zip(content["edges"], edges, strict=True) if kept]
     content["graph"].update(node_min_pct=state.node_min, edge_min_pct=state.edge_min)
     stem = graph_file_stem(data.atlas, state.cls, state.subset, state.mistaken_for)
-    filename = f"{stem}-nodes{state.node_min}-edges{state.edge_min}.json"
-    return {
-        "content": json.dumps(content, indent=1),
-        "filename": filename,
-        "type": "application/json",
-    }
+    return graph_file(content, f"{stem}-nodes{state.node_min}-edges{state.edge_min}", fmt)
 
 
 def register(app: Dash, context: ViewContext) -> None:
@@ -517,11 +514,14 @@ def register(app: Dash, context: ViewContext) -> None:
     @app.callback(
         Output(ids.GRAPH_DOWNLOAD, "data"),
         Input(ids.GRAPH_JSON, "n_clicks"),
+        Input(ids.GRAPH_GRAPHML, "n_clicks"),
         State(page_ids.STATE_SUMMIT, "data"),
         prevent_initial_call=True,
     )
-    def download_graph(_clicks: Any, stored: Any) -> Any:
-        return graph_download(context, stored)
+    @guarded(no_update)
+    def download_graph(_json: Any, _graphml: Any, stored: Any) -> Any:
+        fmt = "graphml" if ctx.triggered_id == ids.GRAPH_GRAPHML else "json"
+        return graph_download(context, stored, fmt)
 
     # A state change redraws the graph and resets the hover highlight in the same
     # request (one request fewer per class switch than a hover callback listening to the

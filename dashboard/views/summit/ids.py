@@ -23,12 +23,15 @@ EMBEDDING_LAYER = "embedding-layer"  # dcc.Store: the layer the figure currently
 SIDEBAR_ROWS = "sidebar-rows"
 SHOW_MORE = "sidebar-show-more"
 ROWS_LIMIT = "rows-limit"  # dcc.Store: how many sidebar rows are shown
+CLASSES_CSV = "classes-csv"  # button: download the class table as CSV
+CLASSES_DOWNLOAD = "classes-download"  # dcc.Download of that file
 
 # -- (C) attribution graph --------------------------------------------------------------
 GRAPH = "attribution-graph"
 GRAPH_PNG = "attribution-graph-png"  # button: download the graph as a PNG image
 GRAPH_JSON = "attribution-graph-json"  # button: download the graph as shown, node-link JSON
-GRAPH_DOWNLOAD = "attribution-graph-download"  # dcc.Download of that file
+GRAPH_GRAPHML = "attribution-graph-graphml"  # button: the same graph as GraphML
+GRAPH_DOWNLOAD = "attribution-graph-download"  # dcc.Download of those files
 GRAPH_HEADER = "graph-header"
 GRAPH_NOTE = "graph-note"
 HOVER_PANEL = "hover-panel"
@@ -50,6 +53,7 @@ NEURON_PAGE = "neuron-page"
 NEURON_PAGE_VIS = "neuron-page-vis"
 NEURON_PAGE_DIVERSITY = "neuron-page-diversity"
 NEURON_PAGE_EXAMPLES = "neuron-page-examples"
+NEURON_PAGE_EXAMPLES_CSV = "neuron-page-examples-csv"  # link: the examples as a CSV file
 NEURON_PAGE_CLASSES = "neuron-page-classes"
 NEURON_PAGE_INCOMING = "neuron-page-incoming"
 NEURON_PAGE_OUTGOING = "neuron-page-outgoing"
@@ -61,5 +65,8 @@ PAGE_NOT_FOUND = "page-not-found"  # any other unknown path (Dash Pages' not_fou
 # -- (D) compare ------------------------------------------------------------------------
 COMPARE_GRAPH = "compare-graph"
 COMPARE_PNG = "compare-graph-png"
+COMPARE_JSON = "compare-graph-json"  # button: the comparison as shown, node-link JSON
+COMPARE_GRAPHML = "compare-graph-graphml"  # button: the same as GraphML
+COMPARE_DOWNLOAD = "compare-graph-download"  # dcc.Download of those files
 COMPARE_NOTE = "compare-note"
 COMPARE_LEGEND = "compare-legend"

@@ -1,23 +1,26 @@
 """The page of one neuron (channel): ``/neuron/<layer>/<channel>``, a stable, shareable URL.
 
 It shows the channel's feature visualization and diversity images, its top dataset
-examples, the classes that use it most (its column of A; each bar links to that class's
-graph in the explorer) and its strongest incoming and outgoing influences summed over all
-classes, each a link to that neuron's page, so the network can be walked by clicking.
+examples (a CSV link downloads them), the classes that use it most (its column of A; each
+bar links to that class's graph in the explorer) and its strongest incoming and outgoing
+influences summed over all classes, each a link to that neuron's page, so the network can
+be walked by clicking.
 
 The page is static: everything is rendered by the Dash Pages layout function from the
-path, with ``dcc.Link`` for navigation, so it needs no callback. Unknown or malformed
-paths render a friendly not-found page.
+path, with ``dcc.Link`` for navigation and the examples' CSV inside its link, so it needs
+no callback. Unknown or malformed paths render a friendly not-found page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from dash import dcc, html
 
-from dashboard.data import PART_FEATUREVIS, PART_SUMMIT, LayerPair, file_url
+from compute.export import EXAMPLE_COLUMNS, csv_text, example_rows, examples_file_name
+from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_SUMMIT, LayerPair, file_url
 from dashboard.links import class_href, neuron_href, parse_neuron_path
 from dashboard.views.common import ViewContext, how_to_read, influence_methods, note, percent
 from dashboard.views.summit import ids
@@ -164,11 +167,39 @@ def examples_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
         body = example_strip(context, layer, channel)  # the "why none" note
     return html.Section(
         [
-            html.H2("Top dataset examples"),
+            html.Div(
+                [html.H2("Top dataset examples"), examples_csv_link(context, layer, channel)],
+                className="card-head",
+            ),
             html.P("dataset index · activation (the channel's spatial max)", className="muted"),
             html.Div(body, id=ids.NEURON_PAGE_EXAMPLES, className="example-grid"),
         ],
         className="card",
+    )
+
+
+def examples_csv_link(context: ViewContext, layer: int, channel: int) -> html.A | None:
+    """A link that downloads the channel's top examples as CSV (``compute.export``'s
+    :func:`~compute.export.example_rows` and file name); ``None`` without examples.
+
+    The file travels in the link (a ``data:`` URL: a few hundred bytes), so the page stays
+    static and the click needs no request.
+    """
+    data = context.data
+    if not data.has(PART_EXAMPLES):
+        return None
+    rows = example_rows(data.atlas, layer, channel)
+    if not rows:
+        return None
+    text = csv_text(EXAMPLE_COLUMNS, rows)
+    return html.A(
+        "CSV",
+        id=ids.NEURON_PAGE_EXAMPLES_CSV,
+        href="data:text/csv;charset=utf-8," + quote(text),
+        download=examples_file_name(data.atlas.path.name, data.layer_names[layer], channel),
+        className="png-export",
+        title="Download these examples as CSV (rank, image index, activation, position), "
+        "as python -m compute export --what examples writes them",
     )
 
 

@@ -14,11 +14,14 @@ from typing import Any
 import numpy as np
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
+from compute.export import class_table_csv, classes_file_name
 from dashboard import ids as page_ids
 from dashboard.data import PART_SUMMIT
 from dashboard.state import ViewState
 from dashboard.views.common import (
+    FileButton,
     ViewContext,
+    card_actions,
     class_search_stores,
     guarded,
     how_to_read,
@@ -44,7 +47,20 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     return html.Section(
         [
             html.Div(
-                [html.H2([html.Span("B", className="view-tag"), "Classes"])],
+                [
+                    html.H2([html.Span("B", className="view-tag"), "Classes"]),
+                    card_actions(
+                        [
+                            FileButton(
+                                "CSV",
+                                ids.CLASSES_CSV,
+                                "Download the class table as CSV (index, name, images, "
+                                "correct, accuracy), as python -m compute export writes it",
+                            )
+                        ],
+                        ids.CLASSES_DOWNLOAD,
+                    ),
+                ],
                 className="card-head",
             ),
             *class_search_stores(context, ids.SEARCH),
@@ -144,6 +160,19 @@ def search_options(context: ViewContext, search: str | None, state: ViewState) -
     return data.class_options(search, [state.cls], suggestions)
 
 
+def classes_download(context: ViewContext) -> dict[str, Any] | None:
+    """The class table as a CSV download: the file ``python -m compute export --what
+    classes`` writes, under its name (``None`` without class statistics)."""
+    data = context.data
+    if not data.has(PART_SUMMIT):
+        return None
+    return {
+        "content": class_table_csv(data.atlas),
+        "filename": classes_file_name(data.atlas.path.name),
+        "type": "text/csv",
+    }
+
+
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the sidebar (the search box's options are kept current together with
     the compare selector's: :func:`dashboard.views.shell.register`)."""
@@ -157,6 +186,15 @@ def register(app: Dash, context: ViewContext) -> None:
     @guarded("*Could not list the classes (see the server log).*", no_update)
     def update_rows(stored: Any, limit: Any) -> tuple[Any, Any]:
         return render_rows(context, stored, rows_limit(limit, context.data.num_classes))
+
+    @app.callback(
+        Output(ids.CLASSES_DOWNLOAD, "data"),
+        Input(ids.CLASSES_CSV, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    @guarded(no_update)
+    def download_classes(_clicks: Any) -> Any:
+        return classes_download(context)
 
     @app.callback(
         Output(ids.ROWS_LIMIT, "data"),

@@ -11,7 +11,14 @@ from dash import dcc, html
 
 from dashboard.data import PART_MAPPER
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, card_actions, how_to_read, labelled, note
+from dashboard.views.common import (
+    FileButton,
+    ViewContext,
+    card_actions,
+    how_to_read,
+    labelled,
+    note,
+)
 from dashboard.views.topology import ids
 from dashboard.views.topology.data import index_metric, mapper_data, topology_stylesheet
 from dashboard.views.topology.state import (
@@ -158,11 +165,15 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         style={"display": "none"},
                     ),
                     card_actions(
-                        "CSV",
-                        ids.TOPO_CSV,
+                        [
+                            FileButton(
+                                "CSV",
+                                ids.TOPO_CSV,
+                                "Download the members of every node of this graph as CSV "
+                                "(node, sample row, image index, label, class)",
+                            )
+                        ],
                         ids.TOPO_DOWNLOAD,
-                        "Download the members of every node of this graph as CSV "
-                        "(node, sample row, image index, label, class)",
                         ids.TOPO_PNG,
                     ),
                 ],
