@@ -1184,7 +1184,8 @@ class Atlas:
         ``subset`` and ``other`` arguments as in :meth:`graph_data`).
 
         Raises:
-            AtlasError: networkx is not installed (it is optional: ``pip install networkx``).
+            AtlasError: networkx cannot be imported (a dependency of the package, imported
+                only here: reading an atlas does not need it).
 
         Examples:
             >>> g = Atlas.open("demo-atlas").to_networkx(3)                # doctest: +SKIP
@@ -1192,9 +1193,9 @@ class Atlas:
             ['channel', 'count', 'layer', 'layer_index', 'pagerank']
         """
         try:
-            import networkx as nx  # optional dependency
+            import networkx as nx  # imported when needed: most atlas reads never use it
         except ImportError:
-            raise AtlasError("Atlas.to_networkx needs networkx: pip install networkx") from None
+            raise AtlasError("Atlas.to_networkx needs networkx (pip install networkx)") from None
         data = self.graph_data(class_index, subset, other)
         graph = nx.DiGraph(**data["graph"])
         for node in data["nodes"]:

@@ -11,7 +11,8 @@ the request's atlas (:func:`dashboard.atlases.current_key`) is added as ``?atlas
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, unquote
 
 from dashboard.atlases import current_key
@@ -28,6 +29,27 @@ def neuron_href(layer_name: str, channel: int, prefix: str = "/") -> str:
     atlas = current_key()
     query = "" if atlas is None else f"?atlas={quote(atlas, safe='@')}"
     return f"{prefix}neuron/{quote(layer_name, safe='')}/{int(channel)}{query}"
+
+
+def query_changes(changes: Mapping[str, Any]) -> dict[str, str | None]:
+    """The URL query changes that set ``changes`` (``ViewState`` fields): each field's key
+    and its value as the URL writes it, ``None`` (remove the key) for a default.
+
+    A link that a view builds from its group's copy of the state must change only what it
+    means to: that copy may be older than the URL in fields other groups own, so the
+    browser applies these changes to the current URL (``assets/links.js``).
+
+    Examples:
+        >>> query_changes({"cls": 6, "compare": 0, "subset": "all", "node": None})
+        {'class': '6', 'compare': '0', 'sub': None, 'node': None}
+    """
+    default = ViewState()
+    found: dict[str, str | None] = {}
+    for field, value in changes.items():
+        key = ViewState.url_key(field)
+        keep = field == "cls" or (value is not None and value != getattr(default, field))
+        found[key] = str(value) if keep else None
+    return found
 
 
 def class_href(class_index: int, prefix: str = "/", node: tuple[int, int] | None = None) -> str:

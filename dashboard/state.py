@@ -151,6 +151,11 @@ class ViewState(InstanceState, TrainingState, TopologyState, SummitState, Shared
         return "?" + urlencode(params, safe="@")
 
     @classmethod
+    def url_key(cls, field: str) -> str:
+        """The query key of ``field``."""
+        return cls._KEYS[field]
+
+    @classmethod
     def url_rules(cls) -> dict[str, Any]:
         """How :meth:`to_search` writes a state, for the browser's reducers: the query key
         of each field, the fields after ``class`` and the defaults left out."""
@@ -223,10 +228,12 @@ SHARED_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SharedState))
 def view_groups() -> dict[str, tuple[str, ...]]:
     """The :class:`ViewState` fields each group of views reads, by group name.
 
-    Each group reads its slice's fields and :data:`SHARED_FIELDS`. Each group listens to
+    Each group reads its slice's fields, :data:`SHARED_FIELDS` and the other fields its
+    slice names in ``reads``. Each group listens to
     its own copy of the state (``STATE_*`` ids), which the browser rewrites only when one
     of its fields changed.
     """
     return {
-        part.name: SHARED_FIELDS + tuple(f.name for f in fields(part.fields)) for part in SLICES
+        part.name: SHARED_FIELDS + tuple(f.name for f in fields(part.fields)) + part.reads
+        for part in SLICES
     }

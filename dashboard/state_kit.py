@@ -183,9 +183,12 @@ class StateSlice:
         keys: ``field -> URL key``, in the order the URL writes them.
         parse: the slice's fields from a query, every value checked, clamped or replaced
             by its default (never an error: a hand-edited link still opens).
+        reads: other slices' fields the group's views also read (their change re-renders
+            them too).
     """
 
     name: str
     fields: type[Any]
     keys: Mapping[str, str]
     parse: Callable[[QueryGet, QueryBounds], dict[str, Any]]
+    reads: tuple[str, ...] = ()

@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from compute.export import graphml_text, json_text
 from dashboard import ids
 from dashboard.atlases import AtlasGone
 from dashboard.data import AtlasData, LayerPair
+from dashboard.links import query_changes
 from dashboard.state import StateBounds, ViewState
 from dashboard.views.summit import ids as summit_ids
 from dashboard.views.training.data import trace_data
@@ -395,4 +396,20 @@ def register_png_export(
         Output(graph_id, "generateImage"),
         Input(button_id, "n_clicks"),
         prevent_initial_call=True,
+    )
+
+
+def state_link(
+    children: Any, state: ViewState, prefix: str, changes: Mapping[str, Any], **props: Any
+) -> html.A:
+    """A link that changes only ``changes`` (``ViewState`` fields) of the view shown.
+
+    Its ``href`` is ``state`` with the changes (a fallback: ``state`` is the group's copy
+    and may be older than the URL in other groups' fields); on a click the browser applies
+    the changes to the current URL instead (``assets/links.js``, ``data-query``), so what
+    the other views show is kept.
+    """
+    href = f"{prefix}{state.with_(**changes).to_search()}"
+    return html.A(
+        children, href=href, **{"data-query": json.dumps(query_changes(changes))}, **props
     )

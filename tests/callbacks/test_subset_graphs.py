@@ -36,6 +36,24 @@ def node_ids(elements: list) -> set[str]:
     return {e["data"]["id"] for e in elements if re.fullmatch(r"\d+-\d+", e["data"]["id"])}
 
 
+def queries_of(component: object) -> list[str]:
+    """The ``data-query`` of every link in a component tree."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, (list, tuple)):
+            for child in node:
+                walk(child)
+        elif hasattr(node, "to_plotly_json"):
+            props = node.to_plotly_json()["props"]
+            if "data-query" in props:
+                found.append(props["data-query"])
+            walk(props.get("children"))
+
+    walk(component)
+    return found
+
+
 def text_of(component: object) -> str:
     return json.dumps(component, default=lambda c: c.to_plotly_json())
 
@@ -121,6 +139,10 @@ def test_mistaken_for_links_open_the_pairs_graph_next_to_the_comparison(
     hrefs = re.findall(r'"href": "([^"]+)"', words)
     assert "/?v=1&class=6&compare=0&sub=mistaken&for=0" in hrefs
     assert "/?v=1&class=6&compare=8&sub=mistaken&for=8" in hrefs
+    # A click applies only these changes to the current address (assets/links.js): the
+    # other views' fields (a Topology parameter, the node) are kept.
+    changes = [json.loads(q) for q in queries_of(class_header(context, ViewState(cls=6)))]
+    assert {"class": "6", "compare": "0", "sub": "mistaken", "for": "0"} in changes
 
 
 def test_the_download_is_the_subset_graph_as_shown(demo: Atlas, context: ViewContext) -> None:

@@ -446,3 +446,29 @@ def test_every_table_and_graph_downloads_where_it_is_shown(
     )
     assert examples.read_text() == csv_text(EXAMPLE_COLUMNS, example_rows(atlas, 2, 5))
     assert dash_duo.get_logs() == []
+
+
+def test_a_link_keeps_what_the_other_views_show(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A view's links are built from its group's copy of the state, older than the URL in
+    the other groups' fields: a Topology parameter changed after the class header was drawn
+    must survive a click on its "mistaken for" link (assets/links.js applies only the link's
+    changes to the current address)."""
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=6")
+    dash_duo.wait_for_contains_text("#graph-header", "mistaken for", timeout=20)
+    box = dash_duo.find_element("#topo-intervals")
+    box.location_once_scrolled_into_view  # noqa: B018
+    box.clear()
+    box.send_keys("14\n")
+    wait_until(lambda: query(dash_duo).get("ti") == "14", message="no ti in the URL")
+    link = next(
+        a for a in dash_duo.find_elements("#graph-header .confusion-link") if "zero" in a.text
+    )
+    link.location_once_scrolled_into_view  # noqa: B018
+    link.click()
+    wait_until(lambda: query(dash_duo).get("for") == "0", message="the link did not open")
+    assert query(dash_duo).get("ti") == "14", query(dash_duo)
+    assert query(dash_duo).get("compare") == "0"
+    assert dash_duo.get_logs() == []

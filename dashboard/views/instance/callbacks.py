@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dash import Dash, Input, Output, dcc, html, no_update
+from dash import Dash, Input, Output, html, no_update
 
 from dashboard import ids as page_ids
 from dashboard.data import PART_GRAPHS, PART_INSTANCES, PART_SUBSETS
-from dashboard.links import compare_href
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, note, percent
+from dashboard.views.common import ViewContext, guarded, note, percent, state_link
 from dashboard.views.instance import ids
 from dashboard.views.instance.data import PICKER_LIMIT, input_graph, picked_row, picker_rows
 from dashboard.views.instance.state import INSTANCE_FILTERS
@@ -23,18 +22,16 @@ from dashboard.views.summit.graph import pictures_mode
 _FILTER_LABELS = {"all": "all recorded", "wrong": "misclassified"}
 
 
-def _href(context: ViewContext, state: ViewState) -> str:
-    return f"{context.page_prefix}{state.to_search()}"
-
-
 def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int | None) -> Any:
     """Links to the class's recorded inputs (the shown one marked) and the filter links."""
     data = context.data
     records = data.atlas.instances()
     filters = [
-        dcc.Link(
+        state_link(
             _FILTER_LABELS[mode],
-            href=_href(context, state.with_(inst_filter=mode, inst_index=None)),
+            state,
+            context.page_prefix,
+            {"inst_filter": mode, "inst_index": None},
             className="pill" + (" pill-on" if mode == state.inst_filter else ""),
         )
         for mode in INSTANCE_FILTERS
@@ -45,9 +42,11 @@ def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int 
         wrong = pred != int(records.label[row])
         name = data.names[pred] if 0 <= pred < data.num_classes else "?"
         chips.append(
-            dcc.Link(
+            state_link(
                 f"#{index}" + (f" → {name}" if wrong else ""),
-                href=_href(context, state.with_(inst_index=index)),
+                state,
+                context.page_prefix,
+                {"inst_index": index},
                 className="pill instance-chip"
                 + (" instance-wrong" if wrong else "")
                 + (" pill-on" if row == shown else ""),
@@ -89,14 +88,16 @@ def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
         )
     )
     if pred != label and 0 <= pred < data.num_classes:
-        linked = state.with_(node=None, cls=label)
+        changes: dict[str, Any] = {"node": None, "cls": label, "compare": pred}
         pair = data.has(PART_SUBSETS) and data.atlas.pair_row(label, pred) is not None
         if pair:
-            linked = linked.with_(subset="mistaken", mistaken_for=pred)
+            changes.update(subset="mistaken", mistaken_for=pred)
         parts.append(
-            dcc.Link(
+            state_link(
                 f"compare {data.names[label]} with {data.names[pred]}",
-                href=compare_href(linked, label, pred, context.page_prefix),
+                state,
+                context.page_prefix,
+                changes,
                 className="pill confusion-link",
                 title="the two classes' graphs side by side"
                 + (", and the graph of the images mistaken this way" if pair else ""),

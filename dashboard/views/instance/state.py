@@ -42,4 +42,5 @@ def _parse(get: QueryGet, bounds: QueryBounds) -> dict[str, Any]:
     }
 
 
-SLICE = StateSlice(name="instance", fields=InstanceState, keys=_KEYS, parse=_parse)
+#: The view draws nodes with the pictures the attribution graph's toggle chose.
+SLICE = StateSlice(name="instance", fields=InstanceState, keys=_KEYS, parse=_parse, reads=("pics",))

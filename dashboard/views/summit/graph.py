@@ -28,7 +28,6 @@ from dashboard.data import (
     ClassGraph,
     file_url,
 )
-from dashboard.links import compare_href
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
     ViewContext,
@@ -41,6 +40,7 @@ from dashboard.views.common import (
     note,
     percent,
     register_png_export,
+    state_link,
 )
 from dashboard.views.summit import ids
 from dashboard.views.summit.figures import (
@@ -293,11 +293,15 @@ def confusions(context: ViewContext, state: ViewState) -> html.Span | None:
             links.append(", ")
         # With the pair's graph stored, the link also shows the images mistaken for it.
         pair = data.has(PART_SUBSETS) and data.atlas.pair_row(state.cls, other) is not None
-        linked = state.with_(subset="mistaken", mistaken_for=other) if pair else state
+        changes: dict[str, Any] = {"cls": state.cls, "compare": other}
+        if pair:
+            changes.update(subset="mistaken", mistaken_for=other)
         links.append(
-            dcc.Link(
+            state_link(
                 f"{data.names[other]} {percent(share)}",
-                href=compare_href(linked, state.cls, other, context.page_prefix),
+                state,
+                context.page_prefix,
+                changes,
                 className="confusion-link",
                 title=f"compare with {data.names[other]}"
                 + (", and show the graph of the images mistaken for it" if pair else "")

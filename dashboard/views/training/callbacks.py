@@ -15,13 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, html, no_update
 
 from dashboard import ids as page_ids
 from dashboard.data import file_url
-from dashboard.links import compare_href
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, note
+from dashboard.views.common import ViewContext, guarded, note, state_link
 from dashboard.views.training import ids
 from dashboard.views.training.data import (
     GRID_LIMIT,
@@ -100,9 +99,11 @@ def _compare_link(context: ViewContext, state: ViewState, label: int, pred: int)
     names = context.data.names
     if pred == label or not (0 <= label < len(names) and 0 <= pred < len(names)):
         return None
-    return dcc.Link(
+    return state_link(
         f"compare {names[label]} with {names[pred]}",
-        href=compare_href(state.with_(node=None), label, pred, context.page_prefix),
+        state,
+        context.page_prefix,
+        {"node": None, "cls": label, "compare": pred},
         className="pill trace-compare",
         title="open the comparison of the two classes' attribution graphs",
     )
