@@ -31,6 +31,7 @@ import numpy as np
 from compute.atlas import (
     PART_EXAMPLES,
     PART_GRAPHS,
+    PART_INSTANCES,
     PART_MAPPER,
     PART_SUBSETS,
     PART_SUMMIT,
@@ -38,6 +39,7 @@ from compute.atlas import (
     AtlasError,
     MapperSampleArrays,
 )
+from compute.summit.instance_graph import instance_graph
 from compute.topology.mapper import MapperGraph, MapperParams
 from compute.topology.part import default_graph
 
@@ -441,6 +443,81 @@ def export_compare(
 MAPPER_COLUMNS = ("node", "sample_row", "image_index", "label", "class")
 
 
+def instance_data(atlas: Atlas, row: int) -> dict[str, Any]:
+    """One input's own graph (instance record ``row``) as node-link data, laid on its
+    class's graph (:func:`compute.summit.instance_graph.instance_graph`).
+
+    A node is a channel the input selects (id ``"{layer index}-{channel}"``) with its
+    ``value`` (spatial maximum), ``mass`` (share of the layer's), ``row``/``col`` of the
+    maximum, ``on_class_graph`` and ``class_share`` (share of the class's images that
+    select it); an edge is one of the input's own top-k influences. ``graph`` names the
+    input, its label, prediction and overlap.
+    """
+    graph = instance_graph(atlas, row)
+    names = atlas.layer_names
+    ids = [f"{int(a)}-{int(b)}" for a, b in zip(graph.layer, graph.channel, strict=True)]
+    nodes = [
+        {
+            "id": ids[k],
+            "layer": names[int(graph.layer[k])],
+            "layer_index": int(graph.layer[k]),
+            "channel": int(graph.channel[k]),
+            "value": float(graph.value[k]),
+            "mass": float(graph.mass[k]),
+            "row": int(graph.position[k, 0]),
+            "col": int(graph.position[k, 1]),
+            "on_class_graph": bool(graph.on_class_graph[k]),
+            "class_share": float(graph.class_share[k]),
+        }
+        for k in range(graph.num_nodes)
+    ]
+    edges = [
+        {"source": ids[int(s)], "target": ids[int(t)]}
+        for s, t in zip(graph.source, graph.target, strict=True)
+    ]
+    prediction = graph.prediction
+    return {
+        "directed": True,
+        "multigraph": False,
+        "graph": {
+            "atlas": atlas.path.name,
+            "image_index": graph.image_index,
+            "label_index": graph.label,
+            "label": atlas.classes[graph.label],
+            "prediction_index": prediction,
+            "prediction": atlas.classes[prediction] if 0 <= prediction < atlas.num_classes else "",
+            "overlap": graph.overlap,
+        },
+        "nodes": nodes,
+        "edges": edges,
+    }
+
+
+def instance_file_stem(atlas: Atlas, row: int) -> str:
+    """``{atlas}-instance-{input index}-{label}``."""
+    records = atlas.instances()
+    label = int(records.label[row])
+    index = int(records.image_index[row])
+    return f"{file_slug(atlas.path.name)}-instance-{index:07d}-{file_slug(atlas.classes[label])}"
+
+
+def export_instances(
+    atlas: Atlas, out: Path, indices: Sequence[int], formats: Sequence[str] = GRAPH_FORMATS
+) -> list[Path]:
+    """Write the graph of each recorded input of ``indices`` (input indices)."""
+    if PART_INSTANCES not in atlas.parts:
+        raise AtlasError(f"{atlas.path} has no instances part (build it with --instances)")
+    written: list[Path] = []
+    for index in indices:
+        row = atlas.instance_row(index)
+        if row is None:
+            raise AtlasError(f"input {index} has no instance record in {atlas.path.name}")
+        written += _write_graph(
+            instance_data(atlas, row), out / instance_file_stem(atlas, row), formats
+        )
+    return written
+
+
 def mapper_member_rows(
     graph: MapperGraph, sample: MapperSampleArrays, classes: Sequence[str]
 ) -> list[tuple[int, int, int, int, str]]:
@@ -513,10 +590,11 @@ def layer_indices(atlas: Atlas, given: Sequence[str]) -> list[int]:
 
 
 def _what(args: argparse.Namespace) -> list[str]:
-    """``--what``; unset, the graphs and the class table, or nothing besides ``--compare``."""
+    """``--what``; unset, the graphs and the class table, or nothing besides ``--compare``
+    or ``--instances``."""
     if args.what is not None:
         return list(args.what)
-    return [] if args.compare else ["graphs", "classes"]
+    return [] if args.compare or args.instances else ["graphs", "classes"]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -540,6 +618,8 @@ def _run(args: argparse.Namespace) -> int:
         written += export_graphs(atlas, out, classes, formats, subsets=args.subsets)
     if args.compare:
         written += export_compare(atlas, out, args.compare, formats)
+    if args.instances:
+        written += export_instances(atlas, out, args.instances, formats)
     print(f"{len(written)} file(s) written to {out}")
     return 0
 
@@ -593,6 +673,13 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="with graphs: also each class's correct and mistaken images' graphs and its "
         "stored confusion pairs' (class c mistaken for d)",
     )
+    parser.add_argument(
+        "--instances",
+        type=_class_list,
+        default=None,
+        metavar="INDICES",
+        help="also write the own graph of these recorded inputs (input indices, e.g. 401,646)",
+    )
     parser.add_argument("--out", default=".", help="folder to write into (default: here)")
     parser.set_defaults(run=_run)
 
@@ -615,10 +702,13 @@ __all__ = [
     "export_compare",
     "export_examples",
     "export_graphs",
+    "export_instances",
     "export_mapper",
     "file_slug",
     "graph_file_stem",
     "graphml_text",
+    "instance_data",
+    "instance_file_stem",
     "json_text",
     "layer_indices",
     "mapper_file_name",

@@ -18,7 +18,7 @@ from dashboard import data as atlas_data
 from dashboard.config import DEMO_ATLAS_DIR
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext
-from dashboard.views.instance.callbacks import render
+from dashboard.views.instance.callbacks import instance_download, render
 from dashboard.views.instance.data import PICKER_LIMIT
 
 
@@ -107,3 +107,37 @@ def test_an_atlas_without_records_says_how_to_add_them(
     )
     message, _, _, _, elements = render(context, ViewState(cls=6).to_dict())
     assert "no 'instances' part" in text_of(message) and not elements
+
+
+def test_the_inputs_graph_downloads_as_export_writes_it(
+    demo: Atlas, context: ViewContext, tmp_path: Path
+) -> None:
+    """The card's JSON and GraphML buttons give the files ``compute export --instances``
+    writes; networkx reads back the input's nodes and edges."""
+    import networkx as nx
+
+    from compute.export import export_instances
+
+    records = demo.instances()
+    row = int(np.flatnonzero((records.label == 6) & (records.prediction == 8))[0])
+    index = int(records.image_index[row])
+    stored = ViewState(cls=6, inst_index=index).to_dict()
+    written = export_instances(demo, tmp_path, [index])
+    assert [p.name for p in written] == [
+        f"demo_atlas-instance-{index:07d}-six.json",
+        f"demo_atlas-instance-{index:07d}-six.graphml",
+    ]
+    for fmt, path in zip(("json", "graphml"), written, strict=True):
+        download = instance_download(context, stored, fmt)
+        assert download is not None and download["filename"] == path.name
+        assert download["content"] == path.read_text()
+    graph = nx.node_link_graph(json.loads(written[0].read_text()))
+    want = instance_graph(demo, row)
+    assert graph.graph["overlap"] == pytest.approx(want.overlap)
+    assert graph.graph["prediction"] == "eight"
+    assert set(graph.nodes) == {f"{a}-{b}" for a, b in zip(want.layer, want.channel, strict=True)}
+    assert graph.number_of_edges() == want.source.shape[0]
+    back = nx.read_graphml(written[1])
+    assert set(back.nodes) == set(graph.nodes) and back.number_of_edges() == want.source.shape[0]
+    with pytest.raises(Exception, match="no instance record"):
+        export_instances(demo, tmp_path, [10**6])

@@ -6,12 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dash import Dash, Input, Output, html, no_update
+from dash import Dash, Input, Output, State, ctx, html, no_update
 
+from compute.export import instance_data, instance_file_stem
 from dashboard import ids as page_ids
 from dashboard.data import PART_GRAPHS, PART_INSTANCES, PART_SUBSETS
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, note, percent, state_link
+from dashboard.views.common import (
+    ViewContext,
+    graph_file,
+    guarded,
+    note,
+    percent,
+    register_png_export,
+    state_link,
+)
 from dashboard.views.instance import ids
 from dashboard.views.instance.data import PICKER_LIMIT, input_graph, picked_row, picker_rows
 from dashboard.views.instance.state import INSTANCE_FILTERS
@@ -149,8 +158,35 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
     return message, choices, header(context, state, graph), legend, elements
 
 
+def instance_download(context: ViewContext, stored: Any, fmt: str) -> dict[str, Any] | None:
+    """The shown input's graph as node-link JSON or GraphML (``fmt``): the file
+    ``python -m compute export --instances`` writes (``None``: no input shown)."""
+    data = context.data
+    if not data.has(PART_INSTANCES):
+        return None
+    state = context.state(stored)
+    row = picked_row(data, state.inst_index, picker_rows(data, state.cls, state.inst_filter))
+    if row is None:
+        return None
+    return graph_file(instance_data(data.atlas, row), instance_file_stem(data.atlas, row), fmt)
+
+
 def register(app: Dash, context: ViewContext) -> None:
-    """The Instance view's one callback (inputs are picked by links: no reducer)."""
+    """The Instance view's callbacks (inputs are picked by links: no reducer)."""
+
+    register_png_export(app, ids.INSTANCE_PNG, ids.INSTANCE_GRAPH, "instance-graph")
+
+    @app.callback(
+        Output(ids.INSTANCE_DOWNLOAD, "data"),
+        Input(ids.INSTANCE_JSON, "n_clicks"),
+        Input(ids.INSTANCE_GRAPHML, "n_clicks"),
+        State(page_ids.STATE_INSTANCE, "data"),
+        prevent_initial_call=True,
+    )
+    @guarded(no_update)
+    def download_instance(_json: Any, _graphml: Any, stored: Any) -> Any:
+        fmt = "graphml" if ctx.triggered_id == ids.INSTANCE_GRAPHML else "json"
+        return instance_download(context, stored, fmt)
 
     @app.callback(
         Output(ids.INSTANCE_NOTE, "children"),

@@ -8,3 +8,7 @@ INSTANCE_HEADER = "instance-header"  # the input, its label, prediction and over
 INSTANCE_LEGEND = "instance-legend"
 INSTANCE_GRAPH = "instance-graph"
 INSTANCE_BODY = "instance-body"  # everything below the picker (hidden without the part)
+INSTANCE_JSON = "instance-graph-json"  # button: the input's graph as node-link JSON
+INSTANCE_GRAPHML = "instance-graph-graphml"
+INSTANCE_DOWNLOAD = "instance-graph-download"
+INSTANCE_PNG = "instance-graph-png"

@@ -7,7 +7,7 @@ from dash import html
 
 from dashboard.data import PART_INSTANCES
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, how_to_read, note
+from dashboard.views.common import ViewContext, card_actions, graph_buttons, how_to_read, note
 from dashboard.views.instance import ids
 from dashboard.views.summit.graph import attribution_cytoscape
 
@@ -21,7 +21,17 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     return html.Section(
         [
             html.Div(
-                [TITLE, html.Div(id=ids.INSTANCE_HEADER, className="class-header")],
+                [
+                    TITLE,
+                    html.Div(id=ids.INSTANCE_HEADER, className="class-header"),
+                    card_actions(
+                        graph_buttons(
+                            ids.INSTANCE_JSON, ids.INSTANCE_GRAPHML, "this input's graph"
+                        ),
+                        ids.INSTANCE_DOWNLOAD,
+                        ids.INSTANCE_PNG,
+                    ),
+                ],
                 className="card-head",
             ),
             html.Div(
