@@ -618,7 +618,8 @@ class SummitPass(ClosingContext):
                 (row_of[b[mine]], where.offset + i[mine], j[mine])
             )
         for index, parts in found.items():
-            edges[index] = tuple(torch.cat([p[k] for p in parts]) for k in range(3))  # type: ignore[assignment]
+            rows, targets, sources = (torch.cat([p[k] for p in parts]) for k in range(3))
+            edges[index] = (rows, targets, sources)
         self._recorder.add(
             indices[wanted], labels[wanted], self._batch_predicted[wanted], layers, edges
         )
