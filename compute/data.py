@@ -267,7 +267,8 @@ def map_classes(
         if len(folders) != num_outputs:
             raise BuildError(
                 f"the data has {len(folders)} class folders ({_names(folders)}) but the model "
-                f"has {num_outputs} outputs; pass --class-index FILE mapping folders to outputs"
+                f"has {num_outputs} outputs; pass --class-index FILE mapping folders to outputs "
+                f"(or --num-classes {len(folders)} for a model built with a head of that size)"
             )
         return None
     missing = [f for f in folders if f not in class_index]

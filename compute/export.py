@@ -568,6 +568,14 @@ def _class_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"not a list of class indices: {text!r}") from None
 
 
+def _input_list(text: str) -> list[int]:
+    """Input indices, as the Instance view writes them too (``#401,#646``)."""
+    try:
+        return [int(part.strip().lstrip("#")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of input indices: {text!r}") from None
+
+
 def _class_pair(text: str) -> tuple[int, int]:
     pair = _class_list(text)
     if len(pair) != 2:
@@ -591,10 +599,18 @@ def layer_indices(atlas: Atlas, given: Sequence[str]) -> list[int]:
 
 def _what(args: argparse.Namespace) -> list[str]:
     """``--what``; unset, the graphs and the class table, or nothing besides ``--compare``
-    or ``--instances``."""
+    or ``--instances`` (but the graphs with ``--subsets``).
+
+    Raises:
+        AtlasError: ``--subsets`` with a ``--what`` that leaves the graphs out.
+    """
     if args.what is not None:
+        if args.subsets and "graphs" not in args.what:
+            raise AtlasError("--subsets adds to the class graphs: add graphs to --what")
         return list(args.what)
-    return [] if args.compare or args.instances else ["graphs", "classes"]
+    if args.compare or args.instances:
+        return ["graphs"] if args.subsets else []
+    return ["graphs", "classes"]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -675,10 +691,11 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument(
         "--instances",
-        type=_class_list,
+        type=_input_list,
         default=None,
         metavar="INDICES",
-        help="also write the own graph of these recorded inputs (input indices, e.g. 401,646)",
+        help="also write the own graph of these recorded inputs (input indices, e.g. 401,646); "
+        "like --compare, it replaces the default --what",
     )
     parser.add_argument("--out", default=".", help="folder to write into (default: here)")
     parser.set_defaults(run=_run)

@@ -1,7 +1,8 @@
 """The dashboard's colours and font: one definition for every figure and graph.
 
-``assets/style.css`` has the same accent and font as CSS variables (``--accent``,
-``--font``); ``tests/callbacks/test_theme.py`` checks that they agree.
+``assets/style.css`` has the same accent, comparison colour and font as CSS variables
+(``--accent``, ``--compare``, ``--font``); ``tests/callbacks/test_theme.py`` checks that
+they agree.
 """
 
 from __future__ import annotations

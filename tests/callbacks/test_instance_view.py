@@ -91,11 +91,23 @@ def test_the_graph_is_the_inputs_over_its_class_graph(demo: Atlas, context: View
     assert f'"only this input", " ({(~graph.on_class_graph).sum()})"' in legend_text
 
 
-def test_an_input_without_a_record_falls_back_and_says_so(context: ViewContext) -> None:
+def test_an_input_without_a_record_falls_back_and_says_so(
+    demo: Atlas, context: ViewContext
+) -> None:
     message, _, header, _, _ = render(context, ViewState(cls=6, inst_index=10**6).to_dict())
-    assert "has no record" in text_of(message) and "input #" in text_of(header)
+    assert "is not among this class's recorded inputs" in text_of(message)
+    assert "input #" in text_of(header)
+    # An input of another class (the state kept it while another class was selected):
+    # the selected class's first input is shown, never the other class's beside its graph.
+    records = demo.instances()
+    six = int(records.image_index[np.flatnonzero(records.label == 6)[0]])
+    first_one = int(records.image_index[np.flatnonzero(records.label == 1)[0]])
+    message, _, header, _, _ = render(context, ViewState(cls=1, inst_index=six).to_dict())
+    assert f"input #{first_one}" in text_of(header) and "label one" in text_of(header)
+    assert "not among this class's" in text_of(message)
     message, _, _, _, elements = render(context, ViewState(cls=0, inst_filter="wrong").to_dict())
-    assert "No misclassified input of this class" in text_of(message) and not elements
+    assert "classifies every recorded input of this class correctly" in text_of(message)
+    assert not elements
 
 
 def test_an_atlas_without_records_says_how_to_add_them(
@@ -141,3 +153,24 @@ def test_the_inputs_graph_downloads_as_export_writes_it(
     assert set(back.nodes) == set(graph.nodes) and back.number_of_edges() == want.source.shape[0]
     with pytest.raises(Exception, match="no instance record"):
         export_instances(demo, tmp_path, [10**6])
+
+
+def test_export_flags_combine(
+    demo: Atlas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--instances`` takes the indices as the view writes them (``#401``) and, like
+    ``--compare``, replaces the default ``--what``, but ``--subsets`` keeps the graphs; a
+    ``--what`` without graphs and ``--subsets`` is refused in one line."""
+    from compute.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", str(DEMO_ATLAS_DIR), "--instances", "#401", "--subsets",
+                 "--classes", "6", "--format", "json", "--out", str(out)]) == 0  # fmt: skip
+    names = sorted(p.name for p in out.iterdir())
+    assert "demo_atlas-instance-0000401-six.json" in names
+    assert "demo_atlas-graph-0006-six-mistaken.json" in names
+    assert "demo_atlas-classes.csv" not in names
+    code = main(
+        ["export", str(DEMO_ATLAS_DIR), "--what", "classes", "--subsets", "--out", str(out)]
+    )
+    assert code == 2 and "add graphs to --what" in capsys.readouterr().err

@@ -128,7 +128,7 @@ def test_notes_say_why_no_graph_is_drawn(context: ViewContext) -> None:
     # Six mistaken for five: no such image, so no stored pair (and the note says why).
     state = ViewState(cls=6, subset="mistaken", mistaken_for=5)
     elements, _, message = render_graph(context, state.to_dict())
-    assert not elements and "confusion gets its graph with at least 1" in text_of(message)
+    assert not elements and "never mistook an image of six for five" in text_of(message)
     assert graph_download(context, state.to_dict()) is None
 
 

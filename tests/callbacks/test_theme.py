@@ -18,4 +18,5 @@ def variable(name: str) -> str:
 
 def test_css_accent_and_font_match_the_theme() -> None:
     assert variable("accent").lower() == theme.ACCENT
+    assert variable("compare").lower() == theme.COMPARE
     assert variable("font").replace(", ", ",") == theme.FONT.replace(", ", ",")

@@ -127,7 +127,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
     choices = picker(context, state, rows, row)
     if row is None:
         empty = (
-            "No misclassified input of this class was recorded."
+            "The model classifies every recorded input of this class correctly."
             if state.inst_filter == "wrong"
             else "No input of this class was recorded."
         )
@@ -153,8 +153,12 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
         html.Span(f"dashed: rare in {class_name} ({int(graph.rare.sum())})", className="muted"),
     ]
     message = None
-    if state.inst_index is not None and data.atlas.instance_row(state.inst_index) is None:
-        message = note(f"Input {state.inst_index} has no record; showing the picker's first.")
+    if state.inst_index is not None and int(graph.image_index) != state.inst_index:
+        message = note(
+            f"Input {state.inst_index} is not among this class's "
+            f"{'misclassified ' if state.inst_filter == 'wrong' else ''}recorded inputs; "
+            "showing the first."
+        )
     return message, choices, header(context, state, graph), legend, elements
 
 

@@ -28,10 +28,12 @@ def picker_rows(data: AtlasData, cls: int, mode: str) -> np.ndarray:
 
 
 def picked_row(data: AtlasData, index: int | None, rows: np.ndarray) -> int | None:
-    """The record shown: the state's input if it has a record, else the picker's first."""
+    """The record shown: the state's input if the picker lists it (the selected class, the
+    filter), else the picker's first. Selecting another class (anywhere) therefore shows
+    one of its inputs, not the previous class's input beside the new class's graph."""
     if index is not None and data.has(PART_INSTANCES):
         row = data.atlas.instance_row(index)
-        if row is not None:
+        if row is not None and row in set(rows.tolist()):
             return row
     return int(rows[0]) if rows.size else None
 

@@ -402,6 +402,19 @@ def missing_subset(data: AtlasData, state: ViewState) -> str:
     settings = data.atlas.parameters.get("subsets") or {}
     other = state.mistaken_for
     name = data.names[other] if other is not None and 0 <= other < data.num_classes else "?"
+    by_label = data.atlas.parameters.get("aggregate_by", "label") == "label"
+    never = (
+        by_label
+        and data.confusion is not None
+        and other is not None
+        and 0 <= other < data.num_classes
+        and int(data.confusion[state.cls, other]) == 0
+    )
+    if never:
+        return (
+            f"The model never mistook an image of {data.names[state.cls]} for {name}: "
+            "no graph. Choose 'mistaken' for the graph of all its mistakes."
+        )
     return (
         f"No graph of the images of {data.names[state.cls]} mistaken for {name}: a "
         f"confusion gets its graph with at least {settings.get('confusion_min', '?')} "
