@@ -189,3 +189,14 @@ def test_an_atlas_without_subsets_says_how_to_add_them(
     assert node_ids(render_graph(context, ViewState(cls=6).to_dict())[0])
     with pytest.raises(Exception, match="subsets"):
         export_graphs(Atlas.open(copy), tmp_path, [6], ("json",), subsets=True)
+
+
+def test_the_comparison_says_it_compares_whole_classes_beside_a_subset(
+    context: ViewContext,
+) -> None:
+    from dashboard.views.summit import compare
+
+    beside = ViewState(cls=6, compare=8, subset="mistaken", mistaken_for=8)
+    assert "all images of both classes" in text_of(compare.render(context, beside.to_dict())[1])
+    plain = ViewState(cls=6, compare=8)
+    assert "all images of both" not in text_of(compare.render(context, plain.to_dict())[1])

@@ -137,6 +137,8 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
         legend_item(SHARED, "shared", counts["shared"]),
         legend_item(ONLY_B, "only", counts["b"], b),
     ]
+    if state.subset != "all":  # the graph above shows a subset; this compares whole classes
+        legend.append(html.Span("(all images of both classes)", className="muted"))
     return elements, legend, None
 
 
