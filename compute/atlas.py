@@ -982,10 +982,8 @@ class Atlas:
                 raise AtlasError(f"file {paths[key]} does not hold {n_edges} edges")
         return arrays
 
-    def subset_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """The stored confusion pairs: ``int64 [P, 2]`` ``(c, d)`` (sorted) and their images
-        ``int64 [P]``: images counted under class ``c`` whose other class is ``d`` (their
-        prediction when counted by label), at least ``parameters.subsets.confusion_min``."""
+    @cached_property
+    def _subset_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         self._require(PART_SUBSETS)
         pairs = self.load_array(SUBSET_PATHS["pairs"])
         if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind != "i":
@@ -994,6 +992,13 @@ class Atlas:
             raise AtlasError(f"file {SUBSET_PATHS['pairs']} names a class out of range")
         images = self._checked(SUBSET_PATHS["pair_images"], (pairs.shape[0],), "i")
         return pairs, images
+
+    def subset_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The stored confusion pairs: ``int64 [P, 2]`` ``(c, d)`` (sorted) and their images
+        ``int64 [P]``: images counted under class ``c`` whose other class is ``d`` (their
+        prediction when counted by label), at least ``parameters.subsets.confusion_min``.
+        Read and checked once (every pair lookup uses them)."""
+        return self._subset_pairs
 
     def mistaken_images(self) -> np.ndarray:
         """``int64 [classes]``: wrongly classified images counted under each class."""

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from compute.atlas import SUBSETS
 from compute.summit.config import GraphConfig
 from compute.summit.graph import GraphArrays, attribution_graphs
 
-#: The names of the subsets of a class, as the atlas and the dashboard call them.
-SUBSET_KINDS: tuple[str, ...] = ("correct", "mistaken")
+#: The names of the subsets of a class (defined once, in the atlas contract).
+SUBSET_KINDS = SUBSETS
 
 
 @dataclass(frozen=True)

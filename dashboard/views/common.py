@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from compute.export import graphml_text, json_text
 from dashboard import ids
@@ -371,6 +371,30 @@ def graph_buttons(json_id: str, graphml_id: str, what: str) -> list[FileButton]:
             f"Download {what} as GraphML (Gephi, Cytoscape desktop, networkx.read_graphml)",
         ),
     ]
+
+
+def register_graph_downloads(
+    app: Dash,
+    buttons: tuple[str, str],
+    download_id: str,
+    store_id: str,
+    download: Callable[[Any, str], dict[str, Any] | None],
+) -> None:
+    """Wire a card's JSON and GraphML buttons (``buttons``, :func:`graph_buttons`) to its
+    ``dcc.Download``: ``download(stored state, "json" | "graphml")`` makes the file from
+    the group's state copy ``store_id``."""
+    json_id, graphml_id = buttons
+
+    @app.callback(
+        Output(download_id, "data"),
+        Input(json_id, "n_clicks"),
+        Input(graphml_id, "n_clicks"),
+        State(store_id, "data"),
+        prevent_initial_call=True,
+    )
+    @guarded(no_update)
+    def download_graph(_json: Any, _graphml: Any, stored: Any) -> Any:
+        return download(stored, "graphml" if ctx.triggered_id == graphml_id else "json")
 
 
 def register_png_export(

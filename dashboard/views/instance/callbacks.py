@@ -3,10 +3,11 @@ state names (or the picker's first), drawn over its class's graph."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
-from dash import Dash, Input, Output, State, ctx, html, no_update
+from dash import Dash, Input, Output, html, no_update
 
 from compute.export import instance_data, instance_file_stem
 from dashboard import ids as page_ids
@@ -18,6 +19,7 @@ from dashboard.views.common import (
     guarded,
     note,
     percent,
+    register_graph_downloads,
     register_png_export,
     state_link,
 )
@@ -180,17 +182,13 @@ def register(app: Dash, context: ViewContext) -> None:
 
     register_png_export(app, ids.INSTANCE_PNG, ids.INSTANCE_GRAPH, "instance-graph")
 
-    @app.callback(
-        Output(ids.INSTANCE_DOWNLOAD, "data"),
-        Input(ids.INSTANCE_JSON, "n_clicks"),
-        Input(ids.INSTANCE_GRAPHML, "n_clicks"),
-        State(page_ids.STATE_INSTANCE, "data"),
-        prevent_initial_call=True,
+    register_graph_downloads(
+        app,
+        (ids.INSTANCE_JSON, ids.INSTANCE_GRAPHML),
+        ids.INSTANCE_DOWNLOAD,
+        page_ids.STATE_INSTANCE,
+        partial(instance_download, context),
     )
-    @guarded(no_update)
-    def download_instance(_json: Any, _graphml: Any, stored: Any) -> Any:
-        fmt = "graphml" if ctx.triggered_id == ids.INSTANCE_GRAPHML else "json"
-        return instance_download(context, stored, fmt)
 
     @app.callback(
         Output(ids.INSTANCE_NOTE, "children"),

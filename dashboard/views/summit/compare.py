@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, dcc, html, no_update
 
 from compute.export import compare_data, compare_file_stem
 from dashboard import ids as page_ids
@@ -19,6 +20,7 @@ from dashboard.views.common import (
     guarded,
     how_to_read,
     note,
+    register_graph_downloads,
     register_png_export,
 )
 from dashboard.views.summit import ids
@@ -164,17 +166,13 @@ def register(app: Dash, context: ViewContext) -> None:
     names = f"#{ids.COMPARE_LEGEND} .legend-class"
     register_png_export(app, ids.COMPARE_PNG, ids.COMPARE_GRAPH, "comparison", names)
 
-    @app.callback(
-        Output(ids.COMPARE_DOWNLOAD, "data"),
-        Input(ids.COMPARE_JSON, "n_clicks"),
-        Input(ids.COMPARE_GRAPHML, "n_clicks"),
-        State(page_ids.STATE_SUMMIT, "data"),
-        prevent_initial_call=True,
+    register_graph_downloads(
+        app,
+        (ids.COMPARE_JSON, ids.COMPARE_GRAPHML),
+        ids.COMPARE_DOWNLOAD,
+        page_ids.STATE_SUMMIT,
+        partial(compare_download, context),
     )
-    @guarded(no_update)
-    def download_compare(_json: Any, _graphml: Any, stored: Any) -> Any:
-        fmt = "graphml" if ctx.triggered_id == ids.COMPARE_GRAPHML else "json"
-        return compare_download(context, stored, fmt)
 
     @app.callback(
         Output(ids.COMPARE_GRAPH, "elements"),

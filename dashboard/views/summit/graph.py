@@ -11,6 +11,7 @@ on remounting).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dash_cytoscape as cyto
@@ -39,6 +40,7 @@ from dashboard.views.common import (
     influence_methods,
     note,
     percent,
+    register_graph_downloads,
     register_png_export,
     state_link,
 )
@@ -528,17 +530,13 @@ def register(app: Dash, context: ViewContext) -> None:
 
     register_png_export(app, ids.GRAPH_PNG, ids.GRAPH, "attribution-graph")
 
-    @app.callback(
-        Output(ids.GRAPH_DOWNLOAD, "data"),
-        Input(ids.GRAPH_JSON, "n_clicks"),
-        Input(ids.GRAPH_GRAPHML, "n_clicks"),
-        State(page_ids.STATE_SUMMIT, "data"),
-        prevent_initial_call=True,
+    register_graph_downloads(
+        app,
+        (ids.GRAPH_JSON, ids.GRAPH_GRAPHML),
+        ids.GRAPH_DOWNLOAD,
+        page_ids.STATE_SUMMIT,
+        partial(graph_download, context),
     )
-    @guarded(no_update)
-    def download_graph(_json: Any, _graphml: Any, stored: Any) -> Any:
-        fmt = "graphml" if ctx.triggered_id == ids.GRAPH_GRAPHML else "json"
-        return graph_download(context, stored, fmt)
 
     # A state change redraws the graph and resets the hover highlight in the same
     # request (one request fewer per class switch than a hover callback listening to the

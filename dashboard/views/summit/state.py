@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from compute.atlas import SUBSETS
 from dashboard import ids as page_ids
 from dashboard.state_kit import (
     QueryBounds,
@@ -29,8 +30,8 @@ SORT_ORDERS: tuple[str, ...] = ("similarity", "acc-asc", "acc-desc")
 #: What graph nodes show: the feature visualization or the top dataset crop.
 PICTURES: tuple[str, ...] = ("vis", "crop")
 #: Whose graph the attribution graph view shows: all the class's images, the correctly or
-#: the wrongly classified ones (``compute.atlas.SUBSETS``; the ``subsets`` part).
-GRAPH_SUBSETS: tuple[str, ...] = ("all", "correct", "mistaken")
+#: the wrongly classified ones (the ``subsets`` part).
+GRAPH_SUBSETS: tuple[str, ...] = ("all", *SUBSETS)
 
 
 @dataclass(frozen=True)
