@@ -281,10 +281,13 @@ def time_build(
         seconds = time.perf_counter() - start
         records = Path(out) / "atlas" / "instances"
         stored = sum(f.stat().st_size for f in records.rglob("*.npy"))
+        images = sum(f.stat().st_size for f in (records / "inputs").glob("*.*"))
         count = Atlas.open(Path(out) / "atlas").instances().num_instances
         print(
-            f"# {model.__class__.__name__}: {count} instance records, {stored / 1e6:.2f} MB, "
-            f"{stored / max(count, 1) / 1e3:.1f} kB per input",
+            f"# {model.__class__.__name__}: {count} instance records, {stored / 1e6:.2f} MB "
+            f"of arrays + {images / 1e6:.2f} MB of input images, "
+            f"{stored / max(count, 1) / 1e3:.1f} + {images / max(count, 1) / 1e3:.1f} kB per "
+            "input",
             flush=True,
         )
     return len(loader.dataset) / seconds  # type: ignore[arg-type]

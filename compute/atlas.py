@@ -392,10 +392,24 @@ def subset_graph_paths(kind: str) -> dict[str, str]:
 
 #: Instances part: the recorded inputs (``InstanceArrays`` names -> files).
 INSTANCE_PATHS = {
-    name: f"instances/{name}.npy" for name in ("image_index", "label", "prediction", "reason")
+    name: f"instances/{name}.npy"
+    for name in ("image_index", "label", "prediction", "reason", "confidence", "margin")
 }
+#: Formats of a recorded input's image (``instance_input_path``): PNG for grey inputs,
+#: JPEG for colour ones (a tenth of the bytes of a PNG photo at the same size).
+INSTANCE_INPUT_SUFFIXES = (".png", ".jpg")
+#: Longer side of a recorded input's stored image, in pixels (smaller inputs keep theirs).
+INSTANCE_INPUT_SIZE = 128
 #: Per-layer instance files: ``InstanceArrays`` list names.
 INSTANCE_LAYER_ARRAYS = ("channel_indptr", "channel", "value", "position", "edge_indptr", "edge")
+
+
+def instance_input_path(image_index: int, suffix: str) -> str:
+    """The image of recorded input ``image_index`` (the model's input, un-normalised);
+    ``suffix`` one of :data:`INSTANCE_INPUT_SUFFIXES`."""
+    if suffix not in INSTANCE_INPUT_SUFFIXES:
+        raise ValueError(f"instance input images are {INSTANCE_INPUT_SUFFIXES}, not {suffix!r}")
+    return f"instances/inputs/{int(image_index)}{suffix}"
 
 
 def instance_layer_paths(layer_index: int) -> dict[str, str]:
@@ -417,6 +431,8 @@ class InstanceArrays:
         prediction: ``int64 [n]`` predicted classes (``-1``: outside the classes).
         reason: ``int64 [n]`` why recorded: bits 1 (the hash sample), 2 (a mistake kept by
             the same hash), 4 (a user's list).
+        confidence: ``float32 [n]`` the model's softmax probability of its top output.
+        margin: ``float32 [n]`` that probability minus the runner-up's (small: uncertain).
         channel_indptr: per layer ``int64 [n + 1]`` rows of the next three arrays.
         channel: per layer ``int32 [m]`` the input's selected channels, ascending.
         value: per layer ``float32 [m]`` their spatial maxima.
@@ -431,6 +447,8 @@ class InstanceArrays:
     label: np.ndarray
     prediction: np.ndarray
     reason: np.ndarray
+    confidence: np.ndarray
+    margin: np.ndarray
     channel_indptr: list[np.ndarray]
     channel: list[np.ndarray]
     value: list[np.ndarray]
@@ -744,6 +762,19 @@ class Atlas:
 
     # -- arrays -----------------------------------------------------------------------
 
+    def read_bytes(self, relpath: str) -> bytes:
+        """The bytes of one listed file (an image, say).
+
+        Raises:
+            AtlasError: if the file is not listed in the manifest or cannot be read.
+        """
+        if relpath not in self.files:
+            raise AtlasError(f"file {relpath} is not listed in the manifest of {self.path}")
+        try:
+            return (self.path / relpath).read_bytes()
+        except OSError as exc:
+            raise AtlasError(f"file {relpath} of {self.path} cannot be read: {exc}") from None
+
     def load_array(self, relpath: str, *, mmap: bool = True) -> np.ndarray:
         """Load one listed ``.npy`` file (memory-mapped, no pickle).
 
@@ -1016,6 +1047,12 @@ class Atlas:
             name: self._checked(INSTANCE_PATHS[name], (n,), "i")
             for name in ("label", "prediction", "reason")
         }
+        columns.update(
+            {
+                name: self._checked(INSTANCE_PATHS[name], (n,), "f")
+                for name in ("confidence", "margin")
+            }
+        )
         layers: dict[str, list[np.ndarray]] = {name: [] for name in INSTANCE_LAYER_ARRAYS}
         for i in range(len(self.layers)):
             paths = instance_layer_paths(i)
@@ -1034,6 +1071,8 @@ class Atlas:
             label=columns["label"],
             prediction=columns["prediction"],
             reason=columns["reason"],
+            confidence=columns["confidence"],
+            margin=columns["margin"],
             channel_indptr=layers["channel_indptr"],
             channel=layers["channel"],
             value=layers["value"],
@@ -1051,6 +1090,14 @@ class Atlas:
         index = self._instances.image_index
         row = int(np.searchsorted(index, image_index))
         return row if row < index.shape[0] and int(index[row]) == image_index else None
+
+    def instance_input(self, image_index: int) -> str | None:
+        """Relpath of recorded input ``image_index``'s image, ``None`` if not stored."""
+        for suffix in INSTANCE_INPUT_SUFFIXES:
+            relpath = instance_input_path(image_index, suffix)
+            if relpath in self.files:
+                return relpath
+        return None
 
     def pair_row(self, class_index: int, other: int) -> int | None:
         """The row of the confusion pair ``(class_index, other)``, ``None`` if not stored."""

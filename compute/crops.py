@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,35 +27,18 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from compute.atlas import example_crop_path
+from compute.atlas import (
+    INSTANCE_INPUT_SIZE,
+    example_crop_path,
+    instance_input_path,
+)
 from compute.capture import HookSet
 from compute.data import Preprocessing
 from compute.errors import BuildError
-from compute.png import png_bytes
+from compute.png import THUMBNAIL_SIZE, png_bytes, thumbnail_png
+from compute.receptive_field import ReceptiveField, crop_box
 
 log = logging.getLogger(__name__)
-
-#: Side of the longer edge of a saved crop, in pixels.
-THUMBNAIL_SIZE = 64
-
-
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Where a layer's map positions look in the input image (per axis: rows, cols).
-
-    Position ``(r, c)`` sees a ``size`` window centred on
-    ``(offset[0] + r * stride[0], offset[1] + c * stride[1])`` in input pixel coordinates
-    (pixel ``i`` has centre ``i``); windows are clipped to the image.
-
-    Attributes:
-        size: ``(height, width)`` of the receptive field in input pixels.
-        stride: input pixels between neighbouring map positions.
-        offset: input-pixel centre of map position ``(0, 0)``.
-    """
-
-    size: tuple[int, int]
-    stride: tuple[float, float]
-    offset: tuple[float, float]
 
 
 def _probe_model(model: nn.Module) -> nn.Module:
@@ -258,43 +240,6 @@ def receptive_fields(
     return fields
 
 
-def crop_box(
-    field: ReceptiveField, row: int, col: int, image_size: int | tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """The input-pixel box a map position sees, clipped to the image.
-
-    Args:
-        field: the layer's receptive field.
-        row: map row of the position.
-        col: map column of the position.
-        image_size: side of the (square) input, or ``(height, width)``.
-
-    Returns:
-        ``(top, left, bottom, right)``, bottom/right exclusive, never empty.
-
-    Examples:
-        >>> crop_box(ReceptiveField((5, 5), (1.0, 1.0), (0.0, 0.0)), 0, 0, 8)
-        (0, 0, 3, 3)
-        >>> crop_box(ReceptiveField((5, 5), (1.0, 1.0), (0.0, 0.0)), 4, 4, 8)
-        (2, 2, 7, 7)
-    """
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-
-    def axis(index: int, axis_no: int, limit: int) -> tuple[int, int]:
-        centre = field.offset[axis_no] + index * field.stride[axis_no]
-        start = math.floor(centre - (field.size[axis_no] - 1) / 2 + 1e-9)
-        end = start + field.size[axis_no]
-        start, end = max(0, start), min(limit, end)
-        if end <= start:  # the centre falls outside the image: keep the nearest pixel
-            start = min(max(0, start), limit - 1)
-            end = start + 1
-        return start, end
-
-    top, bottom = axis(row, 0, height)
-    left, right = axis(col, 1, width)
-    return top, left, bottom, right
-
-
 def _to_uint8(image: torch.Tensor, preprocessing: Preprocessing | None) -> np.ndarray:
     """``[C, H, W]`` model input → ``uint8 [H, W]`` or ``[H, W, 3]`` for display."""
     image = image.detach().float().cpu()
@@ -308,22 +253,6 @@ def _to_uint8(image: torch.Tensor, preprocessing: Preprocessing | None) -> np.nd
     if array.shape[0] == 1:
         return array[0]
     return np.ascontiguousarray(array[:3].transpose(1, 2, 0))
-
-
-def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
-    """PNG bytes of ``pixels`` scaled so the longer side is ``size``.
-
-    Small crops are enlarged with nearest-neighbour (crisp pixels), larger ones shrunk with
-    a box filter.
-    """
-    image = Image.fromarray(pixels)
-    longest = max(image.size)
-    if longest != size:
-        scale = size / longest
-        new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        resample = Image.Resampling.NEAREST if longest < size else Image.Resampling.BOX
-        image = image.resize(new, resample)
-    return png_bytes(image)
 
 
 def _model_input_pixels(
@@ -494,3 +423,63 @@ def save_position_crops(
         bar.update(len(jobs[image_index]))
     bar.close()
     return made
+
+
+def input_image_bytes(pixels: np.ndarray, size: int = INSTANCE_INPUT_SIZE) -> tuple[bytes, str]:
+    """A whole model input as a stored image: its longer side at most ``size`` (box filter),
+    PNG for grey pixels, JPEG (quality 90) for colour ones.
+
+    Returns:
+        ``(bytes, suffix)``; the same pixels give the same bytes.
+
+    Examples:
+        >>> data, suffix = input_image_bytes(np.zeros((300, 200, 3), dtype=np.uint8))
+        >>> suffix, Image.open(io.BytesIO(data)).size
+        ('.jpg', (85, 128))
+    """
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    longest = max(image.size)
+    if longest > size:
+        scale = size / longest
+        new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(new, Image.Resampling.BOX)
+    if image.mode == "L":
+        return png_bytes(image, optimize=True), ".png"
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue(), ".jpg"
+
+
+def save_input_images(
+    dataset: Any,
+    image_indices: Sequence[int],
+    *,
+    preprocessing: Preprocessing | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    sink: Callable[[str, bytes], None],
+) -> int:
+    """The model input of each listed image, stored whole (the instance records' images:
+    the dashboard cuts an input's own crops from them).
+
+    Args:
+        dataset: indexable dataset returning ``(image, label[, index])``.
+        image_indices: the dataset indices (each fetched once).
+        preprocessing: to undo the normalisation (``None``: min-max stretch).
+        num_workers: DataLoader workers fetching images.
+        progress: show a tqdm bar.
+        sink: receives ``(relpath, bytes)`` per image (:func:`instance_input_path`).
+
+    Returns:
+        The number of images stored.
+    """
+    order = sorted({int(i) for i in image_indices})
+    bar = tqdm(total=len(order), desc="input images", unit="img", disable=not progress)
+    for image_index, pixels in _model_input_pixels(
+        dataset, order, preprocessing=preprocessing, num_workers=num_workers
+    ):
+        data, suffix = input_image_bytes(pixels)
+        sink(instance_input_path(image_index, suffix), data)
+        bar.update(1)
+    bar.close()
+    return len(order)

@@ -11,6 +11,9 @@ import io
 import numpy as np
 from PIL import Image
 
+#: Side of the longer edge of a saved crop, in pixels.
+THUMBNAIL_SIZE = 64
+
 
 def png_bytes(pixels: np.ndarray | Image.Image, *, optimize: bool = False) -> bytes:
     """PNG encoding of ``uint8[H, W]`` (grey), ``uint8[H, W, 1]`` (grey) or ``uint8[H, W, 3]``
@@ -41,3 +44,19 @@ def png_bytes(pixels: np.ndarray | Image.Image, *, optimize: bool = False) -> by
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=optimize)
     return buffer.getvalue()
+
+
+def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL_SIZE) -> bytes:
+    """PNG bytes of ``pixels`` scaled so the longer side is ``size``.
+
+    Small crops are enlarged with nearest-neighbour (crisp pixels), larger ones shrunk with
+    a box filter.
+    """
+    image = Image.fromarray(pixels)
+    longest = max(image.size)
+    if longest != size:
+        scale = size / longest
+        new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        resample = Image.Resampling.NEAREST if longest < size else Image.Resampling.BOX
+        image = image.resize(new, resample)
+    return png_bytes(image)

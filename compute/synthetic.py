@@ -1032,11 +1032,16 @@ def synthetic_instances(
             arrays["edge_indptr"].append(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
             arrays["edge"].append(np.concatenate(edges).astype(np.int32).reshape(-1, 2))
         below = picked
+    # Drawn after the layers, so the channels and edges above keep their random stream.
+    confidence = rng.uniform(0.3, 1.0, size=n)
+    margin = confidence * rng.uniform(0.02, 1.0, size=n)
     return InstanceArrays(
         image_index=index,
         label=label,
         prediction=prediction,
         reason=np.ones(n, dtype=np.int64),
+        confidence=confidence.astype(np.float32),
+        margin=margin.astype(np.float32),
         channel_indptr=arrays["channel_indptr"],
         channel=arrays["channel"],
         value=arrays["value"],

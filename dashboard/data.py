@@ -832,6 +832,26 @@ class AtlasData:
         return self.atlas.path.absolute() / relpath
 
 
+#: An input is "uncertain" when its prediction's lead over the runner-up is among the lowest
+#: this fraction of the inputs a view lists (the Training and Instance pickers' filter).
+UNCERTAIN_QUANTILE = 0.1
+
+
+def uncertain_by_lead(lead: np.ndarray, quantile: float = UNCERTAIN_QUANTILE) -> np.ndarray:
+    """``bool [n]``: the inputs whose ``lead`` (the predicted class's lead over the
+    runner-up: a softmax margin, or a trace's class-share lead) is in the lowest
+    ``quantile`` of all ``n`` (ties included).
+
+    Examples:
+        >>> uncertain_by_lead(np.array([0.9, 0.05, 0.5, 0.02]), 0.25).tolist()
+        [False, False, False, True]
+    """
+    lead = np.asarray(lead, dtype=np.float64)
+    if lead.size == 0:
+        return np.zeros(0, dtype=bool)
+    return lead <= np.quantile(lead, quantile)
+
+
 def file_url(prefix: str, relpath: str | None) -> str | None:
     """URL of an atlas file under the file route ``prefix`` (e.g. ``/atlas-file/``)."""
     return None if relpath is None else prefix + quote(relpath)

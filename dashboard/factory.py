@@ -36,6 +36,7 @@ from dashboard.links import NEURON_TEMPLATE
 from dashboard.state import ViewState, ignored_parameters
 from dashboard.views import shell
 from dashboard.views.common import ViewContext, note
+from dashboard.views.instance.data import instance_crop, parse_instance_crop_path
 from dashboard.views.summit import neuron_page
 
 log = logging.getLogger(__name__)
@@ -206,10 +207,21 @@ def register_file_route(server: flask.Flask, deployment: Deployment, prefix: str
             digest, relpath = first[len(DIGEST_MARK) :], rest
             if digest != data.digest:  # a page of an atlas since rebuilt: that file is gone
                 flask.abort(404)
-        path = data.file_path(relpath)
-        if path is None or not path.is_file():
-            flask.abort(404)
-        response = flask.send_file(path, conditional=True)
+        crop = parse_instance_crop_path(relpath)
+        if crop is not None:  # made on request from the input's stored image
+            try:
+                png = instance_crop(data, *crop)
+            except AtlasError as exc:  # a corrupt stored image: log, no trace
+                log.error("%s", exc)
+                png = None
+            if png is None:
+                flask.abort(404)
+            response = flask.Response(png, mimetype="image/png")
+        else:
+            path = data.file_path(relpath)
+            if path is None or not path.is_file():
+                flask.abort(404)
+            response = flask.send_file(path, conditional=True)
         if digest is None:  # a URL without the atlas's digest may show other content later
             response.headers["Cache-Control"] = "no-cache"
             return response

@@ -37,6 +37,7 @@ from compute.crops import (
     receptive_fields,
     receptive_fields_manifest,
     save_example_crops,
+    save_input_images,
     save_position_crops,
 )
 from compute.distributed import Rank
@@ -358,6 +359,16 @@ def write_atlas(
                 sink=add_crop,
             )
             stage_done("example crops")
+            if aggregates.instances is not None and aggregates.instances.num_instances:
+                num_crops += save_input_images(
+                    crops.dataset,
+                    aggregates.instances.image_index.tolist(),
+                    preprocessing=options.preprocessing,
+                    num_workers=crops.workers,
+                    progress=options.progress,
+                    sink=writer.add_bytes,
+                )
+                stage_done("input images")
             if derived.mapper is not None:
                 num_crops += save_mapper_crops(derived.mapper, crops, options, writer)
                 stage_done("sample crops")

@@ -338,6 +338,8 @@ class SummitPass(ClosingContext):
         self._batch_positions: dict[int, Tensor] = {}
         self._batch_selected: dict[int, Tensor] = {}
         self._batch_predicted: Tensor | None = None
+        self._batch_confidence: Tensor | None = None
+        self._batch_margin: Tensor | None = None
         self._gradient: dict[int, GradientConnection] = {
             index: c
             for index, c in enumerate(self.connections)
@@ -534,6 +536,7 @@ class SummitPass(ClosingContext):
             self._grad_sources = {}
             self._batch_pairs = None
             self._batch_candidates, self._batch_predicted = None, None
+            self._batch_confidence, self._batch_margin = None, None
             self._batch_positions, self._batch_selected = {}, {}
         self._images_seen += batch
         return logits
@@ -597,6 +600,7 @@ class SummitPass(ClosingContext):
         branches: the same triples the class counts add up)."""
         assert self._recorder is not None and self._batch_candidates is not None
         assert self._batch_predicted is not None
+        assert self._batch_confidence is not None and self._batch_margin is not None
         wanted = self._batch_candidates
         row_of = torch.cumsum(wanted.to(torch.int64), 0) - 1
         layers = []
@@ -621,7 +625,12 @@ class SummitPass(ClosingContext):
             rows, targets, sources = (torch.cat([p[k] for p in parts]) for k in range(3))
             edges[index] = (rows, targets, sources)
         self._recorder.add(
-            indices[wanted], labels[wanted], self._batch_predicted[wanted], layers, edges
+            indices[wanted],
+            labels[wanted],
+            self._batch_predicted[wanted],
+            (self._batch_confidence[wanted], self._batch_margin[wanted]),
+            layers,
+            edges,
         )
 
     def _select(self, values: Tensor) -> Tensor:
@@ -676,7 +685,11 @@ class SummitPass(ClosingContext):
             largest = int(self._class_map.max())
             raise BuildError(f"class_map refers to output {largest} of only {outputs}")
         probabilities = torch.softmax(logits.double(), dim=1)
-        confidence = probabilities.max(dim=1).values
+        top = probabilities.topk(min(2, outputs), dim=1).values
+        confidence = top[:, 0]
+        # The lead over the runner-up: the instance records' "uncertain" measure.
+        self._batch_margin = (confidence - top[:, 1]) if outputs > 1 else confidence
+        self._batch_confidence = confidence
         predicted = torch.argmax(logits, dim=1)
         if self._class_map is not None:
             inverse = torch.full((outputs,), -1, dtype=torch.int64, device=self.device)

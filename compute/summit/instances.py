@@ -71,6 +71,8 @@ class _Record:
     prediction: int
     key: np.uint64
     mistake: bool
+    confidence: float
+    margin: float
     channels: list[np.ndarray] = field(default_factory=list)  # per layer, int32 [s]
     values: list[np.ndarray] = field(default_factory=list)  # per layer, float32 [s]
     positions: list[np.ndarray] = field(default_factory=list)  # per layer, int32 [s, 2]
@@ -134,6 +136,7 @@ class InstanceRecorder:
         indices: Tensor,
         labels: Tensor,
         predicted: Tensor,
+        certainty: tuple[Tensor, Tensor],
         layers: list[tuple[Tensor, Tensor, Tensor]],
         edges: list[tuple[Tensor, Tensor, Tensor] | None],
     ) -> None:
@@ -143,6 +146,8 @@ class InstanceRecorder:
             indices: ``int64 [R]`` the candidates' input indices.
             labels: ``int64 [R]`` their true classes.
             predicted: ``int64 [R]`` their predictions (``-1``: outside the classes).
+            certainty: ``([R], [R])`` the top softmax probability and its lead over the
+                runner-up.
             layers: per layer ``(selected bool [R, C], values [R, C], positions
                 int [R, C, 2])`` of the candidates.
             edges: per layer ``(r, target, source)`` influence triples of the candidates
@@ -151,6 +156,7 @@ class InstanceRecorder:
         index = indices.cpu().numpy()
         label = labels.cpu().numpy()
         prediction = predicted.cpu().numpy()
+        confidence, margin = (t.float().cpu().numpy() for t in certainty)
         keys = image_hash(self.config.seed, index)
         selected = [s.cpu().numpy() for s, _, _ in layers]
         values = [v.float().cpu().numpy() for _, v, _ in layers]
@@ -162,6 +168,8 @@ class InstanceRecorder:
                 prediction=int(prediction[r]),
                 key=keys[r],
                 mistake=bool(prediction[r] != label[r]),
+                confidence=float(confidence[r]),
+                margin=float(margin[r]),
             )
             for layer in range(self.num_layers):
                 chosen = np.flatnonzero(selected[layer][r]).astype(np.int32)
@@ -191,6 +199,8 @@ class InstanceRecorder:
             "instances.image_index": torch.from_numpy(arrays.image_index),
             "instances.label": torch.from_numpy(arrays.label),
             "instances.prediction": torch.from_numpy(arrays.prediction),
+            "instances.confidence": torch.from_numpy(arrays.confidence),
+            "instances.margin": torch.from_numpy(arrays.margin),
         }
         for layer in range(self.num_layers):
             for name in ("channel_indptr", "channel", "value", "position", "edge_indptr", "edge"):
@@ -200,7 +210,7 @@ class InstanceRecorder:
 
     def merge_state_dict(self, state: dict[str, Tensor]) -> None:
         """Add the records of a pass over other inputs (a shard, or a checkpoint)."""
-        if "instances.image_index" not in state:
+        if "instances.image_index" not in state or "instances.margin" not in state:
             raise BuildError(
                 "state has no instance records (a checkpoint of an older version, or of a "
                 "build without them): remove the checkpoint to start over"
@@ -208,10 +218,17 @@ class InstanceRecorder:
         index = state["instances.image_index"].numpy()
         label = state["instances.label"].numpy()
         prediction = state["instances.prediction"].numpy()
+        confidence = state["instances.confidence"].numpy()
+        margin = state["instances.margin"].numpy()
         keys = image_hash(self.config.seed, index)
         for r in range(index.shape[0]):
             record = _Record(
-                int(label[r]), int(prediction[r]), keys[r], bool(prediction[r] != label[r])
+                int(label[r]),
+                int(prediction[r]),
+                keys[r],
+                bool(prediction[r] != label[r]),
+                float(confidence[r]),
+                float(margin[r]),
             )
             for layer in range(self.num_layers):
                 get = {
@@ -275,5 +292,7 @@ class InstanceRecorder:
             label=np.array([r.label for r in records], dtype=np.int64),
             prediction=np.array([r.prediction for r in records], dtype=np.int64),
             reason=reason,
+            confidence=np.array([r.confidence for r in records], dtype=np.float32),
+            margin=np.array([r.margin for r in records], dtype=np.float32),
             **arrays,
         )

@@ -148,6 +148,8 @@ _INSTANCE_DTYPES: dict[str, type] = {
     "label": np.int64,
     "prediction": np.int64,
     "reason": np.int64,
+    "confidence": np.float32,
+    "margin": np.float32,
     "channel_indptr": np.int64,
     "channel": np.int32,
     "value": np.float32,

@@ -48,15 +48,23 @@ def test_the_url_holds_the_input_and_the_filter() -> None:
 
 def test_the_picker_lists_the_classs_records(demo: Atlas, context: ViewContext) -> None:
     records = demo.instances()
-    for mode in ("all", "wrong"):
-        _, picker, _, _, _ = render(context, ViewState(cls=6, inst_filter=mode).to_dict())
+    wrong = records.prediction != records.label
+    # "uncertain": the lowest tenth of the softmax margins of all recorded inputs.
+    low = records.margin <= np.sort(records.margin)[int(np.ceil(0.1 * (len(records.margin) - 1)))]
+    for cls, mode in ((6, "all"), (6, "wrong"), (6, "uncertain"), (1, "uncertain")):
+        _, picker, _, _, _ = render(context, ViewState(cls=cls, inst_filter=mode).to_dict())
         links = [h for h in hrefs(picker) if "inst=" in h]
-        keep = records.label == 6
+        keep = records.label == cls
         if mode == "wrong":
-            keep &= records.prediction != records.label
+            keep &= wrong
+        if mode == "uncertain":
+            keep &= wrong | low
+            assert keep.sum() > (wrong & (records.label == cls)).sum(), "none uncertain"
         want = records.image_index[keep][:PICKER_LIMIT].tolist()
         assert [int(re.search(r"inst=(\d+)", h).group(1)) for h in links] == want
-        assert len(links) == (3 if mode == "wrong" else PICKER_LIMIT)
+        assert len(links) == min(keep.sum(), PICKER_LIMIT)
+        # Each link shows the input's stored image.
+        assert text_of(picker).count('"instance-thumb"') == len(links)
 
 
 def test_the_graph_is_the_inputs_over_its_class_graph(demo: Atlas, context: ViewContext) -> None:
@@ -85,6 +93,15 @@ def test_the_graph_is_the_inputs_over_its_class_graph(demo: Atlas, context: View
     assert {n for n, k in drawn.items() if "rare" in k.split()} == rare
     words = text_of(header)
     assert f"input #{index}" in words and "predicted zero" in words
+    assert f"({100 * float(records.confidence[row]):.1f}% sure)" in words
+    assert f"/atlas-file/instances/inputs/{index}.png" in words
+    # The input's own channels show its own crops; the class's other channels their picture.
+    for element in elements:
+        node = element["data"]["id"]
+        if node in mine:
+            assert element["data"]["img"] == f"/atlas-file/instances/crops/{index}/{node}.png"
+        elif "img" in element["data"]:
+            assert "/instances/" not in element["data"]["img"]
     assert f"{100 * graph.overlap:.1f}% on six" in words
     assert "/?v=1&class=6&compare=0&sub=mistaken&for=0&inst=" in " ".join(hrefs(header))
     legend_text = text_of(legend)
@@ -174,3 +191,46 @@ def test_export_flags_combine(
         ["export", str(DEMO_ATLAS_DIR), "--what", "classes", "--subsets", "--out", str(out)]
     )
     assert code == 2 and "add graphs to --what" in capsys.readouterr().err
+
+
+def test_an_inputs_crops_are_what_its_channels_saw(demo: Atlas, tmp_path: Path) -> None:
+    """The file route's crop of an input's channel is the receptive-field box around the
+    channel's recorded maximum, cut from the model's input (the digits, un-normalised); a
+    channel the input does not use, an input without a record or a bad path is a 404."""
+    from compute.demo import DemoConfig, load_digits_splits
+    from compute.png import thumbnail_png
+    from compute.receptive_field import ReceptiveField, crop_box
+    from dashboard.config import Settings
+    from dashboard.factory import create_app
+
+    client = create_app(
+        Settings(atlas_dir=DEMO_ATLAS_DIR, cache_dir=tmp_path / "cache")
+    ).server.test_client()
+    config = DemoConfig(seed=int(demo.parameters["seed"]))
+    splits = load_digits_splits(config.seed, config.test_fraction)
+    records = demo.instances()
+    fields = demo.parameters["receptive_fields"]
+    for row in (0, int(np.flatnonzero(records.prediction != records.label)[0])):
+        index = int(records.image_index[row])
+        image = (splits.train[index][0][0] * splits.std + splits.mean).clamp(0, 1).numpy()
+        pixels = (image * 255.0 + 0.5).clip(0, 255)
+        for layer, name in enumerate(demo.layer_names):
+            channels, _, positions = records.channels(row, layer)
+            field = ReceptiveField.from_manifest(fields[name])
+            for channel, (r, c) in zip(channels.tolist(), positions.tolist(), strict=True):
+                top, left, bottom, right = crop_box(field, r, c, pixels.shape)
+                want = thumbnail_png(pixels[top:bottom, left:right].astype(np.uint8))
+                response = client.get(f"/atlas-file/instances/crops/{index}/{layer}-{channel}.png")
+                assert response.status_code == 200 and response.mimetype == "image/png"
+                assert response.data == want, (index, layer, channel)
+            unused = sorted(set(range(demo.layers[layer].channels)) - set(channels.tolist()))
+            missing = f"/atlas-file/instances/crops/{index}/{layer}-{unused[0]}.png"
+            assert client.get(missing).status_code == 404
+    absent = sorted(set(range(1437)) - set(records.image_index.tolist()))
+    for path in (
+        "/atlas-file/instances/crops/999999/0-0.png",
+        f"/atlas-file/instances/crops/{records.image_index[0]}/9-0.png",
+        "/atlas-file/instances/crops/1/0-0.png/x",
+        "/atlas-file/instances/crops/-1/0-0.png",
+    ) + ((f"/atlas-file/instances/crops/{absent[0]}/0-0.png",) if absent else ()):
+        assert client.get(path).status_code == 404, path

@@ -5,9 +5,12 @@ and a restored checkpoint give the same records."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from compute.atlas import Atlas, InstanceArrays
@@ -69,7 +72,7 @@ def record(arrays: InstanceArrays, row: int, layer: int) -> tuple[np.ndarray, ..
 
 
 def same_records(x: InstanceArrays, y: InstanceArrays) -> None:
-    for name in ("image_index", "label", "prediction", "reason"):
+    for name in ("image_index", "label", "prediction", "reason", "confidence", "margin"):
         np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
     for name in ("channel_indptr", "channel", "value", "position", "edge_indptr", "edge"):
         for a, b in zip(getattr(x, name), getattr(y, name), strict=True):
@@ -100,7 +103,8 @@ def test_records_equal_the_per_input_definition(name: str) -> None:
     assert arrays is not None
     # Which inputs: the 3 smallest keys, and the 4 smallest keys among the mistakes.
     with torch.no_grad():
-        predicted = model(images).argmax(dim=1).numpy()
+        logits = model(images)
+    predicted = logits.argmax(dim=1).numpy()
     keys = image_hash(3, indices.numpy())
     sample = set(np.argsort(keys)[:3].tolist())
     wrong = np.flatnonzero(predicted != labels.numpy())
@@ -109,6 +113,10 @@ def test_records_equal_the_per_input_definition(name: str) -> None:
     assert len(mistakes) == 4 and len(rows) > len(sample)
     np.testing.assert_array_equal(arrays.image_index, indices.numpy()[rows])
     np.testing.assert_array_equal(arrays.prediction, predicted[rows])
+    # Certainty: the softmax's top probability and its lead over the runner-up.
+    top = torch.softmax(logits.double(), dim=1).topk(2, dim=1).values.numpy()[rows]
+    np.testing.assert_allclose(arrays.confidence, top[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(arrays.margin, top[:, 0] - top[:, 1], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(
         arrays.reason,
         [(REASON_SAMPLE if r in sample else 0) | (REASON_MISTAKE if r in mistakes else 0)
@@ -223,5 +231,19 @@ def test_a_built_atlas_holds_the_passs_records(tmp_path) -> None:
     channels, values, positions = records.channels(row, 1)
     assert channels.shape == values.shape == positions.shape[:1] and channels.size
     assert records.edges(row, 1).shape[1] == 2
+    # Each recorded input's image is stored: the model's input (min-max stretched: the tiny
+    # build gives no normalisation), what the dashboard cuts the input's own crops from.
+    for index in records.image_index.tolist():
+        relpath = atlas.instance_input(index)
+        assert relpath is not None and relpath.endswith(".jpg")
+        image = np.asarray(Image.open(io.BytesIO(atlas.read_bytes(relpath))), dtype=float)
+        pixels = dataset.tensors[0][index].permute(1, 2, 0).double()
+        want = (pixels - pixels.min()) / (pixels.max() - pixels.min()) * 255
+        assert image.shape == tuple(want.shape)
+        # JPEG: close, not equal (these inputs are noise, JPEG's worst case)
+        correlation = np.corrcoef(image.ravel(), want.numpy().ravel())[0, 1]
+        assert correlation > 0.95, f"input {index}: {correlation}"
+        assert abs(image.mean() - float(want.mean())) < 3
+    assert atlas.instance_input(10**6) is None
     none = build_tiny(tmp_path / "none", instances=None)
     assert "instances" not in Atlas.open(none).parts

@@ -11,7 +11,7 @@ from dash import Dash, Input, Output, html, no_update
 
 from compute.export import instance_data, instance_file_stem
 from dashboard import ids as page_ids
-from dashboard.data import PART_GRAPHS, PART_INSTANCES, PART_SUBSETS
+from dashboard.data import PART_GRAPHS, PART_INSTANCES, PART_SUBSETS, file_url
 from dashboard.state import ViewState
 from dashboard.views.common import (
     ViewContext,
@@ -24,13 +24,30 @@ from dashboard.views.common import (
     state_link,
 )
 from dashboard.views.instance import ids
-from dashboard.views.instance.data import PICKER_LIMIT, input_graph, picked_row, picker_rows
+from dashboard.views.instance.data import (
+    PICKER_LIMIT,
+    input_graph,
+    instance_crop_path,
+    picked_row,
+    picker_rows,
+    receptive_field,
+)
 from dashboard.views.instance.state import INSTANCE_FILTERS
 from dashboard.views.summit.compare import legend_item
 from dashboard.views.summit.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.views.summit.graph import pictures_mode
 
-_FILTER_LABELS = {"all": "all recorded", "wrong": "misclassified"}
+_FILTER_LABELS = {
+    "all": "all recorded",
+    "wrong": "misclassified",
+    "uncertain": "wrong or uncertain",
+}
+_EMPTY = {
+    "all": "No input of this class was recorded.",
+    "wrong": "The model classifies every recorded input of this class correctly.",
+    "uncertain": "The model classifies every recorded input of this class correctly and "
+    "confidently.",
+}
 
 
 def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int | None) -> Any:
@@ -52,16 +69,20 @@ def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int 
         index, pred = int(records.image_index[row]), int(records.prediction[row])
         wrong = pred != int(records.label[row])
         name = data.names[pred] if 0 <= pred < data.num_classes else "?"
+        image = file_url(context.file_prefix, data.atlas.instance_input(index))
+        text = f"#{index}" + (f" → {name}" if wrong else "")
         chips.append(
             state_link(
-                f"#{index}" + (f" → {name}" if wrong else ""),
+                [html.Img(src=image, alt="", className="instance-thumb"), text] if image else text,
                 state,
                 context.page_prefix,
                 {"inst_index": index},
                 className="pill instance-chip"
                 + (" instance-wrong" if wrong else "")
                 + (" pill-on" if row == shown else ""),
-                title=f"input {index}" + (f", predicted {name}" if wrong else ""),
+                title=f"input {index}"
+                + (f", predicted {name}" if wrong else "")
+                + f", confidence {percent(float(records.confidence[row]))}",
             )
         )
     more = len(rows) - PICKER_LIMIT
@@ -76,15 +97,22 @@ def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
     """The input, its label and prediction, its overlap, and links to its mistake's views."""
     data = context.data
     label, pred = graph.label, graph.prediction
+    records = data.atlas.instances()
+    row = data.atlas.instance_row(graph.image_index)
+    confidence = "" if row is None else f" ({percent(float(records.confidence[row]))} sure)"
+    image = file_url(context.file_prefix, data.atlas.instance_input(graph.image_index))
     parts: list[Any] = [
+        html.Img(src=image, alt=f"input {graph.image_index}", className="instance-input")
+        if image
+        else None,
         html.Span(f"input #{graph.image_index}", className="class-name"),
         html.Span(f"label {data.names[label]}", className="pill"),
     ]
     if pred != label:
         name = data.names[pred] if 0 <= pred < data.num_classes else "outside the classes"
-        parts.append(html.Span(f"predicted {name}", className="pill pill-wrong"))
+        parts.append(html.Span(f"predicted {name}{confidence}", className="pill pill-wrong"))
     else:
-        parts.append(html.Span("classified correctly", className="pill"))
+        parts.append(html.Span(f"classified correctly{confidence}", className="pill"))
     layers = ", ".join(
         f"{name} {percent(v)}"
         for name, v in zip(data.layer_names, graph.layer_overlap, strict=True)
@@ -117,6 +145,25 @@ def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
     return parts
 
 
+def mark_input_nodes(context: ViewContext, graph: Any, elements: list[dict[str, Any]]) -> None:
+    """Dash the border of the channels the class rarely uses, and show on each channel the
+    input uses its own crop (what the channel saw at its maximum in this input)."""
+    own = {
+        f"{layer}-{channel}": (layer, channel)
+        for layer, channel in zip(graph.layer.tolist(), graph.channel.tolist(), strict=True)
+    }
+    rare_nodes = zip(graph.layer[graph.rare], graph.channel[graph.rare], strict=True)
+    rare = {f"{layer}-{channel}" for layer, channel in rare_nodes}
+    stored = context.data.atlas.instance_input(graph.image_index) is not None
+    for element in elements:
+        node = element["data"].get("id")
+        if node in rare:
+            element["classes"] = element.get("classes", "") + " rare"
+        if stored and node in own and receptive_field(context.data, own[node][0]) is not None:
+            crop = instance_crop_path(graph.image_index, *own[node])
+            element["data"]["img"] = file_url(context.file_prefix, crop)
+
+
 def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
     """Note, picker, header, legend and elements of the Instance view."""
     data = context.data
@@ -128,12 +175,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
     row = picked_row(data, state.inst_index, rows)
     choices = picker(context, state, rows, row)
     if row is None:
-        empty = (
-            "The model classifies every recorded input of this class correctly."
-            if state.inst_filter == "wrong"
-            else "No input of this class was recorded."
-        )
-        return note(empty), choices, None, None, []
+        return note(_EMPTY[state.inst_filter]), choices, None, None, []
     graph, drawn = input_graph(data, row)
     elements, counts = compare_elements(
         data.graph(graph.label),
@@ -142,11 +184,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
         layer_names=data.layer_names,
         pictures=pictures_mode(data, state),
     )
-    rare_nodes = zip(graph.layer[graph.rare], graph.channel[graph.rare], strict=True)
-    rare = {f"{layer}-{channel}" for layer, channel in rare_nodes}
-    for element in elements:
-        if element["data"].get("id") in rare:
-            element["classes"] = element.get("classes", "") + " rare"
+    mark_input_nodes(context, graph, elements)
     class_name = data.names[graph.label]
     legend = [
         legend_item(ONLY_A, f"only {class_name}'s graph", counts["a"]),

@@ -56,8 +56,12 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 "a channel that fewer than 10% of the class's images use.",
                 "Node size is the channel's share of the input's activation in its layer; "
                 "the overlap is the mean over layers of the share that lies on the class's "
-                "graph. The atlas keeps no image of the input, so nodes show the channel's "
-                "usual picture (its feature visualization or top dataset crop).",
+                "graph. A channel the input uses shows what it saw in this input: the "
+                "receptive field around its maximum, cut from the input's stored image; the "
+                "class's other channels show their usual picture (feature visualization or "
+                "top dataset crop). The filter 'wrong or uncertain' adds the inputs whose "
+                "softmax lead over the runner-up is among the lowest tenth of all recorded "
+                "inputs.",
             ),
         ],
         className="card card-instance",

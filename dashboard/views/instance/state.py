@@ -11,8 +11,9 @@ from typing import Any
 
 from dashboard.state_kit import QueryBounds, QueryGet, StateSlice, first, query_int
 
-#: The picker's filters: every recorded input of the class, or its misclassified ones.
-INSTANCE_FILTERS: tuple[str, ...] = ("all", "wrong")
+#: The picker's filters: every recorded input of the class, its misclassified ones, or its
+#: misclassified or uncertain ones (the Training view's filters).
+INSTANCE_FILTERS: tuple[str, ...] = ("all", "wrong", "uncertain")
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,8 @@ class InstanceState:
     Attributes:
         inst_index: the input shown (its dataset index; ``None``: the picker's first).
             Checked against the atlas's records by the view.
-        inst_filter: the picker lists ``all`` the class's recorded inputs or the ``wrong``
-            ones.
+        inst_filter: the picker lists ``all`` the class's recorded inputs, the ``wrong``
+            ones, or the wrong or ``uncertain`` ones.
     """
 
     inst_index: int | None = None

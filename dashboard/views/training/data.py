@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 
 from compute.atlas import PART_TRACE
-from dashboard.data import AtlasData
+from dashboard.data import UNCERTAIN_QUANTILE, AtlasData, uncertain_by_lead
 from dashboard.theme import ACCENT, FONT
 
-#: An image is "uncertain" when its predicted class's share lead over the runner-up (at the
-#: last traced layer) is among the lowest this fraction of the explained images. The trace
-#: stores no softmax, so this lead stands in for the model's confidence.
-UNCERTAIN_QUANTILE = 0.1
+# An image is "uncertain" (dashboard.data.uncertain_by_lead) when its predicted class's
+# share lead over the runner-up (at the last traced layer) is among the lowest of the
+# explained images. The trace stores no softmax, so this lead stands in for the confidence.
 #: At most this many thumbnails in the grid.
 GRID_LIMIT = 120
 #: Classes drawn one by one in the share, ridge and epoch figures; the rest are summed into
@@ -76,9 +75,7 @@ class TraceData:
         self.label = np.asarray(a["image_label"], dtype=np.int64)
         self.prediction = np.asarray(a["prediction"], dtype=np.int64)
         self.train_label = np.asarray(a["train_label"], dtype=np.int64)
-        self.uncertain = uncertain_rows(
-            np.asarray(a["class_share"][:, -1, :-1]), self.prediction, UNCERTAIN_QUANTILE
-        )
+        self.uncertain = uncertain_rows(np.asarray(a["class_share"][:, -1, :-1]), self.prediction)
 
     @property
     def default_layer(self) -> int:
@@ -143,7 +140,9 @@ def trace_data(data: AtlasData) -> TraceData | None:
 # -- pure helpers ----------------------------------------------------------------------------
 
 
-def uncertain_rows(share: np.ndarray, prediction: np.ndarray, quantile: float) -> np.ndarray:
+def uncertain_rows(
+    share: np.ndarray, prediction: np.ndarray, quantile: float = UNCERTAIN_QUANTILE
+) -> np.ndarray:
     """Boolean ``[n]``: images whose predicted class's share lead over
     the best other class is in the lowest ``quantile`` (``share``: ``[n, C]``)."""
     share = np.asarray(share, dtype=np.float64)
@@ -154,8 +153,7 @@ def uncertain_rows(share: np.ndarray, prediction: np.ndarray, quantile: float) -
     own = share[rows, prediction]
     others = share.copy()
     others[rows, prediction] = -np.inf
-    lead = own - others.max(axis=1)
-    return lead <= np.quantile(lead, quantile)
+    return uncertain_by_lead(own - others.max(axis=1), quantile)
 
 
 def filter_rows(
