@@ -234,3 +234,67 @@ def test_an_inputs_crops_are_what_its_channels_saw(demo: Atlas, tmp_path: Path) 
         "/atlas-file/instances/crops/-1/0-0.png",
     ) + ((f"/atlas-file/instances/crops/{absent[0]}/0-0.png",) if absent else ()):
         assert client.get(path).status_code == 404, path
+
+
+def test_the_training_and_instance_views_link_the_same_input(tmp_path: Path) -> None:
+    """A trace of the split the Summit pass ran over links each explained image that has an
+    instance record, both ways; a row whose label or prediction disagrees with the record
+    (another numbering, another model) and the demo's trace of another split link nothing."""
+    import shutil
+
+    from compute.atlas import TRACE_PATHS, update_atlas
+    from compute.trace.explain import load_trace_part
+    from dashboard.views.instance.callbacks import header
+    from dashboard.views.training.callbacks import render as render_training
+
+    def views(path: Path) -> ViewContext:
+        return ViewContext(
+            data=atlas_data.load(str(path), str(tmp_path / "cache")),
+            file_prefix="/atlas-file/",
+        )
+
+    # The shipped demo traces its test split and records its training split: no links.
+    demo = views(DEMO_ATLAS_DIR)
+    for row in range(5):
+        state = ViewState(trace_row=row, trace_all=1)
+        assert "inst=" not in " ".join(hrefs(render_training(demo, state.to_dict())[3]))
+
+    copy = tmp_path / "atlas"
+    shutil.copytree(DEMO_ATLAS_DIR, copy)
+    records = Atlas.open(copy).instances()
+    meta, stored = load_trace_part(copy)
+    arrays = {name: np.array(stored[name]) for name in ("image_index", "image_label", "prediction")}
+    wrong = np.flatnonzero(records.prediction != records.label)
+    chosen = [0, 5, int(wrong[0]), int(wrong[1])]  # records the trace's rows 0-3 become
+    for row, record in enumerate(chosen):
+        arrays["image_index"][row] = records.image_index[record]
+        arrays["image_label"][row] = records.label[record]
+        arrays["prediction"][row] = records.prediction[record]
+    arrays["image_index"][4] = records.image_index[7]  # row 4: the label disagrees
+    arrays["image_label"][4] = (records.label[7] + 1) % 10
+    arrays["prediction"][4] = records.prediction[7]
+    arrays["image_index"][5:] = 10**6  # the rest: inputs without a record
+    with update_atlas(copy) as sink:
+        for name in ("image_index", "image_label", "prediction"):
+            sink.add_array(TRACE_PATHS[name], arrays[name])
+        sink.manifest_updates["trace"] = {**meta, "split": "train"}  # type: ignore[attr-defined]
+    linked = views(copy)
+    for row in range(8):
+        training = render_training(linked, ViewState(trace_row=row, trace_all=1).to_dict())
+        links = [h for h in hrefs(training[3]) if "inst=" in h]
+        if row >= len(chosen):
+            assert not links, row
+            continue
+        record = chosen[row]
+        index, label = int(records.image_index[record]), int(records.label[record])
+        assert len(links) == 1 and f"class={label}" in links[0]
+        assert f"inst={index}" in links[0] and "trow=" in links[0]
+        # ... and back: the Instance view of that input links to this trace row.
+        state = ViewState.from_query(links[0].split("?", 1)[1], num_classes=10)
+        graph = instance_graph(linked.data.atlas, record)
+        back = [h for h in hrefs(header(linked, state, graph)) if "trow=" in h]
+        back = [h for h in back if "compare=" not in h]  # the mistake's link keeps the row
+        assert len(back) == 1 and f"trow={row}&" in back[0] + "&"
+    unlinked = instance_graph(linked.data.atlas, 7)
+    assert not [h for h in hrefs(header(linked, ViewState(), unlinked)) if "trow=" in h]
+    assert "its training trace" not in text_of(header(linked, ViewState(), unlinked))

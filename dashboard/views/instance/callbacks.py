@@ -36,6 +36,7 @@ from dashboard.views.instance.state import INSTANCE_FILTERS
 from dashboard.views.summit.compare import legend_item
 from dashboard.views.summit.figures import ONLY_A, ONLY_B, SHARED, compare_elements
 from dashboard.views.summit.graph import pictures_mode
+from dashboard.views.training.data import trace_data
 
 _FILTER_LABELS = {
     "all": "all recorded",
@@ -93,6 +94,25 @@ def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int 
     ]
 
 
+def training_link(context: ViewContext, state: ViewState, image_index: int) -> Any:
+    """A link to the Training view of the same input, when the training trace explains it
+    (``None`` otherwise: :meth:`TraceData.record_row`)."""
+    trace = trace_data(context.data)
+    record = context.data.atlas.instance_row(image_index)
+    row = None if trace is None or record is None else trace.row_of_record(record)
+    if row is None:
+        return None
+    return state_link(
+        "its training trace",
+        state,
+        context.page_prefix,
+        {"trace_row": row, "trace_filter": "all", "trace_all": 1},
+        className="pill trace-instance",
+        title=f"the training examples whose updates built input #{image_index}'s "
+        "representation (the Training view)",
+    )
+
+
 def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
     """The input, its label and prediction, its overlap, and links to its mistake's views."""
     data = context.data
@@ -126,6 +146,7 @@ def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
             f"{layers}",
         )
     )
+    parts.append(training_link(context, state, graph.image_index))
     if pred != label and 0 <= pred < data.num_classes:
         changes: dict[str, Any] = {"node": None, "cls": label, "compare": pred}
         pair = data.has(PART_SUBSETS) and data.atlas.pair_row(label, pred) is not None

@@ -109,6 +109,30 @@ def _compare_link(context: ViewContext, state: ViewState, label: int, pred: int)
     )
 
 
+def _instance_link(context: ViewContext, state: ViewState, trace: TraceData, row: int) -> Any:
+    """A link to the Instance view of the same input, when the Summit pass recorded it
+    (``None`` otherwise: :meth:`TraceData.record_row`)."""
+    record = trace.record_row(row)
+    if record is None:
+        return None
+    records = context.data.atlas.instances()
+    index = int(records.image_index[record])
+    return state_link(
+        "its own attribution graph",
+        state,
+        context.page_prefix,
+        {
+            "node": None,
+            "cls": int(records.label[record]),
+            "inst_index": index,
+            "inst_filter": "all",
+        },
+        className="pill trace-instance",
+        title=f"input #{index}'s selected channels and influences on its class's graph "
+        "(the Instance view)",
+    )
+
+
 def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     """Note, grid note, grid, header, proponents, opponents and the four figures."""
     trace = trace_data(context.data)
@@ -158,6 +182,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
                             className="pill " + ("pill-ok" if pred == label else "pill-warn"),
                         ),
                         _compare_link(context, state, label, pred),
+                        _instance_link(context, state, trace, row),
                         html.Span(f"layer {trace.layer_names[layer]}", className="pill"),
                         html.Span(f"‖r‖ {norm:.3g}", className="pill"),
                         html.Span(

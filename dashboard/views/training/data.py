@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from compute.atlas import PART_TRACE
+from compute.atlas import PART_INSTANCES, PART_TRACE
 from dashboard.data import UNCERTAIN_QUANTILE, AtlasData, uncertain_by_lead
 from dashboard.theme import ACCENT, FONT
 
@@ -76,6 +77,46 @@ class TraceData:
         self.prediction = np.asarray(a["prediction"], dtype=np.int64)
         self.train_label = np.asarray(a["train_label"], dtype=np.int64)
         self.uncertain = uncertain_rows(np.asarray(a["class_share"][:, -1, :-1]), self.prediction)
+
+    @cached_property
+    def _linked(self) -> dict[int, int]:
+        """``{trace row: instance record row}`` of the explained images that have an
+        instance record (see :meth:`record_row`)."""
+        data = self.data
+        dataset = data.atlas.manifest.get("dataset") or {}
+        split = self.meta.get("split")
+        if not data.has(PART_INSTANCES) or not split or split != dataset.get("split"):
+            return {}
+        records = data.atlas.instances()
+        linked: dict[int, int] = {}
+        for row, index in enumerate(np.asarray(self.arrays["image_index"]).tolist()):
+            record = data.atlas.instance_row(int(index))
+            if (
+                record is not None
+                and int(records.label[record]) == int(self.label[row])
+                and int(records.prediction[record]) == int(self.prediction[row])
+            ):
+                linked[row] = record
+        return linked
+
+    def record_row(self, row: int) -> int | None:
+        """The instance record of explained image ``row`` (the same input), ``None`` if it
+        has none. The trace and the Summit pass must name the same split in the manifest,
+        and the record must agree with the trace on the input's label and prediction (an
+        index of another numbering, or another model's trace, links nothing)."""
+        return self._linked.get(row)
+
+    @cached_property
+    def _traced(self) -> dict[int, int]:
+        """``{instance record row: trace row}`` (the first trace row of a record)."""
+        traced: dict[int, int] = {}
+        for row, record in self._linked.items():
+            traced.setdefault(record, row)
+        return traced
+
+    def row_of_record(self, record: int) -> int | None:
+        """The explained image that instance record ``record`` is (``None``: not traced)."""
+        return self._traced.get(record)
 
     @property
     def default_layer(self) -> int:
