@@ -379,10 +379,42 @@ def test_pick_a_misclassified_input_and_see_its_own_graph(
         lambda: sorted(cy_ids(dash_duo, "instance-graph", "node[size]")) == want,
         message="the input's graph over its class's",
     )
+    # The input's image shows in the header, and every channel it uses shows its own crop,
+    # served by the file route (each URL answers with a PNG).
+    loaded = "return document.querySelector('#instance-header img.instance-input').naturalWidth"
+    wait_until(lambda: dash_duo.driver.execute_script(loaded) > 0, message="no input image")
+    crops = dash_duo.driver.execute_script(
+        CY_INSTANCE + "return cy.nodes().map(n => n.data('img') || '')"
+        ".filter(u => u.includes('/instances/crops/'));",
+        "instance-graph",
+    )
+    assert len(crops) == len(graph.channel), "a crop per channel the input uses"
+    statuses = dash_duo.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(arguments[0].map(u => fetch(u).then(r => r.status + r.headers.get("
+        "'content-type')))).then(done);",
+        crops,
+    )
+    assert set(statuses) == {"200image/png"}, statuses
     link = dash_duo.find_element("#instance-header a.confusion-link")
     link.click()
     wait_until(lambda: query(dash_duo).get("for") == "0", message="no pair in the URL")
     assert query(dash_duo).get("compare") == "0" and query(dash_duo).get("inst") == str(index)
+    # The "wrong or uncertain" filter, clicked, equals the same URL loaded fresh.
+    pill = next(
+        a for a in dash_duo.find_elements("#instance-picker a") if a.text == "wrong or uncertain"
+    )
+    before = dash_duo.find_element("#instance-picker").text
+    pill.click()
+    wait_until(lambda: query(dash_duo).get("ifl") == "uncertain", message="no filter in URL")
+    wait_until(
+        lambda: dash_duo.find_element("#instance-picker").text != before,
+        message="the picker did not change",
+    )
+    clicked = dash_duo.find_element("#instance-picker").text
+    dash_duo.driver.get(dash_duo.driver.current_url)
+    dash_duo.wait_for_contains_text("#instance-header", "input #", timeout=20)
+    assert dash_duo.find_element("#instance-picker").text == clicked
 
 
 def test_every_table_and_graph_downloads_where_it_is_shown(
