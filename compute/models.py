@@ -7,6 +7,9 @@ A model *spec* is one of:
 - ``package.module:callable`` (or ``path/to/file.py:callable``): import the module and call
   the callable with no arguments (or ``num_classes=`` when given); it must return an
   ``nn.Module``.
+- ``hf:DIR``: a local Hugging Face text classifier directory (model and tokenizer saved
+  with ``save_pretrained``), loaded by :func:`compute.hf.load_hf_classifier` and called
+  with a batch dict (needs ``transformers``: ``pip install "network-atlas[text]"``).
 - a name registered with :func:`register_model` (see :func:`list_models`).
 
 Examples:
@@ -27,13 +30,14 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from compute.capture import HookSet
 from compute.errors import BuildError
+from compute.hf import HFClassifier, load_hf_classifier
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +170,12 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """Split a model spec into its kind and target.
 
     Args:
-        spec: ``torchvision:NAME``, ``package.module:callable`` or a registered name.
+        spec: ``torchvision:NAME``, ``hf:DIR``, ``package.module:callable`` or a registered
+            name.
 
     Returns:
-        ``(kind, target)`` with kind ``"torchvision"``, ``"callable"`` or ``"registered"``.
+        ``(kind, target)`` with kind ``"torchvision"``, ``"hf"`` (target: the directory),
+        ``"callable"`` or ``"registered"``.
 
     Raises:
         BuildError: for an empty or unrecognised spec.
@@ -177,35 +183,39 @@ def parse_spec(spec: str) -> tuple[str, str]:
     Examples:
         >>> parse_spec("torchvision:resnet18")
         ('torchvision', 'resnet18')
+        >>> parse_spec("hf:models/my-bert")
+        ('hf', 'models/my-bert')
         >>> parse_spec("mypkg.nets:make")
         ('callable', 'mypkg.nets:make')
     """
     spec = spec.strip()
     if not spec:
         raise BuildError("empty model spec")
-    if spec.startswith("torchvision:"):
-        name = spec.split(":", 1)[1]
-        if not name:
-            raise BuildError(
-                "bad model spec 'torchvision:': name a model, e.g. torchvision:resnet18"
-            )
-        return "torchvision", name
+    for kind, example in (("torchvision", "torchvision:resnet18"), ("hf", "hf:models/my-bert")):
+        if spec.startswith(f"{kind}:"):
+            target = spec.split(":", 1)[1]
+            if not target:
+                raise BuildError(f"bad model spec '{kind}:': name a model, e.g. {example}")
+            return kind, target
     if ":" in spec:
         return "callable", spec
     if spec in _REGISTRY:
         return "registered", spec
     known = ", ".join(list_models())
     raise BuildError(
-        f"unknown model spec {spec!r}: use torchvision:NAME, package.module:callable, "
+        f"unknown model spec {spec!r}: use torchvision:NAME, hf:DIR, package.module:callable, "
         f"or a registered model ({known})"
     )
 
 
 def model_name(spec: str) -> str:
-    """A short display name for a spec (``torchvision:resnet18`` -> ``resnet18``)."""
+    """A short display name for a spec (``torchvision:resnet18`` -> ``resnet18``,
+    ``hf:models/my-bert`` -> ``my-bert``)."""
     kind, target = parse_spec(spec)
     if kind == "registered":
         return target
+    if kind == "hf":
+        return Path(target).resolve().name
     return target.rpartition(":")[2].split(".")[-1] if kind == "callable" else target
 
 
@@ -219,7 +229,8 @@ def get_model(
     """Build a model from a spec, optionally loading a state dict, in eval mode on CPU.
 
     Args:
-        spec: ``torchvision:NAME``, ``package.module:callable`` or a registered name.
+        spec: ``torchvision:NAME``, ``hf:DIR``, ``package.module:callable`` or a registered
+            name.
         weights: a file saved with ``torch.save(model.state_dict())`` (or a dict holding
             it under ``"state_dict"`` or ``"model"``); loaded strictly.
         num_classes: passed to the factory as ``num_classes=`` when given. When omitted
@@ -229,6 +240,7 @@ def get_model(
         seed: build the architecture's random initialisation from this seed (a forked RNG:
             the caller's stream is untouched), so a model without weights is the same in
             every run and process (``build --seed``, and feature visualization rebuilding it).
+            An ``hf:DIR`` model's weights always come from its directory.
 
     Returns:
         The model, in eval mode.
@@ -277,7 +289,9 @@ def get_model(
 
 
 def _construct(spec: str, kind: str, target: str, num_classes: int | None) -> nn.Module:
-    """The model of a parsed spec, untrained."""
+    """The model of a parsed spec, untrained (``hf:DIR``: as saved in the directory)."""
+    if kind == "hf":
+        return load_hf_classifier(target, num_classes)
     if kind == "torchvision":
         import torchvision
 
@@ -409,10 +423,13 @@ def load_weights(
 
 
 class LayerDescription(NamedTuple):
-    """One module of a model and the shape of its output for a given input size.
+    """One module of a model and the shape of its output for a given input.
 
-    ``channels``, ``height`` and ``width`` are ``None`` when the output is not a tensor;
-    ``height`` and ``width`` are ``None`` for non-spatial (e.g. ``Linear``) outputs.
+    The output read is :func:`output_tensor`'s (a tuple's first element). ``channels``,
+    ``height`` and ``width`` are ``None`` when it is not a tensor; ``height`` and ``width``
+    are ``None`` for non-spatial outputs. A 3-d output is read as a token sequence
+    ``[N, T, D]`` (the layout of transformers and torchvision's ViT): ``tokens`` is ``T``
+    and ``channels`` is ``D``, the hidden units; ``tokens`` is ``None`` otherwise.
     """
 
     name: str
@@ -420,11 +437,121 @@ class LayerDescription(NamedTuple):
     channels: int | None
     height: int | None
     width: int | None
+    tokens: int | None = None
 
     @property
     def spatial(self) -> bool:
         """Whether the output is a ``[N, C, H, W]`` map (what Summit layers need)."""
         return self.height is not None and self.width is not None
+
+    @property
+    def token(self) -> bool:
+        """Whether the output is a token sequence ``[N, T, D]``."""
+        return self.tokens is not None
+
+
+class ModelInput(Protocol):
+    """One dummy input a model runs on: the probe of layer listings and output checks.
+
+    :class:`ImageInput` for image classifiers, :class:`compute.hf.TextInput` for
+    ``hf:DIR`` text classifiers; :func:`model_input` picks the model's.
+
+    Attributes:
+        maps: whether a 4-d output is an image map ``[N, C, H, W]`` (a text model's 4-d
+            outputs, attention weights, are not).
+        tokens: the probe's sequence length: a token layer of another length cannot be
+            masked like the input (``None``: no padding to mask, any length will do).
+    """
+
+    @property
+    def maps(self) -> bool: ...
+
+    @property
+    def tokens(self) -> int | None: ...
+
+    def example(self, device: torch.device) -> Any:
+        """A batch of one input on ``device``, as the model's ``forward`` takes it."""
+        ...
+
+    def describe(self) -> str:
+        """How a listing's header names the input, e.g. ``input 3x224x224``."""
+        ...
+
+
+class ImageInput(NamedTuple):
+    """An all-zero image of ``channels × height × width`` (a :class:`ModelInput`).
+
+    Examples:
+        >>> ImageInput(3, 32, 32).describe()
+        'input 3x32x32'
+    """
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def maps(self) -> bool:
+        """Image models' 4-d outputs are maps."""
+        return True
+
+    @property
+    def tokens(self) -> int | None:
+        """An image has no padding: token layers (ViT) of any length are usable."""
+        return None
+
+    def example(self, device: torch.device) -> Tensor:
+        """One zero image ``[1, C, H, W]`` on ``device``."""
+        return torch.zeros(1, self.channels, self.height, self.width, device=device)
+
+    def describe(self) -> str:
+        """``input CxHxW``."""
+        return f"input {self.channels}x{self.height}x{self.width}"
+
+
+def _as_input(probe: ModelInput | tuple[int, int, int]) -> ModelInput:
+    """A ``(channels, height, width)`` tuple as an :class:`ImageInput`; inputs unchanged."""
+    if isinstance(probe, ImageInput):
+        return probe
+    if isinstance(probe, tuple):
+        return ImageInput(*probe)
+    return probe
+
+
+def model_input(model: nn.Module, *, image_size: int = 224, tokens: int = 8) -> ModelInput:
+    """The probe input of ``model``: text for an ``hf:DIR`` model, else an image.
+
+    Args:
+        model: the model.
+        image_size: height and width of an image probe (its channels: the model's first
+            convolution's, :func:`infer_in_channels`).
+        tokens: the sequence length of a text probe.
+
+    Examples:
+        >>> model_input(get_model("simple_cnn"), image_size=32)
+        ImageInput(channels=3, height=32, width=32)
+    """
+    if isinstance(model, HFClassifier):
+        return model.text_input(tokens)
+    return ImageInput(infer_in_channels(model), image_size, image_size)
+
+
+def output_tensor(output: Any) -> Tensor | None:
+    """The tensor a layer's output stands for: itself, the first element of a tuple or
+    list (Hugging Face blocks, ``nn.MultiheadAttention``), or the first value of a mapping
+    (Hugging Face ``ModelOutput``); ``None`` when there is none.
+
+    Examples:
+        >>> output_tensor((torch.zeros(2, 3), None)).shape
+        torch.Size([2, 3])
+        >>> output_tensor("text") is None
+        True
+    """
+    if isinstance(output, Mapping):
+        output = next(iter(output.values()), None)
+    elif isinstance(output, (tuple, list)):
+        output = output[0] if output else None
+    return output if isinstance(output, torch.Tensor) else None
 
 
 def infer_in_channels(model: nn.Module, default: int = 3) -> int:
@@ -435,64 +562,72 @@ def infer_in_channels(model: nn.Module, default: int = 3) -> int:
     return default
 
 
-def _probe(model: nn.Module, input_size: tuple[int, int, int]) -> Any:
-    """The model's output for one all-zero input of ``input_size`` (eval mode, no grad, on
-    the model's device); the model's training mode is restored afterwards.
+def _probe(model: nn.Module, input_size: ModelInput | tuple[int, int, int]) -> Any:
+    """The model's output for one dummy input (an all-zero image of ``input_size``, or a
+    :class:`ModelInput`'s example) in eval mode, without grad, on the model's device; the
+    model's training mode is restored afterwards.
 
     Raises:
         BuildError: if the model cannot run on that input (naming the first line of the error).
     """
+    probe = _as_input(input_size)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            return model(torch.zeros(1, *input_size, device=device))
+            return model(probe.example(device))
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(
-            f"the model cannot run on input of size {tuple(input_size)}: {message}"
-        ) from None
+        if isinstance(probe, ImageInput):
+            what = f"input of size {tuple(probe)}"
+        else:
+            what = f"its probe ({probe.describe()})"
+        raise BuildError(f"the model cannot run on {what}: {message}") from None
     finally:
         model.train(was_training)
 
 
-def describe_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerDescription]:
+def _shape(output: Any) -> tuple[int | None, int | None, int | None, int | None]:
+    """``(channels, height, width, tokens)`` of a layer's output (see LayerDescription)."""
+    tensor = output_tensor(output)
+    if tensor is None or tensor.dim() < 2:
+        return None, None, None, None
+    if tensor.dim() == 4:
+        return int(tensor.shape[1]), int(tensor.shape[2]), int(tensor.shape[3]), None
+    if tensor.dim() == 3:  # [N, T, D]: a token sequence of D-wide vectors
+        return int(tensor.shape[2]), None, None, int(tensor.shape[1])
+    return int(tensor.shape[1]), None, None, None
+
+
+def describe_layers(
+    model: nn.Module, input_size: ModelInput | tuple[int, int, int]
+) -> list[LayerDescription]:
     """Output shape of every named submodule, from one dummy forward pass.
 
     Args:
         model: the model (its train/eval mode is restored afterwards).
-        input_size: ``(channels, height, width)`` of one input image.
+        input_size: ``(channels, height, width)`` of one input image, or any
+            :class:`ModelInput` (:func:`model_input`: text for ``hf:DIR`` models).
 
     Returns:
         One :class:`LayerDescription` per named submodule in registration order,
-        with the shape of its (last) output for a batch of one zero image.
+        with the shape of its (last) output for a batch of one dummy input.
 
     Raises:
         BuildError: if the forward pass fails (e.g. an input size the model cannot take).
 
     Examples:
         >>> rows = describe_layers(get_model("simple_cnn"), (3, 32, 32))
-        >>> rows[2]
-        LayerDescription(name='features.1', type='ReLU', channels=16, height=32, width=32)
+        >>> row = rows[2]
+        >>> row.name, row.type, row.channels, (row.height, row.width), row.tokens
+        ('features.1', 'ReLU', 16, (32, 32), None)
     """
-    shapes: dict[str, tuple[int | None, int | None, int | None]] = {}
+    shapes: dict[str, tuple[int | None, int | None, int | None, int | None]] = {}
 
     def make_hook(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor):
-                if output.dim() == 4:
-                    shapes[name] = (
-                        int(output.shape[1]),
-                        int(output.shape[2]),
-                        int(output.shape[3]),
-                    )
-                elif output.dim() >= 2:
-                    shapes[name] = (int(output.shape[1]), None, None)
-                else:
-                    shapes[name] = (None, None, None)
-            else:
-                shapes[name] = (None, None, None)
+            shapes[name] = _shape(output)
 
         return hook
 
@@ -508,8 +643,9 @@ def describe_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[
     return rows
 
 
-def count_outputs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    """Number of model outputs (logits) for one input of ``input_size``.
+def count_outputs(model: nn.Module, input_size: ModelInput | tuple[int, int, int]) -> int:
+    """Number of model outputs (logits) for one input of ``input_size`` (or a
+    :class:`ModelInput`'s example).
 
     Raises:
         BuildError: if the model does not return ``[N, outputs]`` logits.

@@ -33,9 +33,21 @@ from compute.data import (
 from compute.distributed import Rank, init_from_env, shard_range, shutdown
 from compute.errors import BuildError
 from compute.featurevis.cli import run_featurevis
-from compute.models import count_outputs, describe_layers, get_model, infer_in_channels, model_name
+from compute.hf import HFClassifier
+from compute.models import (
+    LayerDescription,
+    count_outputs,
+    describe_layers,
+    get_model,
+    infer_in_channels,
+    model_input,
+    model_name,
+    parse_spec,
+)
 from compute.summit.config import SummitConfig
 from compute.summit.instances import InstanceConfig
+from compute.text_data import is_text_data
+from compute.tokens import ROLE_MLP, ROLE_MLP_PRE, TokenLayer, token_layers
 
 _BUILD_EPILOG = """\
 examples:
@@ -161,7 +173,26 @@ def instance_config(args: argparse.Namespace, dataset_size: int) -> InstanceConf
     return InstanceConfig(sample=args.instances, mistakes=args.instance_mistakes, seed=args.seed)
 
 
+def refuse_text_inputs(model_spec: str, data: str) -> None:
+    """Refuse an ``hf:DIR`` model or text data in one line: ``build`` has no pass on
+    token layers yet (docs/text.md says what exists).
+
+    Raises:
+        BuildError: naming what is not supported yet and what is.
+
+    Examples:
+        >>> refuse_text_inputs("torchvision:vgg11", "imagenet/val")
+    """
+    if parse_spec(model_spec)[0] == "hf" or is_text_data(data):
+        raise BuildError(
+            "build does not take text models or text data yet (the pass on token layers "
+            "is to come: docs/text.md); `python -m compute layers --model hf:DIR` lists "
+            "a text model's layers"
+        )
+
+
 def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
+    refuse_text_inputs(args.model, args.data)
     out = Path(args.out)
     check_output_path(out, args.overwrite)
     if args.instances_from is not None:
@@ -291,22 +322,43 @@ def make_loader(
 
 def _run_layers(args: argparse.Namespace) -> int:
     model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
-    input_size = (infer_in_channels(model), args.image_size, args.image_size)
-    rows = describe_layers(model, input_size)
-    if not args.all:
+    probe = model_input(model, image_size=args.image_size, tokens=args.tokens)
+    rows = describe_layers(model, probe)
+    head = f"# {args.model}"
+    if isinstance(model, HFClassifier):
+        head += f" ({model.architecture}, {len(model.classes)} classes)"
+    print(f"{head}, {probe.describe()}")
+    if probe.maps:
+        _print_map_layers(model, rows, every=args.all)
+    found = token_layers(rows, probe.tokens)
+    if found:
+        if probe.maps:
+            print("# token layers")
+        _print_token_layers(found, tokens=probe.tokens)
+    elif not probe.maps:
+        print("# no layer outputs a token sequence [N, T, D]")
+    if args.all and not probe.maps:  # the map table lists every module of an image model
+        others = [row for row in rows if not row.token]
+        print(f"# other modules: {', '.join(f'{row.name} ({row.type})' for row in others)}")
+    return 0
+
+
+def _print_map_layers(model: torch.nn.Module, rows: list[LayerDescription], every: bool) -> None:
+    """The image layers' table: ``[N, C, H, W]`` maps (every module with ``every``) and
+    how each would connect to the one above."""
+    if not every:
         rows = [row for row in rows if row.spatial]
     kinds = connection_kinds(model, [row.name for row in rows if row.spatial])
     kind_of = dict(zip([row.name for row in rows if row.spatial], kinds, strict=True))
     width = max([len("name"), *(len(row.name) for row in rows)])
     type_width = max([len("type"), *(len(row.type) for row in rows)])
-    print(f"# {args.model}, input {input_size[0]}x{input_size[1]}x{input_size[2]}")
     print(f"{'name':<{width}}  {'type':<{type_width}}  {'channels':>8}  {'map':>7}  from previous")
     for row in rows:
         size = f"{row.height}x{row.width}" if row.spatial else "-"
         channels = "-" if row.channels is None else str(row.channels)
         kind = kind_of.get(row.name) or "-"
         print(f"{row.name:<{width}}  {row.type:<{type_width}}  {channels:>8}  {size:>7}  {kind}")
-    if not args.all:
+    if not every:
         print(
             "# only layers with [N, C, H, W] outputs (usable in --layers); --all for every module"
         )
@@ -315,7 +367,40 @@ def _run_layers(args: argparse.Namespace) -> int:
         " were chosen: conv (exact, one convolution), inception (exact per branch + widest"
         " path), gradient (gradient x activation), none (cannot be chosen together)"
     )
-    return 0
+
+
+#: How the token table names each ``TokenLayer.role``.
+_ROLE_NOTES = {
+    ROLE_MLP: "MLP units: the natural Summit layer",
+    ROLE_MLP_PRE: "MLP units before the activation",
+    "": "",
+}
+
+
+def _print_token_layers(found: list[TokenLayer], tokens: int | None) -> None:
+    """The token layers' table: ``T x D`` at the probe, usable or not, MLP units marked."""
+    width = max([len("name"), *(len(layer.name) for layer in found)])
+    type_width = max([len("type"), *(len(layer.type) for layer in found)])
+    print(f"{'name':<{width}}  {'type':<{type_width}}  {'T x D':>9}  usable  note")
+    for layer in found:
+        size = f"{layer.tokens}x{layer.units}"
+        usable = "yes" if layer.usable else "no"
+        note = _ROLE_NOTES[layer.role]
+        line = f"{layer.name:<{width}}  {layer.type:<{type_width}}  {size:>9}  {usable:<6}  {note}"
+        print(line.rstrip())
+    usable = (
+        f"T is the input's {tokens} tokens, so padding can be masked"
+        if tokens is not None
+        else "an image has no padding: every token layer"
+    )
+    print(
+        "# token layers: outputs [N, T, D] (a tuple's first element), D hidden units each; "
+        f"usable (the per-input maximum over real tokens can be read): {usable}"
+    )
+    print(
+        "# MLP units: layers wider than the residual stream, the natural Summit neurons; "
+        "`build` does not take token layers yet (docs/text.md)"
+    )
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -593,9 +678,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run one dummy image through the model and list every module whose output is a "
             "[N, C, H, W] map, with its channel count and map size at --image-size. Paste "
-            "the names, comma-separated and input to output, into `build --layers`."
+            "the names, comma-separated and input to output, into `build --layers`. "
+            "Token layers ([N, T, D]: a Vision Transformer's, or an hf:DIR text "
+            "classifier's, probed with --tokens tokens) are listed with T x D, marked "
+            "usable or not, the MLP units marked as the natural Summit layers."
         ),
-        epilog="example:\n  python -m compute layers --model torchvision:vgg11 --image-size 224",
+        epilog=(
+            "examples:\n  python -m compute layers --model torchvision:vgg11 --image-size 224"
+            "\n  python -m compute layers --model hf:models/my-bert --tokens 16"
+        ),
         formatter_class=formatter,
     )
     layers.add_argument("--model", required=True, metavar="SPEC", help="as for build")
@@ -605,6 +696,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     layers.add_argument(
         "--image-size", type=_positive_int, default=224, metavar="N", help="default 224"
+    )
+    layers.add_argument(
+        "--tokens",
+        type=lambda text: _int_at_least(text, 2),
+        default=8,
+        metavar="N",
+        help="length of the dummy text input of an hf:DIR model (default 8)",
     )
     layers.add_argument("--all", action="store_true", help="also list non-spatial modules")
     layers.set_defaults(run=_run_layers)
