@@ -517,6 +517,10 @@ def find_connections(model: nn.Module, layers: Sequence[str]) -> list[AnyConnect
     resolve_modules(model, layers)
     if len(layers) <= 1:
         return [None] * len(layers)
+    if getattr(model, "gradient_connections_only", False):  # e.g. a Hugging Face model
+        reason = f"{type(model).__name__}: not traced, attributed by gradient"
+        pairs = itertools.pairwise(layers)
+        return [None, *(GradientConnection(s, t, reason) for s, t in pairs)]
     tracer = _RecordingTracer(set(layers))
     try:
         with _hooks_silenced(model):

@@ -263,6 +263,10 @@ class HFClassifier(nn.Module):
     """
 
     hf_model: nn.Module
+    #: torch.fx cannot trace Hugging Face models (``compute.connect``): every pair of chosen
+    #: layers is joined by gradient × activation attribution, which needs only autograd (a
+    #: later layer that does not depend on the earlier one is refused by the pass).
+    gradient_connections_only = True
 
     def __init__(self, model: nn.Module, tokenizer: Any, source: Path | None = None) -> None:
         super().__init__()

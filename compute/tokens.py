@@ -25,6 +25,11 @@ from torch import Tensor
 
 from compute.models import LayerDescription
 
+#: A token layer in the Summit pass's tables: a map of one row and this many columns, so a
+#: flat position is a token index and ``(row, col)`` is ``(0, t)`` (the number of tokens
+#: varies from batch to batch; the layer's shape does not).
+TOKEN_MAP_WIDTH = 1 << 30
+
 #: ``TokenLayer.role`` of a layer wider than the residual stream after its activation.
 ROLE_MLP = "mlp"
 #: ``TokenLayer.role`` of the MLP's first ``Linear`` (its units before the activation).
@@ -144,3 +149,20 @@ def token_layers(rows: Sequence[LayerDescription], tokens: int | None) -> list[T
         usable = tokens is None or row.tokens == tokens
         found.append(TokenLayer(row.name, row.type, row.tokens, row.channels, usable, role))
     return found
+
+
+def first_tensor(output: object) -> object:
+    """A module's output as a layer's: the first element of a tuple (Hugging Face blocks
+    return ``(hidden_states, ...)``), else the output itself."""
+    if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
+        return output[0]
+    return output
+
+
+def replace_first(output: object, tensor: Tensor) -> object:
+    """``output`` with its layer tensor (:func:`first_tensor`) replaced by ``tensor``."""
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        return (tensor, *output[1:])
+    if isinstance(output, list) and output and isinstance(output[0], Tensor):
+        return [tensor, *output[1:]]
+    return tensor

@@ -25,7 +25,7 @@ Examples:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +70,7 @@ from compute.summit.subsets import (
     row_of_pair,
     select_pairs,
 )
+from compute.tokens import TOKEN_MAP_WIDTH, first_tensor, replace_first, token_max
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +253,27 @@ def _frozen_parameters(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(True)
 
 
+#: A batch of model input: a tensor, or a text model's mapping of ``[B, T]`` tensors.
+ModelBatch = Tensor | Mapping[str, Tensor]
+
+
+def _to_device(batch: ModelBatch, device: torch.device) -> ModelBatch:
+    """The batch on ``device`` (each tensor of a mapping)."""
+    if isinstance(batch, Mapping):
+        return {key: value.to(device) for key, value in batch.items()}
+    return batch.to(device)
+
+
+def _batch_size(batch: ModelBatch) -> int:
+    """Inputs in a batch (a mapping's ``input_ids`` rows, or its first tensor's)."""
+    if isinstance(batch, Mapping):
+        first = batch.get("input_ids", next(iter(batch.values()), None))
+        if not isinstance(first, Tensor):
+            raise BuildError("a text batch must map names to [B, T] tensors")
+        return int(first.shape[0])
+    return int(batch.shape[0])
+
+
 @dataclass
 class _LayerState:
     channels: int
@@ -340,6 +362,8 @@ class SummitPass(ClosingContext):
         self._batch_predicted: Tensor | None = None
         self._batch_confidence: Tensor | None = None
         self._batch_margin: Tensor | None = None
+        #: ``bool [B, T]`` real tokens of a text batch (``None``: every position counts).
+        self._batch_mask: Tensor | None = None
         self._gradient: dict[int, GradientConnection] = {
             index: c
             for index, c in enumerate(self.connections)
@@ -400,14 +424,19 @@ class SummitPass(ClosingContext):
 
     # -- hooks -----------------------------------------------------------------------
 
-    def _on_layer(self, index: int, output: Tensor) -> None:
-        if not isinstance(output, Tensor) or output.dim() != 4:
+    def _on_layer(self, index: int, output: object) -> None:
+        output = first_tensor(output)
+        if not isinstance(output, Tensor) or output.dim() not in (3, 4):
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise BuildError(
-                f"layer {self.layers[index]!r} outputs {shape}, not a [B, C, H, W] tensor"
+                f"layer {self.layers[index]!r} outputs {shape}, not a [B, C, H, W] map or a "
+                "[B, T, D] token sequence"
             )
         if self._batch_layers[index] is not None:
             raise BuildError(f"layer {self.layers[index]!r} runs more than once per forward pass")
+        if output.dim() == 3:
+            self._on_token_layer(index, output.detach())
+            return
         state = self._states[index]
         if state is None or index in self._gradient or output.shape[1] != state.channels:
             values, positions = spatial_max(output.detach())
@@ -418,6 +447,30 @@ class SummitPass(ClosingContext):
             _, flat = spatial_max(output.detach()[self._batch_candidates])
             width = output.shape[3]
             self._batch_positions[index] = torch.stack([flat // width, flat % width], dim=2)
+
+    def _token_mask(self, output: Tensor) -> Tensor:
+        """``bool [B, T]``: the batch's real tokens (all of them without an attention mask,
+        e.g. a ViT's patches)."""
+        mask = self._batch_mask
+        if mask is None:
+            return torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)
+        if tuple(mask.shape) != tuple(output.shape[:2]):
+            raise BuildError(
+                f"a token layer outputs {tuple(output.shape)}, but the batch's attention mask "
+                f"is {tuple(mask.shape)}"
+            )
+        return mask
+
+    def _on_token_layer(self, index: int, output: Tensor) -> None:
+        """A token layer ``[B, T, D]``: each unit's maximum over the real tokens and its
+        token, as a map of one row (:data:`compute.tokens.TOKEN_MAP_WIDTH`)."""
+        mask = self._token_mask(output)
+        values, positions = token_max(output, mask)
+        self._batch_layers[index] = (values, positions, (output.shape[2], 1, TOKEN_MAP_WIDTH))
+        if self._batch_candidates is not None:
+            wanted = self._batch_candidates
+            _, token = token_max(output[wanted], mask[wanted])
+            self._batch_positions[index] = torch.stack([torch.zeros_like(token), token], dim=2)
 
     def _on_conv_input(self, conv: nn.Conv2d, where: _ConvCount, x: Tensor) -> None:
         if self.device.type == "cpu" and self._deferred_size + x.numel() <= DEFER_LIMIT:
@@ -445,11 +498,13 @@ class SummitPass(ClosingContext):
         self, index: int, _module: nn.Module, _inputs: object, output: object
     ) -> Tensor | None:
         """Layer ``index`` feeds a gradient connection: its output continues as a new leaf."""
-        if not isinstance(output, Tensor) or not torch.is_grad_enabled():
+        tensor = first_tensor(output)
+        if not isinstance(tensor, Tensor) or not torch.is_grad_enabled():
             return None
-        leaf = output.detach().clone().requires_grad_(True)
+        leaf = tensor.detach().clone().requires_grad_(True)
         self._grad_sources[index] = leaf
-        return leaf.clone()  # in-place operations downstream must not touch the leaf
+        # in-place operations downstream must not touch the leaf
+        return replace_first(output, leaf.clone())
 
     def _on_gradient_target(
         self, index: int, _module: nn.Module, _inputs: object, output: object
@@ -459,18 +514,22 @@ class SummitPass(ClosingContext):
         The vector-Jacobian products run here, inside the forward pass, so the graph between
         the two layers is freed before the next stage builds its own.
         """
-        if not isinstance(output, Tensor) or not torch.is_grad_enabled():
+        tensor = first_tensor(output)
+        if not isinstance(tensor, Tensor) or not torch.is_grad_enabled():
             return None
-        self._gradient_influence(index, output)
-        return output.detach().clone()  # in-place operations downstream must not touch it
+        self._gradient_influence(index, tensor)
+        # in-place operations downstream must not touch it
+        return replace_first(output, tensor.detach().clone())
 
     # -- public ----------------------------------------------------------------------
 
-    def update(self, images: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
+    def update(self, images: ModelBatch, labels: Tensor, indices: Tensor) -> Tensor:
         """Run the model on one batch and add it to every statistic.
 
         Args:
-            images: ``[B, ...]`` model input.
+            images: ``[B, ...]`` model input, or a text model's batch: a mapping of
+                ``[B, T]`` tensors (``input_ids``, ``attention_mask``, ...); its
+                ``attention_mask`` keeps padding out of every token layer's statistics.
             labels: ``int64 [B]`` true class of each image, in ``[0, num_classes)``.
             indices: ``int64 [B]`` dataset index of each image (unique over the dataset).
 
@@ -481,10 +540,12 @@ class SummitPass(ClosingContext):
         Raises:
             BuildError: bad labels, logits of the wrong shape, a layer that did not run.
         """
-        images = images.to(self.device)
+        images = _to_device(images, self.device)
         labels = torch.as_tensor(labels).to(self.device, torch.int64)
         indices = torch.as_tensor(indices).to(self.device, torch.int64)
-        batch = images.shape[0]
+        batch = _batch_size(images)
+        mask = images.get("attention_mask") if isinstance(images, Mapping) else None
+        self._batch_mask = None if mask is None else mask.to(torch.bool)
         if labels.shape != (batch,) or indices.shape != (batch,):
             raise BuildError(
                 f"batch of {batch} images with {tuple(labels.shape)} labels "
@@ -538,6 +599,7 @@ class SummitPass(ClosingContext):
             self._batch_candidates, self._batch_predicted = None, None
             self._batch_confidence, self._batch_margin = None, None
             self._batch_positions, self._batch_selected = {}, {}
+            self._batch_mask = None
         self._images_seen += batch
         return logits
 
@@ -652,9 +714,13 @@ class SummitPass(ClosingContext):
             )
         values, positions, _ = captured
         channels = gradient_seeds(values, self._select(values))
-        attribution = gradient_attribution(source, target, channels, positions, self.budget)
+        mask = self._token_mask(source) if source.dim() == 3 else None
+        attribution = gradient_attribution(
+            source, target, channels, positions, self.budget, token_mask=mask
+        )
         b, i, j = attribution_topk(attribution, channels, self.config.influence_top_k)
-        where = _ConvCount(f"influence.{index}", 0, target.shape[1], source.shape[1])
+        units = [t.shape[2] if t.dim() == 3 else t.shape[1] for t in (target, source)]
+        where = _ConvCount(f"influence.{index}", 0, units[0], units[1])
         self._batch_influence.append((where, b, i, j))
 
     def _pairs(self, classes: Tensor, other: Tensor, valid: Tensor) -> Tensor | None:

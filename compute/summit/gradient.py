@@ -74,31 +74,45 @@ def gradient_attribution(
     channels: Tensor,
     positions: Tensor,
     budget: int = DEFAULT_BUDGET,
+    token_mask: Tensor | None = None,
 ) -> Tensor:
     """``g_ij`` for the seeded target channels of every image.
 
+    Either layer may be a token layer ``[B, T, D]`` (a text model's or a ViT's): its units
+    are the ``D`` hidden units, its positions the tokens, and the sum over the source's
+    positions skips padding (``token_mask``).
+
     Args:
-        source: ``[B, C_s, H, W]`` the source layer's output, requiring grad; ``target`` is
-            computed from it (image ``b`` of ``target`` from image ``b`` of ``source`` only).
-        target: ``[B, C_t, H', W']`` the target layer's output.
+        source: ``[B, C_s, H, W]`` or ``[B, T, C_s]`` the source layer's output, requiring
+            grad; ``target`` is computed from it (image ``b`` of ``target`` from image ``b``
+            of ``source`` only).
+        target: ``[B, C_t, H', W']`` or ``[B, T', C_t]`` the target layer's output.
         channels: ``int64 [m, B]`` from :func:`gradient_seeds` (``-1``: no channel).
-        positions: ``int64 [B, C_t]`` flat position of each target channel's maximum.
+        positions: ``int64 [B, C_t]`` flat position of each target channel's maximum (a
+            token layer's: the token index).
         budget: bound on the elements of one batched gradient (slots are chunked to fit).
+        token_mask: ``[B, T]``, nonzero at a token source's real tokens (``None``: all).
 
     Returns:
         ``[m, B, C_s]`` attributions (zero in empty slots). The graph of ``target`` is
         freed after the last chunk.
     """
     m, batch = channels.shape
-    c_s = source.shape[1]
+    tokens = source.dim() == 3
+    c_s = source.shape[2] if tokens else source.shape[1]
     out = torch.zeros((m, batch, c_s), dtype=source.dtype, device=source.device)
     if m == 0 or batch == 0:
         return out
     per_slot = batch * max(target[0].numel(), source[0].numel())
     step = max(1, min(m, budget // max(1, per_slot)))
+    if target.dim() == 3:  # units first, as a map of one row: position t is token t
+        target = target.transpose(1, 2).unsqueeze(2)
     flat_target = target.shape[1] * target.shape[2] * target.shape[3]
     spatial = target.shape[2] * target.shape[3]
     values = source.detach()
+    if tokens and token_mask is not None:  # padding adds nothing to the sum over tokens
+        values = values * token_mask.to(values.dtype).unsqueeze(-1)
+    positions_of = (2,) if tokens else (3, 4)
     for t0 in range(0, m, step):
         part = channels[t0 : t0 + step]  # [n, B]
         n = part.shape[0]
@@ -115,7 +129,7 @@ def gradient_attribution(
             (grad,) = torch.autograd.grad(
                 target, source, seeds, retain_graph=not last, is_grads_batched=True
             )
-        out[t0 : t0 + n] = (grad * values).sum(dim=(3, 4))
+        out[t0 : t0 + n] = (grad * values).sum(dim=positions_of)
     return out
 
 

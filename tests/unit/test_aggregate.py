@@ -241,7 +241,7 @@ def test_errors_are_build_errors() -> None:
         wrong.update(images, labels, indices)
     wrong.close()
     flat = SummitPass(model, ["head"], NUM_CLASSES, config)
-    with pytest.raises(BuildError, match="not a \\[B, C, H, W\\] tensor"):
+    with pytest.raises(BuildError, match="not a \\[B, C, H, W\\] map or a \\[B, T, D\\] token"):
         flat.update(images, labels, indices)
     flat.close()
 
