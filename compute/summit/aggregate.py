@@ -281,6 +281,7 @@ class _LayerState:
     width: int
     counts: Tensor  # int64 [classes, channels]
     examples: RunningTopExamples
+    tokens: int = 0  # a token layer's longest input seen (0: an image map)
 
 
 class SummitPass(ClosingContext):
@@ -364,6 +365,8 @@ class SummitPass(ClosingContext):
         self._batch_margin: Tensor | None = None
         #: ``bool [B, T]`` real tokens of a text batch (``None``: every position counts).
         self._batch_mask: Tensor | None = None
+        #: Per token layer, the batch's longest input in tokens.
+        self._batch_tokens: dict[int, int] = {}
         self._gradient: dict[int, GradientConnection] = {
             index: c
             for index, c in enumerate(self.connections)
@@ -467,6 +470,7 @@ class SummitPass(ClosingContext):
         mask = self._token_mask(output)
         values, positions = token_max(output, mask)
         self._batch_layers[index] = (values, positions, (output.shape[2], 1, TOKEN_MAP_WIDTH))
+        self._batch_tokens[index] = int(mask.sum(dim=1).max())
         if self._batch_candidates is not None:
             wanted = self._batch_candidates
             _, token = token_max(output[wanted], mask[wanted])
@@ -600,6 +604,7 @@ class SummitPass(ClosingContext):
             self._batch_confidence, self._batch_margin = None, None
             self._batch_positions, self._batch_selected = {}, {}
             self._batch_mask = None
+            self._batch_tokens = {}
         self._images_seen += batch
         return logits
 
@@ -798,6 +803,8 @@ class SummitPass(ClosingContext):
                 f"layer {self.layers[index]!r} changed shape from "
                 f"{(state.channels, state.height, state.width)} to {(channels, height, width)}"
             )
+        if index in self._batch_tokens:
+            state.tokens = max(state.tokens, self._batch_tokens[index])
         selected = self._select(values)
         if self._batch_candidates is not None:
             self._batch_selected[index] = selected
@@ -888,6 +895,8 @@ class SummitPass(ClosingContext):
             state[f"layer.{i}.shape"] = torch.tensor(
                 [layer.channels, layer.height, layer.width], dtype=torch.int64
             )
+            if layer.tokens:
+                state[f"layer.{i}.tokens"] = torch.tensor(layer.tokens, dtype=torch.int64)
             state[f"layer.{i}.counts"] = layer.counts.cpu().clone()
             state[f"layer.{i}.examples.values"] = layer.examples.values.cpu().clone()
             state[f"layer.{i}.examples.index"] = layer.examples.index.cpu().clone()
@@ -956,6 +965,8 @@ class SummitPass(ClosingContext):
                     f"not {self.config.examples_per_channel}"
                 )
             layer.counts += state[f"layer.{i}.counts"].to(self.device)
+            if f"layer.{i}.tokens" in state:
+                layer.tokens = max(layer.tokens, int(state[f"layer.{i}.tokens"]))
             other = RunningTopExamples(channels, examples.shape[1], self.device, examples.dtype)
             other.values = examples.to(self.device)
             other.index = state[f"layer.{i}.examples.index"].to(self.device)
@@ -991,7 +1002,8 @@ class SummitPass(ClosingContext):
         classes = self.num_classes
         return SummitAggregates(
             layers=list(self.layers),
-            layer_shapes=[(s.channels, s.height, s.width) for s in states],
+            # a token layer: one row, as many columns as the longest input's tokens
+            layer_shapes=[(s.channels, s.height, s.tokens or s.width) for s in states],
             activation_counts=[s.counts.cpu().numpy().astype(np.int64) for s in states],
             influence_counts=influence,
             num_images=self._num_images.cpu().numpy().astype(np.int64),

@@ -283,3 +283,26 @@ def test_gradient_attribution_over_tokens_skips_padding() -> None:
     y2 = torch.stack([z2[..., 0].cumsum(1), 2 * z2[..., 1].cumsum(1)], dim=2)
     masked = gradient_attribution(z2, y2, channels, positions, token_mask=torch.tensor([[1, 1, 0]]))
     assert masked[:, 0].tolist() == [[4.0, 0.0], [0.0, 12.0]]
+
+
+def test_a_token_layers_shape_is_one_row_of_the_longest_input(bert: nn.Module) -> None:
+    """The pass reports a token layer as ``(D, 1, longest input in tokens)``, the same
+    from batches, shards and a checkpoint merged (the longest of the parts)."""
+    batches = text_batches(bert, 4)
+    longest = max(int(b["attention_mask"].sum(dim=1).max()) for b, _, _ in batches)
+    whole = run(bert, BERT_LAYERS, batches)
+    assert whole.layer_shapes == [(64, 1, longest)] * 2
+    with SummitPass(bert, BERT_LAYERS, len(CLASSES), CONFIG) as first:
+        first.update(*batches[0])
+        saved = first.state_dict()
+    with SummitPass(bert, BERT_LAYERS, len(CLASSES), CONFIG) as rest:
+        for batch in batches[1:]:
+            rest.update(*batch)
+        others = rest.state_dict()
+    with SummitPass(bert, BERT_LAYERS, len(CLASSES), CONFIG) as shards:
+        shards.merge_state_dict(saved)
+        shards.merge_state_dict(others)
+        merged = shards.result()
+    assert merged.layer_shapes == whole.layer_shapes
+    for a, b in zip(merged.activation_counts, whole.activation_counts, strict=True):
+        np.testing.assert_array_equal(a, b)
