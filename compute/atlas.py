@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -54,6 +54,19 @@ PART_TRACE = "trace"  # training-trace explanations of a split's images (docs/tr
 PART_MAPPER = "mapper"  # TopoAct: sampled activation vectors and a Mapper index per layer
 PART_SUBSETS = "subsets"  # each class's correct / mistaken images and confusion pairs
 PART_INSTANCES = "instances"  # instance records: some inputs' own channels and edges
+PART_TEXT = "text"  # a text atlas's named inputs: texts, tokens, token spans
+
+#: What a build's inputs were (the manifest's ``modality``; an atlas without it: images).
+MODALITIES = ("image", "text")
+
+#: The ``text`` part's files (``compute.text_part`` writes them).
+TEXT_PATHS = {
+    "input_index": "text/input_index.npy",
+    "token_indptr": "text/token_indptr.npy",
+    "token_span": "text/token_span.npy",
+    "tokens": "text/tokens.json",
+    "texts": "text/texts.json",
+}
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
 
@@ -98,6 +111,9 @@ class LayerInfo:
         influence_method: what the influence counts are: ``"exact"``,
             ``"exact-widest-path"`` or ``"gradient-x-activation"``; ``"unknown"`` or
             ``None`` as for ``connection``.
+        tokens: a token layer ``[N, T, D]`` (a text model's or a ViT's): ``channels`` are
+            its hidden units, ``height`` is 1 and ``width`` the longest input in tokens; a
+            position ``(0, t)`` is token ``t``.
     """
 
     name: str
@@ -107,6 +123,7 @@ class LayerInfo:
     influence_from: str | None = None
     connection: str | None = None
     influence_method: str | None = None
+    tokens: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -119,6 +136,7 @@ def manifest_layers(
     names: Sequence[str],
     shapes: Sequence[Sequence[int]],
     connections: Sequence[str | None] | None = None,
+    tokens: Sequence[bool] | None = None,
 ) -> list[dict[str, Any]]:
     """The manifest's ``layers`` entries of a chain of layers, as :class:`LayerInfo` reads them.
 
@@ -129,6 +147,8 @@ def manifest_layers(
             the first; keys of :data:`INFLUENCE_METHODS`); when given, each later layer
             records ``connection`` and ``influence_method``. ``None``: not recorded (read
             back as ``"unknown"``).
+        tokens: which layers are token layers (recorded as ``"tokens": true``; ``None``:
+            none).
 
     Returns:
         One dict per layer: ``name``, ``channels``, ``height``, ``width``,
@@ -157,6 +177,8 @@ def manifest_layers(
             kind = connections[i] if i > 0 else None
             entry["connection"] = kind
             entry["influence_method"] = INFLUENCE_METHODS[kind] if kind is not None else None
+        if tokens is not None and tokens[i]:
+            entry["tokens"] = True
         entries.append(entry)
     return entries
 
@@ -177,6 +199,7 @@ def _layer_info(layer: Mapping[str, Any]) -> LayerInfo:
         influence_from=influence_from,
         connection=connection,
         influence_method=method,
+        tokens=bool(layer.get("tokens", False)),
     )
 
 
@@ -471,6 +494,34 @@ class InstanceArrays:
         return self.edge[layer][a:b]
 
 
+@dataclass(frozen=True)
+class TextInputs:
+    """The ``text`` part: the inputs a text atlas names, as the model saw them.
+
+    Attributes:
+        input_index: ``int64 [n]`` dataset indices, ascending.
+        token_indptr: ``int64 [n + 1]`` input ``r``'s tokens are ``token_indptr[r]:[r+1]``.
+        token_span: ``int32 [m, 2]`` each token's ``(start, end)`` characters in its text
+            (``(0, 0)``: a special token).
+        tokens: the ``m`` token strings (the tokenizer's).
+        texts: the ``n`` texts.
+    """
+
+    input_index: np.ndarray
+    token_indptr: np.ndarray
+    token_span: np.ndarray
+    tokens: tuple[str, ...]
+    texts: tuple[str, ...]
+
+
+class TextInput(NamedTuple):
+    """One input of a text atlas: its text, tokens and their character spans."""
+
+    text: str
+    tokens: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+
+
 #: Mapper part: the sampled images, the same for every layer (stored once).
 MAPPER_SAMPLE_PATHS = {
     "image_index": "mapper/image_index.npy",
@@ -699,6 +750,10 @@ class Atlas:
             expected += list(MAPPER_SAMPLE_PATHS.values())
             for i in range(len(self.layers)):
                 expected += list(mapper_paths(i).values())
+        if PART_TEXT in self.parts:
+            expected += list(TEXT_PATHS.values())
+        if self.modality not in MODALITIES:
+            raise AtlasError(f"manifest.json has an unknown modality {self.modality!r}")
         for relpath in expected:
             if relpath not in self.files:
                 raise AtlasError(f"manifest.json does not list required file {relpath}")
@@ -708,6 +763,11 @@ class Atlas:
     @property
     def version(self) -> int:
         return int(self.manifest["version"])
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"text"``: what the model's inputs were."""
+        return str(self.manifest.get("modality", "image"))
 
     @property
     def title(self) -> str:
@@ -1090,6 +1150,42 @@ class Atlas:
         index = self._instances.image_index
         row = int(np.searchsorted(index, image_index))
         return row if row < index.shape[0] and int(index[row]) == image_index else None
+
+    @cached_property
+    def _text(self) -> TextInputs:
+        self._require(PART_TEXT)
+        index = self.load_array(TEXT_PATHS["input_index"])
+        if index.ndim != 1 or index.dtype.kind != "i":
+            raise AtlasError(f"file {TEXT_PATHS['input_index']} has shape {index.shape}")
+        n = int(index.shape[0])
+        indptr = self._checked(TEXT_PATHS["token_indptr"], (n + 1,), "i")
+        m = int(indptr[-1]) if n else 0
+        span = self._checked(TEXT_PATHS["token_span"], (m, 2), "i")
+        try:
+            tokens = json.loads(self.read_bytes(TEXT_PATHS["tokens"]))
+            texts = json.loads(self.read_bytes(TEXT_PATHS["texts"]))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AtlasError(f"the text part of {self.path} is not valid JSON: {exc}") from None
+        if not (
+            isinstance(tokens, list)
+            and len(tokens) == m
+            and isinstance(texts, list)
+            and len(texts) == n
+            and all(isinstance(t, str) for t in tokens + texts)
+        ):
+            raise AtlasError(f"the text part of {self.path} does not match its arrays")
+        return TextInputs(index, indptr, span, tuple(tokens), tuple(texts))
+
+    def text_input(self, index: int) -> TextInput | None:
+        """Input ``index``'s text, tokens and token spans (the ``text`` part), ``None`` if
+        the part does not keep it."""
+        records = self._text
+        row = int(np.searchsorted(records.input_index, index))
+        if row >= records.input_index.shape[0] or int(records.input_index[row]) != index:
+            return None
+        a, b = (int(v) for v in records.token_indptr[row : row + 2])
+        spans = tuple((int(x), int(y)) for x, y in records.token_span[a:b])
+        return TextInput(records.texts[row], records.tokens[a:b], spans)
 
     def instance_input(self, image_index: int) -> str | None:
         """Relpath of recorded input ``image_index``'s image, ``None`` if not stored."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from compute.atlas import PRECISIONS, AtlasError, check_output, output_lock
 from compute.connect import find_connections
 from compute.errors import BuildError
-from compute.models import LayerDescription, describe_layers
+from compute.models import LayerDescription, ModelInput, describe_layers
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def check_layers(
-    model: nn.Module, layers: Sequence[str], input_size: tuple[int, int, int]
+    model: nn.Module, layers: Sequence[str], input_size: ModelInput | tuple[int, int, int]
 ) -> list[LayerDescription]:
-    """Check that every chosen layer exists and outputs a ``[N, C, H, W]`` map.
+    """Check that every chosen layer exists and outputs a ``[N, C, H, W]`` map or a token
+    sequence ``[N, T, D]`` whose padding can be masked (``T`` the input's length).
 
     Args:
         model: the model.
         layers: chosen module names, input to output.
-        input_size: ``(channels, height, width)`` of one input.
+        input_size: ``(channels, height, width)`` of one input image, or a
+            :class:`compute.models.ModelInput` (a text model's probe).
 
     Returns:
         The description of each chosen layer, in the given order.
@@ -85,16 +87,24 @@ def check_layers(
     if duplicates:
         raise BuildError(f"layer(s) chosen twice: {', '.join(duplicates)}")
     rows = {row.name: row for row in describe_layers(model, input_size)}
-    spatial = [name for name, row in rows.items() if row.spatial]
+    length = getattr(input_size, "tokens", None)  # a text probe's length (None: images)
+
+    def usable(row: LayerDescription) -> bool:
+        if row.spatial and getattr(input_size, "maps", True):
+            return True
+        return row.tokens is not None and (length is None or row.tokens == length)
+
+    spatial = [name for name, row in rows.items() if usable(row)]
     unknown = [name for name in layers if name not in rows]
-    flat = [name for name in layers if name in rows and not rows[name].spatial]
+    flat = [name for name in layers if name in rows and not usable(rows[name])]
     if unknown or flat:
         listed = ", ".join(spatial[:_MAX_LISTED])
         more = f" and {len(spatial) - _MAX_LISTED} more" if len(spatial) > _MAX_LISTED else ""
         what = (
             f"unknown layer(s) {', '.join(map(repr, unknown))}"
             if unknown
-            else f"layer(s) {', '.join(map(repr, flat))} do not output a [N, C, H, W] map"
+            else f"layer(s) {', '.join(map(repr, flat))} do not output a [N, C, H, W] map "
+            "or a [N, T, D] token sequence of the input's length"
         )
         raise BuildError(
             f"{what}; available: {listed}{more} (list them with `python -m compute layers`)"
@@ -210,17 +220,28 @@ def check_classes(
         raise BuildError("class map sends two classes to the same output")
 
 
-def unpack_batch(batch: Any, counter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images, labels, indices) from a loader batch; indices default to a running count."""
+def unpack_batch(batch: Any, counter: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """(inputs, labels, indices) from a loader batch; indices default to a running count.
+
+    ``inputs`` is an image batch ``[N, C, H, W]`` or a text batch: a mapping of ``[N, T]``
+    tensors with ``input_ids`` (:class:`compute.text_data.TextCollate`'s).
+    """
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
         raise BuildError("the loader must yield (images, labels) or (images, labels, indices)")
     images, labels = batch[0], torch.as_tensor(batch[1])
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+    if isinstance(images, Mapping):
+        ids = images.get("input_ids")
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+            raise BuildError("a text batch must map 'input_ids' to an [N, T] tensor")
+        count = int(ids.shape[0])
+    elif isinstance(images, torch.Tensor) and images.dim() == 4:
+        count = int(images.shape[0])
+    else:
         raise BuildError("the loader must yield image batches of shape [N, C, H, W]")
     if len(batch) == 3:
         indices = torch.as_tensor(batch[2], dtype=torch.int64)
     else:
-        indices = torch.arange(counter, counter + images.shape[0], dtype=torch.int64)
+        indices = torch.arange(counter, counter + count, dtype=torch.int64)
     return images, labels.to(torch.int64), indices
 
 

@@ -46,7 +46,13 @@ from compute.models import (
 )
 from compute.summit.config import SummitConfig
 from compute.summit.instances import InstanceConfig
-from compute.text_data import is_text_data
+from compute.text_data import (
+    TextCollate,
+    TextDataset,
+    is_text_data,
+    pad_token_id,
+    read_text_rows,
+)
 from compute.tokens import ROLE_MLP, ROLE_MLP_PRE, TokenLayer, token_layers
 
 _BUILD_EPILOG = """\
@@ -173,33 +179,33 @@ def instance_config(args: argparse.Namespace, dataset_size: int) -> InstanceConf
     return InstanceConfig(sample=args.instances, mistakes=args.instance_mistakes, seed=args.seed)
 
 
-def refuse_text_inputs(model_spec: str, data: str) -> None:
-    """Refuse an ``hf:DIR`` model or text data in one line: ``build`` has no pass on
-    token layers yet (docs/text.md says what exists).
+def check_text_inputs(model_spec: str, data: str) -> bool:
+    """Whether this is a text build (an ``hf:DIR`` model with text data); a text model with
+    image data, or text data with an image model, is refused in one line.
 
     Raises:
-        BuildError: naming what is not supported yet and what is.
+        BuildError: naming the mismatch.
 
     Examples:
-        >>> refuse_text_inputs("torchvision:vgg11", "imagenet/val")
+        >>> check_text_inputs("torchvision:vgg11", "imagenet/val")
+        False
     """
-    if parse_spec(model_spec)[0] == "hf" or is_text_data(data):
+    text_model, text_data = parse_spec(model_spec)[0] == "hf", is_text_data(data)
+    if text_model and not text_data:
         raise BuildError(
-            "build does not take text models or text data yet (the pass on token layers "
-            "is to come: docs/text.md); `python -m compute layers --model hf:DIR` lists "
-            "a text model's layers"
+            f"--data {data}: an hf: text model needs a .csv or .jsonl file (text and label "
+            "columns) or a datasets folder, not an image folder"
         )
+    if text_data and not text_model:
+        raise BuildError(
+            f"--data {data} is text: give a text classifier with --model hf:DIR (a local "
+            "Hugging Face directory)"
+        )
+    return text_model
 
 
-def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
-    refuse_text_inputs(args.model, args.data)
-    out = Path(args.out)
-    check_output_path(out, args.overwrite)
-    if args.instances_from is not None:
-        read_indices(args.instances_from)  # a bad list is refused before any long work
-    device = resolve_device(device_name)
-    check_precision(args.precision, device)  # before loading the model or reading data
-    config = SummitConfig(
+def _summit_config(args: argparse.Namespace) -> SummitConfig:
+    return SummitConfig(
         selection="topk" if args.top_k is not None else "mass",
         tau=args.tau if args.tau is not None else SummitConfig.tau,
         top_k=args.top_k if args.top_k is not None else SummitConfig.top_k,
@@ -210,6 +216,68 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         confusion_min=args.confusion_min,
         confusion_pairs=args.confusion_pairs,
     )
+
+
+def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.device) -> int:
+    """``build`` of an ``hf:DIR`` text classifier over a text file (docs/text.md): every
+    row checked before the model runs; no crops, Mapper or feature visualization."""
+    if args.featurevis:
+        raise BuildError("--featurevis: a text model has no images to optimise")
+    model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    classes = list(model.classes)  # type: ignore[attr-defined]
+    rows = read_text_rows(args.data, classes)
+    dataset = TextDataset(rows, model.tokenizer, args.max_length)  # type: ignore[attr-defined]
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=TextCollate(pad_token_id(model.tokenizer)),  # type: ignore[attr-defined]
+    )
+    data_path = Path(args.data)
+    options = BuildOptions(
+        layers=args.layers,
+        classes=classes,
+        out=Path(args.out),
+        config=_summit_config(args),
+        device=str(device),
+        crops_per_channel=0,
+        model_info={"name": model_name(args.model), "spec": args.model},
+        dataset_info={
+            "name": data_path.stem,
+            "split": None,
+            "description": f"texts {args.data} ({rows.label_kind} labels)",
+        },
+        title=args.title,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        save_weights=args.save_weights,
+        mapper=False,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=args.checkpoint_dir,
+        restart=args.restart,
+        precision=args.precision,
+        decode="tokenizer",
+        instances=instance_config(args, len(dataset)),
+    )
+    path = build_atlas(model, loader, options)
+    if rank.is_main:
+        print(f"atlas written to {path}")
+    return 0
+
+
+def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
+    text = check_text_inputs(args.model, args.data)
+    out = Path(args.out)
+    check_output_path(out, args.overwrite)
+    if args.instances_from is not None:
+        read_indices(args.instances_from)  # a bad list is refused before any long work
+    device = resolve_device(device_name)
+    check_precision(args.precision, device)  # before loading the model or reading data
+    if text:
+        return _build_text_command(args, rank, device)
+    config = _summit_config(args)
     # Seeded: a model built from random weights (no --weights) is the same in every run,
     # and on every torchrun rank (each rank builds its own copy).
     model = get_model(
@@ -399,7 +467,7 @@ def _print_token_layers(found: list[TokenLayer], tokens: int | None) -> None:
     )
     print(
         "# MLP units: layers wider than the residual stream, the natural Summit neurons; "
-        "`build` does not take token layers yet (docs/text.md)"
+        "pass them to `build --layers` with text data (docs/text.md)"
     )
 
 
@@ -430,7 +498,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "name (simple_cnn)",
     )
     required.add_argument(
-        "--data", required=True, metavar="DIR", help="ImageFolder directory: DIR/CLASS/IMAGE"
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="ImageFolder directory: DIR/CLASS/IMAGE; for an hf: text model a .csv or .jsonl "
+        "file with text and label columns, or a datasets folder (docs/text.md)",
     )
     required.add_argument(
         "--layers",
@@ -470,6 +542,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     model_group.add_argument(
         "--class-index", metavar="FILE", help='JSON {"folder": model output index}'
+    )
+    model_group.add_argument(
+        "--max-length",
+        type=lambda text: _int_at_least(text, 2),
+        default=128,
+        metavar="T",
+        help="text models: tokens kept per input, special tokens included (default 128)",
     )
     model_group.add_argument(
         "--batch-size", type=_positive_int, default=64, metavar="B", help="default 64"

@@ -24,6 +24,7 @@ from compute.atlas import (
     PART_MAPPER,
     PART_SUBSETS,
     PART_SUMMIT,
+    PART_TEXT,
     AtlasWriter,
     BuildSettings,
     manifest_layers,
@@ -48,6 +49,7 @@ from compute.summit.graph import attribution_graphs
 from compute.summit.instances import instances_manifest
 from compute.summit.part import SubsetArrays, SummitArrays, write_summit_parts
 from compute.summit.subsets import SubsetCounts, subset_graphs
+from compute.text_part import text_part_files
 from compute.topology.part import MapperPart, mapper_part
 from compute.topology.sample import ActivationSampler
 
@@ -191,7 +193,7 @@ def atlas_manifest(
         "name": type(model).__name__,
         "spec": None,
         "num_parameters": num_parameters(model),
-        "input_size": list(stream.input_size),
+        "input_size": list(stream.input_size) if stream.input_size is not None else None,
         # what later steps (feature visualization) check a rebuilt model against
         "state_sha256": stream.weights_digest,
         **(options.model_info or {}),
@@ -204,7 +206,13 @@ def atlas_manifest(
         **(options.dataset_info or {}),
     }
     info_dataset["num_images"] = num_images  # what was aggregated, whatever was claimed
-    if options.preprocessing is not None:
+    text = stream.input_size is None
+    if text:  # how the texts were tokenised
+        info_pre = {
+            "tokenizer": type(getattr(dataset, "tokenizer", None)).__name__,
+            "max_length": getattr(dataset, "max_length", None),
+        }
+    elif options.preprocessing is not None:
         info_pre = options.preprocessing.to_manifest()
     else:
         # The loader's own transform: unknown normalisation, recorded as such.
@@ -236,7 +244,13 @@ def atlas_manifest(
         "dataset": info_dataset,
         "preprocessing": info_pre,
         "classes": list(options.classes),
-        "layers": manifest_layers(list(options.layers), shapes, result.kinds),
+        "modality": "text" if text else "image",
+        "layers": manifest_layers(
+            list(options.layers),
+            shapes,
+            result.kinds,
+            tokens=[d.tokens is not None for d in stream.described],
+        ),
         "build": BuildSettings(
             device=device.type,
             device_name=(
@@ -253,8 +267,19 @@ def atlas_manifest(
         "parts": [PART_SUMMIT, PART_EXAMPLES, PART_EMBEDDING, PART_GRAPHS]
         + ([PART_SUBSETS] if derived.subset_graphs is not None else [])
         + ([PART_INSTANCES] if aggregates.instances is not None else [])
-        + ([PART_MAPPER] if derived.mapper is not None else []),
+        + ([PART_MAPPER] if derived.mapper is not None else [])
+        + ([PART_TEXT] if text else []),
     }
+
+
+def named_inputs(result: PassResult) -> list[int]:
+    """Dataset indices of the inputs the atlas names: every layer's top examples and the
+    instance records (what a text atlas keeps the texts of)."""
+    aggregates = result.aggregates
+    named = {int(i) for index in aggregates.example_index for i in np.unique(index) if i >= 0}
+    if aggregates.instances is not None:
+        named |= {int(i) for i in aggregates.instances.image_index}
+    return sorted(named)
 
 
 def layer_shapes(result: PassResult) -> list[tuple[int, ...]]:
@@ -306,11 +331,13 @@ def subset_arrays(
 @dataclass
 class CropPlan:
     """What the crops are cut from: the dataset and each layer's receptive field (either
-    ``None``: no crops), and the loader's worker count to cut them with."""
+    ``None``: no crops), and the loader's worker count to cut them with. A text build
+    has no crops: its named inputs are stored as text (``text``: its dataset)."""
 
     dataset: Any | None
     fields: dict[str, Any] | None
     workers: int
+    text: Any | None = None
 
 
 def write_atlas(
@@ -338,6 +365,13 @@ def write_atlas(
             for relpath, array in derived.mapper.files.items():
                 writer.add_array(relpath, array)
         stage_done("write arrays")
+        if crops.text is not None:
+            for relpath, content in text_part_files(crops.text, named_inputs(result)).items():
+                if isinstance(content, bytes):
+                    writer.add_bytes(relpath, content)
+                else:
+                    writer.add_array(relpath, content)
+            stage_done("texts")
         num_crops = 0
         if crops.fields is not None and crops.dataset is not None:
 

@@ -103,8 +103,11 @@ def build_atlas(
     # One writer per output, from the checks to the commit (rank 0 writes the atlas).
     with hold_output(options.path) if rank.is_main else contextlib.nullcontext():
         stream = open_stream(model, loader, options, rank)
-        wants_crops = rank.is_main and bool(
-            options.crops_per_channel or (options.mapper and options.mapper_crops)
+        # Crops need image inputs (a text model's examples are stored as text).
+        wants_crops = (
+            rank.is_main
+            and stream.input_size is not None
+            and bool(options.crops_per_channel or (options.mapper and options.mapper_crops))
         )
         source = crop_dataset(loader) if wants_crops else None
         fields_of = (
@@ -131,7 +134,12 @@ def build_atlas(
         stages.done("derived parts")
 
         manifest = atlas_manifest(model, stream, result, derived, options, device, rank, fields_of)
-        crops = CropPlan(source, fields_of, int(getattr(stream.loader, "num_workers", 0) or 0))
+        crops = CropPlan(
+            source,
+            fields_of,
+            int(getattr(stream.loader, "num_workers", 0) or 0),
+            text=stream.dataset if stream.input_size is None else None,
+        )
         weights = state_dict_bytes(model, options.save_weights)
         path, num_crops = write_atlas(
             manifest, result, derived, options, weights, crops, stages.done

@@ -12,7 +12,7 @@ import itertools
 import logging
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -46,7 +46,7 @@ from compute.checkpoint import (
 )
 from compute.distributed import Rank, combine_states, reload_range, shard_loader
 from compute.errors import BuildError
-from compute.models import LayerDescription, count_outputs
+from compute.models import LayerDescription, count_outputs, model_input
 from compute.summit.aggregate import SummitAggregates, SummitPass
 from compute.summit.instances import instances_manifest
 from compute.topology.sample import ActivationSampler
@@ -82,7 +82,7 @@ class Stream:
         loader: this process's shard of the loader (the whole loader on one process).
         shard: the dataset range of this process (``None``: one process).
         batches: the batches still to aggregate.
-        input_size: ``(channels, height, width)`` of one input.
+        input_size: ``(channels, height, width)`` of one input (``None``: text).
         batch_size: images in the first batch.
         described: the chosen layers' descriptions.
         weights_digest: sha256 of the model's state (checkpoint fingerprint, manifest).
@@ -97,7 +97,7 @@ class Stream:
     loader: Any
     shard: range | None
     batches: Iterator[Any]
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, int, int] | None
     batch_size: int
     described: list[LayerDescription]
     weights_digest: str | None
@@ -127,9 +127,15 @@ def open_stream(model: nn.Module, loader: Any, options: BuildOptions, rank: Rank
     images, _, _ = unpack_batch(first, start)
     if len(first) == 2 and shard is None:
         check_loader_order(loader)
-    input_size = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
-    check_classes(options.classes, count_outputs(model, input_size), options.class_map)
-    described = check_layers(model, options.layers, input_size)
+    input_size: tuple[int, int, int] | None = None
+    if isinstance(images, Mapping):  # a text batch: the model probes itself
+        probe: Any = model_input(model)
+        first_inputs = images["input_ids"]
+    else:
+        input_size = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+        probe, first_inputs = input_size, images
+    check_classes(options.classes, count_outputs(model, probe), options.class_map)
+    described = check_layers(model, options.layers, probe)
     dataset = getattr(loader, "dataset", None)
     # The model's state digest: the checkpoints' fingerprint and the manifest's
     # model.state_sha256 (hashed once; the pass changes no weight or buffer).
@@ -143,8 +149,10 @@ def open_stream(model: nn.Module, loader: Any, options: BuildOptions, rank: Rank
             rank.world_size,
             Fingerprint(
                 weights_digest,
-                data_fingerprint(dataset, images),
-                _fingerprint_parameters(options, input_size, int(images.shape[0]), rank, shard),
+                data_fingerprint(dataset, first_inputs),
+                _fingerprint_parameters(
+                    options, input_size, int(first_inputs.shape[0]), rank, shard
+                ),
             ),
         )
         resumed = store.load(restart=options.restart)
@@ -172,7 +180,7 @@ def open_stream(model: nn.Module, loader: Any, options: BuildOptions, rank: Rank
         shard=shard,
         batches=remaining,
         input_size=input_size,
-        batch_size=int(images.shape[0]),
+        batch_size=int(first_inputs.shape[0]),
         described=described,
         weights_digest=weights_digest,
         store=store,
@@ -186,7 +194,7 @@ def open_stream(model: nn.Module, loader: Any, options: BuildOptions, rank: Rank
 
 def _fingerprint_parameters(
     options: BuildOptions,
-    input_size: tuple[int, int, int],
+    input_size: tuple[int, int, int] | None,
     batch_size: int,
     rank: Rank,
     shard: range | None,
@@ -199,7 +207,7 @@ def _fingerprint_parameters(
         "summit": options.config.to_manifest(),
         "instances": instances_manifest(options.instances),
         "preprocessing": options.preprocessing.to_manifest() if options.preprocessing else None,
-        "input_size": list(input_size),
+        "input_size": list(input_size) if input_size is not None else None,
         "mapper": [options.mapper, options.mapper_capacity, options.mapper_mode, options.seed],
         "precision": options.precision,
         "batch_size": batch_size,
@@ -238,7 +246,14 @@ def make_riders(options: BuildOptions, stream: Stream) -> list[BatchRider]:
     """The passes that ride on Summit's forward for these options (each a
     :class:`~compute.capture.BatchRider`), in hook order."""
     riders: list[BatchRider] = []
-    if options.mapper:
+    tokens = [d.name for d in stream.described if d.tokens is not None]
+    if options.mapper and tokens:
+        # The TopoAct sample of token layers (one real token per input) is to come.
+        log.warning(
+            "no mapper part: the TopoAct sample does not take token layers yet (%s)",
+            ", ".join(tokens),
+        )
+    elif options.mapper:
         riders.append(
             ActivationSampler(
                 list(options.layers),
@@ -300,17 +315,21 @@ def run_pass(
             rider.attach(rider_hooks, modules)
         for batch in stream.batches:
             images, labels, indices = unpack_batch(batch, counter)
-            counter += int(images.shape[0])
+            size = int(labels.shape[0])
+            counter += size
             check_labels(labels, len(options.classes))
             for rider in riders:
                 rider.begin_batch(labels, indices)
-            images = images.to(device, non_blocking=True)
-            if options.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            if isinstance(images, Mapping):  # a text batch: SummitPass moves its tensors
+                pass
+            else:
+                images = images.to(device, non_blocking=True)
+                if options.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
             with autocast_context(options.precision, device):  # approximate unless fp32
                 summit.update(images, labels, indices)
-            bar.update(int(images.shape[0]))
-            done, batches_done = done + int(images.shape[0]), batches_done + 1
+            bar.update(size)
+            done, batches_done = done + size, batches_done + 1
             if stream.store is not None and batches_done % int(every or 1) == 0:
                 stream.store.save(summit.state_dict(), rider_states(riders), done, batches_done)
         if stream.store is not None:

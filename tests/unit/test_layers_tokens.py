@@ -79,16 +79,17 @@ def test_layers_of_a_vision_transformer(capsys: pytest.CaptureFixture[str]) -> N
 
 
 @pytest.mark.parametrize("model", ["hf", "data"])
-def test_build_refuses_text_for_now(
+def test_build_refuses_a_text_model_with_images_and_text_with_an_image_model(
     bert_dir: Path, tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from compute.build.cli import refuse_text_inputs
+    from compute.build.cli import check_text_inputs
 
     spec = f"hf:{bert_dir}" if model == "hf" else "simple_cnn"
     data = str(tmp_path / ("data.csv" if model == "data" else "images"))
-    with pytest.raises(BuildError, match="build does not take text models or text data yet"):
-        refuse_text_inputs(spec, data)
+    want = "an hf: text model needs a .csv" if model == "hf" else "is text: give a text classifier"
+    with pytest.raises(BuildError, match=want):
+        check_text_inputs(spec, data)
     argv = ["build", "--model", spec, "--data", data, "--layers", "x", "--out", str(tmp_path / "o")]
     code, _, err = run_cli(argv, capsys)
     assert code == 2
-    assert err.startswith("error: build does not take text models")
+    assert err.startswith("error: --data") and len(err.strip().splitlines()) == 1

@@ -1,0 +1,115 @@
+"""``python -m compute build`` of a Hugging Face text classifier over a CSV file, as a user
+runs it: from another folder, with relative paths (issue 16).
+
+The atlas holds what the pass gives over the same batches, records the modality and its
+token layers, and keeps the text of every input it names (examples, instance records).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch.utils.data import DataLoader
+
+from compute.atlas import PART_MAPPER, PART_TEXT, Atlas
+from compute.cli import main
+from compute.models import get_model
+from compute.summit.aggregate import SummitPass
+from compute.summit.config import SummitConfig
+from compute.text_data import TextCollate, TextDataset, pad_token_id, read_text_rows
+from tests.helpers.text_models import CLASSES, SENTENCES, write_tiny_bert
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+LAYERS = ["bert.encoder.layer.0.intermediate", "bert.encoder.layer.1.intermediate"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's folder: the model directory, a CSV file and the atlas built there."""
+    folder = tmp_path_factory.mktemp("user")
+    write_tiny_bert(folder / "my-bert")
+    with open(folder / "texts.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text", "label"])
+        for name, sentences in SENTENCES.items():
+            for k, sentence in enumerate(sentences):
+                writer.writerow([k, sentence, name])
+                writer.writerow([k, f"{sentence}, and also {sentences[0]}", name])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        code = main(
+            [
+                "build", "--model", "hf:my-bert", "--data", "texts.csv",
+                "--layers", ",".join(LAYERS), "--out", "atlas", "--max-length", "12",
+                "--batch-size", "4", "--workers", "0", "--no-progress",
+            ]
+        )  # fmt: skip
+    assert code == 0
+    return folder
+
+
+def test_the_atlas_is_the_pass_over_the_padded_batches(built: Path) -> None:
+    atlas = Atlas.open(built / "atlas", verify_hashes=True)
+    assert atlas.modality == "text" and PART_TEXT in atlas.parts
+    assert PART_MAPPER not in atlas.parts  # the TopoAct sample of tokens is to come
+    assert atlas.classes == CLASSES
+    model = get_model(f"hf:{built / 'my-bert'}")
+    rows = read_text_rows(built / "texts.csv", list(CLASSES))
+    dataset = TextDataset(rows, model.tokenizer, 12)
+    loader = DataLoader(
+        dataset, batch_size=4, collate_fn=TextCollate(pad_token_id(model.tokenizer))
+    )
+    with SummitPass(model, LAYERS, len(CLASSES), SummitConfig()) as summit:
+        for batch in loader:
+            summit.update(*batch)
+        want = summit.result()
+    longest = max(len(dataset[i][0]["input_ids"]) for i in range(len(dataset)))
+    assert longest == 12, "truncation at --max-length"
+    for k, layer in enumerate(atlas.layers):
+        assert (layer.tokens, layer.channels, layer.height, layer.width) == (True, 64, 1, 12)
+        np.testing.assert_array_equal(atlas.activation_counts(k), want.activation_counts[k])
+    assert atlas.manifest["preprocessing"]["max_length"] == 12
+    assert atlas.manifest["dataset"]["num_images"] == len(rows)
+
+
+def test_every_named_input_keeps_its_text_and_tokens(built: Path) -> None:
+    atlas = Atlas.open(built / "atlas")
+    model = get_model(f"hf:{built / 'my-bert'}")
+    rows = read_text_rows(built / "texts.csv", list(CLASSES))
+    named = set(atlas.instances().image_index.tolist())
+    for k in range(len(atlas.layers)):
+        examples = atlas.examples(k)
+        index, position = examples.image_index.ravel(), examples.position.reshape(-1, 2)
+        for i, (row, col) in zip(index.tolist(), position.tolist(), strict=True):
+            if i < 0:
+                continue
+            named.add(i)
+            text = atlas.text_input(i)
+            assert text is not None and row == 0 and 0 <= col < len(text.tokens)
+    assert named, "no named input"
+    for i in sorted(named):
+        text = atlas.text_input(i)
+        assert text is not None and text.text == rows.texts[i]
+        ids = model.tokenizer(rows.texts[i], truncation=True, max_length=12)["input_ids"]
+        assert text.tokens == tuple(model.tokenizer.convert_ids_to_tokens(ids))
+        for token, (start, end) in zip(text.tokens, text.spans, strict=True):
+            if end > start and not token.startswith("[") and token != "[UNK]":
+                assert text.text[start:end].lower() == token.removeprefix("##")
+    assert atlas.text_input(10**6) is None
+
+
+def test_a_bad_row_is_refused_before_the_model_runs(
+    built: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(built)
+    (built / "bad.csv").write_text("text,label\nthe cat,animal\n,plant\n")
+    argv = ["build", "--model", "hf:my-bert", "--data", "bad.csv", "--layers", LAYERS[0],
+            "--out", "bad-atlas", "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "line 3" in err and len(err.strip().splitlines()) == 1
+    assert not (built / "bad-atlas").exists()
