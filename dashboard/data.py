@@ -269,6 +269,8 @@ class ClassGraph:
         y: preset y position in px (top layer on top).
         size: node diameter in px (∝ count).
         image: relative atlas path of the node's top example crop, or ``None``.
+        labels: each node's label when it is more than its channel number (a text
+            atlas's unit and its top token), else empty.
         vis: relative atlas path of each node's feature visualization, or ``None``
             (empty when the atlas has no featurevis part).
         source: lower-layer node of each edge.
@@ -291,6 +293,7 @@ class ClassGraph:
     weight: np.ndarray
     width: np.ndarray
     vis: tuple[str | None, ...] = ()
+    labels: tuple[str, ...] = ()
 
     @property
     def num_nodes(self) -> int:
@@ -402,6 +405,8 @@ class AtlasData:
         self.num_layers = len(atlas.layers)
         self.channels: tuple[int, ...] = tuple(layer.channels for layer in atlas.layers)
         self.layer_names: tuple[str, ...] = atlas.layer_names
+        #: A text atlas: examples and members are snippets of text, not crops.
+        self.text = atlas.modality == "text"
         manifest_bytes = (atlas.path / MANIFEST).read_bytes()
         #: Identifies this atlas content in the shared cache (path + manifest digest).
         self.digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]
@@ -642,12 +647,14 @@ class AtlasData:
         return self.atlas.example_crop(layer, channel, rank)
 
     def examples(self, layer: int, channel: int) -> list[dict[str, Any]]:
-        """The channel's dataset examples, best first: crop path, activation, image index."""
+        """The channel's dataset examples, best first: crop path, activation, image index
+        and ``token``, the column of the maximum (a text atlas's token)."""
         if not self.has(PART_EXAMPLES):
             return []
         table = self.atlas.examples(layer)
         image_index = np.asarray(table.image_index[channel])
         activation = np.asarray(table.activation[channel])
+        position = np.asarray(table.position[channel])
         out = []
         for rank, (index, value) in enumerate(zip(image_index, activation, strict=True)):
             if index < 0:
@@ -657,10 +664,29 @@ class AtlasData:
                     "rank": rank,
                     "image_index": int(index),
                     "activation": float(value),
-                    "crop": self.crop(layer, channel, rank),
+                    "crop": None if self.text else self.crop(layer, channel, rank),
+                    "token": int(position[rank][1]),
                 }
             )
         return out
+
+    def top_token(self, layer: int, channel: int) -> str | None:
+        """A text atlas's unit's most frequent token at its maximum among its top examples,
+        as the text writes it (ties: the better example's), ``None`` without examples."""
+        found: dict[str, int] = {}
+        for example in self.examples(layer, channel):
+            text = self.atlas.text_input(example["image_index"])
+            if text is not None and 0 <= example["token"] < len(text.tokens):
+                start, end = text.spans[example["token"]]
+                # The word as written ("and", not the tokenizer's "[UNK]" or "##s").
+                token = text.text[start:end] if end > start else text.tokens[example["token"]]
+                found[token] = found.get(token, 0) + 1
+        return max(found, key=lambda t: found[t]) if found else None  # first of the most
+
+    def unit_label(self, layer: int, channel: int) -> str:
+        """A node's label: its channel number, and a text atlas unit's top token."""
+        token = self.top_token(layer, channel) if self.text else None
+        return f"{channel} {token}" if token else str(channel)
 
     def featurevis(self, layer: int, channel: int, kind: str = "vis") -> str | None:
         """Relative path of a channel's feature visualization (``kind`` ``"vis"`` or
@@ -797,8 +823,14 @@ class AtlasData:
             if self.has(PART_FEATUREVIS)
             else ()
         )
+        labels = (
+            tuple(self.unit_label(int(li), int(ch)) for li, ch in zip(layer, channel, strict=True))
+            if self.text
+            else ()
+        )
         return ClassGraph(
             vis=vis,
+            labels=labels,
             ids=ids,
             layer=layer,
             channel=channel,

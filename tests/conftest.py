@@ -281,6 +281,14 @@ def small_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def text_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A text atlas: the tiny random BERT over 18 labelled sentences, built by the CLI."""
+    from tests.helpers.text_models import build_text_atlas
+
+    return build_text_atlas(tmp_path_factory.mktemp("text") / "user")
+
+
+@pytest.fixture(scope="session")
 def large_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 1,000-class, 9-layer synthetic atlas, generated once per session (about a
     minute on 2 cores); ``NETWORK_ATLAS_TEST_LARGE`` may name an existing one to reuse."""

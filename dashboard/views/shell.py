@@ -94,7 +94,8 @@ def header(
         ("classes", f"{info['num_classes']:,}"),
     ]
     if info.get("num_images") is not None:
-        facts.append(("images", f"{int(info['num_images']):,}"))
+        what = "texts" if context.data.text else "images"
+        facts.append((what, f"{int(info['num_images']):,}"))
     if info.get("train_accuracy") is not None:
         facts.append(("train acc.", percent(info["train_accuracy"])))
     if info.get("test_accuracy") is not None:

@@ -97,3 +97,50 @@ def tiny_vit(num_classes: int = 3) -> nn.Module:
             mlp_dim=64,
             num_classes=num_classes,
         )
+
+
+#: The MLP units of the tiny BERT's two blocks (the natural Summit layers).
+BERT_MLP_LAYERS = ("bert.encoder.layer.0.intermediate", "bert.encoder.layer.1.intermediate")
+
+
+def write_texts_csv(path: Path) -> Path:
+    """A CSV file of :data:`SENTENCES` (each also lengthened, so batches hold padding), with
+    an extra ``id`` column the reader ignores."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text", "label"])
+        for name, sentences in SENTENCES.items():
+            for k, sentence in enumerate(sentences):
+                writer.writerow([k, sentence, name])
+                writer.writerow([k, f"{sentence}, and also {sentences[0]}", name])
+    return path
+
+
+def build_text_atlas(folder: Path, *, max_length: int = 12) -> Path:
+    """A user's folder with the tiny BERT (``my-bert``), ``texts.csv`` and the atlas built
+    there by ``python -m compute build`` with relative paths; returns the atlas path."""
+    import os
+
+    from compute.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiny_bert(folder / "my-bert")
+    write_texts_csv(folder / "texts.csv")
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        code = main(
+            [
+                "build", "--model", "hf:my-bert", "--data", "texts.csv",
+                "--layers", ",".join(BERT_MLP_LAYERS), "--out", "atlas",
+                "--max-length", str(max_length), "--batch-size", "4", "--workers", "0",
+                "--no-progress",
+            ]
+        )  # fmt: skip
+    finally:
+        os.chdir(before)
+    if code != 0:
+        raise RuntimeError(f"the text build failed ({code})")
+    return folder / "atlas"

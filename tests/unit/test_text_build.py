@@ -7,7 +7,6 @@ token layers, and keeps the text of every input it names (examples, instance rec
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -20,36 +19,17 @@ from compute.models import get_model
 from compute.summit.aggregate import SummitPass
 from compute.summit.config import SummitConfig
 from compute.text_data import TextCollate, TextDataset, pad_token_id, read_text_rows
-from tests.helpers.text_models import CLASSES, SENTENCES, write_tiny_bert
+from tests.helpers.text_models import BERT_MLP_LAYERS, CLASSES, build_text_atlas
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-LAYERS = ["bert.encoder.layer.0.intermediate", "bert.encoder.layer.1.intermediate"]
+LAYERS = list(BERT_MLP_LAYERS)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's folder: the model directory, a CSV file and the atlas built there."""
-    folder = tmp_path_factory.mktemp("user")
-    write_tiny_bert(folder / "my-bert")
-    with open(folder / "texts.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "text", "label"])
-        for name, sentences in SENTENCES.items():
-            for k, sentence in enumerate(sentences):
-                writer.writerow([k, sentence, name])
-                writer.writerow([k, f"{sentence}, and also {sentences[0]}", name])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        code = main(
-            [
-                "build", "--model", "hf:my-bert", "--data", "texts.csv",
-                "--layers", ",".join(LAYERS), "--out", "atlas", "--max-length", "12",
-                "--batch-size", "4", "--workers", "0", "--no-progress",
-            ]
-        )  # fmt: skip
-    assert code == 0
-    return folder
+    return build_text_atlas(tmp_path_factory.mktemp("user") / "folder").parent
 
 
 def test_the_atlas_is_the_pass_over_the_padded_batches(built: Path) -> None:

@@ -121,10 +121,12 @@ def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
     row = data.atlas.instance_row(graph.image_index)
     confidence = "" if row is None else f" ({percent(float(records.confidence[row]))} sure)"
     image = file_url(context.file_prefix, data.atlas.instance_input(graph.image_index))
+    text = data.atlas.text_input(graph.image_index) if data.text else None
     parts: list[Any] = [
         html.Img(src=image, alt=f"input {graph.image_index}", className="instance-input")
         if image
         else None,
+        html.Span(f"“{text.text}”", className="instance-text") if text else None,
         html.Span(f"input #{graph.image_index}", className="class-name"),
         html.Span(f"label {data.names[label]}", className="pill"),
     ]

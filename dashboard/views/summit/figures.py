@@ -358,7 +358,7 @@ def graph_elements(
         node_id = graph.ids[i]
         data = {
             "id": node_id,
-            "label": str(channels[i]),
+            "label": graph.labels[i] if graph.labels else str(channels[i]),
             "size": round(sizes[i], 1),
             "count": int(counts[i]),
             "layer": layer_names[layers[i]] if layer_names else str(layers[i]),
@@ -433,6 +433,7 @@ def compare_elements(
                 {
                     "layer": int(graph.layer[i]),
                     "channel": int(graph.channel[i]),
+                    "label": graph.labels[i] if graph.labels else str(int(graph.channel[i])),
                     "slot": float(graph.slot[i]),
                     "size": float(graph.size[i]),
                     "img": (
@@ -463,7 +464,7 @@ def compare_elements(
     for node_id, entry in info.items():
         data = {
             "id": node_id,
-            "label": str(entry["channel"]),
+            "label": entry["label"],
             "size": round(entry["size"], 1),
             "group": group_of[node_id],
             "layer": layer_names[entry["layer"]] if layer_names else str(entry["layer"]),

@@ -29,6 +29,7 @@ from dashboard.data import (
     ClassGraph,
     file_url,
 )
+from dashboard.snippets import snippet
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
     ViewContext,
@@ -142,6 +143,22 @@ def pictures_toggle(data: AtlasData, state: ViewState) -> html.Div:
     """The radio that switches node pictures (its value is part of the URL state)."""
     has_vis = data.has(PART_FEATUREVIS)
     partial = featurevis_partial(data) if has_vis else None
+    if data.text:  # no picture to show: the radio stays (the callbacks read it), hidden
+        return html.Div(
+            [
+                dcc.RadioItems(
+                    id=ids.PICTURES, options=["crop"], value="crop", style={"display": "none"}
+                ),
+                html.Div(
+                    note(
+                        "A text model's units have no pictures: hover a unit for the inputs "
+                        "it fires most on, the token of its maximum marked."
+                    ),
+                    id=ids.PICTURES_NOTE,
+                ),
+            ],
+            className="slider-block pictures-block",
+        )
     return html.Div(
         [
             html.Label("Nodes show", htmlFor=ids.PICTURES),
@@ -245,7 +262,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     attribution_cytoscape(ids.GRAPH, data, clearOnUnhover=True),
                     html.Aside(
-                        hover_placeholder(),
+                        hover_placeholder(data.text),
                         id=ids.HOVER_PANEL,
                         className="hover-panel",
                     ),
@@ -430,6 +447,18 @@ def example_strip(context: ViewContext, layer: int, channel: int, limit: int = 1
     data = context.data
     if not data.has(PART_EXAMPLES):
         return [note(data.missing_note(PART_EXAMPLES), kind="missing")]
+    if data.text:  # the input's text around the token of the unit's maximum
+        return [
+            html.Div(
+                snippet(
+                    data.atlas.text_input(e["image_index"]),
+                    e["token"],
+                    title=f"input #{e['image_index']} · activation {e['activation']:.3g}",
+                ),
+                className="snippet-row",
+            )
+            for e in data.examples(layer, channel)[:limit]
+        ] or [note("No examples are stored for this unit.")]
     examples = [e for e in data.examples(layer, channel) if e["crop"]][:limit]
     if not examples:
         return [note("No example crops are stored for this channel.")]
@@ -460,14 +489,17 @@ def diversity_strip(context: ViewContext, layer: int, channel: int) -> list[Any]
     ]
 
 
-def hover_placeholder() -> html.Div:
-    """The hover panel when no channel is hovered."""
-    return note("Hover a channel to see its dataset examples; click it to open its neuron panel.")
+def hover_placeholder(text: bool = False) -> html.Div:
+    """The hover panel when no channel (a text atlas: unit) is hovered."""
+    what = (
+        "unit to see the texts it fires most on" if text else "channel to see its dataset examples"
+    )
+    return note(f"Hover a {what}; click it to open its neuron panel.")
 
 
 def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any]:
     """Stylesheet and hover panel when a node is hovered (or the state changed)."""
-    placeholder = hover_placeholder()
+    placeholder = hover_placeholder(context.data.text)
     node_id = node.get("id") if isinstance(node, dict) else None
     parsed = parse_node_id(node_id or "")
     if ctx.triggered_id == page_ids.STATE or parsed is None:
@@ -482,9 +514,10 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
     except AtlasError:
         neighbours = []
     count = int(data.counts(layer)[state.cls, channel]) if data.num_images[state.cls] else None
-    facts = f"{data.layer_names[layer]} · channel {channel}"
+    unit, inputs = ("unit", "texts") if data.text else ("channel", "images")
+    facts = f"{data.layer_names[layer]} · {unit} {channel}"
     usage = (
-        f"active in {count:,} of {int(data.num_images[state.cls]):,} images of "
+        f"active in {count:,} of {int(data.num_images[state.cls]):,} {inputs} of "
         f"{data.names[state.cls]}"
         if count is not None
         else ""
@@ -497,7 +530,8 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
             html.Div(pictures, className="crop-grid"),
             html.H4("Dataset examples", className="panel-sub"),
         ]
-    panel.append(html.Div(example_strip(context, layer, channel), className="crop-grid"))
+    strip = example_strip(context, layer, channel)
+    panel.append(html.Div(strip, className="snippet-list" if data.text else "crop-grid"))
     return hover_stylesheet(BASE_STYLESHEET, node_id, neighbours), panel
 
 
@@ -551,7 +585,11 @@ def register(app: Dash, context: ViewContext) -> None:
     )
     @guarded(no_update, no_update, None, no_update, no_update, note_at=2)
     def update_graph(stored: Any) -> tuple[Any, ...]:
-        return (*render_graph(context, stored), BASE_STYLESHEET, hover_placeholder())
+        return (
+            *render_graph(context, stored),
+            BASE_STYLESHEET,
+            hover_placeholder(context.data.text),
+        )
 
     @app.callback(
         Output(ids.GRAPH, "stylesheet", allow_duplicate=True),

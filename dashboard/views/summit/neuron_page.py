@@ -146,6 +146,8 @@ def examples_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
     """The top dataset examples with their crops, activation and dataset index."""
     data = context.data
     examples = [e for e in data.examples(layer, channel) if e["crop"]][:TOP_EXAMPLES]
+    if data.text:  # snippets: the input's text, the token of the maximum marked
+        examples = []
     if examples:
         body: Any = [
             html.Figure(
@@ -171,7 +173,13 @@ def examples_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
                 [html.H2("Top dataset examples"), examples_csv_link(context, layer, channel)],
                 className="card-head",
             ),
-            html.P("dataset index · activation (the channel's spatial max)", className="muted"),
+            html.P(
+                "input index · activation (the unit's maximum over the input's tokens, the "
+                "token marked)"
+                if data.text
+                else "dataset index · activation (the channel's spatial max)",
+                className="muted",
+            ),
             html.Div(body, id=ids.NEURON_PAGE_EXAMPLES, className="example-grid"),
         ],
         className="card",

@@ -1,0 +1,125 @@
+"""The dashboard on a text atlas (issue 16): examples are snippets of the inputs' text with
+the token of the unit's maximum marked, nodes are labelled by their top token, the
+Instance view shows the input's text; nothing offers pictures a text model has not got."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compute.atlas import Atlas
+from dashboard import data as atlas_data
+from dashboard.config import Settings
+from dashboard.factory import create_app
+from dashboard.state import ViewState
+from dashboard.views.common import ViewContext
+from dashboard.views.instance.callbacks import render as render_instance
+from dashboard.views.summit.graph import example_strip, render_graph
+from dashboard.views.summit.neuron_page import examples_card
+
+
+@pytest.fixture
+def context(text_atlas: Path, tmp_path: Path) -> ViewContext:
+    return ViewContext(
+        data=atlas_data.load(str(text_atlas), str(tmp_path / "cache")),
+        file_prefix="/atlas-file/",
+    )
+
+
+def text_of(component: object) -> str:
+    return json.dumps(component, default=lambda c: c.to_plotly_json(), ensure_ascii=False)
+
+
+def marked(component: object) -> list[str]:
+    """The marked tokens of the snippets in a component, in order."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if hasattr(node, "to_plotly_json"):
+            node = node.to_plotly_json()
+        if isinstance(node, dict):
+            if node.get("type") == "Mark":
+                found.append(str(node["props"]["children"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(component)
+    return found
+
+
+def test_a_units_examples_are_its_inputs_with_the_token_of_its_maximum_marked(
+    text_atlas: Path, context: ViewContext
+) -> None:
+    atlas = Atlas.open(text_atlas)
+    for layer in range(len(atlas.layers)):
+        table = atlas.examples(layer)
+        for channel in range(0, atlas.layers[layer].channels, 7):
+            strip = example_strip(context, layer, channel)
+            rows = [i for i in table.image_index[channel].tolist() if i >= 0]
+            assert len(strip) == len(rows)
+            positions = table.position[channel].tolist()[: len(rows)]
+            for row, index, (_, token) in zip(strip, rows, positions, strict=True):
+                text = atlas.text_input(index)
+                assert text is not None
+                start, end = text.spans[token]
+                want = text.text[start:end] if end > start else text.tokens[token]
+                assert marked(row) == [want], (layer, channel, index)
+    card = examples_card(context, 0, 0)
+    assert "maximum over the input's tokens" in text_of(card)
+
+
+def test_nodes_are_labelled_by_their_top_token_and_no_pictures_are_offered(
+    text_atlas: Path, context: ViewContext
+) -> None:
+    atlas = Atlas.open(text_atlas)
+    state = ViewState(cls=0).to_dict()
+    rendered = render_graph(context, state)
+    elements = next(part for part in rendered if isinstance(part, list))
+    nodes = [e["data"] for e in elements if re.fullmatch(r"\d+-\d+", e["data"]["id"])]
+    assert nodes
+    for node in nodes:
+        layer, channel = (int(v) for v in node["id"].split("-"))
+        label = node["label"]
+        assert label.split(" ", 1)[0] == str(channel)
+        top = context.data.top_token(layer, channel)
+        assert label == f"{channel} {top}" and "img" not in node
+        # The top token is the most frequent word at the unit's maximum.
+        table = atlas.examples(layer)
+        words = []
+        for index, (_, token) in zip(
+            table.image_index[channel].tolist(), table.position[channel].tolist(), strict=True
+        ):
+            if index >= 0:
+                text = atlas.text_input(index)
+                start, end = text.spans[token]
+                words.append(text.text[start:end] if end > start else text.tokens[token])
+        counts = {w: words.count(w) for w in words}
+        assert counts[top] == max(counts.values())
+
+
+def test_the_instance_view_shows_the_inputs_text(text_atlas: Path, context: ViewContext) -> None:
+    atlas = Atlas.open(text_atlas)
+    records = atlas.instances()
+    row = int(np.flatnonzero(records.label == 1)[0])
+    index = int(records.image_index[row])
+    _, _, header, _, elements = render_instance(
+        context, ViewState(cls=1, inst_index=index).to_dict()
+    )
+    assert f"“{atlas.text_input(index).text}”" in text_of(header)
+    assert elements and all("crops" not in e["data"].get("img", "") for e in elements)
+
+
+def test_the_page_serves_a_text_atlas(text_atlas: Path, tmp_path: Path) -> None:
+    client = create_app(
+        Settings(atlas_dir=text_atlas, cache_dir=tmp_path / "cache")
+    ).server.test_client()
+    page = client.get("/?class=1")
+    assert page.status_code == 200
+    assert client.get("/atlas-file/text/texts.json").status_code == 404  # data stays
