@@ -151,8 +151,11 @@ class BatchRider(Protocol):
         """Register the rider's hooks on the chosen layers' ``modules`` (by name)."""
         ...
 
-    def begin_batch(self, labels: Tensor, indices: Tensor) -> None:
-        """The next forward's labels ``int[B]`` and dataset indices ``int[B]``."""
+    def begin_batch(
+        self, labels: Tensor, indices: Tensor, token_mask: Tensor | None = None
+    ) -> None:
+        """The next forward's labels ``int[B]`` and dataset indices ``int[B]`` (and a text
+        batch's ``attention_mask`` ``[B, T]``: its real tokens)."""
         ...
 
     def state_dict(self) -> dict[str, Tensor]:

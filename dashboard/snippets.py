@@ -63,9 +63,12 @@ def snippet_parts(text: TextInput, token: int, window: int = WINDOW) -> SnippetP
 
 
 def snippet(text: TextInput | None, token: int, **props: Any) -> html.Span:
-    """The snippet as HTML (the token in a ``mark``); a note when the text is not stored."""
-    if text is None or not 0 <= token < len(text.tokens):
+    """The snippet as HTML (the token in a ``mark``; a negative ``token``: the whole text,
+    nothing marked); a note when the text is not stored."""
+    if text is None or token >= len(text.tokens):
         return html.Span("(text not stored)", className="snippet muted", **props)
+    if token < 0:  # no token (a mean over the input's tokens): the whole text
+        return html.Span(text.text, className="snippet", **props)
     parts = snippet_parts(text, token)
     return html.Span(
         [parts.before, html.Mark(parts.token), parts.after], className="snippet", **props

@@ -220,7 +220,8 @@ def _summit_config(args: argparse.Namespace) -> SummitConfig:
 
 def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.device) -> int:
     """``build`` of an ``hf:DIR`` text classifier over a text file (docs/text.md): every
-    row checked before the model runs; no crops, Mapper or feature visualization."""
+    row checked before the model runs; examples and Mapper members kept as text, no
+    crops or feature visualization."""
     if args.featurevis:
         raise BuildError("--featurevis: a text model has no images to optimise")
     model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
@@ -253,7 +254,10 @@ def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.devi
         overwrite=args.overwrite,
         progress=not args.no_progress,
         save_weights=args.save_weights,
-        mapper=False,
+        mapper=args.mapper,
+        mapper_capacity=args.mapper_capacity,
+        mapper_mode=args.mapper_mode,
+        mapper_crops=0,
         checkpoint_every=args.checkpoint_every,
         checkpoint_dir=args.checkpoint_dir,
         restart=args.restart,

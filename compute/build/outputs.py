@@ -273,12 +273,17 @@ def atlas_manifest(
 
 
 def named_inputs(result: PassResult) -> list[int]:
-    """Dataset indices of the inputs the atlas names: every layer's top examples and the
-    instance records (what a text atlas keeps the texts of)."""
+    """Dataset indices of the inputs the atlas names: every layer's top examples, the
+    instance records and the Mapper sample (what a text atlas keeps the texts of)."""
     aggregates = result.aggregates
     named = {int(i) for index in aggregates.example_index for i in np.unique(index) if i >= 0}
     if aggregates.instances is not None:
         named |= {int(i) for i in aggregates.instances.image_index}
+    sampler = result.sampler
+    if sampler is not None:  # the Mapper members
+        for sample in sampler.result().values():
+            named |= {int(i) for i in sample.image_index}
+            break  # every layer samples the same inputs
     return sorted(named)
 
 

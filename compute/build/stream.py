@@ -49,6 +49,7 @@ from compute.errors import BuildError
 from compute.models import LayerDescription, count_outputs, model_input
 from compute.summit.aggregate import SummitAggregates, SummitPass
 from compute.summit.instances import instances_manifest
+from compute.tokens import TOKEN_MAP_WIDTH
 from compute.topology.sample import ActivationSampler
 
 log = logging.getLogger(__name__)
@@ -242,22 +243,23 @@ class PassResult:
         return rider if isinstance(rider, ActivationSampler) else None
 
 
+def _sample_shape(layer: LayerDescription) -> tuple[int, int, int]:
+    """A chosen layer's shape as the TopoAct sample takes it: ``(C, H, W)`` of a map, or a
+    token layer's ``(D, 1, TOKEN_MAP_WIDTH)`` (any number of tokens)."""
+    if layer.tokens is not None:
+        return (int(layer.channels or 0), 1, TOKEN_MAP_WIDTH)
+    return (int(layer.channels or 0), int(layer.height or 0), int(layer.width or 0))
+
+
 def make_riders(options: BuildOptions, stream: Stream) -> list[BatchRider]:
     """The passes that ride on Summit's forward for these options (each a
     :class:`~compute.capture.BatchRider`), in hook order."""
     riders: list[BatchRider] = []
-    tokens = [d.name for d in stream.described if d.tokens is not None]
-    if options.mapper and tokens:
-        # The TopoAct sample of token layers (one real token per input) is to come.
-        log.warning(
-            "no mapper part: the TopoAct sample does not take token layers yet (%s)",
-            ", ".join(tokens),
-        )
-    elif options.mapper:
+    if options.mapper:
         riders.append(
             ActivationSampler(
                 list(options.layers),
-                [(int(d.channels), int(d.height), int(d.width)) for d in stream.described],  # type: ignore[arg-type]
+                [_sample_shape(d) for d in stream.described],
                 capacity=options.mapper_capacity,
                 seed=options.seed,
                 mode=options.mapper_mode,  # type: ignore[arg-type]
@@ -318,8 +320,9 @@ def run_pass(
             size = int(labels.shape[0])
             counter += size
             check_labels(labels, len(options.classes))
+            mask = images.get("attention_mask") if isinstance(images, Mapping) else None
             for rider in riders:
-                rider.begin_batch(labels, indices)
+                rider.begin_batch(labels, indices, mask)
             if isinstance(images, Mapping):  # a text batch: SummitPass moves its tensors
                 pass
             else:

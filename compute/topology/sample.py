@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from compute.capture import HookSet
+from compute.tokens import TOKEN_MAP_WIDTH
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,34 @@ def sample_positions(
     return np.stack([flat // width, flat % width], axis=1).astype(np.int32)
 
 
+def sample_tokens(seed: int, indices: np.ndarray, layer: str, real: np.ndarray) -> np.ndarray:
+    """The sampled token of each input in a token layer: the ``k``-th of its real tokens,
+    ``k`` the hash of (seed, index, layer) (:func:`sample_positions`'s) modulo their number.
+
+    Args:
+        seed: sampling seed.
+        indices: int ``[n]`` input indices.
+        layer: layer name.
+        real: bool ``[n, T]`` each input's real (non-padding) tokens; at least one each.
+
+    Returns:
+        int ``[n]`` token indices, each a real token of its input.
+
+    Examples:
+        >>> sample_tokens(0, np.array([7]), "a", np.array([[True, False]])).tolist()
+        [0]
+    """
+    idx = np.asarray(indices, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = _mix64(_mix64(idx ^ _name_key(layer)) + _seed_key(seed) + _GOLDEN)
+    counts = real.sum(axis=1).astype(np.uint64)
+    if len(counts) and counts.min() == 0:
+        raise ValueError("an input without a real token")
+    k = (z % np.maximum(counts, np.uint64(1))).astype(np.int64)
+    order = np.cumsum(real, axis=1) - 1  # rank of each real token within its input
+    return np.argmax(real & (order == k[:, None]), axis=1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class MapperSample:
     """Sampled activation vectors of one layer, sorted by image index.
@@ -179,6 +208,8 @@ class ActivationSampler:
             np.empty(0, dtype=np.int64),
         )
         self._pending: set[str] = set()
+        #: The current batch's sampled inputs' real tokens (``None``: not a text batch).
+        self._real: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -257,12 +288,21 @@ class ActivationSampler:
 
     def _check_shape(self, name: str, output: Tensor, batch: int) -> None:
         shape = self.layer_shapes[self.layer_names.index(name)]
+        if shape[2] == TOKEN_MAP_WIDTH:  # a token layer [B, T, D], T any
+            if output.dim() != 3 or output.shape[0] != batch or output.shape[2] != shape[0]:
+                raise ValueError(
+                    f"layer {name!r}: output shape {tuple(output.shape)}, expected "
+                    f"{(batch, 'T', shape[0])}"
+                )
+            return
         if tuple(output.shape) != (batch, *shape):
             raise ValueError(
                 f"layer {name!r}: output shape {tuple(output.shape)}, expected {(batch, *shape)}"
             )
 
-    def begin_batch(self, labels: Tensor, indices: Tensor) -> None:
+    def begin_batch(
+        self, labels: Tensor, indices: Tensor, token_mask: Tensor | None = None
+    ) -> None:
         """Decide which images of the batch enter the sample (before the forward).
 
         For the streaming pass, whose hooks must reduce each output at once (later in-place
@@ -272,6 +312,8 @@ class ActivationSampler:
         Args:
             labels: int ``[B]`` class of each image.
             indices: int ``[B]`` dataset index of each image (``>= 0``, each image once).
+            token_mask: a text batch's ``[B, T]`` attention mask (token layers sample and
+                average only real tokens; ``None``: every token is real).
         """
         if self._pending:
             raise RuntimeError(f"add_layer was not called for {sorted(self._pending)}")
@@ -288,6 +330,9 @@ class ActivationSampler:
             accepted, slots = self._insert(keys[cand], idx[cand], lab[cand])
             rows = cand[accepted]
         self._batch = (len(idx), rows, slots, idx[rows])
+        self._real = None
+        if token_mask is not None:
+            self._real = token_mask.detach().cpu().numpy().astype(bool)[rows]
         if len(rows):
             self._pending = set(self.layer_names)
 
@@ -305,7 +350,9 @@ class ActivationSampler:
         _, height, width = self.layer_shapes[self.layer_names.index(name)]
         out = output.detach()
         picked = torch.from_numpy(rows).to(out.device)
-        if self.mode == "position":
+        if width == TOKEN_MAP_WIDTH:
+            vec, pos = self._token_vectors(name, out, picked, idx)
+        elif self.mode == "position":
             pos = sample_positions(self.seed, idx, name, height, width)
             r = torch.from_numpy(pos[:, 0].astype(np.int64)).to(out.device)
             c = torch.from_numpy(pos[:, 1].astype(np.int64)).to(out.device)
@@ -316,6 +363,24 @@ class ActivationSampler:
         self._vectors[name][slots] = vec.float().cpu().numpy()
         self._position[name][slots] = pos
         self._pending.discard(name)
+
+    def _token_vectors(
+        self, name: str, out: Tensor, picked: Tensor, idx: np.ndarray
+    ) -> tuple[Tensor, np.ndarray]:
+        """Vectors ``[n, D]`` and positions ``(0, t)`` of the picked inputs of a token layer
+        ``[B, T, D]``: one sampled real token each, or the mean over the real tokens."""
+        rows = out.shape[1]
+        real = self._real if self._real is not None else np.ones((len(idx), rows), dtype=bool)
+        if real.shape[1] != rows:
+            raise ValueError(f"layer {name!r} has {rows} tokens, the mask {real.shape[1]}")
+        if self.mode == "mean":
+            weight = torch.from_numpy(real).to(out.device, torch.float32)
+            total = (out[picked].float() * weight[..., None]).sum(dim=1)
+            return total / weight.sum(dim=1, keepdim=True), np.full((len(idx), 2), -1, np.int32)
+        token = sample_tokens(self.seed, idx, name, real)
+        at = torch.from_numpy(token).to(out.device)
+        pos = np.stack([np.zeros_like(token), token], axis=1).astype(np.int32)
+        return out[picked, at], pos
 
     #: :class:`compute.capture.BatchRider` name (checkpoint and rank-merge key).
     name = "mapper"

@@ -123,3 +123,22 @@ def test_the_page_serves_a_text_atlas(text_atlas: Path, tmp_path: Path) -> None:
     page = client.get("/?class=1")
     assert page.status_code == 200
     assert client.get("/atlas-file/text/texts.json").status_code == 404  # data stays
+
+
+def test_a_mapper_nodes_members_are_texts_with_their_sampled_token_marked(
+    text_atlas: Path, context: ViewContext
+) -> None:
+    from dashboard.views.topology.callbacks import member_snippets
+    from dashboard.views.topology.data import mapper_data
+
+    atlas = Atlas.open(text_atlas)
+    mapper = mapper_data(context.data)
+    sample = atlas.mapper_sample(1)
+    members = np.arange(min(5, sample.image_index.shape[0]))
+    rows = member_snippets(context, mapper, 1, members)
+    assert len(rows) == members.size
+    for row, member in zip(rows, members.tolist(), strict=True):
+        text = atlas.text_input(int(sample.image_index[member]))
+        start, end = text.spans[int(sample.position[member][1])]
+        want = text.text[start:end] if end > start else text.tokens[int(sample.position[member][1])]
+        assert marked(row) == [want]

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
-from compute.atlas import PART_MAPPER, PART_TEXT, Atlas
+from compute.atlas import PART_TEXT, Atlas
 from compute.cli import main
 from compute.models import get_model
 from compute.summit.aggregate import SummitPass
@@ -35,7 +36,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_atlas_is_the_pass_over_the_padded_batches(built: Path) -> None:
     atlas = Atlas.open(built / "atlas", verify_hashes=True)
     assert atlas.modality == "text" and PART_TEXT in atlas.parts
-    assert PART_MAPPER not in atlas.parts  # the TopoAct sample of tokens is to come
     assert atlas.classes == CLASSES
     model = get_model(f"hf:{built / 'my-bert'}")
     rows = read_text_rows(built / "texts.csv", list(CLASSES))
@@ -93,3 +93,37 @@ def test_a_bad_row_is_refused_before_the_model_runs(
     err = capsys.readouterr().err
     assert "line 3" in err and len(err.strip().splitlines()) == 1
     assert not (built / "bad-atlas").exists()
+
+
+def test_the_topoact_sample_holds_one_real_token_of_each_input(built: Path) -> None:
+    """The Mapper sample of a token layer: per input, the unit vector at one real token
+    (picked by the hash of (seed, index, layer)), equal to the layer's output there when
+    the input runs alone, unpadded."""
+    from compute.atlas import PART_MAPPER as MAPPER
+
+    atlas = Atlas.open(built / "atlas")
+    assert MAPPER in atlas.parts
+    model = get_model(f"hf:{built / 'my-bert'}")
+    rows = read_text_rows(built / "texts.csv", list(CLASSES))
+    dataset = TextDataset(rows, model.tokenizer, 12)
+    modules = dict(model.named_modules())
+    for k, name in enumerate(LAYERS):
+        sample = atlas.mapper_sample(k)
+        assert sample.image_index.tolist() == list(range(len(rows)))  # all 18 sampled
+        tokens = [int(t) for _, t in sample.position.tolist()]
+        assert len(set(tokens)) > 1, "the same token everywhere"
+        for row, index in enumerate(sample.image_index.tolist()):
+            encoded, _, _ = dataset[index]
+            assert 0 <= tokens[row] < len(encoded["input_ids"])
+            seen: list[torch.Tensor] = []
+            handle = modules[name].register_forward_hook(
+                lambda _m, _i, o, seen=seen: seen.append(o)
+            )
+            try:
+                with torch.no_grad():
+                    model({key: value[None] for key, value in encoded.items()})
+            finally:
+                handle.remove()
+            np.testing.assert_allclose(
+                sample.vectors[row], seen[0][0, tokens[row]].numpy(), rtol=1e-4, atol=1e-5
+            )

@@ -32,6 +32,7 @@ from compute.export import MAPPER_COLUMNS, csv_text, mapper_file_name, mapper_me
 from compute.topology import MapperParams, Shape
 from dashboard import ids as page_ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, file_url
+from dashboard.snippets import snippet
 from dashboard.state import ViewState
 from dashboard.views.common import ViewContext, guarded, note, register_png_export
 from dashboard.views.summit import ids as summit_ids
@@ -200,6 +201,18 @@ def node_panel(
         for c, name, count, pct in class_table(result, node, data.names)
     ]
     members = graph.members(node)
+    if data.text:  # members as snippets: the sampled token of each member marked
+        return [
+            html.H3(f"Node {node_label(graph, node)}", className="topo-node-title"),
+            html.Div(
+                f"{int(stats.count[node]):,} texts · mean L2 {float(stats.mean_norm[node]):.3g}",
+                className="topo-node-facts",
+            ),
+            html.Table(html.Tbody(rows), className="topo-class-table", id="topo-class-table"),
+            html.Div(
+                member_snippets(context, mapper, result.layer, members), className="snippet-list"
+            ),
+        ]
     crops = []
     for row in members.tolist():
         path = mapper.crop(result.layer, row)
@@ -229,6 +242,29 @@ def node_panel(
         if images
         else note("No crops are stored for this node's images."),
     ]
+
+
+def member_snippets(
+    context: ViewContext, mapper: MapperData, layer: int, members: Any
+) -> list[Any]:
+    """Up to :data:`CROPS_SHOWN` members of a text atlas's node: each input's text around
+    its sampled token (the vector the node holds), the token marked."""
+    data = context.data
+    sample = mapper.sample(layer)
+    rows = []
+    for row in members.tolist()[:CROPS_SHOWN]:
+        index, token = int(sample.image_index[row]), int(sample.position[row][1])
+        rows.append(
+            html.Div(
+                snippet(
+                    data.atlas.text_input(index),
+                    token,
+                    title=f"input #{index} · {data.names[int(sample.label[row])]}",
+                ),
+                className="snippet-row",
+            )
+        )
+    return rows or [note("No member of this node is stored.")]
 
 
 def inversion_block(
