@@ -363,12 +363,9 @@ def save_example_crops(
 
 def receptive_fields_manifest(
     fields: Mapping[str, ReceptiveField],
-) -> dict[str, dict[str, list[float]]]:
-    """JSON-friendly ``{layer: {"size", "stride", "offset"}}`` (for logs or manifests)."""
-    return {
-        name: {"size": list(f.size), "stride": list(f.stride), "offset": list(f.offset)}
-        for name, f in fields.items()
-    }
+) -> dict[str, dict[str, Any]]:
+    """JSON-friendly ``{layer: {"size", "stride", "offset"[, "tokens"]}}`` (manifests)."""
+    return {name: field.to_manifest() for name, field in fields.items()}
 
 
 def save_position_crops(

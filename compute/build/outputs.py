@@ -43,7 +43,7 @@ from compute.crops import (
 )
 from compute.distributed import Rank
 from compute.errors import BuildError
-from compute.models import num_parameters
+from compute.models import LayerDescription, num_parameters
 from compute.summit.embedding import class_embeddings
 from compute.summit.graph import attribution_graphs
 from compute.summit.instances import instances_manifest
@@ -121,10 +121,39 @@ def build_mapper_part(
     )
 
 
+def token_patch_field(
+    model: nn.Module, tokens: int, input_size: tuple[int, int, int]
+) -> ReceptiveField | None:
+    """The patch field of an image model's token layer of ``tokens`` tokens, when the
+    model names its square patches (torchvision's ``VisionTransformer.patch_size``) and
+    they tile the input, after 0 or more class tokens; ``None`` otherwise."""
+    patch = getattr(model, "patch_size", None)
+    if not isinstance(patch, int) or patch <= 0:
+        return None
+    rows, columns = input_size[1] // patch, input_size[2] // patch
+    prefix = tokens - rows * columns
+    return ReceptiveField.patches(patch, columns, prefix) if 0 <= prefix <= 8 else None
+
+
 def receptive_fields_or_whole_image(
-    model: nn.Module, layers: Sequence[str], input_size: tuple[int, int, int]
+    model: nn.Module,
+    layers: Sequence[str],
+    input_size: tuple[int, int, int],
+    described: Sequence[LayerDescription] = (),
 ) -> dict[str, Any]:
-    """Receptive fields of the layers; whole-image crops if the probe cannot run."""
+    """Receptive fields of the layers (a ViT token layer's: its patches); whole-image crops
+    where they cannot be measured."""
+    whole = ReceptiveField((10 * input_size[1], 10 * input_size[2]), (1.0, 1.0), (0.0, 0.0))
+    tokens = {d.name: d.tokens for d in described if d.tokens is not None}
+    if tokens:
+        maps = [name for name in layers if name not in tokens]
+        fields = receptive_fields_or_whole_image(model, maps, input_size) if maps else {}
+        for name, count in tokens.items():
+            field = token_patch_field(model, count, input_size)
+            if field is None:
+                log.warning("no patch grid for token layer %s: its crops show whole images", name)
+            fields[name] = field or whole
+        return {name: fields[name] for name in layers}
     try:
         return receptive_fields(model, layers, input_size)
     except BuildError:
@@ -135,7 +164,6 @@ def receptive_fields_or_whole_image(
             type(exc).__name__,
             exc,
         )
-        whole = ReceptiveField((10 * input_size[1], 10 * input_size[2]), (1.0, 1.0), (0.0, 0.0))
         return dict.fromkeys(layers, whole)
 
 

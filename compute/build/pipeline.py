@@ -111,8 +111,10 @@ def build_atlas(
         )
         source = crop_dataset(loader) if wants_crops else None
         fields_of = (
-            receptive_fields_or_whole_image(model, options.layers, stream.input_size)
-            if source is not None
+            receptive_fields_or_whole_image(
+                model, options.layers, stream.input_size, stream.described
+            )
+            if source is not None and stream.input_size is not None
             else None
         )
         stages.done("validate")

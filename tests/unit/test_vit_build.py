@@ -1,0 +1,84 @@
+"""``python -m compute build`` of a Vision Transformer's token layers over an image folder
+(issue 16): the units are the MLP's hidden units, an example's position is its token, and
+its crop is that token's patch (the whole image for the class token)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compute.atlas import PART_MAPPER, Atlas
+from compute.cli import main
+from compute.data import Preprocessing, open_image_folder
+from compute.receptive_field import ReceptiveField, crop_box
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+LAYERS = ["encoder.layers.encoder_layer_0.mlp.1", "encoder.layers.encoder_layer_1.mlp.1"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("vit")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("red", "green", "blue")):
+        (folder / "imgs" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = (rng.random((40, 40, 3)) * 120).astype(np.uint8)
+            pixels[:, :, k] += 120
+            Image.fromarray(pixels).save(folder / "imgs" / name / f"{i}.png")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        code = main(
+            [
+                "build", "--model", "tests.helpers.text_models:tiny_vit", "--data", "imgs",
+                "--layers", ",".join(LAYERS), "--image-size", "32", "--out", "atlas",
+                "--crops", "3", "--workers", "0", "--no-progress",
+            ]
+        )  # fmt: skip
+    assert code == 0
+    return folder
+
+
+def test_examples_are_tokens_and_their_crops_are_their_patches(built: Path) -> None:
+    atlas = Atlas.open(built / "atlas", verify_hashes=True)
+    assert atlas.modality == "image" and PART_MAPPER in atlas.parts
+    for layer in atlas.layers:
+        assert (layer.tokens, layer.channels, layer.height, layer.width) == (True, 64, 1, 17)
+    fields = atlas.parameters["receptive_fields"]
+    assert fields[LAYERS[0]]["tokens"] == {"prefix": 1, "columns": 4}
+    preprocessing = Preprocessing.from_arg("imagenet", image_size=32, grayscale=False)
+    dataset, _ = open_image_folder(built / "imgs", preprocessing, num_outputs=3, progress=False)
+    checked = 0
+    for k in range(len(atlas.layers)):
+        field = ReceptiveField.from_manifest(fields[LAYERS[k]])
+        table = atlas.examples(k)
+        for channel in range(0, 64, 9):
+            for rank in range(3):
+                index = int(table.image_index[channel, rank])
+                row, token = (int(v) for v in table.position[channel, rank])
+                relpath = atlas.example_crop(k, channel, rank)
+                if index < 0 or relpath is None:
+                    continue
+                assert row == 0 and 0 <= token < 17
+                image = preprocessing.unnormalize(dataset[index][0])
+                pixels = (image.numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+                top, left, bottom, right = crop_box(field, 0, token, 32)
+                want = (bottom - top, right - left)
+                if token == 0:
+                    assert want == (32, 32)  # the class token: the whole image
+                else:
+                    assert want == (8, 8)
+                    patch_row, patch_col = divmod(token - 1, 4)
+                    assert (top, left) == (8 * patch_row, 8 * patch_col)
+                crop = np.asarray(Image.open(io.BytesIO(atlas.read_bytes(relpath))).convert("RGB"))
+                reference = Image.fromarray(
+                    pixels[:, top:bottom, left:right].transpose(1, 2, 0)
+                ).resize(crop.shape[1::-1], Image.Resampling.NEAREST)
+                assert np.abs(crop.astype(int) - np.asarray(reference).astype(int)).max() <= 1
+                checked += 1
+    assert checked > 10
