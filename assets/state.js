@@ -100,8 +100,25 @@
 
   /* A copy with changes applied; comparing a class with itself is dropped
    * (ViewState.with_). */
+  // The fields of the selected class and their defaults (ViewState.url_rules), set by
+  // every reducer from its rules before it applies an event.
+  let classRules = {perClass: [], defaults: {}};
+
+  function useRules(rules) {
+    classRules = {perClass: rules.url.per_class || [], defaults: rules.url.defaults};
+  }
+
   function withChanges(state, changes) {
     const next = Object.assign({}, state, changes);
+    // Another class: the previous class's fields go back to their defaults
+    // (ViewState.class_changes), unless the change sets them.
+    if ("cls" in changes && changes.cls !== state.cls) {
+      for (const field of classRules.perClass) {
+        if (!(field in changes)) {
+          next[field] = classRules.defaults[field];
+        }
+      }
+    }
     if (next.compare !== null && next.compare !== undefined && next.compare === next.cls) {
       next.compare = null;
     }
@@ -153,6 +170,7 @@
 
   /* The state after one event of the Summit views (dashboard/views/summit/state.py apply_event). */
   function applySummit(state, trigger, value, rules) {
+    useRules(rules);
     const b = bounds(rules);
     const kind = typeof trigger === "string" ? rules.summit.events[trigger] : undefined;
     if (kind === "row") {
@@ -213,6 +231,7 @@
 
   /* [state, message] after one Topology event (dashboard/views/topology/state.py apply_topology_event). */
   function applyTopology(state, trigger, value, rules) {
+    useRules(rules);
     const t = rules.topology;
     if (isPlainObject(trigger)) {
       const rank = trigger.index;
@@ -268,6 +287,7 @@
 
   /* The state after one Training event (dashboard/views/training/state.py apply_training_event). */
   function applyTraining(state, trigger, value, rules) {
+    useRules(rules);
     const b = bounds(rules);
     const kind = typeof trigger === "string" ? rules.training.events[trigger] : undefined;
     if (b.traceImages === null || b.traceImages === undefined) {

@@ -97,6 +97,8 @@ class ViewState(InstanceState, TrainingState, TopologyState, SummitState, Shared
     }
     #: Fields written to the URL after ``class`` (defaults are left out).
     _URL_FIELDS: ClassVar[tuple[str, ...]] = tuple(field for part in SLICES for field in part.keys)
+    #: Fields of the selected class (``StateSlice.per_class``): reset when it changes.
+    _PER_CLASS: ClassVar[tuple[str, ...]] = tuple(f for part in SLICES for f in part.per_class)
 
     @classmethod
     def from_query(
@@ -159,7 +161,12 @@ class ViewState(InstanceState, TrainingState, TopologyState, SummitState, Shared
     def url_rules(cls) -> dict[str, Any]:
         """How :meth:`to_search` writes a state, for the browser's reducers: the query key
         of each field, the fields after ``class`` and the defaults left out."""
-        return {"keys": dict(cls._KEYS), "fields": list(cls._URL_FIELDS), "defaults": asdict(cls())}
+        return {
+            "keys": dict(cls._KEYS),
+            "fields": list(cls._URL_FIELDS),
+            "defaults": asdict(cls()),
+            "per_class": list(cls._PER_CLASS),
+        }
 
     # -- dcc.Store ---------------------------------------------------------------------
 
@@ -183,11 +190,24 @@ class ViewState(InstanceState, TrainingState, TopologyState, SummitState, Shared
         return cls.from_query({k: str(v) for k, v in query.items()}, **bounds)
 
     def with_(self, **changes: Any) -> ViewState:
-        """A copy with ``changes`` applied (``compare`` equal to ``cls`` is dropped)."""
+        """A copy with ``changes`` applied (``compare`` equal to ``cls`` is dropped; another
+        class resets the fields of the previous one, ``StateSlice.per_class``, unless
+        ``changes`` sets them)."""
+        changes = self.class_changes(changes)
         state = replace(self, **changes)
         if state.compare is not None and state.compare == state.cls:
             state = replace(state, compare=None)
         return state
+
+    def class_changes(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``changes`` plus the resets another class brings: the previous class's fields
+        (``StateSlice.per_class``) back to their defaults where ``changes`` leaves them."""
+        out = dict(changes)
+        if "cls" in out and out["cls"] != self.cls:
+            defaults = ViewState()
+            for field in self._PER_CLASS:
+                out.setdefault(field, getattr(defaults, field))
+        return out
 
 
 def ignored_parameters(query: Mapping[str, Any] | None, state: ViewState) -> list[str]:

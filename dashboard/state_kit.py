@@ -185,6 +185,9 @@ class StateSlice:
             by its default (never an error: a hand-edited link still opens).
         reads: other slices' fields the group's views also read (their change re-renders
             them too).
+        per_class: fields that name something of the selected class (an input, a
+            confusion): reset to their defaults when another class is selected, unless the
+            same change sets them.
     """
 
     name: str
@@ -192,3 +195,4 @@ class StateSlice:
     keys: Mapping[str, str]
     parse: Callable[[QueryGet, QueryBounds], dict[str, Any]]
     reads: tuple[str, ...] = ()
+    per_class: tuple[str, ...] = ()

@@ -403,24 +403,56 @@ def register_png_export(
     graph_id: str,
     stem: str,
     names: str = f"#{summit_ids.GRAPH_HEADER} .class-name",
+    *,
+    store: str | None = None,
+    download: Callable[[Any, str], dict[str, Any] | None] | None = None,
 ) -> None:
-    """Clicking ``button_id`` downloads cytoscape ``graph_id`` as ``{stem}-{class}.png``
-    (drawn in the browser: no request to the server).
+    """Clicking ``button_id`` downloads cytoscape ``graph_id`` as a PNG (drawn in the
+    browser).
+
+    With ``download`` (the card's JSON download, ``download(stored, "json")``), the PNG
+    is named as the card's JSON file (the atlas, the view and its parameters) and an
+    empty graph (``download`` gives ``None``) downloads nothing; the name takes a request
+    to the server. Without it, the file is ``{stem}-{class}.png`` (``names``: CSS selector
+    of the class names ending the name), named in the browser.
 
     Args:
         app: the app.
         button_id: the :func:`png_button`.
         graph_id: the cytoscape component.
-        stem: start of the file name.
-        names: CSS selector of the class names that end the file name (default: the
-            selected class in the attribution graph's header).
+        stem: start of the file name (without ``download``).
+        names: CSS selector of the class names that end the file name (without
+            ``download``; default: the selected class in the attribution graph's header).
+        store: the view group's state store (with ``download``).
+        download: the card's graph download, as :func:`register_graph_downloads` takes it.
     """
-    app.clientside_callback(
-        _PNG_EXPORT_JS % (json.dumps(names), json.dumps(stem)),
+    if download is None or store is None:
+        app.clientside_callback(
+            _PNG_EXPORT_JS % (json.dumps(names), json.dumps(stem)),
+            Output(graph_id, "generateImage"),
+            Input(button_id, "n_clicks"),
+            prevent_initial_call=True,
+        )
+        return
+
+    @app.callback(
         Output(graph_id, "generateImage"),
         Input(button_id, "n_clicks"),
+        State(store, "data"),
         prevent_initial_call=True,
     )
+    @guarded(no_update)
+    def png(clicks: int | None, stored: Any) -> Any:
+        found = download(stored, "json") if clicks else None
+        if found is None:  # nothing drawn: no empty file
+            return no_update
+        name = str(found["filename"]).removesuffix(".json")
+        return {
+            "type": "png",
+            "action": "download",
+            "filename": name,
+            "options": {"full": True, "scale": 2, "bg": "#ffffff"},
+        }
 
 
 def state_link(
@@ -433,6 +465,7 @@ def state_link(
     the changes to the current URL instead (``assets/links.js``, ``data-query``), so what
     the other views show is kept.
     """
+    changes = state.class_changes(changes)  # another class: the previous one's input goes
     href = f"{prefix}{state.with_(**changes).to_search()}"
     return html.A(
         children, href=href, **{"data-query": json.dumps(query_changes(changes))}, **props

@@ -38,6 +38,27 @@ def hrefs(component: object) -> list[str]:
     return re.findall(r'"href": "([^"]+)"', text_of(component))
 
 
+def chip_links(picker: object) -> list[str]:
+    """The hrefs of the picker's input links (not its filter links), in order."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if hasattr(node, "to_plotly_json"):
+            node = node.to_plotly_json()
+        if isinstance(node, dict):
+            props = node.get("props", {})
+            if "instance-chip" in str(props.get("className", "")).split():
+                found.append(props["href"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(picker)
+    return found
+
+
 def test_the_url_holds_the_input_and_the_filter() -> None:
     state = ViewState.from_query("?class=6&inst=401&ifl=wrong", num_classes=10)
     assert (state.inst_index, state.inst_filter) == (401, "wrong")
@@ -53,7 +74,7 @@ def test_the_picker_lists_the_classs_records(demo: Atlas, context: ViewContext) 
     low = records.margin <= np.sort(records.margin)[int(np.ceil(0.1 * (len(records.margin) - 1)))]
     for cls, mode in ((6, "all"), (6, "wrong"), (6, "uncertain"), (1, "uncertain")):
         _, picker, _, _, _ = render(context, ViewState(cls=cls, inst_filter=mode).to_dict())
-        links = [h for h in hrefs(picker) if "inst=" in h]
+        links = chip_links(picker)
         keep = records.label == cls
         if mode == "wrong":
             keep &= wrong
@@ -112,7 +133,7 @@ def test_an_input_without_a_record_falls_back_and_says_so(
     demo: Atlas, context: ViewContext
 ) -> None:
     message, _, header, _, _ = render(context, ViewState(cls=6, inst_index=10**6).to_dict())
-    assert "is not among this class's recorded inputs" in text_of(message)
+    assert "Input 1000000 has no instance record" in text_of(message)
     assert "input #" in text_of(header)
     # An input of another class (the state kept it while another class was selected):
     # the selected class's first input is shown, never the other class's beside its graph.
@@ -121,7 +142,9 @@ def test_an_input_without_a_record_falls_back_and_says_so(
     first_one = int(records.image_index[np.flatnonzero(records.label == 1)[0]])
     message, _, header, _, _ = render(context, ViewState(cls=1, inst_index=six).to_dict())
     assert f"input #{first_one}" in text_of(header) and "label one" in text_of(header)
-    assert "not among this class's" in text_of(message)
+    # ... and the note says whose input it is, with a link that shows it.
+    assert f"Input {six} is an input of six" in text_of(message)
+    assert [h for h in hrefs(message) if "class=6" in h and f"inst={six}" in h]
     message, _, _, _, elements = render(context, ViewState(cls=0, inst_filter="wrong").to_dict())
     assert "classifies every recorded input of this class correctly" in text_of(message)
     assert not elements
@@ -298,3 +321,32 @@ def test_the_training_and_instance_views_link_the_same_input(tmp_path: Path) -> 
     unlinked = instance_graph(linked.data.atlas, 7)
     assert not [h for h in hrefs(header(linked, ViewState(), unlinked)) if "trow=" in h]
     assert "its training trace" not in text_of(header(linked, ViewState(), unlinked))
+
+
+def test_filters_keep_a_listed_input_and_the_picker_follows_the_confusion(
+    demo: Atlas, context: ViewContext
+) -> None:
+    """A filter link keeps the shown input when the filter lists it; with the graph on
+    "mistaken for d" the picker lists exactly the class's inputs predicted as d."""
+    records = demo.instances()
+    wrong = np.flatnonzero((records.label == 6) & (records.prediction == 8))
+    index = int(records.image_index[wrong[0]])
+    _, picker, _, _, _ = render(context, ViewState(cls=6, inst_index=index).to_dict())
+    filters = {h.split("ifl=")[1].split("&")[0]: h for h in hrefs(picker) if "ifl=" in h}
+    assert f"inst={index}" in filters["wrong"] and f"inst={index}" in filters["uncertain"]
+    correct = int(
+        records.image_index[np.flatnonzero((records.label == 6) & (records.prediction == 6))[0]]
+    )
+    _, picker, _, _, _ = render(context, ViewState(cls=6, inst_index=correct).to_dict())
+    filters = {h.split("ifl=")[1].split("&")[0]: h for h in hrefs(picker) if "ifl=" in h}
+    assert "inst=" not in filters["wrong"]
+    state = ViewState(cls=6, subset="mistaken", mistaken_for=8)
+    _, picker, header, _, _ = render(context, state.to_dict())
+    chips = [int(re.search(r"inst=(\d+)", h).group(1)) for h in chip_links(picker)]
+    assert (
+        chips
+        == records.image_index[
+            np.flatnonzero((records.label == 6) & (records.prediction == 8))
+        ].tolist()
+    )
+    assert "mistaken for eight" in text_of(picker) and "predicted eight" in text_of(header)

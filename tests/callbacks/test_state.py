@@ -151,7 +151,8 @@ def test_view_groups_cover_every_field_and_keep_views_apart() -> None:
             assert owners == set(groups), name
         else:  # its own group, and the groups that say they read it
             assert owners == {owner[name]} | {g for g, r in readers.items() if name in r}, name
-    assert readers["instance"] == {"pics"}  # the Instance view draws the chosen pictures
+    # The Instance view draws the chosen pictures and follows the "mistaken for" confusion.
+    assert readers["instance"] == {"pics", "subset", "mistaken_for"}
     assert {n for n, g in owner.items() if g == "topology"} == {
         n for n in names if n.startswith("topo_")
     }
@@ -230,3 +231,17 @@ def test_the_state_is_composed_of_the_slices() -> None:
         assert set(part.keys) == names, part.name
         parsed = part.parse(lambda key: None, QueryBounds())
         assert parsed == {name: getattr(part.fields(), name) for name in names}, part.name
+
+
+def test_another_class_drops_the_previous_classs_input_and_confusion() -> None:
+    """An input and a confusion belong to the selected class: selecting another class
+    (a row, the dropdown, a link) resets them, unless the same change sets them."""
+    state = ViewState(cls=6, subset="mistaken", mistaken_for=8, inst_index=401)
+    other = state.with_(cls=2)
+    assert (other.cls, other.inst_index, other.mistaken_for) == (2, None, None)
+    assert other.subset == "mistaken"  # the new class's mistakes: still meaningful
+    kept = state.with_(cls=5, inst_index=337)
+    assert (kept.inst_index, kept.mistaken_for) == (337, None)
+    same = state.with_(cls=6, node="1-2")
+    assert (same.inst_index, same.mistaken_for) == (401, 8)
+    assert ViewState.url_rules()["per_class"] == ["mistaken_for", "inst_index"]

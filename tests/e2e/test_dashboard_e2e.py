@@ -226,8 +226,9 @@ def test_demo_atlas_is_the_default(
 def test_graphs_download_as_png(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Each graph's PNG button downloads the whole graph, drawn by cytoscape, named after
-    the selected class (the demo atlas: feature-visualization tiles and Mapper pies)."""
+    """Each graph's PNG button downloads the whole graph, drawn by cytoscape, named as its
+    JSON file (the atlas, the view, the class and the thresholds; the demo atlas:
+    feature-visualization tiles and Mapper pies); an empty graph downloads nothing."""
     from PIL import Image
 
     serve_app(dash_duo, monkeypatch, None, tmp_path)
@@ -239,8 +240,8 @@ def test_graphs_download_as_png(
     time.sleep(1.0)  # node pictures load
     folder = Path(dash_duo.download_path)
     for button, name in (
-        ("attribution-graph-png", "attribution-graph-three.png"),
-        ("compare-graph-png", "comparison-three-vs-eight.png"),
+        ("attribution-graph-png", "demo_atlas-graph-0003-three-nodes0-edges0.png"),
+        ("compare-graph-png", "demo_atlas-compare-0003-three-vs-0008-eight-nodes0-edges0.png"),
         ("topo-graph-png", "mapper-graph-three.png"),
     ):
         element = dash_duo.find_element(f"#{button}")
@@ -260,6 +261,15 @@ def test_graphs_download_as_png(
             # not a blank canvas: the graph was drawn
             colours = image.convert("L").getextrema()
             assert colours[0] < 128 < colours[1], (name, colours)
+    # An empty graph (class 0 has no misclassified training image): no file at all.
+    before = sorted(f.name for f in folder.iterdir())
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=0&ifl=wrong")
+    dash_duo.wait_for_contains_text("#instance-note", "correctly", timeout=20)
+    element = dash_duo.find_element("#instance-graph-png")
+    element.location_once_scrolled_into_view  # noqa: B018
+    element.click()
+    time.sleep(2.0)
+    assert sorted(f.name for f in folder.iterdir()) == before
     assert dash_duo.get_logs() == []
 
 
@@ -404,11 +414,13 @@ def test_pick_a_misclassified_input_and_see_its_own_graph(
     pill = next(
         a for a in dash_duo.find_elements("#instance-picker a") if a.text == "wrong or uncertain"
     )
-    before = dash_duo.find_element("#instance-picker").text
     pill.click()
     wait_until(lambda: query(dash_duo).get("ifl") == "uncertain", message="no filter in URL")
     wait_until(
-        lambda: dash_duo.find_element("#instance-picker").text != before,
+        lambda: (
+            [a.text for a in dash_duo.find_elements("#instance-picker a.pill-on")][:1]
+            == ["wrong or uncertain"]
+        ),
         message="the picker did not change",
     )
     clicked = dash_duo.find_element("#instance-picker").text

@@ -55,16 +55,31 @@ def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int 
     """Links to the class's recorded inputs (the shown one marked) and the filter links."""
     data = context.data
     records = data.atlas.instances()
-    filters = [
-        state_link(
-            _FILTER_LABELS[mode],
-            state,
-            context.page_prefix,
-            {"inst_filter": mode, "inst_index": None},
-            className="pill" + (" pill-on" if mode == state.inst_filter else ""),
+    confusion = confusion_of(state)
+    shown_index = None if shown is None else int(records.image_index[shown])
+    filters = []
+    for mode in INSTANCE_FILTERS:
+        listed = picker_rows(data, state.cls, mode, confusion)
+        keeps = shown is not None and shown in set(listed.tolist())
+        changes: dict[str, Any] = {"inst_filter": mode}
+        changes["inst_index"] = shown_index if keeps else None  # the input stays if listed
+        filters.append(
+            state_link(
+                _FILTER_LABELS[mode],
+                state,
+                context.page_prefix,
+                changes,
+                className="pill" + (" pill-on" if mode == state.inst_filter else ""),
+            )
         )
-        for mode in INSTANCE_FILTERS
-    ]
+    if confusion is not None and 0 <= confusion < data.num_classes:
+        filters.append(
+            html.Span(
+                f"mistaken for {data.names[confusion]}",
+                className="pill pill-subset",
+                title="the attribution graph shows this confusion: the picker lists its inputs",
+            )
+        )
     chips = []
     for row in rows[:PICKER_LIMIT].tolist():
         index, pred = int(records.image_index[row]), int(records.prediction[row])
@@ -187,6 +202,41 @@ def mark_input_nodes(context: ViewContext, graph: Any, elements: list[dict[str, 
             element["data"]["img"] = file_url(context.file_prefix, crop)
 
 
+def confusion_of(state: ViewState) -> int | None:
+    """The class the graph's "mistaken for" confusion names (``None``: no confusion)."""
+    return state.mistaken_for if state.subset == "mistaken" else None
+
+
+def elsewhere_note(context: ViewContext, state: ViewState) -> Any:
+    """Why the state's input is not shown: recorded under another class or filter (with a
+    link that shows it), or not recorded at all."""
+    data = context.data
+    index = state.inst_index
+    record = None if index is None else data.atlas.instance_row(index)
+    if index is None:
+        return None
+    if record is None:
+        return note(
+            f"Input {index} has no instance record (the build records a sample of the "
+            "inputs and their mistakes; --instances-from records chosen ones); showing "
+            "the first of this class's."
+        )
+    label = int(data.atlas.instances().label[record])
+    where = f"an input of {data.names[label]}" if label != state.cls else "not in this list"
+    return note(
+        [
+            f"Input {index} is {where}; showing the first of this list. ",
+            state_link(
+                "show it",
+                state,
+                context.page_prefix,
+                {"cls": label, "inst_index": index, "inst_filter": "all", "subset": "all"},
+                className="pill",
+            ),
+        ]
+    )
+
+
 def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
     """Note, picker, header, legend and elements of the Instance view."""
     data = context.data
@@ -194,7 +244,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
     if not data.has(PART_INSTANCES) or not data.has(PART_GRAPHS):
         missing = PART_INSTANCES if not data.has(PART_INSTANCES) else PART_GRAPHS
         return note(data.missing_note(missing), kind="missing"), None, None, None, []
-    rows = picker_rows(data, state.cls, state.inst_filter)
+    rows = picker_rows(data, state.cls, state.inst_filter, confusion_of(state))
     row = picked_row(data, state.inst_index, rows)
     choices = picker(context, state, rows, row)
     if row is None:
@@ -217,11 +267,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any, Any]:
     ]
     message = None
     if state.inst_index is not None and int(graph.image_index) != state.inst_index:
-        message = note(
-            f"Input {state.inst_index} is not among this class's "
-            f"{'misclassified ' if state.inst_filter == 'wrong' else ''}recorded inputs; "
-            "showing the first."
-        )
+        message = elsewhere_note(context, state)
     return message, choices, header(context, state, graph), legend, elements
 
 
@@ -232,7 +278,8 @@ def instance_download(context: ViewContext, stored: Any, fmt: str) -> dict[str, 
     if not data.has(PART_INSTANCES):
         return None
     state = context.state(stored)
-    row = picked_row(data, state.inst_index, picker_rows(data, state.cls, state.inst_filter))
+    rows = picker_rows(data, state.cls, state.inst_filter, confusion_of(state))
+    row = picked_row(data, state.inst_index, rows)
     if row is None:
         return None
     return graph_file(instance_data(data.atlas, row), instance_file_stem(data.atlas, row), fmt)
@@ -241,7 +288,14 @@ def instance_download(context: ViewContext, stored: Any, fmt: str) -> dict[str, 
 def register(app: Dash, context: ViewContext) -> None:
     """The Instance view's callbacks (inputs are picked by links: no reducer)."""
 
-    register_png_export(app, ids.INSTANCE_PNG, ids.INSTANCE_GRAPH, "instance-graph")
+    register_png_export(
+        app,
+        ids.INSTANCE_PNG,
+        ids.INSTANCE_GRAPH,
+        "instance-graph",
+        store=page_ids.STATE_INSTANCE,
+        download=partial(instance_download, context),
+    )
 
     register_graph_downloads(
         app,

@@ -21,14 +21,19 @@ from dashboard.data import AtlasData, ClassGraph, uncertain_by_lead
 PICKER_LIMIT = 60
 
 
-def picker_rows(data: AtlasData, cls: int, mode: str) -> np.ndarray:
+def picker_rows(
+    data: AtlasData, cls: int, mode: str, mistaken_for: int | None = None
+) -> np.ndarray:
     """Record rows of class ``cls``'s recorded inputs, by input index: ``mode`` ``"all"``,
     ``"wrong"`` (misclassified) or ``"uncertain"`` (misclassified, or a softmax margin
-    among the lowest of all recorded inputs: :func:`dashboard.data.uncertain_by_lead`)."""
+    among the lowest of all recorded inputs: :func:`dashboard.data.uncertain_by_lead`);
+    with ``mistaken_for``, only those predicted as that class (the graph's confusion)."""
     if not data.has(PART_INSTANCES):
         return np.zeros(0, dtype=np.int64)
     records = data.atlas.instances()
     keep = records.label == cls
+    if mistaken_for is not None:
+        keep &= records.prediction == mistaken_for
     wrong = records.prediction != records.label
     if mode == "wrong":
         keep &= wrong

@@ -43,5 +43,13 @@ def _parse(get: QueryGet, bounds: QueryBounds) -> dict[str, Any]:
     }
 
 
-#: The view draws nodes with the pictures the attribution graph's toggle chose.
-SLICE = StateSlice(name="instance", fields=InstanceState, keys=_KEYS, parse=_parse, reads=("pics",))
+#: The view draws nodes with the pictures the attribution graph's toggle chose, and its
+#: picker follows the graph's "mistaken for" confusion; its input belongs to the class.
+SLICE = StateSlice(
+    name="instance",
+    fields=InstanceState,
+    keys=_KEYS,
+    parse=_parse,
+    reads=("pics", "subset", "mistaken_for"),
+    per_class=("inst_index",),
+)

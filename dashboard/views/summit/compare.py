@@ -163,8 +163,14 @@ def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the compare view (its selector's options are kept current together
     with the search box's: :func:`dashboard.views.shell.register`)."""
 
-    names = f"#{ids.COMPARE_LEGEND} .legend-class"
-    register_png_export(app, ids.COMPARE_PNG, ids.COMPARE_GRAPH, "comparison", names)
+    register_png_export(
+        app,
+        ids.COMPARE_PNG,
+        ids.COMPARE_GRAPH,
+        "comparison",
+        store=page_ids.STATE_SUMMIT,
+        download=partial(compare_download, context),
+    )
 
     register_graph_downloads(
         app,

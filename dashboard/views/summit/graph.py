@@ -562,7 +562,14 @@ def graph_download(context: ViewContext, stored: Any, fmt: str = "json") -> dict
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the graph view."""
 
-    register_png_export(app, ids.GRAPH_PNG, ids.GRAPH, "attribution-graph")
+    register_png_export(
+        app,
+        ids.GRAPH_PNG,
+        ids.GRAPH,
+        "attribution-graph",
+        store=page_ids.STATE_SUMMIT,
+        download=partial(graph_download, context),
+    )
 
     register_graph_downloads(
         app,

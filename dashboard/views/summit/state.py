@@ -106,7 +106,10 @@ def _parse(get: QueryGet, bounds: QueryBounds) -> dict[str, Any]:
     }
 
 
-SLICE = StateSlice(name="summit", fields=SummitState, keys=_KEYS, parse=_parse)
+#: The "mistaken for" confusion is the selected class's.
+SLICE = StateSlice(
+    name="summit", fields=SummitState, keys=_KEYS, parse=_parse, per_class=("mistaken_for",)
+)
 
 
 # -- events (the reference of the browser's Summit reducer) ----------------------------------

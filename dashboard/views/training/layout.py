@@ -14,10 +14,10 @@ from dashboard.views.training.data import trace_data
 from dashboard.views.training.state import TRACE_FILTERS
 
 MISSING = (
-    "This atlas has no training trace (part 'trace'). `python -m compute demo` builds the "
-    "demo atlas with it; for your own model, record training with the Tracer (the snippet "
-    "in docs/trace.md, 'Adding the tracer to your training script') and write the part "
-    "with write_trace_part, then reload."
+    "This atlas has no training trace (part 'trace'). `python -m compute demo --out DIR` "
+    "builds the demo atlas with it; for your own model, record training with the Tracer "
+    "(the snippet in docs/trace.md, 'Adding the tracer to your training script') and "
+    "write the part with write_trace_part, then reload."
 )
 FILTER_LABELS = {
     "all": "all images",
