@@ -31,3 +31,11 @@ document.addEventListener(
   },
   true // before the browser follows the link
 );
+
+/* Back and Forward: the reducers push each state's URL (dcc.Location, no reload), so a
+ * history step changes the address but not the views, which render from the state
+ * store. The page is read from its URL once, when it loads: load it again, so what is
+ * shown is always what the address says (the same URL loaded fresh). */
+window.addEventListener("popstate", function () {
+  window.location.reload();
+});

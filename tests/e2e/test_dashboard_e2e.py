@@ -516,3 +516,30 @@ def test_a_link_keeps_what_the_other_views_show(
     assert query(dash_duo).get("ti") == "14", query(dash_duo)
     assert query(dash_duo).get("compare") == "0"
     assert dash_duo.get_logs() == []
+
+
+def test_back_and_forward_show_what_the_address_says(
+    dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A control changes the state and pushes its URL; Back returns to the previous
+    address and the page shows that address's view (as if loaded fresh), Forward again."""
+    serve_app(dash_duo, monkeypatch, None, tmp_path)
+    dash_duo.driver.get(dash_duo.server_url + "/?v=1&class=6")
+    dash_duo.wait_for_contains_text("#graph-header .class-name", "six", timeout=20)
+    fresh = dash_duo.find_element("#graph-header").text
+    radio = dash_duo.find_element("#graph-subset input[value='mistaken']")
+    radio.location_once_scrolled_into_view  # noqa: B018
+    radio.click()
+    wait_until(lambda: query(dash_duo).get("sub") == "mistaken", message="no subset in URL")
+    dash_duo.wait_for_contains_text("#graph-header", "mistaken", timeout=10)
+    mistaken = dash_duo.find_element("#graph-header").text
+    dash_duo.driver.back()
+    wait_until(lambda: "sub" not in query(dash_duo), message="Back kept the subset in the URL")
+    wait_until(
+        lambda: dash_duo.find_element("#graph-header").text == fresh,
+        message="Back changed the address but not the view",
+    )
+    assert dash_duo.find_element("#graph-subset input[value='all']").is_selected()
+    dash_duo.driver.forward()
+    wait_until(lambda: query(dash_duo).get("sub") == "mistaken", message="Forward")
+    wait_until(lambda: dash_duo.find_element("#graph-header").text == mistaken, message="view")
