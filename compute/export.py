@@ -440,7 +440,7 @@ def export_compare(
 # -- Mapper graphs -------------------------------------------------------------------------
 
 #: Columns of a Mapper members table.
-MAPPER_COLUMNS = ("node", "sample_row", "image_index", "label", "class")
+MAPPER_COLUMNS = ("node", "sample_row", "image_index", "label", "class", "node_classes")
 
 
 def instance_data(atlas: Atlas, row: int) -> dict[str, Any]:
@@ -520,14 +520,30 @@ def export_instances(
 
 def mapper_member_rows(
     graph: MapperGraph, sample: MapperSampleArrays, classes: Sequence[str]
-) -> list[tuple[int, int, int, int, str]]:
+) -> list[tuple[int, int, int, int, str, str]]:
     """One row per member of every node (``MAPPER_COLUMNS``): a sampled image in several
-    overlapping nodes has a row in each."""
+    overlapping nodes has a row in each; ``node_classes`` is the node's class composition,
+    ``"name:count"`` by count (ties: class index), ``;``-separated.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> graph = SimpleNamespace(num_nodes=1, members=lambda node: np.array([0, 1, 2]))
+        >>> sample = SimpleNamespace(label=np.array([1, 0, 1]), image_index=np.array([5, 6, 7]))
+        >>> mapper_member_rows(graph, sample, ["cat", "dog"])[0]
+        (0, 0, 5, 1, 'dog', 'dog:2;cat:1')
+    """
     rows = []
     for node in range(graph.num_nodes):
-        for row in graph.members(node).tolist():
+        members = graph.members(node)
+        labels = np.asarray(sample.label)[members]
+        counts = np.bincount(labels, minlength=len(classes))
+        order = np.lexsort((np.arange(len(counts)), -counts))
+        composition = ";".join(f"{classes[c]}:{counts[c]}" for c in order if counts[c])
+        for row in members.tolist():
             label = int(sample.label[row])
-            rows.append((node, row, int(sample.image_index[row]), label, classes[label]))
+            rows.append(
+                (node, row, int(sample.image_index[row]), label, classes[label], composition)
+            )
     return rows
 
 

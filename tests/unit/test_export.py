@@ -138,6 +138,13 @@ def test_mapper_members_are_the_default_graphs_nodes(demo: Atlas, tmp_path: Path
     row = int(first["sample_row"])
     assert int(first["image_index"]) == int(sample.image_index[row])
     assert first["class"] == demo.classes[int(sample.label[row])]
+    # node_classes: the node's composition, the same on each of its rows.
+    node = int(first["node"])
+    labels = sample.label[graph.members(node)]
+    counts = {demo.classes[c]: int((labels == c).sum()) for c in set(labels.tolist())}
+    listed = dict(part.split(":") for part in first["node_classes"].split(";"))
+    assert {k: int(v) for k, v in listed.items()} == counts
+    assert [int(v) for v in listed.values()] == sorted(counts.values(), reverse=True)
     with pytest.raises(AtlasError, match="layer index 9"):
         export_mapper(demo, tmp_path, [9])
 
@@ -185,7 +192,9 @@ def test_the_topology_csv_download_is_the_graph_shown(demo: Atlas, tmp_path: Pat
     other = members_download(context, ViewState(topo_layer=2, topo_intervals=20).to_dict())
     assert other is not None and "-i20-" in other["filename"]
     rows = list(csv.DictReader(io.StringIO(other["content"])))
-    assert rows and rows[0].keys() == {"node", "sample_row", "image_index", "label", "class"}
+    assert rows and list(rows[0]) == [
+        "node", "sample_row", "image_index", "label", "class", "node_classes"
+    ]  # fmt: skip
     assert other["content"] != default["content"]
 
 
