@@ -204,6 +204,24 @@ def check_text_inputs(model_spec: str, data: str) -> bool:
     return text_model
 
 
+def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``BuildOptions`` fields an image and a text build take alike from the command
+    line (the output, the Mapper sample, checkpoints)."""
+    return {
+        "title": args.title,
+        "seed": args.seed,
+        "overwrite": args.overwrite,
+        "progress": not args.no_progress,
+        "save_weights": args.save_weights,
+        "mapper": args.mapper,
+        "mapper_capacity": args.mapper_capacity,
+        "mapper_mode": args.mapper_mode,
+        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_dir": args.checkpoint_dir,
+        "restart": args.restart,
+    }
+
+
 def _summit_config(args: argparse.Namespace) -> SummitConfig:
     return SummitConfig(
         selection="topk" if args.top_k is not None else "mass",
@@ -249,18 +267,8 @@ def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.devi
             "split": None,
             "description": f"texts {args.data} ({rows.label_kind} labels)",
         },
-        title=args.title,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        save_weights=args.save_weights,
-        mapper=args.mapper,
-        mapper_capacity=args.mapper_capacity,
-        mapper_mode=args.mapper_mode,
+        **_shared_options(args),
         mapper_crops=0,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_dir=args.checkpoint_dir,
-        restart=args.restart,
         precision=args.precision,
         decode="tokenizer",
         instances=instance_config(args, len(dataset)),
@@ -336,18 +344,8 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
             "split": data_path.name if is_split else None,
             "description": f"ImageFolder {args.data}",
         },
-        title=args.title,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        save_weights=args.save_weights,
-        mapper=args.mapper,
-        mapper_capacity=args.mapper_capacity,
-        mapper_mode=args.mapper_mode,
+        **_shared_options(args),
         mapper_crops=args.mapper_crops,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_dir=args.checkpoint_dir,
-        restart=args.restart,
         channels_last=args.channels_last,
         decoder=decoder,
         precision=args.precision,

@@ -379,11 +379,16 @@ def register_graph_downloads(
     download_id: str,
     store_id: str,
     download: Callable[[Any, str], dict[str, Any] | None],
+    png: tuple[str, str] | None = None,
 ) -> None:
     """Wire a card's JSON and GraphML buttons (``buttons``, :func:`graph_buttons`) to its
     ``dcc.Download``: ``download(stored state, "json" | "graphml")`` makes the file from
-    the group's state copy ``store_id``."""
+    the group's state copy ``store_id``; with ``png`` (its PNG button and cytoscape
+    graph), the PNG is named as the JSON file (:func:`register_png_export`)."""
     json_id, graphml_id = buttons
+    if png is not None:
+        button_id, graph_id = png
+        register_png_export(app, button_id, graph_id, "", store=store_id, download=download)
 
     @app.callback(
         Output(download_id, "data"),

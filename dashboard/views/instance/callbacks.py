@@ -20,7 +20,6 @@ from dashboard.views.common import (
     note,
     percent,
     register_graph_downloads,
-    register_png_export,
     state_link,
 )
 from dashboard.views.instance import ids
@@ -288,21 +287,13 @@ def instance_download(context: ViewContext, stored: Any, fmt: str) -> dict[str, 
 def register(app: Dash, context: ViewContext) -> None:
     """The Instance view's callbacks (inputs are picked by links: no reducer)."""
 
-    register_png_export(
-        app,
-        ids.INSTANCE_PNG,
-        ids.INSTANCE_GRAPH,
-        "instance-graph",
-        store=page_ids.STATE_INSTANCE,
-        download=partial(instance_download, context),
-    )
-
     register_graph_downloads(
         app,
         (ids.INSTANCE_JSON, ids.INSTANCE_GRAPHML),
         ids.INSTANCE_DOWNLOAD,
         page_ids.STATE_INSTANCE,
         partial(instance_download, context),
+        png=(ids.INSTANCE_PNG, ids.INSTANCE_GRAPH),
     )
 
     @app.callback(

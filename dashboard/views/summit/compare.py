@@ -21,7 +21,6 @@ from dashboard.views.common import (
     how_to_read,
     note,
     register_graph_downloads,
-    register_png_export,
 )
 from dashboard.views.summit import ids
 from dashboard.views.summit.figures import ONLY_A, ONLY_B, SHARED, compare_elements
@@ -163,21 +162,13 @@ def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the compare view (its selector's options are kept current together
     with the search box's: :func:`dashboard.views.shell.register`)."""
 
-    register_png_export(
-        app,
-        ids.COMPARE_PNG,
-        ids.COMPARE_GRAPH,
-        "comparison",
-        store=page_ids.STATE_SUMMIT,
-        download=partial(compare_download, context),
-    )
-
     register_graph_downloads(
         app,
         (ids.COMPARE_JSON, ids.COMPARE_GRAPHML),
         ids.COMPARE_DOWNLOAD,
         page_ids.STATE_SUMMIT,
         partial(compare_download, context),
+        png=(ids.COMPARE_PNG, ids.COMPARE_GRAPH),
     )
 
     @app.callback(

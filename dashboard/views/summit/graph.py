@@ -42,7 +42,6 @@ from dashboard.views.common import (
     note,
     percent,
     register_graph_downloads,
-    register_png_export,
     state_link,
 )
 from dashboard.views.summit import ids
@@ -562,21 +561,13 @@ def graph_download(context: ViewContext, stored: Any, fmt: str = "json") -> dict
 def register(app: Dash, context: ViewContext) -> None:
     """Callbacks of the graph view."""
 
-    register_png_export(
-        app,
-        ids.GRAPH_PNG,
-        ids.GRAPH,
-        "attribution-graph",
-        store=page_ids.STATE_SUMMIT,
-        download=partial(graph_download, context),
-    )
-
     register_graph_downloads(
         app,
         (ids.GRAPH_JSON, ids.GRAPH_GRAPHML),
         ids.GRAPH_DOWNLOAD,
         page_ids.STATE_SUMMIT,
         partial(graph_download, context),
+        png=(ids.GRAPH_PNG, ids.GRAPH),
     )
 
     # A state change redraws the graph and resets the hover highlight in the same
