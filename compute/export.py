@@ -447,11 +447,15 @@ def instance_data(atlas: Atlas, row: int) -> dict[str, Any]:
     """One input's own graph (instance record ``row``) as node-link data, laid on its
     class's graph (:func:`compute.summit.instance_graph.instance_graph`).
 
-    A node is a channel the input selects (id ``"{layer index}-{channel}"``) with its
-    ``value`` (spatial maximum), ``mass`` (share of the layer's), ``row``/``col`` of the
-    maximum, ``on_class_graph`` and ``class_share`` (share of the class's images that
-    select it); an edge is one of the input's own top-k influences. ``graph`` names the
-    input, its label, prediction and overlap.
+    The nodes and edges are those the Instance view draws: the input's own and its class
+    graph's, each with its ``group`` (``"shared"``, ``"only-a"``: only on the class's
+    graph, ``"only-b"``: only the input's). A channel the input selects (id ``"{layer
+    index}-{channel}"``) has its ``value`` (spatial maximum), ``mass`` (share of the
+    layer's), ``row``/``col`` of the maximum, ``on_class_graph`` and ``class_share`` (share
+    of the class's images that select it); every node its ``class_count`` (the class's
+    activation count). An edge is one of the input's own top-k influences or of the class
+    graph, with ``class_weight``, the class graph's influence count (0 when the class graph
+    lacks it). ``graph`` names the input, its label, prediction and overlap.
     """
     graph = instance_graph(atlas, row)
     names = atlas.layer_names
@@ -471,10 +475,10 @@ def instance_data(atlas: Atlas, row: int) -> dict[str, Any]:
         }
         for k in range(graph.num_nodes)
     ]
-    edges = [
-        {"source": ids[int(s)], "target": ids[int(t)]}
-        for s, t in zip(graph.source, graph.target, strict=True)
+    own_edges = [
+        (ids[int(s)], ids[int(t)]) for s, t in zip(graph.source, graph.target, strict=True)
     ]
+    nodes, edges = _on_class_graph(atlas, graph.label, nodes, own_edges)
     prediction = graph.prediction
     return {
         "directed": True,
@@ -491,6 +495,58 @@ def instance_data(atlas: Atlas, row: int) -> dict[str, Any]:
         "nodes": nodes,
         "edges": edges,
     }
+
+
+def _on_class_graph(
+    atlas: Atlas,
+    label: int,
+    own_nodes: list[dict[str, Any]],
+    own_edges: list[tuple[str, str]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An input's nodes and edges merged with its class graph's (the Instance view's
+    drawing): the input's first, then the class graph's others, each with its ``group``."""
+    data = atlas.graph_data(label)
+    class_nodes = {node["id"]: node for node in data["nodes"]}
+    class_edges = {(e["source"], e["target"]): int(e["weight"]) for e in data["edges"]}
+    mine = {node["id"] for node in own_nodes}
+    nodes = [
+        {
+            **node,
+            "group": compare_group(node["id"] in class_nodes, True),
+            "class_count": int(
+                atlas.activation_counts(node["layer_index"])[label, node["channel"]]
+            ),
+        }
+        for node in own_nodes
+    ]
+    for node_id, node in class_nodes.items():
+        if node_id not in mine:
+            nodes.append(
+                {
+                    "id": node_id,
+                    "layer": node["layer"],
+                    "layer_index": node["layer_index"],
+                    "channel": node["channel"],
+                    "group": compare_group(True, False),
+                    "class_count": int(node["count"]),
+                }
+            )
+    own = set(own_edges)
+    edges = [
+        {
+            "source": source,
+            "target": target,
+            "group": compare_group((source, target) in class_edges, True),
+            "class_weight": class_edges.get((source, target), 0),
+        }
+        for source, target in own_edges
+    ]
+    edges += [
+        {"source": s, "target": t, "group": compare_group(True, False), "class_weight": w}
+        for (s, t), w in class_edges.items()
+        if (s, t) not in own
+    ]
+    return nodes, edges
 
 
 def instance_file_stem(atlas: Atlas, row: int) -> str:

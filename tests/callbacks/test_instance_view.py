@@ -187,10 +187,28 @@ def test_the_inputs_graph_downloads_as_export_writes_it(
     want = instance_graph(demo, row)
     assert graph.graph["overlap"] == pytest.approx(want.overlap)
     assert graph.graph["prediction"] == "eight"
-    assert set(graph.nodes) == {f"{a}-{b}" for a, b in zip(want.layer, want.channel, strict=True)}
-    assert graph.number_of_edges() == want.source.shape[0]
+    # The nodes and edges the view draws (the input's over its class's graph), by group.
+    _, _, _, _, elements = render(context, stored)
+    drawn = {
+        e["data"]["id"]: e["classes"].split()[0]
+        for e in elements
+        if "source" not in e["data"] and re.fullmatch(r"\d+-\d+", e["data"]["id"])
+    }
+    lines = {
+        (e["data"]["source"], e["data"]["target"]): e["classes"].split()[0]
+        for e in elements
+        if "source" in e["data"]
+    }
+    assert {n: d["group"] for n, d in graph.nodes(data=True)} == drawn
+    assert {(s, t): d["group"] for s, t, d in graph.edges(data=True)} == lines
+    mine = {f"{a}-{b}" for a, b in zip(want.layer, want.channel, strict=True)}
+    assert {n for n, d in graph.nodes(data=True) if d["group"] != "only-a"} == mine
+    assert sum(d["group"] != "only-a" for _, _, d in graph.edges(data=True)) == want.source.shape[0]
+    theirs = demo.to_networkx(6)
+    for s, t, d in graph.edges(data=True):
+        assert d["class_weight"] == (theirs.edges[s, t]["weight"] if theirs.has_edge(s, t) else 0)
     back = nx.read_graphml(written[1])
-    assert set(back.nodes) == set(graph.nodes) and back.number_of_edges() == want.source.shape[0]
+    assert set(back.nodes) == set(graph.nodes) and set(back.edges) == set(graph.edges)
     with pytest.raises(Exception, match="no instance record"):
         export_instances(demo, tmp_path, [10**6])
 
