@@ -53,7 +53,10 @@ def test_channels_last_gives_the_same_atlas(tmp_path: Path) -> None:
     loader = DataLoader(dataset, batch_size=3)
     plain = build(tmp_path / "plain", loader, pre)
     fast = build(tmp_path / "fast", loader, pre, channels_last=True)
-    assert assert_same_atlas(plain, fast) > 10
+    # The same counts and maxima; the logits' last float bit may follow the memory format,
+    # so the recorded inputs' softmax confidence and margin agree to float32 rounding.
+    close = ("instances/confidence.npy", "instances/margin.npy")
+    assert assert_same_atlas(plain, fast, close=close) > 10
 
 
 def test_channels_last_model_really_runs_channels_last() -> None:
