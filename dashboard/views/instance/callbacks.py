@@ -104,7 +104,13 @@ def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int 
     return [
         html.Div(filters, className="instance-filters"),
         html.Div(chips, className="instance-chips"),
-        html.Span(f"and {more} more", className="muted") if more > 0 else None,
+        html.Span(
+            f"and {more} more: narrow the list with the filters, or open one by its number "
+            "(inst=N in the address)",
+            className="muted",
+        )
+        if more > 0
+        else None,
     ]
 
 
