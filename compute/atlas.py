@@ -66,7 +66,17 @@ TEXT_PATHS = {
     "token_span": "text/token_span.npy",
     "tokens": "text/tokens.json",
     "texts": "text/texts.json",
+    "vocabulary": "text/vocabulary.json",
 }
+
+
+def text_layer_paths(layer_index: int) -> dict[str, str]:
+    """The ``text`` part's files of one layer: its units' top tokens over the dataset."""
+    return {
+        name: f"text/{layer_dir(layer_index)}/{name}.npy"
+        for name in ("top_token_id", "top_token_count")
+    }
+
 
 _REQUIRED_KEYS = ("format", "version", "classes", "layers", "parameters", "files", "parts")
 
@@ -732,6 +742,17 @@ class Atlas:
             expected += [embedding_path(i) for i in range(len(self.layers))]
         if PART_GRAPHS in self.parts:
             expected += list(GRAPH_PATHS.values())
+        expected += self._drill_down_and_extra_files()
+        if self.modality not in MODALITIES:
+            raise AtlasError(f"manifest.json has an unknown modality {self.modality!r}")
+        for relpath in expected:
+            if relpath not in self.files:
+                raise AtlasError(f"manifest.json does not list required file {relpath}")
+
+    def _drill_down_and_extra_files(self) -> list[str]:
+        """The files the optional parts must list (instances, subsets, trace, mapper,
+        text)."""
+        expected: list[str] = []
         if PART_INSTANCES in self.parts:
             expected += list(INSTANCE_PATHS.values())
             for i in range(len(self.layers)):
@@ -752,11 +773,9 @@ class Atlas:
                 expected += list(mapper_paths(i).values())
         if PART_TEXT in self.parts:
             expected += list(TEXT_PATHS.values())
-        if self.modality not in MODALITIES:
-            raise AtlasError(f"manifest.json has an unknown modality {self.modality!r}")
-        for relpath in expected:
-            if relpath not in self.files:
-                raise AtlasError(f"manifest.json does not list required file {relpath}")
+            for i in range(len(self.layers)):
+                expected += list(text_layer_paths(i).values())
+        return expected
 
     # -- basic facts -------------------------------------------------------------------
 
@@ -1186,6 +1205,32 @@ class Atlas:
         a, b = (int(v) for v in records.token_indptr[row : row + 2])
         spans = tuple((int(x), int(y)) for x, y in records.token_span[a:b])
         return TextInput(records.texts[row], records.tokens[a:b], spans)
+
+    @cached_property
+    def _vocabulary(self) -> dict[int, str]:
+        try:
+            found = json.loads(self.read_bytes(TEXT_PATHS["vocabulary"]))
+            return {int(k): str(v) for k, v in found.items()}
+        except (ValueError, AttributeError, UnicodeDecodeError) as exc:
+            raise AtlasError(f"{TEXT_PATHS['vocabulary']} of {self.path}: {exc}") from None
+
+    def top_tokens(self, layer: str | int, unit: int) -> list[tuple[str, int]]:
+        """A text atlas unit's tokens most often at its maximum over the dataset (among the
+        inputs that select it), with their counts, most frequent first."""
+        self._require(PART_TEXT)
+        index = self.layer_index(layer)
+        paths = text_layer_paths(index)
+        channels = self.layers[index].channels
+        ids = self.load_array(paths["top_token_id"])
+        counts = self.load_array(paths["top_token_count"])
+        if ids.shape[0] != channels or ids.shape != counts.shape:
+            raise AtlasError(f"file {paths['top_token_id']} has shape {ids.shape}")
+        vocabulary = self._vocabulary
+        return [
+            (vocabulary.get(int(i), f"[{int(i)}]"), int(n))
+            for i, n in zip(ids[unit], counts[unit], strict=True)
+            if i >= 0
+        ]
 
     def instance_input(self, image_index: int) -> str | None:
         """Relpath of recorded input ``image_index``'s image, ``None`` if not stored."""

@@ -13,22 +13,28 @@ whole dataset.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from compute.atlas import TEXT_PATHS
+from compute.atlas import TEXT_PATHS, text_layer_paths
 from compute.errors import BuildError
 
 
-def text_part_files(dataset: Any, indices: Iterable[int]) -> dict[str, np.ndarray | bytes]:
+def text_part_files(
+    dataset: Any,
+    indices: Iterable[int],
+    top_tokens: Sequence[tuple[np.ndarray, np.ndarray] | None] = (),
+) -> dict[str, np.ndarray | bytes]:
     """The ``text`` part's files for the inputs ``indices`` of a text dataset.
 
     Args:
         dataset: a :class:`compute.text_data.TextDataset` (its rows, tokenizer and
             ``max_length``: the tokens are exactly the model's).
         indices: dataset indices (duplicates and order do not matter).
+        top_tokens: per layer, its units' top token ids and counts
+            (``SummitAggregates.top_tokens``; a layer without them gets empty ones).
 
     Returns:
         ``{relpath: array or bytes}`` (:data:`compute.atlas.TEXT_PATHS`).
@@ -58,7 +64,19 @@ def text_part_files(dataset: Any, indices: Iterable[int]) -> dict[str, np.ndarra
         spans.extend((int(a), int(b)) for a, b in encoded["offset_mapping"])
         sizes.append(len(ids))
     indptr = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-    return {
+    files: dict[str, np.ndarray | bytes] = {}
+    used: set[int] = set()
+    for layer, found in enumerate(top_tokens):
+        ids, counts = found if found is not None else (np.full((0, 0), -1), np.zeros((0, 0)))
+        paths = text_layer_paths(layer)
+        files[paths["top_token_id"]] = np.asarray(ids, dtype=np.int64)
+        files[paths["top_token_count"]] = np.asarray(counts, dtype=np.int64)
+        used |= {int(i) for i in np.unique(ids) if i >= 0}
+    order_ids = sorted(used)
+    names = dataset.tokenizer.convert_ids_to_tokens(order_ids) if order_ids else []
+    vocabulary = {str(i): str(name) for i, name in zip(order_ids, names, strict=True)}
+    files[TEXT_PATHS["vocabulary"]] = json.dumps(vocabulary, ensure_ascii=False).encode()
+    return files | {
         TEXT_PATHS["input_index"]: np.asarray(order, dtype=np.int64),
         TEXT_PATHS["token_indptr"]: indptr,
         TEXT_PATHS["token_span"]: np.asarray(spans, dtype=np.int32).reshape(-1, 2),

@@ -38,6 +38,7 @@ from compute.atlas import (
     PART_MAPPER,
     PART_SUBSETS,
     PART_SUMMIT,
+    PART_TEXT,
     UNKNOWN,
     Atlas,
     AtlasError,
@@ -684,8 +685,13 @@ class AtlasData:
         return max(found, key=lambda t: found[t]) if found else None  # first of the most
 
     def unit_label(self, layer: int, channel: int) -> str:
-        """A node's label: its channel number, and a text atlas unit's top token."""
-        token = self.top_token(layer, channel) if self.text else None
+        """A node's label: its channel number, and a text atlas unit's top token over the
+        dataset (the token most often at its maximum; the top examples' when the atlas
+        does not count them)."""
+        if not self.text:
+            return str(channel)
+        counted = self.atlas.top_tokens(layer, channel) if self.has(PART_TEXT) else []
+        token = counted[0][0] if counted else self.top_token(layer, channel)
         return f"{channel} {token}" if token else str(channel)
 
     def featurevis(self, layer: int, channel: int, kind: str = "vis") -> str | None:

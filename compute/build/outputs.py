@@ -399,7 +399,9 @@ def write_atlas(
                 writer.add_array(relpath, array)
         stage_done("write arrays")
         if crops.text is not None:
-            for relpath, content in text_part_files(crops.text, named_inputs(result)).items():
+            tokens = result.aggregates.top_tokens or [None] * len(layers)
+            files = text_part_files(crops.text, named_inputs(result), tokens)
+            for relpath, content in files.items():
                 if isinstance(content, bytes):
                     writer.add_bytes(relpath, content)
                 else:

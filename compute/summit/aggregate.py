@@ -97,6 +97,10 @@ class SummitAggregates:
         subsets: the correct / mistaken / confusion-pair counts (``None``: not counted,
             ``SummitConfig.subsets`` off).
         instances: the instance records (``None``: none asked for).
+        top_tokens: per layer of a text model, ``(ids int64 [units, k], counts int64
+            [units, k])``: the token ids most often at a selected unit's maximum over the
+            dataset, most frequent first (ties: lowest id; ``-1``: none); ``None`` for a
+            layer without token ids (an image model's), or for all without a text batch.
     """
 
     layers: list[str]
@@ -112,6 +116,7 @@ class SummitAggregates:
     example_position: list[np.ndarray]
     subsets: SubsetCounts | None = None
     instances: InstanceArrays | None = None
+    top_tokens: list[tuple[np.ndarray, np.ndarray] | None] | None = None
 
 
 #: Counter names of the subset counts: ``SUBSET_PREFIX + name`` of each influence counter,
@@ -253,6 +258,11 @@ def _frozen_parameters(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(True)
 
 
+#: Token ids above this are not counted per unit (a key is ``unit * TOKEN_IDS + id``).
+TOKEN_IDS = 1 << 24
+#: Tokens kept per unit of a token layer (its most frequent tokens at its maximum).
+TOP_TOKENS = 10
+
 #: A batch of model input: a tensor, or a text model's mapping of ``[B, T]`` tensors.
 ModelBatch = Tensor | Mapping[str, Tensor]
 
@@ -367,6 +377,9 @@ class SummitPass(ClosingContext):
         self._batch_mask: Tensor | None = None
         #: Per token layer, the batch's longest input in tokens.
         self._batch_tokens: dict[int, int] = {}
+        #: A text batch's ``input_ids`` and, per token layer, the id at each unit's maximum.
+        self._batch_ids: Tensor | None = None
+        self._batch_token_ids: dict[int, Tensor] = {}
         self._gradient: dict[int, GradientConnection] = {
             index: c
             for index, c in enumerate(self.connections)
@@ -471,6 +484,9 @@ class SummitPass(ClosingContext):
         values, positions = token_max(output, mask)
         self._batch_layers[index] = (values, positions, (output.shape[2], 1, TOKEN_MAP_WIDTH))
         self._batch_tokens[index] = int(mask.sum(dim=1).max())
+        ids = self._batch_ids
+        if ids is not None and tuple(ids.shape) == tuple(output.shape[:2]):
+            self._batch_token_ids[index] = ids.gather(1, positions)
         if self._batch_candidates is not None:
             wanted = self._batch_candidates
             _, token = token_max(output[wanted], mask[wanted])
@@ -550,6 +566,7 @@ class SummitPass(ClosingContext):
         batch = _batch_size(images)
         mask = images.get("attention_mask") if isinstance(images, Mapping) else None
         self._batch_mask = None if mask is None else mask.to(torch.bool)
+        self._batch_ids = images.get("input_ids") if isinstance(images, Mapping) else None
         if labels.shape != (batch,) or indices.shape != (batch,):
             raise BuildError(
                 f"batch of {batch} images with {tuple(labels.shape)} labels "
@@ -605,6 +622,7 @@ class SummitPass(ClosingContext):
             self._batch_positions, self._batch_selected = {}, {}
             self._batch_mask = None
             self._batch_tokens = {}
+            self._batch_ids, self._batch_token_ids = None, {}
         self._images_seen += batch
         return logits
 
@@ -806,6 +824,10 @@ class SummitPass(ClosingContext):
         if index in self._batch_tokens:
             state.tokens = max(state.tokens, self._batch_tokens[index])
         selected = self._select(values)
+        if index in self._batch_token_ids:  # which token each selected unit fires on
+            b, unit = torch.nonzero(selected & valid[:, None], as_tuple=True)
+            ids = self._batch_token_ids[index][b, unit].clamp(0, TOKEN_IDS - 1)
+            self._token_counter(index).add(unit * TOKEN_IDS + ids)
         if self._batch_candidates is not None:
             self._batch_selected[index] = selected
         state.counts.index_add_(0, classes[valid], selected[valid].to(torch.int64))
@@ -816,6 +838,37 @@ class SummitPass(ClosingContext):
             counter = self._counters[f"{SUBSET_PREFIX}layer.{index}"]
             counter.use_dense(pair_space(self.num_classes) * channels)
             counter.add(pairs[b] * channels + channel)
+
+    def _token_counter(self, index: int) -> SparseCounter:
+        """The (unit, token id) counter of token layer ``index`` (made on first use)."""
+        name = f"tokens.{index}"
+        if name not in self._counters:
+            self._counters[name] = SparseCounter(self.device)
+        return self._counters[name]
+
+    def _top_tokens(self) -> list[tuple[np.ndarray, np.ndarray] | None] | None:
+        """Per layer, its units' most frequent token ids and counts (``None``: no text)."""
+        found = [f"tokens.{i}" in self._counters for i in range(len(self.layers))]
+        if not any(found):
+            return None
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for index, state in enumerate(self._states):
+            if not found[index] or state is None:
+                out.append(None)
+                continue
+            keys, counts = self._counter_entries(f"tokens.{index}")
+            unit, token = np.divmod(keys, TOKEN_IDS)
+            order = np.lexsort((token, -counts, unit))  # per unit: most frequent, lowest id
+            unit, token, counts = unit[order], token[order], counts[order]
+            first = np.searchsorted(unit, unit, side="left")
+            rank = np.arange(unit.shape[0]) - first
+            keep = rank < TOP_TOKENS
+            ids = np.full((state.channels, TOP_TOKENS), -1, dtype=np.int64)
+            number = np.zeros((state.channels, TOP_TOKENS), dtype=np.int64)
+            ids[unit[keep], rank[keep]] = token[keep]
+            number[unit[keep], rank[keep]] = counts[keep]
+            out.append((ids, number))
+        return out
 
     def _check_channels(self, index: int) -> None:
         """The connecting conv must map the previous layer's channels onto this layer's."""
@@ -972,6 +1025,9 @@ class SummitPass(ClosingContext):
             other.index = state[f"layer.{i}.examples.index"].to(self.device)
             other.position = state[f"layer.{i}.examples.position"].to(self.device)
             layer.examples.merge(other)
+        for name in state:  # the token counters of a text pass (made on first use)
+            if name.startswith("tokens.") and name.endswith(".keys"):
+                self._token_counter(int(name.split(".")[1]))
         for name, counter in self._counters.items():
             if f"{name}.keys" not in state:
                 if name.startswith(SUBSET_PREFIX):
@@ -1015,6 +1071,7 @@ class SummitPass(ClosingContext):
             example_position=[t[2] for t in tables],
             subsets=self._subset_result(influence) if self.config.subsets else None,
             instances=None if self._recorder is None else self._recorder.result(),
+            top_tokens=self._top_tokens(),
         )
 
     def _counter_entries(self, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -304,5 +304,54 @@ def test_a_token_layers_shape_is_one_row_of_the_longest_input(bert: nn.Module) -
         shards.merge_state_dict(others)
         merged = shards.result()
     assert merged.layer_shapes == whole.layer_shapes
+    assert merged.top_tokens is not None and whole.top_tokens is not None
+    for a, b in zip(merged.top_tokens, whole.top_tokens, strict=True):
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
     for a, b in zip(merged.activation_counts, whole.activation_counts, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_each_units_top_tokens_are_counted_over_the_dataset(bert: nn.Module) -> None:
+    """Per unit, the token ids most often at its maximum among the inputs that select it
+    (most frequent first, ties to the lowest id): as counted input by input, alone."""
+    from collections import Counter
+
+    from compute.summit.aggregate import TOP_TOKENS
+
+    counted: list[Counter[tuple[int, int]]] = [Counter() for _ in BERT_LAYERS]
+    for inputs, _, _ in text_batches(bert, 1):
+        seen = outputs_of(bert, BERT_LAYERS, inputs)
+        ids = inputs["input_ids"][0].tolist()
+        for k, name in enumerate(BERT_LAYERS):
+            values, where = token_max_plain(seen[name][0])
+            for unit in select_mass(values, CONFIG.tau):
+                counted[k][(unit, ids[where[unit]])] += 1
+    result = run(bert, BERT_LAYERS, text_batches(bert, 5))
+    assert result.top_tokens is not None
+    for k, found in enumerate(result.top_tokens):
+        assert found is not None
+        ids, counts = found
+        for unit in range(ids.shape[0]):
+            mine = sorted(((-n, token) for (u, token), n in counted[k].items() if u == unit))[
+                :TOP_TOKENS
+            ]
+            want_ids = [token for _, token in mine] + [-1] * (TOP_TOKENS - len(mine))
+            want_counts = [-n for n, _ in mine] + [0] * (TOP_TOKENS - len(mine))
+            assert ids[unit].tolist() == want_ids, (k, unit)
+            assert counts[unit].tolist() == want_counts, (k, unit)
+    assert (
+        run(
+            tiny_vit().double().eval(),
+            VIT_LAYERS,
+            [
+                (
+                    torch.randn(2, 3, 32, 32, dtype=torch.float64),
+                    torch.tensor([0, 1]),
+                    torch.arange(2),
+                )
+            ],
+        ).top_tokens
+        is None
+    )  # an image model's token layers have no token ids

@@ -20,7 +20,14 @@ from urllib.parse import quote
 from dash import dcc, html
 
 from compute.export import EXAMPLE_COLUMNS, csv_text, example_rows, examples_file_name
-from dashboard.data import PART_EXAMPLES, PART_FEATUREVIS, PART_SUMMIT, LayerPair, file_url
+from dashboard.data import (
+    PART_EXAMPLES,
+    PART_FEATUREVIS,
+    PART_SUMMIT,
+    PART_TEXT,
+    LayerPair,
+    file_url,
+)
 from dashboard.links import class_href, neuron_href, parse_neuron_path
 from dashboard.views.common import ViewContext, how_to_read, influence_methods, note, percent
 from dashboard.views.summit import ids
@@ -181,6 +188,33 @@ def examples_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
                 className="muted",
             ),
             html.Div(body, id=ids.NEURON_PAGE_EXAMPLES, className="example-grid"),
+        ],
+        className="card",
+    )
+
+
+def top_tokens_card(context: ViewContext, layer: int, channel: int) -> html.Section | None:
+    """A text atlas unit's tokens most often at its maximum over the dataset, with their
+    counts (``None`` for an image atlas)."""
+    data = context.data
+    if not data.text or not data.has(PART_TEXT):
+        return None
+    counted = data.atlas.top_tokens(layer, channel)
+    rows = [
+        html.Tr([html.Td(html.Mark(token)), html.Td(f"{count:,}", className="num")])
+        for token, count in counted
+    ]
+    return html.Section(
+        [
+            html.H2("Top tokens"),
+            html.P(
+                "the tokens at which this unit has its maximum, over the inputs that select "
+                "it (the tokenizer's pieces: ## continues a word)",
+                className="muted",
+            ),
+            html.Table(html.Tbody(rows), className="top-tokens")
+            if rows
+            else note("No input selects this unit."),
         ],
         className="card",
     )
@@ -351,7 +385,8 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
             ),
             html.Div(
                 [
-                    pictures_card(context, li, ch),
+                    None if data.text else pictures_card(context, li, ch),
+                    top_tokens_card(context, li, ch),
                     examples_card(context, li, ch),
                     classes_card(context, li, ch),
                     influence_card(
