@@ -20,6 +20,7 @@ from dashboard.state import ViewState
 from dashboard.views.common import ViewContext
 from dashboard.views.instance.callbacks import instance_download, render
 from dashboard.views.instance.data import PICKER_LIMIT
+from tests.helpers.components import components
 
 
 @pytest.fixture
@@ -40,23 +41,11 @@ def hrefs(component: object) -> list[str]:
 
 def chip_links(picker: object) -> list[str]:
     """The hrefs of the picker's input links (not its filter links), in order."""
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if hasattr(node, "to_plotly_json"):
-            node = node.to_plotly_json()
-        if isinstance(node, dict):
-            props = node.get("props", {})
-            if "instance-chip" in str(props.get("className", "")).split():
-                found.append(props["href"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value)
-
-    walk(picker)
-    return found
+    return [
+        c["props"]["href"]
+        for c in components(picker)
+        if "instance-chip" in str(c["props"].get("className", "")).split()
+    ]
 
 
 def test_the_url_holds_the_input_and_the_filter() -> None:

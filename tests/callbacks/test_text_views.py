@@ -20,6 +20,7 @@ from dashboard.views.common import ViewContext
 from dashboard.views.instance.callbacks import render as render_instance
 from dashboard.views.summit.graph import example_strip, render_graph
 from dashboard.views.summit.neuron_page import examples_card, top_tokens_card
+from tests.helpers.components import components
 
 
 @pytest.fixture
@@ -36,22 +37,7 @@ def text_of(component: object) -> str:
 
 def marked(component: object) -> list[str]:
     """The marked tokens of the snippets in a component, in order."""
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if hasattr(node, "to_plotly_json"):
-            node = node.to_plotly_json()
-        if isinstance(node, dict):
-            if node.get("type") == "Mark":
-                found.append(str(node["props"]["children"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value)
-
-    walk(component)
-    return found
+    return [str(c["props"]["children"]) for c in components(component) if c["type"] == "Mark"]
 
 
 def test_a_units_examples_are_its_inputs_with_the_token_of_its_maximum_marked(
