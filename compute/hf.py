@@ -138,7 +138,8 @@ def _headless(path: str | Path, what: str) -> str:
     return (
         f"hf: {path} holds {what}, an encoder without a sequence-classification head: "
         "fine-tune it with one (AutoModelForSequenceClassification.from_pretrained(DIR, "
-        "num_labels=K), train, save_pretrained) and pass that directory"
+        "num_labels=K, id2label={0: 'name', ...}), train, then save_pretrained(OUT) the model "
+        "and its tokenizer) and pass OUT"
     )
 
 
@@ -297,6 +298,13 @@ class HFClassifier(nn.Module):
         super().train(mode)
         self.hf_model.training = mode
         return self
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest input the model takes: its position embeddings (``None``: no limit
+        the config states)."""
+        limit = getattr(getattr(self.hf_model, "config", None), "max_position_embeddings", None)
+        return int(limit) if isinstance(limit, int) and limit > 0 else None
 
     def text_input(self, tokens: int) -> TextInput:
         """A probe input of ``tokens`` tokens for this model (see :class:`TextInput`)."""

@@ -24,6 +24,12 @@ NEURON_TEMPLATE = "/neuron/<layer>/<channel>"
 _CHANNEL_RE = re.compile(r"^\s*(\d{1,9})\s*$")
 
 
+def explorer_href(prefix: str = "/") -> str:
+    """The explorer page of the atlas shown (its ``?atlas=`` kept with several atlases)."""
+    atlas = current_key()
+    return prefix if atlas is None else f"{prefix}?atlas={quote(atlas, safe='@')}"
+
+
 def neuron_href(layer_name: str, channel: int, prefix: str = "/") -> str:
     """The neuron page of ``channel`` of the layer called ``layer_name``."""
     atlas = current_key()

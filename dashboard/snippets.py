@@ -38,6 +38,10 @@ def snippet_parts(text: TextInput, token: int, window: int = WINDOW) -> SnippetP
         SnippetParts(before='', token='[CLS]', after=' the cat…')
         >>> snippet_parts(text, 5, window=2)
         SnippetParts(before='…eats fish ', token='[SEP]', after='')
+        >>> cut = TextInput("the cat eats fish", ("[CLS]", "the", "cat", "[SEP]"),
+        ...     ((0, 0), (0, 3), (4, 7), (0, 0)))                  # truncated at 4 tokens
+        >>> snippet_parts(cut, 3)
+        SnippetParts(before='the cat ', token='[SEP]', after='')
     """
     if not 0 <= token < len(text.tokens):
         raise ValueError(f"token {token} of an input with {len(text.tokens)} tokens")
@@ -50,9 +54,12 @@ def snippet_parts(text: TextInput, token: int, window: int = WINDOW) -> SnippetP
             more = "…" if last < len(text.text) else ""
             return SnippetParts("", text.tokens[token], " " + text.text[:last] + more)
         before_tokens = [k for k in real if k < token][-window:]  # e.g. [SEP]: what precedes
-        first = text.spans[before_tokens[0]][0] if before_tokens else len(text.text)
-        head = ("…" if first > 0 else "") + text.text[first:]
-        return SnippetParts(head + (" " if head else ""), text.tokens[token], "")
+        if not before_tokens:
+            return SnippetParts("", text.tokens[token], "")
+        first, last = text.spans[before_tokens[0]][0], text.spans[before_tokens[-1]][1]
+        # Only what the model saw: a truncated input's [SEP] follows its last kept token.
+        head = ("…" if first > 0 else "") + text.text[first:last]
+        return SnippetParts(head + " ", text.tokens[token], "")
     left = [k for k in real if k < token][-window:]
     right = [k for k in real if k > token][:window]
     first = text.spans[left[0]][0] if left else start
@@ -73,3 +80,17 @@ def snippet(text: TextInput | None, token: int, **props: Any) -> html.Span:
     return html.Span(
         [parts.before, html.Mark(parts.token), parts.after], className="snippet", **props
     )
+
+
+def seen_text(text: TextInput) -> str:
+    """The part of the input the model saw (up to its last kept token; "…" where the
+    tokenizer cut it)."""
+    ends = [b for a, b in text.spans if b > a]
+    last = max(ends) if ends else 0
+    return text.text[:last] + ("…" if last < len(text.text.rstrip()) else "")
+
+
+def token_text(text: TextInput, token: int) -> str:
+    """Token ``token`` as the text writes it (a special token: its name)."""
+    start, end = text.spans[token]
+    return text.text[start:end] if end > start else text.tokens[token]

@@ -236,6 +236,25 @@ def _summit_config(args: argparse.Namespace) -> SummitConfig:
     )
 
 
+#: Tokens kept per input when ``--max-length`` is not given (at most the model's limit).
+DEFAULT_MAX_LENGTH = 128
+
+
+def text_length(asked: int | None, model: Any) -> int:
+    """Tokens kept per input: ``--max-length`` (refused beyond the model's position
+    embeddings), or the default capped at them.
+
+    Raises:
+        BuildError: a length the model cannot take.
+    """
+    limit = getattr(model, "max_tokens", None)
+    if asked is None:
+        return min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH
+    if limit is not None and asked > limit:
+        raise BuildError(f"--max-length {asked} is beyond the model's {limit} position embeddings")
+    return asked
+
+
 def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.device) -> int:
     """``build`` of an ``hf:DIR`` text classifier over a text file (docs/text.md): every
     row checked before the model runs; examples and Mapper members kept as text, no
@@ -245,7 +264,7 @@ def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.devi
     model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
     classes = list(model.classes)  # type: ignore[attr-defined]
     rows = read_text_rows(args.data, classes)
-    dataset = TextDataset(rows, model.tokenizer, args.max_length)  # type: ignore[attr-defined]
+    dataset = TextDataset(rows, model.tokenizer, text_length(args.max_length, model))  # type: ignore[attr-defined]
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,
@@ -496,8 +515,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         required=True,
         metavar="SPEC",
-        help="torchvision:NAME, package.module:callable, file.py:callable or a registered "
-        "name (simple_cnn)",
+        help="torchvision:NAME, package.module:callable, file.py:callable, a registered "
+        "name (simple_cnn), or hf:DIR, a local Hugging Face text classifier (docs/text.md)",
     )
     required.add_argument(
         "--data",
@@ -548,9 +567,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     model_group.add_argument(
         "--max-length",
         type=lambda text: _int_at_least(text, 2),
-        default=128,
+        default=None,
         metavar="T",
-        help="text models: tokens kept per input, special tokens included (default 128)",
+        help="text models: tokens kept per input, special tokens included (default 128, "
+        "at most the model's position embeddings)",
     )
     model_group.add_argument(
         "--batch-size", type=_positive_int, default=64, metavar="B", help="default 64"

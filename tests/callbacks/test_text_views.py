@@ -94,8 +94,17 @@ def test_the_instance_view_shows_the_inputs_text(text_atlas: Path, context: View
     _, _, header, _, elements = render_instance(
         context, ViewState(cls=1, inst_index=index).to_dict()
     )
-    assert f"“{atlas.text_input(index).text}”" in text_of(header)
+    assert f"“{atlas.text_input(index).text}" in text_of(header)
     assert elements and all("crops" not in e["data"].get("img", "") for e in elements)
+    # The input's own units are labelled with the word each fired on in this input.
+    text = atlas.text_input(index)
+    labels = {e["data"]["id"]: e["data"].get("label") for e in elements}
+    for layer in range(len(atlas.layers)):
+        channels, _, positions = records.channels(row, layer)
+        for channel, (_, token) in zip(channels.tolist(), positions.tolist(), strict=True):
+            start, end = text.spans[token]
+            word = text.text[start:end] if end > start else text.tokens[token]
+            assert labels[f"{layer}-{channel}"] == f"{channel} {word}"
 
 
 def test_the_page_serves_a_text_atlas(text_atlas: Path, tmp_path: Path) -> None:

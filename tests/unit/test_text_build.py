@@ -127,3 +127,21 @@ def test_the_topoact_sample_holds_one_real_token_of_each_input(built: Path) -> N
             np.testing.assert_allclose(
                 sample.vectors[row], seen[0][0, tokens[row]].numpy(), rtol=1e-4, atol=1e-5
             )
+
+
+def test_the_default_length_fits_the_model_and_a_longer_one_is_refused() -> None:
+    """Without --max-length, texts are cut at 128 tokens or the model's position
+    embeddings, whichever is fewer; a longer --max-length is refused in one line (before,
+    a long text failed inside the pass)."""
+    from types import SimpleNamespace
+
+    from compute.build.cli import DEFAULT_MAX_LENGTH, text_length
+    from compute.errors import BuildError
+
+    small, large, unknown = (SimpleNamespace(max_tokens=n) for n in (64, 512, None))
+    assert text_length(None, small) == 64
+    assert text_length(None, large) == DEFAULT_MAX_LENGTH == 128
+    assert text_length(None, unknown) == 128
+    assert text_length(32, small) == 32
+    with pytest.raises(BuildError, match="--max-length 100 is beyond the model's 64"):
+        text_length(100, small)

@@ -12,6 +12,7 @@ from dash import Dash, Input, Output, html, no_update
 from compute.export import instance_data, instance_file_stem
 from dashboard import ids as page_ids
 from dashboard.data import PART_GRAPHS, PART_INSTANCES, PART_SUBSETS, file_url
+from dashboard.snippets import seen_text, token_text
 from dashboard.state import ViewState
 from dashboard.views.common import (
     ViewContext,
@@ -146,7 +147,7 @@ def header(context: ViewContext, state: ViewState, graph: Any) -> list[Any]:
         html.Img(src=image, alt=f"input {graph.image_index}", className="instance-input")
         if image
         else None,
-        html.Span(f"“{text.text}”", className="instance-text") if text else None,
+        html.Span(f"“{seen_text(text)}”", className="instance-text") if text else None,
         html.Span(f"input #{graph.image_index}", className="class-name"),
         html.Span(f"label {data.names[label]}", className="pill"),
     ]
@@ -197,11 +198,23 @@ def mark_input_nodes(context: ViewContext, graph: Any, elements: list[dict[str, 
     }
     rare_nodes = zip(graph.layer[graph.rare], graph.channel[graph.rare], strict=True)
     rare = {f"{layer}-{channel}" for layer, channel in rare_nodes}
-    stored = context.data.atlas.instance_input(graph.image_index) is not None
+    data = context.data
+    stored = data.atlas.instance_input(graph.image_index) is not None
+    text = data.atlas.text_input(graph.image_index) if data.text else None
+    token_of = {
+        f"{layer}-{channel}": int(col)
+        for layer, channel, col in zip(
+            graph.layer.tolist(), graph.channel.tolist(), graph.position[:, 1].tolist(), strict=True
+        )
+    }
     for element in elements:
         node = element["data"].get("id")
         if node in rare:
             element["classes"] = element.get("classes", "") + " rare"
+        if text is not None and node in token_of and 0 <= token_of[node] < len(text.tokens):
+            # What the unit fired on in this input, not its usual token.
+            word = token_text(text, token_of[node])
+            element["data"]["label"] = f"{own[node][1]} {word}"
         if stored and node in own and receptive_field(context.data, own[node][0]) is not None:
             crop = instance_crop_path(graph.image_index, *own[node])
             element["data"]["img"] = file_url(context.file_prefix, crop)

@@ -28,7 +28,7 @@ from dashboard.data import (
     LayerPair,
     file_url,
 )
-from dashboard.links import class_href, neuron_href, parse_neuron_path
+from dashboard.links import class_href, explorer_href, neuron_href, parse_neuron_path
 from dashboard.views.common import ViewContext, how_to_read, influence_methods, note, percent
 from dashboard.views.summit import ids
 from dashboard.views.summit.graph import example_strip, featurevis_missing
@@ -65,7 +65,11 @@ def not_found(context: ViewContext, layer: Any, channel: Any) -> html.Div:
                     className="muted",
                 ),
                 html.P(f"Its layers and channels: {layers}.", className="muted"),
-                dcc.Link("← back to the explorer", href=context.page_prefix, className="back"),
+                dcc.Link(
+                    "← back to the explorer",
+                    href=explorer_href(context.page_prefix),
+                    className="back",
+                ),
             ],
             className="card",
         ),
@@ -83,7 +87,11 @@ def page_not_found(context: ViewContext) -> html.Div:
                 html.P(
                     "Neuron pages are /neuron/<layer name or index>/<channel>.", className="muted"
                 ),
-                dcc.Link("← back to the explorer", href=context.page_prefix, className="back"),
+                dcc.Link(
+                    "← back to the explorer",
+                    href=explorer_href(context.page_prefix),
+                    className="back",
+                ),
             ],
             className="card",
         ),
@@ -99,6 +107,9 @@ def _bar(share: float) -> html.Span:
 
 
 def _thumb(context: ViewContext, layer: int, channel: int) -> html.Img | html.Span:
+    if context.data.text:  # a text unit has no picture: its top token
+        label = context.data.unit_label(layer, channel).partition(" ")[2]
+        return html.Span(html.Mark(label) if label else None, className="thumb-token")
     url = file_url(context.file_prefix, context.data.thumbnail(layer, channel))
     if url is None:
         return html.Span(className="thumb thumb-empty")
@@ -308,7 +319,11 @@ def influence_card(
             dcc.Link(
                 [
                     _thumb(context, li, ch),
-                    html.Span(f"{data.layer_names[li]} · {ch}", className="bar-name"),
+                    html.Span(
+                        f"{ch} · {data.layer_names[li]}",
+                        className="bar-name",
+                        title=f"{data.layer_names[li]} · {ch}",
+                    ),
                     _bar(n / largest if largest else 0.0),
                     html.Span(f"{n:,}", className="bar-value"),
                 ],
@@ -346,11 +361,12 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
         return not_found(context, layer, channel)
     li, ch = parsed
     name = data.layer_names[li]
+    unit = "unit" if data.text else "channel"
     walk = []
     if ch > 0:
         walk.append(
             dcc.Link(
-                f"← channel {ch - 1}",
+                f"← {unit} {ch - 1}",
                 href=neuron_href(name, ch - 1, context.page_prefix),
                 className="walk",
             )
@@ -358,7 +374,7 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
     if ch + 1 < data.channels[li]:
         walk.append(
             dcc.Link(
-                f"channel {ch + 1} →",
+                f"{unit} {ch + 1} →",
                 href=neuron_href(name, ch + 1, context.page_prefix),
                 className="walk",
             )
@@ -370,13 +386,15 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
         [
             html.Nav(
                 [
-                    dcc.Link("← Explorer", href=context.page_prefix, className="back"),
+                    dcc.Link(
+                        "← Explorer", href=explorer_href(context.page_prefix), className="back"
+                    ),
                     html.H2(
-                        [html.Span("N", className="view-tag"), f"Channel {ch} of {name}"],
+                        [html.Span("N", className="view-tag"), f"{unit.title()} {ch} of {name}"],
                         className="neuron-heading",
                     ),
                     html.Span(
-                        f"layer {li + 1} of {data.num_layers} · {data.channels[li]:,} channels",
+                        f"layer {li + 1} of {data.num_layers} · {data.channels[li]:,} {unit}s",
                         className="pill",
                     ),
                     *walk,
