@@ -72,7 +72,7 @@ def _verify(args: argparse.Namespace) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m compute",
-        description="Build Network Atlas atlases from an image classifier and a dataset.",
+        description="Build Network Atlas atlases from an image or text classifier and its data.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -497,7 +497,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     build = subparsers.add_parser(
         "build",
-        help="build an atlas of an image classifier over an ImageFolder dataset",
+        help="build an atlas of a classifier: an image model over an ImageFolder, or an hf:DIR "
+        "text model over a .csv or .jsonl file",
         description=(
             "Build an atlas: one streaming pass of the model over the data aggregates "
             "Summit's activation and influence counts for every chosen layer at once, then "

@@ -192,7 +192,7 @@ def subset_toggle(data: AtlasData, state: ViewState) -> html.Div:
     has_subsets = data.has(PART_SUBSETS)
     return html.Div(
         [
-            html.Label("Images", htmlFor=ids.SUBSET),
+            html.Label("Texts" if data.text else "Images", htmlFor=ids.SUBSET),
             dcc.RadioItems(
                 id=ids.SUBSET,
                 options=[
@@ -238,7 +238,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 [
                     slider(
                         ids.NODE_THRESHOLD,
-                        "Hide channels used by fewer than",
+                        f"Hide {'units' if data.text else 'channels'} used by fewer than",
                         state.node_min,
                         "percent of the class's most-used channel",
                     ),
@@ -335,7 +335,8 @@ def class_header(context: ViewContext, state: ViewState) -> list[Any]:
     c = state.cls
     parts: list[Any] = [html.Span(data.names[c], className="class-name")]
     if data.num_images[c] > 0:
-        parts.append(html.Span(f"{int(data.num_images[c]):,} images", className="pill"))
+        inputs = "texts" if data.text else "images"
+        parts.append(html.Span(f"{int(data.num_images[c]):,} {inputs}", className="pill"))
         parts.append(html.Span(f"accuracy {percent(data.accuracy[c])}", className="pill"))
     shown = subset_label(context, state)
     if shown is not None:
