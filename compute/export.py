@@ -144,11 +144,31 @@ def export_classes(atlas: Atlas, out: Path) -> Path:
 #: ``activation`` is the channel's spatial maximum on it, at ``row``, ``col`` of the
 #: layer's feature map.
 EXAMPLE_COLUMNS = ("layer", "channel", "rank", "image_index", "activation", "row", "col")
+#: A text atlas's examples add the token of the maximum and the text the model saw.
+TEXT_EXAMPLE_COLUMNS = (*EXAMPLE_COLUMNS, "token", "text")
+
+
+def example_columns(atlas: Atlas) -> tuple[str, ...]:
+    """The columns of :func:`example_rows` for this atlas (a text atlas adds two)."""
+    return TEXT_EXAMPLE_COLUMNS if atlas.modality == "text" else EXAMPLE_COLUMNS
+
+
+def _token_and_text(atlas: Atlas, index: int, token: int) -> tuple[str, str]:
+    """Token ``token`` of text input ``index`` as written, and the text up to the last
+    token the model kept (empty when the atlas does not keep the input)."""
+    found = atlas.text_input(index)
+    if found is None or not 0 <= token < len(found.tokens):
+        return "", ""
+    start, end = found.spans[token]
+    word = found.text[start:end] if end > start else found.tokens[token]
+    last = max((b for a, b in found.spans if b > a), default=0)
+    return word, found.text[:last]
 
 
 def example_rows(atlas: Atlas, layer: int, channel: int) -> list[tuple[Any, ...]]:
-    """The top dataset examples of one channel, best first (``EXAMPLE_COLUMNS``); the
-    empty slots of a channel with fewer examples than the atlas keeps are left out."""
+    """The top dataset examples of one channel, best first (:func:`example_columns`; a
+    text atlas's rows add the token of the maximum and the text); the empty slots of a
+    channel with fewer examples than the atlas keeps are left out."""
     if PART_EXAMPLES not in atlas.parts:
         raise AtlasError(f"{atlas.path} has no dataset examples (part 'examples')")
     table = atlas.examples(layer)
@@ -162,7 +182,8 @@ def example_rows(atlas: Atlas, layer: int, channel: int) -> list[tuple[Any, ...]
         row, col = (int(v) for v in table.position[channel, rank])
         # str() of a float32 is its shortest exact form (float() would add noise digits).
         value = float(str(np.float32(table.activation[channel, rank])))
-        rows.append((name, channel, rank + 1, int(index), value, row, col))
+        extra = _token_and_text(atlas, int(index), col) if atlas.modality == "text" else ()
+        rows.append((name, channel, rank + 1, int(index), value, row, col, *extra))
     return rows
 
 
@@ -184,7 +205,7 @@ def export_examples(atlas: Atlas, out: Path, layers: Sequence[int] | None = None
             for row in example_rows(atlas, layer, channel)
         ]
         path = out / examples_file_name(atlas.path.name, atlas.layer_names[layer])
-        path.write_text(csv_text(EXAMPLE_COLUMNS, rows))
+        path.write_text(csv_text(example_columns(atlas), rows))
         written.append(path)
     return written
 
@@ -778,6 +799,7 @@ __all__ = [
     "COMPARE_GROUPS",
     "EXAMPLE_COLUMNS",
     "MAPPER_COLUMNS",
+    "TEXT_EXAMPLE_COLUMNS",
     "class_rows",
     "class_table_csv",
     "classes_file_name",
@@ -785,6 +807,7 @@ __all__ = [
     "compare_file_stem",
     "compare_group",
     "csv_text",
+    "example_columns",
     "example_rows",
     "examples_file_name",
     "export_classes",

@@ -133,3 +133,24 @@ def test_a_mapper_nodes_members_are_texts_with_their_sampled_token_marked(
         start, end = text.spans[int(sample.position[member][1])]
         want = text.text[start:end] if end > start else text.tokens[int(sample.position[member][1])]
         assert marked(row) == [want]
+
+
+def test_a_text_atlases_examples_export_carries_the_token_and_the_text(
+    text_atlas: Path, tmp_path: Path
+) -> None:
+    """`compute export --what examples` on a text atlas: each row adds the word at the
+    unit's maximum and the text the model saw, so the file stands on its own."""
+    import csv
+
+    from compute.export import TEXT_EXAMPLE_COLUMNS, export_examples
+
+    atlas = Atlas.open(text_atlas)
+    path = export_examples(atlas, tmp_path, [0])[0]
+    rows = list(csv.DictReader(path.open()))
+    assert rows and tuple(rows[0]) == TEXT_EXAMPLE_COLUMNS
+    for row in rows:
+        text = atlas.text_input(int(row["image_index"]))
+        token = int(row["col"])
+        start, end = text.spans[token]
+        assert row["token"] == (text.text[start:end] if end > start else text.tokens[token])
+        assert text.text.startswith(row["text"]) and row["text"]

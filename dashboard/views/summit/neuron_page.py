@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from dash import dcc, html
 
-from compute.export import EXAMPLE_COLUMNS, csv_text, example_rows, examples_file_name
+from compute.export import csv_text, example_columns, example_rows, examples_file_name
 from dashboard.data import (
     PART_EXAMPLES,
     PART_FEATUREVIS,
@@ -244,7 +244,7 @@ def examples_csv_link(context: ViewContext, layer: int, channel: int) -> html.A 
     rows = example_rows(data.atlas, layer, channel)
     if not rows:
         return None
-    text = csv_text(EXAMPLE_COLUMNS, rows)
+    text = csv_text(example_columns(context.data.atlas), rows)
     return html.A(
         "CSV",
         id=ids.NEURON_PAGE_EXAMPLES_CSV,
