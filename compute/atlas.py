@@ -531,6 +531,16 @@ class TextInput(NamedTuple):
     tokens: tuple[str, ...]
     spans: tuple[tuple[int, int], ...]
 
+    def word(self, token: int) -> str:
+        """Token ``token`` as the text writes it (a special token: its name)."""
+        start, end = self.spans[token]
+        return self.text[start:end] if end > start else self.tokens[token]
+
+    @property
+    def seen(self) -> str:
+        """The text up to the last token the model kept (a truncated input is cut)."""
+        return self.text[: max((b for a, b in self.spans if b > a), default=0)]
+
 
 #: Mapper part: the sampled images, the same for every layer (stored once).
 MAPPER_SAMPLE_PATHS = {

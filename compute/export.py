@@ -154,15 +154,12 @@ def example_columns(atlas: Atlas) -> tuple[str, ...]:
 
 
 def _token_and_text(atlas: Atlas, index: int, token: int) -> tuple[str, str]:
-    """Token ``token`` of text input ``index`` as written, and the text up to the last
-    token the model kept (empty when the atlas does not keep the input)."""
+    """Token ``token`` of text input ``index`` as written, and the text the model saw
+    (empty when the atlas does not keep the input)."""
     found = atlas.text_input(index)
     if found is None or not 0 <= token < len(found.tokens):
         return "", ""
-    start, end = found.spans[token]
-    word = found.text[start:end] if end > start else found.tokens[token]
-    last = max((b for a, b in found.spans if b > a), default=0)
-    return word, found.text[:last]
+    return found.word(token), found.seen
 
 
 def example_rows(atlas: Atlas, layer: int, channel: int) -> list[tuple[Any, ...]]:

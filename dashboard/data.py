@@ -678,9 +678,8 @@ class AtlasData:
         for example in self.examples(layer, channel):
             text = self.atlas.text_input(example["image_index"])
             if text is not None and 0 <= example["token"] < len(text.tokens):
-                start, end = text.spans[example["token"]]
                 # The word as written ("and", not the tokenizer's "[UNK]" or "##s").
-                token = text.text[start:end] if end > start else text.tokens[example["token"]]
+                token = text.word(example["token"])
                 found[token] = found.get(token, 0) + 1
         return max(found, key=lambda t: found[t]) if found else None  # first of the most
 

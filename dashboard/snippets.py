@@ -83,14 +83,6 @@ def snippet(text: TextInput | None, token: int, **props: Any) -> html.Span:
 
 
 def seen_text(text: TextInput) -> str:
-    """The part of the input the model saw (up to its last kept token; "…" where the
-    tokenizer cut it)."""
-    ends = [b for a, b in text.spans if b > a]
-    last = max(ends) if ends else 0
-    return text.text[:last] + ("…" if last < len(text.text.rstrip()) else "")
-
-
-def token_text(text: TextInput, token: int) -> str:
-    """Token ``token`` as the text writes it (a special token: its name)."""
-    start, end = text.spans[token]
-    return text.text[start:end] if end > start else text.tokens[token]
+    """The part of the input the model saw ("…" where the tokenizer cut it)."""
+    seen = text.seen
+    return seen + ("…" if len(seen) < len(text.text.rstrip()) else "")

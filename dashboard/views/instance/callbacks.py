@@ -12,7 +12,7 @@ from dash import Dash, Input, Output, html, no_update
 from compute.export import instance_data, instance_file_stem
 from dashboard import ids as page_ids
 from dashboard.data import PART_GRAPHS, PART_INSTANCES, PART_SUBSETS, file_url
-from dashboard.snippets import seen_text, token_text
+from dashboard.snippets import seen_text
 from dashboard.state import ViewState
 from dashboard.views.common import (
     ViewContext,
@@ -213,7 +213,7 @@ def mark_input_nodes(context: ViewContext, graph: Any, elements: list[dict[str, 
             element["classes"] = element.get("classes", "") + " rare"
         if text is not None and node in token_of and 0 <= token_of[node] < len(text.tokens):
             # What the unit fired on in this input, not its usual token.
-            word = token_text(text, token_of[node])
+            word = text.word(token_of[node])
             element["data"]["label"] = f"{own[node][1]} {word}"
         if stored and node in own and receptive_field(context.data, own[node][0]) is not None:
             crop = instance_crop_path(graph.image_index, *own[node])
