@@ -624,6 +624,14 @@ TRACE_PATHS = {
 }
 
 
+#: A text atlas's trace part: the texts of its explained inputs and of the training
+#: examples it names, ``{"test": {row: text}, "train": {index: text}}`` (keys as strings).
+TRACE_TEXTS = "trace/texts.json"
+
+#: The kinds of input the trace part shows: explained inputs (by row) and training examples.
+TRACE_KINDS = ("test", "train")
+
+
 def trace_thumbnail_path(kind: str, number: int) -> str:
     """Thumbnail of an explained image (``kind="test"``, its row) or a training example
     (``kind="train"``, its dataset index) in the trace part."""
@@ -1446,6 +1454,26 @@ class Atlas:
                     f"{tuple(arrays[name].shape)}, expected {shape}"
                 )
         return meta, arrays
+
+    @cached_property
+    def _trace_texts(self) -> dict[str, dict[int, str]]:
+        if TRACE_TEXTS not in self.files:
+            return {}
+        try:
+            found = json.loads(self.read_bytes(TRACE_TEXTS))
+            texts = {
+                kind: {int(k): v for k, v in found.get(kind, {}).items()} for kind in TRACE_KINDS
+            }
+        except (ValueError, AttributeError, UnicodeDecodeError) as exc:
+            raise AtlasError(f"{TRACE_TEXTS} of {self.path} is malformed: {exc}") from None
+        if not all(isinstance(v, str) for rows in texts.values() for v in rows.values()):
+            raise AtlasError(f"{TRACE_TEXTS} of {self.path} holds a text that is not a string")
+        return texts
+
+    def trace_text(self, kind: str, number: int) -> str | None:
+        """A text atlas's explained input (``kind="test"``, its row) or training example
+        (``kind="train"``, its dataset index) as text, ``None`` if the trace part has none."""
+        return self._trace_texts.get(kind, {}).get(int(number))
 
     def trace_thumbnail(self, kind: str, number: int) -> str | None:
         """Relative path of a trace thumbnail (see :func:`trace_thumbnail_path`), or ``None``."""

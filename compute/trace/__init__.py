@@ -16,6 +16,7 @@ from compute.trace.explain import (
     example_scores,
     explain,
     load_trace_part,
+    trace_texts,
     write_trace_part,
 )
 from compute.trace.tracer import LayerTrace, TraceConfig, TraceError, Tracer, TraceResult
@@ -36,5 +37,6 @@ __all__ = [
     "example_scores",
     "explain",
     "load_trace_part",
+    "trace_texts",
     "write_trace_part",
 ]

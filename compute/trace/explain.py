@@ -23,20 +23,61 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from torch import nn
 
-from compute.atlas import PART_TRACE, TRACE_PATHS, Atlas, update_atlas
+from compute.atlas import PART_TRACE, TRACE_KINDS, TRACE_PATHS, TRACE_TEXTS, Atlas, update_atlas
 from compute.capture import HookSet
 from compute.trace.tracer import LayerTrace, TraceResult, input_patches
 
 log = logging.getLogger(__name__)
+
+#: What the traced model takes: an image batch ``[n, ...]``, or a text model's batch
+#: mapping (``input_ids``, ``attention_mask``, ... each ``int64 [n, T]``, right-padded as
+#: :class:`compute.text_data.TextCollate` pads it).
+ModelInputs: TypeAlias = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def count_inputs(inputs: ModelInputs) -> int:
+    """How many inputs ``inputs`` holds (its first dimension)."""
+    if isinstance(inputs, Mapping):
+        return int(inputs["input_ids"].shape[0])
+    return int(inputs.shape[0])
+
+
+def slice_inputs(inputs: ModelInputs, start: int, stop: int) -> ModelInputs:
+    """Inputs ``start:stop`` (every key of a batch mapping sliced alike)."""
+    if isinstance(inputs, Mapping):
+        return {key: value[start:stop] for key, value in inputs.items()}
+    return inputs[start:stop]
+
+
+def token_mask(inputs: ModelInputs) -> torch.Tensor | None:
+    """``bool [n, T]``: the real (non-padding) tokens of a text batch; ``None`` for images
+    (or a text batch without ``attention_mask``: every token is real)."""
+    if isinstance(inputs, Mapping) and "attention_mask" in inputs:
+        return inputs["attention_mask"] != 0
+    return None
+
+
+def _masked(a: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A token layer's input ``[n, T, D]`` with padding tokens zeroed.
+
+    A traced Linear has no bias in the identity (``r = ΔW a``), so a zero input column
+    contributes nothing to ``r``, ``W_0 a``, ``W_T a`` or any score: padding is excluded
+    exactly, and an input's explanation does not depend on how much padding its batch had.
+    """
+    if mask is None or a.ndim != 3 or a.shape[:2] != mask.shape:
+        return a
+    return a * mask[..., None].to(a.dtype)
 
 
 @dataclass(frozen=True)
@@ -108,18 +149,20 @@ class TraceExplanation:
 
 
 def capture_inputs(
-    model: nn.Module, layers: tuple[str, ...], images: torch.Tensor, batch_size: int = 64
+    model: nn.Module, layers: tuple[str, ...], images: ModelInputs, batch_size: int = 64
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Inputs of ``layers`` in the final network (eval mode) and the logits.
 
     Args:
         model: the trained model.
         layers: module names.
-        images: ``[n, ...]`` model inputs.
-        batch_size: images per forward pass.
+        images: ``[n, ...]`` model inputs, or a text model's batch mapping
+            (:data:`ModelInputs`).
+        batch_size: inputs per forward pass.
 
     Returns:
-        ``({layer: [n, *input_shape]}, logits [n, classes])``.
+        ``({layer: [n, *input_shape]}, logits [n, classes])``; a token layer's input
+        ``[n, T, D]`` has its padding tokens zeroed (:func:`token_mask`).
     """
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
@@ -130,11 +173,13 @@ def capture_inputs(
         with HookSet() as hooks, torch.no_grad():
             for name in layers:
                 hooks.on_input(modules[name], lambda x, name=name: store[name].append(x.detach()))
-            for start in range(0, images.shape[0], batch_size):
-                logits.append(model(images[start : start + batch_size]))
+            for start in range(0, count_inputs(images), batch_size):
+                logits.append(model(slice_inputs(images, start, start + batch_size)))
     finally:
         model.train(was_training)
-    return {name: torch.cat(v) for name, v in store.items()}, torch.cat(logits)
+    mask = token_mask(images)
+    captured = {name: _masked(torch.cat(v), mask) for name, v in store.items()}
+    return captured, torch.cat(logits)
 
 
 def _prepare(layer: LayerTrace) -> dict[str, torch.Tensor]:
@@ -267,7 +312,7 @@ def _layer_scores(
 def explain(
     result: TraceResult,
     model: nn.Module,
-    images: torch.Tensor,
+    images: ModelInputs,
     config: ExplainConfig = ExplainConfig(),
 ) -> TraceExplanation:
     """Explain ``images`` with the trace of the model's training.
@@ -275,7 +320,9 @@ def explain(
     Args:
         result: the finished trace (:meth:`Tracer.finish`).
         model: the trained model (its traced weights must equal the trace's ``W_T``).
-        images: ``[n, ...]`` model inputs (one image: ``images[None]``).
+        images: ``[n, ...]`` model inputs (one image: ``images[None]``), or a text
+            model's batch mapping (``input_ids``, ``attention_mask``: padding tokens are
+            excluded from every figure).
         config: top-k, histogram bins, batch size.
 
     Returns:
@@ -315,11 +362,12 @@ class Explainer:
         self.prepared = [_prepare(layer) for layer in result.layers]
         self.train_labels = torch.as_tensor(result.train_labels)
 
-    def __call__(self, images: torch.Tensor) -> TraceExplanation:
-        """Explain ``images`` ``[n, ...]`` over every traced layer (in chunks of batch_size)."""
+    def __call__(self, images: ModelInputs) -> TraceExplanation:
+        """Explain ``images`` ``[n, ...]`` (or a text batch mapping) over every traced layer,
+        in chunks of ``batch_size``."""
         chunks = [
-            self._chunk(images[start : start + self.config.batch_size])
-            for start in range(0, images.shape[0], self.config.batch_size)
+            self._chunk(slice_inputs(images, start, start + self.config.batch_size))
+            for start in range(0, count_inputs(images), self.config.batch_size)
         ]
         if len(chunks) == 1:
             return chunks[0]
@@ -331,7 +379,7 @@ class Explainer:
         }
         return dataclasses.replace(first, **merged)
 
-    def _chunk(self, images: torch.Tensor) -> TraceExplanation:
+    def _chunk(self, images: ModelInputs) -> TraceExplanation:
         result, config = self.result, self.config
         names = tuple(layer.name for layer in result.layers)
         inputs, logits = capture_inputs(self.model, names, images, config.batch_size)
@@ -376,7 +424,7 @@ def _assemble(
 
 
 def example_scores(
-    result: TraceResult, model: nn.Module, images: torch.Tensor, layer: str
+    result: TraceResult, model: nn.Module, images: ModelInputs, layer: str
 ) -> np.ndarray:
     """Every training example's score ``π_i = ⟨A_i ⋆ a(x), r⟩ / ‖r‖`` at one layer.
 
@@ -406,7 +454,7 @@ def example_scores(
 
 
 def exact_projections(
-    result: TraceResult, model: nn.Module, images: torch.Tensor, layer: str
+    result: TraceResult, model: nn.Module, images: ModelInputs, layer: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every component's ``π_m`` and ``‖r‖`` for one layer, at full precision (for checks).
 
@@ -444,6 +492,7 @@ def write_trace_part(
     train_label: np.ndarray,
     split: str = "test",
     info: dict[str, Any] | None = None,
+    texts: Mapping[str, Mapping[int, str]] | None = None,
 ) -> Path:
     """Add the explanations of one split to an atlas as the ``"trace"`` part.
 
@@ -455,6 +504,9 @@ def write_trace_part(
         train_label: ``int64[N]`` label of each training example (proponents refer to it).
         split: the split the explained images come from.
         info: extra manifest facts (e.g. optimizer, epochs, reconstruction error).
+        texts: a text model's inputs as text, ``{"test": {row: text}, "train": {index:
+            text}}``, so the Training view shows them (:func:`trace_texts` picks them);
+            ``None`` for images (thumbnails are added separately).
 
     Returns:
         The atlas path.
@@ -505,8 +557,37 @@ def write_trace_part(
     with update_atlas(atlas_path, add_parts=(PART_TRACE,)) as sink:
         for name, array in arrays.items():
             sink.add_array(TRACE_PATHS[name], array)
+        if texts is not None:
+            stored = {
+                kind: {str(k): str(v) for k, v in texts.get(kind, {}).items()}
+                for kind in TRACE_KINDS
+            }
+            sink.add_bytes(TRACE_TEXTS, json.dumps(stored, ensure_ascii=False).encode("utf-8"))
         sink.manifest_updates["trace"] = manifest  # type: ignore[attr-defined]
     return Path(atlas_path)
+
+
+def trace_texts(
+    explanations: TraceExplanation,
+    explained: Sequence[str],
+    train: Sequence[str],
+) -> dict[str, dict[int, str]]:
+    """The texts a text atlas's trace part keeps: every explained input's, and those of the
+    training examples named as a proponent or opponent (not the whole training set).
+
+    Args:
+        explanations: :func:`explain`'s result for ``explained``.
+        explained: the explained inputs' texts, by row.
+        train: every training example's text, by dataset index.
+
+    Returns:
+        ``{"test": {row: text}, "train": {index: text}}`` for :func:`write_trace_part`.
+    """
+    named = np.union1d(explanations.proponent_index.ravel(), explanations.opponent_index.ravel())
+    return {
+        "test": dict(enumerate(explained)),
+        "train": {int(i): train[int(i)] for i in named.tolist()},
+    }
 
 
 def load_trace_part(atlas_path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

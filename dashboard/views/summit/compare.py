@@ -139,7 +139,12 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
         legend_item(ONLY_B, "only", counts["b"], b),
     ]
     if state.subset != "all":  # the graph above shows a subset; this compares whole classes
-        legend.append(html.Span("(all images of both classes)", className="muted"))
+        legend.append(
+            html.Span(
+                f"(all {'texts' if context.data.text else 'images'} of both classes)",
+                className="muted",
+            )
+        )
     return elements, legend, None
 
 

@@ -54,19 +54,29 @@ def picked_row(trace: TraceData, state: ViewState, rows: Any) -> int | None:
     return int(rows[0]) if len(rows) else None
 
 
+def _input_word(context: ViewContext) -> str:
+    """What an explained input is called: "image" or, in a text atlas, "text"."""
+    return "text" if context.data.text else "image"
+
+
 def _tile(context: ViewContext, trace: TraceData, row: int, picked: int | None) -> html.Div:
     names = context.data.names
     label, pred = int(trace.label[row]), int(trace.prediction[row])
     src = file_url(context.file_prefix, trace.thumbnail("test", row))
+    text = trace.text("test", row)
     wrong = label != pred
-    title = f"test image #{int(trace.arrays['image_index'][row])}: {names[label]}" + (
-        f", predicted {names[pred]}" if wrong else ""
+    title = (
+        f"test {_input_word(context)} #{int(trace.arrays['image_index'][row])}: {names[label]}"
+        + (f", predicted {names[pred]}" if wrong else "")
+        + (f"\n{text}" if text else "")
     )
-    picture: Any = (
-        html.Img(src=src, alt=names[label], className="trace-thumb")
-        if src
-        else html.Span(names[label], className="trace-thumb trace-thumb-text")
-    )
+    picture: Any
+    if src:
+        picture = html.Img(src=src, alt=names[label], className="trace-thumb")
+    elif text:
+        picture = html.Span(text, className="trace-text")
+    else:
+        picture = html.Span(names[label], className="trace-thumb trace-thumb-text")
     classes = "trace-tile" + (" wrong" if wrong else "") + (" picked" if row == picked else "")
     return html.Div([picture], className=classes, title=title, **{"data-row": str(row)})
 
@@ -75,18 +85,20 @@ def _example(context: ViewContext, example: Example, norm: float, kind: str) -> 
     names = context.data.names
     src = file_url(context.file_prefix, example.thumbnail)
     share = example.score / norm if norm > 0 else float("nan")
-    picture: Any = (
-        html.Img(src=src, alt=names[example.label], className="trace-thumb")
-        if src
-        else html.Span(f"#{example.index}", className="trace-thumb trace-thumb-text")
-    )
+    picture: Any
+    if src:
+        picture = html.Img(src=src, alt=names[example.label], className="trace-thumb")
+    elif example.text:
+        picture = html.Span(example.text, className="trace-text")
+    else:
+        picture = html.Span(f"#{example.index}", className="trace-thumb trace-thumb-text")
     return html.Div(
         [
             picture,
             html.Div(names[example.label], className="trace-example-label"),
             html.Div(f"π {example.score:+.3g}", className="trace-example-score"),
         ],
-        className=f"trace-example trace-{kind}",
+        className=f"trace-example trace-{kind}" + (" trace-example-text" if example.text else ""),
         title=f"training example #{example.index} ({names[example.label]}): π = "
         f"{example.score:+.4g} ({share:+.1%} of ‖r‖); click to select {names[example.label]}",
         **{"data-class": str(example.label)},
@@ -147,7 +159,8 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     row = picked_row(trace, state, rows)
     scope = "every class" if state.trace_all else f"class {names[state.cls]}"
     shown = rows[:GRID_LIMIT]
-    grid_note = f"{len(rows):,} of {trace.num_images:,} test images ({scope}, " + (
+    word = _input_word(context)
+    grid_note = f"{len(rows):,} of {trace.num_images:,} test {word}s ({scope}, " + (
         f"{FILTER_LABELS[state.trace_filter]})"
     )
     if len(rows) > GRID_LIMIT:
@@ -156,7 +169,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
         grid_note += ": none match, try another filter or every class"
     grid = [_tile(context, trace, int(r), row) for r in shown.tolist()]
     if row is None:
-        return (None, grid_note, grid, note("Pick an image from the grid."), None, None, *empty)
+        return (None, grid_note, grid, note(f"Pick an {word} from the grid."), None, None, *empty)
     if row not in set(shown.tolist()):
         grid.insert(0, _tile(context, trace, row, row))  # picked beyond the first GRID_LIMIT
     label, pred = int(trace.label[row]), int(trace.prediction[row])
@@ -166,14 +179,16 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     per_example = str(layer_meta.get("per_example", "exact"))
     unit = str(layer_meta.get("ridge_unit", "example"))
     src = file_url(context.file_prefix, trace.thumbnail("test", row))
+    text = trace.text("test", row)
     header = [
         html.Img(src=src, className="trace-picked", alt=names[label]) if src else None,
         html.Div(
             [
                 html.Div(
-                    f"Test image #{int(trace.arrays['image_index'][row])}",
+                    f"Test {word} #{int(trace.arrays['image_index'][row])}",
                     className="trace-title",
                 ),
+                html.Div(text, className="trace-picked-text") if text else None,
                 html.Div(
                     [
                         html.Span(f"label {names[label]}", className="pill"),
@@ -212,10 +227,10 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
         header,
         html.Div(proponents, className="trace-examples")
         if proponents
-        else note("No proponents stored for this image."),
+        else note(f"No proponents stored for this {word}."),
         html.Div(opponents, className="trace-examples")
         if opponents
-        else note("No opponents stored for this image."),
+        else note(f"No opponents stored for this {word}."),
         share_figure(arrays["class_share"], names, pred, label),
         ridge_figure(
             arrays["ridge_hist"],

@@ -49,12 +49,14 @@ _PALETTE = (
 
 @dataclass(frozen=True)
 class Example:
-    """One proponent or opponent: training index, its label and score ``π_i``."""
+    """One proponent or opponent: training index, its label and score ``π_i``; its
+    thumbnail (an image atlas) or its text (a text atlas), where the trace part keeps one."""
 
     index: int
     label: int
     score: float
     thumbnail: str | None
+    text: str | None = None
 
 
 class TraceData:
@@ -141,6 +143,14 @@ class TraceData:
         except Exception:  # a missing or malformed thumbnail is never an error
             return None
 
+    def text(self, kind: str, number: int) -> str | None:
+        """A text atlas's explained input (``kind="test"``, its row) or training example
+        (``"train"``, its index) as text, ``None`` where the trace part keeps none."""
+        try:
+            return self.data.atlas.trace_text(kind, int(number))
+        except Exception:  # a missing or malformed text shows the index instead
+            return None
+
     def examples(self, row: int, layer: int, which: str) -> list[Example]:
         """Top proponents (``which="proponent"``) or opponents of image ``row`` at ``layer``."""
         index = np.asarray(self.arrays[f"{which}_index"][row, layer])
@@ -150,7 +160,13 @@ class TraceData:
             if i < 0 or i >= len(self.train_label):
                 continue
             out.append(
-                Example(int(i), int(self.train_label[i]), float(s), self.thumbnail("train", i))
+                Example(
+                    int(i),
+                    int(self.train_label[i]),
+                    float(s),
+                    self.thumbnail("train", i),
+                    self.text("train", i),
+                )
             )
         return out
 

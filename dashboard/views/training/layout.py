@@ -20,7 +20,7 @@ MISSING = (
     "write the part with write_trace_part, then reload."
 )
 FILTER_LABELS = {
-    "all": "all images",
+    "all": "all",
     "wrong": "misclassified",
     "uncertain": "wrong or uncertain",
 }
