@@ -51,7 +51,7 @@ from dashboard import ids  # noqa: E402  (after the path: the bench runs from a 
 from dashboard.state import StateBounds, ViewState, view_groups  # noqa: E402
 from dashboard.views.shell import GROUP_STORES, apply_any_event  # noqa: E402
 
-DEMO_ATLAS = ROOT / "dashboard" / "demo_atlas"
+DEMO_ATLAS = ROOT / "dashboard" / "demos" / "digits"
 #: Parallel connections a browser opens to one host.
 BROWSER_CONNECTIONS = 6
 _NO_VALUE: Any = None

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dashboard.config import DEMO_ATLAS_DIR, ENV_ATLAS, ENV_CACHE, ENV_DEBUG, ENV_DEFAULT
+from dashboard.config import DEMOS_DIR, ENV_ATLAS, ENV_CACHE, ENV_DEBUG, ENV_DEFAULT
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -23,14 +23,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help=f"atlas directory, or a folder of atlas directories chosen in the page "
-        f"(default: ${ENV_ATLAS}, else the demo atlas {DEMO_ATLAS_DIR})",
+        f"(default: ${ENV_ATLAS}, else the shipped demos in {DEMOS_DIR}: digits and wordnet)",
     )
     parser.add_argument(
         "--default-atlas",
         default=None,
         metavar="NAME",
         help=f"with a folder of atlases, the one opened without ?atlas= (default: "
-        f"${ENV_DEFAULT}, else the first by name)",
+        f"${ENV_DEFAULT}, else the first by name; digits for the shipped demos)",
     )
     parser.add_argument(
         "--host",

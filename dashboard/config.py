@@ -2,9 +2,9 @@
 
 Environment variables (``docs/deploy.md`` explains each):
     NETWORK_ATLAS_DIR: an atlas directory, or a folder whose subfolders are atlases (default:
-        the demo atlas shipped in the package).
+        the demo atlases shipped in the package, ``digits`` and ``wordnet``).
     NETWORK_ATLAS_DEFAULT: with a folder of atlases, the one a link without ``?atlas=``
-        opens (default: the first by name).
+        opens (default: the first by name; for the shipped demos, ``digits``).
     NETWORK_ATLAS_CACHE_DIR: directory for derived-result caches (default: a temp dir).
     NETWORK_ATLAS_AUTH: ``user:password,user2:password2`` turns on HTTP basic auth.
     NETWORK_ATLAS_AUTH_FILE: a file of ``user:password`` lines (passwords may be werkzeug
@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEMO_ATLAS_DIR = PACKAGE_DIR / "demo_atlas"
+#: The demo atlases shipped in the package: a folder of atlases, served by default.
+DEMOS_DIR = PACKAGE_DIR / "demos"
+#: The default demo: a small CNN on handwritten digits (``python -m compute demo``).
+DEMO_ATLAS_DIR = DEMOS_DIR / "digits"
+#: The text demo: MiniLM fine-tuned on WordNet topics (``python -m compute demo --text``).
+TEXT_DEMO_ATLAS_DIR = DEMOS_DIR / "wordnet"
 
 ENV_ATLAS = "NETWORK_ATLAS_DIR"
 ENV_CACHE = "NETWORK_ATLAS_CACHE_DIR"
@@ -68,7 +73,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables (see the module docstring)."""
         env = os.environ if environ is None else environ
-        atlas = env.get(ENV_ATLAS) or str(DEMO_ATLAS_DIR)
+        atlas = env.get(ENV_ATLAS) or str(DEMOS_DIR)
+        # The shipped demos open on the digits; a user's folder opens on its first atlas.
+        default = env.get(ENV_DEFAULT) or (None if env.get(ENV_ATLAS) else DEMO_ATLAS_DIR.name)
         # Per user: a cache folder is only used by the user who owns it (dashboard.data).
         user = os.getuid() if hasattr(os, "getuid") else "user"
         cache = env.get(ENV_CACHE) or str(
@@ -86,7 +93,7 @@ class Settings:
             host=env.get("HOST", "127.0.0.1"),
             port=port,
             debug=env.get(ENV_DEBUG, "").strip().lower() in _TRUE,
-            default_atlas=env.get(ENV_DEFAULT) or None,
+            default_atlas=default,
             auth=env.get(ENV_AUTH) or None,
             auth_file=(
                 Path(env[ENV_AUTH_FILE]).expanduser().absolute() if env.get(ENV_AUTH_FILE) else None

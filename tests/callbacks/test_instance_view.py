@@ -165,8 +165,8 @@ def test_the_inputs_graph_downloads_as_export_writes_it(
     stored = ViewState(cls=6, inst_index=index).to_dict()
     written = export_instances(demo, tmp_path, [index])
     assert [p.name for p in written] == [
-        f"demo_atlas-instance-{index:07d}-six.json",
-        f"demo_atlas-instance-{index:07d}-six.graphml",
+        f"digits-instance-{index:07d}-six.json",
+        f"digits-instance-{index:07d}-six.graphml",
     ]
     for fmt, path in zip(("json", "graphml"), written, strict=True):
         download = instance_download(context, stored, fmt)
@@ -214,9 +214,9 @@ def test_export_flags_combine(
     assert main(["export", str(DEMO_ATLAS_DIR), "--instances", "#401", "--subsets",
                  "--classes", "6", "--format", "json", "--out", str(out)]) == 0  # fmt: skip
     names = sorted(p.name for p in out.iterdir())
-    assert "demo_atlas-instance-0000401-six.json" in names
-    assert "demo_atlas-graph-0006-six-mistaken.json" in names
-    assert "demo_atlas-classes.csv" not in names
+    assert "digits-instance-0000401-six.json" in names
+    assert "digits-graph-0006-six-mistaken.json" in names
+    assert "digits-classes.csv" not in names
     code = main(
         ["export", str(DEMO_ATLAS_DIR), "--what", "classes", "--subsets", "--out", str(out)]
     )

@@ -94,9 +94,9 @@ def test_show_inline_in_ipython_then_another_atlas_on_the_same_port(
     assert shown["src"] == f"http://127.0.0.1:{port}/"
     assert shown["height"] == "900"
     assert shown["index"] == [200, "Demo: a small CNN on handwritten digits · Network Atlas"]
-    assert [a["name"] for a in shown["health"]["atlases"]] == ["demo_atlas"]
+    assert [a["name"] for a in shown["health"]["atlases"]] == ["digits"]
     assert "Channel 7 of features.relu2" in shown["neuron"]
-    assert "demo_atlas-examples-features.relu2-channel-0007.csv" in shown["neuron"]
+    assert "digits-examples-features.relu2-channel-0007.csv" in shown["neuron"]
     # The second call stopped the first app: the port now serves the other atlas.
     assert shown["printed"].strip() == f"Dash app running on http://127.0.0.1:{port}/"
     assert [a["name"] for a in shown["health_after"]["atlases"]] == ["small"]

@@ -150,7 +150,7 @@ def test_the_download_is_the_subset_graph_as_shown(demo: Atlas, context: ViewCon
     download = graph_download(context, state.to_dict())
     assert download is not None
     assert download["filename"] == (
-        "demo_atlas-graph-0006-six-mistaken-for-0008-eight-nodes0-edges0.json"
+        "digits-graph-0006-six-mistaken-for-0008-eight-nodes0-edges0.json"
     )
     content = json.loads(download["content"])
     assert content["graph"]["other"] == "eight" and content["graph"]["subset"] == "mistaken"
@@ -166,11 +166,11 @@ def test_export_writes_the_subset_graphs(demo: Atlas, tmp_path: Path) -> None:
     written = export_graphs(demo, tmp_path, [6], ("json",), subsets=True)
     names = sorted(path.name for path in written)
     assert names == [
-        "demo_atlas-graph-0006-six-correct.json",
-        "demo_atlas-graph-0006-six-mistaken-for-0000-zero.json",
-        "demo_atlas-graph-0006-six-mistaken-for-0008-eight.json",
-        "demo_atlas-graph-0006-six-mistaken.json",
-        "demo_atlas-graph-0006-six.json",
+        "digits-graph-0006-six-correct.json",
+        "digits-graph-0006-six-mistaken-for-0000-zero.json",
+        "digits-graph-0006-six-mistaken-for-0008-eight.json",
+        "digits-graph-0006-six-mistaken.json",
+        "digits-graph-0006-six.json",
     ]
     back = json.loads((tmp_path / names[3]).read_text())
     assert back == demo.graph_data(6, "mistaken")

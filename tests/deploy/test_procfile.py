@@ -32,12 +32,16 @@ def test_procfile_serves_the_demo_atlas(procfile_server: str) -> None:
         assert get(procfile_server + "/_dash-layout")[0] == 200
 
 
-def test_health_names_the_atlas_and_its_format(procfile_server: str) -> None:
+def test_health_names_the_atlases_and_their_format(procfile_server: str) -> None:
+    """Both shipped demos are served; the digits open without ``?atlas=``."""
     status, body, headers = get(procfile_server + "/healthz")
     assert status == 200 and headers["Content-Type"] == "application/json"
     health = json.loads(body)
-    assert health["status"] == "ok" and health["default"] == "demo_atlas@1"
-    assert health["atlases"] == [{"name": "demo_atlas", "key": "demo_atlas@1", "format_version": 1}]
+    assert health["status"] == "ok" and health["default"] == "digits@1"
+    assert health["atlases"] == [
+        {"name": "digits", "key": "digits@1", "format_version": 1},
+        {"name": "wordnet", "key": "wordnet@1", "format_version": 1},
+    ]
 
 
 AUTH = "ann:s3cret, bob:pa:ss"

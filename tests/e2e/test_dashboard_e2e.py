@@ -210,7 +210,7 @@ def test_large_atlas(
 def test_demo_atlas_is_the_default(
     dash_duo: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Without NETWORK_ATLAS_DIR the shipped demo atlas is served."""
+    """Without NETWORK_ATLAS_DIR the shipped demo atlases are served, the digits first."""
     serve_app(dash_duo, monkeypatch, None, tmp_path)
     dash_duo.wait_for_element("#graph-header .class-name", timeout=20)
     wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
@@ -220,6 +220,20 @@ def test_demo_atlas_is_the_default(
     dash_duo.wait_for_contains_text("#neuron-panel-title", "Channel")
     wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
     save_full_page(dash_duo, "demo-atlas.png")
+    # The header's picker offers both shipped demos; choosing the text demo opens it.
+    dash_duo.select_dcc_dropdown(
+        "#atlas-picker", value="wordnet · Text demo: MiniLM on the topics of WordNet definitions"
+    )
+    dash_duo.wait_for_contains_text("#graph-header", "texts", timeout=30)
+    wait_until(
+        lambda: (
+            "atlas=wordnet%401" in dash_duo.driver.current_url
+            or "atlas=wordnet@1" in dash_duo.driver.current_url
+        )
+    )
+    wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
+    dash_duo.wait_for_contains_text("#trace-header", "Test text #", timeout=30)
+    save_full_page(dash_duo, "text-demo-atlas.png")
     assert dash_duo.get_logs() == []
 
 
@@ -240,8 +254,8 @@ def test_graphs_download_as_png(
     time.sleep(1.0)  # node pictures load
     folder = Path(dash_duo.download_path)
     for button, name in (
-        ("attribution-graph-png", "demo_atlas-graph-0003-three-nodes0-edges0.png"),
-        ("compare-graph-png", "demo_atlas-compare-0003-three-vs-0008-eight-nodes0-edges0.png"),
+        ("attribution-graph-png", "digits-graph-0003-three-nodes0-edges0.png"),
+        ("compare-graph-png", "digits-compare-0003-three-vs-0008-eight-nodes0-edges0.png"),
         ("topo-graph-png", "mapper-graph-three.png"),
     ):
         element = dash_duo.find_element(f"#{button}")
@@ -340,7 +354,7 @@ def test_a_class_goes_to_its_mistakes_and_to_one_confusion(
     button.location_once_scrolled_into_view  # noqa: B018
     button.click()
     path = Path(dash_duo.download_path) / (
-        "demo_atlas-graph-0006-six-mistaken-for-0000-zero-nodes0-edges0.json"
+        "digits-graph-0006-six-mistaken-for-0000-zero-nodes0-edges0.json"
     )
     wait_until(lambda: path.exists() and path.stat().st_size > 0, message="no JSON download")
     time.sleep(0.3)
@@ -463,16 +477,14 @@ def test_every_table_and_graph_downloads_where_it_is_shown(
     wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
     wait_until(lambda: cy_count(dash_duo, "compare-graph", "node[group]") > 0)
 
-    classes = download("classes-csv", "demo_atlas-classes.csv")
+    classes = download("classes-csv", "digits-classes.csv")
     assert classes.read_text() == class_table_csv(atlas)
 
-    graphml = download(
-        "attribution-graph-graphml", "demo_atlas-graph-0003-three-nodes0-edges0.graphml"
-    )
+    graphml = download("attribution-graph-graphml", "digits-graph-0003-three-nodes0-edges0.graphml")
     drawn = sorted(cy_ids(dash_duo, "attribution-graph", "node[size]"))
     assert sorted(nx.read_graphml(graphml).nodes) == drawn
 
-    stem = "demo_atlas-compare-0003-three-vs-0008-eight-nodes0-edges0"
+    stem = "digits-compare-0003-three-vs-0008-eight-nodes0-edges0"
     script = CY_INSTANCE + "return cy.nodes('[group]').map(n => [n.id(), n.data('group')]);"
     groups = dict(dash_duo.driver.execute_script(script, "compare-graph"))
     from_json = nx.node_link_graph(
@@ -486,7 +498,7 @@ def test_every_table_and_graph_downloads_where_it_is_shown(
     dash_duo.driver.get(dash_duo.server_url + "/neuron/features.relu3/5")
     dash_duo.wait_for_element("#neuron-page-examples img.crop", timeout=20)
     examples = download(
-        "neuron-page-examples-csv", "demo_atlas-examples-features.relu3-channel-0005.csv"
+        "neuron-page-examples-csv", "digits-examples-features.relu3-channel-0005.csv"
     )
     assert examples.read_text() == csv_text(EXAMPLE_COLUMNS, example_rows(atlas, 2, 5))
     assert dash_duo.get_logs() == []

@@ -9,7 +9,7 @@ import pytest
 
 from compute.atlas import FORMAT_VERSION, Atlas
 
-SHIPPED = Path(__file__).resolve().parents[2] / "dashboard" / "demo_atlas"
+SHIPPED = Path(__file__).resolve().parents[2] / "dashboard" / "demos" / "digits"
 
 
 @pytest.fixture(scope="module")

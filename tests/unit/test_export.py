@@ -77,8 +77,8 @@ def test_to_networkx_is_the_stored_graph(demo: Atlas) -> None:
 def test_exported_files_read_back_as_the_view_draws(demo: Atlas, tmp_path: Path) -> None:
     written = export_graphs(demo, tmp_path, [3])
     assert sorted(p.name for p in written) == [
-        "demo_atlas-graph-0003-three.graphml",
-        "demo_atlas-graph-0003-three.json",
+        "digits-graph-0003-three.graphml",
+        "digits-graph-0003-three.json",
     ]
     from_json = nx.node_link_graph(json.loads(written[0].with_suffix(".json").read_text()))
     from_graphml = nx.read_graphml(written[0].with_suffix(".graphml"))
@@ -126,7 +126,7 @@ def test_mapper_members_are_the_default_graphs_nodes(demo: Atlas, tmp_path: Path
     """One row per member of every node of each layer's default graph (the Topology view
     with no parameter in its URL), with its image index and class."""
     paths = export_mapper(demo, tmp_path, [2])
-    assert len(paths) == 1 and paths[0].name.startswith("demo_atlas-mapper-features.relu3-i")
+    assert len(paths) == 1 and paths[0].name.startswith("digits-mapper-features.relu3-i")
     rows = list(csv.DictReader(paths[0].open()))
     graph = default_graph(demo, 2)
     sample = demo.mapper_sample(2)
@@ -161,7 +161,7 @@ def test_the_views_json_download_is_the_graph_as_shown(demo: Atlas, tmp_path: Pa
         download = graph_download(context, state.to_dict())
         assert download is not None
         assert download["filename"] == (
-            f"demo_atlas-graph-0003-three-nodes{state.node_min}-edges{state.edge_min}.json"
+            f"digits-graph-0003-three-nodes{state.node_min}-edges{state.edge_min}.json"
         )
         graph = nx.node_link_graph(json.loads(download["content"]))
         elements, _, _ = render_graph(context, state.to_dict())
@@ -228,7 +228,7 @@ def test_the_class_cards_csv_is_the_exported_table(
     download = classes_download(context)
     assert download is not None and download["type"] == "text/csv"
     exported = export_classes(demo, tmp_path)
-    assert download["filename"] == exported.name == "demo_atlas-classes.csv"
+    assert download["filename"] == exported.name == "digits-classes.csv"
     assert download["content"] == exported.read_text()
     rows = list(csv.DictReader(io.StringIO(download["content"])))
     accuracy = demo.accuracy()
@@ -265,13 +265,13 @@ def test_the_neuron_pages_csv_is_the_channels_rows_of_the_layer_export(
     page = neuron_page.page(context, layer="features.relu3", channel="5")
     link = find_component(page, summit_ids.NEURON_PAGE_EXAMPLES_CSV)
     assert link is not None
-    assert link.download == "demo_atlas-examples-features.relu3-channel-0005.csv"
+    assert link.download == "digits-examples-features.relu3-channel-0005.csv"
     prefix = "data:text/csv;charset=utf-8,"
     assert link.href.startswith(prefix)
     text = unquote(link.href[len(prefix) :])
     assert text == csv_text(EXAMPLE_COLUMNS, example_rows(demo, 2, 5))
     (exported,) = export_examples(demo, tmp_path, [2])
-    assert exported.name == "demo_atlas-examples-features.relu3.csv"
+    assert exported.name == "digits-examples-features.relu3.csv"
     layer_rows = list(csv.DictReader(exported.open()))
     assert len(layer_rows) == sum(
         len(example_rows(demo, 2, channel)) for channel in range(demo.layers[2].channels)
@@ -320,7 +320,7 @@ def test_the_comparison_download_is_the_comparison_as_shown(
         files = [compare_download(context, state.to_dict(), fmt) for fmt in ("json", "graphml")]
         assert files[0] is not None and files[1] is not None
         thresholds = f"nodes{state.node_min}-edges{state.edge_min}"
-        stem = f"demo_atlas-compare-0003-three-vs-0008-eight-{thresholds}"
+        stem = f"digits-compare-0003-three-vs-0008-eight-{thresholds}"
         assert [f["filename"] for f in files] == [f"{stem}.json", f"{stem}.graphml"]
         from_json = nx.node_link_graph(json.loads(files[0]["content"]))
         from_graphml = nx.read_graphml(io.BytesIO(files[1]["content"].encode()))
@@ -348,8 +348,8 @@ def test_compare_export_writes_the_whole_comparison(
     name without the thresholds; the graph card's GraphML holds its JSON's graph."""
     written = export_compare(demo, tmp_path, [(3, 8)])
     assert [p.name for p in written] == [
-        "demo_atlas-compare-0003-three-vs-0008-eight.json",
-        "demo_atlas-compare-0003-three-vs-0008-eight.graphml",
+        "digits-compare-0003-three-vs-0008-eight.json",
+        "digits-compare-0003-three-vs-0008-eight.graphml",
     ]
     state = ViewState(cls=3, compare=8).to_dict()
     for path, fmt in zip(written, ("json", "graphml"), strict=True):
@@ -378,8 +378,8 @@ def test_export_command_writes_examples_and_comparisons(
     argv = ["export", atlas, "--what", "examples", "--layers", "features.relu2", "3"]
     assert main([*argv, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "demo_atlas-examples-features.relu2.csv",
-        "demo_atlas-examples-features.relu4.csv",
+        "digits-examples-features.relu2.csv",
+        "digits-examples-features.relu4.csv",
     ]
     # --compare alone writes only the comparisons.
     assert (
@@ -399,8 +399,8 @@ def test_export_command_writes_examples_and_comparisons(
         == 0
     )
     assert sorted(p.name for p in (out / "c").iterdir()) == [
-        "demo_atlas-compare-0000-zero-vs-0001-one.json",
-        "demo_atlas-compare-0003-three-vs-0008-eight.json",
+        "digits-compare-0000-zero-vs-0001-one.json",
+        "digits-compare-0003-three-vs-0008-eight.json",
     ]
     assert (
         main(["export", atlas, "--what", "examples", "--layers", "conv9", "--out", str(out)]) == 2

@@ -303,7 +303,7 @@ def test_shipped_demo_has_readable_defaults_and_node_inversions() -> None:
     from compute.topology.mapper import default_params, stored_default_params
     from compute.topology.part import default_graph
 
-    demo = Atlas.open(Path(__file__).resolve().parents[2] / "dashboard" / "demo_atlas")
+    demo = Atlas.open(Path(__file__).resolve().parents[2] / "dashboard" / "demos" / "digits")
     settings = demo.parameters["mapper"]
     assert stored_default_params(settings) == default_params(settings["num_points"])
     for layer in range(len(demo.layers)):
