@@ -255,12 +255,49 @@ def text_length(asked: int | None, model: Any) -> int:
     return asked
 
 
+#: Options that only mean something for an image model: ``dest`` -> (the option, its
+#: default). The parser leaves them ``None`` unless given, so a text build can refuse one
+#: that was given instead of ignoring it; an image build fills in the defaults.
+IMAGE_ONLY_OPTIONS: dict[str, tuple[str, Any]] = {
+    "image_size": ("--image-size", 224),
+    "normalize": ("--normalize", "imagenet"),
+    "class_index": ("--class-index", None),
+    "decode": ("--decode", "pil"),
+    "channels_last": ("--channels-last", False),
+    "crops": ("--crops", 3),
+    "mapper_crops": ("--mapper-crops", 2_000),
+    "no_check_images": ("--no-check-images", False),
+}
+
+
+def check_option_kinds(args: argparse.Namespace, text: bool) -> None:
+    """Refuse, in one line, an option of the other kind of model: an image option for a
+    text model (``--image-size`` with ``hf:DIR``) or ``--max-length`` for an image model;
+    a silently ignored option would build another atlas than the one asked for. For an
+    image model, the image options not given take their defaults."""
+    if text:
+        if args.featurevis:
+            raise BuildError("--featurevis: a text model has no images to optimise")
+        for dest, (option, _) in IMAGE_ONLY_OPTIONS.items():
+            if getattr(args, dest, None) is not None:
+                raise BuildError(
+                    f"{option} is an option of image models; {args.model} is a text model "
+                    "(docs/text.md lists its options)"
+                )
+        return
+    if args.max_length is not None:
+        raise BuildError(
+            f"--max-length is an option of text models (hf:DIR); {args.model} takes images"
+        )
+    for dest, (_, default) in IMAGE_ONLY_OPTIONS.items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, default)
+
+
 def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.device) -> int:
     """``build`` of an ``hf:DIR`` text classifier over a text file (docs/text.md): every
     row checked before the model runs; examples and Mapper members kept as text, no
     crops or feature visualization."""
-    if args.featurevis:
-        raise BuildError("--featurevis: a text model has no images to optimise")
     model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
     classes = list(model.classes)  # type: ignore[attr-defined]
     rows = read_text_rows(args.data, classes)
@@ -300,6 +337,7 @@ def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.devi
 
 def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> int:
     text = check_text_inputs(args.model, args.data)
+    check_option_kinds(args, text)
     out = Path(args.out)
     check_output_path(out, args.overwrite)
     if args.instances_from is not None:
@@ -471,10 +509,16 @@ def _print_token_layers(found: list[TokenLayer], tokens: int | None) -> None:
     width = max([len("name"), *(len(layer.name) for layer in found)])
     type_width = max([len("type"), *(len(layer.type) for layer in found)])
     print(f"{'name':<{width}}  {'type':<{type_width}}  {'T x D':>9}  usable  note")
+    mlp = {layer.name for layer in found if layer.role == ROLE_MLP}
     for layer in found:
         size = f"{layer.tokens}x{layer.units}"
         usable = "yes" if layer.usable else "no"
         note = _ROLE_NOTES[layer.role]
+        parent = layer.name.rpartition(".")[0]
+        if layer.role == ROLE_MLP and parent in mlp:
+            # BERT's ``intermediate`` returns its ``intermediate_act_fn``'s output: one
+            # set of units under two names; the table says so rather than offer two.
+            note = f"the same units as {parent}"
         line = f"{layer.name:<{width}}  {layer.type:<{type_width}}  {size:>9}  {usable:<6}  {note}"
         print(line.rstrip())
     usable = (
@@ -552,13 +596,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     model_group.add_argument(
         "--image-size",
         type=_positive_int,
-        default=224,
+        default=None,
         metavar="N",
         help="resize images to N x N, no crop (default 224)",
     )
     model_group.add_argument(
         "--normalize",
-        default="imagenet",
+        default=None,
         metavar="MEAN,STD|imagenet|none",
         help="input normalisation (default imagenet; syntax below)",
     )
@@ -589,7 +633,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     model_group.add_argument(
         "--decode",
         choices=DECODE_MODES,
-        default="pil",
+        default=None,
         help="pil (default): PIL in the loader's workers; jpeg-device: JPEG files only, "
         "decoded by torchvision.io, in batches on the GPU with --device cuda (in the "
         "workers on the CPU); resized pixels differ from PIL's by at most 1/255",
@@ -597,6 +641,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     model_group.add_argument(
         "--channels-last",
         action="store_true",
+        default=None,
         help="model and batches in channels-last memory format (faster on GPUs; same results)",
     )
     model_group.add_argument(
@@ -637,7 +682,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     summit.add_argument(
         "--crops",
         type=_non_negative_int,
-        default=3,
+        default=None,
         metavar="N",
         help="receptive-field crops saved per channel (default 3; 0: none)",
     )
@@ -723,7 +768,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     topology.add_argument(
         "--mapper-crops",
         type=_non_negative_int,
-        default=2_000,
+        default=None,
         metavar="N",
         help="sample points cropped per layer, plus 12 per node of the default graph "
         "(default 2000; 0: none)",
@@ -748,6 +793,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument(
         "--no-check-images",
         action="store_true",
+        default=None,
         help="skip opening every image header before the pass (a bad image then stops the "
         "pass when it is reached)",
     )

@@ -154,3 +154,41 @@ def test_torchrun_c10d_rendezvous_form_of_multi_node_builds(
     assert "merged the aggregates of 2 processes" in multi.stderr
     assert multi.stdout.count("atlas written to") == 1
     assert assert_same_atlas(one, out) > 10
+
+
+@pytest.mark.timeout(240)
+def test_torchrun_text_build_equals_one_process(tmp_path: Path) -> None:
+    """A text classifier's build (issue 16) under torchrun with 2 processes: the same atlas
+    as one process, text part included. Only the recorded softmax figures may differ, by
+    float32 rounding: each batch is padded to its own longest input, so a shard's batches
+    multiply matrices of other shapes than one process's (counts, maxima, examples, the
+    Mapper sample and every text are exact)."""
+    from tests.helpers.text_models import BERT_MLP_LAYERS, write_texts_csv, write_tiny_bert
+
+    write_tiny_bert(tmp_path / "bert")
+    write_texts_csv(tmp_path / "texts.csv")
+    args = [
+        "build", "--model", "hf:bert", "--data", "texts.csv",
+        "--layers", ",".join(BERT_MLP_LAYERS), "--max-length", "12",
+        "--batch-size", "4", "--workers", "0", "--no-progress",
+    ]  # fmt: skip
+    runs = {}
+    for name, launcher in (
+        ("one", [sys.executable, "-m", "compute"]),
+        ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 "--nproc-per-node=2", "-m", "compute"]),
+    ):  # fmt: skip
+        runs[name] = subprocess.run(
+            [*launcher, *args, "--out", name],
+            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+    assert "merged the aggregates of 2 processes" in runs["two"].stderr
+    close = ("instances/confidence.npy", "instances/margin.npy")
+    assert assert_same_atlas(tmp_path / "one", tmp_path / "two", close=close) > 10
+    from compute.atlas import Atlas
+
+    one, two = Atlas.open(tmp_path / "one"), Atlas.open(tmp_path / "two")
+    assert two.build.world_size == 2 and two.modality == "text"
+    for index in range(18):
+        assert one.text_input(index) == two.text_input(index)

@@ -95,6 +95,38 @@ def test_a_bad_row_is_refused_before_the_model_runs(
     assert not (built / "bad-atlas").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--image-size", "64"), ("--normalize", "none"), ("--crops", "3"), ("--mapper-crops", "5"),
+     ("--channels-last", None), ("--no-check-images", None), ("--featurevis", None)],
+)  # fmt: skip
+def test_an_image_option_is_refused_for_a_text_model(
+    built: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str | None,
+) -> None:
+    """An option a text build would ignore is refused in one line, before any work (an
+    ignored option builds another atlas than the one asked for)."""
+    monkeypatch.chdir(built)
+    argv = ["build", "--model", "hf:my-bert", "--data", "texts.csv", "--layers", LAYERS[0],
+            "--out", "refused", "--no-progress", option, *([value] if value else [])]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert option in err and len(err.splitlines()) == 1
+    assert not (built / "refused").exists()
+
+
+def test_max_length_is_refused_for_an_image_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["build", "--model", "torchvision:resnet18", "--data", str(tmp_path), "--layers",
+            "layer1", "--out", str(tmp_path / "out"), "--max-length", "8"]  # fmt: skip
+    assert main(argv) == 2
+    assert "--max-length is an option of text models" in capsys.readouterr().err
+
+
 def test_the_topoact_sample_holds_one_real_token_of_each_input(built: Path) -> None:
     """The Mapper sample of a token layer: per input, the unit vector at one real token
     (picked by the hash of (seed, index, layer)), equal to the layer's output there when
