@@ -48,9 +48,9 @@ def test_layers_of_a_hugging_face_text_classifier(
     assert intermediate[1:4] == ["BertIntermediate", f"6x{INTERMEDIATE}", "yes"]
     assert " ".join(intermediate[4:]) == NATURAL
     # The activation inside ``intermediate`` is the same set of units under a second name.
-    assert rows["bert.encoder.layer.1.intermediate.intermediate_act_fn"][2:] == [
-        f"6x{INTERMEDIATE}", "yes", *"the same units as bert.encoder.layer.1.intermediate".split()
-    ]  # fmt: skip
+    act = rows["bert.encoder.layer.1.intermediate.intermediate_act_fn"]
+    assert act[2:4] == [f"6x{INTERMEDIATE}", "yes"]
+    assert " ".join(act[4:]) == "the same units as bert.encoder.layer.1.intermediate"
     assert " ".join(rows["bert.encoder.layer.0.intermediate.dense"][4:]) == BEFORE
     attention = rows["bert.encoder.layer.0.attention.self"]
     assert attention[1:] == ["BertSelfAttention", f"6x{HIDDEN}", "yes"]
