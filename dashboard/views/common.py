@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,35 @@ def note(text: str, *, kind: str = "info") -> html.Div:
 def labelled(label: str, control: Any, tip: str = "") -> html.Div:
     """A control with its label above it (``tip``: the label's tooltip)."""
     return html.Div([html.Label(label, title=tip), control], className="slider-block")
+
+
+#: An image atlas's words and a text atlas's: a text model's neurons are hidden units and
+#: its inputs are texts (``worded``).
+_TEXT_WORDS = (
+    (re.compile(r"\bchannels\b"), "units"),
+    (re.compile(r"\bchannel\b"), "unit"),
+    (re.compile(r"\bChannels\b"), "Units"),
+    (re.compile(r"\bChannel\b"), "Unit"),
+    (re.compile(r"\bimages\b"), "texts"),
+    (re.compile(r"\bimage\b"), "text"),
+)
+
+
+def worded(data: AtlasData, text: str) -> str:
+    """``text``, written for an image atlas, in the words of ``data``'s modality: for a
+    text atlas, channels are units and images are texts (sentences about pictures need a
+    text atlas's own sentence instead).
+
+    Examples:
+        >>> class Text: text = True
+        >>> worded(Text(), "classes whose images use similar channels")
+        'classes whose texts use similar units'
+    """
+    if not data.text:
+        return text
+    for pattern, word in _TEXT_WORDS:
+        text = pattern.sub(word, text)
+    return text
 
 
 def how_to_read(*paragraphs: str, extra: Sequence[Any] = ()) -> html.Details:

@@ -154,3 +154,71 @@ def test_a_text_atlases_examples_export_carries_the_token_and_the_text(
         start, end = text.spans[token]
         assert row["token"] == (text.text[start:end] if end > start else text.tokens[token])
         assert text.text.startswith(row["text"]) and row["text"]
+
+
+#: Words of an image atlas that a text atlas's pages must not show: its neurons are units,
+#: its inputs texts, and it has no crops, pixels or pictures.
+IMAGE_WORDS = re.compile(r"\b(channels?|images?|crops?|pixels?|pictures?)\b", re.IGNORECASE)
+
+
+def visible_strings(component: object) -> list[str]:
+    """Every string a page shows: children, titles, labels, placeholders (not ids,
+    classes, styles or data)."""
+    shown: list[str] = []
+
+    def walk(value: object, key: str | None) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k not in (
+                    "id",
+                    "className",
+                    "style",
+                    "type",
+                    "namespace",
+                    "href",
+                    "data",
+                    "stylesheet",
+                    "elements",
+                    "src",
+                    "download",
+                    "figure",
+                    "value",
+                ):
+                    walk(v, k)  # fmt: skip
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str) and key in (None, "children", "title", "label", "placeholder"):
+            shown.append(value)
+
+    walk(json.loads(text_of(component)), None)
+    return shown
+
+
+def test_a_text_atlas_page_speaks_of_units_and_texts(context: ViewContext) -> None:
+    """The explorer and a neuron page of a text atlas, every view's layout and help: no
+    image words (a text atlas's reader would look for pictures that are not there)."""
+    from dashboard.views import shell
+    from dashboard.views.summit.neuron_page import page as neuron_page
+
+    state = ViewState(cls=0, node="0-3")
+    pages = {
+        "explorer": shell.page_layout(context, state),
+        "neuron": neuron_page(context, "0", "3"),
+        "unknown neuron": neuron_page(context, "0", "100000"),
+    }
+    assert "Top tokens" in text_of(pages["neuron"])  # the neuron page itself, not a 404
+    for name, component in pages.items():
+        wrong = [
+            s
+            for s in visible_strings(component)
+            if IMAGE_WORDS.search(
+                # What is right as written: a PNG is an image, the class table's CSV columns
+                # are named once for every atlas, and the graph's note says there are no
+                # pictures.
+                s.replace("PNG image", "")
+                .replace("(index, name, images,", "")
+                .replace("have no pictures", "")
+            )
+        ]
+        assert wrong == [], (name, wrong)

@@ -7,7 +7,14 @@ from dash import html
 
 from dashboard.data import PART_INSTANCES
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, card_actions, graph_buttons, how_to_read, note
+from dashboard.views.common import (
+    ViewContext,
+    card_actions,
+    graph_buttons,
+    how_to_read,
+    note,
+    worded,
+)
 from dashboard.views.instance import ids
 from dashboard.views.summit.graph import attribution_cytoscape
 
@@ -48,13 +55,24 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 style=None if available else {"display": "none"},
             ),
             how_to_read(
-                "One input's own attribution graph: the channels its class's selection rule "
-                "keeps for this input (each layer) and its own strongest influences between "
-                "them, drawn over its class's graph. Teal channels are on both, orange ones "
-                "only on the class's graph (the input does not use them), purple ones only "
-                "on the input's (appended to the right of their row); a dashed border marks "
-                "a channel that fewer than 10% of the class's images use.",
-                "Node size is the channel's share of the input's activation in its layer; "
+                worded(
+                    context.data,
+                    "One input's own attribution graph: the channels its class's selection "
+                    "rule keeps for this input (each layer) and its own strongest influences "
+                    "between them, drawn over its class's graph. Teal channels are on both, "
+                    "orange ones only on the class's graph (the input does not use them), "
+                    "purple ones only on the input's (appended to the right of their row); a "
+                    "dashed border marks a channel that fewer than 10% of the class's images "
+                    "use.",
+                ),
+                "Node size is the unit's share of the input's activation in its layer; the "
+                "overlap is the mean over layers of the share that lies on the class's graph. "
+                "A unit the input uses is labelled by the word it fired on in this input; "
+                "the class's other units by the token they fire on most over the dataset. "
+                "The filter 'wrong or uncertain' adds the inputs whose softmax lead over the "
+                "runner-up is among the lowest tenth of all recorded inputs."
+                if context.data.text
+                else "Node size is the channel's share of the input's activation in its layer; "
                 "the overlap is the mean over layers of the share that lies on the class's "
                 "graph. A channel the input uses shows what it saw in this input: the "
                 "receptive field around its maximum, cut from the input's stored image; the "

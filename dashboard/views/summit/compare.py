@@ -21,6 +21,7 @@ from dashboard.views.common import (
     how_to_read,
     note,
     register_graph_downloads,
+    worded,
 )
 from dashboard.views.summit import ids
 from dashboard.views.summit.figures import ONLY_A, ONLY_B, SHARED, compare_elements
@@ -77,14 +78,20 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 className="compare-area",
             ),
             how_to_read(
-                "Both classes' attribution graphs merged into one: channels (and "
-                "connections) both classes rely on are teal and in the middle of each row; "
-                "those only the selected class uses are blue on the left, those only the "
-                "compared class uses orange on the right.",
-                "Shared channels are features the classes have in common (and may confuse "
-                "them); unique ones are what tells them apart. The sliders of the "
-                "attribution graph apply here too, and its note says how each layer pair's "
-                "connections were computed.",
+                worded(
+                    context.data,
+                    "Both classes' attribution graphs merged into one: channels (and "
+                    "connections) both classes rely on are teal and in the middle of each row; "
+                    "those only the selected class uses are blue on the left, those only the "
+                    "compared class uses orange on the right.",
+                ),
+                worded(
+                    context.data,
+                    "Shared channels are features the classes have in common (and may confuse "
+                    "them); unique ones are what tells them apart. The sliders of the "
+                    "attribution graph apply here too, and its note says how each layer pair's "
+                    "connections were computed.",
+                ),
             ),
         ],
         className="card card-compare",

@@ -10,7 +10,7 @@ from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 from dashboard import ids as page_ids
 from dashboard.data import PART_EMBEDDING, AtlasData
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.common import ViewContext, guarded, how_to_read, note, worded
 from dashboard.views.summit import ids
 from dashboard.views.summit.figures import embedding_figure, embedding_highlights, embedding_points
 
@@ -52,9 +52,12 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 className="embedding-graph",
             ),
             how_to_read(
-                "Each dot is a class, placed so that classes whose images use similar "
-                "channels of the chosen layer lie close together (a 2-D projection of the "
-                "rows of the activation-count matrix). Colour is the class's top-1 accuracy.",
+                worded(
+                    context.data,
+                    "Each dot is a class, placed so that classes whose images use similar "
+                    "channels of the chosen layer lie close together (a 2-D projection of the "
+                    "rows of the activation-count matrix). Colour is the class's top-1 accuracy.",
+                ),
                 "Click a dot to select its class; the orange ring marks the selected class, "
                 "the purple ring the compared one, and thin grey rings the classes the model "
                 "most often predicts instead of the selected one (are its confusions its "

@@ -43,6 +43,7 @@ from dashboard.views.common import (
     percent,
     register_graph_downloads,
     state_link,
+    worded,
 )
 from dashboard.views.summit import ids
 from dashboard.views.summit.figures import (
@@ -205,8 +206,11 @@ def subset_toggle(data: AtlasData, state: ViewState) -> html.Div:
             ),
         ],
         className="slider-block pictures-block",
-        title="the graph of all the class's images, or only of those the model classifies "
-        "correctly or wrongly (same selection on that subset's counts)"
+        title=worded(
+            data,
+            "the graph of all the class's images, or only of those the model classifies "
+            "correctly or wrongly (same selection on that subset's counts)",
+        )
         if has_subsets
         else "this atlas has no 'subsets' part",
     )
@@ -240,7 +244,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         ids.NODE_THRESHOLD,
                         f"Hide {'units' if data.text else 'channels'} used by fewer than",
                         state.node_min,
-                        "percent of the class's most-used channel",
+                        worded(data, "percent of the class's most-used channel"),
                     ),
                     slider(
                         ids.EDGE_THRESHOLD,
@@ -269,15 +273,23 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 className="graph-area",
             ),
             how_to_read(
-                "The graph shows which channels the model relies on for the selected class "
+                "The graph shows which units the model relies on for the selected class and "
+                "how they feed each other: each row is a layer (input side at the bottom, "
+                "output side at the top), each tile a unit labelled by its index and the "
+                "token it fires on most over the dataset."
+                if data.text
+                else "The graph shows which channels the model relies on for the selected class "
                 "and how they feed each other: each row is a layer (input side at the "
                 "bottom, output side at the top), each tile a channel with its feature "
                 "visualization (an image optimised to excite it) or its top dataset crop, "
                 "and its number the channel index.",
-                "Tile size is how many of the class's images activate the channel; an edge "
-                "from a lower channel to an upper one is drawn wider when the lower channel "
-                "was among the strongest influences on the upper one in more images. Use "
-                "the sliders to hide rarely used channels and weak connections.",
+                worded(
+                    data,
+                    "Tile size is how many of the class's images activate the channel; an edge "
+                    "from a lower channel to an upper one is drawn wider when the lower channel "
+                    "was among the strongest influences on the upper one in more images. Use "
+                    "the sliders to hide rarely used channels and weak connections.",
+                ),
                 extra=influence_note(data),
             ),
         ],
@@ -402,7 +414,7 @@ def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     message = None
     if graph.num_nodes == 0:
         message = note(
-            "This class has no attribution graph (no channel passed selection)."
+            worded(data, "This class has no attribution graph (no channel passed selection).")
             if state.subset == "all"
             else f"No image of this class is {state.subset}ly classified: no graph."
             if state.subset == "correct"

@@ -11,7 +11,7 @@ from dashboard import ids as page_ids
 from dashboard.data import PART_SUMMIT
 from dashboard.links import neuron_href
 from dashboard.state import ViewState, parse_node_id
-from dashboard.views.common import ViewContext, guarded, how_to_read, note
+from dashboard.views.common import ViewContext, guarded, how_to_read, note, worded
 from dashboard.views.summit import ids
 from dashboard.views.summit.figures import neuron_bar_figure
 from dashboard.views.summit.graph import example_strip
@@ -27,29 +27,37 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
             html.Div(
                 [
                     html.H2(
-                        [html.Span("N", className="view-tag"), "Channel"],
+                        [html.Span("N", className="view-tag"), worded(context.data, "Channel")],
                         id=ids.NEURON_TITLE,
                     ),
                     html.Button(
                         "×",
                         id=ids.NEURON_CLOSE,
                         className="close",
-                        title="Close the channel panel",
+                        title=worded(context.data, "Close the channel panel"),
                         n_clicks=0,
                     ),
                 ],
                 className="card-head",
             ),
             html.Div(id=ids.NEURON_BODY),
-            html.H3("Classes that use this channel most", className="subhead"),
+            html.H3(
+                worded(context.data, "Classes that use this channel most"), className="subhead"
+            ),
             dcc.Graph(
                 id=ids.NEURON_BARS, config={"displayModeBar": False}, className="neuron-bars"
             ),
             how_to_read(
-                "The crops are the dataset image regions that activate this channel most "
+                "The snippets are the texts this unit fires on most, the token of its "
+                "maximum marked."
+                if context.data.text
+                else "The crops are the dataset image regions that activate this channel most "
                 "(its receptive field around the strongest position).",
-                "The bars count, for each class, how many of its images select this "
-                "channel; click a bar to select that class.",
+                worded(
+                    context.data,
+                    "The bars count, for each class, how many of its images select this "
+                    "channel; click a bar to select that class.",
+                ),
             ),
         ],
         id=ids.NEURON_PANEL,
@@ -68,7 +76,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
     layer, channel = parsed
     title = [
         html.Span("N", className="view-tag"),
-        f"Channel {channel} of {data.layer_names[layer]}",
+        worded(data, f"Channel {channel} of {data.layer_names[layer]}"),
     ]
     link = dcc.Link(
         "open neuron page →",

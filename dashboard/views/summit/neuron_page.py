@@ -29,7 +29,14 @@ from dashboard.data import (
     file_url,
 )
 from dashboard.links import class_href, explorer_href, neuron_href, parse_neuron_path
-from dashboard.views.common import ViewContext, how_to_read, influence_methods, note, percent
+from dashboard.views.common import (
+    ViewContext,
+    how_to_read,
+    influence_methods,
+    note,
+    percent,
+    worded,
+)
 from dashboard.views.summit import ids
 from dashboard.views.summit.graph import example_strip, featurevis_missing
 
@@ -64,7 +71,7 @@ def not_found(context: ViewContext, layer: Any, channel: Any) -> html.Div:
                     f"This atlas has no neuron {asked!r}." if asked else "No neuron was named.",
                     className="muted",
                 ),
-                html.P(f"Its layers and channels: {layers}.", className="muted"),
+                html.P(worded(data, f"Its layers and channels: {layers}."), className="muted"),
                 dcc.Link(
                     "← back to the explorer",
                     href=explorer_href(context.page_prefix),
@@ -251,7 +258,7 @@ def examples_csv_link(context: ViewContext, layer: int, channel: int) -> html.A 
         href="data:text/csv;charset=utf-8," + quote(text),
         download=examples_file_name(data.atlas.path.name, data.layer_names[layer], channel),
         className="png-export",
-        title="Download these examples as CSV (rank, image index, activation, position), "
+        title="Download these examples as CSV (rank, input index, activation, position), "
         "as python -m compute export --what examples writes them",
     )
 
@@ -285,7 +292,7 @@ def classes_card(context: ViewContext, layer: int, channel: int) -> html.Section
             )
             for c, n in zip(top.tolist(), counts.tolist(), strict=True)
             if n > 0
-        ] or note("No class selects this channel.")
+        ] or note(f"No class selects this {'unit' if data.text else 'channel'}.")
     return html.Section(
         [
             html.H2("Classes that use it most"),
@@ -362,6 +369,7 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
     li, ch = parsed
     name = data.layer_names[li]
     unit = "unit" if data.text else "channel"
+    inputs = "texts" if data.text else "images"
     walk = []
     if ch > 0:
         walk.append(
@@ -416,10 +424,10 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                         (
                             "This is the first layer: nothing before it is recorded."
                             if previous is None
-                            else f"No channel of {data.layer_names[previous]} was ever among "
-                            "the strongest influences on this one (in any image)."
+                            else f"No {unit} of {data.layer_names[previous]} was ever among "
+                            f"the strongest influences on this one (in any {inputs[:-1]})."
                         ),
-                        "images (of every class) in which that channel was among the "
+                        f"{inputs} (of every class) in which that {unit} was among the "
                         "strongest influences on this one",
                         [p for p in pairs if p.target == li],
                         ids.NEURON_PAGE_INCOMING_KINDS,
@@ -434,8 +442,8 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                         ),
                         ids.NEURON_PAGE_OUTGOING,
                         data.outgoing(li, ch, TOP_INFLUENCES),
-                        "No later layer records influences from this channel.",
-                        "images (of every class) in which this channel was among the "
+                        f"No later layer records influences from this {unit}.",
+                        f"{inputs} (of every class) in which this {unit} was among the "
                         "strongest influences on that one",
                         [p for p in pairs if p.source == li],
                         ids.NEURON_PAGE_OUTGOING_KINDS,
@@ -444,10 +452,14 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
                 className="neuron-grid",
             ),
             how_to_read(
-                "The feature visualization is an image optimised to excite this channel; the "
-                "diversity images are optimised together to excite it in different ways.",
-                "Influence counts are summed over every class: a count is the number of "
-                "images in which one channel was among the strongest influences on the "
+                "The top tokens are the tokens at which this unit fires most over the "
+                "dataset; the examples are the texts it fires on most, the token of its "
+                "maximum marked."
+                if data.text
+                else "The feature visualization is an image optimised to excite this channel; "
+                "the diversity images are optimised together to excite it in different ways.",
+                f"Influence counts are summed over every class: a count is the number of "
+                f"{inputs} in which one {unit} was among the strongest influences on the "
                 "other. Click a neuron to open its page, or a class to open its graph.",
             ),
         ],

@@ -27,6 +27,7 @@ from dashboard.views.common import (
     how_to_read,
     note,
     percent,
+    worded,
 )
 from dashboard.views.summit import ids
 
@@ -85,12 +86,18 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
             dcc.Markdown(id=ids.SIDEBAR_ROWS, className="class-rows", dangerously_allow_html=True),
             html.Button("Show more", id=ids.SHOW_MORE, className="show-more", n_clicks=0),
             how_to_read(
-                "Rows list the classes, the selected one pinned on top. 'Most similar' sorts "
-                "by the cosine similarity of the classes' channel-usage counts in the "
-                "current layer (the blue bar); the accuracy orders help find weak classes.",
-                "The small histogram shows how confident the model is on the class's "
-                "images (left: low top-1 probability, right: high). Click a row to select "
-                "the class.",
+                worded(
+                    context.data,
+                    "Rows list the classes, the selected one pinned on top. 'Most similar' sorts "
+                    "by the cosine similarity of the classes' channel-usage counts in the "
+                    "current layer (the blue bar); the accuracy orders help find weak classes.",
+                ),
+                worded(
+                    context.data,
+                    "The small histogram shows how confident the model is on the class's "
+                    "images (left: low top-1 probability, right: high). Click a row to select "
+                    "the class.",
+                ),
             ),
         ],
         className="card card-sidebar",

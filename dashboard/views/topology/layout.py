@@ -18,6 +18,7 @@ from dashboard.views.common import (
     how_to_read,
     labelled,
     note,
+    worded,
 )
 from dashboard.views.topology import ids
 from dashboard.views.topology.data import index_metric, mapper_data, topology_stylesheet
@@ -114,7 +115,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     marks={0: "0", 50: "0.5", 100: "1"},
                     updatemode="mouseup",
                 ),
-                "hide edges whose nodes share fewer images (|a∩b| / |a∪b|)",
+                worded(context.data, "hide edges whose nodes share fewer images (|a∩b| / |a∪b|)"),
             ),
             labelled(
                 "Clusterer",
@@ -170,7 +171,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                                 "CSV",
                                 ids.TOPO_CSV,
                                 "Download the members of every node of this graph as CSV "
-                                "(node, sample row, image index, label, class)",
+                                "(node, sample row, input index, label, class)",
                             )
                         ],
                         ids.TOPO_DOWNLOAD,
@@ -217,17 +218,32 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                 style=None if available else {"display": "none"},
             ),
             how_to_read(
-                "TopoAct's Mapper graph of the layer: every sampled image contributes one "
-                "activation vector (at one spatial position); vectors are sliced by their "
-                "L2 norm into overlapping intervals, each slice is clustered (DBSCAN), and "
-                "each cluster is a node. Nodes sharing images are joined; edge width is "
-                "their Jaccard index. Norms grow from left to right.",
-                "Each node is a pie of the classes of its images (the selected class in "
-                "orange; nodes holding it have an orange ring), sized by image count. "
-                "Branches (flares) that end in one class and loops are found automatically "
-                "and listed; click one to highlight it, or click a node to see its classes, "
-                "images and the activation inversion of its mean vector (its classes are "
-                "also highlighted in the class embedding).",
+                worded(
+                    context.data,
+                    "TopoAct's Mapper graph of the layer: every sampled image contributes one "
+                    + (
+                        "activation vector (at one token, or the mean over its tokens); "
+                        if context.data.text
+                        else "activation vector (at one spatial position); "
+                    )
+                    + "vectors are sliced by their L2 norm into overlapping intervals, each "
+                    "slice is clustered (DBSCAN), and each cluster is a node. Nodes sharing "
+                    "images are joined; edge width is their Jaccard index. Norms grow from "
+                    "left to right.",
+                ),
+                worded(
+                    context.data,
+                    "Each node is a pie of the classes of its images (the selected class in "
+                    "orange; nodes holding it have an orange ring), sized by image count. "
+                    "Branches (flares) that end in one class and loops are found automatically "
+                    "and listed; click one to highlight it, or click a node to see its classes "
+                    + (
+                        "and texts, the token of each marked "
+                        if context.data.text
+                        else "and images and the activation inversion of its mean vector "
+                    )
+                    + "(its classes are also highlighted in the class embedding).",
+                ),
             ),
         ],
         className="card card-topology",
