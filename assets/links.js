@@ -39,3 +39,12 @@ document.addEventListener(
 window.addEventListener("popstate", function () {
   window.location.reload();
 });
+
+/* Back to a page the browser kept whole (the back-forward cache: e.g. after the atlas
+ * picker opened another atlas): its controls show what they showed when it was left
+ * (the picker naming the other atlas), not what its address says. Load it again. */
+window.addEventListener("pageshow", function (event) {
+  if (event.persisted) {
+    window.location.reload();
+  }
+});

@@ -1746,7 +1746,10 @@ class AtlasWriter(_FileSink):
 
 @contextlib.contextmanager
 def update_atlas(
-    path: str | os.PathLike[str], *, add_parts: tuple[str, ...] = ()
+    path: str | os.PathLike[str],
+    *,
+    add_parts: tuple[str, ...] = (),
+    replace: tuple[str, ...] = (),
 ) -> Iterator[_FileSink]:
     """Add files to an existing atlas, then replace its manifest atomically.
 
@@ -1754,22 +1757,38 @@ def update_atlas(
     changes made to ``sink.manifest_updates``) replaces the old one only if the block
     finishes, so readers see either the old atlas or the new one.
 
+    Args:
+        path: the atlas.
+        add_parts: parts the new files add (or replace).
+        replace: folders (``"trace/"``) whose previous files the update replaces
+            wholesale: none of them survives into the new manifest unless written again
+            (a rewritten part never keeps a stale file of its previous version), and
+            after the swap they are removed from disk.
+
     Examples:
         >>> with update_atlas(path, add_parts=("embedding",)) as sink:   # doctest: +SKIP
         ...     sink.add_array(embedding_path(0), xy)
     """
+    if any(
+        not prefix.endswith("/") or not is_safe_relpath(prefix.rstrip("/")) for prefix in replace
+    ):
+        raise ValueError(f"replace takes folders of the atlas ending in '/', not {replace}")
     root = Path(path)
     manifest = read_manifest(root)
     sink = _FileSink(root)
     sink.manifest_updates = {}  # type: ignore[attr-defined]
     yield sink
     manifest.update(sink.manifest_updates)  # type: ignore[attr-defined]
-    manifest["files"] = dict(sorted({**manifest["files"], **sink.files}.items()))
+    replaced = {f for f in manifest["files"] if f.startswith(replace)} if replace else set()
+    kept = {f: entry for f, entry in manifest["files"].items() if f not in replaced}
+    manifest["files"] = dict(sorted({**kept, **sink.files}.items()))
     manifest["parts"] = sorted(set(manifest["parts"]) | set(add_parts))
     tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
     _flush_to_disk()
     _fsync_write(tmp, _manifest_bytes(manifest))
     os.replace(tmp, root / MANIFEST)
+    for relpath in sorted(replaced - set(sink.files)):  # files of the replaced version
+        (root / relpath).unlink(missing_ok=True)
     Atlas.open(root)
 
 

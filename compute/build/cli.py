@@ -320,7 +320,9 @@ def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.devi
         model_info={"name": model_name(args.model), "spec": args.model},
         dataset_info={
             "name": data_path.stem,
-            "split": None,
+            # A file's name says nothing reliable of its split: --split names it, so a
+            # training trace of the same split links the Training and Instance views.
+            "split": args.split,
             "description": f"texts {args.data} ({rows.label_kind} labels)",
         },
         **_shared_options(args),
@@ -398,7 +400,7 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
         },
         dataset_info={
             "name": dataset_name,
-            "split": data_path.name if is_split else None,
+            "split": args.split or (data_path.name if is_split else None),
             "description": f"ImageFolder {args.data}",
         },
         **_shared_options(args),
@@ -775,6 +777,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     output = build.add_argument_group("output")
     output.add_argument("--title", help="title shown in the dashboard")
+    output.add_argument(
+        "--split",
+        default=None,
+        metavar="NAME",
+        help="the data's split (e.g. test), recorded in the atlas; a training trace of the "
+        "same split (write_trace_part(split=NAME)) then links its Training and Instance "
+        "views (default: an image folder named train/val/test/..., else none)",
+    )
     output.add_argument(
         "--seed",
         type=int,

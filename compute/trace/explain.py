@@ -46,6 +46,39 @@ log = logging.getLogger(__name__)
 ModelInputs: TypeAlias = torch.Tensor | Mapping[str, torch.Tensor]
 
 
+def check_inputs(inputs: object) -> ModelInputs:
+    """``inputs`` if :func:`explain` can take it, else a one-line error saying what to pass.
+
+    A text batch must carry its ``attention_mask``: without it padding cannot be told from
+    text, and the explanation of a padded input would depend on its batch.
+
+    Raises:
+        TypeError: neither a tensor nor a batch mapping of tensors.
+        ValueError: token ids as a bare tensor, or a text batch without
+            ``input_ids`` / ``attention_mask``.
+    """
+    if isinstance(inputs, Mapping):
+        missing = [key for key in ("input_ids", "attention_mask") if key not in inputs]
+        if missing:
+            raise ValueError(
+                f"a text batch needs {' and '.join(repr(k) for k in missing)} (as "
+                "compute.text_data.TextCollate or the tokenizer with padding=True give it); "
+                f"got {sorted(inputs)}"
+            )
+        return inputs
+    if isinstance(inputs, torch.Tensor):
+        if not inputs.is_floating_point():
+            raise ValueError(
+                f"integer inputs {tuple(inputs.shape)} look like token ids: pass a text "
+                "model's batch as a mapping with 'input_ids' and 'attention_mask'"
+            )
+        return inputs
+    raise TypeError(
+        f"explain takes an image tensor [n, ...] or a text batch mapping, not "
+        f"{type(inputs).__name__} (tokenise texts first: compute.text_data.TextCollate)"
+    )
+
+
 def count_inputs(inputs: ModelInputs) -> int:
     """How many inputs ``inputs`` holds (its first dimension)."""
     if isinstance(inputs, Mapping):
@@ -164,6 +197,7 @@ def capture_inputs(
         ``({layer: [n, *input_shape]}, logits [n, classes])``; a token layer's input
         ``[n, T, D]`` has its padding tokens zeroed (:func:`token_mask`).
     """
+    images = check_inputs(images)
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     was_training = model.training
@@ -365,6 +399,7 @@ class Explainer:
     def __call__(self, images: ModelInputs) -> TraceExplanation:
         """Explain ``images`` ``[n, ...]`` (or a text batch mapping) over every traced layer,
         in chunks of ``batch_size``."""
+        images = check_inputs(images)
         chunks = [
             self._chunk(slice_inputs(images, start, start + self.config.batch_size))
             for start in range(0, count_inputs(images), self.config.batch_size)
@@ -516,6 +551,21 @@ def write_trace_part(
         ...                  image_label=labels, train_label=result.train_labels)  # doctest: +SKIP
     """
     n = explanations.num_images
+    atlas = Atlas.open(atlas_path)
+    if atlas.modality == "text" and texts is None:
+        raise ValueError(
+            "a text atlas's trace needs the texts it shows: write_trace_part(..., "
+            "texts=trace_texts(explanations, explained_texts, train_texts))"
+        )
+    mapped = atlas.manifest.get("dataset", {}).get("split")
+    if mapped != split:
+        log.warning(
+            "the trace explains split %r but the atlas maps split %r: the Training and "
+            "Instance views will not link the same inputs (build with --split %s)",
+            split,
+            mapped,
+            split,
+        )
     image_index = np.asarray(image_index, dtype=np.int64)
     image_label = np.asarray(image_label, dtype=np.int64)
     if image_index.shape != (n,) or image_label.shape != (n,):
@@ -554,7 +604,9 @@ def write_trace_part(
         ],
         **(info or {}),
     }
-    with update_atlas(atlas_path, add_parts=(PART_TRACE,)) as sink:
+    # A rewritten trace replaces the whole folder: no text or thumbnail of the previous
+    # trace stays to be shown beside the new one's rows.
+    with update_atlas(atlas_path, add_parts=(PART_TRACE,), replace=("trace/",)) as sink:
         for name, array in arrays.items():
             sink.add_array(TRACE_PATHS[name], array)
         if texts is not None:

@@ -234,6 +234,11 @@ def test_demo_atlas_is_the_default(
     wait_until(lambda: cy_count(dash_duo, "attribution-graph", "node[size]") > 0)
     dash_duo.wait_for_contains_text("#trace-header", "Test text #", timeout=30)
     save_full_page(dash_duo, "text-demo-atlas.png")
+    # Back returns to the digits, and the picker says so (not the atlas it opened last).
+    dash_duo.driver.back()
+    dash_duo.wait_for_contains_text("#graph-header", "images", timeout=30)
+    wait_until(lambda: "digits" in dash_duo.find_element("#atlas-picker").text)
+    assert "wordnet" not in dash_duo.find_element("#atlas-picker").text
     assert dash_duo.get_logs() == []
 
 

@@ -174,6 +174,57 @@ def test_the_training_view_shows_texts_and_links_the_instance_view(
     assert example.text is not None and example.text in text
 
 
+def test_a_rewritten_trace_keeps_no_text_of_the_previous_one(
+    demo_atlas: tuple[Path, TextDemoConfig], tmp_path: Path
+) -> None:
+    """Writing the trace part again replaces it whole: a row's text is the new trace's,
+    never the previous trace's text of the same row; a text atlas's trace without texts
+    is refused (its Training view would show bare indices)."""
+    import shutil
+
+    from compute.trace import trace_texts, write_trace_part
+    from compute.trace.explain import TraceExplanation
+
+    path = Path(shutil.copytree(demo_atlas[0], tmp_path / "copy"))
+    atlas = Atlas.open(path)
+    meta, arrays = atlas.trace()
+    rows = np.arange(3, meta["num_images"])  # a later subset: row 0 is now input 3
+    old = {name: np.asarray(arrays[name]) for name in arrays}
+    explanations = TraceExplanation(
+        layers=tuple(layer["name"] for layer in meta["layers"]),
+        per_example=tuple(layer["per_example"] for layer in meta["layers"]),
+        ridge_unit=tuple(layer["ridge_unit"] for layer in meta["layers"]),
+        predictions=old["prediction"][rows],
+        norms=old["norms"][rows],
+        class_share=old["class_share"][rows],
+        epoch_share=old["epoch_share"][rows],
+        epoch_cosine=old["epoch_cosine"][rows],
+        ridge_hist=old["ridge_hist"][rows],
+        ridge_edges=old["ridge_edges"],
+        proponent_index=old["proponent_index"][rows],
+        proponent_score=old["proponent_score"][rows],
+        opponent_index=old["opponent_index"][rows],
+        opponent_score=old["opponent_score"][rows],
+        sum_error=np.zeros((len(rows), len(meta["layers"]))),
+    )
+    labels, index = old["image_label"][rows], old["image_index"][rows]
+    before = atlas.trace_text("test", 0)
+    with pytest.raises(ValueError, match="needs the texts it shows"):
+        write_trace_part(path, explanations, image_index=index, image_label=labels,
+                         train_label=old["train_label"])  # fmt: skip
+    texts = [atlas.text_input(int(i)).text for i in index]
+    train = [f"training text {i}" for i in range(len(old["train_label"]))]
+    shown = trace_texts(explanations, texts, train)
+    write_trace_part(path, explanations, image_index=index, image_label=labels,
+                     train_label=old["train_label"], texts=shown)  # fmt: skip
+    fresh = Atlas.open(path)
+    assert fresh.trace_text("test", 0) == atlas.text_input(3).text != before
+    assert fresh.trace_text("test", len(rows)) is None  # beyond the new rows: nothing stale
+    named = set(explanations.proponent_index.ravel()) | set(explanations.opponent_index.ravel())
+    for i in range(len(train)):
+        assert fresh.trace_text("train", i) == (train[i] if i in named else None)
+
+
 def test_an_existing_output_is_refused_before_fine_tuning(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("a user's file")

@@ -8,6 +8,8 @@ pads it, although the padded positions' layer inputs are not zero in the network
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,63 @@ def test_a_text_batch_is_explained_in_chunks_like_at_once(traced) -> None:
     chunked = explain(result, model, batch, ExplainConfig(batch_size=3))
     np.testing.assert_allclose(chunked.class_share, whole.class_share, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(chunked.proponent_index, whole.proponent_index)
+
+
+def test_inputs_explain_cannot_read_are_refused_in_one_line(traced) -> None:
+    """Token ids without their mask, or texts not yet tokenised, are refused with what to
+    pass: a batch without ``attention_mask`` would let padding into the figures."""
+    model, result, items = traced
+    batch, _, _ = TextCollate(pad_token_id(model.tokenizer))(items[:3])
+    with pytest.raises(ValueError, match="look like token ids"):
+        explain(result, model, batch["input_ids"])
+    with pytest.raises(ValueError, match="needs 'attention_mask'"):
+        explain(result, model, {"input_ids": batch["input_ids"]})
+    with pytest.raises(TypeError, match="tokenise texts first"):
+        explain(result, model, ["the cat eats fish"])  # type: ignore[arg-type]
+
+
+def test_a_users_traced_fine_tuning_links_its_cli_built_atlas(
+    traced, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's path: fine-tune with the tracer, save the model, build its atlas of the
+    test texts with the CLI (``--split test``, from the user's folder), explain the same
+    texts and write the trace: every recorded input links Training and Instance."""
+    import csv
+
+    from compute.cli import main
+    from compute.text_data import TextDataset, read_text_rows
+    from compute.trace import trace_texts, write_trace_part
+    from dashboard import data as atlas_data
+    from dashboard.views.training.data import trace_data
+
+    model, result, items = traced
+    model.hf_model.save_pretrained(tmp_path / "tuned")
+    model.tokenizer.save_pretrained(tmp_path / "tuned")
+    with open(tmp_path / "test.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for name in CLASSES:
+            for sentence in SENTENCES[name]:
+                writer.writerow([f"{sentence} again", name])
+    monkeypatch.chdir(tmp_path)
+    argv = ["build", "--model", "hf:tuned", "--data", "test.csv", "--split", "test",
+            "--layers", TRACED[0].removesuffix(".dense"), "--out", "atlas", "--no-progress",
+            "--workers", "0"]  # fmt: skip
+    assert main(argv) == 0
+    rows = read_text_rows("test.csv", model.classes)
+    dataset = TextDataset(rows, model.tokenizer, 64)
+    batch, labels, _ = TextCollate(pad_token_id(model.tokenizer))(
+        [dataset[i] for i in range(len(rows))]
+    )
+    explanations = explain(result, model, batch)
+    train = [model.tokenizer.decode(e["input_ids"], skip_special_tokens=True) for e, _, _ in items]
+    write_trace_part(
+        "atlas", explanations, image_index=np.arange(len(rows)), image_label=labels.numpy(),
+        train_label=result.train_labels, split="test",
+        texts=trace_texts(explanations, rows.texts, train),
+    )  # fmt: skip
+    trace = trace_data(atlas_data.load(str(tmp_path / "atlas"), str(tmp_path / "cache")))
+    assert trace is not None
+    linked = [row for row in range(len(rows)) if trace.record_row(row) is not None]
+    assert linked == list(range(len(rows)))  # every test text is recorded (9 < 2,000)
+    assert trace.text("test", 4) == rows.texts[4]
