@@ -203,7 +203,7 @@ def test_render_demo_atlas(tmp_path: Path) -> None:
     note, grid_note, grid, header, props, opps, share, ridge, epochs, norms = out
     assert note is None
     rows = trace.rows("all", 3)
-    assert len(grid) == len(rows) and "class three" in grid_note
+    assert len(grid) == len(rows) and "labelled or predicted three" in grid_note
     # Default pick: the first image of the grid, at the last layer.
     arrays = trace.arrays
     row = int(rows[0])

@@ -71,7 +71,7 @@ def test_training_view_pick_layer_and_reload(
     dash_duo.find_element("#training").location_once_scrolled_into_view  # noqa: B018
     # The grid shows class 3's images; the first one is explained by default.
     tiles = wait_until(lambda: dash_duo.find_elements("#trace-grid .trace-tile"), timeout=20)
-    dash_duo.wait_for_contains_text("#trace-grid-note", "class three")
+    dash_duo.wait_for_contains_text("#trace-grid-note", "labelled or predicted three")
     assert 1 < len(tiles) < 360
     dash_duo.wait_for_contains_text("#trace-header", "layer head")
 

@@ -526,6 +526,7 @@ def neuron_bar_figure(
     counts: np.ndarray,
     num_images: np.ndarray,
     selected: int | None = None,
+    words: tuple[str, str] = ("images", "channel"),
 ) -> dict[str, Any]:
     """Horizontal bars: the classes that use a channel most (top at the top).
 
@@ -535,7 +536,9 @@ def neuron_bar_figure(
         counts: their activation counts for the channel.
         num_images: images per class (all classes), for the percentage in the hover.
         selected: the selected class, drawn in the accent colour.
+        words: what the inputs and the neurons are called (a text atlas: texts, unit).
     """
+    inputs, unit = words
     classes = np.asarray(classes)[::-1]
     counts = np.asarray(counts, dtype=np.float32)[::-1]
     totals = np.asarray(num_images, dtype=np.float64)[classes]
@@ -553,8 +556,8 @@ def neuron_bar_figure(
                 "text": [f"{s:.0%}" for s in share.tolist()],
                 "textposition": "outside",
                 "cliponaxis": False,
-                "hovertemplate": "<b>%{y}</b><br>%{x:.0f} images (%{text})<br>click to select"
-                "<extra></extra>",
+                "hovertemplate": f"<b>%{{y}}</b><br>%{{x:.0f}} {inputs} (%{{text}})<br>click to "
+                "select<extra></extra>",
             }
         ],
         "layout": {
@@ -564,7 +567,7 @@ def neuron_bar_figure(
             "plot_bgcolor": "white",
             "font": {"family": FONT, "size": 11, "color": INK},
             "xaxis": {
-                "title": {"text": "images of the class that use this channel"},
+                "title": {"text": f"{inputs} of the class that use this {unit}"},
                 "gridcolor": "#e2e8f0",
             },
             "yaxis": {"automargin": True},

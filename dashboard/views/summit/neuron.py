@@ -90,7 +90,8 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
     if not data.has(PART_SUMMIT):
         return {}, title, [body, note(data.missing_note(PART_SUMMIT), kind="missing")], {}
     top, counts = data.top_classes(layer, channel, TOP_CLASSES)
-    figure = neuron_bar_figure(data.names, top, counts, data.num_images, state.cls)
+    words = ("texts", "unit") if data.text else ("images", "channel")
+    figure = neuron_bar_figure(data.names, top, counts, data.num_images, state.cls, words)
     return {}, title, body, figure
 
 

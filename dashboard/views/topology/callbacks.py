@@ -34,7 +34,7 @@ from dashboard import ids as page_ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, file_url
 from dashboard.snippets import snippet
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, note, register_png_export
+from dashboard.views.common import ViewContext, guarded, note, register_png_export, worded
 from dashboard.views.summit import ids as summit_ids
 from dashboard.views.topology import ids
 from dashboard.views.topology.data import (
@@ -68,7 +68,11 @@ _HOVER_JS = """function(node, elements) {
     const ctx = window.dash_clientside.callback_context;
     const redrawn = ctx.triggered.some(t => t.prop_id.endsWith('.elements'));
     if (!node || redrawn) { return %s; }
-    const parts = ['node ' + node.name, node.count + (node.count === 1 ? ' image' : ' images')];
+    // The card says what its inputs are called (a text atlas: texts).
+    const card = document.getElementById('topology');
+    const plural = (card && card.dataset.inputs) || 'images';
+    const noun = node.count === 1 ? plural.slice(0, -1) : plural;
+    const parts = ['node ' + node.name, node.count + ' ' + noun];
     if (node.title) { parts.push('mostly ' + node.title); }
     if (node.share) { parts.push('selected class ' + Math.round(100 * node.share) + '%%'); }
     parts.push('mean L2 ' + Number(node.norm).toFixed(2));
@@ -105,7 +109,7 @@ def shape_id(rank: int) -> dict[str, Any]:
 # -- rendering -----------------------------------------------------------------------------
 
 
-def _status(result: MapperResult, selected: int, name: str) -> list[Any]:
+def _status(result: MapperResult, selected: int, name: str, text: bool = False) -> list[Any]:
     graph = result.graph
     holding = int((result.stats.class_counts[:, selected] > 0).sum()) if graph.num_nodes else 0
     exact = result.approximation is None
@@ -115,7 +119,8 @@ def _status(result: MapperResult, selected: int, name: str) -> list[Any]:
         html.Span(
             f"coverage {100 * graph.coverage:.0f}%",
             className="pill",
-            title="share of the sampled images that fall in at least one node",
+            title=f"share of the sampled {'texts' if text else 'images'} that fall in at least "
+            "one node",
         ),
         html.Span(
             "exact" if exact else "approximate",
@@ -128,7 +133,8 @@ def _status(result: MapperResult, selected: int, name: str) -> list[Any]:
         html.Span(
             f"{name}: {holding} node{'' if holding == 1 else 's'}",
             className="pill pill-class",
-            title="nodes holding images of the selected class (orange ring)",
+            title=f"nodes holding {'texts' if text else 'images'} of the selected class "
+            "(orange ring)",
         ),
     ]
     return pills
@@ -309,7 +315,12 @@ def inversion_block(
     return html.Div(note(text), id=ids.TOPO_INVERSION, className="topo-inversion")
 
 
-def shape_list(result: MapperResult, names: tuple[str, ...], picked: int | None) -> list[Any]:
+def shape_list(
+    result: MapperResult,
+    names: tuple[str, ...],
+    picked: int | None,
+    inputs: str = "images",
+) -> list[Any]:
     """The ranked flares and loops, each a button."""
     shapes = result.shapes[:SHAPES_SHOWN]
     if not shapes:
@@ -321,7 +332,7 @@ def shape_list(result: MapperResult, names: tuple[str, ...], picked: int | None)
         html.Div(
             [
                 html.Button(
-                    shape_summary(shape, ordinal[rank], names),
+                    shape_summary(shape, ordinal[rank], names, inputs),
                     id=shape_id(rank),
                     n_clicks=0,
                     className="topo-shape" + (" selected" if rank == picked else ""),
@@ -449,15 +460,20 @@ def _render_drawn(context: ViewContext, drawn: _Drawn) -> tuple[Any, ...]:
         panel = node_panel(context, mapper, result, node, state.cls)
         classes = node_classes(result, node)
     else:
-        panel = note("Click a node to see its classes and images.")
+        panel = note(worded(context.data, "Click a node to see its classes and images."))
     return (
         elements,
         [
-            *_status(result, state.cls, data.names[state.cls]),
+            *_status(result, state.cls, data.names[state.cls], data.text),
             colour_legend(result, state.topo_colour, state.cls, data.names),
         ],
         messages or None,
-        shape_list(result, data.names, drawn.shape_rank if drawn.shape is not None else None),
+        shape_list(
+            result,
+            data.names,
+            drawn.shape_rank if drawn.shape is not None else None,
+            "texts" if data.text else "images",
+        ),
         panel,
         classes,
         None if result.approximation is not None else {"display": "none"},

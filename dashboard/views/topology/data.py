@@ -680,11 +680,12 @@ def class_table(
     return [(int(c), names[int(c)], int(counts[c]), 100.0 * int(counts[c]) / total) for c in order]
 
 
-def shape_summary(shape: Shape, rank: int, names: tuple[str, ...]) -> str:
-    """One line describing a flare or loop for the shape list (``rank`` within its kind)."""
+def shape_summary(shape: Shape, rank: int, names: tuple[str, ...], inputs: str = "images") -> str:
+    """One line describing a flare or loop for the shape list (``rank`` within its kind;
+    ``inputs``: what the members are called, e.g. texts)."""
     name = names[shape.dominant_class] if 0 <= shape.dominant_class < len(names) else "?"
     return (
-        f"{shape.kind} {rank + 1}: {len(shape.nodes)} nodes, {shape.size:,} images, "
+        f"{shape.kind} {rank + 1}: {len(shape.nodes)} nodes, {shape.size:,} {inputs}, "
         f"{100 * shape.dominant_share:.0f}% {name}"
     )
 

@@ -157,7 +157,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
     layer = trace.layer(state.trace_layer)
     rows = grid_rows(trace, state)
     row = picked_row(trace, state, rows)
-    scope = "every class" if state.trace_all else f"class {names[state.cls]}"
+    scope = "every class" if state.trace_all else f"labelled or predicted {names[state.cls]}"
     shown = rows[:GRID_LIMIT]
     word = _input_word(context)
     grid_note = f"{len(rows):,} of {trace.num_images:,} test {word}s ({scope}, " + (
