@@ -113,8 +113,11 @@ def embedding_highlights(
     """Three small traces: rings around the selected (orange) and compared (purple) class,
     and thin grey rings around the classes the selected one is mistaken for.
 
-    Always three (empty ones included) so a ``Patch`` can replace them.
+    Always three (empty ones included) so a ``Patch`` can replace them. The rings carry the
+    class's name only when the points do not: with every class labelled (at most
+    ``LABEL_ALL_CLASSES``) a second name beside the first would half hide it.
     """
+    named = len(names) > LABEL_ALL_CLASSES
     traces = []
     for points, colour, width in (
         ([selected], ACCENT, 3),
@@ -127,7 +130,7 @@ def embedding_highlights(
                 "type": "scattergl",
                 "x": [float(xy[c, 0]) for c in points],
                 "y": [float(xy[c, 1]) for c in points],
-                "mode": "markers+text",
+                "mode": "markers+text" if named else "markers",
                 "marker": {
                     "size": 15,
                     "color": "rgba(0,0,0,0)",

@@ -536,7 +536,22 @@ def register(app: Dash, context: ViewContext) -> None:
     ``context.data`` is read inside each callback: it follows the request's atlas.
     """
 
-    register_png_export(app, ids.TOPO_PNG, ids.TOPO_GRAPH, "mapper-graph")
+    def png_name(stored: Any, _fmt: str) -> dict[str, Any] | None:
+        """The PNG is named as the members CSV (atlas, layer, parameters), and an empty
+        graph downloads nothing."""
+        found = members_download(context, stored)
+        if found is None or not _draw(context, stored, exact=False).result.graph.num_nodes:
+            return None
+        return {"filename": str(found["filename"]).removesuffix(".csv") + ".json"}
+
+    register_png_export(
+        app,
+        ids.TOPO_PNG,
+        ids.TOPO_GRAPH,
+        "mapper-graph",
+        store=page_ids.STATE_TOPOLOGY,
+        download=png_name,
+    )
 
     @app.callback(
         Output(ids.TOPO_DOWNLOAD, "data"),
