@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from compute.errors import BuildError
 
@@ -367,3 +367,26 @@ def pad_token_id(tokenizer: Any) -> int:
             "save_pretrained it)"
         )
     return int(pad)
+
+
+def text_loader(
+    tokenizer: Any, rows: TextRows, max_length: int, batch_size: int, **kwargs: Any
+) -> DataLoader:
+    """Batches ``(batch dict, labels, indices)`` of ``rows``, tokenised by ``tokenizer``
+    (:class:`TextDataset`) and right-padded per batch (:class:`TextCollate`): the loader of
+    a text build, of the text demo's fine-tuning and of its evaluation.
+
+    Args:
+        tokenizer: the model's tokenizer (``HFClassifier.tokenizer``).
+        rows: the checked texts.
+        max_length: tokens kept per input.
+        batch_size: inputs per batch.
+        **kwargs: further ``DataLoader`` arguments (``shuffle``, ``generator``,
+            ``num_workers``).
+    """
+    return DataLoader(
+        TextDataset(rows, tokenizer, max_length),
+        batch_size=batch_size,
+        collate_fn=TextCollate(pad_token_id(tokenizer)),
+        **kwargs,
+    )

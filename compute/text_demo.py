@@ -29,12 +29,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from compute.build import build_atlas
 from compute.build.checks import check_output_path
@@ -42,7 +40,14 @@ from compute.errors import BuildError
 from compute.hf import HFClassifier, quiet
 from compute.summit.config import GraphConfig, SummitConfig
 from compute.summit.instances import InstanceConfig
-from compute.text_data import BY_NAME, TextCollate, TextDataset, TextRows, pad_token_id
+from compute.text_data import (
+    BY_NAME,
+    TextCollate,
+    TextDataset,
+    TextRows,
+    pad_token_id,
+    text_loader,
+)
 from compute.trace.explain import explain, trace_texts, write_trace_part
 from compute.trace.tracer import TraceConfig, Tracer, TraceResult
 
@@ -266,18 +271,6 @@ def load_minilm(classes: Sequence[str], seed: int) -> HFClassifier:
     return HFClassifier(model, tokenizer, path)
 
 
-def text_loader(
-    model: HFClassifier, rows: TextRows, max_length: int, batch_size: int, **kwargs: Any
-) -> DataLoader:
-    """Batches ``(batch dict, labels, indices)`` of ``rows`` tokenised for ``model``."""
-    return DataLoader(
-        TextDataset(rows, model.tokenizer, max_length),
-        batch_size=batch_size,
-        collate_fn=TextCollate(pad_token_id(model.tokenizer)),
-        **kwargs,
-    )
-
-
 def _tuned_parameters(model: HFClassifier, blocks: int) -> list[nn.Parameter]:
     """Unfreeze the top ``blocks`` encoder blocks, the pooler and the head; freeze the rest."""
     layers = len(model.hf_model.bert.encoder.layer)
@@ -321,7 +314,12 @@ def fine_tune(model: HFClassifier, train: TextRows, config: TextDemoConfig) -> T
     )
     generator = torch.Generator().manual_seed(config.seed)
     loader = text_loader(
-        model, train, config.max_length, config.batch_size, shuffle=True, generator=generator
+        model.tokenizer,
+        train,
+        config.max_length,
+        config.batch_size,
+        shuffle=True,
+        generator=generator,
     )
     model.train()
     try:
@@ -348,7 +346,10 @@ def fine_tune(model: HFClassifier, train: TextRows, config: TextDemoConfig) -> T
 def predict(model: HFClassifier, rows: TextRows, max_length: int) -> np.ndarray:
     """The model's top-1 class of every row, ``int64 [n]``."""
     model.eval()
-    out = [model(batch).argmax(dim=1) for batch, _, _ in text_loader(model, rows, max_length, 64)]
+    out = [
+        model(batch).argmax(dim=1)
+        for batch, _, _ in text_loader(model.tokenizer, rows, max_length, 64)
+    ]
     return torch.cat(out).numpy().astype(np.int64)
 
 
@@ -419,7 +420,7 @@ def build_text_demo(
     )
     path = build_atlas(
         model,
-        text_loader(model, test, config.max_length, 32),
+        text_loader(model.tokenizer, test, config.max_length, 32),
         layers=list(config.layers),
         classes=classes,
         out=out,

@@ -46,13 +46,7 @@ from compute.models import (
 )
 from compute.summit.config import SummitConfig
 from compute.summit.instances import InstanceConfig
-from compute.text_data import (
-    TextCollate,
-    TextDataset,
-    is_text_data,
-    pad_token_id,
-    read_text_rows,
-)
+from compute.text_data import is_text_data, read_text_rows, text_loader
 from compute.tokens import ROLE_MLP, ROLE_MLP_PRE, TokenLayer, token_layers
 
 _BUILD_EPILOG = """\
@@ -301,14 +295,14 @@ def _build_text_command(args: argparse.Namespace, rank: Rank, device: torch.devi
     model = get_model(args.model, weights=args.weights, num_classes=args.num_classes)
     classes = list(model.classes)  # type: ignore[attr-defined]
     rows = read_text_rows(args.data, classes)
-    dataset = TextDataset(rows, model.tokenizer, text_length(args.max_length, model))  # type: ignore[attr-defined]
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=False,
+    loader = text_loader(
+        model.tokenizer,  # type: ignore[attr-defined]
+        rows,
+        text_length(args.max_length, model),
+        args.batch_size,
         num_workers=args.workers,
-        collate_fn=TextCollate(pad_token_id(model.tokenizer)),  # type: ignore[attr-defined]
     )
+    dataset = loader.dataset
     data_path = Path(args.data)
     options = BuildOptions(
         layers=args.layers,
