@@ -462,11 +462,16 @@ def example_strip(context: ViewContext, layer: int, channel: int, limit: int = 1
     if data.text:  # the input's text around the token of the unit's maximum
         return [
             html.Div(
-                snippet(
-                    data.atlas.text_input(e["image_index"]),
-                    e["token"],
-                    title=f"input #{e['image_index']} · activation {e['activation']:.3g}",
-                ),
+                [
+                    html.Span(
+                        f"#{e['image_index']} · {e['activation']:.3g}", className="snippet-meta"
+                    ),
+                    snippet(
+                        data.atlas.text_input(e["image_index"]),
+                        e["token"],
+                        title=f"input #{e['image_index']} · activation {e['activation']:.3g}",
+                    ),
+                ],
                 className="snippet-row",
             )
             for e in data.examples(layer, channel)[:limit]

@@ -85,7 +85,10 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
         className="open-page",
         title="its feature visualization, examples, classes and influences on one page",
     )
-    crops = html.Div(example_strip(context, layer, channel), className="crop-grid crop-grid-large")
+    crops = html.Div(
+        example_strip(context, layer, channel),
+        className="snippet-list" if data.text else "crop-grid crop-grid-large",
+    )
     body = html.Div([link, crops])
     if not data.has(PART_SUMMIT):
         return {}, title, [body, note(data.missing_note(PART_SUMMIT), kind="missing")], {}

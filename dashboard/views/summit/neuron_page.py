@@ -205,7 +205,11 @@ def examples_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
                 else "dataset index · activation (the channel's spatial max)",
                 className="muted",
             ),
-            html.Div(body, id=ids.NEURON_PAGE_EXAMPLES, className="example-grid"),
+            html.Div(
+                body,
+                id=ids.NEURON_PAGE_EXAMPLES,
+                className="snippet-list" if data.text else "example-grid",
+            ),
         ],
         className="card",
     )
