@@ -195,7 +195,24 @@ class LayerCapture:
             self._running = False
         if self.output is None:
             raise RuntimeError(f"layer {self.layer!r} was not reached in the forward pass")
+        if self.output.ndim == 3:  # a token layer [N, T, D]: the patch tokens as a map
+            return patch_map(self.model, self.output)
         return self.output
+
+
+def patch_map(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """A Vision Transformer layer's output ``[N, T, D]`` as a map ``[N, D, 1, P]`` of its
+    ``P`` patch tokens, so every objective reads a unit's activation over the patches as it
+    reads a channel's over positions. The class token (torchvision's ``VisionTransformer``
+    puts it first, as ``model.class_token``) is left out: the image's own patches drive the
+    unit, not the token that pools them.
+
+    Examples:
+        >>> patch_map(nn.Identity(), torch.zeros(2, 5, 3)).shape
+        torch.Size([2, 3, 1, 5])
+    """
+    skip = 1 if isinstance(getattr(model, "class_token", None), torch.Tensor) else 0
+    return tokens[:, skip:, :].transpose(1, 2).unsqueeze(2)
 
 
 class _RedirectedReLU(torch.autograd.Function):

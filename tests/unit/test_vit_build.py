@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from compute.atlas import PART_MAPPER, Atlas
@@ -82,3 +83,32 @@ def test_examples_are_tokens_and_their_crops_are_their_patches(built: Path) -> N
                 assert np.abs(crop.astype(int) - np.asarray(reference).astype(int)).max() <= 1
                 checked += 1
     assert checked > 10
+
+
+def test_feature_visualization_optimises_a_unit_over_the_patch_tokens() -> None:
+    """A ViT token layer ``[N, T, D]`` reaches the objectives as a map of its patch tokens
+    ``[N, D, 1, P]`` (class token left out): the channel objective of unit ``d`` is the mean
+    of unit ``d`` over the patches, not of token ``d`` over the units."""
+    from compute.featurevis import objectives
+    from compute.featurevis.render import LayerCapture
+    from tests.helpers.text_models import tiny_vit
+
+    model = tiny_vit().eval()
+    layer = "encoder.layers.encoder_layer_1.mlp.1"
+    images = torch.rand(2, 3, 32, 32)
+    raw: list[torch.Tensor] = []
+    hook = dict(model.named_modules())[layer].register_forward_hook(
+        lambda _m, _i, out: raw.append(out)
+    )
+    with torch.no_grad():
+        model(images)
+    hook.remove()
+    tokens = raw[0]  # [N, 1 + P, D]
+    with LayerCapture(model, layer) as capture, torch.no_grad():
+        acts = capture(images)
+    n, t, d = tokens.shape
+    assert acts.shape == (n, d, 1, t - 1)
+    units = torch.tensor([5, d - 1])
+    score = objectives.channel(acts, units)
+    want = torch.stack([tokens[i, 1:, int(u)].mean() for i, u in enumerate(units)])
+    torch.testing.assert_close(score, want)
