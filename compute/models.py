@@ -429,7 +429,10 @@ class LayerDescription(NamedTuple):
     ``height`` and ``width`` are ``None`` when it is not a tensor; ``height`` and ``width``
     are ``None`` for non-spatial outputs. A 3-d output is read as a token sequence
     ``[N, T, D]`` (the layout of transformers and torchvision's ViT): ``tokens`` is ``T``
-    and ``channels`` is ``D``, the hidden units; ``tokens`` is ``None`` otherwise.
+    and ``channels`` is ``D``, the hidden units; ``tokens`` is ``None`` otherwise. A 4-d
+    output computed after a ``torchvision.ops.Permute`` to channels last (and before one
+    back) is ``[N, H, W, C]`` (``channels_last``, torchvision's Swin): its ``channels``,
+    ``height`` and ``width`` are read in that order.
     """
 
     name: str
@@ -438,11 +441,14 @@ class LayerDescription(NamedTuple):
     height: int | None
     width: int | None
     tokens: int | None = None
+    channels_last: bool = False
 
     @property
     def spatial(self) -> bool:
-        """Whether the output is a ``[N, C, H, W]`` map (what Summit layers need)."""
-        return self.height is not None and self.width is not None
+        """Whether the output is a ``[N, C, H, W]`` map (what Summit layers need). A
+        channels-last map ``[N, H, W, C]`` (``channels_last``: Swin) is not: its shape is
+        described, but no pass reads it yet."""
+        return self.height is not None and self.width is not None and not self.channels_last
 
     @property
     def token(self) -> bool:
@@ -588,6 +594,11 @@ def _probe(model: nn.Module, input_size: ModelInput | tuple[int, int, int]) -> A
         model.train(was_training)
 
 
+#: ``torchvision.ops.misc.Permute`` dims that move channels last, and back.
+_TO_CHANNELS_LAST = (0, 2, 3, 1)
+_TO_CHANNELS_FIRST = (0, 3, 1, 2)
+
+
 def _shape(output: Any) -> tuple[int | None, int | None, int | None, int | None]:
     """``(channels, height, width, tokens)`` of a layer's output (see LayerDescription)."""
     tensor = output_tensor(output)
@@ -624,22 +635,38 @@ def describe_layers(
         ('features.1', 'ReLU', 16, (32, 32), None)
     """
     shapes: dict[str, tuple[int | None, int | None, int | None, int | None]] = {}
+    last: dict[str, bool] = {}
+    # Whether 4-d outputs are channels last now: torchvision's Permute modules (Swin) move
+    # channels last and back; hooks fire in execution order, a container after its
+    # children, so the state when a module's hook fires is its output's layout.
+    layout = {"channels_last": False}
 
-    def make_hook(name: str) -> Callable[..., None]:
+    def make_hook(name: str, module: nn.Module) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            shapes[name] = _shape(output)
+            dims = tuple(getattr(module, "dims", ())) if type(module).__name__ == "Permute" else ()
+            if dims == _TO_CHANNELS_LAST:
+                layout["channels_last"] = True
+            elif dims == _TO_CHANNELS_FIRST:
+                layout["channels_last"] = False
+            shape = _shape(output)
+            tensor = output_tensor(output)
+            nhwc = layout["channels_last"] and tensor is not None and tensor.dim() == 4
+            if nhwc:  # [N, H, W, C]
+                shape = (shape[2], shape[0], shape[1], None)
+            shapes[name] = shape
+            last[name] = nhwc
 
         return hook
 
     names = [(name, module) for name, module in model.named_modules() if name]
     with HookSet() as hooks:
         for name, module in names:
-            hooks.on_forward(module, make_hook(name))
+            hooks.on_forward(module, make_hook(name, module))
         _probe(model, input_size)
     rows = []
     for name, module in names:
         if name in shapes:
-            rows.append(LayerDescription(name, type(module).__name__, *shapes[name]))
+            rows.append(LayerDescription(name, type(module).__name__, *shapes[name], last[name]))
     return rows
 
 

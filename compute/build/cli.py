@@ -469,6 +469,7 @@ def _run_layers(args: argparse.Namespace) -> int:
 def _print_map_layers(model: torch.nn.Module, rows: list[LayerDescription], every: bool) -> None:
     """The image layers' table: ``[N, C, H, W]`` maps (every module with ``every``) and
     how each would connect to the one above."""
+    last = sum(row.channels_last for row in rows)
     if not every:
         rows = [row for row in rows if row.spatial]
     kinds = connection_kinds(model, [row.name for row in rows if row.spatial])
@@ -477,13 +478,20 @@ def _print_map_layers(model: torch.nn.Module, rows: list[LayerDescription], ever
     type_width = max([len("type"), *(len(row.type) for row in rows)])
     print(f"{'name':<{width}}  {'type':<{type_width}}  {'channels':>8}  {'map':>7}  from previous")
     for row in rows:
-        size = f"{row.height}x{row.width}" if row.spatial else "-"
+        size = f"{row.height}x{row.width}" if row.spatial or row.channels_last else "-"
         channels = "-" if row.channels is None else str(row.channels)
         kind = kind_of.get(row.name) or "-"
+        if row.channels_last:
+            kind = "not usable: channels last [N, H, W, C]"
         print(f"{row.name:<{width}}  {row.type:<{type_width}}  {channels:>8}  {size:>7}  {kind}")
     if not every:
         print(
             "# only layers with [N, C, H, W] outputs (usable in --layers); --all for every module"
+        )
+    if last:
+        print(
+            f"# {last} module(s) output channels-last maps [N, H, W, C] (Swin): not usable yet "
+            "(--all lists them)"
         )
     print(
         "# 'from previous': how influence from the layer listed above would be computed if both"
