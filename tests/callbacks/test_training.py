@@ -270,3 +270,14 @@ def test_a_picked_image_of_another_class_gives_way_to_the_new_class() -> None:
     assert picked_row(Trace(), ViewState(cls=6, trace_row=2), rows_of_six) == 3
     assert picked_row(Trace(), ViewState(cls=6, trace_row=None), rows_of_six) == 3
     assert picked_row(Trace(), ViewState(cls=6, trace_row=2), np.array([], dtype=int)) is None
+
+
+def test_a_links_row_beyond_the_trace_is_said_not_dropped(tmp_path: Path) -> None:
+    """``trow=5000`` on a trace of 360 images: the grid note says the row is not one of
+    them (the first image is shown), as an unknown class gets a note."""
+    context = ViewContext(
+        data=atlas_data.load(str(DEMO_ATLAS_DIR), str(tmp_path / "cache")), file_prefix="/f/"
+    )
+    state = ViewState(cls=3, trace_row=5000)
+    grid_note = training_callbacks.render(context, state.to_dict())[1]
+    assert "the link's row 5000 is not one of the 360 explained images" in grid_note

@@ -167,6 +167,12 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, ...]:
         grid_note += f"; the first {GRID_LIMIT} are shown"
     if not len(rows):
         grid_note += ": none match, try another filter or every class"
+    if state.trace_row is not None and not 0 <= state.trace_row < trace.num_images:
+        # A link's row beyond the trace (another atlas's, or edited): said, not dropped.
+        grid_note += (
+            f"; the link's row {state.trace_row} is not one of the {trace.num_images:,} "
+            f"explained {word}s"
+        )
     grid = [_tile(context, trace, int(r), row) for r in shown.tolist()]
     if row is None:
         return (None, grid_note, grid, note(f"Pick an {word} from the grid."), None, None, *empty)
