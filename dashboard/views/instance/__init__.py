@@ -1,4 +1,4 @@
-"""(G) The Instance view: one input's own attribution graph on its class's graph.
+"""(E) The Instance view: one input's own attribution graph on its class's graph.
 
 ``state.py`` its slice of the URL state (the input, the picker's filter), ``ids.py`` its
 component ids, ``data.py`` the input's graph ready to draw (no Dash), ``layout.py`` the

@@ -1,4 +1,4 @@
-"""(G) Instance view callbacks: the picker, the header and the graph of the input the
+"""(E) Instance view callbacks: the picker, the header and the graph of the input the
 state names (or the picker's first), drawn over its class's graph."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dashboard.views.common import (
 from dashboard.views.instance import ids
 from dashboard.views.summit.graph import attribution_cytoscape
 
-TITLE = html.H2([html.Span("G", className="view-tag"), "Instance: one input's own graph"])
+TITLE = html.H2([html.Span("E", className="view-tag"), "Instance: one input's own graph"])
 
 
 def layout(context: ViewContext, state: ViewState) -> html.Section:

@@ -1,4 +1,4 @@
-"""(E) The Topology view: TopoAct's Mapper graph of a layer, recomputed live.
+"""(F) The Topology view: TopoAct's Mapper graph of a layer, recomputed live.
 
 ``state.py`` its slice of the URL state (fields, limits, keys, parsing, events), ``ids.py``
 its component ids, ``layout.py`` the card, ``callbacks.py`` rendering and callbacks,

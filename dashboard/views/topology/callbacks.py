@@ -1,4 +1,4 @@
-"""(E) Activation topology: TopoAct's Mapper graph of a layer, recomputed live (callbacks).
+"""(F) Activation topology: TopoAct's Mapper graph of a layer, recomputed live (callbacks).
 
 Nodes are clusters of sampled activation vectors (one per image) that share a slice of
 the L2-norm lens; edges join clusters sharing images. Nodes are pies of their class

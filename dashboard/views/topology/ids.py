@@ -5,7 +5,7 @@ The browser's reducer (``assets/state.js``) gets them from ``state_rules``, neve
 
 from __future__ import annotations
 
-# -- (E) topology (TopoAct Mapper) ------------------------------------------------------
+# -- (F) topology (TopoAct Mapper) ------------------------------------------------------
 TOPO_GRAPH = "topo-graph"
 TOPO_PNG = "topo-graph-png"
 TOPO_CSV = "topo-graph-csv"  # button: download the members of every node as CSV

@@ -152,7 +152,7 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
         [
             html.Div(
                 [
-                    html.H2([html.Span("E", className="view-tag"), "Activation topology"]),
+                    html.H2([html.Span("F", className="view-tag"), "Activation topology"]),
                     html.Div(id=ids.TOPO_STATUS, className="topo-status"),
                     html.Button(
                         "Recompute exactly",

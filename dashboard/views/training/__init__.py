@@ -1,4 +1,4 @@
-"""(F) The Training view: what shaped a prediction (docs/trace.md).
+"""(G) The Training view: what shaped a prediction (docs/trace.md).
 
 ``state.py`` its slice of the URL state (fields, keys, parsing, events), ``ids.py`` its
 component ids, ``layout.py`` the card, ``callbacks.py`` rendering and callbacks, ``data.py``

@@ -1,4 +1,4 @@
-"""(F) Training: how training refined a layer for one test image (callbacks; docs/trace.md).
+"""(G) Training: how training refined a layer for one test image (callbacks; docs/trace.md).
 
 Pick an explained test image from a grid of thumbnails (filtered by the class selected in
 the other views, misclassified only, or wrong-or-uncertain) and a traced layer. The view

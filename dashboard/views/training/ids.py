@@ -5,7 +5,7 @@ The browser's reducer (``assets/state.js``) gets them from ``state_rules``, neve
 
 from __future__ import annotations
 
-# -- (F) training trace -----------------------------------------------------------------
+# -- (G) training trace -----------------------------------------------------------------
 TRACE_NOTE = "trace-note"  # missing part / errors
 TRACE_LAYER = "trace-layer"
 TRACE_FILTER = "trace-filter"

@@ -24,7 +24,7 @@ FILTER_LABELS = {
     "wrong": "misclassified",
     "uncertain": "wrong or uncertain",
 }
-TITLE = html.H2([html.Span("F", className="view-tag"), "Training: what shaped a prediction"])
+TITLE = html.H2([html.Span("G", className="view-tag"), "Training: what shaped a prediction"])
 _GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": False}
 EMPTY_FIGURE: dict[str, Any] = {"data": [], "layout": {"height": 40}}
 
