@@ -300,7 +300,7 @@ def fine_tune(model: HFClassifier, train: TextRows, config: TextDemoConfig) -> T
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / (steps - warmup))),
+        lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))),
     )
     tracer = Tracer(
         model,

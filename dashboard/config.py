@@ -74,8 +74,8 @@ class Settings:
         """Build settings from environment variables (see the module docstring)."""
         env = os.environ if environ is None else environ
         atlas = env.get(ENV_ATLAS) or str(DEMOS_DIR)
-        # The shipped demos open on the digits; a user's folder opens on its first atlas.
-        default = env.get(ENV_DEFAULT) or (None if env.get(ENV_ATLAS) else DEMO_ATLAS_DIR.name)
+        # The shipped demos open on the digits, the first by name as in any folder.
+        default = env.get(ENV_DEFAULT) or None
         # Per user: a cache folder is only used by the user who owns it (dashboard.data).
         user = os.getuid() if hasattr(os, "getuid") else "user"
         cache = env.get(ENV_CACHE) or str(

@@ -100,8 +100,8 @@ def check_layers(
     if swin:
         raise BuildError(
             f"layer(s) {', '.join(map(repr, swin))} output channels-last maps [N, H, W, C] "
-            "(Swin), which Network Atlas does not read yet: it would take rows for channels "
-            "(docs/text.md)"
+            "(e.g. Swin, or inside a ConvNeXt block), which Network Atlas does not read yet: "
+            "it would take rows for channels (docs/text.md)"
         )
     flat = [name for name in layers if name in rows and not usable(rows[name])]
     if unknown or flat:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -196,23 +197,44 @@ class LayerCapture:
         if self.output is None:
             raise RuntimeError(f"layer {self.layer!r} was not reached in the forward pass")
         if self.output.ndim == 3:  # a token layer [N, T, D]: the patch tokens as a map
-            return patch_map(self.model, self.output)
+            return patch_map(self.model, self.output, (inputs.shape[-2], inputs.shape[-1]))
         return self.output
 
 
-def patch_map(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """A Vision Transformer layer's output ``[N, T, D]`` as a map ``[N, D, 1, P]`` of its
-    ``P`` patch tokens, so every objective reads a unit's activation over the patches as it
-    reads a channel's over positions. The class token (torchvision's ``VisionTransformer``
-    puts it first, as ``model.class_token``) is left out: the image's own patches drive the
-    unit, not the token that pools them.
+def patch_map(model: nn.Module, tokens: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """A Vision Transformer layer's output ``[N, T, D]`` as the map of its patch tokens
+    ``[N, D, rows, cols]``, so every objective reads a unit's activation over the image's
+    patches as it reads a channel's over positions ("center" is the middle patch).
+
+    The grid comes from the model's square patches (torchvision's ``patch_size``) and the
+    image size; otherwise from the largest square number of trailing tokens. The leading
+    tokens (0 to 8: a class token, registers) pool the patches and are left out, as in
+    :func:`compute.build.outputs.token_patch_field`. Without a grid the patches stay one
+    row ``[N, D, 1, T]``.
 
     Examples:
-        >>> patch_map(nn.Identity(), torch.zeros(2, 5, 3)).shape
-        torch.Size([2, 3, 1, 5])
+        >>> patch_map(nn.Identity(), torch.zeros(2, 17, 3), (32, 32)).shape  # class + 4x4
+        torch.Size([2, 3, 4, 4])
+        >>> patch_map(nn.Identity(), torch.zeros(2, 5, 3), (32, 32)).shape   # 1 + 2x2
+        torch.Size([2, 3, 2, 2])
     """
-    skip = 1 if isinstance(getattr(model, "class_token", None), torch.Tensor) else 0
-    return tokens[:, skip:, :].transpose(1, 2).unsqueeze(2)
+    n, t, d = tokens.shape
+    patch = getattr(model, "patch_size", None)
+    grid: tuple[int, int] | None = None
+    if isinstance(patch, int) and patch > 0:
+        rows, cols = image_size[0] // patch, image_size[1] // patch
+        if 0 <= t - rows * cols <= 8 and rows * cols > 0:
+            grid = (rows, cols)
+    if grid is None:
+        for prefix in range(0, min(8, t - 1) + 1):
+            side = math.isqrt(t - prefix)
+            if side * side == t - prefix and side > 1:
+                grid = (side, side)
+                break
+    if grid is None:
+        return tokens.transpose(1, 2).unsqueeze(2)
+    prefix = t - grid[0] * grid[1]
+    return tokens[:, prefix:, :].transpose(1, 2).reshape(n, d, grid[0], grid[1])
 
 
 class _RedirectedReLU(torch.autograd.Function):

@@ -62,8 +62,19 @@ def check_inputs(inputs: object) -> ModelInputs:
         if missing:
             raise ValueError(
                 f"a text batch needs {' and '.join(repr(k) for k in missing)} (as "
-                "compute.text_data.TextCollate or the tokenizer with padding=True give it); "
-                f"got {sorted(inputs)}"
+                "compute.text_data.TextCollate, or the tokenizer with padding=True and "
+                f"return_tensors='pt', give it); got {sorted(inputs)}"
+            )
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if not all(isinstance(v, torch.Tensor) for v in inputs.values()):
+            raise ValueError(
+                "a text batch's values must be tensors (tokenizer(..., return_tensors='pt'))"
+            )
+        if ids.ndim != 2 or tuple(mask.shape) != tuple(ids.shape):
+            raise ValueError(
+                f"a text batch needs input_ids and attention_mask of one shape [n, T], not "
+                f"{tuple(ids.shape)} and {tuple(mask.shape)} (one input: add a batch "
+                "dimension)"
             )
         return inputs
     if isinstance(inputs, torch.Tensor):
@@ -108,8 +119,14 @@ def _masked(a: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     contributes nothing to ``r``, ``W_0 a``, ``W_T a`` or any score: padding is excluded
     exactly, and an input's explanation does not depend on how much padding its batch had.
     """
-    if mask is None or a.ndim != 3 or a.shape[:2] != mask.shape:
+    if mask is None or a.ndim == 2:  # images, or a pooled [n, D] input (a head)
         return a
+    if a.ndim != 3 or a.shape[:2] != mask.shape:
+        # Padding could not be told apart here: refuse rather than let it into the figures.
+        raise ValueError(
+            f"a traced layer's input {tuple(a.shape)} is neither [n, D] nor [n, T, D] with "
+            f"the batch's {tuple(mask.shape)} tokens: its padding cannot be excluded"
+        )
     return a * mask[..., None].to(a.dtype)
 
 
@@ -540,8 +557,10 @@ def write_trace_part(
         split: the split the explained images come from.
         info: extra manifest facts (e.g. optimizer, epochs, reconstruction error).
         texts: a text model's inputs as text, ``{"test": {row: text}, "train": {index:
-            text}}``, so the Training view shows them (:func:`trace_texts` picks them);
-            ``None`` for images (thumbnails are added separately).
+            text}}``, so the Training view shows them (:func:`trace_texts` picks them;
+            checked before anything is written); ``None`` for images. Thumbnails go in
+            after this call (:func:`compute.atlas.trace_thumbnail_path`): writing the part
+            replaces the whole ``trace/`` folder.
 
     Returns:
         The atlas path.
@@ -561,10 +580,12 @@ def write_trace_part(
     if mapped != split:
         log.warning(
             "the trace explains split %r but the atlas maps split %r: the Training and "
-            "Instance views will not link the same inputs (build with --split %s)",
+            "Instance views will not link the same inputs%s",
             split,
             mapped,
-            split,
+            f" (if the atlas maps those inputs, build it with --split {split})"
+            if mapped is None
+            else "",
         )
     image_index = np.asarray(image_index, dtype=np.int64)
     image_label = np.asarray(image_label, dtype=np.int64)
@@ -606,17 +627,46 @@ def write_trace_part(
     }
     # A rewritten trace replaces the whole folder: no text or thumbnail of the previous
     # trace stays to be shown beside the new one's rows.
+    stored = None if texts is None else _checked_texts(texts, explanations, arrays["train_label"])
     with update_atlas(atlas_path, add_parts=(PART_TRACE,), replace=("trace/",)) as sink:
         for name, array in arrays.items():
             sink.add_array(TRACE_PATHS[name], array)
-        if texts is not None:
-            stored = {
-                kind: {str(k): str(v) for k, v in texts.get(kind, {}).items()}
-                for kind in TRACE_KINDS
-            }
+        if stored is not None:
             sink.add_bytes(TRACE_TEXTS, json.dumps(stored, ensure_ascii=False).encode("utf-8"))
         sink.manifest_updates["trace"] = manifest  # type: ignore[attr-defined]
     return Path(atlas_path)
+
+
+def _checked_texts(
+    texts: Mapping[str, Mapping[int, str]],
+    explanations: TraceExplanation,
+    train_label: np.ndarray,
+) -> dict[str, dict[str, str]]:
+    """``texts`` as the trace part stores them, checked before anything is written: every
+    explained row ``0..n-1`` and every named training example has a text, and nothing
+    else is given (a text under another row's number would be shown for it)."""
+    if not isinstance(texts, Mapping) or not all(
+        isinstance(texts.get(kind, {}), Mapping) for kind in TRACE_KINDS
+    ):
+        raise ValueError("texts must map 'test' and 'train' to {number: text} (trace_texts)")
+    n = explanations.num_images
+    named = set(
+        np.union1d(explanations.proponent_index.ravel(), explanations.opponent_index.ravel())
+        .astype(int)
+        .tolist()
+    ) - {-1}
+    given = {kind: {int(k): v for k, v in texts.get(kind, {}).items()} for kind in TRACE_KINDS}
+    if set(given["test"]) != set(range(n)):
+        raise ValueError(f"texts['test'] must hold the texts of rows 0..{n - 1}, in row order")
+    missing = sorted(named - set(given["train"]))
+    if missing or not set(given["train"]) <= set(range(len(train_label))):
+        raise ValueError(
+            "texts['train'] must hold the text of every named training example "
+            f"(e.g. {missing[:3]} missing), by dataset index"
+        )
+    if not all(isinstance(v, str) for rows in given.values() for v in rows.values()):
+        raise ValueError("every text must be a string")
+    return {kind: {str(k): v for k, v in sorted(rows.items())} for kind, rows in given.items()}
 
 
 def trace_texts(
@@ -635,6 +685,11 @@ def trace_texts(
     Returns:
         ``{"test": {row: text}, "train": {index: text}}`` for :func:`write_trace_part`.
     """
+    if len(explained) != explanations.num_images:
+        raise ValueError(
+            f"trace_texts needs the texts of the {explanations.num_images} explained inputs, "
+            f"in their order (got {len(explained)})"
+        )
     named = np.union1d(explanations.proponent_index.ravel(), explanations.opponent_index.ravel())
     return {
         "test": dict(enumerate(explained)),

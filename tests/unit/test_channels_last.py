@@ -22,7 +22,7 @@ def test_swin_layers_are_described_channels_last_and_refused(tmp_path: Path) -> 
     assert rows["features.1.0.mlp.0"].channels == 384  # the MLP's hidden units
     assert rows["features.0.0"].spatial and not rows["features.0.0"].channels_last  # the conv
     assert rows["permute"].spatial  # back to [N, C, H, W] at the end
-    with pytest.raises(BuildError, match=r"channels-last maps \[N, H, W, C\] \(Swin\)"):
+    with pytest.raises(BuildError, match=r"channels-last maps \[N, H, W, C\] \(e\.g\. Swin"):
         check_layers(model, ["features.0.0", "features.1"], (3, 224, 224))
 
 

@@ -214,6 +214,16 @@ def test_a_rewritten_trace_keeps_no_text_of_the_previous_one(
                          train_label=old["train_label"])  # fmt: skip
     texts = [atlas.text_input(int(i)).text for i in index]
     train = [f"training text {i}" for i in range(len(old["train_label"]))]
+    with pytest.raises(ValueError, match="texts of the"):  # the whole test list, not the rows
+        trace_texts(explanations, [atlas.text_input(i).text for i in range(len(index) + 3)],
+                    train)  # fmt: skip
+    shifted = trace_texts(explanations, texts, train)
+    shifted["test"] = {row + 3: text for row, text in shifted["test"].items()}
+    stamp = (path / "manifest.json").read_bytes()
+    with pytest.raises(ValueError, match=r"rows 0\.\."):
+        write_trace_part(path, explanations, image_index=index, image_label=labels,
+                         train_label=old["train_label"], texts=shifted)  # fmt: skip
+    assert (path / "manifest.json").read_bytes() == stamp  # refused before any write
     shown = trace_texts(explanations, texts, train)
     write_trace_part(path, explanations, image_index=index, image_label=labels,
                      train_label=old["train_label"], texts=shown)  # fmt: skip
@@ -223,6 +233,26 @@ def test_a_rewritten_trace_keeps_no_text_of_the_previous_one(
     named = set(explanations.proponent_index.ravel()) | set(explanations.opponent_index.ravel())
     for i in range(len(train)):
         assert fresh.trace_text("train", i) == (train[i] if i in named else None)
+
+
+def test_a_single_step_of_fine_tuning_keeps_its_schedule_finite(tmp_path: Path) -> None:
+    """One step (15 texts, batch 32, one epoch): warm-up and decay both end at step 1."""
+    from compute.text_demo import fine_tune
+
+    glosses = read_glosses(write_wordnet(tmp_path / "wn"), TOPICS)
+    config = TextDemoConfig(
+        topics=TOPICS,
+        train_per_topic=5,
+        test_per_topic=3,
+        epochs=1,
+        layers=BERT_MLP_LAYERS,
+        traced=("classifier",),
+        tuned_blocks=1,
+    )
+    train, _ = split_glosses(glosses, config)
+    model = load_hf_classifier(write_tiny_bert(tmp_path / "bert"))
+    result = fine_tune(model, train, config)
+    assert max(result.reconstruction_error().values()) < 1e-6
 
 
 def test_an_existing_output_is_refused_before_fine_tuning(tmp_path: Path) -> None:

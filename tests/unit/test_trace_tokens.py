@@ -118,6 +118,12 @@ def test_inputs_explain_cannot_read_are_refused_in_one_line(traced) -> None:
         explain(result, model, {"input_ids": batch["input_ids"]})
     with pytest.raises(TypeError, match="tokenise texts first"):
         explain(result, model, ["the cat eats fish"])  # type: ignore[arg-type]
+    listed = model.tokenizer(["the cat", "a dog eats"], padding=True)  # lists, not tensors
+    with pytest.raises(ValueError, match="must be tensors"):
+        explain(result, model, dict(listed))
+    one = {key: value[0] for key, value in batch.items()}  # one input, no batch dimension
+    with pytest.raises(ValueError, match="add a batch dimension"):
+        explain(result, model, one)
 
 
 def test_a_users_traced_fine_tuning_links_its_cli_built_atlas(

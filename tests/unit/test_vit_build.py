@@ -86,9 +86,9 @@ def test_examples_are_tokens_and_their_crops_are_their_patches(built: Path) -> N
 
 
 def test_feature_visualization_optimises_a_unit_over_the_patch_tokens() -> None:
-    """A ViT token layer ``[N, T, D]`` reaches the objectives as a map of its patch tokens
-    ``[N, D, 1, P]`` (class token left out): the channel objective of unit ``d`` is the mean
-    of unit ``d`` over the patches, not of token ``d`` over the units."""
+    """A ViT token layer ``[N, T, D]`` reaches the objectives as the grid of its patch
+    tokens ``[N, D, rows, cols]`` (class token left out): the channel objective of unit
+    ``d`` is the mean of unit ``d`` over the patches, and "center" is the middle patch."""
     from compute.featurevis import objectives
     from compute.featurevis.render import LayerCapture
     from tests.helpers.text_models import tiny_vit
@@ -107,8 +107,12 @@ def test_feature_visualization_optimises_a_unit_over_the_patch_tokens() -> None:
     with LayerCapture(model, layer) as capture, torch.no_grad():
         acts = capture(images)
     n, t, d = tokens.shape
-    assert acts.shape == (n, d, 1, t - 1)
+    side = 32 // model.patch_size
+    assert t == 1 + side * side and acts.shape == (n, d, side, side)  # the patch grid
     units = torch.tensor([5, d - 1])
     score = objectives.channel(acts, units)
     want = torch.stack([tokens[i, 1:, int(u)].mean() for i, u in enumerate(units)])
     torch.testing.assert_close(score, want)
+    # The patch at row r, column c of the image is token 1 + r * side + c.
+    r, c = side - 1, 0
+    torch.testing.assert_close(acts[:, :, r, c], tokens[:, 1 + r * side + c, :])

@@ -76,7 +76,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
     layer, channel = parsed
     title = [
         html.Span("N", className="view-tag"),
-        worded(data, f"Channel {channel} of {data.layer_names[layer]}"),
+        f"{worded(data, 'Channel')} {channel} of {data.layer_names[layer]}",
     ]
     link = dcc.Link(
         "open neuron page →",

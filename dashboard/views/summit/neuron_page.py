@@ -71,7 +71,7 @@ def not_found(context: ViewContext, layer: Any, channel: Any) -> html.Div:
                     f"This atlas has no neuron {asked!r}." if asked else "No neuron was named.",
                     className="muted",
                 ),
-                html.P(worded(data, f"Its layers and channels: {layers}."), className="muted"),
+                html.P(f"{worded(data, 'Its layers and channels')}: {layers}.", className="muted"),
                 dcc.Link(
                     "← back to the explorer",
                     href=explorer_href(context.page_prefix),
