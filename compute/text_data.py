@@ -371,7 +371,7 @@ def pad_token_id(tokenizer: Any) -> int:
 
 def text_loader(
     tokenizer: Any, rows: TextRows, max_length: int, batch_size: int, **kwargs: Any
-) -> DataLoader:
+) -> DataLoader[tuple[dict[str, Tensor], int, int]]:
     """Batches ``(batch dict, labels, indices)`` of ``rows``, tokenised by ``tokenizer``
     (:class:`TextDataset`) and right-padded per batch (:class:`TextCollate`): the loader of
     a text build, of the text demo's fine-tuning and of its evaluation.
