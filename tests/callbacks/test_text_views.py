@@ -195,7 +195,7 @@ def visible_strings(component: object) -> list[str]:
     return shown
 
 
-def test_a_text_atlas_page_speaks_of_units_and_texts(context: ViewContext) -> None:
+def test_a_text_atlas_page_speaks_of_units_and_texts(context: ViewContext, tmp_path: Path) -> None:
     """The explorer and a neuron page of a text atlas, every view's layout and help: no
     image words (a text atlas's reader would look for pictures that are not there)."""
     from dashboard.views import shell
@@ -208,6 +208,17 @@ def test_a_text_atlas_page_speaks_of_units_and_texts(context: ViewContext) -> No
         "unknown neuron": neuron_page(context, "0", "100000"),
     }
     assert "Top tokens" in text_of(pages["neuron"])  # the neuron page itself, not a 404
+    # The shipped text demo has the parts this atlas lacks (a training trace): its page and
+    # its Training view's render too.
+    from dashboard.config import TEXT_DEMO_ATLAS_DIR
+    from dashboard.views.training.callbacks import render as render_training
+
+    demo = ViewContext(
+        data=atlas_data.load(str(TEXT_DEMO_ATLAS_DIR), str(tmp_path / "demo-cache")),
+        file_prefix="/atlas-file/",
+    )
+    pages["text demo"] = shell.page_layout(demo, ViewState(cls=0))
+    pages["text demo training"] = list(render_training(demo, ViewState(cls=0).to_dict())[:6])
     for name, component in pages.items():
         wrong = [
             s

@@ -20,7 +20,7 @@ from dash import ClientsideFunction, Dash, Input, Output, State, html, no_update
 from dashboard import ids as page_ids
 from dashboard.data import file_url
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, guarded, note, state_link
+from dashboard.views.common import ViewContext, guarded, note, state_link, worded
 from dashboard.views.training import ids
 from dashboard.views.training.data import (
     GRID_LIMIT,
@@ -140,8 +140,9 @@ def _instance_link(context: ViewContext, state: ViewState, trace: TraceData, row
             "inst_filter": "all",
         },
         className="pill trace-instance",
-        title=f"input #{index}'s selected channels and influences on its class's graph "
-        "(the Instance view)",
+        title=f"input #{index}'s "
+        + worded(context.data, "selected channels and influences on its class's graph")
+        + " (the Instance view)",
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from dash import dcc, html
 
 from dashboard.state import ViewState
-from dashboard.views.common import ViewContext, how_to_read, labelled, note
+from dashboard.views.common import ViewContext, how_to_read, labelled, note, worded
 from dashboard.views.training import ids
 from dashboard.views.training.data import trace_data
 from dashboard.views.training.state import TRACE_FILTERS
@@ -132,12 +132,16 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                         className="trace-examples-row",
                     ),
                     how_to_read(
-                        "The layer's output on this image is what the initial weights give "
-                        "plus a refinement r that every training step added. Proponents are "
-                        "the training examples whose own updates point most along r (score "
-                        "π: their projection on r); opponents point most against it. "
-                        "Click a proponent or opponent to select its class in the other "
-                        "views. For sketched layers the scores are unbiased estimates.",
+                        worded(
+                            context.data,
+                            "The layer's output on this image is what the initial weights "
+                            "give plus a refinement r that every training step added. "
+                            "Proponents are the training examples whose own updates point "
+                            "most along r (score π: their projection on r); opponents point "
+                            "most against it. Click a proponent or opponent to select its "
+                            "class in the other views. For sketched layers the scores are "
+                            "unbiased estimates.",
+                        ),
                     ),
                     html.Div(
                         [
