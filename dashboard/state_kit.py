@@ -43,16 +43,21 @@ def first(value: Any) -> Any:
 def query_int(value: Any, lo: int, hi: int | None) -> int | None:
     """``value`` as an int in ``[lo, hi)`` (``hi=None``: unbounded), else ``None``.
 
+    Only ASCII digits with spaces or tabs around them are a number: ``\\s`` would also
+    admit characters ``int`` refuses (e.g. ``"0\\x1f"``, found by the URL fuzz test).
+
     Examples:
         >>> query_int("3", 0, 10), query_int("10", 0, 10), query_int("1.5", 0, None)
         (3, None, None)
+        >>> query_int(" 4 ", 0, 10), query_int("0\x1f", 0, 10), query_int("٣", 0, 10)
+        (4, None, None)
     """
     value = first(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,9}\s*", value):
+    elif isinstance(value, str) and re.fullmatch(r"[ \t]*-?[0-9]{1,9}[ \t]*", value):
         number = int(value)
     else:
         return None
