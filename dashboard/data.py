@@ -408,6 +408,8 @@ class AtlasData:
         self.layer_names: tuple[str, ...] = atlas.layer_names
         #: A text atlas: examples and members are snippets of text, not crops.
         self.text = atlas.modality == "text"
+        #: What the inputs are called in the views ("texts" or "images").
+        self.inputs = "texts" if self.text else "images"
         manifest_bytes = (atlas.path / MANIFEST).read_bytes()
         #: Identifies this atlas content in the shared cache (path + manifest digest).
         self.digest = hashlib.sha256(manifest_bytes).hexdigest()[:16]

@@ -637,6 +637,12 @@ def write_trace_part(
     return Path(atlas_path)
 
 
+def named_examples(explanations: TraceExplanation) -> np.ndarray:
+    """``int64`` sorted training indices named as a proponent or opponent anywhere."""
+    named = np.union1d(explanations.proponent_index.ravel(), explanations.opponent_index.ravel())
+    return named[named >= 0].astype(np.int64)
+
+
 def _checked_texts(
     texts: Mapping[str, Mapping[int, str]],
     explanations: TraceExplanation,
@@ -650,11 +656,7 @@ def _checked_texts(
     ):
         raise ValueError("texts must map 'test' and 'train' to {number: text} (trace_texts)")
     n = explanations.num_images
-    named = set(
-        np.union1d(explanations.proponent_index.ravel(), explanations.opponent_index.ravel())
-        .astype(int)
-        .tolist()
-    ) - {-1}
+    named = set(named_examples(explanations).tolist())
     given = {kind: {int(k): v for k, v in texts.get(kind, {}).items()} for kind in TRACE_KINDS}
     if set(given["test"]) != set(range(n)):
         raise ValueError(f"texts['test'] must hold the texts of rows 0..{n - 1}, in row order")
@@ -690,7 +692,7 @@ def trace_texts(
             f"trace_texts needs the texts of the {explanations.num_images} explained inputs, "
             f"in their order (got {len(explained)})"
         )
-    named = np.union1d(explanations.proponent_index.ravel(), explanations.opponent_index.ravel())
+    named = named_examples(explanations)
     return {
         "test": dict(enumerate(explained)),
         "train": {int(i): train[int(i)] for i in named.tolist()},

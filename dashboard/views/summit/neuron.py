@@ -93,7 +93,7 @@ def render(context: ViewContext, stored: Any) -> tuple[Any, Any, Any, Any]:
     if not data.has(PART_SUMMIT):
         return {}, title, [body, note(data.missing_note(PART_SUMMIT), kind="missing")], {}
     top, counts = data.top_classes(layer, channel, TOP_CLASSES)
-    words = ("texts", "unit") if data.text else ("images", "channel")
+    words = (data.inputs, "unit" if data.text else "channel")
     figure = neuron_bar_figure(data.names, top, counts, data.num_images, state.cls, words)
     return {}, title, body, figure
 

@@ -373,7 +373,7 @@ def page(context: ViewContext, layer: Any = None, channel: Any = None, **_query:
     li, ch = parsed
     name = data.layer_names[li]
     unit = "unit" if data.text else "channel"
-    inputs = "texts" if data.text else "images"
+    inputs = data.inputs
     walk = []
     if ch > 0:
         walk.append(

@@ -109,7 +109,7 @@ def shape_id(rank: int) -> dict[str, Any]:
 # -- rendering -----------------------------------------------------------------------------
 
 
-def _status(result: MapperResult, selected: int, name: str, text: bool = False) -> list[Any]:
+def _status(result: MapperResult, selected: int, name: str, inputs: str = "images") -> list[Any]:
     graph = result.graph
     holding = int((result.stats.class_counts[:, selected] > 0).sum()) if graph.num_nodes else 0
     exact = result.approximation is None
@@ -119,8 +119,7 @@ def _status(result: MapperResult, selected: int, name: str, text: bool = False) 
         html.Span(
             f"coverage {100 * graph.coverage:.0f}%",
             className="pill",
-            title=f"share of the sampled {'texts' if text else 'images'} that fall in at least "
-            "one node",
+            title=f"share of the sampled {inputs} that fall in at least one node",
         ),
         html.Span(
             "exact" if exact else "approximate",
@@ -133,8 +132,7 @@ def _status(result: MapperResult, selected: int, name: str, text: bool = False) 
         html.Span(
             f"{name}: {holding} node{'' if holding == 1 else 's'}",
             className="pill pill-class",
-            title=f"nodes holding {'texts' if text else 'images'} of the selected class "
-            "(orange ring)",
+            title=f"nodes holding {inputs} of the selected class (orange ring)",
         ),
     ]
     return pills
@@ -464,7 +462,7 @@ def _render_drawn(context: ViewContext, drawn: _Drawn) -> tuple[Any, ...]:
     return (
         elements,
         [
-            *_status(result, state.cls, data.names[state.cls], data.text),
+            *_status(result, state.cls, data.names[state.cls], data.inputs),
             colour_legend(result, state.topo_colour, state.cls, data.names),
         ],
         messages or None,
@@ -472,7 +470,7 @@ def _render_drawn(context: ViewContext, drawn: _Drawn) -> tuple[Any, ...]:
             result,
             data.names,
             drawn.shape_rank if drawn.shape is not None else None,
-            "texts" if data.text else "images",
+            data.inputs,
         ),
         panel,
         classes,
@@ -539,10 +537,14 @@ def register(app: Dash, context: ViewContext) -> None:
     def png_name(stored: Any, _fmt: str) -> dict[str, Any] | None:
         """The PNG is named as the members CSV (atlas, layer, parameters), and an empty
         graph downloads nothing."""
-        found = members_download(context, stored)
-        if found is None or not _draw(context, stored, exact=False).result.graph.num_nodes:
+        data = context.data
+        if not data.has(PART_MAPPER):
             return None
-        return {"filename": str(found["filename"]).removesuffix(".csv") + ".json"}
+        result = _draw(context, stored, exact=False).result
+        if not result.graph.num_nodes:
+            return None
+        name = mapper_file_name(data.atlas.path.name, data.layer_names[result.layer], result.params)
+        return {"filename": name.removesuffix(".csv") + ".json"}
 
     register_png_export(
         app,

@@ -248,5 +248,5 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
         ],
         className="card card-topology",
         id="topology",
-        **{"data-inputs": "texts" if context.data.text else "images"},
+        **{"data-inputs": context.data.inputs},
     )

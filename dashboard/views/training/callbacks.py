@@ -56,7 +56,7 @@ def picked_row(trace: TraceData, state: ViewState, rows: Any) -> int | None:
 
 def _input_word(context: ViewContext) -> str:
     """What an explained input is called: "image" or, in a text atlas, "text"."""
-    return "text" if context.data.text else "image"
+    return context.data.inputs[:-1]
 
 
 def _tile(context: ViewContext, trace: TraceData, row: int, picked: int | None) -> html.Div:
