@@ -89,34 +89,132 @@ class ClosingContext:
         self.close()
 
 
+#: ``torchvision.ops.misc.Permute`` dims that move channels last, and back.
+TO_CHANNELS_LAST = (0, 2, 3, 1)
+TO_CHANNELS_FIRST = (0, 3, 1, 2)
+_LAYOUT_DIMS = (TO_CHANNELS_LAST, TO_CHANNELS_FIRST)
+
+
+def first_tensor(output: object) -> object:
+    """A module's output as a layer's: the first element of a tuple (Hugging Face blocks
+    return ``(hidden_states, ...)``), else the output itself."""
+    if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
+        return output[0]
+    return output
+
+
+def replace_first(output: object, tensor: Tensor) -> object:
+    """``output`` with its layer tensor (:func:`first_tensor`) replaced by ``tensor``."""
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        return (tensor, *output[1:])
+    if isinstance(output, list) and output and isinstance(output[0], Tensor):
+        return [tensor, *output[1:]]
+    return tensor
+
+
+def permute_dims(module: nn.Module) -> tuple[int, ...] | None:
+    """The dims of a ``torchvision.ops.misc.Permute`` module, else ``None``."""
+    if type(module).__name__ != "Permute":
+        return None
+    return tuple(getattr(module, "dims", ()))
+
+
+class ChannelsLast:
+    """Which outputs of a model's forward are channels-last maps ``[N, H, W, C]``.
+
+    torchvision's Swin (and the inside of a ConvNeXt block) move channels last with a
+    ``Permute`` module and back with another; hooks fire in execution order, a container
+    after its children, so at the moment a module's forward hook fires this says its
+    output's layout. Hooks on the ``Permute`` modules are prepended, so they run before
+    any hook registered on the same module. A ``.permute`` call inside some forward is not
+    seen: such a model's layers look channels first.
+
+    Args:
+        model: the model whose forward is followed.
+        hooks: the hook set that owns the tracking hooks (removed with it).
+    """
+
+    def __init__(self, model: nn.Module, hooks: HookSet) -> None:
+        self.active = False
+        permutes = [m for m in model.modules() if permute_dims(m) in _LAYOUT_DIMS]
+        for module in permutes:
+            hooks.adopt(module.register_forward_hook(self._toggle, prepend=True))
+        if permutes:  # a forward that failed halfway must not leave the flag set
+            hooks.adopt(model.register_forward_pre_hook(self._reset, prepend=True))
+
+    def _toggle(self, module: nn.Module, _inputs: object, _output: object) -> None:
+        self.active = permute_dims(module) == TO_CHANNELS_LAST
+
+    def _reset(self, _module: nn.Module, _inputs: object) -> None:
+        self.active = False
+
+    def is_last(self, tensor: object) -> bool:
+        """Whether ``tensor``, seen now, is a channels-last map ``[N, H, W, C]``."""
+        return self.active and isinstance(tensor, Tensor) and tensor.dim() == 4
+
+
 class HookSet(ClosingContext):
     """Forward hooks that call a function with a module's output or first input.
 
     Use as a context manager (or call :meth:`close`) so hooks never outlive their use.
+
+    Args:
+        model: with a model, hooks see every layer in Network Atlas's layout: the layer
+            tensor of a tuple output (:func:`first_tensor`) and channels-last maps as
+            ``[N, C, H, W]`` views (:class:`ChannelsLast`), and a replacement returned by
+            an :meth:`on_forward` hook goes back in the module's own layout. Without one,
+            hooks see outputs as they are.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module | None = None) -> None:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._layout = None if model is None else ChannelsLast(model, self)
+
+    def channels_last(self, output: object) -> bool:
+        """Whether ``output``'s layer tensor is a channels-last map ``[N, H, W, C]`` (with
+        a model; inside a hook of this set, where the layout is the forward's now)."""
+        return self._layout is not None and self._layout.is_last(first_tensor(output))
+
+    def layer_tensor(self, output: object) -> object:
+        """``output`` as its layer's tensor: :func:`first_tensor`, channels first (a
+        channels-last map as a ``[N, C, H, W]`` view; inside a hook of this set)."""
+        tensor = first_tensor(output)
+        if self.channels_last(tensor):
+            assert isinstance(tensor, Tensor)
+            return tensor.permute(TO_CHANNELS_FIRST)
+        return tensor
+
+    def replace_layer_tensor(self, output: object, tensor: Tensor) -> object:
+        """``output`` with its layer tensor replaced by ``tensor`` (given channels first,
+        as :meth:`layer_tensor` gave it; returned in the module's own layout)."""
+        if self.channels_last(output):
+            tensor = tensor.permute(TO_CHANNELS_LAST).contiguous()
+        return replace_first(output, tensor)
 
     def on_output(self, module: nn.Module, fn: Callable[[Tensor], None]) -> None:
-        """Call ``fn(output)`` after every forward of ``module``."""
+        """Call ``fn(output)`` after every forward of ``module`` (with a model: the layer
+        tensor, channels first)."""
 
         def hook(_module: nn.Module, _inputs: tuple[object, ...], output: Tensor) -> None:
-            fn(output)
+            fn(output if self._layout is None else self.layer_tensor(output))  # type: ignore[arg-type]
 
         self._handles.append(module.register_forward_hook(hook))
 
     def on_input(self, module: nn.Module, fn: Callable[[Tensor], None]) -> None:
-        """Call ``fn(first_input)`` before every forward of ``module`` (its actual input)."""
+        """Call ``fn(first_input)`` before every forward of ``module`` (its actual input;
+        with a model, channels first)."""
 
         def hook(_module: nn.Module, inputs: tuple[object, ...]) -> None:
-            fn(inputs[0])  # type: ignore[arg-type]
+            first = inputs[0]
+            fn(first if self._layout is None else self.layer_tensor(first))  # type: ignore[arg-type]
 
         self._handles.append(module.register_forward_pre_hook(hook))
 
     def on_forward(self, module: nn.Module, hook: Callable[..., object]) -> None:
         """Register ``hook(module, inputs, output)`` after every forward of ``module``; what
-        it returns (not ``None``) replaces the module's output, as in PyTorch."""
+        it returns (not ``None``) replaces the module's output, as in PyTorch. The hook
+        reads and replaces the layer tensor with :meth:`layer_tensor` and
+        :meth:`replace_layer_tensor`."""
         self._handles.append(module.register_forward_hook(hook))
 
     def adopt(self, handle: torch.utils.hooks.RemovableHandle) -> None:

@@ -150,7 +150,7 @@ def _probe_once(
         return keep
 
     x = torch.ones(1, channels, *size, dtype=torch.float64, device=device).requires_grad_()
-    with HookSet() as hooks:
+    with HookSet(probe) as hooks:  # channels-last maps read channels first
         for name in layers:
             hooks.on_output(modules[name], hook(name))
         with contextlib.suppress(_StopForward):  # every layer seen: the rest need not run

@@ -432,7 +432,8 @@ class LayerDescription(NamedTuple):
     and ``channels`` is ``D``, the hidden units; ``tokens`` is ``None`` otherwise. A 4-d
     output computed after a ``torchvision.ops.Permute`` to channels last (and before one
     back) is ``[N, H, W, C]`` (``channels_last``, torchvision's Swin): its ``channels``,
-    ``height`` and ``width`` are read in that order.
+    ``height`` and ``width`` are read in that order, and every pass reads it as the
+    ``[N, C, H, W]`` map it stands for (:class:`compute.capture.ChannelsLast`).
     """
 
     name: str
@@ -445,10 +446,9 @@ class LayerDescription(NamedTuple):
 
     @property
     def spatial(self) -> bool:
-        """Whether the output is a ``[N, C, H, W]`` map (what Summit layers need). A
-        channels-last map ``[N, H, W, C]`` (``channels_last``: Swin) is not: its shape is
-        described, but no pass reads it yet."""
-        return self.height is not None and self.width is not None and not self.channels_last
+        """Whether the output is a map of channels (what Summit layers need): ``[N, C, H,
+        W]``, or ``[N, H, W, C]`` when ``channels_last`` (read channels first)."""
+        return self.height is not None and self.width is not None
 
     @property
     def token(self) -> bool:
@@ -594,11 +594,6 @@ def _probe(model: nn.Module, input_size: ModelInput | tuple[int, int, int]) -> A
         model.train(was_training)
 
 
-#: ``torchvision.ops.misc.Permute`` dims that move channels last, and back.
-_TO_CHANNELS_LAST = (0, 2, 3, 1)
-_TO_CHANNELS_FIRST = (0, 3, 1, 2)
-
-
 def _shape(output: Any) -> tuple[int | None, int | None, int | None, int | None]:
     """``(channels, height, width, tokens)`` of a layer's output (see LayerDescription)."""
     tensor = output_tensor(output)
@@ -636,32 +631,22 @@ def describe_layers(
     """
     shapes: dict[str, tuple[int | None, int | None, int | None, int | None]] = {}
     last: dict[str, bool] = {}
-    # Whether 4-d outputs are channels last now: torchvision's Permute modules (Swin) move
-    # channels last and back; hooks fire in execution order, a container after its
-    # children, so the state when a module's hook fires is its output's layout.
-    layout = {"channels_last": False}
-
-    def make_hook(name: str, module: nn.Module) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            dims = tuple(getattr(module, "dims", ())) if type(module).__name__ == "Permute" else ()
-            if dims == _TO_CHANNELS_LAST:
-                layout["channels_last"] = True
-            elif dims == _TO_CHANNELS_FIRST:
-                layout["channels_last"] = False
-            shape = _shape(output)
-            tensor = output_tensor(output)
-            nhwc = layout["channels_last"] and tensor is not None and tensor.dim() == 4
-            if nhwc:  # [N, H, W, C]
-                shape = (shape[2], shape[0], shape[1], None)
-            shapes[name] = shape
-            last[name] = nhwc
-
-        return hook
-
     names = [(name, module) for name, module in model.named_modules() if name]
-    with HookSet() as hooks:
+    with HookSet(model) as hooks:  # with the model: it follows channels-last regions
+
+        def make_hook(name: str) -> Callable[..., None]:
+            def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+                shape = _shape(output)
+                nhwc = hooks.channels_last(output)
+                if nhwc:  # [N, H, W, C]
+                    shape = (shape[2], shape[0], shape[1], None)
+                shapes[name] = shape
+                last[name] = nhwc
+
+            return hook
+
         for name, module in names:
-            hooks.on_forward(module, make_hook(name, module))
+            hooks.on_forward(module, make_hook(name))
         _probe(model, input_size)
     rows = []
     for name, module in names:

@@ -149,20 +149,3 @@ def token_layers(rows: Sequence[LayerDescription], tokens: int | None) -> list[T
         usable = tokens is None or row.tokens == tokens
         found.append(TokenLayer(row.name, row.type, row.tokens, row.channels, usable, role))
     return found
-
-
-def first_tensor(output: object) -> object:
-    """A module's output as a layer's: the first element of a tuple (Hugging Face blocks
-    return ``(hidden_states, ...)``), else the output itself."""
-    if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
-        return output[0]
-    return output
-
-
-def replace_first(output: object, tensor: Tensor) -> object:
-    """``output`` with its layer tensor (:func:`first_tensor`) replaced by ``tensor``."""
-    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
-        return (tensor, *output[1:])
-    if isinstance(output, list) and output and isinstance(output[0], Tensor):
-        return [tensor, *output[1:]]
-    return tensor

@@ -96,13 +96,6 @@ def check_layers(
 
     spatial = [name for name, row in rows.items() if usable(row)]
     unknown = [name for name in layers if name not in rows]
-    swin = [name for name in layers if name in rows and rows[name].channels_last]
-    if swin:
-        raise BuildError(
-            f"layer(s) {', '.join(map(repr, swin))} output channels-last maps [N, H, W, C] "
-            "(e.g. Swin, or inside a ConvNeXt block), which Network Atlas does not read yet: "
-            "it would take rows for channels (docs/text.md)"
-        )
     flat = [name for name in layers if name in rows and not usable(rows[name])]
     if unknown or flat:
         listed = ", ".join(spatial[:_MAX_LISTED])

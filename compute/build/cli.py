@@ -478,11 +478,11 @@ def _print_map_layers(model: torch.nn.Module, rows: list[LayerDescription], ever
     type_width = max([len("type"), *(len(row.type) for row in rows)])
     print(f"{'name':<{width}}  {'type':<{type_width}}  {'channels':>8}  {'map':>7}  from previous")
     for row in rows:
-        size = f"{row.height}x{row.width}" if row.spatial or row.channels_last else "-"
+        size = f"{row.height}x{row.width}" if row.spatial else "-"
         channels = "-" if row.channels is None else str(row.channels)
         kind = kind_of.get(row.name) or "-"
         if row.channels_last:
-            kind = "not usable: channels last [N, H, W, C]"
+            kind += " (channels last)"
         print(f"{row.name:<{width}}  {row.type:<{type_width}}  {channels:>8}  {size:>7}  {kind}")
     if not every:
         print(
@@ -490,8 +490,8 @@ def _print_map_layers(model: torch.nn.Module, rows: list[LayerDescription], ever
         )
     if last:
         print(
-            f"# {last} module(s) output channels-last maps [N, H, W, C] (Swin): not usable yet "
-            "(--all lists them)"
+            f"# (channels last): {last} module(s) output [N, H, W, C] maps (Swin, ConvNeXt "
+            "blocks); every pass reads them as [N, C, H, W]"
         )
     print(
         "# 'from previous': how influence from the layer listed above would be computed if both"

@@ -292,7 +292,7 @@ def run_pass(
     )
     done, batches_done, counter = stream.done, stream.batches_done, stream.counter
     every = options.checkpoint_every
-    rider_hooks = HookSet()
+    rider_hooks = HookSet(model)  # riders read channels-last maps channels first
     with (
         new_pass() as summit,
         tqdm(

@@ -167,7 +167,7 @@ class LayerCapture:
         self.pre = pre_activation and isinstance(self.module, PRE_ACTIVATION_MODULES)
         self.output: torch.Tensor | None = None
         self._running = False
-        self._hooks = HookSet()
+        self._hooks = HookSet(model)  # channels-last maps read channels first
 
     def _keep(self, tensor: torch.Tensor) -> None:
         if not self._running:  # another forward pass (e.g. a render inside this block)

@@ -70,7 +70,7 @@ from compute.summit.subsets import (
     row_of_pair,
     select_pairs,
 )
-from compute.tokens import TOKEN_MAP_WIDTH, first_tensor, replace_first, token_max
+from compute.tokens import TOKEN_MAP_WIDTH, token_max
 
 logger = logging.getLogger(__name__)
 
@@ -340,7 +340,8 @@ class SummitPass(ClosingContext):
         self._class_map: Tensor | None = None
         if class_map is not None:
             self._class_map = self._check_class_map(class_map)
-        self._hooks = HookSet()
+        # With the model, hooks see channels-last maps (Swin) as [N, C, H, W] views.
+        self._hooks = HookSet(model)
         for index, module in enumerate(modules):
             self._hooks.on_output(module, partial(self._on_layer, index))
         named = dict(model.named_modules())
@@ -441,7 +442,6 @@ class SummitPass(ClosingContext):
     # -- hooks -----------------------------------------------------------------------
 
     def _on_layer(self, index: int, output: object) -> None:
-        output = first_tensor(output)
         if not isinstance(output, Tensor) or output.dim() not in (3, 4):
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise BuildError(
@@ -518,13 +518,13 @@ class SummitPass(ClosingContext):
         self, index: int, _module: nn.Module, _inputs: object, output: object
     ) -> Tensor | None:
         """Layer ``index`` feeds a gradient connection: its output continues as a new leaf."""
-        tensor = first_tensor(output)
+        tensor = self._hooks.layer_tensor(output)
         if not isinstance(tensor, Tensor) or not torch.is_grad_enabled():
             return None
         leaf = tensor.detach().clone().requires_grad_(True)
         self._grad_sources[index] = leaf
         # in-place operations downstream must not touch the leaf
-        return replace_first(output, leaf.clone())
+        return self._hooks.replace_layer_tensor(output, leaf.clone())
 
     def _on_gradient_target(
         self, index: int, _module: nn.Module, _inputs: object, output: object
@@ -534,12 +534,12 @@ class SummitPass(ClosingContext):
         The vector-Jacobian products run here, inside the forward pass, so the graph between
         the two layers is freed before the next stage builds its own.
         """
-        tensor = first_tensor(output)
+        tensor = self._hooks.layer_tensor(output)
         if not isinstance(tensor, Tensor) or not torch.is_grad_enabled():
             return None
         self._gradient_influence(index, tensor)
         # in-place operations downstream must not touch it
-        return replace_first(output, tensor.detach().clone())
+        return self._hooks.replace_layer_tensor(output, tensor.detach().clone())
 
     # -- public ----------------------------------------------------------------------
 

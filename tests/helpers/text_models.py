@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import VisionTransformer
+from torchvision.models import SwinTransformer, VisionTransformer
 
 #: The tiny BERT's classes (``config.id2label``), indexed by output.
 CLASSES = ("animal", "plant", "food")
@@ -95,6 +95,22 @@ def tiny_vit(num_classes: int = 3) -> nn.Module:
             num_heads=2,
             hidden_dim=32,
             mlp_dim=64,
+            num_classes=num_classes,
+        )
+
+
+def tiny_swin(num_classes: int = 3) -> nn.Module:
+    """A small torchvision ``SwinTransformer`` (32 px, 4 px patches, 2 stages of one block,
+    8 then 16 wide, 2x2 windows), seeded (``tests.helpers.text_models:tiny_swin``). Its
+    stages output channels-last maps ``[N, 8, 8, 8]`` and ``[N, 4, 4, 16]``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return SwinTransformer(
+            patch_size=[4, 4],
+            embed_dim=8,
+            depths=[1, 1],
+            num_heads=[1, 2],
+            window_size=[2, 2],
             num_classes=num_classes,
         )
 
