@@ -55,7 +55,12 @@ from compute.summit.activation import (
 )
 from compute.summit.config import SummitConfig
 from compute.summit.examples import RunningTopExamples
-from compute.summit.gradient import attribution_topk, gradient_attribution, gradient_seeds
+from compute.summit.gradient import (
+    attribution_topk,
+    gradient_attribution,
+    gradient_seeds,
+    positionwise_attribution,
+)
 from compute.summit.inception import direct_limits, widest_path
 from compute.summit.influence import DEFAULT_BUDGET, conv_geometry, influence_topk
 from compute.summit.instances import InstanceArrays, InstanceConfig, InstanceRecorder
@@ -346,6 +351,7 @@ class SummitPass(ClosingContext):
             self._hooks.on_output(module, partial(self._on_layer, index))
         named = dict(model.named_modules())
         self._counters: dict[str, SparseCounter] = {}
+        hooked = {id(m) for m in modules}  # every module a hook of this pass sits on
         for index, connection in enumerate(self.connections):
             if connection is None:
                 continue
@@ -356,6 +362,7 @@ class SummitPass(ClosingContext):
                 conv = named[conv_name]
                 assert isinstance(conv, nn.Conv2d)
                 self._hooks.on_input(conv, partial(self._on_conv_input, conv, where))
+                hooked.add(id(conv))
         if config.subsets:  # the same counts again for wrong images, by confusion pair
             for name in list(self._counters):
                 self._counters[SUBSET_PREFIX + name] = SparseCounter(self.device)
@@ -393,6 +400,17 @@ class SummitPass(ClosingContext):
             if index + 1 in self._gradient:
                 self._hooks.on_forward(module, partial(self._on_gradient_source, index))
         self._grad_sources: dict[int, Tensor] = {}
+        # A gradient target's module input, for the position-wise shortcut (token layers;
+        # not where a hook of this pass sits inside the module: rerunning it would fire it).
+        self._target_modules: dict[int, nn.Module] = {}
+        for index in self._gradient:
+            inside = {id(m) for m in modules[index].modules()} - {id(modules[index])}
+            if not inside & hooked:
+                self._target_modules[index] = modules[index]
+                self._hooks.on_input(modules[index], partial(self._on_target_input, index))
+        self._target_inputs: dict[int, Tensor] = {}
+        #: Per gradient connection, whether its last batch took the position-wise shortcut.
+        self.positionwise: dict[int, bool] = {}
         self._states: list[_LayerState | None] = [None] * len(self.layers)
         bins = config.confidence_bins
         self._num_images = torch.zeros(num_classes, dtype=torch.int64, device=self.device)
@@ -525,6 +543,11 @@ class SummitPass(ClosingContext):
         self._grad_sources[index] = leaf
         # in-place operations downstream must not touch the leaf
         return self._hooks.replace_layer_tensor(output, leaf.clone())
+
+    def _on_target_input(self, index: int, tensor: object) -> None:
+        """A gradient target's module input, kept for :func:`positionwise_attribution`."""
+        if isinstance(tensor, Tensor) and tensor.requires_grad and torch.is_grad_enabled():
+            self._target_inputs[index] = tensor
 
     def _on_gradient_target(
         self, index: int, _module: nn.Module, _inputs: object, output: object
@@ -738,9 +761,18 @@ class SummitPass(ClosingContext):
         values, positions, _ = captured
         channels = gradient_seeds(values, self._select(values))
         mask = self._token_mask(source) if source.dim() == 3 else None
-        attribution = gradient_attribution(
-            source, target, channels, positions, self.budget, token_mask=mask
-        )
+        module_input = self._target_inputs.pop(index, None)
+        attribution = None
+        if module_input is not None and target.dim() == 3 and source.dim() == 3:
+            attribution = positionwise_attribution(
+                source, self._target_modules[index], module_input, target, channels,
+                positions, self.budget, token_mask=mask,
+            )  # fmt: skip
+        self.positionwise[index] = attribution is not None
+        if attribution is None:
+            attribution = gradient_attribution(
+                source, target, channels, positions, self.budget, token_mask=mask
+            )
         b, i, j = attribution_topk(attribution, channels, self.config.influence_top_k)
         units = [t.shape[2] if t.dim() == 3 else t.shape[1] for t in (target, source)]
         where = _ConvCount(f"influence.{index}", 0, units[0], units[1])

@@ -28,9 +28,10 @@ Examples:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from compute.summit.influence import DEFAULT_BUDGET, topk_triples
 
@@ -97,40 +98,146 @@ def gradient_attribution(
         ``[m, B, C_s]`` attributions (zero in empty slots). The graph of ``target`` is
         freed after the last chunk.
     """
-    m, batch = channels.shape
+    batch = channels.shape[1]
+    if target.dim() == 3:  # units first, as a map of one row: position t is token t
+        target = target.transpose(1, 2).unsqueeze(2)
+    spatial = target.shape[2] * target.shape[3]
+    flat_target = target.shape[1] * spatial
+
+    def seeds(part: Tensor) -> Tensor:
+        """``[n, *target.shape]``: one at each seeded channel's maximum."""
+        n = part.shape[0]
+        out = torch.zeros((n, batch, flat_target), dtype=target.dtype, device=target.device)
+        slot, image = (part >= 0).nonzero(as_tuple=True)
+        channel = part[slot, image]
+        out[slot, image, channel * spatial + positions[image, channel]] = 1
+        return out.view(n, *target.shape)
+
+    return _slot_products(source, target, channels, seeds, budget, token_mask)
+
+
+def _slot_products(
+    source: Tensor,
+    output: Tensor,
+    slots: Tensor,
+    seeds: Callable[[Tensor], Tensor],
+    budget: int,
+    token_mask: Tensor | None,
+) -> Tensor:
+    """``[m, B, C_s]``: per slot ``t``, ``Σ_q source[q] · (seed_t · ∂output/∂source)[q]``.
+
+    ``seeds(slots[a:b])`` gives the cotangents ``[b - a, *output.shape]`` of those slots
+    (``slots``: one row per slot, ``m`` rows); the slots are chunked so that one batched
+    gradient stays within ``budget`` elements. The graph is freed after the last chunk.
+    """
+    m, batch = slots.shape[0], source.shape[0]
     tokens = source.dim() == 3
     c_s = source.shape[2] if tokens else source.shape[1]
     out = torch.zeros((m, batch, c_s), dtype=source.dtype, device=source.device)
     if m == 0 or batch == 0:
         return out
-    per_slot = batch * max(target[0].numel(), source[0].numel())
+    per_slot = batch * max(output[0].numel(), source[0].numel())
     step = max(1, min(m, budget // max(1, per_slot)))
-    if target.dim() == 3:  # units first, as a map of one row: position t is token t
-        target = target.transpose(1, 2).unsqueeze(2)
-    flat_target = target.shape[1] * target.shape[2] * target.shape[3]
-    spatial = target.shape[2] * target.shape[3]
     values = source.detach()
     if tokens and token_mask is not None:  # padding adds nothing to the sum over tokens
         values = values * token_mask.to(values.dtype).unsqueeze(-1)
     positions_of = (2,) if tokens else (3, 4)
     for t0 in range(0, m, step):
-        part = channels[t0 : t0 + step]  # [n, B]
-        n = part.shape[0]
-        seeds = torch.zeros((n, batch, flat_target), dtype=target.dtype, device=target.device)
-        slot, image = (part >= 0).nonzero(as_tuple=True)
-        channel = part[slot, image]
-        seeds[slot, image, channel * spatial + positions[image, channel]] = 1
-        seeds = seeds.view(n, *target.shape)
+        cotangents = seeds(slots[t0 : t0 + step])
+        n = cotangents.shape[0]
         last = t0 + step >= m
         if n == 1:
-            (grad,) = torch.autograd.grad(target, source, seeds[0], retain_graph=not last)
+            (grad,) = torch.autograd.grad(output, source, cotangents[0], retain_graph=not last)
             grad = grad.unsqueeze(0)
         else:
             (grad,) = torch.autograd.grad(
-                target, source, seeds, retain_graph=not last, is_grads_batched=True
+                output, source, cotangents, retain_graph=not last, is_grads_batched=True
             )
         out[t0 : t0 + n] = (grad * values).sum(dim=positions_of)
     return out
+
+
+def positionwise_attribution(
+    source: Tensor,
+    module: nn.Module,
+    module_input: Tensor,
+    target: Tensor,
+    channels: Tensor,
+    positions: Tensor,
+    budget: int = DEFAULT_BUDGET,
+    token_mask: Tensor | None = None,
+) -> Tensor | None:
+    """:func:`gradient_attribution` of a token target whose module acts on each token alone.
+
+    When the target module maps each token's input vector to that token's output (a
+    Linear, an activation, a Hugging Face ``BertIntermediate``), the gradient of a target
+    unit at one token passes through the module at that token only. The module is run
+    again on just the seeded tokens' inputs ``[n, 1, D_in]`` to get each seed's cotangent
+    on its input, so the long backward starts at the module's input with a one-token seed
+    instead of at its output with a seed as wide as the output (for BERT's MLP units, four
+    times the residual width), and skips the module's own backward at every other token.
+    The result is the same ``g_ij`` (the chain rule at one token).
+
+    Whether the module is position-wise is checked, not assumed: the recomputed units must
+    equal the target's values at the seeded tokens (relative 1e-5); where they do not (the
+    module mixes tokens, or cannot run on one token) this returns ``None`` and the caller
+    takes the full backward.
+
+    Args:
+        source: ``[B, T, C_s]`` the source layer's output, requiring grad.
+        module: the target layer's module; no hook of the pass may sit inside it.
+        module_input: ``[B, T, D_in]`` its input in this forward (computed from ``source``).
+        target: ``[B, T, C_t]`` its output.
+        channels: ``int64 [m, B]`` from :func:`gradient_seeds`.
+        positions: ``int64 [B, C_t]`` each unit's token of maximum.
+        budget: as :func:`gradient_attribution`.
+        token_mask: as :func:`gradient_attribution`.
+
+    Returns:
+        ``[m, B, C_s]`` attributions, or ``None`` where the module is not position-wise.
+    """
+    m, batch = channels.shape
+    if (
+        target.dim() != 3
+        or module_input.dim() != 3
+        or tuple(module_input.shape[:2]) != tuple(target.shape[:2])
+        or not module_input.requires_grad
+    ):
+        return None
+    slot, image = (channels >= 0).nonzero(as_tuple=True)
+    unit = channels[slot, image]
+    token = positions[image, unit]
+    rows = module_input.detach()[image, token].unsqueeze(1).requires_grad_(True)  # [n, 1, D]
+    try:
+        with torch.enable_grad():
+            recomputed = module.forward(rows)
+    except Exception as exc:  # not runnable on one token: take the full backward
+        logger.debug("position-wise shortcut unavailable (%s)", exc)
+        return None
+    if not isinstance(recomputed, Tensor) or recomputed.shape != (len(unit), 1, target.shape[2]):
+        return None
+    picked = recomputed[:, 0].gather(1, unit[:, None])[:, 0]
+    want = target.detach()[image, token, unit]
+    if not torch.allclose(picked.detach(), want, rtol=1e-5, atol=1e-6 * float(want.abs().max())):
+        logger.debug("position-wise shortcut refused: the module mixes tokens")
+        return None
+    (local,) = torch.autograd.grad(picked.sum(), rows)  # [n, 1, D]: each seed's cotangent
+    cotangent = local.new_zeros((m, batch, module_input.shape[2]))
+    cotangent[slot, image] = local[:, 0]
+    where = torch.full((m, batch), -1, dtype=torch.int64, device=channels.device)
+    where[slot, image] = token
+
+    def seeds(part: Tensor) -> Tensor:
+        """``[n, B, T, D_in]``: each slot's cotangent at its token (``part``: slot numbers)."""
+        shape = (part.shape[0], *module_input.shape)
+        out = torch.zeros(shape, dtype=module_input.dtype, device=module_input.device)
+        at = where[part]
+        s, b = (at >= 0).nonzero(as_tuple=True)
+        out[s, b, at[s, b]] = cotangent[part][s, b]
+        return out
+
+    slots = torch.arange(m, device=channels.device)
+    return _slot_products(source, module_input, slots, seeds, budget, token_mask)
 
 
 def attribution_topk(

@@ -15,6 +15,7 @@ from compute.summit.gradient import (
     attribution_topk,
     gradient_attribution,
     gradient_seeds,
+    positionwise_attribution,
 )
 from tests.reference import finite_difference_attribution, gradient_reference_counts
 
@@ -188,3 +189,56 @@ def test_layers_and_model_unchanged_after_close() -> None:
     with torch.no_grad():
         torch.testing.assert_close(model(images), before)
     assert not model.stem._forward_hooks and not model.block._forward_hooks
+
+
+class TokenMixer(nn.Module):
+    """Attention-like: each token's output sees the mean of all tokens (not position-wise)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.linear(x) + x.mean(dim=1, keepdim=True))
+
+
+def token_block_case(target_module: nn.Module) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """source ``[3, 6, 5]`` → a mixing layer → ``target_module``: (source, module input,
+    target, seeds, positions), padding in the last input."""
+    torch.manual_seed(0)
+    source = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
+    mixing = TokenMixer(5).double()
+    module_input = mixing(source)
+    target = target_module(module_input)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[2, 4:] = False
+    values, positions = target.detach().masked_fill(~mask[..., None], -1e9).max(dim=1)
+    channels = gradient_seeds(values, values > values.median(dim=1, keepdim=True).values, 3)
+    return source, module_input, target, channels, positions
+
+
+def test_the_position_wise_shortcut_equals_the_full_backward() -> None:
+    """A target module acting on each token alone (Linear then GELU, BERT's MLP units): the
+    backward from its input at one token gives the same g_ij as the full backward."""
+    module = nn.Sequential(nn.Linear(5, 12), nn.GELU()).double()
+    source, module_input, target, channels, positions = token_block_case(module)
+    assert (channels >= 0).sum() > 3
+    mask = torch.ones(3, 6)
+    mask[2, 4:] = 0
+    fast = positionwise_attribution(
+        source, module, module_input, target, channels, positions, token_mask=mask
+    )
+    source, _, target, channels, positions = token_block_case(module)  # a fresh graph
+    full = gradient_attribution(source, target, channels, positions, token_mask=mask)
+    assert fast is not None
+    torch.testing.assert_close(fast, full, rtol=1e-12, atol=1e-12)
+    assert fast.abs().sum() > 0
+
+
+def test_a_target_module_that_mixes_tokens_is_refused_by_the_shortcut() -> None:
+    module = TokenMixer(5).double()
+    source, module_input, target, channels, positions = token_block_case(module)
+    assert (
+        positionwise_attribution(source, module, module_input, target, channels, positions)
+        is None
+    )

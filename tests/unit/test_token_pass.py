@@ -355,3 +355,17 @@ def test_each_units_top_tokens_are_counted_over_the_dataset(bert: nn.Module) -> 
         ).top_tokens
         is None
     )  # an image model's token layers have no token ids
+
+
+def test_the_reference_runs_above_take_the_position_wise_shortcut(bert: nn.Module) -> None:
+    """BERT's MLP units and a ViT's GELU act on each token alone: their gradient influence
+    starts at the module's input (``positionwise_attribution``), so the reference tests
+    above check that path against finite differences."""
+    for model, layers, batch in (
+        (bert, BERT_LAYERS, text_batches(bert, 4)[0]),
+        (tiny_vit().double().eval(), VIT_LAYERS, (torch.randn(2, 3, 32, 32).double(),
+                                                   torch.tensor([0, 1]), torch.arange(2))),
+    ):  # fmt: skip
+        with SummitPass(model, layers, len(CLASSES), CONFIG) as summit:
+            summit.update(*batch)
+            assert summit.positionwise == {1: True}
