@@ -242,6 +242,14 @@ def test_embedding_figure_is_valid_plotly(data: AtlasData) -> None:
     )
     assert list(mistaken.data[3].text) == [data.names[1], data.names[3]]
     assert list(mistaken.data[3].customdata) == [1, 3]
+    # Every class is labelled: its name stands a ring's width from its point, on the side of
+    # the point (a ringed class's name is not under its ring); the hover keeps the bare name.
+    base = validated.data[0]
+    assert list(base.text) == list(data.names)
+    for side, template in zip(base.textposition, base.texttemplate, strict=True):
+        gap = template.replace("%{text}", "")
+        assert gap.strip() == "" and len(gap) >= 2
+        assert template.startswith("%{text}") == (side == "middle left")
 
 
 def test_embedding_figure_without_accuracy() -> None:

@@ -55,6 +55,20 @@ def _label_sides(xy: np.ndarray) -> list[str]:
     return ["middle left" if value > cut else "middle right" for value in x.tolist()]
 
 
+#: Space between a point and its label: two en spaces, about the radius of the selection
+#: ring, so a ringed class's name starts beyond the ring instead of under it.
+_LABEL_GAP = "\u2002\u2002"
+
+
+def _label_templates(sides: Sequence[str]) -> list[str]:
+    """Each label's ``texttemplate``: the class name with the gap on the point's side (the
+    hover keeps the bare name, ``%{text}``)."""
+    return [
+        f"%{{text}}{_LABEL_GAP}" if side == "middle left" else f"{_LABEL_GAP}%{{text}}"
+        for side in sides
+    ]
+
+
 def embedding_points(xy: np.ndarray, names: Sequence[str], accuracy: np.ndarray) -> dict[str, Any]:
     """The scatter trace of every class (depends on the layer only, so callers cache it).
 
@@ -90,7 +104,11 @@ def embedding_points(xy: np.ndarray, names: Sequence[str], accuracy: np.ndarray)
         "y": typed_array(xy[:, 1]),
         "mode": "markers+text" if labelled else "markers",
         **(
-            {"textposition": _label_sides(xy), "textfont": {"color": MUTED, "size": 9}}
+            {
+                "textposition": (sides := _label_sides(xy)),
+                "texttemplate": _label_templates(sides),
+                "textfont": {"color": MUTED, "size": 9},
+            }
             if labelled
             else {}
         ),
