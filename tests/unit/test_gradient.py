@@ -239,6 +239,5 @@ def test_a_target_module_that_mixes_tokens_is_refused_by_the_shortcut() -> None:
     module = TokenMixer(5).double()
     source, module_input, target, channels, positions = token_block_case(module)
     assert (
-        positionwise_attribution(source, module, module_input, target, channels, positions)
-        is None
+        positionwise_attribution(source, module, module_input, target, channels, positions) is None
     )
