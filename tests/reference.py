@@ -8,7 +8,7 @@ tensors recorded by ordinary hooks over one forward pass; the fast vectorised
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -186,31 +186,67 @@ def reference_aggregates(
 # -- any architecture: finite-difference gradient attribution, Inception widest path --------
 
 
+def forward_with_hooks(
+    model: nn.Module, hooks: Sequence[tuple[str, Callable[..., object]]], inputs: object
+) -> None:
+    """One forward of ``inputs`` without gradients, with forward hooks ``(module name,
+    hook)`` registered for it only."""
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_hook(hook) for name, hook in hooks]
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def layer_outputs(model: nn.Module, names: Sequence[str], inputs: object) -> dict[str, Tensor]:
+    """Each named module's raw output (a tuple's first element) on one forward of
+    ``inputs``, as the module returned it (``[N, H, W, C]`` for Swin's stages)."""
+    seen: dict[str, Tensor] = {}
+
+    def keep(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _i: object, out: object) -> None:
+            tensor = out[0] if isinstance(out, tuple) else out
+            assert isinstance(tensor, Tensor)
+            seen[name] = tensor.detach().clone()
+
+        return hook
+
+    forward_with_hooks(model, [(name, keep(name)) for name in names], inputs)
+    return seen
+
+
 def output_with_scaled_channel(
-    model: nn.Module, image: Tensor, source: str, target: str, j: int, scale: float
+    model: nn.Module,
+    image: object,
+    source: str,
+    target: str,
+    j: int,
+    scale: float,
+    channel_axis: int = 1,
 ) -> Tensor:
-    """The target layer's output for one image when the source's channel ``j`` is scaled."""
-    named = dict(model.named_modules())
+    """The target layer's output for one input when the source's channel ``j`` is scaled.
+
+    ``image`` is one image ``[C, H, W]`` or a batch of one input (an image tensor or a
+    text batch mapping); ``channel_axis`` is the source output's unit axis (``-1`` for a
+    token layer ``[N, T, D]`` or a channels-last map ``[N, H, W, C]``).
+    """
     captured: list[Tensor] = []
 
     def scale_source(_m: nn.Module, _i: object, output: Tensor) -> Tensor:
         output = output.clone()
-        output[:, j] = output[:, j] * scale
+        index = [slice(None)] * output.dim()
+        index[channel_axis] = slice(j, j + 1)
+        output[tuple(index)] = output[tuple(index)] * scale
         return output
 
     def keep_target(_m: nn.Module, _i: object, output: Tensor) -> None:
         captured.append(output.detach().clone())
 
-    handles = [
-        named[source].register_forward_hook(scale_source),
-        named[target].register_forward_hook(keep_target),
-    ]
-    try:
-        with torch.no_grad():
-            model(image[None])
-    finally:
-        for handle in handles:
-            handle.remove()
+    inputs = image[None] if isinstance(image, Tensor) and image.dim() == 3 else image
+    forward_with_hooks(model, [(source, scale_source), (target, keep_target)], inputs)
     return captured[0][0]
 
 

@@ -6,14 +6,13 @@ reference that reads the raw ``[N, H, W, C]`` outputs one image at a time with l
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 from compute.atlas import PART_MAPPER, Atlas
 from compute.build.checks import check_layers
@@ -25,7 +24,7 @@ from compute.summit.aggregate import SummitPass
 from compute.summit.config import SummitConfig
 from compute.summit.gradient import MAX_CHANNELS
 from tests.helpers.text_models import tiny_swin
-from tests.reference import select_mass, select_topk
+from tests.reference import layer_outputs, output_with_scaled_channel, select_mass, select_topk
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -86,25 +85,6 @@ def test_hooks_with_the_model_see_channels_first_views_and_replace_in_the_module
     assert seen[-1].shape == (2, 8, 8, 32 // 4)  # [N, H, W, C]: not permuted
 
 
-def raw_outputs(model: nn.Module, names: Sequence[str], x: Tensor) -> dict[str, Tensor]:
-    """Each named module's raw output (``[1, H, W, C]`` for Swin) for one image."""
-    modules = dict(model.named_modules())
-    seen: dict[str, Tensor] = {}
-    handles = [
-        modules[name].register_forward_hook(
-            lambda _m, _i, out, name=name: seen.__setitem__(name, out.detach().clone())
-        )
-        for name in names
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
-
-
 def spatial_max_plain(z: Tensor) -> tuple[list[float], list[tuple[int, int]]]:
     """Per channel of ``z [H, W, C]``: its maximum and the first ``(row, col)`` holding it
     (row-major), by loops."""
@@ -120,31 +100,6 @@ def spatial_max_plain(z: Tensor) -> tuple[list[float], list[tuple[int, int]]]:
     return values, where
 
 
-def scaled_target(
-    model: nn.Module, x: Tensor, source: str, target: str, channel: int, scale: float
-) -> Tensor:
-    """The target's raw output ``[H, W, C]`` when source ``channel`` is scaled everywhere."""
-    modules = dict(model.named_modules())
-    kept: list[Tensor] = []
-
-    def scale_source(_m: nn.Module, _i: object, out: Tensor) -> Tensor:
-        out = out.clone()
-        out[..., channel] = out[..., channel] * scale  # channels last: the last axis
-        return out
-
-    handles = [
-        modules[source].register_forward_hook(scale_source),
-        modules[target].register_forward_hook(lambda _m, _i, out: kept.append(out.detach())),
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return kept[0][0]
-
-
 def test_a_swin_pass_equals_a_plain_reference_on_the_raw_channels_last_outputs() -> None:
     model = tiny_swin().double().eval()
     generator = torch.Generator().manual_seed(1)
@@ -158,7 +113,7 @@ def test_a_swin_pass_equals_a_plain_reference_on_the_raw_channels_last_outputs()
     influence = np.zeros((CLASSES * 64, 32), np.int64)
     for index in range(len(images)):
         x, label = images[index : index + 1], int(labels[index])
-        seen = raw_outputs(model, SWIN_LAYERS, x)
+        seen = layer_outputs(model, SWIN_LAYERS, x)
         per_layer = [spatial_max_plain(seen[name][0]) for name in SWIN_LAYERS]
         for k, (values, where) in enumerate(per_layer):
             for channel in select_mass(values, CONFIG.tau):
@@ -172,8 +127,9 @@ def test_a_swin_pass_equals_a_plain_reference_on_the_raw_channels_last_outputs()
             g = []
             for j in range(32):
                 h = 1e-6
-                up = scaled_target(model, x, *SWIN_LAYERS, j, 1 + h)
-                down = scaled_target(model, x, *SWIN_LAYERS, j, 1 - h)
+                # channels last: the source's channels are its last axis
+                up = output_with_scaled_channel(model, x, *SWIN_LAYERS, j, 1 + h, -1)
+                down = output_with_scaled_channel(model, x, *SWIN_LAYERS, j, 1 - h, -1)
                 g.append(float(up[row, col, channel] - down[row, col, channel]) / (2 * h))
             for j in select_topk(g, CONFIG.influence_top_k):
                 influence[label * 64 + channel, j] += 1
@@ -202,7 +158,7 @@ def test_feature_visualization_reads_a_swin_unit_channels_first() -> None:
     x = torch.randn(2, 3, 32, 32)
     with LayerCapture(model, "features.1") as capture:
         out = capture(x)
-    raw = raw_outputs(model, ["features.1"], x)["features.1"]
+    raw = layer_outputs(model, ["features.1"], x)["features.1"]
     torch.testing.assert_close(out, raw.permute(0, 3, 1, 2))
 
 

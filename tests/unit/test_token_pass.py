@@ -25,7 +25,7 @@ from compute.summit.gradient import MAX_CHANNELS
 from compute.summit.instances import InstanceConfig
 from compute.text_data import TextCollate, TextDataset, TextRows, pad_token_id
 from tests.helpers.text_models import CLASSES, SENTENCES, tiny_vit, write_tiny_bert
-from tests.reference import select_mass, select_topk
+from tests.reference import layer_outputs, output_with_scaled_channel, select_mass, select_topk
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -71,27 +71,6 @@ def run(model: nn.Module, layers: list[str], batches: Sequence[tuple], **kwargs:
         return summit.result()
 
 
-def outputs_of(model: nn.Module, names: Sequence[str], inputs: object) -> dict[str, Tensor]:
-    """Each named module's output (first element of a tuple) on one forward."""
-    modules = dict(model.named_modules())
-    seen: dict[str, Tensor] = {}
-    handles = [
-        modules[name].register_forward_hook(
-            lambda _m, _i, out, name=name: seen.__setitem__(
-                name, (out[0] if isinstance(out, tuple) else out).detach().clone()
-            )
-        )
-        for name in names
-    ]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
-
-
 def token_max_plain(z: Tensor) -> tuple[list[float], list[int]]:
     """Per unit of ``z [T, D]`` (one input, no padding): its maximum over the tokens and the
     first token where it occurs, by loops."""
@@ -106,32 +85,6 @@ def token_max_plain(z: Tensor) -> tuple[list[float], list[int]]:
     return values, where
 
 
-def scaled_target(
-    model: nn.Module, inputs: object, source: str, target: str, unit: int, scale: float
-) -> Tensor:
-    """The target layer's output ``[T, D]`` for one input when source unit ``unit`` is
-    scaled at every token."""
-    modules = dict(model.named_modules())
-    kept: list[Tensor] = []
-
-    def scale_source(_m: nn.Module, _i: object, out: Tensor) -> Tensor:
-        out = out.clone()
-        out[..., unit] = out[..., unit] * scale
-        return out
-
-    handles = [
-        modules[source].register_forward_hook(scale_source),
-        modules[target].register_forward_hook(lambda _m, _i, out: kept.append(out.detach())),
-    ]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return kept[0][0]
-
-
 def reference(
     model: nn.Module, layers: list[str], alone: Sequence[tuple[object, int, int]]
 ) -> dict[str, object]:
@@ -141,7 +94,7 @@ def reference(
     influence = None
     stats: list[list[tuple[list[float], list[int]]]] = []
     for inputs, label, index in alone:
-        seen = outputs_of(model, layers, inputs)
+        seen = layer_outputs(model, layers, inputs)
         per_layer = [token_max_plain(seen[name][0]) for name in layers]
         stats.append(per_layer)
         for k, (values, where) in enumerate(per_layer):
@@ -162,8 +115,8 @@ def reference(
             g = []
             for j in range(sources):
                 h = 1e-6
-                up = scaled_target(model, inputs, layers[0], layers[1], j, 1 + h)
-                down = scaled_target(model, inputs, layers[0], layers[1], j, 1 - h)
+                up = output_with_scaled_channel(model, inputs, *layers[:2], j, 1 + h, -1)
+                down = output_with_scaled_channel(model, inputs, *layers[:2], j, 1 - h, -1)
                 g.append(float(up[where[unit], unit] - down[where[unit], unit]) / (2 * h))
             for j in select_topk(g, CONFIG.influence_top_k):
                 influence[label * len(values) + unit, j] += 1
@@ -210,7 +163,7 @@ def test_padding_never_wins_even_where_every_real_value_is_low(bert: nn.Module) 
     batch's maxima are those of the inputs alone (GELU units are often negative)."""
     batches = text_batches(bert, 12)
     inputs, _, _ = batches[0]
-    seen = outputs_of(bert, BERT_LAYERS[:1], inputs)[BERT_LAYERS[0]]
+    seen = layer_outputs(bert, BERT_LAYERS[:1], inputs)[BERT_LAYERS[0]]
     mask = inputs["attention_mask"].bool()
     assert (
         seen.max(dim=1).values > seen.masked_fill(~mask[..., None], -1e9).max(dim=1).values
@@ -224,7 +177,7 @@ def test_padding_never_wins_even_where_every_real_value_is_low(bert: nn.Module) 
 def reference_counts_only(model: nn.Module, layer: str, alone: Sequence[tuple]) -> np.ndarray:
     counts = None
     for inputs, label, _ in alone:
-        values, _ = token_max_plain(outputs_of(model, [layer], inputs)[layer][0])
+        values, _ = token_max_plain(layer_outputs(model, [layer], inputs)[layer][0])
         if counts is None:
             counts = np.zeros((len(CLASSES), len(values)), np.int64)
         for unit in select_mass(values, CONFIG.tau):
@@ -239,7 +192,7 @@ def test_instance_records_of_a_text_input_are_its_own_units_and_tokens(bert: nn.
     records = result.instances
     assert records is not None and records.num_instances == len(texts())
     for row, (inputs, _, _) in enumerate(text_batches(bert, 1)):
-        seen = outputs_of(bert, BERT_LAYERS, inputs)
+        seen = layer_outputs(bert, BERT_LAYERS, inputs)
         for k, name in enumerate(BERT_LAYERS):
             values, where = token_max_plain(seen[name][0])
             channels, maxima, positions = records.channels(row, k)
@@ -322,7 +275,7 @@ def test_each_units_top_tokens_are_counted_over_the_dataset(bert: nn.Module) -> 
 
     counted: list[Counter[tuple[int, int]]] = [Counter() for _ in BERT_LAYERS]
     for inputs, _, _ in text_batches(bert, 1):
-        seen = outputs_of(bert, BERT_LAYERS, inputs)
+        seen = layer_outputs(bert, BERT_LAYERS, inputs)
         ids = inputs["input_ids"][0].tolist()
         for k, name in enumerate(BERT_LAYERS):
             values, where = token_max_plain(seen[name][0])
