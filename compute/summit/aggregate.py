@@ -60,6 +60,7 @@ from compute.summit.gradient import (
     gradient_attribution,
     gradient_seeds,
     positionwise_attribution,
+    positionwise_chain,
 )
 from compute.summit.inception import direct_limits, widest_path
 from compute.summit.influence import DEFAULT_BUDGET, conv_geometry, influence_topk
@@ -400,14 +401,14 @@ class SummitPass(ClosingContext):
             if index + 1 in self._gradient:
                 self._hooks.on_forward(module, partial(self._on_gradient_source, index))
         self._grad_sources: dict[int, Tensor] = {}
-        # A gradient target's module input, for the position-wise shortcut (token layers;
-        # not where a hook of this pass sits inside the module: rerunning it would fire it).
-        self._target_modules: dict[int, nn.Module] = {}
+        # Where the position-wise shortcut starts for each gradient target (token layers):
+        # the input of the target module, or of the Sequential containers around it.
+        self._target_chains: dict[int, list[nn.Module]] = {}
         for index in self._gradient:
-            inside = {id(m) for m in modules[index].modules()} - {id(modules[index])}
-            if not inside & hooked:
-                self._target_modules[index] = modules[index]
-                self._hooks.on_input(modules[index], partial(self._on_target_input, index))
+            chain = positionwise_chain(model, modules[index], hooked)
+            if chain is not None:
+                start, self._target_chains[index] = chain
+                self._hooks.on_input(start, partial(self._on_target_input, index))
         self._target_inputs: dict[int, Tensor] = {}
         #: Per gradient connection, whether its last batch took the position-wise shortcut.
         self.positionwise: dict[int, bool] = {}
@@ -765,7 +766,7 @@ class SummitPass(ClosingContext):
         attribution = None
         if module_input is not None and target.dim() == 3 and source.dim() == 3:
             attribution = positionwise_attribution(
-                source, self._target_modules[index], module_input, target, channels,
+                source, self._target_chains[index], module_input, target, channels,
                 positions, self.budget, token_mask=mask,
             )  # fmt: skip
         self.positionwise[index] = attribution is not None

@@ -28,7 +28,7 @@ Examples:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -163,9 +163,50 @@ def _slot_products(
     return out
 
 
+def positionwise_chain(
+    model: nn.Module, target: nn.Module, hooked: set[int]
+) -> tuple[nn.Module, list[nn.Module]] | None:
+    """Where :func:`positionwise_attribution` may start for ``target``: the module whose
+    input it reads, and the modules it reruns on that input, in order.
+
+    The target module alone, or, where it is a child of ``nn.Sequential`` containers (a
+    ViT's ``MLPBlock``: Linear, GELU, ...), the containers' children up to it: the
+    outermost container's input then stands before the MLP's first Linear, whose backward
+    the shortcut skips too. ``None`` where a module in the chain holds a hook of the pass
+    (``hooked``: module ids; the target's own hooks do not count, since ``forward`` is
+    called without them) or a ``Permute`` (the channels-last tracking must see every one).
+
+    Examples:
+        >>> mlp = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 4))
+        >>> block = nn.Sequential(nn.LayerNorm(4), mlp)
+        >>> start, rerun = positionwise_chain(block, mlp[1], set())
+        >>> start is block, [type(m).__name__ for m in rerun]
+        (True, ['LayerNorm', 'Linear', 'GELU'])
+    """
+
+    def clear(modules: Sequence[nn.Module]) -> bool:
+        inside = {id(m) for module in modules for m in module.modules()} - {id(target)}
+        permutes = any(type(m).__name__ == "Permute" for r in modules for m in r.modules())
+        return not inside & hooked and not permutes
+
+    if not clear([target]):
+        return None
+    parents = {id(child): module for module in model.modules() for child in module.children()}
+    start, rerun = target, [target]
+    # Climb while the container's earlier children are clear too (a sibling that is the
+    # source layer, say, ends the climb there).
+    while isinstance(parent := parents.get(id(start)), nn.Sequential):
+        children = list(parent.children())
+        before = children[: next(k for k, c in enumerate(children) if c is start)]
+        if not clear(before):
+            break
+        start, rerun = parent, before + rerun
+    return start, rerun
+
+
 def positionwise_attribution(
     source: Tensor,
-    module: nn.Module,
+    rerun: Sequence[nn.Module],
     module_input: Tensor,
     target: Tensor,
     channels: Tensor,
@@ -175,14 +216,15 @@ def positionwise_attribution(
 ) -> Tensor | None:
     """:func:`gradient_attribution` of a token target whose module acts on each token alone.
 
-    When the target module maps each token's input vector to that token's output (a
-    Linear, an activation, a Hugging Face ``BertIntermediate``), the gradient of a target
-    unit at one token passes through the module at that token only. The module is run
-    again on just the seeded tokens' inputs ``[n, 1, D_in]`` to get each seed's cotangent
-    on its input, so the long backward starts at the module's input with a one-token seed
-    instead of at its output with a seed as wide as the output (for BERT's MLP units, four
-    times the residual width), and skips the module's own backward at every other token.
-    The result is the same ``g_ij`` (the chain rule at one token).
+    When the target module (with the modules before it in its ``nn.Sequential``
+    containers: :func:`positionwise_chain`) maps each token's input vector to that token's
+    output (a Linear, an activation, a Hugging Face ``BertIntermediate``, a ViT MLP's
+    Linear and GELU), the gradient of a target unit at one token passes through them at
+    that token only. They are run again on just the seeded tokens' inputs ``[n, 1, D_in]``
+    to get each seed's cotangent on the chain's input, so the long backward starts there
+    with a one-token seed instead of at the target with a seed as wide as the output (for
+    BERT's MLP units, four times the residual width), and skips the chain's backward at
+    every other token. The result is the same ``g_ij`` (the chain rule at one token).
 
     Whether the module is position-wise is checked, not assumed: the recomputed units must
     equal the target's values at the seeded tokens (relative 1e-5); where they do not (the
@@ -191,8 +233,10 @@ def positionwise_attribution(
 
     Args:
         source: ``[B, T, C_s]`` the source layer's output, requiring grad.
-        module: the target layer's module; no hook of the pass may sit inside it.
-        module_input: ``[B, T, D_in]`` its input in this forward (computed from ``source``).
+        rerun: the modules from the chain's input to the target (``forward`` is called,
+            without hooks); no hook of the pass may sit inside them.
+        module_input: ``[B, T, D_in]`` the chain's input in this forward (computed from
+            ``source``).
         target: ``[B, T, C_t]`` its output.
         channels: ``int64 [m, B]`` from :func:`gradient_seeds`.
         positions: ``int64 [B, C_t]`` each unit's token of maximum.
@@ -216,7 +260,9 @@ def positionwise_attribution(
     rows = module_input.detach()[image, token].unsqueeze(1).requires_grad_(True)  # [n, 1, D]
     try:
         with torch.enable_grad():
-            recomputed = module.forward(rows)
+            recomputed = rows
+            for module in rerun:
+                recomputed = module.forward(recomputed)
     except Exception as exc:  # not runnable on one token: take the full backward
         logger.debug("position-wise shortcut unavailable (%s)", exc)
         return None

@@ -16,6 +16,7 @@ from compute.summit.gradient import (
     gradient_attribution,
     gradient_seeds,
     positionwise_attribution,
+    positionwise_chain,
 )
 from tests.reference import finite_difference_attribution, gradient_reference_counts
 
@@ -226,7 +227,7 @@ def test_the_position_wise_shortcut_equals_the_full_backward() -> None:
     mask = torch.ones(3, 6)
     mask[2, 4:] = 0
     fast = positionwise_attribution(
-        source, module, module_input, target, channels, positions, token_mask=mask
+        source, [module], module_input, target, channels, positions, token_mask=mask
     )
     source, _, target, channels, positions = token_block_case(module)  # a fresh graph
     full = gradient_attribution(source, target, channels, positions, token_mask=mask)
@@ -238,6 +239,18 @@ def test_the_position_wise_shortcut_equals_the_full_backward() -> None:
 def test_a_target_module_that_mixes_tokens_is_refused_by_the_shortcut() -> None:
     module = TokenMixer(5).double()
     source, module_input, target, channels, positions = token_block_case(module)
-    assert (
-        positionwise_attribution(source, module, module_input, target, channels, positions) is None
-    )
+    refused = positionwise_attribution(source, [module], module_input, target, channels, positions)
+    assert refused is None
+
+
+def test_the_shortcut_chain_climbs_sequential_containers_until_a_hooked_module() -> None:
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 4))
+    block = nn.Sequential(nn.LayerNorm(4), mlp)
+    model = nn.Sequential(nn.Linear(4, 4), block)
+    start, rerun = positionwise_chain(model, mlp[1], set())
+    assert start is model and rerun == [model[0], block[0], mlp[0], mlp[1]]
+    # The source layer is the first Linear: the climb stops below it.
+    start, rerun = positionwise_chain(model, mlp[1], {id(model[0])})
+    assert start is block and rerun == [block[0], mlp[0], mlp[1]]
+    # A hook inside the target itself: no shortcut.
+    assert positionwise_chain(model, block, {id(mlp[1])}) is None

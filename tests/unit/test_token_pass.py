@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from compute.models import get_model
 from compute.summit.aggregate import SummitAggregates, SummitPass
 from compute.summit.config import SummitConfig
-from compute.summit.gradient import MAX_CHANNELS
+from compute.summit.gradient import MAX_CHANNELS, positionwise_chain
 from compute.summit.instances import InstanceConfig
 from compute.text_data import TextCollate, TextDataset, TextRows, pad_token_id
 from tests.helpers.text_models import CLASSES, SENTENCES, tiny_vit, write_tiny_bert
@@ -312,8 +312,8 @@ def test_each_units_top_tokens_are_counted_over_the_dataset(bert: nn.Module) -> 
 
 def test_the_reference_runs_above_take_the_position_wise_shortcut(bert: nn.Module) -> None:
     """BERT's MLP units and a ViT's GELU act on each token alone: their gradient influence
-    starts at the module's input (``positionwise_attribution``), so the reference tests
-    above check that path against finite differences."""
+    starts at the module's input, or the ViT MLP block's (``positionwise_attribution``), so
+    the reference tests above check that path against finite differences."""
     for model, layers, batch in (
         (bert, BERT_LAYERS, text_batches(bert, 4)[0]),
         (tiny_vit().double().eval(), VIT_LAYERS, (torch.randn(2, 3, 32, 32).double(),
@@ -322,3 +322,10 @@ def test_the_reference_runs_above_take_the_position_wise_shortcut(bert: nn.Modul
         with SummitPass(model, layers, len(CLASSES), CONFIG) as summit:
             summit.update(*batch)
             assert summit.positionwise == {1: True}
+    # The ViT's chain starts at its MLP block's input: the Linear before the GELU is rerun.
+    vit = tiny_vit()
+    modules = dict(vit.named_modules())
+    chain = positionwise_chain(vit, modules[VIT_LAYERS[1]], set())
+    assert chain is not None
+    assert chain[0] is modules["encoder.layers.encoder_layer_1.mlp"]
+    assert [type(m).__name__ for m in chain[1]] == ["Linear", "GELU"]
