@@ -17,6 +17,11 @@ is at most ``MAX_CHANNELS`` backward passes of the block between the layers per 
 no per-image loop. Per (image, selected target channel) the top-k strictly positive
 ``g_ij`` (ties: lowest ``j``) are counted exactly like the convolution influences.
 
+Between token layers each slot is its own backward (attention's fused backward has no
+batching rule), and a target that acts on each token alone (BERT's MLP units, a ViT MLP's
+GELU) starts the backward at its input with one-token seeds
+(:func:`positionwise_attribution`, checked per batch).
+
 Examples:
     >>> z = torch.ones(1, 2, 2, 2, requires_grad=True)
     >>> y = torch.stack([z[:, 0] + 3 * z[:, 1], -z[:, 1]], dim=1)  # [1, 2, 2, 2]
