@@ -357,3 +357,8 @@ def test_filters_keep_a_listed_input_and_the_picker_follows_the_confusion(
         ].tolist()
     )
     assert "mistaken for eight" in text_of(picker) and "predicted eight" in text_of(header)
+    # Each chip is predicted eight: the pill says it once, the chips do not repeat it.
+    arrow = json.dumps("→ eight")[1:-1]  # as text_of writes it
+    assert arrow not in text_of(picker)
+    _, everything, _, _, _ = render(context, ViewState(cls=6, inst_filter="wrong").to_dict())
+    assert arrow in text_of(everything)  # without the confusion, each chip names it

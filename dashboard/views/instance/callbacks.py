@@ -86,7 +86,8 @@ def picker(context: ViewContext, state: ViewState, rows: np.ndarray, shown: int 
         wrong = pred != int(records.label[row])
         name = data.names[pred] if 0 <= pred < data.num_classes else "?"
         image = file_url(context.file_prefix, data.atlas.instance_input(index))
-        text = f"#{index}" + (f" → {name}" if wrong else "")
+        # Under a "mistaken for d" graph every chip is predicted d: the pill above says it.
+        text = f"#{index}" + (f" → {name}" if wrong and pred != confusion else "")
         chips.append(
             state_link(
                 [html.Img(src=image, alt="", className="instance-thumb"), text] if image else text,
