@@ -59,6 +59,14 @@ ROW_PX = 120.0
 #: Vertical stagger inside a row: cytoscape.js <3.30.3 can stop rendering long runs of
 #: nodes at exactly equal y, so alternate nodes are nudged by a few pixels.
 STAGGER_PX = 5.0
+#: Most nodes of an unfolded layer row. A wider row folds into interleaved lines of at
+#: most :data:`LINE_NODES` (its k-th node by slot on line ``k mod r``), drawn ``r`` times
+#: narrower, so a graph with a 40-unit layer still fits its box at a zoom where the labels
+#: can be read; the order along the row, which the layout chose to shorten edges, is kept.
+ROW_NODES = 12
+LINE_NODES = 8
+#: Pixels between the lines of a folded row.
+LINE_PX = 70.0
 NODE_MIN_PX = 26.0
 NODE_MAX_PX = 64.0
 EDGE_MIN_PX = 0.6
@@ -312,6 +320,39 @@ class ClassGraph:
         i = int(where[0])
         others = np.concatenate([self.target[self.source == i], self.source[self.target == i]])
         return [str(n) for n in self.ids[np.unique(others)]]
+
+
+def row_positions(layer: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Preset ``(x, y)`` of graph nodes: one row per layer, the top layer on top, along the
+    row by ``slot``. A row of more than :data:`ROW_NODES` nodes folds into ``r`` lines of
+    at most :data:`LINE_NODES`
+    (:data:`LINE_PX` apart; the rows below move down to make room): its ``k``-th node by
+    slot goes on line ``k mod r`` at ``slot / r``, so neighbours on one line stay a slot
+    apart. Alternate nodes of a line are nudged up or down a few pixels (cytoscape.js
+    <3.30.3 can stop rendering long runs of nodes at exactly equal y).
+
+    Examples:
+        >>> x, y = row_positions(np.array([0, 0, 1]), np.array([-0.5, 0.5, 0.0]))
+        >>> x.tolist(), y.tolist()
+        ([-42.0, 42.0, 0.0], [117.5, 122.5, -2.5])
+    """
+    order = np.lexsort((slot, layer))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    top_layer = int(layer.max()) if layer.size else 0
+    sizes = np.bincount(layer, minlength=top_layer + 1) if layer.size else np.zeros(1, np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    lines = np.where(sizes > ROW_NODES, -(-sizes // LINE_NODES), 1)  # ceil
+    # Each row's top: the rows above it and their extra lines.
+    top = np.zeros(top_layer + 1)
+    for li in range(top_layer - 1, -1, -1):
+        top[li] = top[li + 1] + ROW_PX + (lines[li + 1] - 1) * LINE_PX
+    k = rank - starts[layer]  # rank along the row
+    r = lines[layer]
+    stagger = np.where((k // r) % 2 == 0, -STAGGER_PX / 2, STAGGER_PX / 2)
+    x = (slot * SLOT_PX / r).astype(np.float32)
+    y = (top[layer] + (k % r) * LINE_PX + stagger).astype(np.float32)
+    return x, y
 
 
 def _scale(values: np.ndarray, top: float, lo: float, hi: float) -> np.ndarray:
@@ -813,14 +854,7 @@ class AtlasData:
         count = np.asarray(count, dtype=np.float32)
         slot = np.asarray(slot).astype(np.float32)
         weight = np.asarray(weight, dtype=np.float32)
-        # Alternate nodes of a row (in slot order) are nudged up/down a few px.
-        order = np.lexsort((slot, layer))
-        rank_in_row = np.empty_like(order)
-        rank_in_row[order] = np.arange(order.shape[0])
-        stagger = np.where(rank_in_row % 2 == 0, -STAGGER_PX / 2, STAGGER_PX / 2)
-        top_layer = int(layer.max()) if layer.size else 0
-        x = (slot * SLOT_PX).astype(np.float32)
-        y = ((top_layer - layer) * ROW_PX + stagger).astype(np.float32)
+        x, y = row_positions(layer, slot)
         ids = np.array([f"{li}-{ch}" for li, ch in zip(layer, channel, strict=True)], dtype=object)
         images = tuple(
             self.crop(int(li), int(ch), 0) for li, ch in zip(layer, channel, strict=True)

@@ -16,7 +16,18 @@ import pytest
 
 from compute.atlas import AtlasError
 from dashboard import data as atlas_data
-from dashboard.data import AtlasData, ClassGraph, DerivedCache, sparkline_svg
+from dashboard.data import (
+    LINE_NODES,
+    LINE_PX,
+    ROW_NODES,
+    ROW_PX,
+    SLOT_PX,
+    AtlasData,
+    ClassGraph,
+    DerivedCache,
+    row_positions,
+    sparkline_svg,
+)
 from dashboard.views.common import _SEARCH_JS
 from dashboard.views.summit.figures import (
     LABEL_ALL_CLASSES,
@@ -148,6 +159,31 @@ def test_top_classes_of_a_channel(data: AtlasData) -> None:
 
 
 # -- graphs ----------------------------------------------------------------------------------
+
+
+def test_a_wide_row_folds_into_lines_that_keep_its_order() -> None:
+    """A 30-node layer under a 5-node one: the wide row folds into 4 interleaved lines, no
+    wider than LINE_NODES slots, its order by slot kept, and the rows do not overlap."""
+    rng = np.random.default_rng(0)
+    layer = np.array([0] * 30 + [1] * 5)
+    slot = np.concatenate([np.arange(30) - 14.5, np.arange(5) - 2.0])
+    shuffle = rng.permutation(35)
+    x, y = row_positions(layer[shuffle], slot[shuffle])
+    wide = layer[shuffle] == 0
+    by_slot = np.argsort(slot[shuffle][wide])
+    xs, ys = x[wide][by_slot], y[wide][by_slot]
+    assert np.all(np.diff(xs) > 0)  # the row's order along x is the slot order
+    assert xs.max() - xs.min() <= LINE_NODES * SLOT_PX
+    lines = np.round((ys - ys.min()) / LINE_PX).astype(int)
+    assert lines.tolist() == [k % 4 for k in range(30)]
+    for line in range(4):  # neighbours on one line are a whole slot apart
+        assert np.all(np.diff(xs[lines == line]) >= SLOT_PX - 1e-3)
+    assert y[~wide].max() + ROW_PX / 2 < y[wide].min()  # the upper row stays above
+    # A row of ROW_NODES or fewer is one line, as before: x = slot * SLOT_PX.
+    np.testing.assert_allclose(x[~wide], slot[shuffle][~wide] * SLOT_PX)
+    x, y = row_positions(np.zeros(ROW_NODES, np.int64), np.arange(ROW_NODES) - 5.5)
+    np.testing.assert_allclose(x, (np.arange(ROW_NODES) - 5.5) * SLOT_PX)
+    assert np.ptp(y) == pytest.approx(5.0)  # the stagger only
 
 
 def test_class_graph_layout(data: AtlasData) -> None:

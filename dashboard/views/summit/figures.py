@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from compute.export import COMPARE_GROUPS, compare_group, threshold_masks
-from dashboard.data import ROW_PX, SLOT_PX, STAGGER_PX, ClassGraph, file_url
+from dashboard.data import SLOT_PX, ClassGraph, file_url, row_positions
 from dashboard.theme import ACCENT, COMPARE, FONT, INK, MUTED
 
 # A small, colour-blind-safe palette used across views and the CSS.
@@ -470,18 +470,20 @@ def compare_elements(
         node_id: compare_group("a" in e["sides"], "b" in e["sides"]) for node_id, e in info.items()
     }
     rank = {group: k for k, group in enumerate(COMPARE_GROUPS)}  # left to right
-    top_layer = max((e["layer"] for e in info.values()), default=0)
     elements: list[dict[str, Any]] = []
-    positions: dict[str, tuple[float, float]] = {}
+    order: list[str] = []
+    slots: list[float] = []
     for li in sorted({e["layer"] for e in info.values()}):
         row = sorted(
             (n for n, e in info.items() if e["layer"] == li),
             key=lambda n: (rank[group_of[n]], info[n]["slot"], info[n]["channel"]),
         )
-        for k, node_id in enumerate(row):
-            x = (k - (len(row) - 1) / 2) * SLOT_PX
-            y = (top_layer - li) * ROW_PX + (STAGGER_PX / 2 if k % 2 else -STAGGER_PX / 2)
-            positions[node_id] = (x, y)
+        order += row
+        slots += [k - (len(row) - 1) / 2 for k in range(len(row))]
+    xs, ys = row_positions(
+        np.array([info[n]["layer"] for n in order], dtype=np.int64), np.array(slots)
+    )
+    positions = {n: (float(x), float(y)) for n, x, y in zip(order, xs, ys, strict=True)}
     for node_id, entry in info.items():
         data = {
             "id": node_id,
