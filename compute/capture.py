@@ -202,9 +202,11 @@ class HookSet(ClosingContext):
 
     def on_input(self, module: nn.Module, fn: Callable[[Tensor], None]) -> None:
         """Call ``fn(first_input)`` before every forward of ``module`` (its actual input;
-        with a model, channels first)."""
+        with a model, channels first); a call with keyword arguments only is skipped."""
 
         def hook(_module: nn.Module, inputs: tuple[object, ...]) -> None:
+            if not inputs:  # called with keyword arguments only: no first input to see
+                return
             first = inputs[0]
             fn(first if self._layout is None else self.layer_tensor(first))  # type: ignore[arg-type]
 

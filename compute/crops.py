@@ -97,13 +97,21 @@ def _axis_field(
     step: int,
     probe_size: int,
     map_size: int,
-) -> tuple[int, float, float]:
-    """(size, stride, offset) along one axis from the extents of two neighbouring positions."""
+) -> tuple[int, float, float, bool]:
+    """(size, stride, offset, moves) along one axis from the extents of two neighbouring
+    positions.
+
+    ``moves`` is ``False`` where the field does not move with the position as a map's
+    should: the two extents are a stride apart that is zero or far from the map's grid
+    stride (``probe_size / map_size``). Window attention (Swin) does this: neighbours in
+    one window see the same window, neighbours across a window edge jump a whole window.
+    Such a field is then centred on each position's own grid cell, with its measured size.
+    """
     fallback_stride = probe_size / max(1, map_size)
     if first is None:
         # No gradient at all (e.g. a non-differentiable path): assume the whole image.
         centre = (position + 0.5) * fallback_stride - 0.5
-        return probe_size, fallback_stride, centre - position * fallback_stride
+        return probe_size, fallback_stride, centre - position * fallback_stride, True
     lo, hi = first
     last = probe_size - 1
     stride = fallback_stride
@@ -112,6 +120,9 @@ def _axis_field(
             stride = float(second[0] - lo) / step
         elif hi < last and second[1] < last:
             stride = float(second[1] - hi) / step
+    moves = fallback_stride / _STRIDE_SLACK <= stride <= fallback_stride * _STRIDE_SLACK
+    if not moves:
+        stride = fallback_stride
     clipped = lo == 0 or hi == last
     size = hi - lo + 1
     if clipped:
@@ -122,7 +133,14 @@ def _axis_field(
             centre = (position + 0.5) * fallback_stride - 0.5
     else:
         centre = (lo + hi) / 2
-    return size, stride, centre - position * stride
+    if not moves:  # on the position's own grid cell
+        centre = (position + 0.5) * fallback_stride - 0.5
+    return size, stride, centre - position * stride, moves
+
+
+#: How far a measured stride may be from the map's grid stride (a factor) and still be
+#: taken as the field's: padding and valid convolutions stay well within it.
+_STRIDE_SLACK = 1.5
 
 
 class _StopForward(Exception):
@@ -168,12 +186,19 @@ def _probe_once(
             (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
             mask = (grad[0].abs().sum(0) > 0).cpu().numpy()
             extents.append((_extent(mask.any(1)), _extent(mask.any(0))))
-        size_h, stride_h, offset_h = _axis_field(
+        size_h, stride_h, offset_h, moves_h = _axis_field(
             extents[0][0], extents[1][0], row, row2 - row, size[0], map_h
         )
-        size_w, stride_w, offset_w = _axis_field(
+        size_w, stride_w, offset_w, moves_w = _axis_field(
             extents[0][1], extents[1][1], col, col2 - col, size[1], map_w
         )
+        if not (moves_h and moves_w):
+            log.warning(
+                "the receptive field of %s does not move with its position as a map's does "
+                "(window attention, as in Swin?): its crops are centred on each position's "
+                "grid cell, %dx%d px (approximate)",
+                name, size_h, size_w,
+            )  # fmt: skip
         first_rows, first_cols = extents[0]
         clipped = any(
             extent is None or extent[0] == 0 or extent[1] == limit - 1

@@ -292,7 +292,6 @@ def run_pass(
     )
     done, batches_done, counter = stream.done, stream.batches_done, stream.counter
     every = options.checkpoint_every
-    rider_hooks = HookSet(model)  # riders read channels-last maps channels first
     with (
         new_pass() as summit,
         tqdm(
@@ -304,7 +303,7 @@ def run_pass(
             smoothing=0.05,
             disable=not (options.progress and rank.is_main),
         ) as bar,
-        rider_hooks,
+        HookSet(model) as rider_hooks,  # riders read channels-last maps channels first
     ):
         kinds = [c.kind if c is not None else None for c in summit.connections]
         if stream.resumed is not None:

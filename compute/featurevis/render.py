@@ -167,7 +167,7 @@ class LayerCapture:
         self.pre = pre_activation and isinstance(self.module, PRE_ACTIVATION_MODULES)
         self.output: torch.Tensor | None = None
         self._running = False
-        self._hooks = HookSet(model)  # channels-last maps read channels first
+        self._hooks = HookSet()  # replaced on entering: hooks only while in use
 
     def _keep(self, tensor: torch.Tensor) -> None:
         if not self._running:  # another forward pass (e.g. a render inside this block)
@@ -176,6 +176,7 @@ class LayerCapture:
         raise _StopForward
 
     def __enter__(self) -> LayerCapture:
+        self._hooks = HookSet(self.model)  # channels-last maps read channels first
         if self.pre:
             self._hooks.on_input(self.module, self._keep)
         else:

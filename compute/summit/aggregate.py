@@ -767,7 +767,7 @@ class SummitPass(ClosingContext):
         if module_input is not None and target.dim() == 3 and source.dim() == 3:
             attribution = positionwise_attribution(
                 source, self._target_chains[index], module_input, target, channels,
-                positions, self.budget, token_mask=mask,
+                positions, token_mask=mask,
             )  # fmt: skip
         self.positionwise[index] = attribution is not None
         if attribution is None:

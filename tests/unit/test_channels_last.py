@@ -5,6 +5,7 @@ reference that reads the raw ``[N, H, W, C]`` outputs one image at a time with l
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -12,14 +13,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 from compute.atlas import PART_MAPPER, Atlas
 from compute.build.checks import check_layers
 from compute.capture import HookSet
 from compute.cli import main
+from compute.crops import receptive_fields
 from compute.featurevis.render import LayerCapture
 from compute.models import describe_layers, get_model
+from compute.receptive_field import crop_box
 from compute.summit.aggregate import SummitPass
 from compute.summit.config import SummitConfig
 from compute.summit.gradient import MAX_CHANNELS
@@ -58,7 +61,7 @@ def test_a_convnext_blocks_inside_is_channels_last_and_its_output_is_not() -> No
 
 def test_hooks_with_the_model_see_channels_first_views_and_replace_in_the_modules_layout() -> None:
     model = tiny_swin().double().eval()
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    x = torch.randn(2, 3, 32, 48, dtype=torch.float64)  # not square: no shape reads both ways
     module = dict(model.named_modules())["features.1"]
     raw: list[Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: raw.append(out.detach()))
@@ -72,7 +75,7 @@ def test_hooks_with_the_model_see_channels_first_views_and_replace_in_the_module
         )
         doubled = model(x)
     handle.remove()
-    assert raw[0].shape == (2, 8, 8, 8) and seen[0].shape == (2, 8, 8, 8)
+    assert raw[0].shape == (2, 8, 12, 8) and seen[0].shape == (2, 8, 8, 12)
     torch.testing.assert_close(seen[0], raw[0].permute(0, 3, 1, 2), rtol=0, atol=0)
     with torch.no_grad():  # the same doubling done by hand on the raw layout
         again = module.register_forward_hook(lambda _m, _i, out: out * 2)
@@ -82,7 +85,60 @@ def test_hooks_with_the_model_see_channels_first_views_and_replace_in_the_module
     with HookSet() as plain:  # without the model: outputs as they are
         plain.on_output(module, lambda t: seen.append(t.detach()))
         model(x)
-    assert seen[-1].shape == (2, 8, 8, 32 // 4)  # [N, H, W, C]: not permuted
+    assert seen[-1].shape == (2, 8, 12, 8)  # [N, H, W, C]: not permuted
+
+
+def test_a_forward_that_fails_halfway_leaves_no_stale_layout() -> None:
+    """A forward stopped inside the channels-last region (as the receptive-field probe and
+    feature visualization stop theirs) must not make the next forward's maps look channels
+    last where they are not."""
+    model = tiny_swin().double().eval()
+    modules = dict(model.named_modules())
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    seen: list[Tensor] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(_t: Tensor) -> None:
+        raise Stop
+
+    with HookSet(model) as hooks:
+        hooks.on_output(modules["features.1"], stop)
+        hooks.on_output(modules["permute"], lambda t: seen.append(t.detach()))  # channels first
+        with pytest.raises(Stop):
+            model(x)
+    with HookSet(model) as hooks:
+        hooks.on_output(modules["features.0.0"], lambda t: seen.append(t.detach()))  # the conv
+        hooks.on_output(modules["permute"], lambda t: seen.append(t.detach()))
+        model(x)
+    raw = layer_outputs(model, ["features.0.0", "permute"], x)
+    torch.testing.assert_close(seen[0], raw["features.0.0"])  # not permuted
+    torch.testing.assert_close(seen[1], raw["permute"])
+
+
+def test_window_attention_crops_are_centred_on_each_positions_grid_cell(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In a Swin stage two neighbouring positions of one window see the same window, so
+    the measured stride is 0: each position's crop is then centred on its own 4 px cell
+    (stride 4) with the window's size (7 x 4 px), and the build says it is approximate."""
+    model = get_model("torchvision:swin_t").eval()
+    with caplog.at_level(logging.WARNING, logger="compute.crops"):
+        field = receptive_fields(model, ["features.1"], (3, 224, 224))["features.1"]
+    assert field.stride == (4.0, 4.0) and field.size == (28, 28)  # one 7 x 7 window
+    for row, col in ((0, 0), (17, 40), (55, 55)):
+        top, left, bottom, right = crop_box(field, row, col, 224)
+        assert top <= 4 * row and 4 * row + 3 < bottom  # the position's own cell inside
+        assert left <= 4 * col and 4 * col + 3 < right
+        assert bottom - top <= 28 and right - left <= 28
+    assert "does not move with its position" in caplog.text
+    # A convolution's field moves with its position: measured as before, no warning.
+    caplog.clear()
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2, padding=1), nn.Conv2d(1, 1, 3, padding=1))
+    with caplog.at_level(logging.WARNING, logger="compute.crops"):
+        conv = receptive_fields(net, ["1"], (1, 32, 32))["1"]
+    assert conv.stride == (2.0, 2.0) and conv.size == (7, 7) and not caplog.text
 
 
 def spatial_max_plain(z: Tensor) -> tuple[list[float], list[tuple[int, int]]]:

@@ -254,3 +254,52 @@ def test_the_shortcut_chain_climbs_sequential_containers_until_a_hooked_module()
     assert start is block and rerun == [block[0], mlp[0], mlp[1]]
     # A hook inside the target itself: no shortcut.
     assert positionwise_chain(model, block, {id(mlp[1])}) is None
+
+
+class KeywordTarget(nn.Module):
+    """Token layers ``a`` → (tokens mixed) → ``b``, with ``b`` called by keyword or not."""
+
+    def __init__(self, by_keyword: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.by_keyword = by_keyword
+        self.a = nn.Linear(4, 6)
+        self.mix = TokenMixer(6)
+        self.b = nn.Sequential(nn.Linear(6, 8), nn.GELU())
+        self.head = nn.Linear(8, NUM_CLASSES)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.mix(torch.tanh(self.a(x)))
+        y = self.b(input=h) if self.by_keyword else self.b(h)
+        return self.head(y.mean(dim=1))
+
+
+def test_a_target_called_by_keyword_takes_the_full_backward_with_the_same_counts() -> None:
+    """A target module called with keyword arguments only gives its pre-hook no input: the
+    pass takes the full backward (before, the hook failed with an IndexError) and counts
+    what the shortcut counts when the same model calls it positionally."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(10, 5, 4, generator=generator, dtype=torch.float64)
+    labels = torch.arange(10) % NUM_CLASSES
+    results, shortcut = [], []
+    for by_keyword in (True, False):
+        model = KeywordTarget(by_keyword).double().eval()
+        with SummitPass(model, ["a", "b"], NUM_CLASSES, SummitConfig(tau=0.3)) as summit:
+            for k in range(0, 10, 4):
+                summit.update(x[k : k + 4], labels[k : k + 4], torch.arange(k, min(k + 4, 10)))
+                shortcut.append(summit.positionwise[1])
+            results.append(summit.result())
+    assert shortcut == [False] * 3 + [True] * 3
+    keyword, positional = (r.influence_counts[1] for r in results)
+    assert keyword is not None and positional is not None and keyword.nnz > 0
+    np.testing.assert_array_equal(keyword.toarray(), positional.toarray())
+
+
+def test_the_shortcut_leaves_a_batch_without_seeds_to_the_full_path() -> None:
+    module = nn.Sequential(nn.Linear(5, 12), nn.GELU()).double()
+    source, module_input, target, channels, positions = token_block_case(module)
+    empty = torch.full_like(channels, -1)
+    fast = positionwise_attribution(source, [module], module_input, target, empty, positions)
+    assert fast is None
+    nothing = gradient_attribution(source, target, channels[:0], positions)
+    assert nothing.shape == (0, 3, 5)

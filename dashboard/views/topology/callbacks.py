@@ -307,8 +307,8 @@ def inversion_block(
     else:
         text = (
             "No activation-inversion image: render them for the default graph's nodes with "
-            "python -m compute featurevis --atlas DIR --mapper-only (needs torch and the "
-            "model's weights in the atlas)."
+            "python -m compute featurevis --atlas DIR --mapper-only (needs torch, and "
+            "--weights FILE when the atlas does not store the model's weights)."
         )
     return html.Div(note(text), id=ids.TOPO_INVERSION, className="topo-inversion")
 
