@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,8 @@ def test_render_node_panel_shapes_and_embedding_classes(topo_atlas: Path, tmp_pa
     assert message is None
     assert str(shapes).count("flare") == 3
     assert "Node" in str(panel) and "topo-class-table" in str(panel)
+    # The short name "interval/cluster" is spelled out beside it.
+    assert re.search(r"\(interval \d+ of the lens, cluster \d+\)", str(panel))
     assert "mapper/crops/00/" in str(panel)
     assert "mapper/inversions/00/" in str(panel)  # the node's inversion image
     assert classes and all(0 <= c < 6 for c in classes)

@@ -29,7 +29,7 @@ from dash import (
 )
 
 from compute.export import MAPPER_COLUMNS, csv_text, mapper_file_name, mapper_member_rows
-from compute.topology import MapperParams, Shape
+from compute.topology import MapperGraph, MapperParams, Shape
 from dashboard import ids as page_ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, file_url
 from dashboard.snippets import snippet
@@ -207,7 +207,7 @@ def node_panel(
     members = graph.members(node)
     if data.text:  # members as snippets: the sampled token of each member marked
         return [
-            html.H3(f"Node {node_label(graph, node)}", className="topo-node-title"),
+            _node_heading(graph, node),
             html.Div(
                 f"{int(stats.count[node]):,} texts · mean L2 {float(stats.mean_norm[node]):.3g}",
                 className="topo-node-facts",
@@ -235,7 +235,7 @@ def node_panel(
         for row, path in crops
     ]
     return [
-        html.H3(f"Node {node_label(graph, node)}", className="topo-node-title"),
+        _node_heading(graph, node),
         html.Div(
             f"{int(stats.count[node]):,} images · mean L2 {float(stats.mean_norm[node]):.3g}",
             className="topo-node-facts",
@@ -634,3 +634,18 @@ def register(app: Dash, context: ViewContext) -> None:
             patch["data"][0]["selectedpoints"] = None
             patch["data"][0]["unselected"] = None
         return patch
+
+
+def _node_heading(graph: MapperGraph, node: int) -> html.H3:
+    """The node panel's title: its short name, and what the name means."""
+    interval, cluster = int(graph.node_interval[node]), int(graph.node_cluster[node])
+    return html.H3(
+        [
+            f"Node {node_label(graph, node)} ",
+            html.Span(
+                f"(interval {interval + 1} of the lens, cluster {cluster + 1})",
+                className="muted topo-node-name",
+            ),
+        ],
+        className="topo-node-title",
+    )
