@@ -128,13 +128,12 @@ def _axis_field(
     if clipped:
         # The field reaches past the probe image: it covers any real image anyway.
         size = max(size, 2 * probe_size)
-        centre = hi - (size - 1) / 2 if lo == 0 and hi < last else lo + (size - 1) / 2
-        if lo == 0 and hi == last:
-            centre = (position + 0.5) * fallback_stride - 0.5
+    if not moves or (lo == 0 and hi == last):  # on the position's own grid cell
+        centre = (position + 0.5) * fallback_stride - 0.5
+    elif clipped:
+        centre = hi - (size - 1) / 2 if lo == 0 else lo + (size - 1) / 2
     else:
         centre = (lo + hi) / 2
-    if not moves:  # on the position's own grid cell
-        centre = (position + 0.5) * fallback_stride - 0.5
     return size, stride, centre - position * stride, moves
 
 

@@ -325,11 +325,11 @@ class ClassGraph:
 def row_positions(layer: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Preset ``(x, y)`` of graph nodes: one row per layer, the top layer on top, along the
     row by ``slot``. A row of more than :data:`ROW_NODES` nodes folds into ``r`` lines of
-    at most :data:`LINE_NODES`
-    (:data:`LINE_PX` apart; the rows below move down to make room): its ``k``-th node by
-    slot goes on line ``k mod r`` at ``slot / r``, so neighbours on one line stay a slot
-    apart. Alternate nodes of a line are nudged up or down a few pixels (cytoscape.js
-    <3.30.3 can stop rendering long runs of nodes at exactly equal y).
+    at most :data:`LINE_NODES`, :data:`LINE_PX` apart (the rows below move down to make
+    room): its ``k``-th node by slot goes on line ``k mod r`` at ``slot / r``, so
+    neighbours on one line stay a slot apart. Alternate nodes of a line are nudged up or
+    down a few pixels (cytoscape.js <3.30.3 can stop rendering long runs of nodes at
+    exactly equal y).
 
     Examples:
         >>> x, y = row_positions(np.array([0, 0, 1]), np.array([-0.5, 0.5, 0.0]))

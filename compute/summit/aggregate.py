@@ -546,8 +546,9 @@ class SummitPass(ClosingContext):
         return self._hooks.replace_layer_tensor(output, leaf.clone())
 
     def _on_target_input(self, index: int, tensor: object) -> None:
-        """A gradient target's module input, kept for :func:`positionwise_attribution`."""
-        if isinstance(tensor, Tensor) and tensor.requires_grad and torch.is_grad_enabled():
+        """A gradient target's module input, kept for :func:`positionwise_attribution`
+        (token layers only: maps always take the full backward)."""
+        if isinstance(tensor, Tensor) and tensor.dim() == 3 and tensor.requires_grad:
             self._target_inputs[index] = tensor
 
     def _on_gradient_target(
@@ -764,7 +765,7 @@ class SummitPass(ClosingContext):
         mask = self._token_mask(source) if source.dim() == 3 else None
         module_input = self._target_inputs.pop(index, None)
         attribution = None
-        if module_input is not None and target.dim() == 3 and source.dim() == 3:
+        if module_input is not None:
             attribution = positionwise_attribution(
                 source, self._target_chains[index], module_input, target, channels,
                 positions, token_mask=mask,

@@ -193,12 +193,14 @@ def positionwise_chain(
     """
 
     def clear(modules: Sequence[nn.Module]) -> bool:
-        inside = {id(m) for module in modules for m in module.modules()} - {id(target)}
         every = [m for module in modules for m in module.modules()]
-        permutes = any(type(m).__name__ == "Permute" for m in every)
-        # An in-place module would have overwritten the captured input with its output.
-        in_place = any(getattr(m, "inplace", False) for m in every)
-        return not inside & hooked and not permutes and not in_place
+        return not any(
+            (m is not target and id(m) in hooked)
+            or type(m).__name__ == "Permute"
+            # An in-place module would have overwritten the captured input with its output.
+            or getattr(m, "inplace", False)
+            for m in every
+        )
 
     if not clear([target]):
         return None
@@ -266,6 +268,7 @@ def positionwise_attribution(
     m, batch = channels.shape
     if (
         not bool((channels >= 0).any())  # nothing seeded: the full path returns zeros
+        or source.dim() != 3
         or target.dim() != 3
         or module_input.dim() != 3
         or tuple(module_input.shape[:2]) != tuple(target.shape[:2])

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from compute.atlas import PART_MAPPER, Atlas
@@ -26,6 +25,7 @@ from compute.receptive_field import crop_box
 from compute.summit.aggregate import SummitPass
 from compute.summit.config import SummitConfig
 from compute.summit.gradient import MAX_CHANNELS
+from tests.helpers.atlas_models import write_image_folder
 from tests.helpers.text_models import tiny_swin
 from tests.reference import layer_outputs, output_with_scaled_channel, select_mass, select_topk
 
@@ -221,13 +221,7 @@ def test_feature_visualization_reads_a_swin_unit_channels_first() -> None:
 def test_build_of_a_swin_from_another_folder_has_crops_and_a_mapper_part(
     tmp_path: Path,
 ) -> None:
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(("red", "green", "blue")):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for i in range(5):
-            pixels = (rng.random((40, 40, 3)) * 120).astype(np.uint8)
-            pixels[:, :, k] += 120
-            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    write_image_folder(tmp_path / "imgs", classes=3, per_class=5, size=40)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
         code = main(
