@@ -43,7 +43,13 @@ from compute.atlas import (
 from compute.checkpoint import model_fingerprint
 from compute.featurevis.mapper_nodes import INVERSION_STEPS, render_mapper_inversions
 from compute.featurevis.param import ImageSpace
-from compute.featurevis.render import RenderConfig, invert_activations, render_channels
+from compute.featurevis.render import (
+    RenderConfig,
+    StepProgress,
+    invert_activations,
+    render_channels,
+    render_steps,
+)
 from compute.models import get_model
 from compute.png import png_bytes
 
@@ -167,6 +173,7 @@ def _channel_pictures(
     space: ImageSpace,
     config: RenderConfig,
     device: str,
+    progress: StepProgress | None = None,
 ) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
     """Render the visualization and diversity images of every channel of one layer.
 
@@ -180,6 +187,7 @@ def _channel_pictures(
         space: the input image space.
         config: render settings.
         device: where to render.
+        progress: told of every optimisation step (:func:`render_channels`).
 
     Yields:
         ``(channels in the batch, [(atlas path, PNG bytes)])``, per channel its
@@ -187,9 +195,18 @@ def _channel_pictures(
     """
     for start in range(0, layer.channels, config.batch_channels):
         chunk = list(range(start, min(start + config.batch_channels, layer.channels)))
-        vis = render_channels(model, layer.name, chunk, space, config, device=device)
+        vis = render_channels(
+            model, layer.name, chunk, space, config, device=device, progress=progress
+        )
         div = render_channels(
-            model, layer.name, chunk, space, config, diversity=DIVERSITY_IMAGES, device=device
+            model,
+            layer.name,
+            chunk,
+            space,
+            config,
+            diversity=DIVERSITY_IMAGES,
+            device=device,
+            progress=progress,
         )
         pictures: list[tuple[str, bytes]] = []
         for row, channel in enumerate(chunk):
@@ -294,19 +311,32 @@ def run_featurevis(
         atlas = Atlas.open(atlas_path)
     if not channels:
         return written
-    total = sum(atlas.layers[i].channels for i in indices)
+    # The bar counts optimisation steps (each takes seconds on a CPU; a batch of channels,
+    # minutes): a plain and a diversity render per batch, plus the retries as they start.
+    total = sum(2 * render_steps(atlas.layers[i].channels, config) for i in indices)
     with (
         update_atlas(atlas.path, add_parts=(PART_FEATUREVIS,)) as sink,
-        tqdm(total=total, unit="channel", disable=not progress, desc="featurevis") as bar,
+        tqdm(total=total, unit="step", disable=not progress, desc="featurevis") as bar,
     ):
+
+        def step(done: int, planned: int = 0) -> None:
+            if planned:
+                bar.total += planned
+                bar.refresh()
+            bar.update(done)
+
         for index in indices:
             layer = atlas.layers[index]
-            bar.set_postfix_str(layer.name)
-            for batch, pictures in _channel_pictures(model, index, layer, space, config, device):
+            finished = 0
+            bar.set_postfix_str(f"{layer.name}: 0/{layer.channels} channels")
+            for batch, pictures in _channel_pictures(
+                model, index, layer, space, config, device, step
+            ):
                 for relpath, png in pictures:
                     sink.add_bytes(relpath, png)
                 written += len(pictures)
-                bar.update(batch)
+                finished += batch
+                bar.set_postfix_str(f"{layer.name}: {finished}/{layer.channels} channels")
         parameters = dict(atlas.parameters)
         parameters["featurevis"] = _featurevis_parameters(
             config, [atlas.layers[i].name for i in indices]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from compute.atlas import PART_MAPPER, Atlas, AtlasError, mapper_inversion_path, update_atlas
 from compute.featurevis.param import ImageSpace
-from compute.featurevis.render import RenderConfig, invert_activations
+from compute.featurevis.render import RenderConfig, invert_activations, render_steps
 from compute.png import png_bytes
 from compute.topology.mapper import (
     MapperGraph,
@@ -76,7 +76,8 @@ def render_mapper_inversions(
         device: where to optimise.
         seed: render seed (same seed, same bytes).
         layers: layer indices (``None``: every layer).
-        progress: a progress bar over the layers (each takes seconds to minutes).
+        progress: a progress bar over the optimisation steps (each takes seconds on a
+            CPU); each layer adds its steps when it starts (its graph says how many).
 
     Returns:
         The number of images written.
@@ -95,16 +96,29 @@ def render_mapper_inversions(
     chosen = list(range(len(atlas.layers))) if layers is None else list(layers)
     written = 0
     counts: dict[str, int] = {}
-    with update_atlas(atlas.path) as sink:
-        for i in tqdm(chosen, desc="Mapper node inversions", unit="layer", disable=not progress):
+    with (
+        update_atlas(atlas.path) as sink,
+        tqdm(total=0, desc="Mapper node inversions", unit="step", disable=not progress) as bar,
+    ):
+        for i in chosen:
             layer = atlas.layers[i]
+            bar.set_postfix_str(layer.name)
             graph = default_graph(atlas, i)
             if graph.num_nodes == 0:
                 counts[layer.name] = 0
                 continue
+            bar.total += render_steps(graph.num_nodes, config)
+            bar.refresh()
             means = node_means(graph, np.asarray(atlas.mapper_sample(i).vectors))
             images = invert_activations(
-                model, layer.name, means, space, config, position=position, device=device
+                model,
+                layer.name,
+                means,
+                space,
+                config,
+                position=position,
+                device=device,
+                progress=lambda done, planned=0: bar.update(done),
             )
             for k in range(graph.num_nodes):
                 sink.add_bytes(mapper_inversion_path(i, graph.node_key(k)), png_bytes(images[k]))

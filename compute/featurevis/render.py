@@ -38,7 +38,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -56,7 +56,14 @@ log = logging.getLogger(__name__)
 #: Per-image score of a batch: activations ``float[N, C, h, w]`` -> ``float[N]`` (or any
 #: shape; the loop maximises the sum).
 Objective = Callable[[torch.Tensor], torch.Tensor]
-Progress = Callable[[int], None]
+
+
+class StepProgress(Protocol):
+    """Told of optimisation steps as they happen (a progress bar over steps)."""
+
+    def __call__(self, done: int, planned: int = 0) -> None:
+        """``done`` steps were just taken; ``planned`` steps were added to the work (a
+        dead-channel retry, which no caller can know in advance)."""
 
 
 @dataclass(frozen=True)
@@ -405,6 +412,7 @@ def optimise(
     *,
     seed: int | None = None,
     device: str | torch.device = "cpu",
+    on_step: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Optimise a batch of images to maximise ``objective`` at ``layer``.
 
@@ -418,6 +426,7 @@ def optimise(
         config: optimisation settings.
         seed: overrides ``config.seed`` for this batch.
         device: where to optimise.
+        on_step: called after each step (a progress bar: one step takes seconds on a CPU).
 
     Returns:
         ``uint8[N, H, W, image_channels]``: the images, untransformed, at the input size.
@@ -447,8 +456,16 @@ def optimise(
             loss = -objective(acts).sum()
             loss.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step()
     with torch.no_grad():
         return to_uint8(param())
+
+
+def render_steps(channels: int, config: RenderConfig) -> int:
+    """Optimisation steps :func:`render_channels` takes for ``channels`` channels, before
+    any dead-channel retry (which announces its own)."""
+    return math.ceil(channels / max(1, config.batch_channels)) * config.steps
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -498,6 +515,7 @@ def _retry_dead(
     config: RenderConfig,
     seed: int,
     device: str | torch.device,
+    progress: StepProgress | None = None,
 ) -> np.ndarray:
     """Re-optimise the channels of a finished batch whose image leaves them at <= 0.
 
@@ -517,6 +535,8 @@ def _retry_dead(
         return objectives.channel(acts, targets)
 
     retry = dataclasses.replace(config, steps=2 * config.steps)
+    if progress is not None:
+        progress(0, retry.steps)
     again = optimise(
         model,
         layer,
@@ -526,6 +546,7 @@ def _retry_dead(
         retry,
         seed=batch_seed(seed, "retry", 1),
         device=device,
+        on_step=None if progress is None else lambda: progress(1),
     )
     own_again = own_activation(model, layer, again, channels, space, device)
     images = images.copy()
@@ -553,7 +574,7 @@ def render_channels(
     *,
     diversity: int = 0,
     device: str | torch.device = "cpu",
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
 ) -> np.ndarray:
     """Feature visualization (``diversity=0``) or ``diversity`` diverse images per channel.
 
@@ -579,7 +600,9 @@ def render_channels(
         config: optimisation settings; ``config.batch_channels`` channels per batch.
         diversity: images per channel for the diversity objective (0: one plain image).
         device: where to optimise.
-        progress: called with the number of channels finished after each batch.
+        progress: told of every optimisation step: ``config.steps`` per batch of
+            ``config.batch_channels`` channels (see :func:`render_steps`), and a retry's
+            steps announced as ``planned`` when it starts.
 
     Returns:
         ``uint8[len(channels), H, W, C]`` for ``diversity=0``, else
@@ -609,15 +632,21 @@ def render_channels(
 
         seed = batch_seed(config.seed, layer, diversity, chunk[0], chunk[-1], len(chunk))
         images = optimise(
-            model, layer, objective, len(chunk) * k, space, config, seed=seed, device=device
+            model,
+            layer,
+            objective,
+            len(chunk) * k,
+            space,
+            config,
+            seed=seed,
+            device=device,
+            on_step=None if progress is None else lambda: progress(1),
         )
         if diversity == 0 and config.retry_dead:
-            images = _retry_dead(model, layer, chunk, images, space, config, seed, device)
+            images = _retry_dead(model, layer, chunk, images, space, config, seed, device, progress)
         results.append(
             images if diversity == 0 else images.reshape(len(chunk), k, *images.shape[1:])
         )
-        if progress is not None:
-            progress(len(chunk))
     if not results:
         shape = (0, space.height, space.width, space.image_channels)
         return np.zeros(shape if diversity == 0 else (0, k, *shape[1:]), np.uint8)
@@ -633,6 +662,7 @@ def invert_activations(
     *,
     position: objectives.Position = "center",
     device: str | torch.device = "cpu",
+    progress: StepProgress | None = None,
 ) -> np.ndarray:
     """Activation inversion: images whose activation at ``layer`` points along ``vectors``.
 
@@ -649,6 +679,7 @@ def invert_activations(
         config: optimisation settings (``batch_channels`` vectors per batch).
         position: ``"center"`` (Activation Atlas) or ``"mean"`` (spatial mean).
         device: where to optimise.
+        progress: told of every optimisation step (:func:`render_steps` of ``N`` in all).
 
     Returns:
         ``uint8[N, H, W, C]`` images.
@@ -669,6 +700,16 @@ def invert_activations(
 
         seed = batch_seed(config.seed, layer, "invert", chunk[0], len(chunk))
         results.append(
-            optimise(model, layer, objective, len(chunk), space, config, seed=seed, device=device)
+            optimise(
+                model,
+                layer,
+                objective,
+                len(chunk),
+                space,
+                config,
+                seed=seed,
+                device=device,
+                on_step=None if progress is None else lambda: progress(1),
+            )
         )
     return np.concatenate(results)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from compute.featurevis import (
     render_channels,
 )
 from compute.featurevis import cli as fv_cli
+from compute.featurevis.render import render_steps
 
 STEPS = 128  # the CLI's default for 32-px models
 
@@ -251,6 +253,34 @@ def test_render_rgb_fixed_head_diversity_and_inversion() -> None:
     assert inv.shape == (2, 24, 20, 3)
 
 
+def test_render_progress_counts_every_step_and_announces_retries() -> None:
+    """Progress comes per optimisation step (a batch of channels takes minutes on a CPU):
+    every step taken is reported once, and a dead channel's retry announces its steps
+    before taking them, so a bar over :func:`render_steps` plus the announced steps ends
+    exactly full."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU()).eval()
+    with torch.no_grad():  # channel 1 is -1 before its ReLU on every image: always dead
+        model[0].weight[1].zero_()
+        model[0].bias[1] = -1.0
+    config = RenderConfig(steps=3, batch_channels=2)
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, planned: int = 0) -> None:
+        calls.append((done, planned))
+
+    render_channels(model, "1", [0, 1, 2], RGB, config, progress=progress)
+    planned = sum(p for _, p in calls)
+    assert planned == 2 * config.steps  # one retry, of the batch holding channel 1
+    assert all(d == 1 for d, p in calls if not p)
+    assert sum(d for d, _ in calls) == render_steps(3, config) + planned
+    first_step_of_retry = calls.index((0, planned))
+    assert first_step_of_retry == config.steps  # announced after batch 1, before it runs
+    calls.clear()
+    invert_activations(model, "1", torch.rand(5, 3), RGB, config, progress=progress)
+    assert calls == [(1, 0)] * render_steps(5, config)
+
+
 # ---------------------------------------------------------------------------------------
 # Quality on the trained demo CNN
 # ---------------------------------------------------------------------------------------
@@ -366,10 +396,18 @@ def cli_atlas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "atlas"
 
 
-def test_cli_featurevis_writes_every_channel_deterministically(cli_atlas: Path) -> None:
+def test_cli_featurevis_writes_every_channel_deterministically(
+    cli_atlas: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["featurevis", "--atlas", str(cli_atlas), "--layers", "features.relu1", "--steps", "2"]
     args = _parse(argv)
     assert args.run(args) == 0
+    # The bar counts steps: a plain and a diversity render of 16 channels in one batch
+    # (2 + 2), and ends full with any retry's steps added.
+    last = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    done, total = re.search(r"\| (\d+)/(\d+) \[", last).groups()  # type: ignore[union-attr]
+    assert done == total and int(total) >= 4, last
+    assert "features.relu1: 16/16 channels" in last
     atlas = Atlas.open(cli_atlas, verify_hashes=True)
     assert "featurevis" in atlas.parts
     assert atlas.parameters["featurevis"]["layers"] == ["features.relu1"]
