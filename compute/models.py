@@ -617,8 +617,10 @@ def describe_layers(
             :class:`ModelInput` (:func:`model_input`: text for ``hf:DIR`` models).
 
     Returns:
-        One :class:`LayerDescription` per named submodule in registration order,
-        with the shape of its (last) output for a batch of one dummy input.
+        One :class:`LayerDescription` per named submodule that ran, in the order their
+        forward calls began (a container before its children; a Swin ``PatchMerging``'s
+        ``norm`` before its ``reduction``, which is registered first), with the shape of
+        its (last) output for a batch of one dummy input.
 
     Raises:
         BuildError: if the forward pass fails (e.g. an input size the model cannot take).
@@ -631,8 +633,15 @@ def describe_layers(
     """
     shapes: dict[str, tuple[int | None, int | None, int | None, int | None]] = {}
     last: dict[str, bool] = {}
+    started: dict[str, int] = {}  # name -> rank of its first forward call
     names = [(name, module) for name, module in model.named_modules() if name]
     with HookSet(model) as hooks:  # with the model: it follows channels-last regions
+
+        def make_start(name: str) -> Callable[..., None]:
+            def start(_module: nn.Module, _args: Any, _kwargs: Any) -> None:
+                started.setdefault(name, len(started))
+
+            return start
 
         def make_hook(name: str) -> Callable[..., None]:
             def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -647,12 +656,13 @@ def describe_layers(
 
         for name, module in names:
             hooks.on_forward(module, make_hook(name))
+            hooks.adopt(module.register_forward_pre_hook(make_start(name), with_kwargs=True))
         _probe(model, input_size)
-    rows = []
-    for name, module in names:
-        if name in shapes:
-            rows.append(LayerDescription(name, type(module).__name__, *shapes[name], last[name]))
-    return rows
+    ran = sorted((started[name], name, module) for name, module in names if name in shapes)
+    return [
+        LayerDescription(name, type(module).__name__, *shapes[name], last[name])
+        for _, name, module in ran
+    ]
 
 
 def count_outputs(model: nn.Module, input_size: ModelInput | tuple[int, int, int]) -> int:

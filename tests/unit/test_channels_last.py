@@ -39,7 +39,10 @@ CLASSES = 3
 
 def test_swin_layers_are_described_channels_last_and_usable() -> None:
     model = get_model("torchvision:swin_t").eval()
-    rows = {row.name: row for row in describe_layers(model, (3, 224, 224))}
+    listed = describe_layers(model, (3, 224, 224))
+    rows = {row.name: row for row in listed}
+    names = [row.name for row in listed]  # in execution order: PatchMerging norms first
+    assert names.index("features.2.norm") < names.index("features.2.reduction")
     block = rows["features.1"]  # [N, 56, 56, 96]
     assert block.channels_last and block.spatial
     assert (block.channels, block.height, block.width) == (96, 56, 56)

@@ -188,6 +188,25 @@ def test_describe_layers() -> None:
     assert rows["fc"].channels == 4
 
 
+def test_describe_layers_lists_modules_in_the_order_they_run() -> None:
+    """Registration order is not execution order: ``layers`` lists what runs first first
+    (a container before its children), so its names can be copied into ``--layers`` in
+    order; a module that does not run is not listed."""
+
+    class Backwards(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.late = nn.Linear(4, 3)
+            self.unused = nn.Linear(4, 4)
+            self.early = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.late(self.early(x))
+
+    rows = describe_layers(Backwards(), (3, 2, 2))
+    assert [row.name for row in rows] == ["early", "early.0", "early.1", "late"]
+
+
 def test_describe_layers_bad_input_size() -> None:
     with pytest.raises(BuildError, match="cannot run on input of size"):
         describe_layers(tiny_net(), (3, 9, 9))
