@@ -44,7 +44,7 @@ from compute.models import (
     model_name,
     parse_spec,
 )
-from compute.summit.config import SummitConfig
+from compute.summit.config import GraphConfig, SummitConfig
 from compute.summit.instances import InstanceConfig
 from compute.text_data import is_text_data, read_text_rows, text_loader
 from compute.tokens import ROLE_MLP, ROLE_MLP_PRE, TokenLayer, token_layers
@@ -115,6 +115,17 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
+
+
+def _share(text: str) -> float:
+    """A share in ``(0, 1]`` (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
 
 
 def _layer_list(text: str) -> list[str]:
@@ -213,6 +224,7 @@ def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint_every": args.checkpoint_every,
         "checkpoint_dir": args.checkpoint_dir,
         "restart": args.restart,
+        "graph_config": GraphConfig(mass=args.graph_mass),
     }
 
 
@@ -667,6 +679,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     selection.add_argument(
         "--top-k", type=_positive_int, metavar="K", help="per image, keep the K strongest channels"
+    )
+    summit.add_argument(
+        "--graph-mass",
+        type=_share,
+        default=GraphConfig.mass,
+        metavar="M",
+        help=f"per class graph and layer, keep the top units holding this share of the "
+        f"layer's PageRank mass (default {GraphConfig.mass}; larger: bigger graphs; a model "
+        f"that fires a few units very strongly, as fine-tuned BERTs do, may need 0.3 with "
+        f"--tau 0.05)",
     )
     summit.add_argument(
         "--influence-top-k",

@@ -79,6 +79,9 @@ def derive(result: PassResult, options: BuildOptions, device: torch.device) -> D
     counts = [np.asarray(a) for a in result.aggregates.activation_counts]
     influence = list(result.aggregates.influence_counts)
     graphs = attribution_graphs(counts, influence, options.graph_config, progress=options.progress)
+    warning = small_graph_warning(graphs.node_offsets, len(counts), options.graph_config.mass)
+    if warning is not None:
+        log.warning(warning)
     subsets = result.aggregates.subsets
     subset_arrays = (
         {
@@ -93,6 +96,44 @@ def derive(result: PassResult, options: BuildOptions, device: torch.device) -> D
         result.sampler, options, str(device) if device.type == "cuda" else None
     )
     return Derived(graphs.arrays(), list(embeddings), part, subset_arrays)
+
+
+#: Fewer nodes per layer than this in the median class graph draws a warning: such a graph
+#: reads as if one unit per layer explained a whole class.
+SMALL_GRAPH_NODES_PER_LAYER = 2
+
+
+def small_graph_warning(node_offsets: np.ndarray, layers: int, mass: float) -> str | None:
+    """What to tell a user whose class graphs are nearly empty (``None`` when they are not).
+
+    Args:
+        node_offsets: ``int64[classes + 1]`` (:class:`compute.summit.graph.GraphArrays`).
+        layers: the atlas's layers.
+        mass: the PageRank mass the graphs kept (``--graph-mass``).
+
+    Examples:
+        >>> small_graph_warning(np.array([0, 3, 6]), 3, 0.1)[:40]
+        'class graphs are small: a median of 3 no'
+        >>> small_graph_warning(np.array([0, 9, 15]), 3, 0.1) is None
+        True
+    """
+    sizes = np.diff(np.asarray(node_offsets))
+    sizes = sizes[sizes > 0]  # classes without inputs have no graph
+    if not len(sizes) or layers <= 0:
+        return None
+    median = float(np.median(sizes))
+    if median >= SMALL_GRAPH_NODES_PER_LAYER * layers:
+        return None
+    advice = (
+        f"rebuild with a larger --graph-mass (this build: {mass:g}; try 0.3) and --tau (try 0.05)"
+        if mass < 1
+        else "rebuild with a larger --tau (try 0.05) or --top-k"
+    )
+    return (
+        f"class graphs are small: a median of {median:g} nodes for {layers} layers, as if one "
+        f"unit per layer explained a whole class. The model fires a few units very strongly, "
+        f"so few are kept per input and per graph; {advice}"
+    )
 
 
 def build_mapper_part(

@@ -84,7 +84,9 @@ def _pca_layout(x: np.ndarray, seed: int) -> np.ndarray:
 
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     unit = x / np.where(norm > 0, norm, 1.0)  # cosine geometry: compare directions
-    if unit.shape[0] < 2:
+    if unit.shape[0] < 2 or np.ptp(unit, axis=0).max() == 0:
+        # One class, or every class's counts point the same way: one point (PCA would
+        # divide by the zero variance).
         return np.zeros((unit.shape[0], 2))
     components = min(2, unit.shape[0], unit.shape[1])
     xy = PCA(n_components=components, random_state=seed).fit_transform(unit)

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from contextvars import copy_context
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dash
+import numpy as np
 import pytest
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
@@ -129,6 +131,22 @@ def test_embedding_sends_a_patch_when_the_layer_is_unchanged(small: Any) -> None
     assert layer == 1 and len(figure["data"]) == 4
     patch, same = embedding.render(context, stored, 1)
     assert isinstance(patch, dash.Patch) and same is dash.no_update
+
+
+def test_embedding_says_which_classes_share_one_point() -> None:
+    """Classes whose counts point the same way sit on one point, labels printed over each
+    other: the view names them and says why, in the atlas's words."""
+    layout = np.array([[0.0, 0.0], [1.0, -1.0], [0.0, 0.0], [-1.0, 1.0]])
+    data = SimpleNamespace(
+        text=True, names=["food", "sport", "weather", "plants"], layer_names=["L3"],
+        embedding=lambda layer: layout,
+    )  # fmt: skip
+    shown = embedding.coincident_note(data, 0)  # type: ignore[arg-type]
+    assert shown is not None
+    assert "At L3, these classes sit on one point: food, weather." in shown.children
+    assert "texts select the same units" in shown.children
+    layout = np.array([[0.0, 0.0], [1.0, -1.0], [0.5, 0.0], [-1.0, 1.0]])
+    assert embedding.coincident_note(data, 0) is None  # type: ignore[arg-type]
 
 
 def test_sidebar_rows_html(small: Any) -> None:

@@ -30,6 +30,7 @@ from dashboard.data import (
 )
 from dashboard.views.common import _SEARCH_JS
 from dashboard.views.summit.figures import (
+    INFLUENCE_ONLY,
     LABEL_ALL_CLASSES,
     base_stylesheet,
     compare_elements,
@@ -221,6 +222,21 @@ def test_thresholds_hide_nodes_and_their_edges() -> None:
     assert kept == ["0-1"]
     assert [e for e in elements if e.get("classes") == "picked"]
     assert not [e for e in elements if "source" in e["data"]]
+
+
+def test_a_node_no_input_of_the_class_selects_is_drawn_apart() -> None:
+    """A node with activation count 0 is on a class graph through influence alone; it
+    must not look like a unit the class uses (and can still be the picked one)."""
+    graph = hand_graph(["0-1", "0-2", "1-5"], [0, 4, 8], [(0, 2, 3), (1, 2, 4)])
+    classes = {
+        e["data"]["id"]: e["classes"].split() for e in graph_elements(graph, picked="0-1")
+        if "size" in e["data"]
+    }  # fmt: skip
+    assert classes == {"0-1": ["picked", INFLUENCE_ONLY], "0-2": [], "1-5": []}
+    selectors = [rule["selector"] for rule in base_stylesheet()]
+    assert f"node.{INFLUENCE_ONLY}" in selectors
+    # picked still wins the border colour: its rule comes after the dotted one
+    assert selectors.index("node.picked") > selectors.index(f"node.{INFLUENCE_ONLY}")
 
 
 def test_graph_elements_serve_crops_by_url(data: AtlasData) -> None:

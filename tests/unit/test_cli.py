@@ -198,6 +198,9 @@ def test_argparse_rejects_bad_numbers(
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
         run_cli([*base_args(data, tmp_path / "a"), "--tau", "0.1", "--top-k", "3"], capsys)
+    with pytest.raises(SystemExit):
+        run_cli([*base_args(data, tmp_path / "a"), "--graph-mass", "0"], capsys)
+    assert "--graph-mass: 0 is not in (0, 1]" in capsys.readouterr().err
 
 
 def test_cli_build_end_to_end(
@@ -209,7 +212,7 @@ def test_cli_build_end_to_end(
     argv = [
         *base_args(data, out), "--weights", str(weights), "--top-k", "2",
         "--influence-top-k", "2", "--examples", "3", "--crops", "2", "--batch-size", "5",
-        "--title", "Tiny CLI atlas",
+        "--title", "Tiny CLI atlas", "--graph-mass", "0.4",
     ]  # fmt: skip
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
@@ -217,6 +220,7 @@ def test_cli_build_end_to_end(
     atlas = Atlas.open(out, verify_hashes=True)
     assert atlas.classes == CLASSES
     assert atlas.title == "Tiny CLI atlas"
+    assert atlas.parameters["pagerank"]["mass"] == 0.4
     assert atlas.manifest["model"]["spec"] == SPEC
     assert atlas.manifest["model"]["name"] == "tiny_cnn"
     assert atlas.manifest["preprocessing"] == {

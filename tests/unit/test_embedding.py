@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -60,6 +61,16 @@ def test_pca_embeddings_shapes_and_determinism() -> None:
     assert all(xy.dtype == np.float32 and np.abs(xy).max() <= 1.0 for xy in first)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_classes_whose_counts_point_the_same_way_share_one_point_quietly() -> None:
+    """Every class selecting the same channels in the same proportions: one point (the
+    dashboard says so), without PCA's divide-by-zero warning in the build log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same, other = pca_embeddings([np.array([[3, 0], [6, 0], [1, 0]]), np.eye(3, dtype=int)])
+    assert same.tolist() == [[0.0, 0.0]] * 3
+    assert len({tuple(p) for p in other.tolist()}) == 3
 
 
 def test_tiny_class_counts_fall_back_without_crashing() -> None:

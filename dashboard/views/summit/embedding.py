@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 
 from dashboard import ids as page_ids
@@ -69,6 +70,49 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
     )
 
 
+def coincident_classes(xy: np.ndarray, tolerance: float = 1e-4) -> list[list[int]]:
+    """Groups of two or more classes drawn on one point (coordinates within
+    ``tolerance`` of the group's first; the layout is scaled into ``[-1, 1]``).
+
+    Examples:
+        >>> coincident_classes(np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 0.00001]]))
+        [[0, 2]]
+    """
+    points = np.asarray(xy, dtype=np.float64)
+    groups: list[list[int]] = []
+    placed = np.zeros(len(points), dtype=bool)
+    for c in range(len(points)):
+        if placed[c]:
+            continue
+        close = np.flatnonzero(np.abs(points - points[c]).max(axis=1) <= tolerance)
+        close = close[~placed[close]]
+        placed[close] = True
+        if len(close) > 1:
+            groups.append(close.tolist())
+    return groups
+
+
+def coincident_note(data: AtlasData, layer: int) -> html.Div | None:
+    """Says which classes share one point of the layer's embedding (their labels would
+    print over each other, as if the layout had failed), and why: at this layer their
+    activation counts point the same way."""
+    groups = coincident_classes(data.embedding(layer))
+    if not groups:
+        return None
+    shown = [", ".join(data.names[c] for c in group[:6]) + ("…" if len(group) > 6 else "")
+             for group in groups[:3]]  # fmt: skip
+    return note(
+        worded(
+            data,
+            f"At {data.layer_names[layer]}, these classes sit on one point: "
+            + "; ".join(shown)
+            + ". Their images select the same channels in the same proportions here "
+            "(cosine similarity 1), so this layer does not tell them apart; another "
+            "layer may.",
+        )
+    )
+
+
 @lru_cache(maxsize=64)
 def _points(data: AtlasData, layer: int) -> dict[str, Any]:
     """The every-class trace of a layer (built once per worker and layer)."""
@@ -120,4 +164,6 @@ def register(app: Dash, context: ViewContext) -> None:
     @guarded(no_update, None, None, note_at=2)
     def update_embedding(stored: Any, shown_layer: Any) -> tuple[Any, Any, Any]:
         figure, layer = render(context, stored, shown_layer)
-        return figure, layer, no_update
+        if layer is no_update:  # same layer: the note stands
+            return figure, layer, no_update
+        return figure, layer, coincident_note(context.data, layer)

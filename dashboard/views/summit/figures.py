@@ -214,6 +214,10 @@ def embedding_figure(
 # ---------------------------------------------------------------------------------------
 
 
+#: Cytoscape class of a class graph's node that no input of the class selects.
+INFLUENCE_ONLY = "influence-only"
+
+
 def base_stylesheet() -> list[dict[str, Any]]:
     """The graph's stylesheet: data-driven sizes, images in nodes, light edges."""
     return [
@@ -246,6 +250,16 @@ def base_stylesheet() -> list[dict[str, Any]]:
         {"selector": "node.shared", "style": {"border-color": SHARED, "border-width": 3}},
         {"selector": "node.only-a", "style": {"border-color": ONLY_A, "border-width": 3}},
         {"selector": "node.only-b", "style": {"border-color": ONLY_B, "border-width": 3}},
+        # a class graph's node no input of the class selects (there through influence)
+        {
+            "selector": f"node.{INFLUENCE_ONLY}",
+            "style": {
+                "border-style": "dotted",
+                "border-width": 3,
+                "background-opacity": 0.35,
+                "background-image-opacity": 0.35,
+            },
+        },
         # an input's channel its class rarely uses (the Instance view)
         {"selector": "node.rare", "style": {"border-style": "dashed", "border-width": 4}},
         {
@@ -390,10 +404,15 @@ def graph_elements(
             data["img"] = img
         # Every element names all its classes, "" included: dash-cytoscape patches an
         # element it has drawn before, and a key left out would keep its old value.
+        # A node no input of the class selects is on the graph through influence alone
+        # (its PageRank came along edges): drawn apart, not as if the class used it.
+        marks = ["picked"] if node_id == picked else []
+        if counts[i] == 0:
+            marks.append(INFLUENCE_ONLY)
         element: dict[str, Any] = {
             "data": data,
             "position": {"x": round(xs[i], 1), "y": round(ys[i], 1)},
-            "classes": "picked" if node_id == picked else "",
+            "classes": " ".join(marks),
         }
         elements.append(element)
     sources = graph.ids[graph.source].tolist()

@@ -288,7 +288,9 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     "Tile size is how many of the class's images activate the channel; an edge "
                     "from a lower channel to an upper one is drawn wider when the lower channel "
                     "was among the strongest influences on the upper one in more images. Use "
-                    "the sliders to hide rarely used channels and weak connections.",
+                    "the sliders to hide rarely used channels and weak connections. A faded, "
+                    "dotted tile is a channel no image of the class selects: it is there "
+                    "because channels the class's images select draw on it.",
                 ),
                 extra=influence_note(data),
             ),
@@ -539,6 +541,12 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
         if count is not None
         else ""
     )
+    if count == 0:
+        usage += (
+            f": no {inputs[:-1]} of the class selects this {unit}. It is on the graph "
+            f"(drawn faded, dotted) because {unit}s its {inputs} do select draw on it: its "
+            "place comes from the connections alone."
+        )
     panel: list[Any] = [html.H3(facts), html.P(usage, className="muted")]
     pictures = diversity_strip(context, layer, channel)
     if pictures:

@@ -296,7 +296,11 @@ def classes_card(context: ViewContext, layer: int, channel: int) -> html.Section
             )
             for c, n in zip(top.tolist(), counts.tolist(), strict=True)
             if n > 0
-        ] or note(f"No class selects this {'unit' if data.text else 'channel'}.")
+        ] or note(
+            f"No class selects this {'unit' if data.text else 'channel'}. It can still stand "
+            "on a class's attribution graph, faded and dotted, where what the class's inputs "
+            "select draws on it."
+        )
     return html.Section(
         [
             html.H2("Classes that use it most"),
