@@ -109,11 +109,8 @@ def check_layers(
         raise BuildError(
             f"{what}; available: {listed}{more} (list them with `python -m compute layers`)"
         )
-    # How consecutive layers connect decides how influence is computed (one convolution,
-    # an Inception block, or gradient x activation): check it now (an fx trace, nothing
-    # runs) rather than after the data checks.
-    find_connections(model, list(layers))
-    # A container's output comes after all of its children's: rank it by its last one.
+    # Rows come in the order their forward calls begin; a container's output comes after
+    # all of its children's, so it is ranked by its last descendant.
     names = list(rows)
     order = {
         name: max(
@@ -121,9 +118,20 @@ def check_layers(
         )
         for name in layers
     }
+    ranked = sorted(layers, key=lambda name: order[name])
+    if list(layers) != ranked:
+        # A layer cannot depend on one that runs after it: refuse now, not after the data
+        # checks with "not differentiable with respect to".
+        first = next(a for a, b in zip(layers, ranked, strict=True) if a != b)
+        raise BuildError(
+            f"layers must be listed from input to output, in the order the model runs them: "
+            f"{first!r} runs later; try --layers {','.join(ranked)}"
+        )
+    # How consecutive layers connect decides how influence is computed (one convolution,
+    # an Inception block, or gradient x activation): check it now (an fx trace, nothing
+    # runs) rather than after the data checks.
+    find_connections(model, list(layers))
     chosen = [rows[name] for name in layers]
-    if [order[name] for name in layers] != sorted(order[name] for name in layers):
-        log.warning("layers are not in the model's module order; keeping the given order")
     return chosen
 
 

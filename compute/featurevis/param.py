@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from compute.atlas import AtlasError
+
 #: Square root of ImageNet's colour covariance (Lucid's ``color_correlation_svd_sqrt``).
 COLOR_CORRELATION_SVD_SQRT = np.asarray(
     [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32
@@ -78,12 +80,26 @@ class ImageSpace:
         Returns:
             The matching :class:`ImageSpace`.
 
+        Raises:
+            AtlasError: a text atlas, or no ``[channels, height, width]`` input size.
+
         Examples:
             >>> ImageSpace.from_manifest({"model": {"input_size": [1, 8, 8]},
             ...     "preprocessing": {"mean": [0.5], "std": [0.2], "grayscale": True}}).height
             8
         """
-        channels, height, width = (int(v) for v in manifest["model"]["input_size"])
+        size = (manifest.get("model") or {}).get("input_size")
+        if manifest.get("modality") == "text":
+            raise AtlasError(
+                "this is a text atlas: feature visualization and inversion optimise images "
+                "(a text unit's page shows its top tokens instead)"
+            )
+        if not (isinstance(size, list | tuple) and len(size) == 3):
+            raise AtlasError(
+                f"the atlas's model.input_size is {size!r}, not [channels, height, width]: "
+                "no image to optimise"
+            )
+        channels, height, width = (int(v) for v in size)
         pre = manifest.get("preprocessing") or {}
         mean = tuple(float(v) for v in pre.get("mean") or (0.0,))
         std = tuple(float(v) for v in pre.get("std") or (1.0,))

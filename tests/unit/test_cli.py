@@ -125,6 +125,7 @@ def bad_weights(tmp_path: Path) -> str:
         (["--layers", "1,9"], r"unknown layer\(s\) '9'; available: 0, 1"),
         (["--layers", "1,7"], "do not output a"),
         (["--layers", "0,1"], "not connected by a single convolution"),
+        (["--layers", "4,1"], r"listed from input to output.*'4' runs later; try --layers 1,4"),
         (["--data", "{tmp}/nowhere"], "data directory not found"),
         (["--weights", "{bad_weights}"], r"bad\.pt does not fit the model"),
         (["--weights", "{tmp}/none.pt"], "weights file not found"),

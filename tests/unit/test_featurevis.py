@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from compute.atlas import Atlas, AtlasWriter, featurevis_path
+from compute.atlas import Atlas, AtlasError, AtlasWriter, featurevis_path
 from compute.demo import DEMO_LAYERS, digits_cnn, load_digits_splits, train_digits_cnn
 from compute.featurevis import (
     FourierImage,
@@ -148,6 +148,14 @@ def test_image_space_from_manifest_and_normalise() -> None:
     assert x.shape == (2, 3, 8, 8) and torch.allclose(x, torch.ones_like(x))
     rgb = ImageSpace.from_manifest({"model": {"input_size": [3, 8, 8]}})
     assert rgb.image_channels == 3 and rgb.mean == (0.0,)
+
+
+def test_image_space_refuses_a_text_atlas_in_one_line() -> None:
+    """``featurevis`` / ``invert`` on a text atlas: a clear refusal, not a TypeError."""
+    with pytest.raises(AtlasError, match="this is a text atlas: feature visualization"):
+        ImageSpace.from_manifest({"modality": "text", "model": {"input_size": None}})
+    with pytest.raises(AtlasError, match=r"model.input_size is None, not \[channels"):
+        ImageSpace.from_manifest({"model": {}})
 
 
 def test_transforms_identity_deterministic_and_size() -> None:
