@@ -45,6 +45,7 @@ from compute.atlas import (
     featurevis_path,
     is_safe_relpath,
 )
+from compute.receptive_field import ReceptiveField
 
 log = logging.getLogger(__name__)
 
@@ -685,6 +686,24 @@ class AtlasData:
         return np.asarray(self.atlas.embedding(layer), dtype=np.float32)
 
     # -- neurons ----------------------------------------------------------------------------
+
+    def receptive_field(self, layer: int) -> ReceptiveField | None:
+        """The receptive field the build measured for ``layer`` (``None``: not recorded)."""
+        fields = self.atlas.parameters.get("receptive_fields") or {}
+        names = self.layer_names
+        entry = fields.get(names[layer]) if 0 <= layer < len(names) else None
+        if not isinstance(entry, dict):
+            return None
+        try:
+            return ReceptiveField.from_manifest(entry)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+
+    def whole_image_token(self, layer: int, token: int) -> bool:
+        """Whether position ``(0, token)`` of an image atlas's token layer is a class token
+        (a ViT's ``[CLS]``), whose crop is the whole image rather than a patch."""
+        field = self.receptive_field(layer)
+        return bool(field and field.token_columns and token < field.token_prefix)
 
     def crop(self, layer: int, channel: int, rank: int = 0) -> str | None:
         """Relative path of a channel's ``rank``-th example crop, or ``None``."""

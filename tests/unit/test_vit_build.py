@@ -116,3 +116,38 @@ def test_feature_visualization_optimises_a_unit_over_the_patch_tokens() -> None:
     # The patch at row r, column c of the image is token 1 + r * side + c.
     r, c = side - 1, 0
     torch.testing.assert_close(acts[:, :, r, c], tokens[:, 1 + r * side + c, :])
+
+
+def test_the_neuron_page_marks_the_examples_whose_crop_is_the_whole_image(
+    built: Path, tmp_path: Path
+) -> None:
+    """An example whose maximum is at the class token shows the whole image: the page
+    marks exactly those [CLS] (a newcomer took it for a patch), and says what crops are."""
+    from dashboard import data as atlas_data
+    from dashboard.views.common import ViewContext
+    from dashboard.views.summit.neuron_page import examples_card
+    from tests.helpers.components import components
+
+    atlas = Atlas.open(built / "atlas")
+    context = ViewContext(
+        data=atlas_data.load(str(built / "atlas"), str(tmp_path / "cache")),
+        file_prefix="/atlas-file/",
+    )
+    seen = set()
+    for layer in range(len(atlas.layers)):
+        table = atlas.examples(layer)
+        for channel in range(64):
+            card = examples_card(context, layer, channel)
+            figures = [c for c in components(card) if c["type"] == "Figure"]
+            marks = [
+                any(
+                    c["type"] == "Span" and c["props"].get("className") == "cls-token"
+                    for c in components(figure)
+                )
+                for figure in figures
+            ]
+            tokens = table.position[channel, : len(figures), 1].tolist()
+            assert marks == [token == 0 for token in tokens], (layer, channel)
+            seen.update(marks)
+    assert seen == {True, False}  # both kinds occur on this model
+    assert "whole image where the maximum is at the class token" in str(card.to_plotly_json())

@@ -30,7 +30,6 @@ from dashboard.views.instance.data import (
     instance_crop_path,
     picked_row,
     picker_rows,
-    receptive_field,
 )
 from dashboard.views.instance.state import INSTANCE_FILTERS
 from dashboard.views.summit.compare import legend_item
@@ -216,7 +215,7 @@ def mark_input_nodes(context: ViewContext, graph: Any, elements: list[dict[str, 
             # What the unit fired on in this input, not its usual token.
             word = text.word(token_of[node])
             element["data"]["label"] = f"{own[node][1]} {word}"
-        if stored and node in own and receptive_field(context.data, own[node][0]) is not None:
+        if stored and node in own and context.data.receptive_field(own[node][0]) is not None:
             crop = instance_crop_path(graph.image_index, *own[node])
             element["data"]["img"] = file_url(context.file_prefix, crop)
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from compute.atlas import PART_INSTANCES, AtlasError
 from compute.png import THUMBNAIL_SIZE, thumbnail_png
-from compute.receptive_field import ReceptiveField, crop_box
+from compute.receptive_field import crop_box
 from compute.summit.instance_graph import InstanceGraph, instance_graph
 from dashboard.data import AtlasData, ClassGraph, uncertain_by_lead
 
@@ -94,18 +94,6 @@ def parse_instance_crop_path(relpath: str) -> tuple[int, int, int] | None:
     return None if found is None else (int(found[1]), int(found[2]), int(found[3]))
 
 
-def receptive_field(data: AtlasData, layer: int) -> ReceptiveField | None:
-    """The receptive field the build measured for ``layer`` (``None``: not recorded)."""
-    fields = data.atlas.parameters.get("receptive_fields") or {}
-    entry = fields.get(data.layer_names[layer]) if 0 <= layer < len(data.layer_names) else None
-    if not isinstance(entry, dict):
-        return None
-    try:
-        return ReceptiveField.from_manifest(entry)
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-
-
 @lru_cache(maxsize=4096)
 def instance_crop(data: AtlasData, image_index: int, layer: int, channel: int) -> bytes | None:
     """PNG of what channel ``channel`` of ``layer`` saw in recorded input ``image_index`` at
@@ -121,7 +109,7 @@ def instance_crop(data: AtlasData, image_index: int, layer: int, channel: int) -
         return None
     row = data.atlas.instance_row(image_index)
     relpath = data.atlas.instance_input(image_index)
-    field = receptive_field(data, layer)
+    field = data.receptive_field(layer)
     if row is None or relpath is None or field is None:
         return None
     channels, _, positions = data.atlas.instances().channels(row, layer)

@@ -25,6 +25,7 @@ from dashboard.data import (
     PART_FEATUREVIS,
     PART_SUMMIT,
     PART_TEXT,
+    AtlasData,
     LayerPair,
     file_url,
 )
@@ -167,6 +168,27 @@ def pictures_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
     )
 
 
+#: Tooltip of an example whose maximum is at a ViT's class token.
+CLS_TITLE = "the maximum is at the class token, which attends to every patch: the whole image"
+
+
+def examples_caption(data: AtlasData, layer: int) -> str:
+    """What an example's crop and numbers are, for the layer's kind."""
+    if data.text:
+        return (
+            "input index · activation (the unit's maximum over the input's tokens, the "
+            "token marked)"
+        )
+    field = data.receptive_field(layer)
+    if field is not None and field.token_columns:
+        return (
+            "dataset index · activation (the unit's maximum over the image's tokens); the "
+            "crop is that token's patch, or the whole image where the maximum is at the "
+            "class token, marked [CLS]"
+        )
+    return "dataset index · activation (the channel's spatial max)"
+
+
 def examples_card(context: ViewContext, layer: int, channel: int) -> html.Section:
     """The top dataset examples with their crops, activation and dataset index."""
     data = context.data
@@ -183,7 +205,15 @@ def examples_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
                         alt=f"example {e['rank'] + 1}",
                     ),
                     html.Figcaption(
-                        [html.Span(f"#{e['image_index']}"), html.Span(f"{e['activation']:.3g}")]
+                        [
+                            html.Span(f"#{e['image_index']}"),
+                            html.Span(f"{e['activation']:.3g}"),
+                            *(
+                                [html.Span("[CLS]", className="cls-token", title=CLS_TITLE)]
+                                if data.whole_image_token(layer, e["token"])
+                                else []
+                            ),
+                        ]
                     ),
                 ],
                 className="example",
@@ -198,13 +228,7 @@ def examples_card(context: ViewContext, layer: int, channel: int) -> html.Sectio
                 [html.H2("Top dataset examples"), examples_csv_link(context, layer, channel)],
                 className="card-head",
             ),
-            html.P(
-                "input index · activation (the unit's maximum over the input's tokens, the "
-                "token marked)"
-                if data.text
-                else "dataset index · activation (the channel's spatial max)",
-                className="muted",
-            ),
+            html.P(examples_caption(data, layer), className="muted"),
             html.Div(
                 body,
                 id=ids.NEURON_PAGE_EXAMPLES,
