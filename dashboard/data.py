@@ -489,8 +489,20 @@ class AtlasData:
             "num_images": num_images,
             "train_accuracy": metrics.get("train"),
             "test_accuracy": metrics.get("test"),
+            "data_accuracy": self.data_accuracy,
             "approximate": self.approximate_precision,
+            "random_weights": model.get("random_weights") is True,
         }
+
+    @property
+    def data_accuracy(self) -> float | None:
+        """Top-1 accuracy over the atlas's own inputs (its class statistics: correct over
+        inputs, every class together); ``None`` without them."""
+        if not self.has(PART_SUMMIT):
+            return None
+        stats = self.atlas.class_stats()
+        total = int(np.asarray(stats["num_images"]).sum())
+        return int(np.asarray(stats["num_correct"]).sum()) / total if total else None
 
     @property
     def approximate_precision(self) -> str | None:

@@ -403,6 +403,13 @@ def _build_command(args: argparse.Namespace, rank: Rank, device_name: str) -> in
             "spec": args.model,
             # rebuilding the architecture (feature visualization) needs the head's size
             **({"num_classes": args.num_classes} if args.num_classes is not None else {}),
+            # a torchvision architecture without --weights is its random initialisation:
+            # whoever opens the atlas must be told (a factory may load its own weights)
+            **(
+                {"random_weights": True}
+                if args.weights is None and args.model.startswith("torchvision:")
+                else {}
+            ),
         },
         dataset_info={
             "name": dataset_name,

@@ -79,6 +79,19 @@ def approximate_badge(info: dict[str, Any]) -> html.Span | None:
     )
 
 
+def random_weights_badge(info: dict[str, Any]) -> html.Span | None:
+    """The header badge of an atlas of an untrained model (``info["random_weights"]``: a
+    torchvision architecture built without ``--weights``); ``None`` otherwise."""
+    if not info.get("random_weights"):
+        return None
+    return html.Span(
+        "random weights",
+        className="badge badge-approximate",
+        title="Built from the architecture's seeded random initialisation (no --weights): "
+        "what it shows is an untrained network's, not a trained model's.",
+    )
+
+
 def header(
     context: ViewContext,
     atlases: Sequence[tuple[str, str]] = (),
@@ -100,13 +113,23 @@ def header(
         facts.append(("train acc.", percent(info["train_accuracy"])))
     if info.get("test_accuracy") is not None:
         facts.append(("test acc.", percent(info["test_accuracy"])))
+    if (
+        info.get("train_accuracy") is None
+        and info.get("test_accuracy") is None
+        and info.get("data_accuracy") is not None
+    ):  # the build recorded no metrics: the accuracy on the atlas's own inputs
+        facts.append(("top-1 acc.", percent(info["data_accuracy"])))
     return html.Header(
         [
             html.Div(
                 [
                     html.Span("Network Atlas", className="brand"),
                     html.Div(
-                        [html.H1(info["title"], className="title"), approximate_badge(info)],
+                        [
+                            html.H1(info["title"], className="title"),
+                            approximate_badge(info),
+                            random_weights_badge(info),
+                        ],
                         className="title-row",
                     ),
                 ],

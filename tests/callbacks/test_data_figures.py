@@ -96,6 +96,30 @@ def test_header_reads_the_manifest(data: AtlasData) -> None:
     assert header["model"] == "TinyNet"
 
 
+def test_header_without_metrics_shows_the_atlas_accuracy_and_random_weights(
+    atlas_copy: Path,
+) -> None:
+    """A user's own build records no train/test metrics: the header shows the top-1
+    accuracy over the atlas's own inputs instead of nothing, and an untrained model says
+    so."""
+    from dashboard.views.common import ViewContext, percent
+    from dashboard.views.shell import header as page_header
+
+    path = atlas_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.pop("metrics", None)
+    manifest["model"]["random_weights"] = True
+    path.write_text(json.dumps(manifest))
+    data = atlas_data.load(str(atlas_copy), None)
+    stats = data.atlas.class_stats()
+    want = stats["num_correct"].sum() / stats["num_images"].sum()
+    info = data.header()
+    assert info["train_accuracy"] is None and info["data_accuracy"] == pytest.approx(want)
+    assert info["random_weights"] is True
+    shown = json.dumps(page_header(ViewContext(data, "/atlas-file/")).to_plotly_json(), default=str)
+    assert "top-1 acc." in shown and percent(want) in shown and "random weights" in shown
+
+
 # -- similarity and sidebar order ------------------------------------------------------------
 
 

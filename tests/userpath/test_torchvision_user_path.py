@@ -174,6 +174,8 @@ def _user_path(name: str, tmp_path: Path, full: bool) -> None:
     reference = work / "atlases" / "reference"
     out = _ok(_run(work, sys.executable, "-m", "compute", "verify", "atlases/reference"))
     assert "ok:" in out
+    # No --weights: the architecture's random initialisation, which the atlas must say.
+    assert Atlas.open(reference).manifest["model"]["random_weights"] is True
 
     if full:
         # Interrupted after a checkpoint by an unreadable image, then re-run: resumed.
