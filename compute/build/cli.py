@@ -553,9 +553,11 @@ def _print_token_layers(found: list[TokenLayer], tokens: int | None) -> None:
         "# token layers: outputs [N, T, D] (a tuple's first element), D hidden units each; "
         f"usable (the per-input maximum over real tokens can be read): {usable}"
     )
+    data = "a .csv/.jsonl of texts" if tokens is not None else "an image folder"
     print(
         "# MLP units: layers wider than the residual stream, the natural Summit neurons; "
-        "pass them to `build --layers` with text data (docs/text.md)"
+        f"pass them to `build --layers`, input to output, with {data} as --data "
+        "(docs/text.md)"
     )
 
 

@@ -146,7 +146,7 @@ def build_mapper_part(
     samples = sampler.result()
     first = samples[layers[0]]
     if len(first.image_index) < 2:
-        log.warning("no mapper part: only %d image(s) sampled", len(first.image_index))
+        log.warning("no mapper part: only %d input(s) sampled", len(first.image_index))
         return None
     return mapper_part(
         first.image_index,

@@ -150,15 +150,17 @@ def build_atlas(
         stream.store.remove_directory()
     stages.done("commit")
     correct = int(np.sum(result.aggregates.num_correct))
+    inputs, units = ("texts", "units") if stream.input_size is None else ("images", "channels")
     log.info(
-        "atlas %s: %d images (%.0f img/s), %d classes, %d layers (%d channels), "
-        "top-1 %.1f%%, %d crops; %s",
+        "atlas %s: %d %s (%.0f/s), %d classes, %d layers (%d %s), top-1 %.1f%%, %d crops; %s",
         path,
         num_images,
+        inputs,
         num_images / max(result.seconds, 1e-9),
         len(options.classes),
         len(options.layers),
         sum(s[0] for s in shapes),
+        units,
         100.0 * correct / num_images,
         num_crops,
         stages.summary(),

@@ -181,7 +181,11 @@ def test_render_node_panel_shapes_and_embedding_classes(topo_atlas: Path, tmp_pa
     assert str(shapes).count("flare") == 3
     assert "Node" in str(panel) and "topo-class-table" in str(panel)
     # The short name "interval/cluster" is spelled out beside it.
-    assert re.search(r"\(interval \d+ of the lens, cluster \d+\)", str(panel))
+    # the short name "i/c" spelled out with the same numbers (not 1-based beside 0-based)
+    name = re.search(r"Node (\d+)/(\d+) ", str(panel))
+    assert name is not None
+    spelled = f"(lens interval {name[1]}, cluster {name[2]}, both counted from 0)"
+    assert spelled in str(panel)
     assert "mapper/crops/00/" in str(panel)
     assert "mapper/inversions/00/" in str(panel)  # the node's inversion image
     assert classes and all(0 <= c < 6 for c in classes)

@@ -382,7 +382,10 @@ def subset_label(context: ViewContext, state: ViewState) -> str | None:
         if state.mistaken_for is not None
         else f"{state.subset} only"
     )
-    return what if images is None else f"{what}: {images:,} image{'' if images == 1 else 's'}"
+    if images is None:
+        return what
+    noun = ("text" if data.text else "image") + ("" if images == 1 else "s")
+    return f"{what}: {images:,} {noun}"
 
 
 def shown_graph(data: AtlasData, state: ViewState) -> ClassGraph:
@@ -416,12 +419,15 @@ def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
     message = None
     if graph.num_nodes == 0:
         message = note(
-            worded(data, "This class has no attribution graph (no channel passed selection).")
-            if state.subset == "all"
-            else f"No image of this class is {state.subset}ly classified: no graph."
-            if state.subset == "correct"
-            else "The model classifies every image of this class correctly: no graph of "
-            "its mistakes."
+            worded(
+                data,
+                "This class has no attribution graph (no channel passed selection)."
+                if state.subset == "all"
+                else f"No image of this class is {state.subset}ly classified: no graph."
+                if state.subset == "correct"
+                else "The model classifies every image of this class correctly: no graph of "
+                "its mistakes.",
+            )
         )
     elif not any("source" in e["data"] for e in elements) and graph.num_edges:
         message = note("Every connection is below the threshold; lower the slider.")
@@ -443,15 +449,17 @@ def missing_subset(data: AtlasData, state: ViewState) -> str:
         and 0 <= other < data.num_classes
         and int(data.confusion[state.cls, other]) == 0
     )
+    inputs = "texts" if data.text else "images"
     if never:
         return (
-            f"The model never mistook an image of {data.names[state.cls]} for {name}: "
-            "no graph. Choose 'mistaken' for the graph of all its mistakes."
+            f"The model never mistook {'a text' if data.text else 'an image'} of "
+            f"{data.names[state.cls]} for {name}: no graph. Choose 'mistaken' for the graph "
+            "of all its mistakes."
         )
     return (
-        f"No graph of the images of {data.names[state.cls]} mistaken for {name}: a "
+        f"No graph of the {inputs} of {data.names[state.cls]} mistaken for {name}: a "
         f"confusion gets its graph with at least {settings.get('confusion_min', '?')} "
-        f"images (at most {settings.get('confusion_pairs', '?')} per class). Choose "
+        f"{inputs} (at most {settings.get('confusion_pairs', '?')} per class). Choose "
         "'mistaken' for the graph of all its mistakes."
     )
 

@@ -643,7 +643,8 @@ def _node_heading(graph: MapperGraph, node: int) -> html.H3:
         [
             f"Node {node_label(graph, node)} ",
             html.Span(
-                f"(interval {interval + 1} of the lens, cluster {cluster + 1})",
+                # The short name counts from 0, as the URL and the CSV do: say so.
+                f"(lens interval {interval}, cluster {cluster}, both counted from 0)",
                 className="muted topo-node-name",
             ),
         ],
