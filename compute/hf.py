@@ -10,7 +10,7 @@ dict (``input_ids``, ``attention_mask``, optional ``token_type_ids``) it returns
 Refused in one line (:class:`~compute.errors.BuildError`), before anything is loaded where
 possible: a missing directory, one without ``config.json`` or without tokenizer files, an
 encoder saved without a sequence-classification head (a bare ``BertModel``: its head
-would be random), and ``transformers`` not installed (``pip install "network-atlas[text]"``).
+would be random), and ``transformers`` not installed (``pip install ".[compute,text]"``).
 
 ``transformers`` is imported lazily, inside the functions that need it: this module is
 imported by :mod:`compute.models`, which every image build loads, and an image user need
@@ -55,7 +55,7 @@ TOKENIZER_FILES = (
 #: The sentence a probe input is tokenised from (truncated or padded to its length).
 PROBE_TEXT = "the quick brown fox jumps over the lazy dog " * 8
 
-_INSTALL = 'pip install "network-atlas[text]"'
+_INSTALL = 'pip install ".[compute,text]" in the Network Atlas folder, as the README says'
 
 
 def _transformers() -> Any:

