@@ -327,7 +327,8 @@ def row_positions(layer: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.n
     """Preset ``(x, y)`` of graph nodes: one row per layer, the top layer on top, along the
     row by ``slot``. A row of more than :data:`ROW_NODES` nodes folds into ``r`` lines of
     at most :data:`LINE_NODES`, :data:`LINE_PX` apart (the rows below move down to make
-    room): its ``k``-th node by slot goes on line ``k mod r`` at ``slot / r``, so
+    room, and further still so that each line is nearer its own row's centre than any
+    other's): its ``k``-th node by slot goes on line ``k mod r`` at ``slot / r``, so
     neighbours on one line stay a slot apart. Alternate nodes of a line are nudged up or
     down a few pixels (cytoscape.js <3.30.3 can stop rendering long runs of nodes at
     exactly equal y).
@@ -344,10 +345,14 @@ def row_positions(layer: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.n
     sizes = np.bincount(layer, minlength=top_layer + 1) if layer.size else np.zeros(1, np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     lines = np.where(sizes > ROW_NODES, -(-sizes // LINE_NODES), 1)  # ceil
-    # Each row's top: the rows above it and their extra lines.
+    # Each row's top: the rows above it and their extra lines. Folded rows stand further
+    # apart (half of each one's extra height more), so every line is nearer its own row's
+    # label, at the row's centre, than any other row's: by at least ROW_PX.
     top = np.zeros(top_layer + 1)
     for li in range(top_layer - 1, -1, -1):
-        top[li] = top[li + 1] + ROW_PX + (lines[li + 1] - 1) * LINE_PX
+        extra = (lines[li + 1] - 1) * LINE_PX
+        spread = (lines[li + 1] - 1 + lines[li] - 1) * LINE_PX / 2
+        top[li] = top[li + 1] + extra + ROW_PX + spread
     k = rank - starts[layer]  # rank along the row
     r = lines[layer]
     stagger = np.where((k // r) % 2 == 0, -STAGGER_PX / 2, STAGGER_PX / 2)

@@ -22,6 +22,7 @@ from dashboard.data import (
     ROW_NODES,
     ROW_PX,
     SLOT_PX,
+    STAGGER_PX,
     AtlasData,
     ClassGraph,
     DerivedCache,
@@ -204,6 +205,13 @@ def test_a_wide_row_folds_into_lines_that_keep_its_order() -> None:
     for line in range(4):  # neighbours on one line are a whole slot apart
         assert np.all(np.diff(xs[lines == line]) >= SLOT_PX - 1e-3)
     assert y[~wide].max() + ROW_PX / 2 < y[wide].min()  # the upper row stays above
+    # Each node is nearer its own row's centre (where its label stands) than the other's,
+    # by ROW_PX at least: a folded row's top line does not read as the row above's.
+    centres = {k: (y[layer[shuffle] == k].min() + y[layer[shuffle] == k].max()) / 2 for k in (0, 1)}
+    for row, other in ((0, 1), (1, 0)):
+        own = y[layer[shuffle] == row]
+        near = np.abs(own - centres[row]).max()
+        assert near + ROW_PX - STAGGER_PX <= np.abs(own - centres[other]).min()
     # A row of ROW_NODES or fewer is one line, as before: x = slot * SLOT_PX.
     np.testing.assert_allclose(x[~wide], slot[shuffle][~wide] * SLOT_PX)
     x, y = row_positions(np.zeros(ROW_NODES, np.int64), np.arange(ROW_NODES) - 5.5)
