@@ -765,11 +765,14 @@ class AtlasData:
     def unit_label(self, layer: int, channel: int) -> str:
         """A node's label: its channel number, and a text atlas unit's top token over the
         dataset (the token most often at its maximum; the top examples' when the atlas
-        does not count them)."""
+        does not count them or the most frequent tokens tie)."""
         if not self.text:
             return str(channel)
         counted = self.atlas.top_tokens(layer, channel) if self.has(PART_TEXT) else []
-        token = counted[0][0] if counted else self.top_token(layer, channel)
+        clear = len(counted) == 1 or (len(counted) > 1 and counted[0][1] > counted[1][1])
+        # A tie at the top (20 tokens once each, say) says nothing of the unit: the top
+        # examples' token then labels it, ties going to the best example's.
+        token = counted[0][0] if clear else self.top_token(layer, channel)
         return f"{channel} {token}" if token else str(channel)
 
     def featurevis(self, layer: int, channel: int, kind: str = "vis") -> str | None:
