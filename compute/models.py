@@ -443,6 +443,7 @@ class LayerDescription(NamedTuple):
     width: int | None
     tokens: int | None = None
     channels_last: bool = False
+    calls: int = 1  # forward calls in one pass (a reused module, e.g. ResNet's relu: 2)
 
     @property
     def spatial(self) -> bool:
@@ -618,9 +619,10 @@ def describe_layers(
 
     Returns:
         One :class:`LayerDescription` per named submodule that ran, in the order their
-        forward calls began (a container before its children; a Swin ``PatchMerging``'s
-        ``norm`` before its ``reduction``, which is registered first), with the shape of
-        its (last) output for a batch of one dummy input.
+        (first) forward calls began (a container before its children, although a
+        container's output comes after theirs; a Swin ``PatchMerging``'s ``norm`` before
+        its ``reduction``, which is registered first), with the shape of its (last) output
+        for a batch of one dummy input and how many times it ran.
 
     Raises:
         BuildError: if the forward pass fails (e.g. an input size the model cannot take).
@@ -634,12 +636,14 @@ def describe_layers(
     shapes: dict[str, tuple[int | None, int | None, int | None, int | None]] = {}
     last: dict[str, bool] = {}
     started: dict[str, int] = {}  # name -> rank of its first forward call
+    calls: dict[str, int] = {}
     names = [(name, module) for name, module in model.named_modules() if name]
     with HookSet(model) as hooks:  # with the model: it follows channels-last regions
 
         def make_start(name: str) -> Callable[..., None]:
             def start(_module: nn.Module, _args: Any, _kwargs: Any) -> None:
                 started.setdefault(name, len(started))
+                calls[name] = calls.get(name, 0) + 1
 
             return start
 
@@ -660,7 +664,7 @@ def describe_layers(
         _probe(model, input_size)
     ran = sorted((started[name], name, module) for name, module in names if name in shapes)
     return [
-        LayerDescription(name, type(module).__name__, *shapes[name], last[name])
+        LayerDescription(name, type(module).__name__, *shapes[name], last[name], calls.get(name, 1))
         for _, name, module in ran
     ]
 

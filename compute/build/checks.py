@@ -109,6 +109,13 @@ def check_layers(
         raise BuildError(
             f"{what}; available: {listed}{more} (list them with `python -m compute layers`)"
         )
+    reused = [name for name in layers if rows[name].calls > 1]
+    if reused:  # before the order: a reused module has no one place in it
+        name = reused[0]
+        raise BuildError(
+            f"layer {name!r} is called {rows[name].calls} times in the forward pass (a "
+            "module reused, as a ResNet block's relu): choose a layer that runs once"
+        )
     # Rows come in the order their forward calls begin; a container's output comes after
     # all of its children's, so it is ranked by its last descendant.
     names = list(rows)

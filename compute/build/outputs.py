@@ -44,6 +44,7 @@ from compute.crops import (
 from compute.distributed import Rank
 from compute.errors import BuildError
 from compute.models import LayerDescription, num_parameters
+from compute.summit.config import GraphConfig, SummitConfig
 from compute.summit.embedding import class_embeddings
 from compute.summit.graph import attribution_graphs
 from compute.summit.instances import instances_manifest
@@ -79,7 +80,9 @@ def derive(result: PassResult, options: BuildOptions, device: torch.device) -> D
     counts = [np.asarray(a) for a in result.aggregates.activation_counts]
     influence = list(result.aggregates.influence_counts)
     graphs = attribution_graphs(counts, influence, options.graph_config, progress=options.progress)
-    warning = small_graph_warning(graphs.node_offsets, len(counts), options.graph_config.mass)
+    warning = small_graph_warning(
+        graphs.node_offsets, len(counts), options.config, options.graph_config
+    )
     if warning is not None:
         log.warning(warning)
     subsets = result.aggregates.subsets
@@ -103,18 +106,21 @@ def derive(result: PassResult, options: BuildOptions, device: torch.device) -> D
 SMALL_GRAPH_NODES_PER_LAYER = 2
 
 
-def small_graph_warning(node_offsets: np.ndarray, layers: int, mass: float) -> str | None:
+def small_graph_warning(
+    node_offsets: np.ndarray, layers: int, config: SummitConfig, graph_config: GraphConfig
+) -> str | None:
     """What to tell a user whose class graphs are nearly empty (``None`` when they are not).
 
     Args:
         node_offsets: ``int64[classes + 1]`` (:class:`compute.summit.graph.GraphArrays`).
         layers: the atlas's layers.
-        mass: the PageRank mass the graphs kept (``--graph-mass``).
+        config: how units were selected per input (``--tau`` or ``--top-k``).
+        graph_config: the PageRank mass the graphs kept (``--graph-mass``).
 
     Examples:
-        >>> small_graph_warning(np.array([0, 3, 6]), 3, 0.1)[:40]
-        'class graphs are small: a median of 3 no'
-        >>> small_graph_warning(np.array([0, 9, 15]), 3, 0.1) is None
+        >>> small_graph_warning(np.array([0, 3, 6]), 3, SummitConfig(), GraphConfig())[-76:]
+        'rebuild with a larger --graph-mass (0.1: try 0.3) and --tau (0.01: try 0.05)'
+        >>> small_graph_warning(np.array([0, 9, 15]), 3, SummitConfig(), GraphConfig()) is None
         True
     """
     sizes = np.diff(np.asarray(node_offsets))
@@ -124,10 +130,18 @@ def small_graph_warning(node_offsets: np.ndarray, layers: int, mass: float) -> s
     median = float(np.median(sizes))
     if median >= SMALL_GRAPH_NODES_PER_LAYER * layers:
         return None
+    options = []
+    mass = graph_config.mass
+    if mass < 1:
+        options.append(f"--graph-mass ({mass:g}: try {min(1.0, max(0.3, 2 * mass)):g})")
+    if config.selection == "topk":
+        options.append(f"--top-k ({config.top_k}: try {2 * config.top_k})")
+    elif config.tau < 1:
+        options.append(f"--tau ({config.tau:g}: try {min(1.0, max(0.05, 2 * config.tau)):g})")
     advice = (
-        f"rebuild with a larger --graph-mass (this build: {mass:g}; try 0.3) and --tau (try 0.05)"
-        if mass < 1
-        else "rebuild with a larger --tau (try 0.05) or --top-k"
+        "rebuild with a larger " + " and ".join(options)
+        if options
+        else "every unit is already kept: the model itself uses few units"
     )
     return (
         f"class graphs are small: a median of {median:g} nodes for {layers} layers, as if one "

@@ -117,8 +117,10 @@ def header(
         info.get("train_accuracy") is None
         and info.get("test_accuracy") is None
         and info.get("data_accuracy") is not None
-    ):  # the build recorded no metrics: the accuracy on the atlas's own inputs
-        facts.append(("top-1 acc.", percent(info["data_accuracy"])))
+    ):  # the build recorded no metrics: the accuracy on the atlas's own inputs, named
+        # by their split where the build knows it ("test acc."), else "top-1 acc."
+        split = info.get("split")
+        facts.append((f"{split} acc." if split else "top-1 acc.", percent(info["data_accuracy"])))
     return html.Header(
         [
             html.Div(

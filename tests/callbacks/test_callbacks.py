@@ -17,6 +17,7 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from plotly.utils import PlotlyJSONEncoder
 
+from compute.atlas import AtlasError
 from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.config import Settings
@@ -139,7 +140,7 @@ def test_embedding_says_which_classes_share_one_point() -> None:
     layout = np.array([[0.0, 0.0], [1.0, -1.0], [0.0, 0.0], [-1.0, 1.0]])
     data = SimpleNamespace(
         text=True, names=["food", "sport", "weather", "plants"], layer_names=["L3"],
-        embedding=lambda layer: layout,
+        embedding=lambda layer: layout, num_images=np.array([5, 5, 5, 5]),
     )  # fmt: skip
     shown = embedding.coincident_note(data, 0)  # type: ignore[arg-type]
     assert shown is not None
@@ -147,6 +148,13 @@ def test_embedding_says_which_classes_share_one_point() -> None:
     assert "texts select the same units" in shown.children
     layout = np.array([[0.0, 0.0], [1.0, -1.0], [0.5, 0.0], [-1.0, 1.0]])
     assert embedding.coincident_note(data, 0) is None  # type: ignore[arg-type]
+    # Classes without inputs share the empty rows' point: nothing to say of the model.
+    layout = np.array([[0.0, 0.0], [1.0, -1.0], [0.0, 0.0], [0.0, 0.0]])
+    data.num_images = np.array([5, 5, 0, 0])
+    assert embedding.coincident_note(data, 0) is None  # type: ignore[arg-type]
+    data.num_images = np.array([5, 5, 5, 0])
+    shown = embedding.coincident_note(data, 0)  # type: ignore[arg-type]
+    assert shown is not None and "one point: food, weather." in shown.children
 
 
 def test_sidebar_rows_html(small: Any) -> None:
@@ -188,6 +196,34 @@ def test_graph_view(small: Any) -> None:
         f"{ids.STATE}.data", {}, graph.render_hover, context, {"id": node}, ViewState().to_dict()
     )
     assert sheet == graph.BASE_STYLESHEET
+
+
+def test_hovering_a_subset_graphs_node_counts_what_the_graph_drew(tmp_path: Path) -> None:
+    """On the graph of a class's mistaken images, a node's hover counts those images (the
+    count its size and its faded, dotted look come from), not the whole class's."""
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    _, context = make_app(DEMO_ATLAS_DIR, tmp_path)
+    data = context.data
+    checked = 0
+    for cls in range(data.num_classes):
+        state = ViewState(cls=cls, subset="mistaken").to_dict()
+        try:
+            shown = data.graph(cls, "mistaken", None)
+        except AtlasError:
+            continue
+        total = data.subset_images(cls, "mistaken", None)
+        for k, node in enumerate(shown.ids.tolist()):
+            _, panel = run_with_trigger(
+                f"{summit_ids.GRAPH}.mouseoverNodeData", {"id": node}, graph.render_hover,
+                context, {"id": node}, state,
+            )  # fmt: skip
+            usage = panel[1].children
+            want = f"active in {int(shown.count[k]):,} of {total:,} images of"
+            assert usage.startswith(want) and "(mistaken only)" in usage, usage
+            assert ("none of these images selects" in usage) == (int(shown.count[k]) == 0)
+            checked += 1
+    assert checked
 
 
 def test_neuron_panel(small: Any) -> None:

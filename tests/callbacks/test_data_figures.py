@@ -118,7 +118,8 @@ def test_header_without_metrics_shows_the_atlas_accuracy_and_random_weights(
     assert info["train_accuracy"] is None and info["data_accuracy"] == pytest.approx(want)
     assert info["random_weights"] is True
     shown = json.dumps(page_header(ViewContext(data, "/atlas-file/")).to_plotly_json(), default=str)
-    assert "top-1 acc." in shown and percent(want) in shown and "random weights" in shown
+    label = f"{info['split']} acc." if info.get("split") else "top-1 acc."  # over which inputs
+    assert label in shown and percent(want) in shown and "random weights" in shown
 
 
 # -- similarity and sidebar order ------------------------------------------------------------

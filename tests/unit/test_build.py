@@ -500,15 +500,33 @@ def test_cli_passes_the_mapper_flags(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert seen["mapper_mode"] == "position"
 
 
-def test_layer_order_ranks_a_container_after_its_children(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A block chosen after one of its own children is in order (its output comes last)."""
+def test_layer_order_ranks_a_container_after_its_children() -> None:
+    """A block chosen after one of its own children is in order (its output comes last);
+    the other way round is refused, naming the order to use."""
     block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU())
     model = nn.Sequential(block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2))
-    with caplog.at_level("WARNING", logger="compute.build"):
-        check_layers(model, ["0.1", "0"], (3, 12, 12))
-    assert "module order" not in caplog.text
+    chosen = check_layers(model, ["0.1", "0"], (3, 12, 12))
+    assert [row.name for row in chosen] == ["0.1", "0"]
+    with pytest.raises(BuildError, match=r"'0' runs later; try --layers 0\.1,0"):
+        check_layers(model, ["0", "0.1"], (3, 12, 12))
+
+
+def test_a_reused_module_is_refused_before_its_order_is_judged() -> None:
+    """A module called twice (a ResNet block's relu) has no one place in the order: it is
+    refused as reused, not sent to an order that would be refused in turn."""
+
+    class Reused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+            self.relu = nn.ReLU()
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.relu(self.conv2(self.relu(self.conv1(x)))))
+
+    with pytest.raises(BuildError, match="'relu' is called 2 times"):
+        check_layers(Reused(), ["conv2", "relu"], (3, 12, 12))
 
 
 def test_build_atlas_takes_options_or_their_fields(tmp_path: Path) -> None:

@@ -190,8 +190,9 @@ def test_describe_layers() -> None:
 
 def test_describe_layers_lists_modules_in_the_order_they_run() -> None:
     """Registration order is not execution order: ``layers`` lists what runs first first
-    (a container before its children), so its names can be copied into ``--layers`` in
-    order; a module that does not run is not listed."""
+    (a container before its children, although its output comes after theirs), so the
+    names of layers that follow one another can be copied into ``--layers`` in order; a
+    module that does not run is not listed."""
 
     class Backwards(nn.Module):
         def __init__(self) -> None:

@@ -96,7 +96,13 @@ def coincident_note(data: AtlasData, layer: int) -> html.Div | None:
     """Says which classes share one point of the layer's embedding (their labels would
     print over each other, as if the layout had failed), and why: at this layer their
     activation counts point the same way."""
-    groups = coincident_classes(data.embedding(layer))
+    # A class without inputs has no counts to compare: it sits wherever the layout puts
+    # empty rows, which says nothing of the model.
+    counted = np.flatnonzero(np.asarray(data.num_images) > 0)
+    groups = [
+        [int(counted[k]) for k in group]
+        for group in coincident_classes(data.embedding(layer)[counted])
+    ]
     if not groups:
         return None
     shown = [", ".join(data.names[c] for c in group[:6]) + ("…" if len(group) > 6 else "")

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import dash_cytoscape as cyto
+import numpy as np
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from compute.atlas import AtlasError
@@ -289,8 +290,9 @@ def layout(context: ViewContext, state: ViewState) -> html.Section:
                     "from a lower channel to an upper one is drawn wider when the lower channel "
                     "was among the strongest influences on the upper one in more images. Use "
                     "the sliders to hide rarely used channels and weak connections. A faded, "
-                    "dotted tile is a channel no image of the class selects: it is there "
-                    "because channels the class's images select draw on it.",
+                    "dotted tile is a channel no image of the class (or of the correct or "
+                    "mistaken ones shown) selects: it is there because channels those "
+                    "images select draw on it.",
                 ),
                 extra=influence_note(data),
             ),
@@ -537,23 +539,29 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
     if layer >= data.num_layers or channel >= data.channels[layer]:
         return BASE_STYLESHEET, placeholder
     try:
-        neighbours = shown_graph(data, state).neighbours(node_id) if data.has(PART_GRAPHS) else []
+        graph = shown_graph(data, state) if data.has(PART_GRAPHS) else None
     except AtlasError:
-        neighbours = []
-    count = int(data.counts(layer)[state.cls, channel]) if data.num_images[state.cls] else None
+        graph = None
+    neighbours = graph.neighbours(node_id) if graph is not None else []
     unit, inputs = ("unit", "texts") if data.text else ("channel", "images")
     facts = f"{data.layer_names[layer]} · {unit} {channel}"
-    usage = (
-        f"active in {count:,} of {int(data.num_images[state.cls]):,} {inputs} of "
-        f"{data.names[state.cls]}"
-        if count is not None
-        else ""
-    )
+    # The count the node is drawn with: the class's, or the subset's the graph shows.
+    whose = data.names[state.cls]
+    count, total = None, None
+    if data.num_images[state.cls]:
+        count, total = int(data.counts(layer)[state.cls, channel]), int(data.num_images[state.cls])
+    shown = subset_label(context, state)
+    if shown is not None and graph is not None:
+        at = np.flatnonzero(graph.ids == node_id)
+        total = data.subset_images(state.cls, state.subset, state.mistaken_for)
+        count = int(graph.count[at[0]]) if at.size and total is not None else None
+        whose = f"{whose} ({shown.split(':')[0]})"
+    usage = f"active in {count:,} of {total:,} {inputs} of {whose}" if count is not None else ""
     if count == 0:
         usage += (
-            f": no {inputs[:-1]} of the class selects this {unit}. It is on the graph "
-            f"(drawn faded, dotted) because {unit}s its {inputs} do select draw on it: its "
-            "place comes from the connections alone."
+            f": none of these {inputs} selects this {unit}. It is on the graph (drawn "
+            f"faded, dotted) because {unit}s they do select draw on it: its place comes "
+            "from the connections alone."
         )
     panel: list[Any] = [html.H3(facts), html.P(usage, className="muted")]
     pictures = diversity_strip(context, layer, channel)
