@@ -154,12 +154,13 @@ def example_columns(atlas: Atlas) -> tuple[str, ...]:
 
 
 def _token_and_text(atlas: Atlas, index: int, token: int) -> tuple[str, str]:
-    """Token ``token`` of text input ``index`` as written, and the text the model saw
-    (empty when the atlas does not keep the input)."""
+    """Token ``token`` of text input ``index`` as written (empty for no token, e.g. -1),
+    and the text the model saw (both empty when the atlas does not keep the input)."""
     found = atlas.text_input(index)
-    if found is None or not 0 <= token < len(found.tokens):
+    if found is None:
         return "", ""
-    return found.word(token), found.seen
+    # No token (a Mapper sample of the mean over tokens): the text alone.
+    return (found.word(token) if 0 <= token < len(found.tokens) else ""), found.seen
 
 
 def example_rows(atlas: Atlas, layer: int, channel: int) -> list[tuple[Any, ...]]:
@@ -459,6 +460,23 @@ def export_compare(
 
 #: Columns of a Mapper members table.
 MAPPER_COLUMNS = ("node", "sample_row", "image_index", "label", "class", "node_classes")
+#: A text atlas's Mapper members add the sampled token (empty in mean mode) and the text,
+#: as the Topology view lists them.
+TEXT_MAPPER_COLUMNS = (*MAPPER_COLUMNS, "token", "text")
+
+
+def mapper_table(
+    atlas: Atlas, graph: MapperGraph, sample: MapperSampleArrays, classes: Sequence[str]
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The columns and rows of a Mapper members table (:func:`mapper_member_rows`; a text
+    atlas's rows add the sampled token and the text: ``TEXT_MAPPER_COLUMNS``)."""
+    rows = mapper_member_rows(graph, sample, classes)
+    if atlas.modality != "text":
+        return MAPPER_COLUMNS, list(rows)
+    tokens = np.asarray(sample.position)[:, 1]
+    return TEXT_MAPPER_COLUMNS, [
+        (*row, *_token_and_text(atlas, row[2], int(tokens[row[1]]))) for row in rows
+    ]
 
 
 def instance_data(atlas: Atlas, row: int) -> dict[str, Any]:
@@ -635,15 +653,16 @@ def mapper_file_name(atlas_name: str, layer_name: str, params: MapperParams) -> 
 def export_mapper(atlas: Atlas, out: Path, layers: Sequence[int] | None = None) -> list[Path]:
     """Write the members of every node of each layer's default Mapper graph (the graph the
     Topology view draws with no parameter in its URL), one CSV per layer named by
-    :func:`mapper_file_name`, columns ``MAPPER_COLUMNS``."""
+    :func:`mapper_file_name`, columns ``MAPPER_COLUMNS`` (a text atlas's
+    ``TEXT_MAPPER_COLUMNS``)."""
     if PART_MAPPER not in atlas.parts:
         raise AtlasError(f"{atlas.path} has no Mapper part (build it without --no-mapper)")
     written = []
     for layer in _layers_or_all(atlas, layers):
         graph = default_graph(atlas, layer)
-        rows = mapper_member_rows(graph, atlas.mapper_sample(layer), atlas.classes)
+        columns, rows = mapper_table(atlas, graph, atlas.mapper_sample(layer), atlas.classes)
         path = out / mapper_file_name(atlas.path.name, atlas.layer_names[layer], graph.params)
-        path.write_text(csv_text(MAPPER_COLUMNS, rows))
+        path.write_text(csv_text(columns, rows))
         written.append(path)
     return written
 

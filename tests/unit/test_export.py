@@ -410,3 +410,29 @@ def test_export_command_writes_examples_and_comparisons(
     assert capsys.readouterr().err.strip() == "error: class index 10 is outside 0..9"
     with pytest.raises(SystemExit):
         main(["export", atlas, "--compare", "3", "--out", str(out)])
+
+
+def test_a_text_atlas_mapper_csv_lists_each_members_token_and_text(
+    text_atlas: Path, tmp_path: Path
+) -> None:
+    """The Topology view lists a node's members as texts with the sampled token marked:
+    its CSV (button and ``export``, the same file) carries both, read back from the atlas
+    independently here."""
+    atlas = Atlas.open(text_atlas)
+    context = ViewContext(
+        data=atlas_data.load(str(text_atlas), str(tmp_path / "cache")), file_prefix="/f/"
+    )
+    layer = len(atlas.layers) - 1
+    exported = export_mapper(atlas, tmp_path, [layer])[0]
+    download = members_download(context, ViewState(topo_layer=layer).to_dict())
+    assert download is not None and download["content"] == exported.read_text()
+    rows = list(csv.DictReader(io.StringIO(exported.read_text())))
+    assert rows and list(rows[0])[-2:] == ["token", "text"]
+    sample = atlas.mapper_sample(layer)
+    for row in rows:
+        index = int(row["image_index"])
+        assert index == int(sample.image_index[int(row["sample_row"])])
+        text = atlas.text_input(index)
+        assert text is not None and row["text"] == text.seen
+        token = int(sample.position[int(row["sample_row"]), 1])
+        assert row["token"] == text.word(token) and row["token"]

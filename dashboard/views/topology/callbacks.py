@@ -28,7 +28,7 @@ from dash import (
     no_update,
 )
 
-from compute.export import MAPPER_COLUMNS, csv_text, mapper_file_name, mapper_member_rows
+from compute.export import csv_text, mapper_file_name, mapper_table
 from compute.topology import MapperGraph, MapperParams, Shape
 from dashboard import ids as page_ids
 from dashboard.data import PART_EMBEDDING, PART_MAPPER, file_url
@@ -518,9 +518,11 @@ def members_download(context: ViewContext, stored: Any) -> dict[str, Any] | None
         return None
     drawn = _draw(context, stored, exact=False)
     layer = drawn.result.layer
-    rows = mapper_member_rows(drawn.result.graph, drawn.mapper.sample(layer), data.names)
+    columns, rows = mapper_table(
+        data.atlas, drawn.result.graph, drawn.mapper.sample(layer), data.names
+    )
     return {
-        "content": csv_text(MAPPER_COLUMNS, rows),
+        "content": csv_text(columns, rows),
         "filename": mapper_file_name(
             data.atlas.path.name, data.layer_names[layer], drawn.result.params
         ),
