@@ -76,8 +76,9 @@ class ViewContext:
         return self.data.default_layer if state.layer is None else state.layer
 
 
-def note(text: str, *, kind: str = "info") -> html.Div:
-    """A friendly inline note (``kind``: ``info``, ``missing`` or ``error``)."""
+def note(text: str | list[Any], *, kind: str = "info") -> html.Div:
+    """A friendly inline note (``kind``: ``info``, ``missing`` or ``error``); ``text`` may
+    mix strings and components (links)."""
     return html.Div(text, className=f"note note-{kind}")
 
 

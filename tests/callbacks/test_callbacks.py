@@ -22,12 +22,14 @@ from dashboard import data as atlas_data
 from dashboard import ids
 from dashboard.config import Settings
 from dashboard.factory import IMMUTABLE_MAX_AGE, create_app
+from dashboard.links import neuron_href
 from dashboard.state import StateBounds, ViewState
 from dashboard.views import shell
 from dashboard.views.common import ViewContext, guarded
 from dashboard.views.summit import compare, embedding, graph, neuron, sidebar
 from dashboard.views.summit import ids as summit_ids
 from dashboard.views.summit import state as summit_state
+from tests.helpers.components import components
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,7 +180,9 @@ def test_sidebar_escapes_class_names(make_atlas: Any, tmp_path: Path) -> None:
 def test_graph_view(small: Any) -> None:
     _, context = small
     elements, header, message = graph.render_graph(context, ViewState(cls=1, node="0-3").to_dict())
-    assert any("source" in e["data"] for e in elements) and message is None
+    assert any("source" in e["data"] for e in elements)
+    # no warning; at most the note naming units the graph leaves out (tested below)
+    assert message is None or str(message.children[0]).startswith("Not on this graph")
     assert header[0].children == "class 001"
     node = next(e["data"]["id"] for e in elements if "size" in e["data"])
     sheet, panel = run_with_trigger(
@@ -224,6 +228,38 @@ def test_hovering_a_subset_graphs_node_counts_what_the_graph_drew(tmp_path: Path
             assert ("none of these images selects" in usage) == (int(shown.count[k]) == 0)
             checked += 1
     assert checked
+
+
+@pytest.mark.parametrize("demo_name", ["digits", "wordnet"])
+def test_a_class_graph_names_the_units_its_inputs_use_but_it_leaves_out(
+    demo_name: str, tmp_path: Path
+) -> None:
+    """Summit's PageRank can leave out a unit most of a class's inputs select (it happens
+    on both demos): the graph's note names exactly those, most used first, each linking to
+    its neuron page; a class with none gets no note."""
+    from dashboard.config import DEMO_ATLAS_DIR
+
+    _, context = make_app(DEMO_ATLAS_DIR.parent / demo_name, tmp_path)
+    data = context.data
+    named = 0
+    for cls in range(data.num_classes):
+        shown = set(data.graph(cls).ids.tolist())
+        total = int(data.num_images[cls])
+        want = sorted(
+            (-int(data.counts(layer)[cls, channel]), layer, channel)
+            for layer in range(data.num_layers)
+            for channel in range(data.channels[layer])
+            if 2 * int(data.counts(layer)[cls, channel]) >= total
+            and f"{layer}-{channel}" not in shown
+        )
+        _, _, message = graph.render_graph(context, ViewState(cls=cls).to_dict())
+        links = [c for c in components(message) if c["type"] == "Link"] if message else []
+        hrefs = [link["props"]["href"] for link in links]
+        assert hrefs == [
+            neuron_href(data.layer_names[layer], channel) for _, layer, channel in want[:5]
+        ], cls
+        named += len(hrefs)
+    assert named  # the case occurs on each demo
 
 
 def test_neuron_panel(small: Any) -> None:

@@ -30,6 +30,7 @@ from dashboard.data import (
     ClassGraph,
     file_url,
 )
+from dashboard.links import neuron_href
 from dashboard.snippets import snippet
 from dashboard.state import ViewState, parse_node_id
 from dashboard.views.common import (
@@ -433,7 +434,54 @@ def render_graph(context: ViewContext, stored: Any) -> tuple[Any, Any, Any]:
         )
     elif not any("source" in e["data"] for e in elements) and graph.num_edges:
         message = note("Every connection is below the threshold; lower the slider.")
+    elif state.subset == "all":
+        message = left_out_note(context, state.cls, set(graph.ids.tolist()))
     return elements, header, message
+
+
+#: A unit selected by at least this share of a class's inputs but absent from its graph is
+#: named under the graph (Summit's PageRank can leave it out: see :func:`left_out_note`).
+LEFT_OUT_SHARE = 0.5
+
+
+def left_out_note(context: ViewContext, cls: int, shown: set[str]) -> html.Div | None:
+    """Names the units most of the class's inputs select that its graph leaves out.
+
+    Summit keeps a layer's top nodes by personalised PageRank over the influence edges: a
+    unit the class uses everywhere but that has no strong connection to the layers next
+    to it gets little of that mass, while a unit the class never selects can gain it along
+    edges. Without this note the graph would read as if the class did not use it.
+    """
+    data = context.data
+    total = int(data.num_images[cls])
+    if total == 0:
+        return None
+    missing = []
+    for layer in range(data.num_layers):
+        counts = np.asarray(data.counts(layer)[cls])
+        for channel in np.flatnonzero(counts >= LEFT_OUT_SHARE * total).tolist():
+            if f"{layer}-{channel}" not in shown:
+                missing.append((int(counts[channel]), layer, channel))
+    if not missing:
+        return None
+    missing.sort(key=lambda m: (-m[0], m[1], m[2]))  # most used first; ties: lower layer
+    unit, inputs = ("unit", "texts") if data.text else ("channel", "images")
+    links: list[Any] = []
+    for k, (count, layer, channel) in enumerate(missing[:5]):
+        links += [", " if k else "", dcc.Link(
+            f"{data.layer_names[layer]} {unit} {channel} ({count} of {total})",
+            href=neuron_href(data.layer_names[layer], channel, context.page_prefix),
+        )]  # fmt: skip
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return note(
+        [
+            f"Not on this graph although at least half of its {inputs} select them: ",
+            *links,
+            f"{more}. The graph keeps the {unit}s that rank highest by PageRank over the "
+            f"connections (Summit's rule); a {unit} with no strong connection to the layers "
+            "next to it ranks low however often it fires.",
+        ]
+    )
 
 
 def missing_subset(data: AtlasData, state: ViewState) -> str:
