@@ -459,7 +459,10 @@ def export_compare(
 # -- Mapper graphs -------------------------------------------------------------------------
 
 #: Columns of a Mapper members table.
-MAPPER_COLUMNS = ("node", "sample_row", "image_index", "label", "class", "node_classes")
+#: ``node_name`` is the Topology panel's ``interval/cluster`` (both counted from 0).
+MAPPER_COLUMNS = (
+    "node", "node_name", "sample_row", "image_index", "label", "class", "node_classes",
+)  # fmt: skip
 #: A text atlas's Mapper members add the sampled token (empty in mean mode) and the text,
 #: as the Topology view lists them.
 TEXT_MAPPER_COLUMNS = (*MAPPER_COLUMNS, "token", "text")
@@ -475,7 +478,7 @@ def mapper_table(
         return MAPPER_COLUMNS, list(rows)
     tokens = np.asarray(sample.position)[:, 1]
     return TEXT_MAPPER_COLUMNS, [
-        (*row, *_token_and_text(atlas, row[2], int(tokens[row[1]]))) for row in rows
+        (*row, *_token_and_text(atlas, row[3], int(tokens[row[2]]))) for row in rows
     ]
 
 
@@ -612,17 +615,18 @@ def export_instances(
 
 def mapper_member_rows(
     graph: MapperGraph, sample: MapperSampleArrays, classes: Sequence[str]
-) -> list[tuple[int, int, int, int, str, str]]:
+) -> list[tuple[int, str, int, int, int, str, str]]:
     """One row per member of every node (``MAPPER_COLUMNS``): a sampled image in several
     overlapping nodes has a row in each; ``node_classes`` is the node's class composition,
     ``"name:count"`` by count (ties: class index), ``;``-separated.
 
     Examples:
         >>> from types import SimpleNamespace
-        >>> graph = SimpleNamespace(num_nodes=1, members=lambda node: np.array([0, 1, 2]))
+        >>> graph = SimpleNamespace(num_nodes=1, members=lambda node: np.array([0, 1, 2]),
+        ...                         node_interval=np.array([3]), node_cluster=np.array([0]))
         >>> sample = SimpleNamespace(label=np.array([1, 0, 1]), image_index=np.array([5, 6, 7]))
         >>> mapper_member_rows(graph, sample, ["cat", "dog"])[0]
-        (0, 0, 5, 1, 'dog', 'dog:2;cat:1')
+        (0, '3/0', 0, 5, 1, 'dog', 'dog:2;cat:1')
     """
     rows = []
     for node in range(graph.num_nodes):
@@ -631,11 +635,11 @@ def mapper_member_rows(
         counts = np.bincount(labels, minlength=len(classes))
         order = np.lexsort((np.arange(len(counts)), -counts))
         composition = ";".join(f"{classes[c]}:{counts[c]}" for c in order if counts[c])
+        name = f"{int(graph.node_interval[node])}/{int(graph.node_cluster[node])}"
         for row in members.tolist():
             label = int(sample.label[row])
-            rows.append(
-                (node, row, int(sample.image_index[row]), label, classes[label], composition)
-            )
+            index = int(sample.image_index[row])
+            rows.append((node, name, row, index, label, classes[label], composition))
     return rows
 
 

@@ -134,6 +134,9 @@ def test_mapper_members_are_the_default_graphs_nodes(demo: Atlas, tmp_path: Path
     for node in (0, graph.num_nodes - 1):
         members = [int(r["sample_row"]) for r in rows if int(r["node"]) == node]
         assert members == graph.members(node).tolist()
+        # the Topology panel's short name, so a user can find its node in the file
+        names = {r["node_name"] for r in rows if int(r["node"]) == node}
+        assert names == {f"{graph.node_interval[node]}/{graph.node_cluster[node]}"}
     first = rows[0]
     row = int(first["sample_row"])
     assert int(first["image_index"]) == int(sample.image_index[row])
@@ -193,7 +196,7 @@ def test_the_topology_csv_download_is_the_graph_shown(demo: Atlas, tmp_path: Pat
     assert other is not None and "-i20-" in other["filename"]
     rows = list(csv.DictReader(io.StringIO(other["content"])))
     assert rows and list(rows[0]) == [
-        "node", "sample_row", "image_index", "label", "class", "node_classes"
+        "node", "node_name", "sample_row", "image_index", "label", "class", "node_classes"
     ]  # fmt: skip
     assert other["content"] != default["content"]
 

@@ -645,7 +645,7 @@ def _node_heading(graph: MapperGraph, node: int) -> html.H3:
         [
             f"Node {node_label(graph, node)} ",
             html.Span(
-                # The short name counts from 0, as the URL and the CSV do: say so.
+                # The short name counts from 0, as the CSV's node_name does: say so.
                 f"(lens interval {interval}, cluster {cluster}, both counted from 0)",
                 className="muted topo-node-name",
             ),
