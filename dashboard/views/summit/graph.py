@@ -617,8 +617,10 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
         panel += [
             html.H4("Feature visualization and diversity", className="panel-sub"),
             html.Div(pictures, className="crop-grid"),
-            html.H4("Dataset examples", className="panel-sub"),
         ]
+    # The examples are the whole dataset's (any class): say so, or a unit no input of
+    # this class selects would seem to contradict its own examples.
+    panel.append(html.H4("Top examples in the whole dataset", className="panel-sub"))
     strip = example_strip(context, layer, channel)
     panel.append(html.Div(strip, className="snippet-list" if data.text else "crop-grid"))
     return hover_stylesheet(BASE_STYLESHEET, node_id, neighbours), panel
