@@ -664,7 +664,7 @@ def describe_layers(
         _probe(model, input_size)
     ran = sorted((started[name], name, module) for name, module in names if name in shapes)
     return [
-        LayerDescription(name, type(module).__name__, *shapes[name], last[name], calls.get(name, 1))
+        LayerDescription(name, type(module).__name__, *shapes[name], last[name], calls[name])
         for _, name, module in ran
     ]
 

@@ -46,6 +46,7 @@ from compute.featurevis.param import ImageSpace
 from compute.featurevis.render import (
     RenderConfig,
     StepProgress,
+    bar_progress,
     invert_activations,
     render_channels,
     render_steps,
@@ -318,13 +319,7 @@ def run_featurevis(
         update_atlas(atlas.path, add_parts=(PART_FEATUREVIS,)) as sink,
         tqdm(total=total, unit="step", disable=not progress, desc="featurevis") as bar,
     ):
-
-        def step(done: int, planned: int = 0) -> None:
-            if planned:
-                bar.total += planned
-                bar.refresh()
-            bar.update(done)
-
+        step = bar_progress(bar)
         for index in indices:
             layer = atlas.layers[index]
             finished = 0

@@ -26,7 +26,12 @@ from tqdm import tqdm
 
 from compute.atlas import PART_MAPPER, Atlas, AtlasError, mapper_inversion_path, update_atlas
 from compute.featurevis.param import ImageSpace
-from compute.featurevis.render import RenderConfig, invert_activations, render_steps
+from compute.featurevis.render import (
+    RenderConfig,
+    bar_progress,
+    invert_activations,
+    render_steps,
+)
 from compute.png import png_bytes
 from compute.topology.mapper import (
     MapperGraph,
@@ -100,6 +105,7 @@ def render_mapper_inversions(
         update_atlas(atlas.path) as sink,
         tqdm(total=0, desc="Mapper node inversions", unit="step", disable=not progress) as bar,
     ):
+        step = bar_progress(bar)
         for i in chosen:
             layer = atlas.layers[i]
             bar.set_postfix_str(layer.name)
@@ -107,8 +113,7 @@ def render_mapper_inversions(
             if graph.num_nodes == 0:
                 counts[layer.name] = 0
                 continue
-            bar.total += render_steps(graph.num_nodes, config)
-            bar.refresh()
+            step(0, render_steps(graph.num_nodes, config))
             means = node_means(graph, np.asarray(atlas.mapper_sample(i).vectors))
             images = invert_activations(
                 model,
@@ -118,7 +123,7 @@ def render_mapper_inversions(
                 config,
                 position=position,
                 device=device,
-                progress=lambda done, planned=0: bar.update(done),
+                progress=step,
             )
             for k in range(graph.num_nodes):
                 sink.add_bytes(mapper_inversion_path(i, graph.node_key(k)), png_bytes(images[k]))

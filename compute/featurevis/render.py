@@ -412,7 +412,7 @@ def optimise(
     *,
     seed: int | None = None,
     device: str | torch.device = "cpu",
-    on_step: Callable[[], None] | None = None,
+    progress: StepProgress | None = None,
 ) -> np.ndarray:
     """Optimise a batch of images to maximise ``objective`` at ``layer``.
 
@@ -426,7 +426,7 @@ def optimise(
         config: optimisation settings.
         seed: overrides ``config.seed`` for this batch.
         device: where to optimise.
-        on_step: called after each step (a progress bar: one step takes seconds on a CPU).
+        progress: told of each step (a progress bar: one step takes seconds on a CPU).
 
     Returns:
         ``uint8[N, H, W, image_channels]``: the images, untransformed, at the input size.
@@ -456,10 +456,22 @@ def optimise(
             loss = -objective(acts).sum()
             loss.backward()
             optimizer.step()
-            if on_step is not None:
-                on_step()
+            if progress is not None:
+                progress(1)
     with torch.no_grad():
         return to_uint8(param())
+
+
+def bar_progress(bar: Any) -> StepProgress:
+    """A :class:`StepProgress` that moves a tqdm ``bar`` (planned steps raise its total)."""
+
+    def step(done: int, planned: int = 0) -> None:
+        if planned:
+            bar.total += planned
+            bar.refresh()
+        bar.update(done)
+
+    return step
 
 
 def render_steps(channels: int, config: RenderConfig) -> int:
@@ -546,7 +558,7 @@ def _retry_dead(
         retry,
         seed=batch_seed(seed, "retry", 1),
         device=device,
-        on_step=None if progress is None else lambda: progress(1),
+        progress=progress,
     )
     own_again = own_activation(model, layer, again, channels, space, device)
     images = images.copy()
@@ -640,7 +652,7 @@ def render_channels(
             config,
             seed=seed,
             device=device,
-            on_step=None if progress is None else lambda: progress(1),
+            progress=progress,
         )
         if diversity == 0 and config.retry_dead:
             images = _retry_dead(model, layer, chunk, images, space, config, seed, device, progress)
@@ -709,7 +721,7 @@ def invert_activations(
                 config,
                 seed=seed,
                 device=device,
-                on_step=None if progress is None else lambda: progress(1),
+                progress=progress,
             )
         )
     return np.concatenate(results)

@@ -374,17 +374,24 @@ def class_header(context: ViewContext, state: ViewState) -> list[Any]:
     return parts
 
 
-def subset_label(context: ViewContext, state: ViewState) -> str | None:
-    """The header's words for the subset shown (``None``: all the class's images)."""
+def subset_words(data: AtlasData, state: ViewState) -> str | None:
+    """What the subset shown is, in words ("mistaken only", "mistaken for cat"; ``None``:
+    all the class's images)."""
     if state.subset == "all":
         return None
+    if state.mistaken_for is not None:
+        return f"mistaken for {data.names[state.mistaken_for]}"
+    return f"{state.subset} only"
+
+
+def subset_label(context: ViewContext, state: ViewState) -> str | None:
+    """The header's words for the subset shown and its size (``None``: all the class's
+    images)."""
     data = context.data
+    what = subset_words(data, state)
+    if what is None:
+        return None
     images = data.subset_images(state.cls, state.subset, state.mistaken_for)
-    what = (
-        f"mistaken for {data.names[state.mistaken_for]}"
-        if state.mistaken_for is not None
-        else f"{state.subset} only"
-    )
     if images is None:
         return what
     noun = ("text" if data.text else "image") + ("" if images == 1 else "s")
@@ -598,12 +605,12 @@ def render_hover(context: ViewContext, node: Any, stored: Any) -> tuple[Any, Any
     count, total = None, None
     if data.num_images[state.cls]:
         count, total = int(data.counts(layer)[state.cls, channel]), int(data.num_images[state.cls])
-    shown = subset_label(context, state)
-    if shown is not None and graph is not None:
+    subset = subset_words(data, state)
+    if subset is not None and graph is not None:
         at = np.flatnonzero(graph.ids == node_id)
         total = data.subset_images(state.cls, state.subset, state.mistaken_for)
         count = int(graph.count[at[0]]) if at.size and total is not None else None
-        whose = f"{whose} ({shown.split(':')[0]})"
+        whose = f"{whose} ({subset})"
     usage = f"active in {count:,} of {total:,} {inputs} of {whose}" if count is not None else ""
     if count == 0:
         usage += (
